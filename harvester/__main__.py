@@ -1,0 +1,5 @@
+"""`python -m harvester` runs the CLI."""
+
+from .cli import entrypoint
+
+entrypoint()

@@ -1,0 +1,97 @@
+"""What to ask the k6 Cloud REST API v2, and what its answers must look like.
+
+The client knows paths, parameters and response shapes; `transport.py` knows how bytes
+move. A v6 backend would be another class with the same methods beside this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from yarl import URL
+
+from .batching import series_query
+from .errors import ApiStatusError
+from .transport import Transport
+
+JsonObject = dict[str, Any]
+V2 = "/loadtests/v2"
+DETAIL_INCLUDES = ("url", "group", "check")
+
+
+def _list_of(doc: Any, key: str, url: URL) -> list[JsonObject]:
+    value = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(value, list):
+        raise ApiStatusError(f"unexpected answer: no {key!r} list in the body", url=str(url))
+    return value
+
+
+class CloudApi:
+    """The v2 endpoints the harvester uses; every call goes through one `Transport`."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def series_url(self, run_id: int, ids: Sequence[str], method: str | None) -> URL:
+        return self.transport.url(f"{V2}/series", series_query(run_id, ids, method))
+
+    @staticmethod
+    def request_target_length(url: URL) -> int:
+        """Length of what goes on the request line: path and query, as encoded."""
+        return len(url.raw_path_qs)
+
+    async def list_metrics(self, run_id: int) -> list[JsonObject]:
+        url = self.transport.url(f"{V2}/metrics", f"test_run_id={run_id}")
+        return _list_of((await self.transport.get("metrics", url)).data, "k6-metrics", url)
+
+    async def series(self, url: URL) -> list[JsonObject]:
+        """One batch of series; build `url` with `series_url` (the batcher measures it)."""
+        return _list_of((await self.transport.get("series", url)).data, "k6-serie", url)
+
+    async def thresholds(self, run_id: int) -> tuple[list[JsonObject], list[JsonObject]]:
+        url = self.transport.url(f"{V2}/thresholds", f"test_run_id={run_id}")
+        doc = (await self.transport.get("thresholds", url)).data
+        return _list_of(doc, "k6-metrics", url), _list_of(doc, "k6-thresholds", url)
+
+    async def overviews(self, run_id: int) -> list[JsonObject]:
+        url = self.transport.url(f"{V2}/run-overviews", f"test_run_id={run_id}")
+        return _list_of((await self.transport.get("overview", url)).data, "k6-run-overviews", url)
+
+    async def metric_detail(self, run_id: int, metric_id: str) -> JsonObject:
+        query = urlencode([("test_run_id", run_id), *(("include[]", i) for i in DETAIL_INCLUDES)])
+        url = self.transport.url(f"{V2}/metrics/{quote(metric_id, safe='')}", query)
+        doc = (await self.transport.get("metric_detail", url)).data
+        if not isinstance(doc, dict) or not isinstance(doc.get("k6-metric"), dict):
+            raise ApiStatusError("unexpected answer: no 'k6-metric' object", url=str(url))
+        return doc
+
+    async def get_run(self, run_id: int) -> JsonObject:
+        url = self.transport.url(f"{V2}/runs/{run_id}")
+        doc = (await self.transport.get("run", url)).data
+        if not isinstance(doc, dict) or not isinstance(doc.get("k6-run"), dict):
+            raise ApiStatusError("unexpected answer: no 'k6-run' object", url=str(url))
+        run: JsonObject = doc["k6-run"]
+        return run
+
+    async def list_tests(
+        self, project_id: int, page: int, page_size: int
+    ) -> tuple[list[JsonObject], int | None]:
+        query = urlencode({"project_id": project_id, "page": page, "page_size": page_size})
+        return await self._page("tests", f"{V2}/tests", query, "k6-tests")
+
+    async def list_runs(
+        self, test_id: int, page: int, page_size: int
+    ) -> tuple[list[JsonObject], int | None]:
+        query = urlencode({"test_id": test_id, "page": page, "page_size": page_size})
+        return await self._page("runs", f"{V2}/runs", query, "k6-runs")
+
+    async def _page(
+        self, endpoint: str, path: str, query: str, key: str
+    ) -> tuple[list[JsonObject], int | None]:
+        url = self.transport.url(path, query)
+        doc = (await self.transport.get(endpoint, url)).data
+        meta = doc.get("meta") if isinstance(doc, dict) else None
+        count = meta.get("count") if isinstance(meta, dict) else None
+        return _list_of(doc, key, url), count if isinstance(count, int) else None

@@ -1,0 +1,192 @@
+"""The command line: parse, build settings, call the library, turn errors into exit codes.
+
+`main(argv)` is the one exit point; it prints a one-line message for every
+`HarvesterError` (exit 2 for bad input or a rejected token, 1 when runs failed) and a
+traceback only with `--debug`. Heavy modules are imported inside the commands so that
+`harvester --version` starts fast (a cron job pays start-up every time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+class UsageError(Exception):
+    """argparse's complaint, reported as one line like every other bad input."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("k6-harvester")
+    except PackageNotFoundError:  # pragma: no cover
+        return "unknown"
+
+
+def _add_api_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("API")
+    g.add_argument("--base-url", help="API base URL (default https://api.k6.io)")
+    g.add_argument("--token", help="API token (prefer the K6_CLOUD_TOKEN environment variable)")
+    g.add_argument("--rate", type=str, help="most requests in any one-second window (default 5)")
+    g.add_argument("--concurrency", help="most requests in flight at once (default 8)")
+    g.add_argument("--max-url-length", help="cap on a request's path+query, bytes (default 8000)")
+    g.add_argument("--connect-timeout", help="seconds to connect (default 10)")
+    g.add_argument("--read-timeout", help="seconds between bytes of an answer (default 60)")
+    g.add_argument("--max-attempts", help="tries per request for transient errors (default 6)")
+    g.add_argument("--retry-budget", help="seconds a run may spend waiting to retry (default 600)")
+    g.add_argument("--max-retry-after", help="longest Retry-After honoured, seconds (default 900)")
+    g.add_argument(
+        "--allow-insecure", action="store_true", default=None, help="allow http:// to non-loopback"
+    )
+    g.add_argument("--config", help="TOML config file (see config/harvester.example.toml)")
+    g.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def _add_harvest_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what and where")
+    g.add_argument("--run", dest="runs", action="append", metavar="ID", help="a test run id")
+    g.add_argument("--runs-file", help="file with one test run id a line")
+    g.add_argument("--out", help="directory for <run_id>.ndjson files, or - for stdout (default -)")
+    g.add_argument(
+        "--method",
+        dest="methods",
+        action="append",
+        metavar="M",
+        help="extra series aggregation (mean, max, p95, 0.99 ...); repeatable",
+    )
+    g.add_argument(
+        "--details",
+        action="store_true",
+        default=None,
+        help="also fetch each metric's details (one request per metric)",
+    )
+    g.add_argument("--runs-in-flight", help="runs harvested at once (default 4)")
+    g.add_argument("--state", help="state file (default <out>/.harvester-state.sqlite)")
+    g.add_argument("--force", action="store_true", default=None, help="re-harvest finished runs")
+    g.add_argument("--quiet", dest="log_level", action="store_const", const="quiet")
+    g.add_argument("--verbose", dest="log_level", action="store_const", const="verbose")
+    g.add_argument("--progress", choices=("auto", "on", "off"), help="live progress on stderr")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; `command` is the subcommand about to run, so only its flags are loaded."""
+    parser = _Parser(prog="harvester", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"harvester {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    harvest = commands.add_parser("harvest", help="harvest test runs to NDJSON")
+    _add_harvest_flags(harvest)
+    _add_api_flags(harvest)
+    harvest.set_defaults(handler=_cmd_harvest)
+    simulate = commands.add_parser("simulate", help="serve a simulated k6 Cloud API on loopback")
+    if command == "simulate":  # its module imports aiohttp.web: only load it when asked
+        from .simulator import command as simulate_command
+
+        simulate_command.add_arguments(simulate)
+        simulate.set_defaults(handler=simulate_command.run)
+    return parser
+
+
+_SETTINGS_FLAGS = (
+    "base_url", "token", "rate", "concurrency", "max_url_length", "connect_timeout",
+    "read_timeout", "max_attempts", "retry_budget", "max_retry_after", "allow_insecure",
+    "runs", "runs_file", "out", "methods", "details", "runs_in_flight", "state", "force",
+    "log_level", "progress",
+)  # fmt: skip
+
+
+def settings_from_args(ns: argparse.Namespace) -> Any:
+    from .config import load_settings
+
+    flags = {name: getattr(ns, name, None) for name in _SETTINGS_FLAGS}
+    return load_settings(flags, config_file=ns.config)
+
+
+def _cmd_harvest(ns: argparse.Namespace) -> int:
+    from .config import read_runs_file, with_runs
+    from .errors import ConfigError
+    from .scheduler import RunTarget
+
+    settings = settings_from_args(ns)
+    if settings.runs_file:
+        settings = with_runs(settings, read_runs_file(settings.runs_file))
+    if not settings.runs:
+        raise ConfigError("no runs to harvest: give --run ID (repeatable) or --runs-file FILE")
+    if not settings.token:
+        raise ConfigError("no API token: set K6_CLOUD_TOKEN (or pass --token)")
+    targets = [RunTarget(run_id) for run_id in settings.runs]
+    from .job import harvest_job
+    from .progress import Reporter
+
+    reporter = Reporter.for_settings(settings)
+    result = _run_async(harvest_job, settings, targets, observers=[reporter])
+    reporter.finish(result)
+    return EXIT_FAILED if result.report.failed else EXIT_OK
+
+
+def _run_async(func: Any, *args: Any, **kwargs: Any) -> Any:
+    import functools
+
+    import anyio
+
+    options: dict[str, Any] = {}
+    try:
+        import uvloop  # noqa: F401  (optional: a faster event loop when installed)
+
+        options["use_uvloop"] = True
+    except ImportError:  # pragma: no cover
+        pass
+    return anyio.run(functools.partial(func, *args, **kwargs), backend_options=options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(next((a for a in args if not a.startswith("-")), None))
+    debug = "--debug" in args
+    try:
+        ns = parser.parse_args(args)
+        if not getattr(ns, "handler", None):
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        return int(ns.handler(ns))
+    except UsageError as exc:
+        print(f"harvester: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("harvester: interrupted", file=sys.stderr)
+        return EXIT_SIGINT
+    except Exception as exc:
+        return _report_error(exc, debug)
+
+
+def _report_error(exc: Exception, debug: bool) -> int:
+    from .errors import HarvesterError
+
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, HarvesterError):
+        print(f"harvester: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(
+        f"harvester: internal error: {type(exc).__name__}: {exc} "
+        "(run again with --debug for a traceback, and please report it)",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
+
+
+def entrypoint() -> NoReturn:
+    sys.exit(main())

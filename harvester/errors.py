@@ -1,0 +1,122 @@
+"""The harvester's one exception tree: every failure a caller can meet, named for what happened.
+
+aiohttp's exceptions become these in `transport.py` only; the CLI catches
+`HarvesterError` once and turns it into a one-line message and an exit status.
+"""
+
+from __future__ import annotations
+
+
+class HarvesterError(Exception):
+    """Root of everything the harvester raises on purpose."""
+
+    #: Exit status the CLI uses when this error ends the command.
+    exit_code = 1
+
+
+class ConfigError(HarvesterError):
+    """Bad settings, flags or input files: nothing was harvested."""
+
+    exit_code = 2
+
+
+class StateError(HarvesterError):
+    """The state file cannot be used (locked by another process, other version, corrupt)."""
+
+    exit_code = 2
+
+
+class ApiError(HarvesterError):
+    """The API answered, but not with what we asked for."""
+
+    def __init__(self, message: str, *, status: int | None = None, url: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.url = url
+
+
+class AuthRejected(ApiError):
+    """401/403: the token is missing, wrong or lacks access. Never retried; ends the job."""
+
+    exit_code = 2
+
+
+class NotFound(ApiError):
+    """404: the run (or other resource) does not exist."""
+
+
+class UrlTooLong(ApiError):
+    """414 (or a 400 that says so): the request line was too long; the batch must split."""
+
+
+class ApiStatusError(ApiError):
+    """Any other non-2xx answer that retrying will not fix (most 4xx)."""
+
+
+class RetryableError(ApiError):
+    """A transient failure worth another try: 5xx, 408, 429, resets, truncated bodies."""
+
+    #: Seconds the server asked us to wait (Retry-After), if it said.
+    retry_after: float | None = None
+
+
+class ServerError(RetryableError):
+    """5xx or 408."""
+
+
+class RateLimited(RetryableError):
+    """429 Too Many Requests."""
+
+    def __init__(self, message: str, *, retry_after: float | None, url: str = "") -> None:
+        super().__init__(message, status=429, url=url)
+        self.retry_after = retry_after
+
+
+class ConnectionFailed(RetryableError):
+    """The connection could not be made or broke before the answer was whole."""
+
+
+class TruncatedBody(RetryableError):
+    """A 2xx whose body was cut short or is not valid JSON."""
+
+
+class RequestTimeout(RetryableError, TimeoutError):
+    """No complete answer within the connect or read timeout."""
+
+
+class RetriesExhausted(ApiError):
+    """A request kept failing transiently until its attempts or time budget ran out."""
+
+
+class RetryAfterTooLong(ApiError):
+    """The server asked us to wait longer than we are willing to (--max-retry-after)."""
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The most telling error inside (nested) exception groups from task groups.
+
+    A rejected token wins over everything, then any other `HarvesterError`; an error that
+    is none of ours is returned as it is (a bug, to be shown as one).
+    """
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves = [unwrap(inner) for inner in exc.exceptions]
+    for kind in (AuthRejected, HarvesterError):
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                return leaf
+    return exc
+
+
+def describe(exc: HarvesterError) -> str:
+    """One line for a failed run: what kind of failure, then the details."""
+    names = {
+        NotFound: "not found",
+        RetriesExhausted: "retries exhausted",
+        RetryAfterTooLong: "rate limited too long",
+        ApiStatusError: "API error",
+    }
+    for kind, label in names.items():
+        if isinstance(exc, kind):
+            return f"{label}: {exc}"
+    return str(exc)

@@ -1,0 +1,138 @@
+"""Everything the API knows about one test run, fetched and sent to the writer as records.
+
+For run N: the metrics list, then concurrently the series in URL-length batches (for each
+aggregation method asked), the thresholds and the overview, and with `--details` one
+detail request per metric. The ids asked are compared with the `metric_id`s returned; a
+missing id is asked once more alone, and if still absent is named in the summary.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import anyio
+from anyio.abc import ObjectSendStream
+
+from .api import CloudApi, JsonObject
+from .batching import SeriesBatcher
+from .errors import ApiStatusError, UrlTooLong
+from .records import Lines, Message, encode
+
+
+class RunHarvest:
+    """Fetches one run; `run()` returns the summary counts once every record is sent."""
+
+    def __init__(
+        self,
+        api: CloudApi,
+        run_id: int,
+        send: ObjectSendStream[Message],
+        *,
+        max_url_length: int,
+        methods: Sequence[str] = (),
+        details: bool = False,
+        batch_slots: anyio.CapacityLimiter,
+    ) -> None:
+        self.api = api
+        self.run_id = run_id
+        self._send = send
+        self._batcher = SeriesBatcher(max_url_length)
+        self._methods: Sequence[str | None] = tuple(methods) or (None,)
+        self._details = details
+        self._slots = batch_slots
+        self.counts: Counter[str] = Counter()
+        self.missing: list[dict[str, Any]] = []
+
+    async def emit(self, kind: str, items: Iterable[Any]) -> None:
+        items = list(items)
+        if items:
+            self.counts[kind] += len(items)
+            data = encode(kind, self.run_id, items)
+            await self._send.send(Lines(self.run_id, data, Counter({kind: len(items)})))
+
+    async def run(self, run_object: JsonObject | None = None) -> dict[str, Any]:
+        if run_object is not None:
+            await self.emit("run", [run_object])
+        metrics = await self.api.list_metrics(self.run_id)
+        await self.emit("metric", metrics)
+        ids = list(dict.fromkeys(m["id"] for m in metrics if isinstance(m.get("id"), str)))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._thresholds)
+            tg.start_soon(self._overview)
+            for method in self._methods:
+                tg.start_soon(self._series, ids, method)
+            if self._details:
+                tg.start_soon(self._metric_details, ids)
+        return {
+            "counts": dict(self.counts),
+            "missing_series": self.missing,
+            "url_cap": self._batcher.cap,
+        }
+
+    async def _thresholds(self) -> None:
+        _metrics, thresholds = await self.api.thresholds(self.run_id)
+        await self.emit("threshold", thresholds)
+
+    async def _overview(self) -> None:
+        await self.emit("overview", await self.api.overviews(self.run_id))
+
+    async def _metric_details(self, ids: list[str]) -> None:
+        for metric_id in ids:
+            await self.emit("metric_detail", [await self.api.metric_detail(self.run_id, metric_id)])
+
+    # --- series ---------------------------------------------------------------------
+
+    async def _series(self, ids: list[str], method: str | None) -> None:
+        fixed = self.api.request_target_length(self.api.series_url(self.run_id, [], method))
+        returned: set[str] = set()
+        failed: set[str] = set()
+        async with anyio.create_task_group() as tg:
+            for batch in self._batcher.plan(ids, fixed):
+                tg.start_soon(self._batch, batch, method, returned, failed)
+        missing = [i for i in ids if i not in returned and i not in failed]
+        for metric_id in missing:
+            # Asked once more on its own: a gap may be a glitch in one batch's answer.
+            await self._batch([metric_id], method, returned, failed)
+            if metric_id not in returned and metric_id not in failed:
+                self.missing.append({"metric_id": metric_id, "method": method})
+
+    async def _batch(
+        self, ids: list[str], method: str | None, returned: set[str], failed: set[str]
+    ) -> None:
+        url = self.api.series_url(self.run_id, ids, method)
+        length = self.api.request_target_length(url)
+        if length > self._batcher.cap and len(ids) > 1:
+            await self._halves(ids, method, returned, failed)
+            return
+        try:
+            async with self._slots:
+                series = await self.api.series(url)
+                returned.update(str(s.get("metric_id")) for s in series)
+                await self.emit("series", series)
+        except UrlTooLong:
+            if len(ids) == 1:
+                raise
+            self._batcher.learn_too_long(length)
+            await self._halves(ids, method, returned, failed)
+        except ApiStatusError as exc:
+            if len(ids) > 1:
+                # Not about length: find the one id the server objects to by bisection.
+                await self._halves(ids, method, returned, failed)
+                return
+            failed.add(ids[0])
+            error = {
+                "metric_id": ids[0],
+                "method": method,
+                "status": exc.status,
+                "message": str(exc),
+            }
+            await self.emit("error", [error])
+
+    async def _halves(
+        self, ids: list[str], method: str | None, returned: set[str], failed: set[str]
+    ) -> None:
+        middle = len(ids) // 2
+        await self._batch(ids[:middle], method, returned, failed)
+        await self._batch(ids[middle:], method, returned, failed)

@@ -1,0 +1,175 @@
+"""The orchestrator: fans out over runs, feeds one writer through a bounded channel.
+
+Data flows one way: targets -> a fixed pool of run workers (at most `runs_in_flight` runs
+at once) -> `RunHarvest` -> records -> bounded memory object stream -> one writer task ->
+sink. A run counts as done only after its sink has committed it; observers (the state
+file, progress) hear of it from the writer, never earlier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import ObjectReceiveStream, ObjectSendStream
+
+from .api import CloudApi, JsonObject
+from .config import Settings
+from .errors import AuthRejected, HarvesterError, describe, unwrap
+from .records import Lines, Message, RunFailed, RunFinished, RunStarted, encode
+from .retry import RetryBudget, current_budget
+from .run_harvest import RunHarvest
+from .sinks import Sink
+from .stats import HarvestStats
+
+
+@dataclass(frozen=True)
+class RunTarget:
+    """A run to harvest; `run` is its `k6-run` object when discovery already has it."""
+
+    run_id: int
+    run: JsonObject | None = None
+    incomplete_reason: str | None = None
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    ok: bool
+    reason: str | None = None
+    path: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+class RunObserver(Protocol):
+    def run_started(self, run_id: int) -> None: ...
+    def run_ended(self, outcome: RunOutcome) -> None: ...
+
+
+@dataclass
+class HarvestReport:
+    outcomes: list[RunOutcome] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def succeeded(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if o.ok]
+
+
+class Scheduler:
+    """Harvests a list of runs into one sink."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        api: CloudApi,
+        sink: Sink,
+        stats: HarvestStats,
+        observers: Sequence[RunObserver] = (),
+    ) -> None:
+        self.settings = settings
+        self.api = api
+        self.sink = sink
+        self.stats = stats
+        self.observers = list(observers)
+        self.report = HarvestReport()
+        self._batch_slots = anyio.CapacityLimiter(settings.concurrency)
+
+    async def harvest(self, targets: Iterable[RunTarget]) -> HarvestReport:
+        send, receive = anyio.create_memory_object_stream[Message](self.settings.channel_size)
+        pending = iter(targets)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._writer, receive)
+            async with send:
+                for _ in range(self.settings.runs_in_flight):
+                    tg.start_soon(self._run_worker, pending, send.clone())
+        return self.report
+
+    # --- fetching -------------------------------------------------------------------
+
+    async def _run_worker(
+        self, pending: Iterator[RunTarget], send: ObjectSendStream[Message]
+    ) -> None:
+        async with send:
+            # One shared iterator: each worker takes the next run when it is free.
+            for target in pending:
+                await self._harvest_one(target, send)
+
+    async def _harvest_one(self, target: RunTarget, send: ObjectSendStream[Message]) -> None:
+        await send.send(RunStarted(target.run_id))
+        token = current_budget.set(RetryBudget(self.settings.retry_budget))
+        try:
+            harvest = RunHarvest(
+                self.api,
+                target.run_id,
+                send,
+                max_url_length=self.settings.max_url_length,
+                methods=self.settings.methods,
+                details=self.settings.details,
+                batch_slots=self._batch_slots,
+            )
+            summary = await harvest.run(target.run)
+        except (HarvesterError, ExceptionGroup) as exc:
+            error = unwrap(exc)
+            if isinstance(error, AuthRejected) or not isinstance(error, HarvesterError):
+                raise error from None
+            await send.send(RunFailed(target.run_id, describe(error)))
+            return
+        finally:
+            current_budget.reset(token)
+        summary["complete"] = target.incomplete_reason is None
+        if target.incomplete_reason:
+            summary["incomplete_reason"] = target.incomplete_reason
+        await send.send(RunFinished(target.run_id, summary))
+
+    # --- writing --------------------------------------------------------------------
+
+    async def _writer(self, receive: ObjectReceiveStream[Message]) -> None:
+        try:
+            async with receive:
+                async for message in receive:
+                    await self._handle(message)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.sink.close()
+
+    async def _handle(self, message: Message) -> None:
+        if isinstance(message, Lines):
+            await self.sink.write(message.run_id, message.data)
+            self.stats.records.update(message.counts)
+            self.stats.bytes_written += len(message.data)
+        elif isinstance(message, RunStarted):
+            await self.sink.begin(message.run_id)
+            for observer in self.observers:
+                observer.run_started(message.run_id)
+        elif isinstance(message, RunFinished):
+            await self._write_summary(message.run_id, message.summary)
+            path = await self.sink.commit(message.run_id)
+            self._ended(RunOutcome(message.run_id, True, path=path, summary=message.summary))
+        else:
+            # On stdout the lines already written cannot be taken back: say the run failed.
+            if self.settings.to_stdout:
+                summary = {"complete": False, "error": message.reason}
+                await self._write_summary(message.run_id, summary)
+            await self.sink.abort(message.run_id)
+            self._ended(RunOutcome(message.run_id, False, reason=message.reason))
+
+    async def _write_summary(self, run_id: int, summary: dict[str, Any]) -> None:
+        data = encode("summary", run_id, [summary])
+        await self.sink.write(run_id, data)
+        self.stats.records["summary"] += 1
+        self.stats.bytes_written += len(data)
+
+    def _ended(self, outcome: RunOutcome) -> None:
+        self.report.outcomes.append(outcome)
+        if outcome.ok:
+            self.stats.runs_done += 1
+        else:
+            self.stats.runs_failed += 1
+        for observer in self.observers:
+            observer.run_ended(outcome)

@@ -1,0 +1,135 @@
+"""Where the lines go: one stream on stdout, or one file per run published atomically.
+
+`DirectorySink` writes each run to a hidden temporary file in the output directory and,
+when the run is whole, flushes, fsyncs, renames it to `<test_run_id>.ndjson` and fsyncs
+the directory (the way Prometheus' TSDB publishes a block, LESSONS.md #5): a file under
+its final name is always complete, after any crash. Blocking disk work runs in a thread.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import anyio
+
+from .errors import ConfigError
+
+FILE_MODE = 0o600  # metric tags can name internal hosts: owner-only by default
+WRITE_BUFFER = 1 << 20
+
+
+class Sink(Protocol):
+    async def begin(self, run_id: int) -> None: ...
+    async def write(self, run_id: int, data: bytes) -> None: ...
+    async def commit(self, run_id: int) -> str | None: ...
+    async def abort(self, run_id: int) -> None: ...
+    async def close(self) -> None: ...
+
+
+def final_path(out_dir: Path, run_id: int) -> Path:
+    return out_dir / f"{run_id}.ndjson"
+
+
+def temp_path(out_dir: Path, run_id: int) -> Path:
+    return out_dir / f".{run_id}.ndjson.partial"
+
+
+def prepare_output_dir(path: str) -> Path:
+    """Create the output directory if needed; fail early if it is not a writable directory."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {path} is a file; give a directory (or - for stdout)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create output directory {path}: {exc.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ConfigError(f"output directory {path} is not writable; choose another --out")
+    return out
+
+
+class DirectorySink:
+    """One `<run_id>.ndjson` per run, renamed into place only when the run is complete."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self._files: dict[int, BinaryIO] = {}
+
+    async def begin(self, run_id: int) -> None:
+        path = temp_path(self.out_dir, run_id)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        self._files[run_id] = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
+
+    async def write(self, run_id: int, data: bytes) -> None:
+        # Buffered: most writes land in memory; the buffer spills at 1 MiB.
+        self._files[run_id].write(data)
+
+    async def commit(self, run_id: int) -> str:
+        fh = self._files.pop(run_id)
+        final = final_path(self.out_dir, run_id)
+        await anyio.to_thread.run_sync(self._publish, fh, temp_path(self.out_dir, run_id), final)
+        return str(final)
+
+    def _publish(self, fh: BinaryIO, temp: Path, final: Path) -> None:
+        with fh:
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(temp, final)
+        dir_fd = os.open(self.out_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    async def abort(self, run_id: int) -> None:
+        fh = self._files.pop(run_id, None)
+        if fh is not None:
+            fh.close()
+            temp_path(self.out_dir, run_id).unlink(missing_ok=True)
+
+    async def close(self) -> None:
+        for run_id in list(self._files):
+            await self.abort(run_id)
+
+
+class StreamSink:
+    """All runs on one binary stream (stdout); lines of runs interleave, each line whole.
+
+    Writes happen in a worker thread so a slow pipe slows the writer task (and, through
+    the bounded channel, the fetchers) without freezing the event loop.
+    """
+
+    def __init__(self, stream: BinaryIO, *, buffer_size: int = 256 * 1024) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self._buffer_size = buffer_size
+
+    async def begin(self, run_id: int) -> None:
+        return None
+
+    async def write(self, run_id: int, data: bytes) -> None:
+        self._buffer += data
+        if len(self._buffer) >= self._buffer_size:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._buffer:
+            chunk, self._buffer = bytes(self._buffer), bytearray()
+            await anyio.to_thread.run_sync(self._write_through, chunk)
+
+    def _write_through(self, chunk: bytes) -> None:
+        self._stream.write(chunk)
+        self._stream.flush()
+
+    async def commit(self, run_id: int) -> None:
+        await self._flush()
+        return None
+
+    async def abort(self, run_id: int) -> None:
+        await self._flush()
+
+    async def close(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._flush()

@@ -1,0 +1,31 @@
+"""Counters of what a harvest did, shared by the transport, the writer, progress and /metrics."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class HarvestStats:
+    """Plain counters; updated in place on the event loop (no locks needed)."""
+
+    requests: Counter[tuple[str, int]] = field(default_factory=Counter)  # (endpoint, status)
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (endpoint, error name)
+    bytes_received: int = 0
+    retries: int = 0
+    throttled: int = 0
+    records: Counter[str] = field(default_factory=Counter)  # by record type
+    bytes_written: int = 0
+    runs_total: int = 0
+    runs_done: int = 0
+    runs_failed: int = 0
+    runs_skipped: int = 0
+
+    @property
+    def request_count(self) -> int:
+        return sum(self.requests.values())
+
+    @property
+    def record_count(self) -> int:
+        return sum(self.records.values())

@@ -1,0 +1,259 @@
+"""How bytes move: one aiohttp session, the rate gate, retries, and errors made ours.
+
+This is the only module that touches aiohttp's client or its exceptions: every failure
+leaves here as a `harvester.errors` exception (`raise ... from exc`). Every request, first
+try or retry, passes the shared `RateGate` and a bound on requests in flight.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import anyio
+import orjson
+from yarl import URL
+
+from . import __version__
+from .config import Secret, Settings
+from .errors import (
+    ApiError,
+    ApiStatusError,
+    AuthRejected,
+    ConnectionFailed,
+    NotFound,
+    RateLimited,
+    RequestTimeout,
+    RetriesExhausted,
+    RetryableError,
+    RetryAfterTooLong,
+    ServerError,
+    TruncatedBody,
+    UrlTooLong,
+)
+from .ratelimit import RateGate
+from .retry import RetryPolicy, current_budget
+from .stats import HarvestStats
+
+USER_AGENT = f"k6-harvester/{__version__} (+https://github.com/k6-harvester)"
+MAX_REDIRECTS = 3
+
+
+@dataclass(frozen=True)
+class Response:
+    """A parsed JSON answer and how many body bytes it took."""
+
+    data: Any
+    nbytes: int
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def error_message(body: bytes) -> str:
+    """The server's own words from an error body, if it has any we can find."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:200].decode("utf-8", "replace").strip()
+    for node in (doc, doc.get("error") if isinstance(doc, dict) else None):
+        if isinstance(node, dict):
+            for key in ("message", "detail", "error"):
+                if isinstance(node.get(key), str):
+                    return str(node[key])
+    return ""
+
+
+def _looks_like_url_too_long(message: str) -> bool:
+    text = message.lower()
+    return "too long" in text and ("url" in text or "uri" in text or "request line" in text)
+
+
+def classify(status: int, body: bytes, headers: Any, url: str) -> ApiError:
+    """The exception for a non-2xx answer."""
+    said = error_message(body)
+    detail = f"HTTP {status}" + (f": {said}" if said else "")
+    if status in (401, 403):
+        return AuthRejected(f"the API rejected the token ({detail})", status=status, url=url)
+    if status == 404:
+        return NotFound(detail, status=status, url=url)
+    if status == 414 or (status == 400 and _looks_like_url_too_long(said)):
+        return UrlTooLong(detail, status=status, url=url)
+    if status == 429:
+        return RateLimited(
+            detail, retry_after=parse_retry_after(headers.get("Retry-After")), url=url
+        )
+    if status == 408 or status >= 500:
+        error = ServerError(detail, status=status, url=url)
+        error.retry_after = parse_retry_after(headers.get("Retry-After"))
+        return error
+    return ApiStatusError(detail, status=status, url=url)
+
+
+class Transport:
+    """Sends GETs through the gate with retries; use as an async context manager."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        gate: RateGate,
+        stats: HarvestStats,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self._base = URL(settings.base_url)
+        self._token: Secret = settings.token
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+        )
+        self._concurrency = settings.concurrency
+        self._slots = anyio.CapacityLimiter(settings.concurrency)
+        self.gate = gate
+        self.stats = stats
+        self.policy = policy or RetryPolicy(
+            max_attempts=settings.max_attempts,
+            base=settings.backoff_base,
+            cap=settings.backoff_cap,
+            budget=settings.retry_budget,
+            max_retry_after=settings.max_retry_after,
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"Transport(base={str(self._base)!r})"
+
+    async def __aenter__(self) -> Transport:
+        connector = aiohttp.TCPConnector(limit=self._concurrency, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            json_serialize=lambda obj: orjson.dumps(obj).decode(),
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            with anyio.CancelScope(shield=True):
+                await self._session.close()
+            self._session = None
+
+    def url(self, path: str, query: str = "") -> URL:
+        """The exact URL that will be sent, already encoded (so its length is the real one)."""
+        text = str(self._base).rstrip("/") + path + (f"?{query}" if query else "")
+        return URL(text, encoded=True)
+
+    async def get(self, endpoint: str, url: URL) -> Response:
+        """GET `url` with retries; `endpoint` names it in stats and errors."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._attempt(endpoint, url)
+            except RetryableError as exc:
+                self.stats.errors[(endpoint, type(exc).__name__)] += 1
+                await self._wait_before_retry(endpoint, exc, attempt)
+                self.stats.retries += 1
+
+    async def _wait_before_retry(self, endpoint: str, exc: RetryableError, attempt: int) -> None:
+        what = f"{endpoint} {exc.url or ''}".strip()
+        if attempt >= self.policy.max_attempts:
+            raise RetriesExhausted(
+                f"{what}: gave up after {attempt} tries (last: {exc})", status=exc.status
+            ) from exc
+        wait = exc.retry_after
+        if wait is not None and wait > self.policy.max_retry_after:
+            raise RetryAfterTooLong(
+                f"{what}: the server asked to wait {wait:.0f}s, more than --max-retry-after "
+                f"{self.policy.max_retry_after:.0f}s",
+                status=exc.status,
+            ) from exc
+        if wait is None:
+            wait = self.policy.backoff(attempt)
+        budget = current_budget.get()
+        if budget is not None:
+            budget.spend(wait, what)
+        if isinstance(exc, RateLimited):
+            self.stats.throttled += 1
+            # Everyone waits, not just us: the gate pauses all requests for `wait`.
+            self.gate.throttled(wait if exc.retry_after is not None else max(wait, 1.0))
+        else:
+            await anyio.sleep(wait)
+
+    async def _attempt(self, endpoint: str, url: URL) -> Response:
+        assert self._session is not None, "use Transport as an async context manager"
+        async with self._slots:
+            await self.gate.acquire()
+            status, body, headers = await self._send(endpoint, url)
+        self.stats.requests[(endpoint, status)] += 1
+        self.stats.bytes_received += len(body)
+        if 200 <= status < 300:
+            self.gate.succeeded()
+            try:
+                return Response(orjson.loads(body), len(body))
+            except orjson.JSONDecodeError as exc:
+                raise TruncatedBody(
+                    f"HTTP {status} with a body that is not whole JSON", url=str(url)
+                ) from exc
+        raise classify(status, body, headers, _redact_url(url))
+
+    async def _send(self, endpoint: str, url: URL) -> tuple[int, bytes, Any]:
+        assert self._session is not None
+        target = url
+        for _ in range(MAX_REDIRECTS + 1):
+            headers = {"Authorization": f"Token {self._token.reveal()}"}
+            try:
+                async with self._session.get(
+                    target, headers=headers, allow_redirects=False
+                ) as resp:
+                    body = await resp.read()
+                    if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                        target = self._follow(target, resp.headers["Location"])
+                        continue
+                    return resp.status, body, resp.headers
+            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+                raise RequestTimeout(f"{endpoint}: no answer in time", url=str(url)) from exc
+            except aiohttp.ClientPayloadError as exc:
+                raise TruncatedBody(f"{endpoint}: the body was cut short", url=str(url)) from exc
+            except aiohttp.ClientConnectorError as exc:
+                raise ConnectionFailed(
+                    f"cannot connect to {url.host}:{url.port} ({exc.strerror or exc})",
+                    url=str(url),
+                ) from exc
+            except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as exc:
+                raise ConnectionFailed(
+                    f"{endpoint}: connection broke ({type(exc).__name__})", url=str(url)
+                ) from exc
+        raise ApiStatusError(f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=str(url))
+
+    def _follow(self, current: URL, location: str) -> URL:
+        nxt = current.join(URL(location))
+        if (nxt.scheme, nxt.host, nxt.port) != (current.scheme, current.host, current.port):
+            # The token is only ever sent to the configured origin.
+            raise ApiStatusError(
+                f"the API redirected to another host ({nxt.host}); not following with the token",
+                url=str(current),
+            )
+        return nxt
+
+
+def _redact_url(url: URL) -> str:
+    """The URL for messages: path and run, without a long ids[] list."""
+    text = str(url)
+    return text if len(text) <= 160 else text[:157] + "..."
