@@ -130,8 +130,17 @@ def _cmd_harvest(ns: argparse.Namespace) -> int:
     from .progress import Reporter
 
     reporter = Reporter.for_settings(settings)
-    result = _run_async(harvest_job, settings, targets, observers=[reporter])
+    result = _run_async(harvest_job, settings, targets, observers=[reporter], handle_signals=True)
     reporter.finish(result)
+    return exit_status(result)
+
+
+def exit_status(result: Any) -> int:
+    """130/143 when a signal stopped the job, 1 when any run failed, else 0."""
+    import signal
+
+    if result.interrupted_by is not None:
+        return EXIT_SIGTERM if result.interrupted_by == signal.SIGTERM else EXIT_SIGINT
     return EXIT_FAILED if result.report.failed else EXIT_OK
 
 

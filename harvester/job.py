@@ -1,24 +1,35 @@
-"""One harvest, callable from Python: wire transport, API, sink and scheduler, then run.
+"""One harvest, callable from Python: wire state, transport, API, sink and scheduler, then run.
 
 The CLI is a thin layer over `harvest_job`; tests and the worker call it directly.
+Runs already archived are skipped (the output file is the truth), and SIGINT/SIGTERM
+stop the job cleanly: no new runs start, runs in flight get `grace` seconds to finish,
+the rest leave no partial file behind and are harvested again next time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import BinaryIO
+
+import anyio
 
 from .api import CloudApi
 from .config import Settings
 from .errors import unwrap
 from .ratelimit import RateGate
 from .scheduler import HarvestReport, RunObserver, RunTarget, Scheduler
-from .sinks import DirectorySink, Sink, StreamSink, prepare_output_dir
+from .sinks import DirectorySink, Sink, StreamSink, final_path, prepare_output_dir
+from .state import STATE_FILE_NAME, HarvestState
 from .stats import HarvestStats
 from .transport import Transport
+
+SHUTDOWN_GRACE = 10.0
 
 
 @dataclass
@@ -27,12 +38,51 @@ class JobResult:
     stats: HarvestStats
     seconds: float
     skipped: list[int] = field(default_factory=list)
+    not_done: list[int] = field(default_factory=list)
+    interrupted_by: int | None = None  # the signal that stopped the job, if any
 
 
 def make_sink(settings: Settings, stdout: BinaryIO | None = None) -> Sink:
     if settings.to_stdout:
         return StreamSink(stdout if stdout is not None else sys.stdout.buffer)
     return DirectorySink(prepare_output_dir(settings.out))
+
+
+def state_path(settings: Settings) -> Path | None:
+    """--state, or beside the output files; stdout mode keeps no state unless asked."""
+    if settings.state:
+        return Path(settings.state)
+    return None if settings.to_stdout else Path(settings.out) / STATE_FILE_NAME
+
+
+@contextlib.contextmanager
+def open_state(settings: Settings) -> Iterator[HarvestState | None]:
+    path = state_path(settings)
+    if path is None:
+        yield None
+        return
+    with HarvestState.open(path) as state:
+        yield state
+
+
+def split_done(
+    settings: Settings, targets: Sequence[RunTarget], state: HarvestState | None
+) -> tuple[list[RunTarget], list[int]]:
+    """(runs to harvest, runs already archived). The files are the truth."""
+    if settings.force:
+        return list(targets), []
+    done_in_state = state.done_runs(t.run_id for t in targets) if state else set()
+    todo: list[RunTarget] = []
+    skipped: list[int] = []
+    for target in targets:
+        if settings.to_stdout:
+            archived = target.run_id in done_in_state
+        else:
+            archived = final_path(Path(settings.out), target.run_id).exists()
+            if not archived and target.run_id in done_in_state and state is not None:
+                state.forget(target.run_id)  # done, says the state; the file says otherwise
+        (skipped.append(target.run_id) if archived else todo.append(target))
+    return todo, skipped
 
 
 async def harvest_job(
@@ -43,18 +93,60 @@ async def harvest_job(
     observers: Sequence[RunObserver] = (),
     stats: HarvestStats | None = None,
     gate: RateGate | None = None,
+    handle_signals: bool = False,
+    grace: float = SHUTDOWN_GRACE,
 ) -> JobResult:
-    """Harvest `targets` as `settings` say; returns what happened (never raises for one
-    failed run; raises `AuthRejected` at the first 401/403, and `ConfigError` early)."""
+    """Harvest `targets` as `settings` say and return what happened. One failed run does
+    not raise; a rejected token raises `AuthRejected`, bad settings `ConfigError`."""
     stats = stats if stats is not None else HarvestStats()
     gate = gate if gate is not None else RateGate(settings.rate)
     sink = make_sink(settings, stdout)
     started = time.monotonic()
-    stats.runs_total += len(targets)
-    async with Transport(settings, gate=gate, stats=stats) as transport:
-        scheduler = Scheduler(settings, CloudApi(transport), sink, stats, observers)
-        try:
-            report = await scheduler.harvest(targets)
-        except ExceptionGroup as group:
-            raise unwrap(group) from None
-    return JobResult(report, stats, time.monotonic() - started)
+    with open_state(settings) as state:
+        todo, skipped = split_done(settings, targets, state)
+        stats.runs_total += len(todo)
+        stats.runs_skipped += len(skipped)
+        watchers = [*observers, *([state] if state else [])]
+        async with Transport(settings, gate=gate, stats=stats) as transport:
+            scheduler = Scheduler(settings, CloudApi(transport), sink, stats, watchers)
+            interrupted = await _run(scheduler, todo, handle_signals, grace)
+    done = {o.run_id for o in scheduler.report.outcomes}
+    return JobResult(
+        scheduler.report,
+        stats,
+        time.monotonic() - started,
+        skipped=skipped,
+        not_done=[t.run_id for t in todo if t.run_id not in done],
+        interrupted_by=interrupted,
+    )
+
+
+async def _run(
+    scheduler: Scheduler, todo: list[RunTarget], handle_signals: bool, grace: float
+) -> int | None:
+    received: list[int] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            with anyio.CancelScope() as harvest_scope:
+                if handle_signals:
+                    tg.start_soon(_watch_signals, scheduler, harvest_scope, grace, received)
+                await scheduler.harvest(todo)
+            tg.cancel_scope.cancel()  # the harvest is over: stop watching for signals
+    except ExceptionGroup as group:
+        raise unwrap(group) from None
+    return received[0] if received else None
+
+
+async def _watch_signals(
+    scheduler: Scheduler, harvest_scope: anyio.CancelScope, grace: float, received: list[int]
+) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            received.append(signum)
+            scheduler.stop()
+            break
+        # Runs in flight may finish within the grace period; a second signal ends it now.
+        with anyio.move_on_after(grace):
+            async for _ in signals:
+                break
+        harvest_scope.cancel()

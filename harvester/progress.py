@@ -68,6 +68,14 @@ class Reporter:
             )
 
     def finish(self, result: JobResult) -> None:
+        if result.interrupted_by is not None:
+            self.event(
+                "interrupted",
+                f"stopped by signal {result.interrupted_by}: {len(result.not_done)} runs not "
+                "harvested (no partial files left; run the same command again to finish)",
+                signal=result.interrupted_by,
+                not_done=result.not_done,
+            )
         stats = result.stats
         failed = result.report.failed
         self.event(

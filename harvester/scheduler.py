@@ -79,6 +79,11 @@ class Scheduler:
         self.observers = list(observers)
         self.report = HarvestReport()
         self._batch_slots = anyio.CapacityLimiter(settings.concurrency)
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Start no new runs; runs in flight go on until they finish or are cancelled."""
+        self._stopping = True
 
     async def harvest(self, targets: Iterable[RunTarget]) -> HarvestReport:
         send, receive = anyio.create_memory_object_stream[Message](self.settings.channel_size)
@@ -98,6 +103,8 @@ class Scheduler:
         async with send:
             # One shared iterator: each worker takes the next run when it is free.
             for target in pending:
+                if self._stopping:
+                    return
                 await self._harvest_one(target, send)
 
     async def _harvest_one(self, target: RunTarget, send: ObjectSendStream[Message]) -> None:
