@@ -108,7 +108,8 @@ class HarvestState:
             self._db.execute(
                 "INSERT INTO runs (run_id, status, attempts, updated_at)"
                 " VALUES (?, 'running', 1, ?)"
-                " ON CONFLICT (run_id) DO UPDATE SET status = 'running', attempts = attempts + 1, reason = NULL, updated_at = excluded.updated_at",
+                " ON CONFLICT (run_id) DO UPDATE SET status = 'running',"
+                " attempts = attempts + 1, reason = NULL, updated_at = excluded.updated_at",
                 (run_id, time.time()),
             )
 
