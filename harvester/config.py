@@ -80,7 +80,7 @@ class Settings:
     methods: tuple[str, ...] = _section("harvest", ())
     details: bool = _section("harvest", False)
     runs_in_flight: int = _section("harvest", 4)
-    channel_size: int = _section("harvest", 256)
+    channel_size: int = _section("harvest", 32)
     force: bool = _section("harvest", False)
     # [discovery]
     projects: tuple[int, ...] = _section("discovery", ())

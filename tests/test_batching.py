@@ -1,0 +1,39 @@
+"""Series batches: as few requests as fit under the cap, measured as sent."""
+
+from __future__ import annotations
+
+import hashlib
+
+from harvester.batching import IDS_KEY, SeriesBatcher, series_query
+
+
+def _ids(n: int) -> list[str]:
+    return [hashlib.md5(str(i).encode()).hexdigest() for i in range(n)]
+
+
+def test_query_encodes_ids_brackets_as_sent_on_the_wire() -> None:
+    query = series_query(7, ["a", "b"], "p95")
+    assert query == "test_run_id=7&ids%5B%5D=a&ids%5B%5D=b&method=p95"
+    assert IDS_KEY == "ids%5B%5D"
+
+
+def test_plan_packs_greedily_and_every_batch_fits_the_cap() -> None:
+    ids = _ids(500)
+    path = "/loadtests/v2/series?"
+    fixed = len(path + series_query(123, [], None))
+    batcher = SeriesBatcher(2000)
+    batches = batcher.plan(ids, fixed)
+    assert [i for batch in batches for i in batch] == ids
+    for batch in batches:
+        assert len(path + series_query(123, batch, None)) <= 2000
+    # Greedy: every batch but the last would overflow with one more id.
+    per_batch = (2000 - fixed) // SeriesBatcher.id_cost(ids[0])
+    assert len(batches) == -(-500 // per_batch)
+
+
+def test_learning_a_rejected_length_lowers_the_cap_for_good() -> None:
+    batcher = SeriesBatcher(8000)
+    batcher.learn_too_long(4000)
+    assert batcher.cap == 3999
+    batcher.learn_too_long(6000)
+    assert batcher.cap == 3999

@@ -1,0 +1,113 @@
+"""Settings: layers and precedence, validation at the edge, and the token kept secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harvester.config import (
+    Secret,
+    Settings,
+    load_settings,
+    read_config_file,
+    read_runs_file,
+    with_runs,
+)
+from harvester.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_file_loads(path: Path) -> None:
+    settings = load_settings(config_file=str(path), environ={})
+    assert isinstance(settings, Settings)
+
+
+def test_precedence_is_flags_then_environment_then_file_then_defaults(tmp_path: Path) -> None:
+    config = tmp_path / "h.toml"
+    config.write_text('[api]\nrate = 2.0\nconcurrency = 3\nread_timeout = 7\n')
+    env = {"HARVESTER_CONCURRENCY": "4", "HARVESTER_READ_TIMEOUT": "9"}
+    settings = load_settings({"read_timeout": "11"}, config_file=str(config), environ=env)
+    assert settings.rate == 2.0  # file over default
+    assert settings.concurrency == 4  # environment over file
+    assert settings.read_timeout == 11.0  # flag over environment
+    assert settings.max_url_length == 8000  # default
+
+
+def test_token_comes_from_k6_cloud_token_and_never_shows_in_repr() -> None:
+    settings = load_settings(environ={"K6_CLOUD_TOKEN": "s3cr3t-value"})
+    assert settings.token.reveal() == "s3cr3t-value"
+    assert "s3cr3t" not in repr(settings)
+    assert "s3cr3t" not in str(settings.token)
+    assert Secret("a") == Secret("a") and Secret("a") != Secret("b")
+
+
+def test_unknown_key_names_the_file_and_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "h.toml"
+    config.write_text("[api]\nrat = 2\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'rat' in \[api\]"):
+        read_config_file(config)
+
+
+def test_unknown_section_is_rejected(tmp_path: Path) -> None:
+    config = tmp_path / "h.toml"
+    config.write_text("[apis]\nrate = 2\n")
+    with pytest.raises(ConfigError, match=r"unknown section \[apis\]"):
+        read_config_file(config)
+
+
+def test_broken_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
+    config = tmp_path / "h.toml"
+    config.write_text("[api\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        read_config_file(config)
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_config_file(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"runs": ["abc"]}, "--run 'abc' is not valid"),
+        ({"rate": "0"}, "rate must be greater than 0"),
+        ({"concurrency": "1.5"}, "--concurrency '1.5' is not valid"),
+        ({"max_url_length": "50"}, "max_url_length must be at least 200"),
+        ({"base_url": "ftp://x"}, "is not an http"),
+        ({"base_url": "http://api.example.com"}, "refusing to send the token in clear text"),
+        ({"progress": "maybe"}, "progress must be auto, on or off"),
+        ({"runs": ["-3"]}, "run ids are positive integers"),
+    ],
+)
+def test_bad_values_get_a_message_naming_them(flags: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_settings(flags, environ={})
+
+
+def test_http_is_allowed_to_loopback_or_with_allow_insecure() -> None:
+    assert load_settings({"base_url": "http://127.0.0.1:1"}, environ={}).base_url
+    assert load_settings({"base_url": "http://[::1]:1"}, environ={}).base_url
+    insecure = load_settings({"base_url": "http://h.example", "allow_insecure": True}, environ={})
+    assert insecure.allow_insecure
+
+
+def test_environment_values_are_coerced_and_checked() -> None:
+    settings = load_settings(environ={"HARVESTER_DETAILS": "yes", "HARVESTER_METHODS": "max,p95"})
+    assert settings.details is True
+    assert settings.methods == ("max", "p95")
+    with pytest.raises(ConfigError, match="HARVESTER_DETAILS"):
+        load_settings(environ={"HARVESTER_DETAILS": "perhaps"})
+
+
+def test_runs_file_reads_ids_and_names_a_bad_line(tmp_path: Path) -> None:
+    good = tmp_path / "runs.txt"
+    good.write_text("# nightly\n101\n\n102  # second\n101\n")
+    merged = with_runs(load_settings({"runs": ["100"]}, environ={}), read_runs_file(str(good)))
+    assert merged.runs == (100, 101, 102)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("101\nabc\n")
+    with pytest.raises(ConfigError, match=r"bad.txt:2: 'abc' is not a test run id"):
+        read_runs_file(str(bad))
+    with pytest.raises(ConfigError, match="cannot read runs file"):
+        read_runs_file(str(tmp_path / "missing.txt"))
