@@ -1,0 +1,72 @@
+"""Helpers for tests that harvest from the simulator: settings, reading output, expectations."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from harvester.config import Settings, load_settings
+from harvester.simulator.cloud import SimCloud
+from harvester.simulator.server import Simulator
+
+Record = dict[str, Any]
+
+
+def settings_for(sim: Simulator, out: Path | str, **overrides: Any) -> Settings:
+    """Fast, test-friendly settings aimed at `sim` (no real waits between retries)."""
+    flags: dict[str, Any] = {
+        "base_url": sim.base_url,
+        "token": sim.token,
+        "rate": 1000,
+        "out": str(out),
+        "backoff_base": 0.001,
+        "backoff_cap": 0.01,
+        "read_timeout": 5,
+    }
+    flags.update(overrides)
+    return load_settings(flags, environ={})
+
+
+def cli_args(sim: Simulator, out: Path | str, *extra: str) -> list[str]:
+    return ["harvest", "--base-url", sim.base_url, "--token", sim.token, "--rate", "1000",
+            "--out", str(out), *extra]  # fmt: skip
+
+
+def parse_lines(data: bytes) -> list[Record]:
+    return [orjson.loads(line) for line in data.splitlines() if line]
+
+
+def read_dir(out: Path) -> dict[int, list[Record]]:
+    """Every final run file in `out`, parsed."""
+    return {int(path.stem): parse_lines(path.read_bytes()) for path in sorted(out.glob("*.ndjson"))}
+
+
+def canonical(records: list[Record]) -> Counter[bytes]:
+    """A run's records as a multiset of exact lines, without the summary (it carries
+    counters that legitimately differ, e.g. the URL cap learned)."""
+    return Counter(
+        orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records if r["type"] != "summary"
+    )
+
+
+def expected_records(
+    cloud: SimCloud, run_id: int, methods: tuple[str | None, ...] = (None,)
+) -> list[Record]:
+    """What a complete harvest of `run_id` must contain, straight from the simulator's data."""
+    run = cloud.runs[run_id]
+
+    def rec(kind: str, data: Any) -> Record:
+        return {"type": kind, "test_run_id": run_id, "data": data}
+
+    records = [rec("metric", m) for m in run.metrics()]
+    for method in methods:
+        for metric in run.metrics():
+            serie = run.serie(metric["id"], method)
+            if serie is not None:
+                records.append(rec("series", serie))
+    records += [rec("threshold", t) for t in run.thresholds()[1]]
+    records.append(rec("overview", run.overview()))
+    return records

@@ -1,0 +1,155 @@
+"""The harvest pipeline end to end against the simulator on loopback (issue 2)."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import anyio
+import pytest
+
+from harvester.api import V2
+from harvester.batching import SeriesBatcher, series_query
+from harvester.job import harvest_job
+from harvester.scheduler import RunTarget
+from harvester.simulator.cloud import SimCloud
+from harvester.simulator.faults import FaultPlan
+from harvester.simulator.generated import generate_cloud
+from harvester.simulator.server import Simulator
+from tests.harvest_helpers import (
+    canonical,
+    expected_records,
+    parse_lines,
+    read_dir,
+    settings_for,
+)
+
+
+def targets(cloud: SimCloud) -> list[RunTarget]:
+    return [RunTarget(run_id) for run_id in sorted(cloud.runs)]
+
+
+async def test_every_record_lands_exactly_once_and_equals_what_was_served(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    result = await harvest_job(settings_for(simulator, tmp_path), targets(cloud))
+    assert not result.report.failed
+    files = read_dir(tmp_path)
+    assert sorted(files) == sorted(cloud.runs)
+    for run_id, records in files.items():
+        assert canonical(records) == canonical(expected_records(cloud, run_id))
+        assert records[-1]["type"] == "summary"
+        assert records[-1]["data"]["complete"] is True
+        assert records[-1]["data"]["missing_series"] == []
+
+
+async def test_extra_methods_and_details_add_their_records(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    settings = settings_for(simulator, tmp_path, methods=["max", "p95"], details=True)
+    run_id = min(cloud.runs)
+    await harvest_job(settings, [RunTarget(run_id)])
+    records = read_dir(tmp_path)[run_id]
+    methods: tuple[str | None, ...] = ("max", "p95")
+    expected = expected_records(cloud, run_id, methods)
+    details = [
+        {
+            "type": "metric_detail",
+            "test_run_id": run_id,
+            "data": cloud.runs[run_id].metric_detail(m["id"]),
+        }
+        for m in cloud.runs[run_id].metrics()
+    ]
+    assert canonical(records) == canonical(expected + details)
+    assert {r["data"]["method"] for r in records if r["type"] == "series"} == {"max", "p95"}
+    detail_requests = simulator.requests_for("metric_detail")
+    assert len(detail_requests) == len(cloud.runs[run_id].metrics())
+
+
+async def test_series_come_in_the_fewest_batches_that_fit_the_url_cap(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=2, metrics=200, points=5)
+    async with Simulator(cloud) as sim:
+        await harvest_job(settings_for(sim, tmp_path, max_url_length=2000), targets(cloud))
+        for run_id in cloud.runs:
+            ids = [m["id"] for m in cloud.runs[run_id].metrics()]
+            fixed = len(f"{V2}/series?" + series_query(run_id, [], None))
+            per_request = (2000 - fixed) // SeriesBatcher.id_cost(ids[0])
+            series = [r for r in sim.requests_for("series") if r.run_id == run_id]
+            assert len(series) == math.ceil(len(ids) / per_request)
+            assert max(r.url_length for r in series) <= 2000
+            assert sum(len(r.ids) for r in series) == len(ids)
+            others = [r.endpoint for r in sim.log if r.run_id == run_id and r.endpoint != "series"]
+            assert sorted(others) == ["metrics", "overview", "thresholds"]
+
+
+async def test_rate_limit_holds_in_every_one_second_window_on_the_server(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=4, metrics=40, points=3)
+    async with Simulator(cloud) as sim:
+        settings = settings_for(sim, tmp_path, rate=20, max_url_length=400, concurrency=8)
+        await harvest_job(settings, targets(cloud))
+        assert len(sim.log) > 30  # enough requests to span more than one window
+        assert sim.log.max_in_window(1.0) <= 20
+
+
+async def test_stdout_and_directory_give_the_same_records(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    await harvest_job(settings_for(simulator, tmp_path / "dir"), targets(cloud))
+    stream = io.BytesIO()
+    result = await harvest_job(settings_for(simulator, "-"), targets(cloud), stdout=stream)
+    assert not result.report.failed
+    from_stdout = parse_lines(stream.getvalue())
+    from_files = [r for records in read_dir(tmp_path / "dir").values() for r in records]
+    assert canonical(from_stdout) == canonical(from_files)
+    assert sum(r["type"] == "summary" for r in from_stdout) == len(cloud.runs)
+
+
+async def test_a_run_file_appears_only_when_whole(simulator: Simulator, tmp_path: Path) -> None:
+    run_id = 100001
+    simulator.faults = FaultPlan(
+        p_delay=1.0, delay_seconds=0.5, fault_endpoints=frozenset({"overview"})
+    )
+    final, partial = tmp_path / f"{run_id}.ndjson", tmp_path / f".{run_id}.ndjson.partial"
+    seen_partial = anyio.Event()
+
+    async def watch() -> None:
+        while not simulator.requests_for("series"):
+            await anyio.sleep(0.01)
+        # The series are in but the overview answer is held back: the run is mid-way.
+        assert partial.exists() and not final.exists()
+        seen_partial.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        await harvest_job(settings_for(simulator, tmp_path), [RunTarget(run_id)])
+    assert seen_partial.is_set()
+    assert final.exists() and not partial.exists()
+    assert parse_lines(final.read_bytes())[-1]["type"] == "summary"
+    assert oct(final.stat().st_mode & 0o777) == "0o600"
+
+
+async def test_a_failed_run_leaves_no_file_and_the_others_complete(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    result = await harvest_job(settings_for(simulator, tmp_path), [RunTarget(999), *targets(cloud)])
+    assert [o.run_id for o in result.report.failed] == [999]
+    assert "not found" in (result.report.failed[0].reason or "")
+    assert sorted(read_dir(tmp_path)) == sorted(cloud.runs)
+    assert not list(tmp_path.glob(".*.partial"))
+    # 404 is final: asked once, never retried.
+    assert len([r for r in simulator.log if r.run_id == 999]) == 1
+
+
+async def test_missing_series_are_asked_again_alone_then_named_in_the_summary(
+    tmp_path: Path,
+) -> None:
+    cloud = generate_cloud(runs=1, metrics=30, points=5, missing_series=2)
+    run_id = min(cloud.runs)
+    async with Simulator(cloud) as sim:
+        await harvest_job(settings_for(sim, tmp_path), [RunTarget(run_id)])
+        summary = read_dir(tmp_path)[run_id][-1]["data"]
+        missing = {m["metric_id"] for m in summary["missing_series"]}
+        assert len(missing) == 2
+        alone = [r for r in sim.requests_for("series") if len(r.ids) == 1]
+        assert {r.ids[0] for r in alone} == missing
