@@ -84,6 +84,13 @@ class RequestTimeout(RetryableError, TimeoutError):
     """No complete answer within the connect or read timeout."""
 
 
+class ApiUnreachable(ApiError):
+    """Not one connection to the API could be made: a wrong --base-url or no network.
+    Ends the whole job (every run would fail the same way)."""
+
+    exit_code = 2
+
+
 class RetriesExhausted(ApiError):
     """A request kept failing transiently until its attempts or time budget ran out."""
 
@@ -101,7 +108,7 @@ def unwrap(exc: BaseException) -> BaseException:
     if not isinstance(exc, BaseExceptionGroup):
         return exc
     leaves = [unwrap(inner) for inner in exc.exceptions]
-    for kind in (AuthRejected, HarvesterError):
+    for kind in (AuthRejected, ApiUnreachable, HarvesterError):
         for leaf in leaves:
             if isinstance(leaf, kind):
                 return leaf
@@ -120,3 +127,7 @@ def describe(exc: HarvesterError) -> str:
         if isinstance(exc, kind):
             return f"{label}: {exc}"
     return str(exc)
+
+
+#: Errors that end the whole job, not just one run: no other run can do better.
+JOB_FATAL = (AuthRejected, ApiUnreachable)

@@ -17,7 +17,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from .api import CloudApi, JsonObject
 from .config import Settings
-from .errors import AuthRejected, HarvesterError, describe, unwrap
+from .errors import JOB_FATAL, HarvesterError, describe, unwrap
 from .records import Lines, Message, RunFailed, RunFinished, RunStarted, encode
 from .retry import RetryBudget, current_budget
 from .run_harvest import RunHarvest
@@ -123,7 +123,7 @@ class Scheduler:
             summary = await harvest.run(target.run)
         except (HarvesterError, ExceptionGroup) as exc:
             error = unwrap(exc)
-            if isinstance(error, AuthRejected) or not isinstance(error, HarvesterError):
+            if isinstance(error, JOB_FATAL) or not isinstance(error, HarvesterError):
                 raise error from None
             await send.send(RunFailed(target.run_id, describe(error)))
             return

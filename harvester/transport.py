@@ -22,6 +22,7 @@ from .config import Secret, Settings
 from .errors import (
     ApiError,
     ApiStatusError,
+    ApiUnreachable,
     AuthRejected,
     ConnectionFailed,
     NotFound,
@@ -134,6 +135,7 @@ class Transport:
             max_retry_after=settings.max_retry_after,
         )
         self._session: aiohttp.ClientSession | None = None
+        self._ever_answered = False  # has any request of this job had an HTTP answer?
 
     def __repr__(self) -> str:
         return f"Transport(base={str(self._base)!r})"
@@ -173,6 +175,12 @@ class Transport:
 
     async def _wait_before_retry(self, endpoint: str, exc: RetryableError, attempt: int) -> None:
         what = f"{endpoint} {exc.url or ''}".strip()
+        if attempt >= self.policy.max_attempts and isinstance(exc, ConnectionFailed):
+            if not self._ever_answered:
+                raise ApiUnreachable(
+                    f"cannot reach the API at {self._base}: {exc}; check --base-url and the "
+                    "network",
+                ) from exc
         if attempt >= self.policy.max_attempts:
             raise RetriesExhausted(
                 f"{what}: gave up after {attempt} tries (last: {exc})", status=exc.status
@@ -201,6 +209,7 @@ class Transport:
         async with self._slots:
             await self.gate.acquire()
             status, body, headers = await self._send(endpoint, url)
+        self._ever_answered = True
         self.stats.requests[(endpoint, status)] += 1
         self.stats.bytes_received += len(body)
         if 200 <= status < 300:

@@ -1,0 +1,175 @@
+"""The command line: exit statuses, one-line messages, and the token kept out of everything."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio.from_thread
+import pytest
+from aiohttp import web
+
+from harvester.cli import main
+from harvester.simulator.generated import generate_cloud
+from harvester.simulator.server import Simulator
+from tests.harvest_helpers import cli_args, read_dir
+
+SECRET = "tok-5ecret-DO-NOT-LEAK"
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """A simulator on its own event loop thread, so `main()` can run its own loop."""
+    cloud = generate_cloud(runs=2, metrics=10, points=5)
+    with anyio.from_thread.start_blocking_portal() as portal:
+        with portal.wrap_async_context_manager(Simulator(cloud, token=SECRET)) as simulator:
+            yield simulator
+
+
+def test_version_prints_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("harvester ")
+
+
+def test_harvest_to_a_directory_exits_zero_and_names_where(
+    sim: Simulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert main(cli_args(sim, tmp_path, "--run", "100001", "--run", "100002")) == 0
+    assert sorted(read_dir(tmp_path)) == [100001, 100002]
+    err = capfd.readouterr().err
+    assert "2 runs harvested, 0 failed" in err
+    assert str(tmp_path / "100001.ndjson") in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--run", "abc"], "--run 'abc' is not valid"),
+        (["--rate", "fast"], "--rate 'fast' is not valid"),
+        (
+            ["--config", "/nonexistent/h.toml", "--run", "1"],
+            "config file /nonexistent/h.toml does not exist",
+        ),
+        ([], "no runs to harvest"),
+        (["--run", "1", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    args: list[str], message: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["harvest", "--token", "t", "--base-url", "http://127.0.0.1:9", *args]) == 2
+    err = capfd.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_token_is_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("K6_CLOUD_TOKEN", raising=False)
+    assert main(["harvest", "--run", "1"]) == 2
+    assert "no API token: set K6_CLOUD_TOKEN" in capfd.readouterr().err
+
+
+def test_output_path_that_is_a_file_is_exit_2(
+    sim: Simulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "afile"
+    target.write_text("x")
+    assert main(cli_args(sim, target, "--run", "100001")) == 2
+    assert "is a file; give a directory" in capfd.readouterr().err
+    assert not sim.log  # nothing was fetched
+
+
+def test_rejected_token_stops_at_once_without_retrying(
+    sim: Simulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    args = cli_args(sim, tmp_path, "--run", "100001", "--run", "100002", "--runs-in-flight", "1")
+    args[args.index(SECRET)] = "wrong-token"
+    assert main(args) == 2
+    err = capfd.readouterr().err
+    assert "rejected the token" in err and err.count("\n") == 1
+    assert len(sim.log) == 1 and sim.log[0].status == 401
+    assert not list(tmp_path.glob("*.ndjson")) and not list(tmp_path.glob(".*.partial"))
+
+
+def test_unknown_run_fails_it_with_exit_1_and_keeps_the_others(
+    sim: Simulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert main(cli_args(sim, tmp_path, "--run", "100001", "--run", "4242")) == 1
+    err = capfd.readouterr().err
+    assert "run 4242 failed: not found" in err
+    assert sorted(read_dir(tmp_path)) == [100001]
+
+
+def test_unreachable_base_url_is_one_line_and_exit_2(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = ["harvest", "--token", "t", "--base-url", "http://127.0.0.1:9", "--run", "1",
+            "--out", str(tmp_path), "--max-attempts", "2", "--rate", "1000"]  # fmt: skip
+    monkeypatch.setenv("HARVESTER_BACKOFF_BASE", "0.001")
+    assert main(args) == 2
+    err = capfd.readouterr().err
+    assert "cannot reach the API at http://127.0.0.1:9" in err and "check --base-url" in err
+
+
+def test_state_of_another_version_is_exit_2(
+    sim: Simulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    state = tmp_path / ".harvester-state.sqlite"
+    with sqlite3.connect(state) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema_version', '99')")
+    db.close()
+    assert main(cli_args(sim, tmp_path, "--run", "100001")) == 2
+    assert "schema version 99" in capfd.readouterr().err
+
+
+def test_the_token_appears_in_no_output_log_or_state(
+    sim: Simulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(cli_args(sim, out, "--run", "100001", "--run", "4242", "--verbose")) == 1
+    assert main(cli_args(sim, "-", "--run", "100001")) == 0
+    captured = capfd.readouterr()
+    assert SECRET not in captured.out and SECRET not in captured.err
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+async def test_redirect_to_another_host_never_carries_the_token(tmp_path: Path) -> None:
+    from harvester.job import harvest_job
+    from harvester.scheduler import RunTarget
+    from tests.harvest_helpers import settings_for
+
+    seen: list[str | None] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"k6-metrics": []})
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"http://localhost:{other_port}/loadtests/v2/metrics")
+
+    other = web.Application()
+    other.router.add_get("/loadtests/v2/metrics", elsewhere)
+    origin = web.Application()
+    origin.router.add_get("/loadtests/v2/metrics", redirect)
+    runners = [web.AppRunner(other), web.AppRunner(origin)]
+    for runner in runners:
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+    other_port = runners[0].addresses[0][1]
+    try:
+        sim_like = Simulator(generate_cloud(runs=1), token=SECRET)
+        sim_like.port = runners[1].addresses[0][1]
+        result = await harvest_job(settings_for(sim_like, tmp_path), [RunTarget(1)])
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+    assert seen == []
+    assert "redirected to another host" in (result.report.failed[0].reason or "")
