@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 import anyio
-import pytest
 
 from harvester.api import V2
 from harvester.batching import SeriesBatcher, series_query
