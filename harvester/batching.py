@@ -52,6 +52,8 @@ class SeriesBatcher:
             batches.append(current)
         return batches
 
-    def learn_too_long(self, rejected_length: int) -> None:
-        """The server refused a target of this length: never send one as long again."""
-        self.cap = min(self.cap, rejected_length - 1)
+    def learn_too_long(self, rejected_length: int, fixed_length: int) -> None:
+        """The server refused a target of this length: the cap becomes the length of the
+        halves about to be tried, so once they pass, no later batch is refused again."""
+        halves = fixed_length + (rejected_length - fixed_length + 1) // 2
+        self.cap = min(self.cap, max(halves, fixed_length + 1))

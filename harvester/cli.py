@@ -40,6 +40,7 @@ def _add_api_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--base-url", help="API base URL (default https://api.k6.io)")
     g.add_argument("--token", help="API token (prefer the K6_CLOUD_TOKEN environment variable)")
     g.add_argument("--rate", type=str, help="most requests in any one-second window (default 5)")
+    g.add_argument("--rate-recovery", help="seconds without a 429 before the rate steps up (5)")
     g.add_argument("--concurrency", help="most requests in flight at once (default 8)")
     g.add_argument("--max-url-length", help="cap on a request's path+query, bytes (default 8000)")
     g.add_argument("--connect-timeout", help="seconds to connect (default 10)")
@@ -80,6 +81,26 @@ def _add_harvest_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--progress", choices=("auto", "on", "off"), help="live progress on stderr")
 
 
+def _add_discovery_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("discovery")
+    g.add_argument(
+        "--project", dest="projects", action="append", metavar="P", help="a project id; repeatable"
+    )
+    g.add_argument(
+        "--test", dest="tests", action="append", metavar="T", help="a test id; repeatable"
+    )
+    g.add_argument("--since", help="runs created at or after: 2026-01-31, 2026-01-31T12:00Z or 7d")
+    g.add_argument("--until", help="runs created before: an ISO date/datetime or an age (12h)")
+    g.add_argument("--page-size", help="page size when listing tests and runs (default 50)")
+
+
+def _add_worker_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("worker")
+    g.add_argument("--interval", help="time between cycles: 30s, 5m, 1h (default 5m)")
+    g.add_argument("--listen-host", help="address for /healthz and /metrics (default 127.0.0.1)")
+    g.add_argument("--listen-port", help="port for /healthz and /metrics; 0: any (default 9464)")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; `command` is the subcommand about to run, so only its flags are loaded."""
     parser = _Parser(prog="harvester", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -87,8 +108,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     harvest = commands.add_parser("harvest", help="harvest test runs to NDJSON")
     _add_harvest_flags(harvest)
+    _add_discovery_flags(harvest)
     _add_api_flags(harvest)
     harvest.set_defaults(handler=_cmd_harvest)
+    runs = commands.add_parser(
+        "runs", help="list the runs a harvest would take, without harvesting"
+    )
+    _add_discovery_flags(runs)
+    runs.add_argument("--out", help="archive directory: runs already in it are marked skip")
+    runs.add_argument("--verbose", dest="log_level", action="store_const", const="verbose")
+    _add_api_flags(runs)
+    runs.set_defaults(handler=_cmd_runs)
+    worker = commands.add_parser("worker", help="discover and harvest new runs in a loop")
+    _add_harvest_flags(worker)
+    _add_discovery_flags(worker)
+    _add_worker_flags(worker)
+    _add_api_flags(worker)
+    worker.set_defaults(handler=_cmd_worker)
     simulate = commands.add_parser("simulate", help="serve a simulated k6 Cloud API on loopback")
     if command == "simulate":  # its module imports aiohttp.web: only load it when asked
         from .simulator import command as simulate_command
@@ -99,10 +135,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 _SETTINGS_FLAGS = (
-    "base_url", "token", "rate", "concurrency", "max_url_length", "connect_timeout",
-    "read_timeout", "max_attempts", "retry_budget", "max_retry_after", "allow_insecure",
+    "base_url", "token", "rate", "rate_recovery", "concurrency", "max_url_length",
+    "connect_timeout", "read_timeout", "max_attempts", "retry_budget", "max_retry_after", "allow_insecure",
     "runs", "runs_file", "out", "methods", "details", "runs_in_flight", "state", "force",
-    "log_level", "progress",
+    "log_level", "progress", "projects", "tests", "since", "until", "page_size", "interval",
+    "listen_host", "listen_port",
 )  # fmt: skip
 
 
@@ -116,23 +153,91 @@ def settings_from_args(ns: argparse.Namespace) -> Any:
 def _cmd_harvest(ns: argparse.Namespace) -> int:
     from .config import read_runs_file, with_runs
     from .errors import ConfigError
-    from .scheduler import RunTarget
 
     settings = settings_from_args(ns)
     if settings.runs_file:
         settings = with_runs(settings, read_runs_file(settings.runs_file))
-    if not settings.runs:
-        raise ConfigError("no runs to harvest: give --run ID (repeatable) or --runs-file FILE")
-    if not settings.token:
-        raise ConfigError("no API token: set K6_CLOUD_TOKEN (or pass --token)")
-    targets = [RunTarget(run_id) for run_id in settings.runs]
-    from .job import harvest_job
+    if not settings.runs and not (settings.projects or settings.tests):
+        raise ConfigError(
+            "no runs to harvest: give --run ID (repeatable), --runs-file FILE, "
+            "or --project P / --test T to discover them"
+        )
+    _require_token(settings)
     from .progress import Reporter
 
     reporter = Reporter.for_settings(settings)
-    result = _run_async(harvest_job, settings, targets, observers=[reporter], handle_signals=True)
+    result = _run_async(_harvest, settings, reporter)
     reporter.finish(result)
     return exit_status(result)
+
+
+async def _harvest(settings: Any, reporter: Any) -> Any:
+    """Discover (when selectors are given), then harvest, under one rate gate."""
+    from .discovery import Selection, discover_runs, with_explicit
+    from .job import harvest_job
+    from .ratelimit import RateGate
+    from .scheduler import RunTarget
+    from .stats import HarvestStats
+
+    selection = Selection.from_settings(settings)
+    stats = HarvestStats()
+    gate = RateGate(settings.rate, recovery_interval=settings.rate_recovery)
+    async with reporter.showing(stats, gate):
+        targets = [RunTarget(run_id) for run_id in settings.runs]
+        if selection.active:
+            found = await discover_runs(settings, selection, gate=gate, stats=stats)
+            reporter.discovered(found)
+            targets = with_explicit(found, settings.runs)
+        return await harvest_job(
+            settings, targets, observers=[reporter], stats=stats, gate=gate, handle_signals=True
+        )
+
+
+def _require_token(settings: Any) -> None:
+    from .errors import ConfigError
+
+    if not settings.token:
+        raise ConfigError("no API token: set K6_CLOUD_TOKEN (or pass --token)")
+
+
+def _cmd_runs(ns: argparse.Namespace) -> int:
+    import orjson
+
+    from .discovery import Selection, archived_in, discover_runs, listing
+    from .errors import ConfigError
+    from .progress import Reporter, runs_table
+
+    settings = settings_from_args(ns)
+    selection = Selection.from_settings(settings)
+    if not selection.active:
+        raise ConfigError("nothing to list: give --project P and/or --test T")
+    _require_token(settings)
+    found = _run_async(discover_runs, settings, selection)
+    rows = listing(found, archived_in(settings))
+    if sys.stdout.isatty():
+        runs_table(sys.stdout, rows)
+    else:
+        sys.stdout.buffer.write(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+        sys.stdout.flush()
+    Reporter.for_settings(settings, live_allowed=False).discovered(found)
+    return EXIT_OK
+
+
+def _cmd_worker(ns: argparse.Namespace) -> int:
+    """Runs until SIGTERM/SIGINT; a worker stopped by a signal exits 0 (its normal end)."""
+    from .errors import ConfigError
+    from .progress import Reporter
+    from .worker import run_worker
+
+    settings = settings_from_args(ns)
+    if settings.runs or settings.runs_file:
+        raise ConfigError(
+            "the worker harvests what discovery finds; --run/--runs-file are for "
+            "`harvester harvest`"
+        )
+    _require_token(settings)
+    _run_async(run_worker, settings, Reporter.for_settings(settings, live_allowed=False))
+    return EXIT_OK
 
 
 def exit_status(result: Any) -> int:

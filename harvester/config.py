@@ -61,6 +61,7 @@ class Settings:
     base_url: str = _section("api", "https://api.k6.io")
     token: Secret = _section("api", Secret(""), repr_=False)
     rate: float = _section("api", 5.0)
+    rate_recovery: float = _section("api", 5.0)
     concurrency: int = _section("api", 8)
     max_url_length: int = _section("api", 8000)
     connect_timeout: float = _section("api", 10.0)
@@ -114,7 +115,14 @@ def _positive(name: str, value: float) -> None:
 
 
 def _validate(s: Settings) -> None:
-    for name in ("rate", "connect_timeout", "read_timeout", "retry_budget", "max_retry_after"):
+    for name in (
+        "rate",
+        "rate_recovery",
+        "connect_timeout",
+        "read_timeout",
+        "retry_budget",
+        "max_retry_after",
+    ):
         _positive(name, getattr(s, name))
     for name in ("concurrency", "runs_in_flight", "max_attempts", "channel_size", "page_size"):
         _positive(name, getattr(s, name))

@@ -95,11 +95,17 @@ async def harvest_job(
     gate: RateGate | None = None,
     handle_signals: bool = False,
     grace: float = SHUTDOWN_GRACE,
+    stop: anyio.Event | None = None,
 ) -> JobResult:
     """Harvest `targets` as `settings` say and return what happened. One failed run does
-    not raise; a rejected token raises `AuthRejected`, bad settings `ConfigError`."""
+    not raise; a rejected token raises `AuthRejected`, bad settings `ConfigError`.
+    Setting `stop` (the worker's own signal handling) acts like a first signal."""
     stats = stats if stats is not None else HarvestStats()
-    gate = gate if gate is not None else RateGate(settings.rate)
+    gate = (
+        gate
+        if gate is not None
+        else RateGate(settings.rate, recovery_interval=settings.rate_recovery)
+    )
     sink = make_sink(settings, stdout)
     started = time.monotonic()
     with open_state(settings) as state:
@@ -109,7 +115,7 @@ async def harvest_job(
         watchers = [*observers, *([state] if state else [])]
         async with Transport(settings, gate=gate, stats=stats) as transport:
             scheduler = Scheduler(settings, CloudApi(transport), sink, stats, watchers)
-            interrupted = await _run(scheduler, todo, handle_signals, grace)
+            interrupted = await _run(scheduler, todo, handle_signals, grace, stop)
     done = {o.run_id for o in scheduler.report.outcomes}
     return JobResult(
         scheduler.report,
@@ -122,7 +128,11 @@ async def harvest_job(
 
 
 async def _run(
-    scheduler: Scheduler, todo: list[RunTarget], handle_signals: bool, grace: float
+    scheduler: Scheduler,
+    todo: list[RunTarget],
+    handle_signals: bool,
+    grace: float,
+    stop: anyio.Event | None = None,
 ) -> int | None:
     received: list[int] = []
     try:
@@ -130,11 +140,22 @@ async def _run(
             with anyio.CancelScope() as harvest_scope:
                 if handle_signals:
                     tg.start_soon(_watch_signals, scheduler, harvest_scope, grace, received)
+                if stop is not None:
+                    tg.start_soon(_watch_stop, scheduler, harvest_scope, grace, stop)
                 await scheduler.harvest(todo)
             tg.cancel_scope.cancel()  # the harvest is over: stop watching for signals
     except ExceptionGroup as group:
         raise unwrap(group) from None
     return received[0] if received else None
+
+
+async def _watch_stop(
+    scheduler: Scheduler, harvest_scope: anyio.CancelScope, grace: float, stop: anyio.Event
+) -> None:
+    await stop.wait()
+    scheduler.stop()
+    await anyio.sleep(grace)  # runs in flight may finish meanwhile; then they are cut
+    harvest_scope.cancel()
 
 
 async def _watch_signals(

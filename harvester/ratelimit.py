@@ -8,8 +8,11 @@ bucket (`AsyncLimiter(R, 1)`) admits a burst of R at once and then R more within
 second (LESSONS.md #1). The small margin absorbs jitter between our clock and the server's.
 
 On 429 the gate pauses everyone until Retry-After has passed (not only the task that was
-throttled) and halves the rate; after `recovery_interval` seconds without a 429 the rate
-steps back up towards the ceiling (additive increase, multiplicative decrease).
+throttled) and halves the rate, once per throttling event: the other 429s that arrive
+while the pause is on answer requests sent before it and do not halve again. The rate
+never drops below `floor` (a tenth of the ceiling by default); after `recovery_interval`
+seconds without a 429 it steps back up towards the ceiling by `recovery_step` of it
+(additive increase, multiplicative decrease).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ class RateGate:
         if ceiling <= 0:
             raise ValueError("ceiling must be positive")
         self.ceiling = ceiling
-        self.floor = floor if floor is not None else min(ceiling, 0.2)
+        self.floor = floor if floor is not None else ceiling / 10
         self._margin = margin
         self._recovery_interval = recovery_interval
         self._recovery_step = recovery_step * ceiling
@@ -76,9 +79,10 @@ class RateGate:
         """A 429 arrived: pause every request for `retry_after` seconds and halve the rate."""
         self.throttle_count += 1
         now = self._clock()
+        same_event = now < self._paused_until
         self._paused_until = max(self._paused_until, now + retry_after)
         lowered = max(self.floor, self.current / 2)
-        if lowered < self.current:
+        if not same_event and lowered < self.current:
             self._set_rate(lowered, now)
         else:
             self._last_change = now

@@ -84,8 +84,12 @@ class RunHarvest:
 
     # --- series ---------------------------------------------------------------------
 
+    def _fixed_length(self, method: str | None) -> int:
+        """Length of a series request target with no ids."""
+        return self.api.request_target_length(self.api.series_url(self.run_id, [], method))
+
     async def _series(self, ids: list[str], method: str | None) -> None:
-        fixed = self.api.request_target_length(self.api.series_url(self.run_id, [], method))
+        fixed = self._fixed_length(method)
         returned: set[str] = set()
         failed: set[str] = set()
         async with anyio.create_task_group() as tg:
@@ -104,7 +108,9 @@ class RunHarvest:
         url = self.api.series_url(self.run_id, ids, method)
         length = self.api.request_target_length(url)
         if length > self._batcher.cap and len(ids) > 1:
-            await self._halves(ids, method, returned, failed)
+            # Planned before the cap was lowered by a 414: re-pack under the cap learned.
+            for part in self._batcher.plan(ids, self._fixed_length(method)):
+                await self._batch(part, method, returned, failed)
             return
         try:
             async with self._slots:
@@ -114,7 +120,7 @@ class RunHarvest:
         except UrlTooLong:
             if len(ids) == 1:
                 raise
-            self._batcher.learn_too_long(length)
+            self._batcher.learn_too_long(length, self._fixed_length(method))
             await self._halves(ids, method, returned, failed)
         except ApiStatusError as exc:
             if len(ids) > 1:

@@ -31,9 +31,11 @@ def test_plan_packs_greedily_and_every_batch_fits_the_cap() -> None:
     assert len(batches) == -(-500 // per_batch)
 
 
-def test_learning_a_rejected_length_lowers_the_cap_for_good() -> None:
+def test_learning_a_rejected_length_lowers_the_cap_to_the_halves_for_good() -> None:
     batcher = SeriesBatcher(8000)
-    batcher.learn_too_long(4000)
-    assert batcher.cap == 3999
-    batcher.learn_too_long(6000)
-    assert batcher.cap == 3999
+    batcher.learn_too_long(4000, fixed_length=40)
+    assert batcher.cap == 40 + 1980
+    batcher.learn_too_long(6000, fixed_length=40)
+    assert batcher.cap == 2020  # never raised again
+    batcher.learn_too_long(41, fixed_length=40)
+    assert batcher.cap == 41  # never below one id's worth

@@ -27,7 +27,7 @@ def test_every_shipped_config_file_loads(path: Path) -> None:
 
 def test_precedence_is_flags_then_environment_then_file_then_defaults(tmp_path: Path) -> None:
     config = tmp_path / "h.toml"
-    config.write_text('[api]\nrate = 2.0\nconcurrency = 3\nread_timeout = 7\n')
+    config.write_text("[api]\nrate = 2.0\nconcurrency = 3\nread_timeout = 7\n")
     env = {"HARVESTER_CONCURRENCY": "4", "HARVESTER_READ_TIMEOUT": "9"}
     settings = load_settings({"read_timeout": "11"}, config_file=str(config), environ=env)
     assert settings.rate == 2.0  # file over default

@@ -1,0 +1,338 @@
+"""Which runs to harvest: selectors (projects, tests, a created-date window) -> run targets.
+
+Discovery pages through `/loadtests/v2/tests` and `/loadtests/v2/runs` with the same
+`CloudApi` (so the same rate gate and retries) as the harvest, and sorts what it finds:
+runs that are final and processed become `RunTarget`s carrying their `k6-run` object;
+runs k6 Cloud could not fully process are harvested but marked incomplete; runs still
+running or processing are reported and left for the next time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .api import CloudApi, JsonObject
+from .config import Settings
+from .errors import ConfigError, unwrap
+from .ratelimit import RateGate
+from .scheduler import RunTarget
+from .sinks import final_path
+from .stats import HarvestStats
+from .transport import Transport
+
+#: run_status values after which a run never changes (finished, timed out, aborted ...).
+FINAL_RUN_STATUSES = frozenset(range(3, 10))
+PROCESSED, PROCESSING_ERROR = 2, 3
+RUN_STATUS_NAMES = {
+    -2: "created", -1: "validated", 0: "queued", 1: "initializing", 2: "running",
+    3: "finished", 4: "timed out", 5: "aborted by user", 6: "aborted by system",
+    7: "aborted by script error", 8: "aborted by threshold", 9: "aborted by limit",
+}  # fmt: skip
+PROCESSING_NAMES = {0: "not started", 1: "processing", 2: "processed", 3: "processing error"}
+INCOMPLETE_REASON = "k6 Cloud reported a processing error (processing_status 3)"
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_WHEN_HELP = "use an ISO date (2026-01-31), a date and time (2026-01-31T12:00:00Z) or an age"
+
+PageFetch = Callable[[int, int], Awaitable[tuple[list[JsonObject], int | None]]]
+
+
+# --- parsing ----------------------------------------------------------------------------
+
+
+def parse_duration(text: str, what: str) -> float:
+    """Seconds in "30s", "5m", "12h", "7d", "2w" (or a bare number of seconds)."""
+    raw = text.strip()
+    match = _AGE.match(raw)
+    try:
+        seconds = float(match[1]) * _UNIT_SECONDS[match[2].lower()] if match else float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{what} {text!r} is not a duration: write e.g. 30s, 5m, 12h or 7d"
+        ) from None
+    if seconds <= 0:
+        raise ConfigError(f"{what} {text!r} must be longer than zero")
+    return seconds
+
+
+def parse_when(text: str, what: str, *, now: datetime) -> datetime:
+    """A moment from an ISO date or datetime (naive means UTC) or an age like `7d`
+    (that long before `now`)."""
+    raw = text.strip()
+    if _AGE.match(raw):
+        return now - timedelta(seconds=parse_duration(raw, what))
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{what} {text!r} is not a date: {_WHEN_HELP} like 7d, 12h, 30m"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_created(run: JsonObject) -> datetime | None:
+    """The run's `created` moment, or None when it is missing or unreadable."""
+    value = run.get("created")
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What discovery looks for: runs of these projects and tests, created in [since, until)."""
+
+    projects: tuple[int, ...] = ()
+    tests: tuple[int, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    page_size: int = 50
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, now: datetime | None = None) -> Selection:
+        """Parse the selectors of `settings`; bad dates are `ConfigError`s."""
+        now = now or datetime.now(UTC)
+        since = parse_when(settings.since, "--since", now=now) if settings.since else None
+        until = parse_when(settings.until, "--until", now=now) if settings.until else None
+        if since is not None and until is not None and since >= until:
+            raise ConfigError(
+                f"--since ({since:%Y-%m-%d %H:%M}) must be before --until ({until:%Y-%m-%d %H:%M})"
+            )
+        return cls(settings.projects, settings.tests, since, until, settings.page_size)
+
+    @property
+    def active(self) -> bool:
+        """True when there is anything to discover (projects or tests were given)."""
+        return bool(self.projects or self.tests)
+
+    def in_window(self, created: datetime | None) -> bool:
+        if self.since is None and self.until is None:
+            return True
+        if created is None:
+            return False  # cannot tell: a window was asked for, so leave it out
+        return (self.since is None or created >= self.since) and (
+            self.until is None or created < self.until
+        )
+
+
+def has_selectors(settings: Settings) -> bool:
+    return bool(settings.projects or settings.tests)
+
+
+# --- classifying ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PendingRun:
+    """A run discovery saw but leaves for later, and why."""
+
+    run_id: int
+    reason: str
+    run: JsonObject
+
+
+def _status(run: JsonObject, key: str) -> int | None:
+    value = run.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def classify(run: JsonObject) -> RunTarget | PendingRun:
+    """Harvest a run whose `run_status` is final and whose processing is done (2) or failed
+    (3, harvested as incomplete); leave every other run for the next time."""
+    run_id = int(run["id"])
+    run_status, processing = _status(run, "run_status"), _status(run, "processing_status")
+    if run_status not in FINAL_RUN_STATUSES:
+        name = RUN_STATUS_NAMES.get(run_status, "unknown") if run_status is not None else "unknown"
+        return PendingRun(run_id, f"not finished: run_status {run_status} ({name})", run)
+    if processing == PROCESSED:
+        return RunTarget(run_id, run=run)
+    if processing == PROCESSING_ERROR:
+        return RunTarget(run_id, run=run, incomplete_reason=INCOMPLETE_REASON)
+    name = PROCESSING_NAMES.get(processing, "unknown") if processing is not None else "unknown"
+    return PendingRun(run_id, f"not processed yet: processing_status {processing} ({name})", run)
+
+
+@dataclass
+class Discovery:
+    """What discovery found: runs to harvest (by id) and runs left for later."""
+
+    targets: list[RunTarget] = field(default_factory=list)
+    pending: list[PendingRun] = field(default_factory=list)
+    #: Runs listed but outside the --since/--until window.
+    outside_window: int = 0
+    requests: int = 0
+
+    @property
+    def found(self) -> int:
+        return len(self.targets) + len(self.pending)
+
+
+def sort_runs(runs: Iterable[JsonObject], selection: Selection) -> Discovery:
+    """Deduplicate by id, apply the date window, classify; both lists end up ordered by id."""
+    unique = {int(run["id"]): run for run in runs if isinstance(run.get("id"), int)}
+    found = Discovery()
+    for run_id in sorted(unique):
+        run = unique[run_id]
+        if not selection.in_window(parse_created(run)):
+            found.outside_window += 1
+            continue
+        verdict = classify(run)
+        if isinstance(verdict, RunTarget):
+            found.targets.append(verdict)
+        else:
+            found.pending.append(verdict)
+    return found
+
+
+def with_explicit(found: Discovery, run_ids: Sequence[int]) -> list[RunTarget]:
+    """Discovered targets plus explicit `--run` ids discovery did not see (harvested as
+    given). An explicit id that discovery found still running stays pending."""
+    seen = {t.run_id for t in found.targets} | {p.run_id for p in found.pending}
+    extra = [RunTarget(run_id) for run_id in dict.fromkeys(run_ids) if run_id not in seen]
+    return [*found.targets, *extra]
+
+
+# --- paging -----------------------------------------------------------------------------
+
+
+async def read_pages(fetch: PageFetch, page_size: int) -> list[JsonObject]:
+    """Every item of a paged listing. Stops when the pages read hold `meta.count` items,
+    or (no count) a page comes back short, or a page is empty or brings nothing new (a
+    server ignoring `page` must not loop us forever)."""
+    items: dict[Any, JsonObject] = {}
+    page = 1
+    while True:
+        batch, count = await fetch(page, page_size)
+        before = len(items)
+        for item in batch:
+            items[item.get("id", (page, len(items)))] = item
+        if not batch or len(items) == before:
+            break
+        if count is not None and len(items) >= count:
+            break
+        if count is None and len(batch) < page_size:
+            break
+        page += 1
+    return list(items.values())
+
+
+async def _tests_of(api: CloudApi, project_id: int, page_size: int) -> list[JsonObject]:
+    async def fetch(page: int, size: int) -> tuple[list[JsonObject], int | None]:
+        return await api.list_tests(project_id, page, size)
+
+    return await read_pages(fetch, page_size)
+
+
+async def _runs_of(api: CloudApi, test_id: int, page_size: int) -> list[JsonObject]:
+    async def fetch(page: int, size: int) -> tuple[list[JsonObject], int | None]:
+        return await api.list_runs(test_id, page, size)
+
+    return await read_pages(fetch, page_size)
+
+
+async def _test_ids(api: CloudApi, selection: Selection) -> list[int]:
+    """`--test`s first, then the tests of each `--project`, once each."""
+    ids: dict[int, None] = dict.fromkeys(selection.tests)
+    for project_id in dict.fromkeys(selection.projects):
+        for test in await _tests_of(api, project_id, selection.page_size):
+            if isinstance(test.get("id"), int):
+                ids.setdefault(test["id"], None)
+    return list(ids)
+
+
+async def discover(api: CloudApi, selection: Selection, *, parallel: int = 4) -> Discovery:
+    """Runs of every selected test (the tests of the selected projects, and `--test`s),
+    sorted into targets and pending runs. Tests are listed `parallel` at a time; the
+    rate gate spaces the requests whatever `parallel` is."""
+    runs: list[JsonObject] = []
+    before = api.transport.stats.request_count
+    test_ids = await _test_ids(api, selection)
+    slots = anyio.CapacityLimiter(parallel)
+
+    async def one_test(test_id: int) -> None:
+        async with slots:
+            runs.extend(await _runs_of(api, test_id, selection.page_size))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for test_id in test_ids:
+                tg.start_soon(one_test, test_id)
+    except ExceptionGroup as group:
+        raise unwrap(group) from None
+    found = sort_runs(runs, selection)
+    found.requests = api.transport.stats.request_count - before
+    return found
+
+
+async def discover_runs(
+    settings: Settings,
+    selection: Selection,
+    *,
+    gate: RateGate | None = None,
+    stats: HarvestStats | None = None,
+) -> Discovery:
+    """`discover` over a transport of its own (sharing `gate` and `stats` when given, so
+    discovery and harvest count against one rate limit)."""
+    gate = (
+        gate
+        if gate is not None
+        else RateGate(settings.rate, recovery_interval=settings.rate_recovery)
+    )
+    stats = stats if stats is not None else HarvestStats()
+    async with Transport(settings, gate=gate, stats=stats) as transport:
+        return await discover(CloudApi(transport), selection, parallel=settings.concurrency)
+
+
+# --- listing (`harvester runs`) ---------------------------------------------------------
+
+
+def archived_in(settings: Settings) -> Callable[[int], bool]:
+    """Whether a run is archived in `--out DIR` (its final file exists; the files are the
+    truth). The state file is not read: a running worker holds its lock."""
+    if settings.to_stdout:
+        return lambda _run_id: False
+    out = Path(settings.out)
+    return lambda run_id: final_path(out, run_id).exists()
+
+
+def listing(
+    found: Discovery, archived: Callable[[int], bool] = lambda _: False
+) -> list[JsonObject]:
+    """One row per discovered run, by id: what a harvest would do with it and why."""
+    rows: list[JsonObject] = []
+    for target in found.targets:
+        assert target.run is not None
+        if archived(target.run_id):
+            action, reason = "skip", "already archived"
+        else:
+            action, reason = "harvest", target.incomplete_reason or ""
+        rows.append(_row(target.run, action, reason))
+    rows.extend(_row(p.run, "wait", p.reason) for p in found.pending)
+    rows.sort(key=lambda row: int(row["test_run_id"]))
+    return rows
+
+
+def _row(run: JsonObject, action: str, reason: str) -> JsonObject:
+    return {
+        "test_run_id": run.get("id"),
+        "test_id": run.get("test_id"),
+        "project_id": run.get("project_id"),
+        "created": run.get("created"),
+        "run_status": run.get("run_status"),
+        "processing_status": run.get("processing_status"),
+        "result_status": run.get("result_status"),
+        "action": action,
+        "reason": reason,
+    }

@@ -1,0 +1,180 @@
+"""The simulator's aiohttp application: the server-side behaviour shared by every endpoint.
+
+One middleware does, in this order: outage switch (503), URL length cap (414), sliding-window
+rate limit (429), token check (401), the endpoint (`routes.py`), then the injected fault
+drawn for the request, if any, and logs every answer. Endpoints raise `SimError` for the
+documented errors (400/404), which injected faults never replace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from harvester.simulator.cloud import SimCloud
+from harvester.simulator.faults import (
+    BODY_FAULTS,
+    STATUS_FAULTS,
+    Fault,
+    FaultPlan,
+    cut_point,
+    format_retry_after,
+    url_too_long,
+)
+from harvester.simulator.requestlog import LoggedRequest
+from harvester.simulator.routes import add_routes
+from harvester.simulator.state import SIM_STATE, SimError, SimState, json_error
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: What went wrong on purpose with a request (`LoggedRequest.fault`).
+FAULT_NOTE = web.RequestKey("sim_fault", str)
+
+_REASONS = {
+    "500": "Internal server error.",
+    "503": "Service temporarily unavailable.",
+    "429": "Request was throttled.",
+}
+# Gateways answer 502/504 with their own HTML page, not the API's JSON.
+_GATEWAY_PAGE = "<html><head><title>{0}</title></head><body><h1>{0}</h1></body></html>"
+_GATEWAY = {"502": "502 Bad Gateway", "504": "504 Gateway Time-out"}
+
+
+def _authorized(request: web.Request, token: str) -> bool:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "token" and value.strip() == token
+
+
+def _status_fault(fault: Fault, plan: FaultPlan) -> web.Response:
+    if fault.kind in _GATEWAY:
+        page = _GATEWAY_PAGE.format(_GATEWAY[fault.kind])
+        return web.Response(status=int(fault.kind), text=page, content_type="text/html")
+    headers = None
+    if fault.kind == "429":
+        wait = format_retry_after(
+            plan.retry_after, as_date=fault.retry_after_date, wall=time.time()
+        )
+        headers = {"Retry-After": wait}
+    return json_error(int(fault.kind), _REASONS[fault.kind], headers)
+
+
+async def _broken_body(
+    request: web.Request, response: web.Response, fault: Fault
+) -> web.StreamResponse:
+    """Promise the whole body, write part of it, then reset or close the connection."""
+    body = response.body
+    if not isinstance(body, bytes):  # every endpoint answers with rendered bytes
+        return response
+    stream = web.StreamResponse(status=response.status)
+    stream.content_type = response.content_type
+    stream.content_length = len(body)
+    await stream.prepare(request)
+    await stream.write(body[: cut_point(len(body), fault.cut)])
+    transport = request.transport
+    if transport is not None:
+        if fault.kind == "reset":
+            # Linger 0 makes close() send a TCP RST instead of a FIN.
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        else:
+            transport.close()
+    return stream
+
+
+def _gatekeep(state: SimState, request: web.Request, at: float) -> web.Response | None:
+    """The checks before any endpoint runs; an answer when one of them says no."""
+    plan = state.plan
+    if state.outage:
+        request[FAULT_NOTE] = "outage"
+        return json_error(503, "The service is down for maintenance.")
+    if url_too_long(plan, request.raw_path):
+        request[FAULT_NOTE] = "url_too_long"
+        return json_error(414, f"Request-URI too long (limit {plan.max_url_length} characters).")
+    if state.window is not None:
+        wait = state.window.admit(at)
+        if wait is not None:
+            state.rate_limit_hits += 1
+            request[FAULT_NOTE] = "rate_limit"
+            headers = {"Retry-After": format_retry_after(wait)}
+            return json_error(429, "Request was throttled.", headers)
+    if not _authorized(request, state.token):
+        return json_error(401, "Invalid token or no token provided (Authorization: Token ...).")
+    return None
+
+
+async def _answer(
+    state: SimState, request: web.Request, handler: Handler, at: float
+) -> web.StreamResponse:
+    refusal = _gatekeep(state, request, at)
+    if refusal is not None:
+        return refusal
+    # Drawn on arrival, so the sequence follows request order whatever the answers are.
+    fault = state.draw_fault(_endpoint(request))
+    try:
+        response = await handler(request)
+    except SimError as exc:
+        if exc.fault is not None:
+            request[FAULT_NOTE] = exc.fault
+        return json_error(exc.status, exc.message)
+    except web.HTTPException as exc:  # the router's 404/405
+        return json_error(exc.status, exc.reason)
+    if fault is None or not isinstance(response, web.Response):
+        return response
+    # Only answers that would have succeeded meet a fault: a 404 stays a 404.
+    state.fault_counts[fault.kind] += 1
+    request[FAULT_NOTE] = fault.kind
+    if fault.kind in STATUS_FAULTS:
+        return _status_fault(fault, state.plan)
+    if fault.kind in BODY_FAULTS:
+        return await _broken_body(request, response, fault)
+    await asyncio.sleep(state.plan.delay_seconds)  # a delay: the right answer, late
+    return response
+
+
+def _endpoint(request: web.Request) -> str:
+    return request.match_info.route.name or "unknown"
+
+
+def _logged(request: web.Request, status: int, at: float) -> LoggedRequest:
+    query = request.query
+    ids = tuple(query.getall("ids[]", ()))
+    path_id = request.match_info.get("id")
+    endpoint = _endpoint(request)
+    if path_id is not None and endpoint in ("metric_detail", "threshold"):
+        ids = (path_id,)
+    raw_run = path_id if endpoint in ("run", "export") else query.get("test_run_id")
+    return LoggedRequest(
+        endpoint=endpoint,
+        path=request.path,
+        run_id=int(raw_run) if raw_run is not None and raw_run.isdigit() else None,
+        ids=ids,
+        method=query.get("method"),
+        status=status,
+        fault=request.get(FAULT_NOTE),
+        url_length=len(request.raw_path),
+        at=at,
+    )
+
+
+@web.middleware
+async def simulate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Apply the simulated server's rules around every endpoint and log the answer."""
+    state = request.app[SIM_STATE]
+    at = time.monotonic()
+    response = await _answer(state, request, handler, at)
+    state.log.append(_logged(request, response.status, at))
+    return response
+
+
+def build_app(cloud: SimCloud, *, token: str, faults: FaultPlan | None = None) -> web.Application:
+    """The simulated API over `cloud`, accepting `Authorization: Token <token>`."""
+    app = web.Application(middlewares=[simulate])
+    app[SIM_STATE] = SimState(cloud, token, faults or FaultPlan())
+    add_routes(app)
+    return app

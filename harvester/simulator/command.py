@@ -1,0 +1,257 @@
+"""`harvester simulate`: serve the simulated k6 Cloud API until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import signal
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import anyio
+
+from harvester.errors import ConfigError
+from harvester.simulator.cloud import SimCloud
+from harvester.simulator.faults import DATA_ENDPOINTS, FaultPlan
+from harvester.simulator.generated import generate_cloud
+from harvester.simulator.model import RunData
+from harvester.simulator.server import Simulator
+
+DEFAULT_PORT = 8080
+DEFAULT_RUNS = 5
+_FAULT_FLAGS = ("500", "502", "503", "504", "429", "reset", "truncate", "delay")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `simulate` subcommand's flags."""
+    serve = parser.add_argument_group("serving")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="0 picks a free port (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--allow-non-loopback", action="store_true", help="allow a --host other than loopback"
+    )
+    serve.add_argument(
+        "--token", default="sim-token", help="token to accept (default: %(default)s)"
+    )
+
+    data = parser.add_argument_group("generated data")
+    data.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help=f"generated runs (default: {DEFAULT_RUNS}, 0 with --from-k6)",
+    )
+    data.add_argument(
+        "--metrics", type=int, default=20, help="metrics per run (default: %(default)s)"
+    )
+    data.add_argument(
+        "--points", type=int, default=60, help="points per serie (default: %(default)s)"
+    )
+    data.add_argument("--seed", type=int, default=0, help="data seed (default: %(default)s)")
+    data.add_argument(
+        "--pending-runs", type=int, default=0, help="extra runs still running or processing"
+    )
+    data.add_argument(
+        "--processing-error-runs", type=int, default=0, help="extra runs with processing_status 3"
+    )
+    data.add_argument(
+        "--missing-series", type=int, default=0, help="metrics per run without a serie"
+    )
+    data.add_argument(
+        "--now", action="store_true", help="date the runs before now instead of a fixed date"
+    )
+
+    k6 = parser.add_argument_group("recorded k6 runs")
+    k6.add_argument(
+        "--from-k6",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="serve a `k6 run --out json` file (repeatable)",
+    )
+    k6.add_argument(
+        "--summary",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="k6 summary export for the --from-k6 of the same position",
+    )
+    k6.add_argument(
+        "--run-id",
+        action="append",
+        type=int,
+        default=[],
+        metavar="N",
+        help="run id for the --from-k6 of the same position",
+    )
+    k6.add_argument(
+        "--bucket",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="series bucket width of --from-k6 runs",
+    )
+
+    faults = parser.add_argument_group("faults")
+    faults.add_argument("--fault-seed", type=int, default=0, help="seed of the fault sequence")
+    for kind in _FAULT_FLAGS:
+        faults.add_argument(
+            f"--p-{kind}",
+            type=float,
+            default=0.0,
+            metavar="P",
+            help=f"probability of a {kind} per data request",
+        )
+    faults.add_argument(
+        "--delay",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="length of a delay fault (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--retry-after",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="Retry-After of injected 429s (default: %(default)s)",
+    )
+    faults.add_argument(
+        "--p-retry-after-date",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of 429s with an HTTP-date Retry-After",
+    )
+    faults.add_argument(
+        "--rate-limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N requests per --rate-window, then 429",
+    )
+    faults.add_argument(
+        "--rate-window", type=float, default=1.0, metavar="SECONDS", help="(default: %(default)s)"
+    )
+    faults.add_argument(
+        "--max-url-length",
+        type=int,
+        default=None,
+        metavar="N",
+        help="answer 414 to longer request targets",
+    )
+    faults.add_argument(
+        "--fail-metric-id",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="series asking for ID answer 400 (repeatable)",
+    )
+    faults.add_argument(
+        "--fault-endpoint",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"endpoints faults apply to (default: {', '.join(sorted(DATA_ENDPOINTS))})",
+    )
+
+
+def fault_plan(ns: argparse.Namespace) -> FaultPlan:
+    """The fault plan the flags describe; ConfigError when they do not make one."""
+    probabilities = {f"p_{kind}": getattr(ns, f"p_{kind}") for kind in _FAULT_FLAGS}
+    try:
+        return FaultPlan(
+            seed=ns.fault_seed,
+            delay_seconds=ns.delay,
+            retry_after=ns.retry_after,
+            p_retry_after_date=ns.p_retry_after_date,
+            rate_limit=ns.rate_limit,
+            rate_window=ns.rate_window,
+            max_url_length=ns.max_url_length,
+            fail_metric_ids=frozenset(ns.fail_metric_id),
+            fault_endpoints=frozenset(ns.fault_endpoint) or DATA_ENDPOINTS,
+            **probabilities,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"simulate: {exc}") from exc
+
+
+def build_cloud(ns: argparse.Namespace) -> SimCloud:
+    """Generated runs (unless only --from-k6 files are given), then the recorded runs."""
+    runs = ns.runs if ns.runs is not None else (0 if ns.from_k6 else DEFAULT_RUNS)
+    try:
+        cloud = generate_cloud(
+            runs,
+            ns.metrics,
+            ns.points,
+            ns.seed,
+            pending_runs=ns.pending_runs,
+            processing_error_runs=ns.processing_error_runs,
+            missing_series=ns.missing_series,
+            anchor=datetime.now(UTC) if ns.now else None,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"simulate: {exc}") from exc
+    if len(ns.summary) > len(ns.from_k6) or len(ns.run_id) > len(ns.from_k6):
+        raise ConfigError("simulate: each --summary and --run-id pairs with a --from-k6 FILE")
+    for index, path in enumerate(ns.from_k6):
+        run_id = ns.run_id[index] if index < len(ns.run_id) else max(cloud.runs, default=100000) + 1
+        summary = ns.summary[index] if index < len(ns.summary) else None
+        cloud.add_run(_load_k6(path, run_id, summary, ns.bucket))
+    return cloud
+
+
+def _load_k6(path: str, run_id: int, summary: str | None, bucket: float | None) -> RunData:
+    # Imported here: reading k6 files is optional to everything else the simulator does.
+    from harvester.simulator.k6import import load_k6_run
+
+    if bucket is None:
+        return load_k6_run(path, run_id=run_id, summary_path=summary)
+    return load_k6_run(path, run_id=run_id, summary_path=summary, bucket_seconds=bucket)
+
+
+def describe_runs(run_ids: Iterable[int]) -> str:
+    """Run ids as ranges: "100001-100005, 200001"."""
+    spans: list[list[int]] = []
+    for run_id in sorted(run_ids):
+        if spans and run_id == spans[-1][1] + 1:
+            spans[-1][1] = run_id
+        else:
+            spans.append([run_id, run_id])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans) or "none"
+
+
+def _check_host(host: str, allowed: bool) -> None:
+    if allowed or host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"simulate: refusing to listen on {host}; add --allow-non-loopback")
+
+
+async def _serve(sim: Simulator) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with sim:
+            runs = describe_runs(sim.cloud.runs)
+            sys.stderr.write(
+                f"simulator listening on {sim.base_url} (token: {sim.token}); runs: {runs}\n"
+            )
+            sys.stderr.flush()
+            async for _ in signals:
+                return
+
+
+def run(ns: argparse.Namespace) -> int:
+    """Serve until SIGINT or SIGTERM; 0 then. Bad flags raise ConfigError."""
+    _check_host(ns.host, ns.allow_non_loopback)
+    plan = fault_plan(ns)
+    cloud = build_cloud(ns)
+    sim = Simulator(cloud, token=ns.token, faults=plan, host=ns.host, port=ns.port)
+    anyio.run(_serve, sim)
+    return 0

@@ -1,0 +1,425 @@
+"""A real k6 run (`k6 run --out json=FILE`) served as one simulated k6 Cloud test run.
+
+Modelling decisions, after how k6 Cloud stores a run:
+
+- One `k6-metric` per metric name and distinguishing tag set. HTTP metrics (`http_req*`)
+  split by group, method, status and url, where url is k6's `name` tag (k6 sets it to the
+  URL unless the script names the request, and k6 Cloud groups URLs by it), falling back
+  to the `url` tag. `checks` split by check and group (`check_id`); `group_duration` by
+  group (`group_id`). Every other metric, built-in or custom, is one metric per name.
+- `tags` holds exactly the distinguishing tags, so (name, tags) identifies a metric.
+  `group_id` is set on metrics split by group (the root group, path "", included).
+- Ids are 32 hex digits of a BLAKE2b hash of run id + kind + name + distinguishing tags:
+  stable across loads of the same file, distinct across run ids. Threshold ids are
+  31-bit integers hashed the same way.
+- `k6-group` name is the group path without its leading "::" ("home", "a::b"); a
+  `k6-url` is (group, url, method, status) with `status` an integer (0: no response).
+- A metric declared but never sampled is listed with tags {} and has no serie.
+- Series: buckets of `bucket_seconds` aligned to multiples of it since the epoch,
+  stamped with their start in UTC (`...Z`); buckets without samples are left out.
+  Methods (as generated runs take them, case-insensitive): mean/avg, min, max, sum,
+  count, last/value, stddev (population), rate (a Rate's share of non-zero samples;
+  else per second: a counter's sum, other metrics' sample count), median/med, pNN or
+  p(NN) (p95, p99.9) and fractions 0..1 (0.95); quantiles interpolate linearly between
+  closest ranks, as k6 does. `method=None` means mean for trends and rates, sum for
+  counters and max for gauges (the bucket's peak). Values are always floats; the
+  `method` echoed is the one asked for. For an unknown method `supports_method()` is
+  False and `serie()` raises ValueError (the app answers 400).
+- Thresholds come from the Metric lines. k6 does not write thresholds on submetrics
+  (`http_req_duration{scenario:buy}`) into its JSON output, so those are taken from the
+  summary file when one is given; all figures are computed from the points, over the
+  whole run (for a submetric, over its matching points). `name` is the expression as
+  written ("p(95)<50"), `stat` its aggregation ("p(95)"), `value` its bound, `tainted`
+  means crossed; `tainted_at` is the end of the run (evaluated once, at the end). A
+  threshold whose metric has no samples has `calculated_value` null and is not tainted.
+- Overview: a check succeeds when every one of its hits passed; a URL hit succeeds when
+  0 < status < 400; `http_reqs_avg` is requests per second between the first and the
+  last point.
+- The run: created/started = first point, ended = last point, duration whole seconds,
+  run_status 3, processing_status 2, result_status 1 when a threshold was crossed, vus
+  the peak of the `vus` gauge.
+
+Memory: the raw lines are not kept. Each sample costs 8 bytes (a float in an
+`array('d')` per metric and bucket, plus up to ~12% array slack), and each (metric,
+bucket) about 150 bytes; a sample that also matches a submetric threshold costs 8 more.
+Evaluating a threshold briefly copies its metric's samples (8 bytes each) and, for a
+percentile, holds the smaller side of the cut as Python floats (p(95): 5% of them, ~40
+bytes each). Everything a summary needs except percentiles is recoverable
+from the series: count and sum add up, mean is the count-weighted mean, min/max fold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import statistics
+from array import array
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from itertools import chain
+from pathlib import Path
+
+from harvester.simulator.k6reader import (
+    K6OutputError,
+    ReadStats,
+    Samples,
+    SampleSeries,
+    SplitKey,
+    ThresholdDecl,
+    Verdict,
+    collect_samples,
+    judge_threshold,
+    quantile,
+    summary_thresholds,
+)
+from harvester.simulator.model import JsonObject
+
+__all__ = ["DEFAULT_METHODS", "K6OutputError", "K6Run", "load_k6_run", "supports_method"]
+
+HTTP_METRICS = frozenset(
+    "http_reqs http_req_failed http_req_duration http_req_blocked http_req_connecting "
+    "http_req_tls_handshaking http_req_sending http_req_waiting http_req_receiving".split()
+)
+DEFAULT_METHODS = {"trend": "mean", "counter": "sum", "rate": "mean", "gauge": "max"}
+_SPLIT_TAGS: dict[str, tuple[str, ...]] = {
+    "checks": ("check", "group"),
+    "group_duration": ("group",),
+}
+
+Aggregator = Callable[[Sequence[float]], float]
+
+
+# --- series methods ---------------------------------------------------------------------
+
+
+_SIMPLE: dict[str, Aggregator] = {
+    "mean": statistics.fmean, "avg": statistics.fmean, "sum": math.fsum,
+    "min": lambda v: float(min(v)), "max": lambda v: float(max(v)),
+    "count": lambda v: float(len(v)), "last": lambda v: float(v[-1]),
+    "value": lambda v: float(v[-1]), "stddev": statistics.pstdev,
+}  # fmt: skip
+_PERCENT = re.compile(r"p(\d+(?:\.\d+)?)|p\((\d+(?:\.\d+)?)\)")
+_FRACTION = re.compile(r"0(?:\.\d+)?|1(?:\.0*)?|\.\d+")
+
+
+def _quantile_of(method: str) -> float | None:
+    if method in ("median", "med"):
+        return 0.5
+    if match := _PERCENT.fullmatch(method):
+        percent = float(match.group(1) or match.group(2))
+        return percent / 100 if percent <= 100 else None
+    if _FRACTION.fullmatch(method):
+        return float(method)
+    return None
+
+
+def supports_method(method: str) -> bool:
+    """Whether `serie()` understands this `method` (else the app answers 400)."""
+    name = method.strip().lower()
+    return name in _SIMPLE or name == "rate" or _quantile_of(name) is not None
+
+
+def aggregator(method: str, metric_type: str = "trend", bucket_seconds: float = 1.0) -> Aggregator:
+    """The function that reduces one bucket's samples for `method`; ValueError if unknown.
+    `rate` is the share of non-zero samples for a Rate, else a per-second figure (of the
+    sum for a counter, of the samples for the others), as generated runs answer it."""
+    name = method.strip().lower()
+    if simple := _SIMPLE.get(name):
+        return simple
+    if name == "rate" and metric_type == "rate":
+        return lambda values: sum(1 for v in values if v) / len(values)
+    if name == "rate":
+        per_bucket = math.fsum if metric_type == "counter" else len
+        return lambda values: per_bucket(values) / bucket_seconds
+    q = _quantile_of(name)
+    if q is None:
+        raise ValueError(f"unknown series method {method!r}")
+    return lambda values: quantile(sorted(values), q)
+
+
+# --- ids and times --------------------------------------------------------------------
+
+
+def _hex_id(*parts: object) -> str:
+    return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).hexdigest()
+
+
+def _int_id(*parts: object) -> int:
+    return int(_hex_id(*parts)[:8], 16) & 0x7FFFFFFF
+
+
+def _iso(epoch: float, whole_seconds: bool = False) -> str:
+    moment = datetime.fromtimestamp(epoch, UTC)
+    spec = "seconds" if whole_seconds else "microseconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def _pg_time(epoch: float, timespec: str = "seconds") -> str:
+    """Times in `calc_state` look like Python's str(datetime) in the docs' example."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(sep=" ", timespec=timespec)
+
+
+def split_tags(name: str, tags: dict[str, str]) -> SplitKey:
+    """The distinguishing tags of one sample, in a fixed order (see the module docstring)."""
+    if name in HTTP_METRICS:
+        url = tags.get("name") or tags.get("url", "")
+        return (*((key, tags.get(key, "")) for key in ("group", "method", "status")), ("url", url))
+    return tuple((key, tags.get(key, "")) for key in _SPLIT_TAGS.get(name, ()))
+
+
+# --- the run --------------------------------------------------------------------------
+
+
+class K6Run:
+    """A k6 JSON output file as one k6 Cloud test run; implements `model.RunData`."""
+
+    def __init__(
+        self,
+        samples: Samples,
+        *,
+        source: Path,
+        run_id: int,
+        test_id: int,
+        project_id: int,
+        organization_id: int,
+    ) -> None:
+        self._samples, self._source = samples, source
+        self._run_id = run_id
+        self._project_id = project_id
+        self._details: dict[str, JsonObject] = {}
+        self._series: dict[str, SampleSeries] = {}
+        for key in sorted(samples.series):
+            self._add_metric(key[0], samples.series[key].tags, samples.series[key])
+        sampled = {s.name for s in samples.series.values()}
+        for name in sorted(samples.decls.keys() - sampled):
+            self._add_metric(name, {}, None)
+        self._verdicts = [(decl, self._judge(decl)) for decl in samples.thresholds]
+        self._run = self._build_run(test_id, organization_id)
+
+    @property
+    def run_id(self) -> int:
+        return self._run_id
+
+    @property
+    def run(self) -> JsonObject:
+        return dict(self._run)
+
+    @property
+    def read_stats(self) -> ReadStats:
+        """Line counts of the file read: points, unknown and (skipped) bad lines."""
+        return self._samples.stats
+
+    @property
+    def seconds(self) -> float:
+        """Seconds between the first and the last point."""
+        return self._samples.last - self._samples.first
+
+    def metrics(self) -> list[JsonObject]:
+        return [detail["k6-metric"] for detail in self._details.values()]
+
+    def metric_detail(self, metric_id: str) -> JsonObject | None:
+        detail = self._details.get(metric_id)  # a copy: the app drops includes not asked for
+        return dict(detail) if detail is not None else None
+
+    def serie(self, metric_id: str, method: str | None) -> JsonObject | None:
+        """The metric's buckets reduced with `method`; ValueError for an unknown method."""
+        detail = self._details.get(metric_id)
+        metric_type = detail["k6-metric"]["type"] if detail else ""
+        name = method if method is not None else DEFAULT_METHODS.get(metric_type, "mean")
+        width = self._samples.bucket_seconds
+        # Before the lookup: a bad method is a 400 whatever the id.
+        reduce = aggregator(name, metric_type, width)
+        series = self._series.get(metric_id)
+        if series is None:
+            return None
+        whole = float(width).is_integer()
+        values = [
+            {"timestamp": _iso(round(index * width, 6), whole), "value": reduce(bucket)}
+            for index, bucket in sorted(series.buckets.items())
+        ]
+        return {
+            "agg": {},
+            "id": _hex_id(self._run_id, "serie", metric_id, name),
+            "method": name,
+            "metric_id": metric_id,
+            "test_run_id": self._run_id,
+            "values": values,
+        }
+
+    def thresholds(self) -> tuple[list[JsonObject], list[JsonObject]]:
+        pairs = [self._threshold_objects(decl, verdict) for decl, verdict in self._verdicts]
+        return [metric for metric, _ in pairs], [threshold for _, threshold in pairs]
+
+    def overview(self) -> JsonObject:
+        checks, urls = self._named("checks"), self._named("http_reqs")
+        good_urls = [s for s in urls if 0 < _status(s.tags) < 400]
+        durations = self._all_samples("http_req_duration")
+        requests = sum(math.fsum(s.samples()) for s in urls)
+        crossed = sum(v.crossed for _, v in self._verdicts)
+        return {
+            "checks_hits_successes": sum(1 for s in checks for v in s.samples() if v),
+            "checks_hits_total": sum(s.count for s in checks),
+            "checks_successes": sum(all(s.samples()) for s in checks),
+            "checks_total": len(checks),
+            "http_req_duration_avg": statistics.fmean(durations) if durations else 0.0,
+            "http_reqs_avg": requests / self.seconds if self.seconds > 0 else 0.0,
+            "test_run_id": self._run_id,
+            "thresholds_successes": len(self._verdicts) - crossed,
+            "thresholds_total": len(self._verdicts),
+            "urls_hits_successes": int(sum(math.fsum(s.samples()) for s in good_urls)),
+            "urls_hits_total": int(requests),
+            "urls_successes": len(good_urls),
+            "urls_total": len(urls),
+        }
+
+    # --- building ---------------------------------------------------------------------
+
+    def _named(self, name: str) -> list[SampleSeries]:
+        return [s for s in self._series.values() if s.name == name]
+
+    def _all_samples(self, name: str) -> array[float]:
+        """Every sample of every metric called `name`, in time order per metric."""
+        return array("d", chain.from_iterable(s.samples() for s in self._named(name)))
+
+    def _metric_object(
+        self, metric_id: str, name: str, tags: dict[str, str], **ids: str | None
+    ) -> JsonObject:
+        decl = self._samples.decls.get(name)  # None: a summary threshold's unseen metric
+        return {
+            "check_id": ids.get("check_id"),
+            "contains": decl.contains if decl else "default",
+            "group_id": ids.get("group_id"),
+            "id": metric_id,
+            "name": name,
+            "project_id": self._project_id,
+            "tags": dict(tags),
+            "test_run_id": self._run_id,
+            "type": decl.type if decl else None,
+            "url_id": ids.get("url_id"),
+        }
+
+    def _add_metric(self, name: str, tags: dict[str, str], series: SampleSeries | None) -> None:
+        run = self._run_id
+        metric_id = _hex_id(run, "metric", name, *sorted(tags.items()))
+        group = tags.get("group")
+        detail: JsonObject = {}
+        ids: dict[str, str | None] = {"check_id": None, "group_id": None, "url_id": None}
+        if group is not None:
+            ids["group_id"] = _hex_id(run, "group", group)
+            detail["k6-group"] = {"id": ids["group_id"], "name": group.removeprefix("::")}
+        if "check" in tags:
+            ids["check_id"] = _hex_id(run, "check", group, tags["check"])
+            detail["k6-check"] = {"id": ids["check_id"], "name": tags["check"]}
+        if "url" in tags:
+            ids["url_id"] = _hex_id(run, "url", group, tags["method"], tags["status"], tags["url"])
+            url = {"method": tags["method"], "status": _status(tags), "url": tags["url"]}
+            detail["k6-url"] = {"id": ids["url_id"], **url}
+        detail["k6-metric"] = self._metric_object(metric_id, name, tags, **ids)
+        self._details[metric_id] = detail
+        if series is not None:
+            self._series[metric_id] = series
+
+    def _judge(self, decl: ThresholdDecl) -> Verdict:
+        known = self._samples.decls.get(decl.metric)
+        if decl.tags:
+            wanted = tuple(sorted(decl.tags.items()))
+            values: Sequence[float] = self._samples.submetric_samples[decl.metric][wanted]
+        else:
+            values = self._all_samples(decl.metric)
+        try:
+            return judge_threshold(
+                decl.expression, known.type if known else None, values, self.seconds
+            )
+        except ValueError as exc:
+            raise K6OutputError(f"{exc} on {decl.metric}", path=self._source) from None
+
+    def _threshold_objects(
+        self, decl: ThresholdDecl, verdict: Verdict
+    ) -> tuple[JsonObject, JsonObject]:
+        first, last = self._samples.first, self._samples.last
+        threshold_id = _int_id(self._run_id, "threshold", *decl.key)
+        metric = self._metric_object(f"threshold_{threshold_id}", decl.metric, decl.tags)
+        threshold = {
+            "calc_state": {
+                "max_created_at": _pg_time(last, "microseconds"),
+                "max_time": _pg_time(last),
+                "min_time": _pg_time(first),
+                "tainted_value": verdict.calculated if verdict.crossed else None,
+            },
+            "calculated_value": verdict.calculated,
+            "id": threshold_id,
+            "metric_id": metric["id"],
+            "name": decl.expression,
+            "stat": verdict.stat,
+            "tainted": verdict.crossed,
+            "tainted_at": _iso(last) if verdict.crossed else None,
+            "testrun_id": self._run_id,
+            "value": verdict.bound,
+        }
+        return metric, threshold
+
+    def _build_run(self, test_id: int, organization_id: int) -> JsonObject:
+        first, last = self._samples.first, self._samples.last
+        return {
+            "id": self._run_id,
+            "test_id": test_id,
+            "project_id": self._project_id,
+            "organization_id": organization_id,
+            "created": _iso(first),
+            "started": _iso(first),
+            "ended": _iso(last),
+            "duration": round(last - first),
+            "run_status": 3,
+            "processing_status": 2,
+            "result_status": int(any(v.crossed for _, v in self._verdicts)),
+            "vus": int(max(self._all_samples("vus"), default=0)),
+            "note": f"imported from k6 output {self._source.name}",
+            "export": None,
+        }
+
+
+def _status(tags: dict[str, str]) -> int:
+    status = tags.get("status", "")
+    return int(status) if status.isdigit() else 0
+
+
+def load_k6_run(
+    path: str | Path,
+    *,
+    run_id: int = 1,
+    summary_path: str | Path | None = None,
+    bucket_seconds: float = 1.0,
+    test_id: int | None = None,
+    project_id: int | None = None,
+    organization_id: int = 1,
+    skip_bad_lines: bool = False,
+) -> K6Run:
+    """Read a k6 JSON output file (plain or gzip) into one simulated k6 Cloud test run.
+
+    `summary_path` (a `--summary-export` file) only contributes the threshold
+    expressions k6 leaves out of its JSON output. `test_id` and `project_id` default to
+    1. A line that cannot be parsed raises `K6OutputError` with its line number, unless
+    `skip_bad_lines`: then it is skipped and counted in `read_stats.bad_lines`.
+    """
+    if not bucket_seconds > 0:
+        raise ValueError(f"bucket_seconds must be positive, got {bucket_seconds}")
+    source = Path(path)
+    extra = summary_thresholds(summary_path) if summary_path is not None else []
+    samples = collect_samples(
+        source,
+        bucket_seconds=bucket_seconds,
+        split=split_tags,
+        thresholds=extra,
+        skip_bad_lines=skip_bad_lines,
+    )
+    if not samples.series:
+        raise K6OutputError("no Point lines: nothing to model", path=source)
+    return K6Run(
+        samples,
+        source=source,
+        run_id=run_id,
+        test_id=test_id if test_id is not None else 1,
+        project_id=project_id if project_id is not None else 1,
+        organization_id=organization_id,
+    )

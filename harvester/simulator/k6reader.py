@@ -1,0 +1,412 @@
+"""Streaming reader of k6's JSON output (`k6 run --out json=FILE`), plain or gzip.
+
+`read_k6_output` yields each line as a `MetricDecl` or a `Point` and forgets it, so memory
+does not grow with the file. Other line types are skipped and counted (newer k6 versions
+may add some). A line that is not JSON, or a Metric/Point line without the fields k6
+always writes, raises `K6OutputError` naming file and line; with `skip_bad_lines=True`
+it is skipped and counted instead. `collect_samples` makes the one pass the k6 Cloud
+model (`k6import.py`) needs, keeping only bucketed values; `judge_threshold` evaluates
+a k6 threshold expression as k6 does.
+"""
+
+from __future__ import annotations
+
+import gzip
+import heapq
+import io
+import math
+import operator
+import re
+import statistics
+import zlib
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class K6OutputError(ValueError):
+    """The k6 output file cannot be read: names the file and, where known, the line."""
+
+    def __init__(self, message: str, *, path: Path, line_no: int | None = None) -> None:
+        where = f"{path}:{line_no}" if line_no is not None else str(path)
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.line_no = line_no
+
+
+@dataclass(frozen=True, slots=True)
+class SubmetricDecl:
+    """A submetric k6 declared on a metric, such as `http_req_duration{scenario:buy}`."""
+
+    name: str
+    tags: dict[str, str]
+    #: k6 (v1.1 at least) writes no submetric thresholds in its JSON output; read if there.
+    thresholds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDecl:
+    """A `"type": "Metric"` line: a metric's name, type, unit and thresholds."""
+
+    name: str
+    type: str
+    contains: str
+    thresholds: tuple[str, ...]
+    submetrics: tuple[SubmetricDecl, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """A `"type": "Point"` line: one sample at `time` (seconds since the epoch, UTC)."""
+
+    metric: str
+    time: float
+    value: float
+    tags: dict[str, str]
+
+
+@dataclass(slots=True)
+class ReadStats:
+    """What the reader saw: line counts, filled in as the file is read."""
+
+    lines: int = 0
+    metrics: int = 0
+    points: int = 0
+    unknown_lines: int = 0
+    bad_lines: int = 0
+    #: Line numbers of the first few skipped bad lines, for a message to the user.
+    first_bad_lines: list[int] = field(default_factory=list)
+
+
+class _BadLine(Exception):
+    """Internal: this line is not a well-formed Metric/Point line."""
+
+
+def open_k6_output(path: Path) -> io.BufferedIOBase:
+    """Open a k6 output file for binary line reading, decompressing gzip transparently."""
+    try:
+        raw = path.open("rb")
+    except OSError as exc:
+        raise K6OutputError(f"cannot open: {exc.strerror or exc}", path=path) from exc
+    if raw.peek(2)[:2] != _GZIP_MAGIC:
+        if path.suffix != ".gz":
+            return raw
+        raw.close()
+        raise K6OutputError("named .gz but is not gzip data", path=path)
+    # GzipFile(fileobj=...) would leave `raw` open when it is closed: let it own the file.
+    raw.close()
+    return gzip.GzipFile(path, mode="rb")
+
+
+def read_k6_output(
+    path: str | Path, *, skip_bad_lines: bool = False, stats: ReadStats | None = None
+) -> Iterator[MetricDecl | Point]:
+    """Yield the Metric and Point lines of a k6 JSON output file, in file order.
+
+    A generator: nothing is read before the first `next()`, and the file is closed when
+    the generator ends or is closed. `stats`, if given, is filled in as lines are read.
+    """
+    path = Path(path)
+    stats = stats if stats is not None else ReadStats()
+    with open_k6_output(path) as stream:
+        line_no = 0
+        try:
+            for line_no, line in enumerate(stream, start=1):
+                stats.lines = line_no
+                item = _read_line(line, path, line_no, skip_bad_lines, stats)
+                if item is not None:
+                    yield item
+        except (OSError, EOFError, zlib.error) as exc:
+            # A truncated or corrupt gzip stream surfaces here, after the last good line.
+            raise K6OutputError(f"read error after line {line_no}: {exc}", path=path) from exc
+
+
+def _read_line(
+    line: bytes, path: Path, line_no: int, skip_bad_lines: bool, stats: ReadStats
+) -> MetricDecl | Point | None:
+    """Parse one line; None for blank, unknown or (when skipping) bad lines."""
+    if not line.strip():
+        return None
+    try:
+        item = _parse(line)
+    except _BadLine as exc:
+        if not skip_bad_lines:
+            raise K6OutputError(str(exc), path=path, line_no=line_no) from None
+        stats.bad_lines += 1
+        if len(stats.first_bad_lines) < 10:
+            stats.first_bad_lines.append(line_no)
+        return None
+    if item is None:
+        stats.unknown_lines += 1
+    elif isinstance(item, Point):
+        stats.points += 1
+    else:
+        stats.metrics += 1
+    return item
+
+
+def _parse(line: bytes) -> MetricDecl | Point | None:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise _BadLine(f"not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise _BadLine("not a JSON object")
+    kind = obj.get("type")
+    try:
+        if kind == "Point":
+            return _point(obj)
+        if kind == "Metric":
+            return _metric(obj["data"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _BadLine(f"malformed {kind} line ({type(exc).__name__}: {exc})") from None
+    return None
+
+
+def _point(obj: dict[str, Any]) -> Point:
+    data = obj["data"]
+    value = data["value"]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"value is not a number: {value!r}")
+    tags = data.get("tags") or {}
+    if not isinstance(tags, dict):
+        raise TypeError("tags is not an object")
+    moment = datetime.fromisoformat(data["time"])
+    if moment.tzinfo is None:  # k6 always writes an offset; read a bare time as UTC
+        moment = moment.replace(tzinfo=UTC)
+    when = moment.timestamp()
+    return Point(str(obj["metric"]), when, float(value), tags)
+
+
+def _metric(data: dict[str, Any]) -> MetricDecl:
+    subs = tuple(
+        SubmetricDecl(str(s["name"]), dict(s.get("tags") or {}), tuple(s.get("thresholds") or ()))
+        for s in data.get("submetrics") or ()
+    )
+    return MetricDecl(
+        name=str(data["name"]),
+        type=str(data["type"]),
+        contains=str(data.get("contains") or "default"),
+        thresholds=tuple(str(t) for t in data.get("thresholds") or ()),
+        submetrics=subs,
+    )
+
+
+# --- one pass that keeps only bucketed samples ------------------------------------------
+
+SplitKey = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdDecl:
+    """A threshold expression on a metric, or on a submetric when `tags` is not empty."""
+
+    metric: str
+    tags: dict[str, str]
+    expression: str
+
+    @property
+    def key(self) -> tuple[str, SplitKey, str]:
+        return self.metric, tuple(sorted(self.tags.items())), self.expression
+
+
+@dataclass(slots=True)
+class SampleSeries:
+    """The samples of one metric and tag set, one `array('d')` per time bucket."""
+
+    name: str
+    tags: dict[str, str]
+    buckets: dict[int, array[float]] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return sum(len(bucket) for bucket in self.buckets.values())
+
+    def samples(self) -> Iterator[float]:
+        """Every sample, bucket by bucket in time order (file order within a bucket)."""
+        for index in sorted(self.buckets):
+            yield from self.buckets[index]
+
+
+@dataclass(slots=True)
+class Samples:
+    """What one pass over a k6 output file keeps: declarations and bucketed samples."""
+
+    bucket_seconds: float
+    stats: ReadStats = field(default_factory=ReadStats)
+    decls: dict[str, MetricDecl] = field(default_factory=dict)
+    series: dict[tuple[str, SplitKey], SampleSeries] = field(default_factory=dict)
+    thresholds: list[ThresholdDecl] = field(default_factory=list)
+    #: metric -> submetric tags -> samples, for submetrics that carry thresholds.
+    submetric_samples: dict[str, dict[SplitKey, array[float]]] = field(default_factory=dict)
+    first: float = math.inf
+    last: float = -math.inf
+
+    def watch(self, threshold: ThresholdDecl, *, listed: bool = True) -> None:
+        """Keep the samples matching a submetric threshold's tags from now on, and list
+        the threshold (once) unless `listed` is False."""
+        if threshold.tags:
+            by_tags = self.submetric_samples.setdefault(threshold.metric, {})
+            by_tags.setdefault(tuple(sorted(threshold.tags.items())), array("d"))
+        if listed and threshold.key not in {t.key for t in self.thresholds}:
+            self.thresholds.append(threshold)
+
+    def add(self, point: Point, key: SplitKey) -> None:
+        """Keep one sample under its metric, distinguishing tags and time bucket."""
+        series = self.series.get((point.metric, key))
+        if series is None:
+            series = self.series[point.metric, key] = SampleSeries(point.metric, dict(key))
+        index = math.floor(point.time / self.bucket_seconds)
+        bucket = series.buckets.get(index)
+        if bucket is None:
+            bucket = series.buckets[index] = array("d")
+        bucket.append(point.value)
+        if point.time < self.first:  # plain comparisons: this runs once per sample
+            self.first = point.time
+        if point.time > self.last:
+            self.last = point.time
+        for wanted, samples in self.submetric_samples.get(point.metric, {}).items():
+            if all(point.tags.get(k) == v for k, v in wanted):
+                samples.append(point.value)
+
+
+def collect_samples(
+    path: str | Path,
+    *,
+    bucket_seconds: float,
+    split: Callable[[str, dict[str, str]], SplitKey],
+    thresholds: Iterable[ThresholdDecl] = (),
+    skip_bad_lines: bool = False,
+) -> Samples:
+    """Read a k6 output file once, keeping each sample as a float in its metric's bucket.
+
+    `split(metric, tags)` picks the tags that tell metrics apart; all other tags are
+    dropped. `thresholds` adds expressions the file does not declare (submetrics').
+    """
+    path = Path(path)
+    got = Samples(bucket_seconds)
+    extra = list(thresholds)
+    for threshold in extra:  # keep their samples from the first line; list them last
+        got.watch(threshold, listed=False)
+    for item in read_k6_output(path, skip_bad_lines=skip_bad_lines, stats=got.stats):
+        if isinstance(item, MetricDecl):
+            got.decls[item.name] = item
+            for expr in item.thresholds:
+                got.watch(ThresholdDecl(item.name, {}, expr))
+            for sub in item.submetrics:
+                for expr in sub.thresholds:
+                    got.watch(ThresholdDecl(item.name, dict(sub.tags), expr))
+        elif item.metric in got.decls:
+            got.add(item, split(item.metric, item.tags))
+        elif skip_bad_lines:
+            got.stats.bad_lines += 1
+        else:
+            message = f"Point of metric {item.metric!r} before its Metric line"
+            raise K6OutputError(message, path=path, line_no=got.stats.lines)
+    for threshold in extra:
+        got.watch(threshold)
+    return got
+
+
+def summary_thresholds(path: str | Path) -> list[ThresholdDecl]:
+    """The threshold expressions of a `--summary-export` file, the only place k6 writes
+    those on submetrics (`http_req_duration{scenario:buy}`). Results are not taken."""
+    path = Path(path)
+    try:
+        metrics: dict[str, Any] = orjson.loads(path.read_bytes())["metrics"]
+        found = []
+        for key, figures in metrics.items():
+            name, _, selector = key.partition("{")
+            tags = dict(_selector_items(selector.removesuffix("}")))
+            found += [ThresholdDecl(name, tags, str(e)) for e in figures.get("thresholds") or {}]
+    except (OSError, orjson.JSONDecodeError, LookupError, TypeError, AttributeError) as exc:
+        raise K6OutputError(f"not a k6 summary export ({exc!r})", path=path) from exc
+    return found
+
+
+def _selector_items(selector: str) -> Iterator[tuple[str, str]]:
+    """`scenario:buy,status:200` split as k6 does (at the first ':', quotes trimmed)."""
+    for part in filter(None, selector.split(",")):
+        key, _, value = part.partition(":")
+        yield key.strip().strip("\"'"), value.strip().strip("\"'")
+
+
+# --- k6's own rules: percentiles and thresholds -----------------------------------------
+
+
+def quantile(ordered: Sequence[float], q: float) -> float:
+    """The q-quantile (0..1) of sorted values, interpolated between closest ranks as k6
+    does. (statistics.quantiles only cuts into whole numbers of parts: p99.9 would take
+    999 cut points. This is its 'inclusive' method for any q.)"""
+    rank = q * (len(ordered) - 1)
+    low = math.floor(rank)
+    if low + 1 >= len(ordered):
+        return float(ordered[-1])
+    return ordered[low] + (ordered[low + 1] - ordered[low]) * (rank - low)
+
+
+def tail_quantile(values: Sequence[float], q: float) -> float:
+    """`quantile` of unsorted values without sorting them all: heapq keeps only the
+    smaller side of the q cut, so p(99) of n samples holds n/100 of them."""
+    rank = q * (len(values) - 1)
+    low = math.floor(rank)
+    if q >= 0.5:  # descending, ends with the order statistics low + 1 and low
+        pair = heapq.nlargest(len(values) - low, values)[-2:][::-1]
+    else:
+        pair = heapq.nsmallest(low + 2, values)[low:]
+    return quantile(pair, rank - low)
+
+
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+    "==": operator.eq, "===": operator.eq, "!=": operator.ne,
+}  # fmt: skip
+_THRESHOLD = re.compile(
+    r"\s*(avg|min|max|med|count|rate|value|p\((\d+(?:\.\d+)?)\))\s*(<=|>=|===|==|!=|<|>)\s*(\S+)\s*"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A threshold evaluated over the whole run; `calculated` is None without samples."""
+
+    stat: str
+    bound: float
+    calculated: float | None
+    crossed: bool
+
+
+def judge_threshold(
+    expression: str, metric_type: str | None, values: Sequence[float], seconds: float
+) -> Verdict:
+    """Evaluate a k6 threshold expression such as `p(95)<50` over a metric's samples
+    (`seconds`: the run's length, for a counter's rate). ValueError if unreadable."""
+    match = _THRESHOLD.fullmatch(expression)
+    if match is None:
+        raise ValueError(f"cannot read threshold {expression!r}")
+    stat, percent, op, bound_text = match.groups()
+    bound = float(bound_text)
+    if not values:
+        return Verdict(stat, bound, None, crossed=False)
+    if stat == "count":  # a counter counts its values, other metrics their samples
+        value = math.fsum(values) if metric_type == "counter" else float(len(values))
+    elif stat == "rate" and metric_type == "counter":
+        value = math.fsum(values) / seconds if seconds > 0 else 0.0
+    elif stat == "rate":
+        value = sum(1 for v in values if v) / len(values)
+    elif stat in ("value", "min", "max"):
+        value = float(
+            values[-1] if stat == "value" else min(values) if stat == "min" else max(values)
+        )
+    elif stat == "avg":
+        value = statistics.fmean(values)
+    else:  # med or p(N)
+        value = tail_quantile(values, float(percent) / 100 if percent else 0.5)
+    return Verdict(stat, bound, value, not _OPERATORS[op](value, bound))

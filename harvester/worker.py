@@ -1,0 +1,320 @@
+"""`harvester worker`: discover, harvest what is new, sleep, again, until SIGTERM.
+
+One rate gate and one set of counters serve every cycle, so the limit holds across
+cycles and `/metrics` counts since start. A cycle that fails (API outage, retries
+exhausted, a full disk) is logged and counted, and the next one comes after a backoff
+that grows up to the interval: transient errors never end the worker. A rejected token
+(`AuthRejected`) and broken settings or state (`ConfigError`, `StateError`) do, since
+waiting will not fix them. The first SIGTERM/SIGINT stops cleanly: no new cycle or run
+starts, runs in flight get `grace` seconds; a second one stops at once.
+
+Health: `GET /healthz` is 200 while the loop runs and has shown a sign of life (a cycle
+began or ended, a run started or ended, a request was answered) within `stale_after`
+seconds (default 2 x interval + max_retry_after + read_timeout: the longest a healthy
+worker stays quiet), 503 otherwise. `GET /metrics` is the Prometheus text format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import anyio
+import orjson
+from aiohttp import web
+from anyio.abc import TaskStatus
+
+from .config import Settings
+from .discovery import Discovery, Selection, discover_runs, parse_duration
+from .errors import AuthRejected, ConfigError, HarvesterError, StateError, unwrap
+from .job import SHUTDOWN_GRACE, JobResult, harvest_job
+from .progress import Reporter
+from .ratelimit import RateGate
+from .scheduler import RunOutcome
+from .stats import HarvestStats
+from .telemetry import CONTENT_TYPE, Telemetry, WorkerStatus
+
+#: Errors that waiting will not fix: the worker ends with their exit status.
+FATAL = (AuthRejected, ConfigError, StateError)
+
+
+@dataclass
+class WorkerResult:
+    cycles: int
+    failed_cycles: int
+    stopped_by: int | None  # the signal that stopped the worker, if any
+
+
+class Worker:
+    """The loop and its health/metrics endpoints; `await worker.run()` until stopped."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        reporter: Reporter | None = None,
+        stdout: BinaryIO | None = None,
+        handle_signals: bool = True,
+        grace: float = SHUTDOWN_GRACE,
+        stale_after: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        Selection.from_settings(settings)  # bad dates fail now, not in the first cycle
+        if not (settings.projects or settings.tests):
+            raise ConfigError("the worker needs something to watch: give --project P or --test T")
+        self.settings = settings
+        self.interval = parse_duration(settings.interval, "--interval")
+        self.stale_after = stale_after or (
+            2 * self.interval + settings.max_retry_after + settings.read_timeout
+        )
+        self.reporter = reporter or Reporter(sys.stderr, json_lines=True, level="info")
+        self.stdout = stdout
+        self.handle_signals = handle_signals
+        self.grace = grace
+        self.clock = clock
+        self.stats = HarvestStats()
+        self.gate = RateGate(settings.rate, recovery_interval=settings.rate_recovery)
+        self.status = WorkerStatus()
+        self.telemetry = Telemetry(self.stats, self.status, self.gate)
+        self.port: int | None = None
+        self.stopped_by: int | None = None
+        self._stop = anyio.Event()
+        self._alive = False
+        self._failures = 0
+        self._beat = clock()
+        self._requests_seen = 0
+        self._harvested: set[int] = set()
+
+    # --- control --------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Finish the current cycle's runs in flight (within `grace`) and end the loop."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(
+        self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
+    ) -> WorkerResult:
+        """Serve the endpoints, report the bound port through `task_status`, loop."""
+        async with serve_endpoints(self) as port:
+            self.port = port
+            host = self.settings.listen_host
+            self.reporter.event(
+                "listening", f"serving /healthz and /metrics on {host}:{port}", port=port
+            )
+            task_status.started(port)
+            try:
+                async with anyio.create_task_group() as tg:
+                    if self.handle_signals:
+                        tg.start_soon(self._watch_signals, tg.cancel_scope)
+                    await self._loop()
+                    tg.cancel_scope.cancel()
+            except ExceptionGroup as group:
+                raise unwrap(group) from None
+        return WorkerResult(self.status.cycles, self.status.failed_cycles, self.stopped_by)
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                self.stopped_by = signum
+                self.reporter.event(
+                    "stopping", f"signal {signum}: stopping after the runs in flight", signal=signum
+                )
+                self.stop()
+                break
+            async for signum in signals:
+                self.reporter.event("stopping_now", f"signal {signum}: stopping now", signal=signum)
+                scope.cancel()
+                break
+
+    # --- health ---------------------------------------------------------------------
+
+    def beat(self) -> None:
+        self._beat = self.clock()
+
+    def healthy(self) -> bool:
+        """The loop runs and has shown a sign of life within `stale_after` seconds."""
+        if self.stats.request_count != self._requests_seen:
+            self._requests_seen = self.stats.request_count
+            self.beat()
+        return self._alive and self.clock() - self._beat <= self.stale_after
+
+    def health(self) -> dict[str, object]:
+        ok = self.healthy()
+        return {
+            "status": "ok" if ok else ("stale" if self._alive else "stopped"),
+            "cycles": self.status.cycles,
+            "failed_cycles": self.status.failed_cycles,
+            "last_success": self.status.last_success,
+            "quiet_seconds": round(self.clock() - self._beat, 3),
+            "stale_after": self.stale_after,
+        }
+
+    # run observer: a run starting or ending is a sign of life
+    def run_started(self, run_id: int) -> None:
+        self.beat()
+
+    def run_ended(self, outcome: RunOutcome) -> None:
+        self.beat()
+        if outcome.ok:
+            self._harvested.add(outcome.run_id)
+
+    # --- the loop -------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        self._alive = True
+        try:
+            while not self.stopping:
+                wait = await self._cycle()
+                if self.stopping:
+                    break
+                with anyio.move_on_after(wait):
+                    await self._stop.wait()
+        finally:
+            self._alive = False
+
+    async def _cycle(self) -> float:
+        """One discover-and-harvest; returns the seconds to wait before the next."""
+        self.beat()
+        started = time.monotonic()
+        found: Discovery | None = None
+        result: JobResult | None = None
+        error: str | None = None
+        try:
+            found, result = await self._discover_and_harvest()
+        except FATAL:
+            raise
+        except (HarvesterError, OSError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        self.beat()
+        self.status.cycles += 1
+        self.status.last_cycle_seconds = time.monotonic() - started
+        if error is None and result is not None and result.report.failed:
+            error = f"{len(result.report.failed)} runs failed"
+        if error is None:
+            self._failures = 0
+            self.status.last_success = time.time()
+            wait, event, message = self.interval, "cycle_done", "cycle done"
+        else:
+            self._failures += 1
+            self.status.failed_cycles += 1
+            wait, event, message = self.backoff(), "cycle_failed", f"cycle failed ({error})"
+        self._log_cycle(event, message, started, found, result, wait)
+        return wait
+
+    def backoff(self) -> float:
+        """After n failed cycles in a row: backoff_cap x 2^(n-1), jittered, at most the
+        interval (an outage is retried sooner than the next scheduled cycle)."""
+        ceiling = min(self.interval, self.settings.backoff_cap * 2 ** (self._failures - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def _discover_and_harvest(self) -> tuple[Discovery, JobResult | None]:
+        selection = Selection.from_settings(self.settings)  # "7d" moves with the clock
+        found = await discover_runs(self.settings, selection, gate=self.gate, stats=self.stats)
+        self.status.pending_runs = len(found.pending)
+        if self.reporter.level == "verbose":  # otherwise the cycle line says enough
+            self.reporter.discovered(found)
+        todo = [t for t in found.targets if t.run_id not in self._harvested]
+        if not todo or self.stopping:
+            return found, None
+        result = await harvest_job(
+            self.settings,
+            todo,
+            stdout=self.stdout,
+            observers=[self, self.reporter],
+            stats=self.stats,
+            gate=self.gate,
+            grace=self.grace,
+            stop=self._stop,
+        )
+        self._harvested.update(result.skipped)  # archived already: not asked about again
+        return found, result
+
+    def _log_cycle(
+        self,
+        event: str,
+        message: str,
+        started: float,
+        found: Discovery | None,
+        result: JobResult | None,
+        wait: float,
+    ) -> None:
+        done = len(result.report.succeeded) if result else 0
+        failed = len(result.report.failed) if result else 0
+        self.reporter.event(
+            event,
+            f"{message}: {done} runs harvested, {failed} failed, "
+            f"{len(found.pending) if found else 0} waiting; next cycle in {wait:.0f} s",
+            cycle=self.status.cycles,
+            runs_done=done,
+            runs_failed=failed,
+            pending=len(found.pending) if found else None,
+            seconds=round(time.monotonic() - started, 3),
+            next_in=round(wait, 3),
+        )
+
+
+# --- health and metrics endpoints -----------------------------------------------------
+
+
+def build_app(worker: Worker) -> web.Application:
+    async def healthz(request: web.Request) -> web.Response:
+        body = orjson.dumps(worker.health())
+        status = 200 if worker.healthy() else 503
+        return web.Response(status=status, body=body, content_type="application/json")
+
+    async def metrics(request: web.Request) -> web.Response:
+        response = web.Response(body=worker.telemetry.render())
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serve_endpoints(worker: Worker) -> AsyncIterator[int]:
+    """Serve /healthz and /metrics on listen_host:listen_port; yields the bound port
+    (the real one when listen_port is 0)."""
+    host, port = worker.settings.listen_host, worker.settings.listen_port
+    runner = web.AppRunner(build_app(worker), access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
+                "choose another --listen-port or --listen-host"
+            ) from None
+        yield int(runner.addresses[0][1])
+    finally:
+        with anyio.CancelScope(shield=True):
+            await runner.cleanup()
+
+
+async def run_worker(
+    settings: Settings, reporter: Reporter | None = None, stdout: BinaryIO | None = None
+) -> WorkerResult:
+    """The CLI's entry: a worker with signal handling, run until stopped."""
+    worker = Worker(settings, reporter=reporter, stdout=stdout)
+    result = await worker.run()
+    worker.reporter.event(
+        "stopped",
+        f"worker stopped after {result.cycles} cycles ({result.failed_cycles} failed)",
+        cycles=result.cycles,
+        failed_cycles=result.failed_cycles,
+        signal=result.stopped_by,
+    )
+    return result

@@ -1,0 +1,456 @@
+"""The k6 import: a real k6 JSON output becomes one k6 Cloud test run with k6's figures."""
+
+from __future__ import annotations
+
+import gzip
+import inspect
+import math
+import shutil
+import statistics
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from harvester.simulator.k6import import K6Run, load_k6_run, supports_method
+from harvester.simulator.k6reader import (
+    K6OutputError,
+    MetricDecl,
+    ReadStats,
+    quantile,
+    read_k6_output,
+    tail_quantile,
+)
+
+# CI clones the repository with shared/ beside it, as /work/main and /work/shared are here.
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHOP = SHARED / "k6-shop-run.json.gz"
+SHOP_SUMMARY = SHARED / "k6-shop-run.summary.json"
+
+
+def _metric_line(name: str, kind: str, thresholds: list[str] | None = None) -> dict[str, Any]:
+    data = {"name": name, "type": kind, "contains": "default", "thresholds": thresholds or []}
+    return {"type": "Metric", "data": {**data, "submetrics": None}, "metric": name}
+
+
+def _point_line(name: str, second: float, value: float, **tags: str) -> dict[str, Any]:
+    stamp = f"2026-01-01T00:00:{second:09.6f}Z"
+    return {"metric": name, "type": "Point", "data": {"time": stamp, "value": value, "tags": tags}}
+
+
+def _write(path: Path, lines: list[dict[str, Any]] | list[bytes]) -> Path:
+    raw = [line if isinstance(line, bytes) else orjson.dumps(line) for line in lines]
+    path.write_bytes(b"\n".join(raw) + b"\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def shop() -> K6Run:
+    if not SHOP.is_file():
+        pytest.skip(f"k6 sample run not found at {SHOP} (shared/ beside the repo)")
+    return load_k6_run(SHOP, run_id=7, summary_path=SHOP_SUMMARY)
+
+
+@pytest.fixture(scope="module")
+def summary() -> dict[str, Any]:
+    if not SHOP_SUMMARY.is_file():
+        pytest.skip(f"k6 summary not found at {SHOP_SUMMARY}")
+    loaded: dict[str, Any] = orjson.loads(SHOP_SUMMARY.read_bytes())
+    return loaded
+
+
+def _total(run: K6Run, name: str, method: str) -> float:
+    """Fold every bucket of every metric called `name` (as a harvest would)."""
+    total = 0.0
+    for metric in run.metrics():
+        serie = run.serie(metric["id"], method) if metric["name"] == name else None
+        total += sum(v["value"] for v in serie["values"]) if serie else 0.0
+    return total
+
+
+def _weighted_mean(run: K6Run, name: str) -> float:
+    weighted = count = 0.0
+    for metric in (m for m in run.metrics() if m["name"] == name):
+        means, counts = run.serie(metric["id"], "mean"), run.serie(metric["id"], "count")
+        assert means is not None and counts is not None
+        for mean, n in zip(means["values"], counts["values"], strict=True):
+            assert mean["timestamp"] == n["timestamp"]
+            weighted += mean["value"] * n["value"]
+            count += n["value"]
+    return weighted / count
+
+
+# --- the shared k6 run against its own summary ------------------------------------------
+
+
+def test_counters_equal_the_summary(shop: K6Run, summary: dict[str, Any]) -> None:
+    figures = summary["metrics"]
+    for name in ("http_reqs", "iterations", "items_seen", "data_sent", "data_received"):
+        assert _total(shop, name, "sum") == figures[name]["count"], name
+    assert _total(shop, "http_reqs", "count") == figures["http_reqs"]["count"]
+    assert _total(shop, "iterations", "count") == 413
+    cart_ok = figures["cart_ok"]  # a rate: sum = passes, count = passes + fails
+    assert _total(shop, "cart_ok", "sum") == cart_ok["passes"]
+    assert _total(shop, "cart_ok", "count") == cart_ok["passes"] + cart_ok["fails"]
+    assert _weighted_mean(shop, "cart_latency") == pytest.approx(figures["cart_latency"]["avg"])
+
+
+def test_checks_equal_the_summary_check_by_check(shop: K6Run, summary: dict[str, Any]) -> None:
+    expected = {
+        check["name"]: (check["passes"], check["fails"])
+        for group in summary["root_group"]["groups"].values()
+        for check in group["checks"].values()
+    }
+    seen = {}
+    for metric in (m for m in shop.metrics() if m["name"] == "checks"):
+        detail = shop.metric_detail(metric["id"])
+        assert detail is not None and detail["k6-check"]["id"] == metric["check_id"]
+        sums, counts = shop.serie(metric["id"], "sum"), shop.serie(metric["id"], "count")
+        assert sums is not None and counts is not None
+        passes = sum(v["value"] for v in sums["values"])
+        seen[detail["k6-check"]["name"]] = (
+            passes,
+            sum(v["value"] for v in counts["values"]) - passes,
+        )
+    assert seen == expected
+    overview = shop.overview()
+    assert overview["checks_hits_successes"] == summary["metrics"]["checks"]["passes"] == 764
+    assert overview["checks_hits_total"] == 764 + summary["metrics"]["checks"]["fails"]
+    assert (overview["checks_successes"], overview["checks_total"]) == (0, 4)  # each failed once
+
+
+def test_http_req_duration_mean_from_buckets(shop: K6Run, summary: dict[str, Any]) -> None:
+    expected = summary["metrics"]["http_req_duration"]["avg"]
+    assert _weighted_mean(shop, "http_req_duration") == pytest.approx(expected, rel=0.005)
+    assert shop.overview()["http_req_duration_avg"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_thresholds_and_which_failed(shop: K6Run, summary: dict[str, Any]) -> None:
+    expected = {
+        (key, expr): failed
+        for key, figures in summary["metrics"].items()
+        for expr, failed in (figures.get("thresholds") or {}).items()
+    }
+    metrics, thresholds = shop.thresholds()
+    got = {}
+    for metric, threshold in zip(metrics, thresholds, strict=True):
+        assert metric["id"] == threshold["metric_id"] == f"threshold_{threshold['id']}"
+        tags = ",".join(f"{k}:{v}" for k, v in metric["tags"].items())
+        got[(metric["name"] + (f"{{{tags}}}" if tags else ""), threshold["name"])] = threshold
+    assert {key: t["tainted"] for key, t in got.items()} == expected
+    assert len(thresholds) == 6 and sum(t["tainted"] for t in thresholds) == 2
+    p95 = got[("http_req_duration", "p(95)<50")]
+    assert (p95["stat"], p95["value"], p95["calc_state"]["tainted_value"]) == (
+        "p(95)",
+        50.0,
+        p95["calculated_value"],
+    )
+    assert p95["calculated_value"] == pytest.approx(
+        summary["metrics"]["http_req_duration"]["p(95)"]
+    )
+    failed = summary["metrics"]["http_req_failed"]
+    assert got[("http_req_failed", "rate<0.1")]["calculated_value"] == pytest.approx(
+        failed["value"]
+    )
+    assert got[("http_req_duration{scenario:buy}", "p(99)<80")]["calculated_value"] < 80
+    assert shop.run["result_status"] == 1
+    assert (shop.overview()["thresholds_successes"], shop.overview()["thresholds_total"]) == (4, 6)
+
+
+def test_submetric_thresholds_need_the_summary() -> None:
+    """k6 writes no submetric thresholds into its JSON output; only the summary has them."""
+    if not SHOP.is_file():
+        pytest.skip(f"k6 sample run not found at {SHOP}")
+    _, thresholds = load_k6_run(SHOP).thresholds()
+    assert len(thresholds) == 5 and "p(99)<80" not in {t["name"] for t in thresholds}
+
+
+def test_submetric_thresholds_declared_in_metric_lines(tmp_path: Path) -> None:
+    """Should a k6 version write them, a submetric's thresholds count its points only."""
+    sub = {"name": "lat{s:a}", "suffix": "s:a", "tags": {"s": "a"}, "thresholds": ["max<5"]}
+    metric = _metric_line("lat", "trend", ["max<50"])
+    metric["data"]["submetrics"] = [sub]
+    points = [_point_line("lat", 1, 4, s="a"), _point_line("lat", 1, 9, s="b")]
+    metrics, thresholds = load_k6_run(_write(tmp_path / "r.json", [metric, *points])).thresholds()
+    assert [
+        (m["tags"], t["calculated_value"], t["tainted"])
+        for m, t in zip(metrics, thresholds, strict=True)
+    ] == [
+        ({}, 9.0, False),
+        ({"s": "a"}, 4.0, False),
+    ]
+
+
+def test_bad_summary_and_bad_threshold_expressions(tmp_path: Path) -> None:
+    run_file = _write(tmp_path / "r.json", [_metric_line("a", "trend"), _point_line("a", 1, 1)])
+    (tmp_path / "s.json").write_text('{"root_group": {}}')
+    with pytest.raises(K6OutputError, match="not a k6 summary export"):
+        load_k6_run(run_file, summary_path=tmp_path / "s.json")
+    broken = _write(
+        tmp_path / "b.json", [_metric_line("a", "trend", ["p95<1"]), _point_line("a", 1, 1)]
+    )
+    with pytest.raises(K6OutputError, match=r"cannot read threshold 'p95<1' on a"):
+        load_k6_run(broken)
+
+
+def test_run_overview_and_urls(shop: K6Run, summary: dict[str, Any]) -> None:
+    run, overview = shop.run, shop.overview()
+    assert (run["id"], run["run_status"], run["processing_status"]) == (7, 3, 2)
+    assert run["vus"] == summary["metrics"]["vus"]["max"] == 5
+    assert run["started"] < run["ended"] and run["duration"] == 12
+    assert overview["urls_hits_total"] == 754 and overview["urls_hits_successes"] == 683
+    assert (overview["urls_successes"], overview["urls_total"]) == (3, 8)
+    assert overview["http_reqs_avg"] == pytest.approx(
+        summary["metrics"]["http_reqs"]["rate"], rel=0.01
+    )
+    url_metric = next(
+        m for m in shop.metrics() if m["name"] == "http_reqs" and m["tags"]["url"] == "items"
+    )
+    detail = shop.metric_detail(url_metric["id"])
+    assert detail is not None and set(detail) == {"k6-metric", "k6-group", "k6-url"}
+    assert detail["k6-group"] == {"id": url_metric["group_id"], "name": "catalog"}
+    assert detail["k6-url"]["url"] == "items" and isinstance(detail["k6-url"]["status"], int)
+
+
+def test_ids_are_stable_across_loads_and_distinct_across_runs(shop: K6Run) -> None:
+    again = load_k6_run(SHOP, run_id=7, summary_path=SHOP_SUMMARY)
+    other = load_k6_run(SHOP, run_id=8)
+    ids = [m["id"] for m in shop.metrics()]
+    assert ids == [m["id"] for m in again.metrics()] and len(set(ids)) == len(ids)
+    assert not set(ids) & {m["id"] for m in other.metrics()}
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    serie, serie_again = shop.serie(ids[0], "p95"), again.serie(ids[0], "p95")
+    assert serie is not None and serie == serie_again
+    assert shop.thresholds() == again.thresholds()
+
+
+def test_gzip_and_plain_give_the_same_model(shop: K6Run, tmp_path: Path) -> None:
+    plain = tmp_path / "run.json"
+    plain.write_bytes(gzip.decompress(SHOP.read_bytes()))
+    same = load_k6_run(plain, run_id=7, summary_path=SHOP_SUMMARY)
+    assert same.metrics() == shop.metrics()
+    assert same.thresholds() == shop.thresholds() and same.overview() == shop.overview()
+    assert {**same.run, "note": ""} == {**shop.run, "note": ""}
+    for metric in shop.metrics():
+        assert same.serie(metric["id"], None) == shop.serie(metric["id"], None)
+
+
+# --- series methods on a tiny hand-made run ------------------------------------------------
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> K6Run:
+    lines = [_metric_line("lat", "trend"), _metric_line("hits", "counter")]
+    lines += [
+        _point_line("lat", 1.0 + i / 100, float(v))
+        for i, v in enumerate([4, 1, 10, 3, 2, 7, 5, 9, 6, 8])
+    ]
+    lines += [
+        _point_line("lat", 2.5, 100.0),
+        _point_line("hits", 1.2, 2),
+        _point_line("hits", 1.9, 3),
+    ]
+    return load_k6_run(_write(tmp_path / "tiny.json", lines))
+
+
+def _values(run: K6Run, name: str, method: str | None) -> list[float]:
+    metric = next(m for m in run.metrics() if m["name"] == name)
+    serie = run.serie(metric["id"], method)
+    assert serie is not None and serie["method"] == (method or serie["method"])
+    return [v["value"] for v in serie["values"]]
+
+
+@pytest.mark.parametrize(
+    ("method", "first_bucket"),
+    [
+        ("mean", 5.5), ("avg", 5.5), ("min", 1.0), ("max", 10.0), ("sum", 55.0),
+        ("count", 10.0), ("last", 8.0), ("median", 5.5), ("med", 5.5), ("0.5", 5.5),
+        ("p90", 9.1), ("p(90)", 9.1), ("0.95", 9.55), ("p99.9", 9.991), ("1", 10.0), ("0", 1.0),
+        ("value", 8.0), ("MEAN", 5.5), (" P95 ", 9.55), ("stddev", 8.25**0.5), ("rate", 10.0),
+    ],
+)  # fmt: skip
+def test_series_methods_on_known_values(tiny: K6Run, method: str, first_bucket: float) -> None:
+    """1..10 in the first second: quantiles interpolate linearly between closest ranks."""
+    assert supports_method(method)
+    second = {"count": 1.0, "rate": 1.0, "stddev": 0.0}.get(method, 100.0)  # just 100 in 2nd
+    assert _values(tiny, "lat", method) == pytest.approx([first_bucket, second])
+
+
+def test_whole_run_quantiles_agree_with_statistics_quantiles() -> None:
+    """Thresholds use a partial heap instead of a full sort; same 'inclusive' figures."""
+    values = [float((i * 7919) % 1009) / 7 for i in range(2001)]
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    for percent in range(1, 100):
+        assert tail_quantile(values, percent / 100) == pytest.approx(cuts[percent - 1])
+        assert quantile(sorted(values), percent / 100) == pytest.approx(cuts[percent - 1])
+    assert tail_quantile([3.0], 0.99) == tail_quantile([3.0], 0.01) == 3.0
+
+
+def test_series_buckets_defaults_and_timestamps(tiny: K6Run, tmp_path: Path) -> None:
+    metric = next(m for m in tiny.metrics() if m["name"] == "lat")
+    serie = tiny.serie(metric["id"], None)
+    assert serie is not None and serie["method"] == "mean" and serie["agg"] == {}
+    assert [v["timestamp"] for v in serie["values"]] == [
+        "2026-01-01T00:00:01Z",
+        "2026-01-01T00:00:02Z",
+    ]
+    assert _values(tiny, "hits", None) == [5.0]  # counters default to sum
+    assert _values(tiny, "hits", "rate") == [5.0]  # per second: the sum over a 1 s bucket
+    halves = load_k6_run(tmp_path / "tiny.json", bucket_seconds=0.5)
+    stamps = [v["timestamp"] for v in (halves.serie(metric["id"], "count") or {})["values"]]
+    assert stamps == ["2026-01-01T00:00:01.000000Z", "2026-01-01T00:00:02.500000Z"]
+
+
+@pytest.mark.parametrize("method", ["p101", "average", "1.5", "p(95", "", "p-5", "nan"])
+def test_unknown_methods_are_refused(tiny: K6Run, method: str) -> None:
+    assert not supports_method(method)
+    with pytest.raises(ValueError, match="unknown series method"):
+        tiny.serie(tiny.metrics()[0]["id"], method)
+
+
+def test_declared_metric_without_samples_has_no_serie(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "r.json",
+        [
+            _metric_line("a", "trend"),
+            _metric_line("b", "rate", ["rate>0.5"]),
+            _point_line("a", 1, 1),
+        ],
+    )
+    run = load_k6_run(path)
+    b = next(m for m in run.metrics() if m["name"] == "b")
+    assert b["tags"] == {} and run.serie(b["id"], None) is None and run.serie("nope", "max") is None
+    _, (threshold,) = run.thresholds()
+    assert threshold["calculated_value"] is None and threshold["tainted"] is False
+
+
+# --- the reader ---------------------------------------------------------------------------
+
+
+def test_unknown_line_types_and_blank_lines_are_skipped(tmp_path: Path) -> None:
+    lines = [b'{"type":"Metadata","data":{"x":1}}', orjson.dumps(_metric_line("a", "gauge")), b"  ",
+             b'{"type":"Future"}', orjson.dumps(_point_line("a", 1, 3))]  # fmt: skip
+    stats = ReadStats()
+    items = list(read_k6_output(_write(tmp_path / "r.json", lines), stats=stats))
+    assert [type(i).__name__ for i in items] == ["MetricDecl", "Point"]
+    assert (stats.lines, stats.unknown_lines, stats.bad_lines) == (5, 2, 0)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b'{"type":"Point","data":{"time":', b"[1, 2]",
+     b'{"metric":"a","type":"Point","data":{"value":1}}',
+     b'{"metric":"a","type":"Point","data":{"time":"nope","value":1}}',
+     b'{"metric":"a","type":"Point","data":{"time":"2026-01-01T00:00:00Z","value":"1"}}'],
+)  # fmt: skip
+def test_a_broken_line_is_reported_with_its_number(tmp_path: Path, bad: bytes) -> None:
+    lines = [orjson.dumps(_metric_line("a", "trend")), orjson.dumps(_point_line("a", 1, 1)), bad,
+             orjson.dumps(_point_line("a", 2, 2))]  # fmt: skip
+    path = _write(tmp_path / "r.json", lines)
+    with pytest.raises(K6OutputError, match=r"r\.json:3: ") as caught:
+        load_k6_run(path)
+    assert caught.value.line_no == 3 and isinstance(caught.value, ValueError)
+    run = load_k6_run(path, skip_bad_lines=True)
+    assert run.read_stats.bad_lines == 1 and run.read_stats.first_bad_lines == [3]
+    assert _values(run, "a", "count") == [1.0, 1.0]
+
+
+def test_a_point_before_its_metric_line_is_an_error(tmp_path: Path) -> None:
+    path = _write(tmp_path / "r.json", [_point_line("a", 1, 1), _metric_line("a", "trend")])
+    with pytest.raises(K6OutputError, match=r"r\.json:1: Point of metric 'a' before"):
+        load_k6_run(path)
+
+
+def test_gz_name_without_gzip_data_and_truncated_gzip(tmp_path: Path) -> None:
+    fake = tmp_path / "r.json.gz"
+    fake.write_bytes(orjson.dumps(_metric_line("a", "trend")))
+    with pytest.raises(K6OutputError, match="not gzip"):
+        load_k6_run(fake)
+    body = b"\n".join(orjson.dumps(_point_line("a", i % 60, i)) for i in range(5000))
+    cut = tmp_path / "cut.gz"
+    cut.write_bytes(gzip.compress(orjson.dumps(_metric_line("a", "trend")) + b"\n" + body)[:4000])
+    with pytest.raises(K6OutputError, match="read error after line"):
+        load_k6_run(cut)
+    with pytest.raises(K6OutputError, match="cannot open"):
+        load_k6_run(tmp_path / "absent.json")
+
+
+def _generated_lines(count: int) -> Iterator[bytes]:
+    yield orjson.dumps(_metric_line("lat", "trend", ["p(99)<900"])) + b"\n"
+    for i in range(count):
+        yield (
+            orjson.dumps(_point_line("lat", (i / 4000) % 60, i % 1000, group="::g", scenario="s"))
+            + b"\n"
+        )
+
+
+def test_reader_streams_and_memory_stays_bounded(tmp_path: Path) -> None:
+    """200k lines: the reader is a lazy generator and the model keeps ~8 bytes a sample."""
+    path = tmp_path / "big.json"
+    with path.open("wb") as out:
+        out.writelines(_generated_lines(200_000))
+    lazy = read_k6_output(tmp_path / "absent.json")
+    assert inspect.isgenerator(lazy)  # nothing is opened before the first next()
+    with pytest.raises(K6OutputError):
+        next(lazy)
+    first = next(read_k6_output(path))
+    assert isinstance(first, MetricDecl)
+    tracemalloc.start()
+    try:
+        run = load_k6_run(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    size = path.stat().st_size  # ~25 MB; 200k samples kept as floats are 1.6 MB
+    assert size > 16_000_000 and peak < 30 * 200_000, (size, peak)
+    assert _total(run, "lat", "count") == 200_000
+    assert math.isclose(run.thresholds()[1][0]["calculated_value"], 989.0, rel_tol=0.01)
+
+
+# --- a real k6, when there is one ------------------------------------------------------
+
+TINY_SCRIPT = """
+import http from 'k6/http';
+import { check } from 'k6';
+export const options = { vus: 1, iterations: 5, thresholds: { http_req_duration: ['max<5000'] } };
+export default function () {
+  const r = http.get(__ENV.BASE);
+  check(r, { 'is 200': (x) => x.status === 200 });
+}
+"""
+
+
+async def test_a_real_k6_run_matches_its_summary(tmp_path: Path) -> None:
+    k6 = shutil.which("k6")
+    if k6 is None:
+        pytest.skip("k6 binary not installed")
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    script, out, summary = tmp_path / "tiny.js", tmp_path / "out.json", tmp_path / "summary.json"
+    script.write_text(TINY_SCRIPT)
+    async with TestServer(app, host="127.0.0.1") as server:
+        base = str(server.make_url("/"))
+        command = [k6, "run", "--quiet", "--no-usage-report", f"--out=json={out}",
+                   f"--summary-export={summary}", "-e", f"BASE={base}", str(script)]  # fmt: skip
+        result = await anyio.run_process(command, check=False)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    run = load_k6_run(out, summary_path=summary)
+    figures = orjson.loads(summary.read_bytes())["metrics"]
+    assert _total(run, "http_reqs", "sum") == figures["http_reqs"]["count"] == 5
+    assert _total(run, "iterations", "sum") == figures["iterations"]["count"]
+    assert run.overview()["checks_hits_successes"] == figures["checks"]["passes"] == 5
+    assert _weighted_mean(run, "http_req_duration") == pytest.approx(
+        figures["http_req_duration"]["avg"], rel=0.005
+    )
+    _, thresholds = run.thresholds()
+    assert [t["tainted"] for t in thresholds] == [False] and run.run["result_status"] == 0
