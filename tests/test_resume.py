@@ -1,0 +1,157 @@
+"""Crash-safe and resumable: SIGKILL, SIGTERM, re-runs, --force, and one process at a time."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import pytest
+from anyio.abc import Process
+
+from harvester.cli import main
+from harvester.job import harvest_job
+from harvester.scheduler import RunTarget
+from harvester.simulator.cloud import SimCloud
+from harvester.simulator.faults import FaultPlan
+from harvester.simulator.generated import generate_cloud
+from harvester.simulator.server import Simulator
+from harvester.state import STATE_FILE_NAME, HarvestState
+from tests.harvest_helpers import canonical, expected_records, read_dir, settings_for
+
+SLOW = FaultPlan(p_delay=1.0, delay_seconds=0.2, fault_endpoints=frozenset({"overview"}))
+
+
+def command(sim: Simulator, out: Path, cloud: SimCloud) -> list[str]:
+    runs = [arg for run_id in sorted(cloud.runs) for arg in ("--run", str(run_id))]
+    return [sys.executable, "-m", "harvester", "harvest", "--base-url", sim.base_url,
+            "--token", sim.token, "--out", str(out), "--rate", "1000",
+            "--runs-in-flight", "2", *runs]  # fmt: skip
+
+
+async def start(sim: Simulator, out: Path, cloud: SimCloud) -> Process:
+    return await anyio.open_process(command(sim, out, cloud))
+
+
+async def wait_for_files(out: Path, at_least: int, process: Process) -> None:
+    with anyio.fail_after(20):
+        while len(list(out.glob("*.ndjson"))) < at_least:
+            assert process.returncode is None, "the harvester ended before it was stopped"
+            await anyio.sleep(0.02)
+
+
+def assert_exact(cloud: SimCloud, out: Path) -> None:
+    files = read_dir(out)
+    assert sorted(files) == sorted(cloud.runs)
+    for run_id, records in files.items():
+        assert canonical(records) == canonical(expected_records(cloud, run_id))
+        assert records[-1]["type"] == "summary"
+    assert not list(out.glob(".*.partial"))
+
+
+def metrics_requests(sim: Simulator) -> Counter[int | None]:
+    return Counter(r.run_id for r in sim.requests_for("metrics"))
+
+
+async def test_after_sigkill_a_rerun_finishes_exactly_without_refetching(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=10, metrics=20, points=5)
+    async with Simulator(cloud, faults=SLOW) as sim:
+        process = await start(sim, tmp_path, cloud)
+        async with process:
+            await wait_for_files(tmp_path, 3, process)
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+        done_before = {int(p.stem) for p in tmp_path.glob("*.ndjson")}
+        assert 3 <= len(done_before) < len(cloud.runs)
+        for run_id, records in read_dir(tmp_path).items():  # whatever is final is whole
+            assert canonical(records) == canonical(expected_records(cloud, run_id))
+        sim.log.clear()
+        rerun = await anyio.run_process(command(sim, tmp_path, cloud), check=False)
+        assert rerun.returncode == 0, rerun.stderr.decode()
+        fetched_again = set(metrics_requests(sim))
+    assert not fetched_again & done_before
+    assert fetched_again == set(cloud.runs) - done_before
+    assert_exact(cloud, tmp_path)
+
+
+async def test_sigterm_stops_cleanly_with_143_and_a_rerun_completes(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=10, metrics=20, points=5)
+    async with Simulator(cloud, faults=SLOW) as sim:
+        process = await start(sim, tmp_path, cloud)
+        async with process:
+            await wait_for_files(tmp_path, 2, process)
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 143
+            assert process.stderr is not None
+            err = b"".join([chunk async for chunk in process.stderr]).decode()
+        assert "stopped by signal 15" in err and "run the same command again" in err
+        assert not list(tmp_path.glob(".*.partial"))
+        done_before = {int(p.stem) for p in tmp_path.glob("*.ndjson")}
+        assert len(done_before) < len(cloud.runs)
+        with HarvestState.open(tmp_path / STATE_FILE_NAME) as state:
+            assert state.done_runs(cloud.runs) == done_before
+        sim.log.clear()
+        assert (await anyio.run_process(command(sim, tmp_path, cloud), check=False)).returncode == 0
+        assert not set(metrics_requests(sim)) & done_before
+    assert_exact(cloud, tmp_path)
+
+
+async def test_rerun_retries_only_failed_runs_and_force_refetches_all(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=3, metrics=10, points=3)
+    broken = min(cloud.runs)
+    plan = FaultPlan(p_500=1.0, fault_endpoints=frozenset({"overview"}))
+    async with Simulator(cloud, faults=plan) as sim:
+        settings = settings_for(sim, tmp_path, max_attempts=2)
+        # Only the first run's overview fails: send the others through a healthy server.
+        first = await harvest_job(settings, [RunTarget(broken)])
+        assert first.report.failed
+        sim.faults = FaultPlan()
+        await harvest_job(settings, [RunTarget(r) for r in sorted(cloud.runs) if r != broken])
+        with HarvestState.open(tmp_path / STATE_FILE_NAME) as state:
+            failed_state = state.get(broken)
+        assert failed_state is not None and failed_state.status == "failed"
+        sim.log.clear()
+        again = await harvest_job(settings, [RunTarget(r) for r in sorted(cloud.runs)])
+        assert set(metrics_requests(sim)) == {broken}
+        assert sorted(again.skipped) == sorted(set(cloud.runs) - {broken})
+        sim.log.clear()
+        forced = settings_for(sim, tmp_path, force=True)
+        await harvest_job(forced, [RunTarget(r) for r in sorted(cloud.runs)])
+        assert set(metrics_requests(sim)) == set(cloud.runs)
+    assert_exact(cloud, tmp_path)
+
+
+async def test_a_run_the_state_calls_done_whose_file_is_gone_is_harvested_again(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    settings = settings_for(simulator, tmp_path)
+    await harvest_job(settings, [RunTarget(r) for r in sorted(cloud.runs)])
+    gone = min(cloud.runs)
+    (tmp_path / f"{gone}.ndjson").unlink()
+    simulator.log.clear()
+    result = await harvest_job(settings, [RunTarget(r) for r in sorted(cloud.runs)])
+    assert set(metrics_requests(simulator)) == {gone}
+    assert len(result.skipped) == len(cloud.runs) - 1
+    assert_exact(cloud, tmp_path)
+
+
+def test_a_second_process_on_the_same_state_refuses_to_run(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with HarvestState.open(tmp_path / STATE_FILE_NAME):
+        code = main(["harvest", "--token", "t", "--base-url", "http://127.0.0.1:9",
+                     "--run", "1", "--out", str(tmp_path)])  # fmt: skip
+    assert code == 2
+    assert "another harvester is already using the state file" in capfd.readouterr().err
+
+
+def test_a_corrupt_state_file_is_a_clear_error(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / STATE_FILE_NAME).write_bytes(b"this is not sqlite" * 100)
+    code = main(["harvest", "--token", "t", "--base-url", "http://127.0.0.1:9",
+                 "--run", "1", "--out", str(tmp_path)])  # fmt: skip
+    assert code == 2
+    assert "is not a harvester state database" in capfd.readouterr().err
