@@ -253,5 +253,11 @@ def run(ns: argparse.Namespace) -> int:
     plan = fault_plan(ns)
     cloud = build_cloud(ns)
     sim = Simulator(cloud, token=ns.token, faults=plan, host=ns.host, port=ns.port)
-    anyio.run(_serve, sim)
+    try:
+        anyio.run(_serve, sim)
+    except OSError as exc:
+        raise ConfigError(
+            f"simulate: cannot listen on {ns.host}:{ns.port} ({exc.strerror}); "
+            "choose another --port (0 picks a free one)"
+        ) from None
     return 0

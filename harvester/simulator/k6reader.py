@@ -28,11 +28,14 @@ from typing import Any
 
 import orjson
 
+from harvester.errors import ConfigError
+
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class K6OutputError(ValueError):
-    """The k6 output file cannot be read: names the file and, where known, the line."""
+class K6OutputError(ConfigError, ValueError):
+    """The k6 output file cannot be read: names the file and, where known, the line.
+    Bad input, so the CLI answers with one line and exit status 2."""
 
     def __init__(self, message: str, *, path: Path, line_no: int | None = None) -> None:
         where = f"{path}:{line_no}" if line_no is not None else str(path)
