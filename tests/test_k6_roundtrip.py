@@ -3,11 +3,13 @@ and recompute k6's own summary from the harvested NDJSON alone (issue 6)."""
 
 from __future__ import annotations
 
+import shutil
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import anyio.from_thread
 import orjson
 import pytest
@@ -17,12 +19,11 @@ from harvester.simulator.cloud import SimCloud
 from harvester.simulator.k6import import load_k6_run
 from harvester.simulator.server import Simulator
 from tests.harvest_helpers import Record, read_dir
+from tests.k6_helpers import record_k6_run
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RUN_FILE, SUMMARY_FILE = DATA / "k6-shop-run.json.gz", DATA / "k6-shop-run.summary.json"
 RUN_ID = 4242
-
-pytestmark = pytest.mark.skipif(not RUN_FILE.exists(), reason=f"{RUN_FILE} is not there")
 
 
 class Harvested:
@@ -79,6 +80,7 @@ def k6_failed_thresholds(figures: dict[str, Any]) -> set[str]:
     }
 
 
+@pytest.mark.skipif(not RUN_FILE.exists(), reason=f"{RUN_FILE} is not there")
 def test_the_shop_run_survives_the_trip_through_the_api(
     shop_sim: Simulator, tmp_path: Path
 ) -> None:
@@ -93,6 +95,29 @@ def test_the_shop_run_survives_the_trip_through_the_api(
     thresholds = sum(len(m.get("thresholds", {})) for m in figures.values())
     assert len(got.thresholds) == thresholds == 6
     assert got.failed_thresholds() == k6_failed_thresholds(figures) == {"p(95)<50", "avg<20"}
+    assert got.mean("http_req_duration") == pytest.approx(
+        figures["http_req_duration"]["avg"], rel=0.005
+    )
+
+
+def test_a_run_recorded_here_by_k6_survives_the_trip_too(tmp_path: Path) -> None:
+    k6 = shutil.which("k6")
+    if k6 is None:
+        pytest.skip("k6 binary not installed (the package index has no trustworthy one)")
+    out, summary = anyio.run(record_k6_run, k6, tmp_path)
+    figures = orjson.loads(summary.read_bytes())["metrics"]
+    cloud = SimCloud()
+    cloud.add_run(load_k6_run(out, run_id=7, summary_path=summary))
+    with anyio.from_thread.start_blocking_portal() as portal:
+        with portal.wrap_async_context_manager(Simulator(cloud)) as sim:
+            got = harvest(sim, tmp_path / "out", 7)
+    assert got.total("http_reqs") == figures["http_reqs"]["count"]
+    assert got.total("iterations") == figures["iterations"]["count"]
+    assert got.passes_and_fails("checks") == (
+        figures["checks"]["passes"],
+        figures["checks"]["fails"],
+    )
+    assert got.failed_thresholds() == k6_failed_thresholds(figures)
     assert got.mean("http_req_duration") == pytest.approx(
         figures["http_req_duration"]["avg"], rel=0.005
     )

@@ -12,11 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from harvester.simulator.k6import import K6Run, load_k6_run, supports_method
 from harvester.simulator.k6reader import (
@@ -27,6 +24,7 @@ from harvester.simulator.k6reader import (
     read_k6_output,
     tail_quantile,
 )
+from tests.k6_helpers import record_k6_run
 
 # CI clones the repository with shared/ beside it, as /work/main and /work/shared are here.
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -415,35 +413,12 @@ def test_reader_streams_and_memory_stays_bounded(tmp_path: Path) -> None:
 
 # --- a real k6, when there is one ------------------------------------------------------
 
-TINY_SCRIPT = """
-import http from 'k6/http';
-import { check } from 'k6';
-export const options = { vus: 1, iterations: 5, thresholds: { http_req_duration: ['max<5000'] } };
-export default function () {
-  const r = http.get(__ENV.BASE);
-  check(r, { 'is 200': (x) => x.status === 200 });
-}
-"""
-
 
 async def test_a_real_k6_run_matches_its_summary(tmp_path: Path) -> None:
     k6 = shutil.which("k6")
     if k6 is None:
         pytest.skip("k6 binary not installed")
-
-    async def hello(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_get("/", hello)
-    script, out, summary = tmp_path / "tiny.js", tmp_path / "out.json", tmp_path / "summary.json"
-    script.write_text(TINY_SCRIPT)
-    async with TestServer(app, host="127.0.0.1") as server:
-        base = str(server.make_url("/"))
-        command = [k6, "run", "--quiet", "--no-usage-report", f"--out=json={out}",
-                   f"--summary-export={summary}", "-e", f"BASE={base}", str(script)]  # fmt: skip
-        result = await anyio.run_process(command, check=False)
-    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    out, summary = await record_k6_run(k6, tmp_path)
     run = load_k6_run(out, summary_path=summary)
     figures = orjson.loads(summary.read_bytes())["metrics"]
     assert _total(run, "http_reqs", "sum") == figures["http_reqs"]["count"] == 5
