@@ -26,6 +26,11 @@ class StateError(HarvesterError):
     exit_code = 2
 
 
+class OutputError(HarvesterError):
+    """The output cannot be written (disk full, permissions, a closed pipe). Ends the job:
+    every run writes to the same place. Runs already published stay published."""
+
+
 class ApiError(HarvesterError):
     """The API answered, but not with what we asked for."""
 
@@ -108,7 +113,7 @@ def unwrap(exc: BaseException) -> BaseException:
     if not isinstance(exc, BaseExceptionGroup):
         return exc
     leaves = [unwrap(inner) for inner in exc.exceptions]
-    for kind in (AuthRejected, ApiUnreachable, HarvesterError):
+    for kind in (AuthRejected, ApiUnreachable, OutputError, HarvesterError):
         for leaf in leaves:
             if isinstance(leaf, kind):
                 return leaf
@@ -130,4 +135,4 @@ def describe(exc: HarvesterError) -> str:
 
 
 #: Errors that end the whole job, not just one run: no other run can do better.
-JOB_FATAL = (AuthRejected, ApiUnreachable)
+JOB_FATAL = (AuthRejected, ApiUnreachable, OutputError)

@@ -8,13 +8,15 @@ its final name is always complete, after any crash. Blocking disk work runs in a
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import anyio
 
-from .errors import ConfigError
+from .errors import ConfigError, OutputError
 
 FILE_MODE = 0o600  # metric tags can name internal hosts: owner-only by default
 WRITE_BUFFER = 1 << 20
@@ -26,6 +28,15 @@ class Sink(Protocol):
     async def commit(self, run_id: int) -> str | None: ...
     async def abort(self, run_id: int) -> None: ...
     async def close(self) -> None: ...
+
+
+@contextlib.contextmanager
+def writing_to(where: object) -> Iterator[None]:
+    """OSErrors of the output (ENOSPC, EACCES, EPIPE) as one clear `OutputError`."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"cannot write to {where}: {exc.strerror or exc}") from exc
 
 
 def final_path(out_dir: Path, run_id: int) -> Path:
@@ -59,17 +70,22 @@ class DirectorySink:
 
     async def begin(self, run_id: int) -> None:
         path = temp_path(self.out_dir, run_id)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with writing_to(path):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         self._files[run_id] = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
 
     async def write(self, run_id: int, data: bytes) -> None:
         # Buffered: most writes land in memory; the buffer spills at 1 MiB.
-        self._files[run_id].write(data)
+        with writing_to(self.out_dir):
+            self._files[run_id].write(data)
 
     async def commit(self, run_id: int) -> str:
         fh = self._files.pop(run_id)
         final = final_path(self.out_dir, run_id)
-        await anyio.to_thread.run_sync(self._publish, fh, temp_path(self.out_dir, run_id), final)
+        with writing_to(final):
+            await anyio.to_thread.run_sync(
+                self._publish, fh, temp_path(self.out_dir, run_id), final
+            )
         return str(final)
 
     def _publish(self, fh: BinaryIO, temp: Path, final: Path) -> None:
@@ -86,7 +102,8 @@ class DirectorySink:
     async def abort(self, run_id: int) -> None:
         fh = self._files.pop(run_id, None)
         if fh is not None:
-            fh.close()
+            with contextlib.suppress(OSError):  # a full disk may refuse the last flush too
+                fh.close()
             temp_path(self.out_dir, run_id).unlink(missing_ok=True)
 
     async def close(self) -> None:
@@ -117,7 +134,8 @@ class StreamSink:
     async def _flush(self) -> None:
         if self._buffer:
             chunk, self._buffer = bytes(self._buffer), bytearray()
-            await anyio.to_thread.run_sync(self._write_through, chunk)
+            with writing_to("stdout"):
+                await anyio.to_thread.run_sync(self._write_through, chunk)
 
     def _write_through(self, chunk: bytes) -> None:
         self._stream.write(chunk)

@@ -39,7 +39,7 @@ from .ratelimit import RateGate
 from .retry import RetryPolicy, current_budget
 from .stats import HarvestStats
 
-USER_AGENT = f"k6-harvester/{__version__} (+https://github.com/k6-harvester)"
+USER_AGENT = f"k6-harvester/{__version__} aiohttp/{aiohttp.__version__}"
 MAX_REDIRECTS = 3
 
 

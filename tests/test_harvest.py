@@ -7,9 +7,11 @@ import math
 from pathlib import Path
 
 import anyio
+import pytest
 
 from harvester.api import V2
 from harvester.batching import SeriesBatcher, series_query
+from harvester.errors import OutputError
 from harvester.job import harvest_job
 from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
@@ -152,3 +154,10 @@ async def test_missing_series_are_asked_again_alone_then_named_in_the_summary(
         assert len(missing) == 2
         alone = [r for r in sim.requests_for("series") if len(r.ids) == 1]
         assert {r.ids[0] for r in alone} == missing
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+async def test_a_full_disk_ends_the_job_with_one_clear_error(simulator: Simulator) -> None:
+    with open("/dev/full", "wb") as full:
+        with pytest.raises(OutputError, match="cannot write to stdout: No space left on device"):
+            await harvest_job(settings_for(simulator, "-"), [RunTarget(100001)], stdout=full)
