@@ -136,10 +136,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 _SETTINGS_FLAGS = (
     "base_url", "token", "rate", "rate_recovery", "concurrency", "max_url_length",
-    "connect_timeout", "read_timeout", "max_attempts", "retry_budget", "max_retry_after", "allow_insecure",
-    "runs", "runs_file", "out", "methods", "details", "runs_in_flight", "state", "force",
-    "log_level", "progress", "projects", "tests", "since", "until", "page_size", "interval",
-    "listen_host", "listen_port",
+    "connect_timeout", "read_timeout", "max_attempts", "retry_budget", "max_retry_after",
+    "allow_insecure", "runs", "runs_file", "out", "methods", "details", "runs_in_flight",
+    "state", "force", "log_level", "progress", "projects", "tests", "since", "until",
+    "page_size", "interval", "listen_host", "listen_port",
 )  # fmt: skip
 
 

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import anyio
 import orjson
 
+from .errors import unwrap
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
@@ -37,10 +39,13 @@ RATE_WINDOW = 3.0
 
 
 def wants_live(settings: Settings, stream: TextIO) -> bool:
-    """`--progress on`, or `auto` on a TTY unless `--quiet`."""
+    """`--progress on`, or `auto` on a TTY unless `--quiet` or the NDJSON itself is
+    going to the same terminal (the display would be torn by it)."""
     if settings.progress == "on":
         return True
-    return settings.progress == "auto" and stream.isatty() and settings.log_level != "quiet"
+    if settings.progress != "auto" or settings.log_level == "quiet" or not stream.isatty():
+        return False
+    return not (settings.to_stdout and sys.stdout.isatty())
 
 
 def make_console(stream: TextIO, *, force_terminal: bool | None = None) -> Console:
@@ -83,13 +88,14 @@ class LiveDisplay:
         self._samples: deque[tuple[float, int]] = deque()
 
     def request_rate(self, now: float) -> float:
-        """Requests per second over the last `RATE_WINDOW` seconds."""
+        """Requests per second over the last `RATE_WINDOW` seconds (over at least one
+        second, so the first request alone does not read as a burst)."""
         count = self.stats.request_count
         self._samples.append((now, count))
-        while self._samples and now - self._samples[0][0] > RATE_WINDOW:
+        while now - self._samples[0][0] > RATE_WINDOW:
             self._samples.popleft()
         first_at, first_count = self._samples[0]
-        return (count - first_count) / (now - first_at) if now > first_at else 0.0
+        return (count - first_count) / max(now - first_at, 1.0)
 
     def detail(self, now: float) -> str:
         s = self.stats
@@ -133,6 +139,7 @@ class Reporter:
         self.live = live
         self._console: Console | None = None
         self._display: LiveDisplay | None = None
+        self.started = time.monotonic()  # discovery included, unlike JobResult.seconds
 
     @classmethod
     def for_settings(
@@ -163,6 +170,9 @@ class Reporter:
                         yield
                     finally:
                         tg.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                # The body's own error (e.g. AuthRejected), not the task group's wrapper.
+                raise unwrap(group) from None
             finally:
                 self._display = None
 
@@ -252,7 +262,8 @@ class Reporter:
                 not_done=result.not_done,
             )
         if self.live:
-            summary_table(make_console(self.stream, force_terminal=True), result)
+            seconds = time.monotonic() - self.started
+            summary_table(make_console(self.stream, force_terminal=True), result, seconds)
             return
         stats = result.stats
         failed = result.report.failed
@@ -278,15 +289,15 @@ class Reporter:
 # --- tables -----------------------------------------------------------------------------
 
 
-def summary_table(console: Console, result: JobResult) -> None:
-    """The closing summary for people: totals, then one row per failed run."""
+def summary_table(console: Console, result: JobResult, seconds: float) -> None:
+    """The closing summary for people: totals, then one line per failed run."""
     from rich.table import Table
 
     s = result.stats
     table = Table(title="harvest summary", show_header=False, title_justify="left")
     table.add_column("what")
     table.add_column("value", justify="right")
-    rate = s.request_count / result.seconds if result.seconds > 0 else 0.0
+    rate = s.request_count / seconds if seconds > 0 else 0.0
     rows = [
         ("runs harvested", f"{s.runs_done}"),
         ("runs failed", f"{len(result.report.failed)}"),
@@ -297,7 +308,7 @@ def summary_table(console: Console, result: JobResult) -> None:
         ("bytes written", f"{s.bytes_written / 1e6:.1f} MB"),
         ("retries", f"{s.retries}"),
         ("throttled (429)", f"{s.throttled}"),
-        ("time", f"{result.seconds:.1f} s"),
+        ("time", f"{seconds:.1f} s"),
     ]
     for what, value in rows:
         table.add_row(what, value)
@@ -306,15 +317,24 @@ def summary_table(console: Console, result: JobResult) -> None:
         console.print(f"run {outcome.run_id} failed: {outcome.reason}", markup=False)
 
 
-RUN_COLUMNS = ("test_run_id", "test_id", "project_id", "created", "run_status",
-               "processing_status", "action", "reason")  # fmt: skip
+#: (row key, column header) of `harvester runs` on a TTY.
+RUN_COLUMNS = (
+    ("test_run_id", "run"),
+    ("test_id", "test"),
+    ("project_id", "project"),
+    ("created", "created"),
+    ("run_status", "status"),
+    ("processing_status", "processing"),
+    ("action", "action"),
+    ("reason", "why"),
+)
 
 
 def runs_table(stream: TextIO, rows: Sequence[dict[str, Any]]) -> None:
     """`harvester runs` on a TTY: one row per discovered run."""
     from rich.table import Table
 
-    table = Table(*(name.replace("_", " ") for name in RUN_COLUMNS))
+    table = Table(*(header for _, header in RUN_COLUMNS))
     for row in rows:
-        table.add_row(*("" if row.get(name) is None else str(row[name]) for name in RUN_COLUMNS))
+        table.add_row(*("" if row.get(key) is None else str(row[key]) for key, _ in RUN_COLUMNS))
     make_console(stream).print(table)

@@ -90,12 +90,16 @@ class Worker:
         self._beat = clock()
         self._requests_seen = 0
         self._harvested: set[int] = set()
+        self._discovery_scope: anyio.CancelScope | None = None
 
     # --- control --------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Finish the current cycle's runs in flight (within `grace`) and end the loop."""
+        """Finish the current cycle's runs in flight (within `grace`) and end the loop;
+        a discovery under way is cut short (it has written nothing)."""
         self._stop.set()
+        if self._discovery_scope is not None:
+            self._discovery_scope.cancel()
 
     @property
     def stopping(self) -> bool:
@@ -219,12 +223,18 @@ class Worker:
 
     async def _discover_and_harvest(self) -> tuple[Discovery, JobResult | None]:
         selection = Selection.from_settings(self.settings)  # "7d" moves with the clock
-        found = await discover_runs(self.settings, selection, gate=self.gate, stats=self.stats)
+        found = Discovery()
+        with anyio.CancelScope() as self._discovery_scope:
+            if self.stopping:
+                return found, None
+            found = await discover_runs(self.settings, selection, gate=self.gate, stats=self.stats)
+        if self.stopping:
+            return found, None
         self.status.pending_runs = len(found.pending)
         if self.reporter.level == "verbose":  # otherwise the cycle line says enough
             self.reporter.discovered(found)
         todo = [t for t in found.targets if t.run_id not in self._harvested]
-        if not todo or self.stopping:
+        if not todo:
             return found, None
         result = await harvest_job(
             self.settings,

@@ -1,0 +1,275 @@
+"""Discovery (issue 4): paging, status filtering, the created-date window, incremental
+harvests and `harvester runs`, against the simulator on loopback."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from harvester.api import JsonObject
+from harvester.cli import main
+from harvester.config import Settings, load_settings
+from harvester.discovery import (
+    INCOMPLETE_REASON,
+    Discovery,
+    PendingRun,
+    Selection,
+    classify,
+    discover_runs,
+    parse_created,
+    parse_duration,
+    parse_when,
+    read_pages,
+    with_explicit,
+)
+from harvester.errors import ConfigError
+from harvester.scheduler import RunTarget
+from harvester.simulator.cloud import SimCloud
+from harvester.simulator.generated import FIRST_PROJECT_ID, generate_cloud
+from harvester.simulator.server import Simulator
+from tests.harvest_helpers import parse_lines, read_dir, settings_for
+from tests.process_helpers import run_cli
+
+PROJECT_A, PROJECT_B = FIRST_PROJECT_ID, FIRST_PROJECT_ID + 1
+DATA_ENDPOINTS = ("metrics", "series", "thresholds", "overview")
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def cloud() -> SimCloud:
+    """17 runs over 5 tests in 2 projects: 12 harvestable (some aborted), 2 with a
+    processing error, 3 still running or processing."""
+    return generate_cloud(
+        runs=12, metrics=3, points=2, pending_runs=3, processing_error_runs=2, projects=2, tests=5
+    )
+
+
+def ready(run: JsonObject) -> bool:
+    return 3 <= run["run_status"] <= 9 and run["processing_status"] in (2, 3)
+
+
+def count_by(cloud: SimCloud, key: str, items: list[JsonObject]) -> Counter[int]:
+    return Counter(int(item[key]) for item in items)
+
+
+# --- paging ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 3, 4, 50])
+async def test_paging_reads_every_run_in_the_fewest_pages(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path, page_size: int
+) -> None:
+    settings = settings_for(simulator, tmp_path, projects=[PROJECT_A, PROJECT_B])
+    selection = Selection(settings.projects, page_size=page_size)
+    found = await discover_runs(settings, selection)
+    assert {t.run_id for t in found.targets} | {p.run_id for p in found.pending} == set(cloud.runs)
+    tests_per_project = count_by(cloud, "project_id", list(cloud.tests.values()))
+    runs_per_test = count_by(cloud, "test_id", cloud.runs_of(None))
+    expected_tests = sum(math.ceil(n / page_size) for n in tests_per_project.values())
+    expected_runs = sum(math.ceil(n / page_size) for n in runs_per_test.values())
+    assert len(simulator.requests_for("tests")) == expected_tests
+    assert len(simulator.requests_for("runs")) == expected_runs
+    assert found.requests == len(simulator.log) == expected_tests + expected_runs
+    # Every page asked for is one the server has: no request past the end.
+    assert all(r.status == 200 for r in simulator.log)
+
+
+async def test_a_server_capping_the_page_size_still_yields_every_run(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=130, metrics=1, points=1, projects=1, tests=1)
+    async with Simulator(cloud) as sim:  # serves at most 100 a page
+        settings = settings_for(sim, tmp_path, projects=[PROJECT_A])
+        found = await discover_runs(settings, Selection(settings.projects, page_size=150))
+        assert len(found.targets) == 130
+        assert len(sim.requests_for("runs")) == 2
+
+
+async def test_read_pages_stops_on_a_short_page_without_a_count_and_on_a_repeated_page() -> None:
+    items = [{"id": i} for i in range(7)]
+    asked: list[int] = []
+
+    async def no_count(page: int, size: int) -> tuple[list[JsonObject], int | None]:
+        asked.append(page)
+        return items[(page - 1) * size : page * size], None
+
+    assert await read_pages(no_count, 3) == items
+    assert asked == [1, 2, 3]
+
+    async def ignores_page(page: int, size: int) -> tuple[list[JsonObject], int | None]:
+        asked.append(page)
+        return items[:size], 100  # claims more than it will ever give
+
+    asked.clear()
+    assert await read_pages(ignores_page, 3) == items[:3]
+    assert asked == [1, 2]
+
+
+async def test_test_selectors_list_runs_without_listing_tests(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    test_id = min(cloud.tests)
+    settings = settings_for(simulator, tmp_path, tests=[test_id])
+    found = await discover_runs(settings, Selection.from_settings(settings))
+    expected = {r["id"] for r in cloud.runs_of(test_id)}
+    assert {t.run_id for t in found.targets} | {p.run_id for p in found.pending} == expected
+    assert simulator.requests_for("tests") == []
+    assert {r.endpoint for r in simulator.log} == {"runs"}
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("run_status", range(-2, 10))
+@pytest.mark.parametrize("processing_status", range(4))
+def test_only_final_and_processed_runs_are_harvested(
+    run_status: int, processing_status: int
+) -> None:
+    run = {"id": 7, "run_status": run_status, "processing_status": processing_status}
+    verdict = classify(run)
+    if run_status >= 3 and processing_status == 2:
+        assert verdict == RunTarget(7, run=run)
+    elif run_status >= 3 and processing_status == 3:
+        assert verdict == RunTarget(7, run=run, incomplete_reason=INCOMPLETE_REASON)
+    else:
+        assert isinstance(verdict, PendingRun)
+        assert ("run_status" if run_status < 3 else "processing_status") in verdict.reason
+
+
+async def test_discovered_targets_carry_their_run_and_pending_runs_are_reported(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    settings = settings_for(simulator, tmp_path, projects=[PROJECT_A, PROJECT_B])
+    found = await discover_runs(settings, Selection.from_settings(settings))
+    runs = cloud.runs_of(None)
+    assert [t.run_id for t in found.targets] == [r["id"] for r in runs if ready(r)]
+    assert [p.run_id for p in found.pending] == [r["id"] for r in runs if not ready(r)]
+    assert len(found.pending) == 3
+    for target in found.targets:
+        assert target.run == cloud.runs[target.run_id].run
+        errored = cloud.runs[target.run_id].run["processing_status"] == 3
+        assert (target.incomplete_reason is not None) == errored
+    assert sum(t.incomplete_reason is not None for t in found.targets) == 2
+
+
+def test_explicit_runs_join_the_discovered_ones_unless_discovery_says_wait() -> None:
+    run = {"id": 1, "run_status": 3, "processing_status": 2}
+    found = Discovery([RunTarget(1, run=run)], [PendingRun(2, "running", {"id": 2})])
+    assert with_explicit(found, [1, 2, 3, 3]) == [RunTarget(1, run=run), RunTarget(3)]
+
+
+# --- since / until -----------------------------------------------------------------------
+
+
+def test_dates_and_ages_parse_and_bad_ones_say_what_to_write() -> None:
+    assert parse_when("2026-01-31", "--since", now=NOW) == datetime(2026, 1, 31, tzinfo=UTC)
+    assert parse_when("2026-01-31T10:30:00Z", "--since", now=NOW) == datetime(
+        2026, 1, 31, 10, 30, tzinfo=UTC
+    )
+    assert parse_when("2026-01-31T10:30:00+02:00", "--since", now=NOW) == datetime(
+        2026, 1, 31, 8, 30, tzinfo=UTC
+    )
+    assert parse_when("7d", "--since", now=NOW) == NOW - timedelta(days=7)
+    assert parse_when("12h", "--since", now=NOW) == NOW - timedelta(hours=12)
+    assert parse_when("30m", "--until", now=NOW) == NOW - timedelta(minutes=30)
+    assert parse_duration("5m", "--interval") == 300
+    assert parse_duration("1.5s", "--interval") == 1.5
+    with pytest.raises(ConfigError, match=r"--since 'yesterday-ish' is not a date: use an ISO"):
+        parse_when("yesterday-ish", "--since", now=NOW)
+    with pytest.raises(ConfigError, match="is not a duration"):
+        parse_duration("soon", "--interval")
+    with pytest.raises(ConfigError, match="longer than zero"):
+        parse_duration("0s", "--interval")
+
+
+def test_since_must_come_before_until() -> None:
+    settings = settings_for_args(since="2026-02-01", until="2026-01-01")
+    with pytest.raises(ConfigError, match="must be before --until"):
+        Selection.from_settings(settings, now=NOW)
+
+
+def settings_for_args(**flags: str) -> Settings:
+    return load_settings({"projects": [1], **flags}, environ={})
+
+
+async def test_since_and_until_select_runs_created_in_the_half_open_window(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    created = sorted(parse_created(r) or NOW for r in cloud.runs_of(None))
+    since, until = created[3], created[9]
+    settings = settings_for(
+        simulator,
+        tmp_path,
+        projects=[PROJECT_A, PROJECT_B],
+        since=since.isoformat(),
+        until=until.isoformat(),
+    )
+    found = await discover_runs(settings, Selection.from_settings(settings))
+    inside = {r["id"] for r in cloud.runs_of(None) if since <= (parse_created(r) or NOW) < until}
+    assert len(inside) == 6
+    assert {t.run_id for t in found.targets} | {p.run_id for p in found.pending} == inside
+    assert found.outside_window == len(cloud.runs) - 6
+
+
+def test_a_bad_since_is_a_one_line_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["harvest", "--project", "1", "--token", "t", "--since", "yesterday-ish"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "--since 'yesterday-ish' is not a date" in err
+
+
+# --- the CLI: incremental harvests and `harvester runs` ------------------------------------
+
+
+async def test_harvesting_twice_makes_no_data_requests_the_second_time(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    args = ("--project", str(PROJECT_A), "--project", str(PROJECT_B), "--out", str(tmp_path))
+    first = await run_cli(simulator, "harvest", *args)
+    assert first.returncode == 0, first.stderr.decode()
+    files = read_dir(tmp_path)
+    assert sorted(files) == [r["id"] for r in cloud.runs_of(None) if ready(r)]
+    for run_id, records in files.items():
+        assert records[0] == {"type": "run", "test_run_id": run_id, "data": cloud.runs[run_id].run}
+        summary = records[-1]["data"]
+        assert summary["complete"] is (cloud.runs[run_id].run["processing_status"] == 2)
+    simulator.log.clear()
+    second = await run_cli(simulator, "harvest", *args)
+    assert second.returncode == 0, second.stderr.decode()
+    assert simulator.requests_for(*DATA_ENDPOINTS) == []
+    assert {r.endpoint for r in simulator.log} == {"tests", "runs"}
+    summary_line = parse_lines(second.stderr)[-1]
+    assert summary_line["event"] == "summary"
+    assert summary_line["runs_skipped"] == len(files) and summary_line["runs_done"] == 0
+
+
+async def test_explicit_runs_alone_make_only_data_requests(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    result = await run_cli(simulator, "harvest", "--run", "100001", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr.decode()
+    assert {r.endpoint for r in simulator.log} == set(DATA_ENDPOINTS)
+    assert read_dir(tmp_path)[100001][0]["type"] == "metric"  # no run object without discovery
+
+
+async def test_runs_lists_what_a_harvest_would_do_as_ndjson_without_harvesting(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    archived = min(cloud.runs)
+    (tmp_path / f"{archived}.ndjson").write_bytes(b"")
+    result = await run_cli(
+        simulator, "runs", "--project", str(PROJECT_A), "--page-size", "2", "--out", str(tmp_path)
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    rows = [orjson.loads(line) for line in result.stdout.splitlines()]
+    runs = [r for r in cloud.runs_of(None) if r["project_id"] == PROJECT_A]
+    assert [row["test_run_id"] for row in rows] == [r["id"] for r in runs]
+    actions = {row["test_run_id"]: row["action"] for row in rows}
+    for run in runs:
+        expected = "wait" if not ready(run) else "skip" if run["id"] == archived else "harvest"
+        assert actions[run["id"]] == expected
+    assert simulator.requests_for(*DATA_ENDPOINTS) == []
+    assert parse_lines(result.stderr)[-1]["event"] == "discovered"

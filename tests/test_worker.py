@@ -1,0 +1,272 @@
+"""The worker (issue 4): picks up new runs, survives outages, serves /healthz and /metrics
+with the right numbers, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import io
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import orjson
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+from prometheus_client.parser import text_string_to_metric_families
+
+from harvester.cli import main
+from harvester.config import Settings
+from harvester.errors import AuthRejected, ConfigError
+from harvester.progress import Reporter
+from harvester.simulator.cloud import SimCloud
+from harvester.simulator.faults import FaultPlan
+from harvester.simulator.generated import (
+    FIRST_PROJECT_ID,
+    FIRST_TEST_ID,
+    FIXED_ANCHOR,
+    GeneratedRun,
+    generate_cloud,
+)
+from harvester.simulator.server import Simulator
+from harvester.sinks import final_path
+from harvester.worker import Worker
+from tests.harvest_helpers import read_dir, settings_for
+from tests.process_helpers import ROOT, cli_command, cli_env, wait_for
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture
+def cloud() -> SimCloud:
+    """3 harvestable runs and 1 finished but still processing, in one project."""
+    return generate_cloud(runs=3, metrics=3, points=2, pending_runs=1, projects=1, tests=2)
+
+
+def worker_settings(sim: Simulator, out: Path, **overrides: Any) -> Settings:
+    options: dict[str, Any] = {
+        "projects": [FIRST_PROJECT_ID],
+        "interval": "0.1s",
+        "listen_port": 0,
+        "max_attempts": 2,
+    }
+    options.update(overrides)
+    return settings_for(sim, out, **options)
+
+
+def make_worker(settings: Settings, **options: Any) -> tuple[Worker, io.StringIO]:
+    log = io.StringIO()
+    reporter = Reporter(log, json_lines=True, level="info")
+    return Worker(settings, reporter=reporter, handle_signals=False, grace=1.0, **options), log
+
+
+@asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[str]:
+    """The worker running in the background; yields its endpoints' base URL."""
+    async with anyio.create_task_group() as tg:
+        port = await tg.start(worker.run)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            worker.stop()
+
+
+async def scrape(base: str) -> tuple[int, dict[str, Any], Samples]:
+    """(healthz status, healthz body, every /metrics sample by name and labels)."""
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/healthz") as resp:
+            status, health = resp.status, orjson.loads(await resp.read())
+        async with session.get(f"{base}/metrics") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"].startswith("text/plain")
+            text = await resp.text()
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return status, health, samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def ready_runs(cloud: SimCloud) -> list[int]:
+    return [r["id"] for r in cloud.runs_of(None) if r["processing_status"] == 2]
+
+
+async def test_worker_picks_up_new_and_newly_processed_runs_and_nothing_twice(
+    cloud: SimCloud, tmp_path: Path
+) -> None:
+    async with Simulator(cloud) as sim:
+        worker, _log = make_worker(worker_settings(sim, tmp_path))
+        async with running(worker):
+            await wait_for(lambda: sorted(read_dir(tmp_path)) == ready_runs(cloud))
+            pending = max(cloud.runs)
+            assert not final_path(tmp_path, pending).exists()
+            added = GeneratedRun(
+                200001,
+                metrics=3,
+                points=2,
+                created=FIXED_ANCHOR,
+                test_id=FIRST_TEST_ID,
+                project_id=FIRST_PROJECT_ID,
+            )
+            sim.cloud.add_run(added)
+            cloud.update_run(pending, processing_status=2)
+            await wait_for(lambda: final_path(tmp_path, 200001).exists())
+            await wait_for(lambda: final_path(tmp_path, pending).exists())
+            cycles = worker.status.cycles
+            await wait_for(lambda: worker.status.cycles >= cycles + 2)
+        files = read_dir(tmp_path)
+        assert files[200001][0] == {"type": "run", "test_run_id": 200001, "data": added.run}
+        # Each run's data was asked for once, however many cycles went by.
+        metrics_asked = Counter(r.run_id for r in sim.requests_for("metrics"))
+        assert metrics_asked == Counter(dict.fromkeys(files, 1))
+        assert worker.status.failed_cycles == 0
+
+
+async def test_metrics_and_healthz_report_the_right_numbers(
+    cloud: SimCloud, tmp_path: Path
+) -> None:
+    async with Simulator(cloud) as sim:
+        worker, _log = make_worker(worker_settings(sim, tmp_path, interval="1h"))
+        async with running(worker) as base:
+            await wait_for(lambda: worker.status.cycles == 1)
+            status, health, samples = await scrape(base)
+        assert status == 200 and health["status"] == "ok" and health["cycles"] == 1
+        files = read_dir(tmp_path)
+        assert value(samples, "harvester_runs_harvested_total") == len(files) == 3
+        assert value(samples, "harvester_runs_failed_total") == 0
+        assert value(samples, "harvester_pending_runs") == 1
+        assert value(samples, "harvester_cycles_total") == 1
+        assert value(samples, "harvester_cycles_failed_total") == 0
+        assert value(samples, "harvester_last_success_timestamp_seconds") == pytest.approx(
+            worker.status.last_success
+        )
+        assert time.time() - value(samples, "harvester_last_success_timestamp_seconds") < 30
+        served = Counter((r.endpoint, str(r.status)) for r in sim.log)
+        counted = {
+            (dict(labels)["endpoint"], dict(labels)["status"]): v
+            for (name, labels), v in samples.items()
+            if name == "harvester_requests_total"
+        }
+        assert counted == served
+        records = Counter(r["type"] for records in files.values() for r in records)
+        for kind, n in records.items():
+            assert value(samples, "harvester_records_written_total", type=kind) == n
+        written = sum(final_path(tmp_path, run_id).stat().st_size for run_id in files)
+        assert value(samples, "harvester_written_bytes_total") == written
+        assert value(samples, "harvester_rate_limited_total") == 0
+        assert value(samples, "harvester_retries_total") == 0
+
+
+async def test_the_worker_survives_an_outage_of_a_few_seconds(
+    cloud: SimCloud, tmp_path: Path
+) -> None:
+    async with Simulator(cloud) as sim:
+        sim.set_outage(True)
+        settings = worker_settings(sim, tmp_path, interval="1s", backoff_cap=0.2)
+        worker, log = make_worker(settings)
+        async with running(worker) as base:
+            started = time.monotonic()
+            await wait_for(
+                lambda: worker.status.failed_cycles >= 3 and time.monotonic() - started >= 2
+            )
+            status, _health, samples = await scrape(base)
+            assert status == 200  # failing cycles, but the loop is alive
+            assert value(samples, "harvester_cycles_failed_total") >= 3
+            assert value(samples, "harvester_requests_total", endpoint="tests", status="503") >= 3
+            assert worker.status.last_success is None
+            sim.set_outage(False)
+            await wait_for(lambda: sorted(read_dir(tmp_path)) == ready_runs(cloud))
+            await wait_for(lambda: worker.status.last_success is not None)
+        events = [orjson.loads(line)["event"] for line in log.getvalue().splitlines()]
+        assert "cycle_failed" in events and events.count("cycle_done") >= 1
+
+
+async def test_healthz_turns_503_when_the_loop_goes_quiet_or_ends(
+    cloud: SimCloud, tmp_path: Path
+) -> None:
+    now = [1000.0]
+    async with Simulator(cloud) as sim:
+        settings = worker_settings(sim, tmp_path, interval="1h")
+        worker, _log = make_worker(settings, stale_after=60.0, clock=lambda: now[0])
+        async with running(worker) as base:
+            await wait_for(lambda: worker.status.cycles == 1)
+            assert (await scrape(base))[0] == 200
+            now[0] += 61  # an hour-long sleep wedged: no sign of life for over a minute
+            status, health, _ = await scrape(base)
+            assert status == 503 and health["status"] == "stale"
+        assert not worker.healthy() and worker.health()["status"] == "stopped"
+
+
+async def test_stop_cuts_a_slow_discovery_short(cloud: SimCloud, tmp_path: Path) -> None:
+    plan = FaultPlan(p_delay=1.0, delay_seconds=30.0, fault_endpoints=frozenset({"runs"}))
+    async with Simulator(cloud, faults=plan) as sim:
+        worker, _log = make_worker(worker_settings(sim, tmp_path))
+        with anyio.fail_after(5):  # far less than the 30 s the runs listing would take
+            async with running(worker):
+                await wait_for(lambda: bool(sim.requests_for("tests")))
+        assert worker.status.failed_cycles == 0
+        assert list(tmp_path.glob("*.ndjson")) == []
+
+
+async def test_a_rejected_token_ends_the_worker(cloud: SimCloud, tmp_path: Path) -> None:
+    async with Simulator(cloud) as sim:
+        settings = worker_settings(sim, tmp_path, token="wrong-token")
+        worker, _log = make_worker(settings)
+        with anyio.fail_after(10), pytest.raises(AuthRejected):
+            await worker.run()
+
+
+def test_the_worker_needs_selectors_and_a_valid_interval(tmp_path: Path) -> None:
+    base = {"base_url": "http://127.0.0.1:1", "out": str(tmp_path)}
+    from harvester.config import load_settings
+
+    with pytest.raises(ConfigError, match="--project P or --test T"):
+        Worker(load_settings(base, environ={}))
+    with pytest.raises(ConfigError, match="--interval 'often' is not a duration"):
+        Worker(load_settings({**base, "projects": [1], "interval": "often"}, environ={}))
+    assert main(["worker", "--project", "1", "--run", "5", "--token", "t"]) == 2
+
+
+async def read_event(stream: BufferedByteReceiveStream, name: str) -> dict[str, Any]:
+    """Read the child's JSON log lines until one is `name`."""
+    while True:
+        line = await stream.receive_until(b"\n", 1 << 20)
+        event: dict[str, Any] = orjson.loads(line)
+        if event["event"] == name:
+            return event
+
+
+async def test_sigterm_stops_the_worker_process_cleanly(cloud: SimCloud, tmp_path: Path) -> None:
+    async with Simulator(cloud) as sim:
+        args = ("--project", str(FIRST_PROJECT_ID), "--out", str(tmp_path), "--interval", "1h",
+                "--listen-port", "0")  # fmt: skip
+        process = await anyio.open_process(
+            cli_command(sim, "worker", *args), env=cli_env(sim), cwd=ROOT
+        )
+        try:
+            assert process.stderr is not None
+            stderr = BufferedByteReceiveStream(process.stderr)
+            with anyio.fail_after(20):
+                port = (await read_event(stderr, "listening"))["port"]
+                await read_event(stderr, "cycle_done")
+                status, _health, samples = await scrape(f"http://127.0.0.1:{port}")
+                assert status == 200
+                assert value(samples, "harvester_runs_harvested_total") == 3
+                process.send_signal(signal.SIGTERM)
+                stopped = await read_event(stderr, "stopped")
+                assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.aclose()
+    assert stopped["signal"] == signal.SIGTERM
+    assert sorted(read_dir(tmp_path)) == ready_runs(cloud)
+    assert not list(tmp_path.glob(".*.partial"))
