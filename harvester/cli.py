@@ -181,7 +181,7 @@ async def _harvest(settings: Any, reporter: Any) -> Any:
 
     selection = Selection.from_settings(settings)
     stats = HarvestStats()
-    gate = RateGate(settings.rate, recovery_interval=settings.rate_recovery)
+    gate = RateGate.for_settings(settings)
     async with reporter.showing(stats, gate):
         targets = [RunTarget(run_id) for run_id in settings.runs]
         if selection.active:

@@ -285,11 +285,7 @@ async def discover_runs(
 ) -> Discovery:
     """`discover` over a transport of its own (sharing `gate` and `stats` when given, so
     discovery and harvest count against one rate limit)."""
-    gate = (
-        gate
-        if gate is not None
-        else RateGate(settings.rate, recovery_interval=settings.rate_recovery)
-    )
+    gate = gate if gate is not None else RateGate.for_settings(settings)
     stats = stats if stats is not None else HarvestStats()
     async with Transport(settings, gate=gate, stats=stats) as transport:
         return await discover(CloudApi(transport), selection, parallel=settings.concurrency)

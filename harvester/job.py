@@ -101,11 +101,7 @@ async def harvest_job(
     not raise; a rejected token raises `AuthRejected`, bad settings `ConfigError`.
     Setting `stop` (the worker's own signal handling) acts like a first signal."""
     stats = stats if stats is not None else HarvestStats()
-    gate = (
-        gate
-        if gate is not None
-        else RateGate(settings.rate, recovery_interval=settings.rate_recovery)
-    )
+    gate = gate if gate is not None else RateGate.for_settings(settings)
     sink = make_sink(settings, stdout)
     started = time.monotonic()
     with open_state(settings) as state:

@@ -19,9 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 from aiolimiter import AsyncLimiter
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 Clock = Callable[[], float]
 
@@ -52,6 +56,11 @@ class RateGate:
         self.current = ceiling
         self.throttle_count = 0
         self._limiter = self._make_limiter(ceiling)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> RateGate:
+        """The gate `--rate` and `--rate-recovery` describe; one per process and job."""
+        return cls(settings.rate, recovery_interval=settings.rate_recovery)
 
     def _make_limiter(self, rate: float) -> AsyncLimiter:
         return AsyncLimiter(1, 1.0 / (rate * (1.0 - self._margin)))

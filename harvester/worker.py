@@ -79,7 +79,7 @@ class Worker:
         self.grace = grace
         self.clock = clock
         self.stats = HarvestStats()
-        self.gate = RateGate(settings.rate, recovery_interval=settings.rate_recovery)
+        self.gate = RateGate.for_settings(settings)
         self.status = WorkerStatus()
         self.telemetry = Telemetry(self.stats, self.status, self.gate)
         self.port: int | None = None

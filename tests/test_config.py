@@ -111,3 +111,11 @@ def test_runs_file_reads_ids_and_names_a_bad_line(tmp_path: Path) -> None:
         read_runs_file(str(bad))
     with pytest.raises(ConfigError, match="cannot read runs file"):
         read_runs_file(str(tmp_path / "missing.txt"))
+
+
+def test_the_example_config_documents_every_setting() -> None:
+    text = (ROOT / "config" / "harvester.example.toml").read_text()
+    for name, spec in Settings.__dataclass_fields__.items():
+        assert f"[{spec.metadata['section']}]" in text
+        # Each setting appears as a key line, set or commented out, with a comment above it.
+        assert f"\n{name} = " in text or f"\n# {name} = " in text, name
