@@ -1,0 +1,325 @@
+"""The machinery of `scripts/bench`: the simulator on a thread, a spawner that measures
+child processes as the OS counts them, and the three contenders (floor, naive, harvester).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+from yarl import URL
+
+from harvester.batching import SeriesBatcher, series_query
+from harvester.simulator.generated import generate_cloud
+from harvester.simulator.requestlog import LoggedRequest
+from harvester.simulator.server import Simulator
+
+HERE = Path(__file__).resolve().parent
+TOKEN = "bench-token"
+V2 = "/loadtests/v2"
+#: (runs, metrics per run, points per serie); `large` is 4x `medium` (2x runs, 2x metrics).
+SIZES = {"small": (10, 100, 120), "medium": (40, 200, 240), "large": (80, 400, 240)}
+UNLIMITED = 1_000_000.0  # --rate for the harvester when nothing limits it
+
+
+@dataclass
+class DataSet:
+    name: str
+    runs: int
+    metrics: int
+    points: int
+    run_ids: list[int] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)  # what the harvester needs, in order
+    ids_per_request: int = 0
+    series_per_run: int = 0
+
+    @property
+    def min_requests(self) -> int:
+        return len(self.urls)
+
+    @property
+    def naive_requests_per_run(self) -> int:
+        return 3 + self.metrics
+
+    def describe(self) -> str:
+        series = self.runs * self.metrics
+        return (
+            f"{self.name} = {self.runs} runs x {self.metrics} metrics x {self.points} points "
+            f"({series:,} series, {series * self.points:,} points)"
+        )
+
+
+@dataclass
+class Sample:
+    wall: float
+    cpu: float
+    rss_mb: float
+    requests: int
+    records: int
+    bytes_out: int
+    max_per_second: int
+    #: seconds from the process's start to its first request, and from its last to its exit
+    lead_in: float
+    tail: float
+
+
+# --- the simulator, on a thread of this process ---------------------------------------
+
+
+class SimHost:
+    """Serves a generated data set on 127.0.0.1 from a background thread's event loop."""
+
+    def __init__(self, data: DataSet, max_url_length: int) -> None:
+        self.data = data
+        self.max_url_length = max_url_length
+        self.base_url = ""
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._sim: Simulator | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="simulator", daemon=True)
+
+    def __enter__(self) -> SimHost:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join()
+
+    def _main(self) -> None:
+        try:
+            import uvloop
+
+            self._loop = uvloop.new_event_loop()
+        except ImportError:  # pragma: no cover
+            self._loop = asyncio.new_event_loop()
+        try:
+            self._loop.run_until_complete(self._serve())
+        except BaseException as exc:  # reported by __enter__
+            self._error = exc
+            self._ready.set()
+        finally:
+            self._loop.close()
+
+    async def _serve(self) -> None:
+        d = self.data
+        cloud = generate_cloud(d.runs, d.metrics, d.points, seed=0)
+        self._stop = asyncio.Event()
+        async with Simulator(cloud, token=TOKEN) as sim:
+            sim.warm()
+            self._sim, self.base_url = sim, sim.base_url
+            d.run_ids = sorted(cloud.runs)
+            for run_id in d.run_ids:
+                ids = [str(m["id"]) for m in cloud.runs[run_id].metrics()]
+                self._plan_run(run_id, ids)
+            self._ready.set()
+            await self._stop.wait()
+
+    def _plan_run(self, run_id: int, ids: list[str]) -> None:
+        """The URLs the harvester needs for a run, batched as the harvester batches."""
+
+        def url(path: str, query: str) -> URL:
+            return URL(f"{self.base_url}{V2}{path}?{query}", encoded=True)
+
+        batcher = SeriesBatcher(self.max_url_length)
+        fixed = len(url("/series", series_query(run_id, [], None)).raw_path_qs)
+        batches = batcher.plan(ids, fixed)
+        cost = batcher.id_cost(ids[0]) if ids else 1
+        self.data.ids_per_request = (self.max_url_length - fixed) // cost
+        self.data.series_per_run = len(batches)
+        plain = f"test_run_id={run_id}"
+        urls = [url("/metrics", plain)]
+        urls += [url("/series", series_query(run_id, batch, None)) for batch in batches]
+        urls += [url("/thresholds", plain), url("/run-overviews", plain)]
+        self.data.urls += [str(u) for u in urls]
+
+    def take_log(self) -> list[LoggedRequest]:
+        """Every request answered since the last call (and forget them)."""
+
+        async def take() -> list[LoggedRequest]:
+            assert self._sim is not None
+            entries = list(self._sim.log)
+            self._sim.log.clear()
+            return entries
+
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(take(), self._loop).result()
+
+
+# --- running and measuring a child process -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Child:
+    """A finished child process: start and end on the monotonic clock, CPU s, peak RSS MB."""
+
+    start: float
+    end: float
+    cpu: float
+    rss_mb: float
+    stdout: str
+
+
+#: Runs in its own small process (stdlib only, no site-packages) and starts the contenders.
+#: Linux counts the RSS of the process that spawns a child in that child's `ru_maxrss`
+#: (exec records the old address space's high-water mark), so spawning from this process,
+#: which holds the simulator's rendered bodies, would report hundreds of MB for anyone.
+SPAWNER = r"""
+import json, os, sys, time
+flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+for line in sys.stdin:
+    job = json.loads(line)
+    actions = [(os.POSIX_SPAWN_OPEN, fd, job[name], flags, 0o644)
+               for fd, name in ((1, "stdout"), (2, "stderr"))]
+    started = time.monotonic()  # the clock the simulator stamps requests with
+    pid = os.posix_spawn(job["cmd"][0], job["cmd"], job["env"], file_actions=actions)
+    _, status, ru = os.wait4(pid, 0)
+    ended = time.monotonic()
+    done = {"start": started, "end": ended, "cpu": ru.ru_utime + ru.ru_stime,
+            "maxrss_kb": ru.ru_maxrss, "exit": os.waitstatus_to_exitcode(status)}
+    sys.stdout.write(json.dumps(done) + "\n")
+    sys.stdout.flush()
+"""
+
+
+class Spawner:
+    """Measures child processes: wall clock, CPU and peak RSS, as the OS counts them."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-S", "-c", SPAWNER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def close(self) -> None:
+        assert self._proc.stdin is not None
+        self._proc.stdin.close()
+        self._proc.wait()
+
+    def measure(self, cmd: Sequence[str], log_dir: Path, name: str, env: dict[str, str]) -> Child:
+        """Run one child process to its end; exits the bench if it fails."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        out_path, err_path = log_dir / f"{name}.stdout", log_dir / f"{name}.stderr"
+        job = {"cmd": list(cmd), "env": env, "stdout": str(out_path), "stderr": str(err_path)}
+        self._proc.stdin.write(orjson.dumps(job).decode() + "\n")
+        self._proc.stdin.flush()
+        done = orjson.loads(self._proc.stdout.readline())
+        if done["exit"] != 0:
+            sys.stderr.write(err_path.read_text(errors="replace")[-3000:])
+            raise SystemExit(f"bench: {name} exited with {done['exit']}: {' '.join(cmd)}")
+        rss = done["maxrss_kb"] / 1024
+        return Child(done["start"], done["end"], done["cpu"], rss, out_path.read_text())
+
+
+def output_size(out_dir: Path) -> tuple[int, int]:
+    """(bytes, lines) of the NDJSON files in `out_dir`."""
+    size = lines = 0
+    for path in out_dir.glob("*.ndjson"):
+        data = path.read_bytes()
+        size += len(data)
+        lines += data.count(b"\n")
+    return size, lines
+
+
+class Bench:
+    def __init__(
+        self, ns: argparse.Namespace, data: DataSet, sim: SimHost, work: Path, spawner: Spawner
+    ) -> None:
+        self.ns, self.data, self.sim, self.work = ns, data, sim, work
+        self.spawner = spawner
+        self.env = {**os.environ, "K6_CLOUD_TOKEN": TOKEN}
+        self.runs_file = work / f"runs-{data.name}.txt"
+        self.runs_file.write_text("".join(f"{r}\n" for r in data.run_ids))
+        self.urls_file = work / f"urls-{data.name}.txt"
+        self.urls_file.write_text("".join(f"{u}\n" for u in data.urls))
+        self.naive_runs = data.runs
+        if ns.rate:
+            # Paced at R the naive script takes (3 + metrics) / R seconds a run: cap it.
+            wanted = math.ceil(ns.naive_seconds * ns.rate / data.naive_requests_per_run)
+            self.naive_runs = max(1, min(data.runs, wanted))
+        self.naive_runs_file = work / f"naive-runs-{data.name}.txt"
+        self.naive_runs_file.write_text("".join(f"{r}\n" for r in data.run_ids[: self.naive_runs]))
+
+    def _fresh_out(self, name: str) -> Path:
+        out = self.work / f"out-{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        os.sync()  # the last contender's dirty pages are not this one's to write back
+        return out
+
+    def _finish(self, name: str, child: Child, records: int) -> Sample:
+        log = self.sim.take_log()
+        bad = [e for e in log if e.status != 200]
+        if bad:
+            raise SystemExit(f"bench: {name} got {len(bad)} non-200 answers, e.g. {bad[0]}")
+        out = self.work / f"out-{name}"
+        size, _ = output_size(out) if out.exists() else (0, 0)
+        times = sorted(e.at for e in log)
+        return Sample(
+            wall=child.end - child.start,
+            cpu=child.cpu,
+            rss_mb=child.rss_mb,
+            requests=len(log),
+            records=records,
+            bytes_out=size,
+            max_per_second=max_in_window(times, 1.0),
+            lead_in=times[0] - child.start if times else 0.0,
+            tail=child.end - times[-1] if times else 0.0,
+        )
+
+    def floor(self) -> Sample:
+        self.sim.take_log()
+        cmd = [sys.executable, str(HERE / "bench_floor.py"), str(self.urls_file)]
+        cmd += ["--token", TOKEN, "--concurrency", str(self.ns.concurrency)]
+        child = self.spawner.measure(cmd, self.work, "floor", self.env)
+        return self._finish("floor", child, int(orjson.loads(child.stdout)["records"]))
+
+    def naive(self) -> Sample:
+        self.sim.take_log()
+        out = self._fresh_out("naive")
+        cmd = [sys.executable, str(HERE / "bench_naive.py"), "--base-url", self.sim.base_url]
+        cmd += ["--token", TOKEN, "--runs-file", str(self.naive_runs_file), "--out", str(out)]
+        cmd += ["--rate", str(self.ns.rate)] if self.ns.rate else []
+        child = self.spawner.measure(cmd, self.work, "naive", self.env)
+        return self._finish("naive", child, int(orjson.loads(child.stdout)["records"]))
+
+    def harvester(self) -> Sample:
+        self.sim.take_log()
+        out = self._fresh_out("harvester")
+        exe = shutil.which("harvester", path=str(Path(sys.executable).parent)) or "harvester"
+        cmd = [exe, "harvest", "--base-url", self.sim.base_url, "--runs-file", str(self.runs_file)]
+        cmd += ["--out", str(out), "--rate", str(self.ns.rate or UNLIMITED), "--force", "--quiet"]
+        cmd += ["--concurrency", str(self.ns.concurrency)]
+        cmd += ["--runs-in-flight", str(self.ns.runs_in_flight)]
+        cmd += ["--max-url-length", str(self.ns.max_url_length)]
+        child = self.spawner.measure(cmd, self.work, "harvester", self.env)
+        _, lines = output_size(out)
+        return self._finish("harvester", child, lines - self.data.runs)  # less the summaries
+
+
+def max_in_window(times: list[float], seconds: float) -> int:
+    """The most of the (sorted) `times` within any half-open window `seconds` long."""
+    best, start = 0, 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= seconds:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
