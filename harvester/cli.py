@@ -251,8 +251,16 @@ def exit_status(result: Any) -> int:
 
 def _run_async(func: Any, *args: Any, **kwargs: Any) -> Any:
     import functools
+    import gc
 
     import anyio
+
+    # Parsing one 2 MB answer makes ~90,000 objects, none of them cyclic garbage: at the
+    # default threshold (700) that is ~130 collections per answer, some full ones. Move
+    # what start-up built out of the collector's sight and collect young objects rarely
+    # (measured by scripts/bench: -11% wall at the same peak memory).
+    gc.freeze()
+    gc.set_threshold(50_000, 10, 10)
 
     options: dict[str, Any] = {}
     try:

@@ -1,11 +1,19 @@
 """The shared request gate: a strict, adaptive rate limit that every request passes through.
 
-Guarantee: with a ceiling of R requests/s, no two requests leave closer than
-1 / (R * (1 - margin)) seconds apart, so any one-second window holds at most R of them:
-requests at t0, t0 + s, ..., t0 + R*s with s > 1/R span more than one second.
-The spacing is aiolimiter's leaky bucket one request deep, `AsyncLimiter(1, s)`: a deeper
-bucket (`AsyncLimiter(R, 1)`) admits a burst of R at once and then R more within the same
-second (LESSONS.md #1). The small margin absorbs jitter between our clock and the server's.
+Guarantee: with a ceiling of R requests/s, any one-second window (half-open) holds at
+most R acquisitions. The gate is aiolimiter's leaky bucket, leaking L = R(1 - m) per
+second, with a capacity of 1 + e where 0 < e <= R*m/2 (and e < 1): an acquisition adds
+1 and is admitted while the level stays within capacity. Proof: if n acquisitions fall
+in [t, t + 1), the level before the last is at most e, it got n - 1 added since the
+first and drained at most L * (t_last - t_first) < L, so n - 1 < e + L <= R - R*m/2,
+hence n <= R. A capacity below 2 never admits two at once; a deeper bucket
+(`AsyncLimiter(R, 1)`) admits R at once and R more within the same second (LESSONS #1).
+
+Why 1 + e and not 1: with `AsyncLimiter(1, 1/L)` every late wake-up of the event loop
+(about a millisecond) is added to the next gap, and a long rate-limited job ran 4%
+slower than its limit; the small extra capacity absorbs that lateness without a burst.
+The margin m (2%) leaves the server room for network jitter: R + 1 requests span at
+least (1 - m/2) / (1 - m) seconds, about 10 ms more than one second.
 
 On 429 the gate pauses everyone until Retry-After has passed (not only the task that was
 throttled) and halves the rate, once per throttling event: the other 429s that arrive
@@ -63,7 +71,10 @@ class RateGate:
         return cls(settings.rate, recovery_interval=settings.rate_recovery)
 
     def _make_limiter(self, rate: float) -> AsyncLimiter:
-        return AsyncLimiter(1, 1.0 / (rate * (1.0 - self._margin)))
+        leak = rate * (1.0 - self._margin)
+        extra = min(0.5, rate * self._margin / 2)  # e in the guarantee above
+        capacity = 1.0 + extra
+        return AsyncLimiter(capacity, capacity / leak)
 
     @property
     def paused_for(self) -> float:

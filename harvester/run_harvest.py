@@ -77,7 +77,7 @@ class RunHarvest:
             if self._details:
                 tg.start_soon(self._metric_details, ids)
         return {
-            "counts": dict(self.counts),
+            "counts": dict(sorted(self.counts.items())),  # reproducible byte for byte
             "missing_series": self.missing,
             "url_cap": self._batcher.cap,
         }

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.abc import ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .api import CloudApi, JsonObject
 from .config import Settings
@@ -41,6 +42,24 @@ class RunOutcome:
     reason: str | None = None
     path: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+#: Finished runs waiting for their commit; each holds only a file handle.
+PUBLISH_QUEUE = 64
+
+
+async def _next(receive: MemoryObjectReceiveStream[Message]) -> Message | None:
+    """The next message, without yielding to the event loop while one is queued (a
+    plain `receive()` yields first, letting fetchers parse more before each write)."""
+    try:
+        return receive.receive_nowait()
+    except anyio.WouldBlock:
+        try:
+            return await receive.receive()
+        except anyio.EndOfStream:
+            return None
+    except anyio.EndOfStream:
+        return None
 
 
 class RunObserver(Protocol):
@@ -136,16 +155,22 @@ class Scheduler:
 
     # --- writing --------------------------------------------------------------------
 
-    async def _writer(self, receive: ObjectReceiveStream[Message]) -> None:
+    async def _writer(self, receive: MemoryObjectReceiveStream[Message]) -> None:
+        """The one task that writes: drains every queued message per turn, and hands
+        finished runs to a publisher task so an fsync never stalls the channel (while it
+        is full, fetchers would sit holding their parsed answers)."""
+        publish, to_publish = anyio.create_memory_object_stream[RunOutcome](PUBLISH_QUEUE)
         try:
-            async with receive:
-                async for message in receive:
-                    await self._handle(message)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._publisher, to_publish)
+                async with publish, receive:
+                    while (message := await _next(receive)) is not None:
+                        await self._handle(message, publish)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.sink.close()
 
-    async def _handle(self, message: Message) -> None:
+    async def _handle(self, message: Message, publish: MemoryObjectSendStream[RunOutcome]) -> None:
         if isinstance(message, Lines):
             await self.sink.write(message.run_id, message.data)
             self.stats.records.update(message.counts)
@@ -156,15 +181,24 @@ class Scheduler:
                 observer.run_started(message.run_id)
         elif isinstance(message, RunFinished):
             await self._write_summary(message.run_id, message.summary)
-            path = await self.sink.commit(message.run_id)
-            self._ended(RunOutcome(message.run_id, True, path=path, summary=message.summary))
+            await publish.send(RunOutcome(message.run_id, True, summary=message.summary))
         else:
             # On stdout the lines already written cannot be taken back: say the run failed.
             if self.settings.to_stdout:
                 summary = {"complete": False, "error": message.reason}
                 await self._write_summary(message.run_id, summary)
-            await self.sink.abort(message.run_id)
-            self._ended(RunOutcome(message.run_id, False, reason=message.reason))
+            await publish.send(RunOutcome(message.run_id, False, reason=message.reason))
+
+    async def _publisher(self, outcomes: MemoryObjectReceiveStream[RunOutcome]) -> None:
+        """Commits (or aborts) runs in the order they ended; observers hear of a run only
+        once its file is published."""
+        async with outcomes:
+            async for outcome in outcomes:
+                if outcome.ok:
+                    outcome.path = await self.sink.commit(outcome.run_id)
+                else:
+                    await self.sink.abort(outcome.run_id)
+                self._ended(outcome)
 
     async def _write_summary(self, run_id: int, summary: dict[str, Any]) -> None:
         data = encode("summary", run_id, [summary])

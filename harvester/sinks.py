@@ -146,6 +146,9 @@ class StreamSink:
         self._stream = stream
         self._buffer = bytearray()
         self._buffer_size = buffer_size
+        # Flushes may overlap (the writer's and the publisher's); one at a time keeps
+        # chunks in order, so a run's summary line stays its last.
+        self._flushing = anyio.Lock()
 
     async def begin(self, run_id: int) -> None:
         return None
@@ -156,10 +159,11 @@ class StreamSink:
             await self._flush()
 
     async def _flush(self) -> None:
-        if self._buffer:
-            chunk, self._buffer = bytes(self._buffer), bytearray()
-            with writing_to("stdout"):
-                await anyio.to_thread.run_sync(self._write_through, chunk)
+        async with self._flushing:
+            if self._buffer:
+                chunk, self._buffer = bytes(self._buffer), bytearray()
+                with writing_to("stdout"):
+                    await anyio.to_thread.run_sync(self._write_through, chunk)
 
     def _write_through(self, chunk: bytes) -> None:
         self._stream.write(chunk)
