@@ -21,7 +21,7 @@ from yarl import URL
 
 from harvester.batching import SeriesBatcher, series_query
 from harvester.simulator.generated import generate_cloud
-from harvester.simulator.requestlog import LoggedRequest
+from harvester.simulator.requestlog import LoggedRequest, max_in_window
 from harvester.simulator.server import Simulator
 
 HERE = Path(__file__).resolve().parent
@@ -313,13 +313,3 @@ class Bench:
         child = self.spawner.measure(cmd, self.work, "harvester", self.env)
         _, lines = output_size(out)
         return self._finish("harvester", child, lines - self.data.runs)  # less the summaries
-
-
-def max_in_window(times: list[float], seconds: float) -> int:
-    """The most of the (sorted) `times` within any half-open window `seconds` long."""
-    best, start = 0, 0
-    for end, moment in enumerate(times):
-        while moment - times[start] >= seconds:
-            start += 1
-        best = max(best, end - start + 1)
-    return best

@@ -73,10 +73,16 @@ class RequestLog(Sequence[LoggedRequest]):
 
     def max_in_window(self, seconds: float, entries: Iterable[LoggedRequest] | None = None) -> int:
         """The most requests that arrived within any `seconds`-long window (half-open)."""
-        times = [e.at for e in (self._entries if entries is None else entries)]
-        best, start = 0, 0
-        for end, moment in enumerate(times):
-            while moment - times[start] >= seconds:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
+        return max_in_window(
+            [e.at for e in (self._entries if entries is None else entries)], seconds
+        )
+
+
+def max_in_window(times: Sequence[float], seconds: float) -> int:
+    """The most of the (sorted) `times` within any half-open window `seconds` long."""
+    best, start = 0, 0
+    for end, moment in enumerate(times):
+        while moment - times[start] >= seconds:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
