@@ -73,6 +73,12 @@ def _add_harvest_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="also fetch each metric's details (one request per metric)",
     )
+    g.add_argument(
+        "--run-record",
+        action="store_true",
+        default=None,
+        help="for runs given by id, also fetch the k6-run object (one request per run)",
+    )
     g.add_argument("--runs-in-flight", help="runs harvested at once (default 4)")
     g.add_argument("--state", help="state file (default <out>/.harvester-state.sqlite)")
     g.add_argument("--force", action="store_true", default=None, help="re-harvest finished runs")
@@ -137,9 +143,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 _SETTINGS_FLAGS = (
     "base_url", "token", "rate", "rate_recovery", "concurrency", "max_url_length",
     "connect_timeout", "read_timeout", "max_attempts", "retry_budget", "max_retry_after",
-    "allow_insecure", "runs", "runs_file", "out", "methods", "details", "runs_in_flight",
-    "state", "force", "log_level", "progress", "projects", "tests", "since", "until",
-    "page_size", "interval", "listen_host", "listen_port",
+    "allow_insecure", "runs", "runs_file", "out", "methods", "details", "run_record",
+    "runs_in_flight", "state", "force", "log_level", "progress", "projects", "tests", "since",
+    "until", "page_size", "interval", "listen_host", "listen_port",
 )  # fmt: skip
 
 

@@ -80,6 +80,7 @@ class Settings:
     state: str | None = _section("harvest", None)
     methods: tuple[str, ...] = _section("harvest", ())
     details: bool = _section("harvest", False)
+    run_record: bool = _section("harvest", False)
     runs_in_flight: int = _section("harvest", 4)
     channel_size: int = _section("harvest", 32)
     force: bool = _section("harvest", False)

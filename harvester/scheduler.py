@@ -139,7 +139,10 @@ class Scheduler:
                 details=self.settings.details,
                 batch_slots=self._batch_slots,
             )
-            summary = await harvest.run(target.run)
+            run_object = target.run
+            if run_object is None and self.settings.run_record:
+                run_object = await self.api.get_run(target.run_id)
+            summary = await harvest.run(run_object)
         except (HarvesterError, ExceptionGroup) as exc:
             error = unwrap(exc)
             if isinstance(error, JOB_FATAL) or not isinstance(error, HarvesterError):

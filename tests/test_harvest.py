@@ -161,3 +161,13 @@ async def test_a_full_disk_ends_the_job_with_one_clear_error(simulator: Simulato
     with open("/dev/full", "wb") as full:
         with pytest.raises(OutputError, match="cannot write to stdout: No space left on device"):
             await harvest_job(settings_for(simulator, "-"), [RunTarget(100001)], stdout=full)
+
+
+async def test_run_record_fetches_the_run_object_for_runs_given_by_id(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    run_id = min(cloud.runs)
+    await harvest_job(settings_for(simulator, tmp_path, run_record=True), [RunTarget(run_id)])
+    records = read_dir(tmp_path)[run_id]
+    assert records[0] == {"type": "run", "test_run_id": run_id, "data": cloud.runs[run_id].run}
+    assert len(simulator.requests_for("run")) == 1
