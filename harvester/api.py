@@ -44,32 +44,32 @@ class CloudApi:
 
     async def list_metrics(self, run_id: int) -> list[JsonObject]:
         url = self.transport.url(f"{V2}/metrics", f"test_run_id={run_id}")
-        return _list_of((await self.transport.get("metrics", url)).data, "k6-metrics", url)
+        return _list_of(await self.transport.get("metrics", url), "k6-metrics", url)
 
     async def series(self, url: URL) -> list[JsonObject]:
         """One batch of series; build `url` with `series_url` (the batcher measures it)."""
-        return _list_of((await self.transport.get("series", url)).data, "k6-serie", url)
+        return _list_of(await self.transport.get("series", url), "k6-serie", url)
 
     async def thresholds(self, run_id: int) -> tuple[list[JsonObject], list[JsonObject]]:
         url = self.transport.url(f"{V2}/thresholds", f"test_run_id={run_id}")
-        doc = (await self.transport.get("thresholds", url)).data
+        doc = await self.transport.get("thresholds", url)
         return _list_of(doc, "k6-metrics", url), _list_of(doc, "k6-thresholds", url)
 
     async def overviews(self, run_id: int) -> list[JsonObject]:
         url = self.transport.url(f"{V2}/run-overviews", f"test_run_id={run_id}")
-        return _list_of((await self.transport.get("overview", url)).data, "k6-run-overviews", url)
+        return _list_of(await self.transport.get("overview", url), "k6-run-overviews", url)
 
     async def metric_detail(self, run_id: int, metric_id: str) -> JsonObject:
         query = urlencode([("test_run_id", run_id), *(("include[]", i) for i in DETAIL_INCLUDES)])
         url = self.transport.url(f"{V2}/metrics/{quote(metric_id, safe='')}", query)
-        doc = (await self.transport.get("metric_detail", url)).data
+        doc = await self.transport.get("metric_detail", url)
         if not isinstance(doc, dict) or not isinstance(doc.get("k6-metric"), dict):
             raise ApiStatusError("unexpected answer: no 'k6-metric' object", url=str(url))
         return doc
 
     async def get_run(self, run_id: int) -> JsonObject:
         url = self.transport.url(f"{V2}/runs/{run_id}")
-        doc = (await self.transport.get("run", url)).data
+        doc = await self.transport.get("run", url)
         if not isinstance(doc, dict) or not isinstance(doc.get("k6-run"), dict):
             raise ApiStatusError("unexpected answer: no 'k6-run' object", url=str(url))
         run: JsonObject = doc["k6-run"]
@@ -91,7 +91,7 @@ class CloudApi:
         self, endpoint: str, path: str, query: str, key: str
     ) -> tuple[list[JsonObject], int | None]:
         url = self.transport.url(path, query)
-        doc = (await self.transport.get(endpoint, url)).data
+        doc = await self.transport.get(endpoint, url)
         meta = doc.get("meta") if isinstance(doc, dict) else None
         count = meta.get("count") if isinstance(meta, dict) else None
         return _list_of(doc, key, url), count if isinstance(count, int) else None

@@ -81,7 +81,10 @@ def split_done(
             archived = final_path(Path(settings.out), target.run_id).exists()
             if not archived and target.run_id in done_in_state and state is not None:
                 state.forget(target.run_id)  # done, says the state; the file says otherwise
-        (skipped.append(target.run_id) if archived else todo.append(target))
+        if archived:
+            skipped.append(target.run_id)
+        else:
+            todo.append(target)
     return todo, skipped
 
 

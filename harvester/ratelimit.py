@@ -62,7 +62,6 @@ class RateGate:
         self._paused_until = -math.inf
         self._last_change = -math.inf
         self.current = ceiling
-        self.throttle_count = 0
         self._limiter = self._make_limiter(ceiling)
 
     @classmethod
@@ -97,7 +96,6 @@ class RateGate:
 
     def throttled(self, retry_after: float) -> None:
         """A 429 arrived: pause every request for `retry_after` seconds and halve the rate."""
-        self.throttle_count += 1
         now = self._clock()
         same_event = now < self._paused_until
         self._paused_until = max(self._paused_until, now + retry_after)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email.utils
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -41,14 +40,6 @@ from .stats import HarvestStats
 
 USER_AGENT = f"k6-harvester/{__version__} aiohttp/{aiohttp.__version__}"
 MAX_REDIRECTS = 3
-
-
-@dataclass(frozen=True)
-class Response:
-    """A parsed JSON answer and how many body bytes it took."""
-
-    data: Any
-    nbytes: int
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -161,8 +152,9 @@ class Transport:
         text = str(self._base).rstrip("/") + path + (f"?{query}" if query else "")
         return URL(text, encoded=True)
 
-    async def get(self, endpoint: str, url: URL) -> Response:
-        """GET `url` with retries; `endpoint` names it in stats and errors."""
+    async def get(self, endpoint: str, url: URL) -> Any:
+        """GET `url` with retries and return the parsed JSON; `endpoint` names it in stats
+        and errors."""
         attempt = 0
         while True:
             attempt += 1
@@ -204,7 +196,7 @@ class Transport:
         else:
             await anyio.sleep(wait)
 
-    async def _attempt(self, endpoint: str, url: URL) -> Response:
+    async def _attempt(self, endpoint: str, url: URL) -> Any:
         assert self._session is not None, "use Transport as an async context manager"
         async with self._slots:
             await self.gate.acquire()
@@ -215,7 +207,7 @@ class Transport:
         if 200 <= status < 300:
             self.gate.succeeded()
             try:
-                return Response(orjson.loads(body), len(body))
+                return orjson.loads(body)
             except orjson.JSONDecodeError as exc:
                 raise TruncatedBody(
                     f"HTTP {status} with a body that is not whole JSON", url=str(url)
