@@ -65,7 +65,8 @@ def _add_harvest_flags(p: argparse.ArgumentParser) -> None:
         dest="methods",
         action="append",
         metavar="M",
-        help="extra series aggregation (mean, max, p95, 0.99 ...); repeatable",
+        help="series aggregation instead of the API's default: mean, max, p95, 0.99 ..., "
+        "or 'default'; repeatable",
     )
     g.add_argument(
         "--details",

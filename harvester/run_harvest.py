@@ -22,6 +22,9 @@ from .batching import SeriesBatcher
 from .errors import ApiStatusError, UrlTooLong
 from .records import Lines, Message, encode
 
+#: The `--method` value that asks for the API's default aggregation.
+DEFAULT_METHOD = "default"
+
 
 class RunHarvest:
     """Fetches one run; `run()` returns the summary counts once every record is sent."""
@@ -41,7 +44,9 @@ class RunHarvest:
         self.run_id = run_id
         self._send = send
         self._batcher = SeriesBatcher(max_url_length)
-        self._methods: Sequence[str | None] = tuple(methods) or (None,)
+        # "default" names the API's own aggregation: the request carries no `method`.
+        asked = dict.fromkeys(None if m == DEFAULT_METHOD else m for m in methods)
+        self._methods: Sequence[str | None] = tuple(asked) or (None,)
         self._details = details
         self._slots = batch_slots
         self.counts: Counter[str] = Counter()

@@ -171,3 +171,15 @@ async def test_run_record_fetches_the_run_object_for_runs_given_by_id(
     records = read_dir(tmp_path)[run_id]
     assert records[0] == {"type": "run", "test_run_id": run_id, "data": cloud.runs[run_id].run}
     assert len(simulator.requests_for("run")) == 1
+
+
+async def test_method_default_asks_for_the_apis_own_aggregation_beside_others(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    run_id = min(cloud.runs)
+    settings = settings_for(simulator, tmp_path, methods=["default", "max"])
+    await harvest_job(settings, [RunTarget(run_id)])
+    asked = {r.method for r in simulator.requests_for("series")}
+    assert asked == {None, "max"}
+    expected = expected_records(cloud, run_id, (None, "max"))
+    assert canonical(read_dir(tmp_path)[run_id]) == canonical(expected)
