@@ -82,7 +82,7 @@ class Settings:
     details: bool = _section("harvest", False)
     run_record: bool = _section("harvest", False)
     runs_in_flight: int = _section("harvest", 4)
-    channel_size: int = _section("harvest", 32)
+    channel_size: int = _section("harvest", 16)
     force: bool = _section("harvest", False)
     # [discovery]
     projects: tuple[int, ...] = _section("discovery", ())

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import anyio
-from anyio.abc import ObjectSendStream
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .api import CloudApi, JsonObject
@@ -33,7 +32,7 @@ class RunHarvest:
         self,
         api: CloudApi,
         run_id: int,
-        send: ObjectSendStream[Message],
+        send: MemoryObjectSendStream[Message],
         *,
         max_url_length: int,
         methods: Sequence[str] = (),
@@ -53,20 +52,24 @@ class RunHarvest:
         self.missing: list[dict[str, Any]] = []
 
     async def emit(self, kind: str, items: Iterable[Any]) -> None:
-        items = list(items)
-        if items:
-            self.counts[kind] += len(items)
-            lines = Lines(
-                self.run_id, encode(kind, self.run_id, items), Counter({kind: len(items)})
-            )
-            if isinstance(self._send, MemoryObjectSendStream):
-                # No checkpoint when the channel has room (`send` always yields first): the
-                # caller's parsed answer, ten times its body in objects, is freed before any
-                # other task parses one, so memory holds one parsed answer, not one per task.
-                with contextlib.suppress(anyio.WouldBlock):
-                    self._send.send_nowait(lines)
-                    return
-            await self._send.send(lines)
+        lines = self.encode(kind, list(items))
+        if lines is not None:
+            await self.deliver(lines)
+
+    def encode(self, kind: str, items: list[Any]) -> Lines | None:
+        """The records' lines, counted; None when there are none."""
+        if not items:
+            return None
+        self.counts[kind] += len(items)
+        return Lines(self.run_id, encode(kind, self.run_id, items), Counter({kind: len(items)}))
+
+    async def deliver(self, lines: Lines) -> None:
+        """Hand lines to the writer; waits only while the channel is full."""
+        with contextlib.suppress(anyio.WouldBlock):
+            # `send` always yields first, even with room; this does not.
+            self._send.send_nowait(lines)
+            return
+        await self._send.send(lines)
 
     async def run(self, run_object: JsonObject | None = None) -> dict[str, Any]:
         if run_object is not None:
@@ -132,7 +135,12 @@ class RunHarvest:
             async with self._slots:
                 series = await self.api.series(url)
                 returned.update(str(s.get("metric_id")) for s in series)
-                await self.emit("series", series)
+                lines = self.encode("series", series)
+                # The parsed answer is ~5x its body in objects: free it before we may wait
+                # on a full channel, so a slow disk or pipe costs encoded bytes only.
+                del series
+                if lines is not None:
+                    await self.deliver(lines)
         except UrlTooLong:
             if len(ids) == 1:
                 raise

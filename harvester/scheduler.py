@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
-from anyio.abc import ObjectSendStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .api import CloudApi, JsonObject
@@ -117,7 +116,7 @@ class Scheduler:
     # --- fetching -------------------------------------------------------------------
 
     async def _run_worker(
-        self, pending: Iterator[RunTarget], send: ObjectSendStream[Message]
+        self, pending: Iterator[RunTarget], send: MemoryObjectSendStream[Message]
     ) -> None:
         async with send:
             # One shared iterator: each worker takes the next run when it is free.
@@ -126,7 +125,7 @@ class Scheduler:
                     return
                 await self._harvest_one(target, send)
 
-    async def _harvest_one(self, target: RunTarget, send: ObjectSendStream[Message]) -> None:
+    async def _harvest_one(self, target: RunTarget, send: MemoryObjectSendStream[Message]) -> None:
         await send.send(RunStarted(target.run_id))
         token = current_budget.set(RetryBudget(self.settings.retry_budget))
         try:
