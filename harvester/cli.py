@@ -22,6 +22,11 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No prefix matching: `--run 5` must never quietly mean `--runs-in-flight 5`.
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
 
@@ -55,10 +60,13 @@ def _add_api_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
-def _add_harvest_flags(p: argparse.ArgumentParser) -> None:
+def _add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> None:
+    """What to fetch and where it goes; the worker takes its runs from discovery only (with
+    their run objects) and has no live display: no --run/--runs-file/--run-record/--progress."""
     g = p.add_argument_group("what and where")
-    g.add_argument("--run", dest="runs", action="append", metavar="ID", help="a test run id")
-    g.add_argument("--runs-file", help="file with one test run id a line")
+    if not worker:
+        g.add_argument("--run", dest="runs", action="append", metavar="ID", help="a test run id")
+        g.add_argument("--runs-file", help="file with one test run id a line")
     g.add_argument("--out", help="directory for <run_id>.ndjson files, or - for stdout (default -)")
     g.add_argument(
         "--method",
@@ -74,18 +82,20 @@ def _add_harvest_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="also fetch each metric's details (one request per metric)",
     )
-    g.add_argument(
-        "--run-record",
-        action="store_true",
-        default=None,
-        help="for runs given by id, also fetch the k6-run object (one request per run)",
-    )
+    if not worker:
+        g.add_argument(
+            "--run-record",
+            action="store_true",
+            default=None,
+            help="for runs given by id, also fetch the k6-run object (one request per run)",
+        )
     g.add_argument("--runs-in-flight", help="runs harvested at once (default 4)")
     g.add_argument("--state", help="state file (default <out>/.harvester-state.sqlite)")
     g.add_argument("--force", action="store_true", default=None, help="re-harvest finished runs")
     g.add_argument("--quiet", dest="log_level", action="store_const", const="quiet")
     g.add_argument("--verbose", dest="log_level", action="store_const", const="verbose")
-    g.add_argument("--progress", choices=("auto", "on", "off"), help="live progress on stderr")
+    if not worker:
+        g.add_argument("--progress", choices=("auto", "on", "off"), help="live progress on stderr")
 
 
 def _add_discovery_flags(p: argparse.ArgumentParser) -> None:
@@ -127,7 +137,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _add_api_flags(runs)
     runs.set_defaults(handler=_cmd_runs)
     worker = commands.add_parser("worker", help="discover and harvest new runs in a loop")
-    _add_harvest_flags(worker)
+    _add_harvest_flags(worker, worker=True)
     _add_discovery_flags(worker)
     _add_worker_flags(worker)
     _add_api_flags(worker)

@@ -173,3 +173,11 @@ async def test_redirect_to_another_host_never_carries_the_token(tmp_path: Path) 
             await runner.cleanup()
     assert seen == []
     assert "redirected to another host" in (result.report.failed[0].reason or "")
+
+
+def test_flags_are_never_abbreviated(capfd: pytest.CaptureFixture[str]) -> None:
+    # With prefix matching, `worker --run 5` would have meant `--runs-in-flight 5`.
+    assert main(["worker", "--project", "1", "--run", "5"]) == 2
+    assert "unrecognized arguments: --run 5" in capfd.readouterr().err
+    assert main(["harvest", "--token", "t", "--run", "1", "--runs-in", "2"]) == 2
+    assert "unrecognized arguments: --runs-in 2" in capfd.readouterr().err
