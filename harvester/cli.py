@@ -191,9 +191,9 @@ def _cmd_harvest(ns: argparse.Namespace) -> int:
 async def _harvest(settings: Any, reporter: Any) -> Any:
     """Discover (when selectors are given), then harvest, under one rate gate."""
     from .discovery import Selection, discover_runs, with_explicit
-    from .job import harvest_job
+    from .job import JobResult, harvest_job, until_signal
     from .ratelimit import RateGate
-    from .scheduler import RunTarget
+    from .scheduler import HarvestReport, RunTarget
     from .stats import HarvestStats
 
     selection = Selection.from_settings(settings)
@@ -202,7 +202,11 @@ async def _harvest(settings: Any, reporter: Any) -> Any:
     async with reporter.showing(stats, gate):
         targets = [RunTarget(run_id) for run_id in settings.runs]
         if selection.active:
-            found = await discover_runs(settings, selection, gate=gate, stats=stats)
+            found, signum = await until_signal(
+                lambda: discover_runs(settings, selection, gate=gate, stats=stats)
+            )
+            if found is None:  # stopped while listing: nothing was written
+                return JobResult(HarvestReport(), stats, 0.0, interrupted_by=signum)
             reporter.discovered(found)
             targets = with_explicit(found, settings.runs)
         return await harvest_job(

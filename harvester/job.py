@@ -12,10 +12,10 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import anyio
 
@@ -30,6 +30,7 @@ from .stats import HarvestStats
 from .transport import Transport
 
 SHUTDOWN_GRACE = 10.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -155,6 +156,25 @@ async def _watch_stop(
     scheduler.stop()
     await anyio.sleep(grace)  # runs in flight may finish meanwhile; then they are cut
     harvest_scope.cancel()
+
+
+async def until_signal(func: Callable[[], Awaitable[T]]) -> tuple[T | None, int | None]:
+    """Run `func()`; SIGINT/SIGTERM cancel it. (its result, None) or (None, the signal).
+    For work that writes nothing, such as discovery: there is nothing to finish."""
+    result: T | None = None
+    received: list[int] = []
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    received.append(signum)
+                    tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        result = await func()
+        tg.cancel_scope.cancel()
+    return (None, received[0]) if received else (result, None)
 
 
 async def _watch_signals(

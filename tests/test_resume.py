@@ -155,3 +155,23 @@ def test_a_corrupt_state_file_is_a_clear_error(
                  "--run", "1", "--out", str(tmp_path)])  # fmt: skip
     assert code == 2
     assert "is not a harvester state database" in capfd.readouterr().err
+
+
+async def test_sigterm_while_discovering_stops_at_once_with_143(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=3, metrics=5, points=3)
+    project = next(iter(cloud.projects))
+    # The project's test listing hangs: the harvester is stuck in discovery.
+    plan = FaultPlan(p_delay=1.0, delay_seconds=60.0, fault_endpoints=frozenset({"tests"}))
+    async with Simulator(cloud, faults=plan) as sim:
+        cmd = [sys.executable, "-m", "harvester", "harvest", "--base-url", sim.base_url,
+               "--token", sim.token, "--out", str(tmp_path), "--project", str(project)]  # fmt: skip
+        async with await anyio.open_process(cmd) as process:
+            with anyio.fail_after(20):
+                while not sim.fault_counts["delay"]:
+                    await anyio.sleep(0.02)
+                process.send_signal(signal.SIGTERM)
+                assert await process.wait() == 143
+            assert process.stderr is not None
+            err = b"".join([chunk async for chunk in process.stderr]).decode()
+    assert "stopped by signal 15" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.ndjson")) and not list(tmp_path.glob(".*.partial"))
