@@ -139,7 +139,7 @@ class Reporter:
         self.live = live
         self._console: Console | None = None
         self._display: LiveDisplay | None = None
-        self.started = time.monotonic()  # discovery included, unlike JobResult.seconds
+        self.started = time.monotonic()  # the summary's time: discovery included
 
     @classmethod
     def for_settings(
@@ -261,8 +261,8 @@ class Reporter:
                 signal=result.interrupted_by,
                 not_done=result.not_done,
             )
+        seconds = time.monotonic() - self.started  # the whole job, discovery included
         if self.live:
-            seconds = time.monotonic() - self.started
             summary_table(make_console(self.stream, force_terminal=True), result, seconds)
             return
         stats = result.stats
@@ -272,14 +272,14 @@ class Reporter:
             f"{stats.runs_done} runs harvested, {len(failed)} failed, "
             f"{len(result.skipped)} already done; {stats.request_count} requests, "
             f"{stats.record_count} records, {stats.bytes_written / 1e6:.1f} MB "
-            f"in {result.seconds:.1f} s ({stats.retries} retries, {stats.throttled} throttled)",
+            f"in {seconds:.1f} s ({stats.retries} retries, {stats.throttled} throttled)",
             runs_done=stats.runs_done,
             runs_failed=len(failed),
             runs_skipped=len(result.skipped),
             requests=stats.request_count,
             records=stats.record_count,
             bytes=stats.bytes_written,
-            seconds=round(result.seconds, 3),
+            seconds=round(seconds, 3),
             retries=stats.retries,
             throttled=stats.throttled,
             failed=[{"run_id": o.run_id, "reason": o.reason} for o in failed],
