@@ -139,6 +139,11 @@ def _validate(s: Settings) -> None:
         if run_id <= 0:
             raise ConfigError(f"run ids are positive integers (got {run_id})")
     _validate_base_url(s.base_url, s.allow_insecure)
+    if any(not ch.isprintable() or ch.isspace() for ch in s.token.reveal()):
+        raise ConfigError(
+            "the API token contains spaces or control characters; check K6_CLOUD_TOKEN "
+            "(or --token) for a stray quote, space or line break"
+        )
 
 
 def _validate_base_url(url: str, allow_insecure: bool) -> None:
@@ -169,7 +174,8 @@ def _coerce(name: str, raw: Any, origin: str) -> Any:
     kind = _FIELDS[name].type
     try:
         if kind == "Secret":
-            return raw if isinstance(raw, Secret) else Secret(str(raw))
+            # A token read from a file often ends with a newline: it is not part of it.
+            return Secret((raw.reveal() if isinstance(raw, Secret) else str(raw)).strip())
         if kind == "bool":
             return _to_bool(raw)
         if kind == "int":
@@ -252,7 +258,7 @@ def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
     env = os.environ if environ is None else environ
     flat: dict[str, Any] = {}
     if env.get(TOKEN_ENV):
-        flat["token"] = Secret(env[TOKEN_ENV])
+        flat["token"] = _coerce("token", env[TOKEN_ENV], f"environment {TOKEN_ENV}")
     for name in _FIELDS:
         value = env.get(ENV_PREFIX + name.upper())
         if value is not None and value != "":

@@ -107,8 +107,9 @@ class RetryAfterTooLong(ApiError):
 def unwrap(exc: BaseException) -> BaseException:
     """The most telling error inside (nested) exception groups from task groups.
 
-    A rejected token wins over everything, then any other `HarvesterError`; an error that
-    is none of ours is returned as it is (a bug, to be shown as one).
+    A rejected token wins over everything, then the other job-ending errors, then any
+    `HarvesterError`; otherwise the first error inside (a bug, to be shown as itself,
+    not as "unhandled errors in a TaskGroup").
     """
     if not isinstance(exc, BaseExceptionGroup):
         return exc
@@ -117,7 +118,7 @@ def unwrap(exc: BaseException) -> BaseException:
         for leaf in leaves:
             if isinstance(leaf, kind):
                 return leaf
-    return exc
+    return leaves[0]
 
 
 def describe(exc: HarvesterError) -> str:

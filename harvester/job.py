@@ -108,6 +108,8 @@ async def harvest_job(
     gate = gate if gate is not None else RateGate.for_settings(settings)
     sink = make_sink(settings, stdout)
     started = time.monotonic()
+    # One target per run: two tasks must never share a run's temporary file.
+    targets = list({target.run_id: target for target in targets}.values())
     with open_state(settings) as state:
         todo, skipped = split_done(settings, targets, state)
         stats.runs_total += len(todo)

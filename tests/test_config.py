@@ -119,3 +119,12 @@ def test_the_example_config_documents_every_setting() -> None:
         assert f"[{spec.metadata['section']}]" in text
         # Each setting appears as a key line, set or commented out, with a comment above it.
         assert f"\n{name} = " in text or f"\n# {name} = " in text, name
+
+
+def test_a_token_keeps_no_surrounding_whitespace_and_refuses_inner_garbage() -> None:
+    settings = load_settings(environ={"K6_CLOUD_TOKEN": "abc123\n"})
+    assert settings.token.reveal() == "abc123"
+    for bad in ("abc 123", "abc\n123", "abc\x00"):
+        with pytest.raises(ConfigError, match="token contains spaces or control characters") as err:
+            load_settings({"token": bad}, environ={})
+        assert bad.strip() not in str(err.value)

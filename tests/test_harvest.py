@@ -183,3 +183,12 @@ async def test_method_default_asks_for_the_apis_own_aggregation_beside_others(
     assert asked == {None, "max"}
     expected = expected_records(cloud, run_id, (None, "max"))
     assert canonical(read_dir(tmp_path)[run_id]) == canonical(expected)
+
+
+async def test_a_run_named_twice_is_harvested_once(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    run_id = min(cloud.runs)
+    await harvest_job(settings_for(simulator, tmp_path), [RunTarget(run_id), RunTarget(run_id)])
+    assert len(simulator.requests_for("metrics")) == 1
+    assert canonical(read_dir(tmp_path)[run_id]) == canonical(expected_records(cloud, run_id))
