@@ -249,7 +249,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             spec = _FIELDS.get(key)
             if spec is None or spec.metadata["section"] != section:
                 raise ConfigError(f"{path}: unknown key {key!r} in [{section}]")
-            flat[key] = _coerce(key, value, str(path))
+            flat[key] = _coerce(key, value, f"{path}: [{section}] {key} =")
     return flat
 
 
@@ -258,11 +258,11 @@ def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
     env = os.environ if environ is None else environ
     flat: dict[str, Any] = {}
     if env.get(TOKEN_ENV):
-        flat["token"] = _coerce("token", env[TOKEN_ENV], f"environment {TOKEN_ENV}")
+        flat["token"] = _coerce("token", env[TOKEN_ENV], f"environment {TOKEN_ENV} =")
     for name in _FIELDS:
         value = env.get(ENV_PREFIX + name.upper())
         if value is not None and value != "":
-            flat[name] = _coerce(name, value, f"environment {ENV_PREFIX}{name.upper()}")
+            flat[name] = _coerce(name, value, f"environment {ENV_PREFIX}{name.upper()} =")
     return flat
 
 

@@ -128,3 +128,10 @@ def test_a_token_keeps_no_surrounding_whitespace_and_refuses_inner_garbage() -> 
         with pytest.raises(ConfigError, match="token contains spaces or control characters") as err:
             load_settings({"token": bad}, environ={})
         assert bad.strip() not in str(err.value)
+
+
+def test_a_bad_value_in_the_file_names_the_file_section_and_key(tmp_path: Path) -> None:
+    config = tmp_path / "h.toml"
+    config.write_text('[api]\nrate = "fast"\n')
+    with pytest.raises(ConfigError, match=r"h.toml: \[api\] rate = 'fast' is not valid"):
+        read_config_file(config)
