@@ -210,9 +210,9 @@ class Transport:
                 return orjson.loads(body)
             except orjson.JSONDecodeError as exc:
                 raise TruncatedBody(
-                    f"HTTP {status} with a body that is not whole JSON", url=str(url)
+                    f"HTTP {status} with a body that is not whole JSON", url=short_url(url)
                 ) from exc
-        raise classify(status, body, headers, _redact_url(url))
+        raise classify(status, body, headers, short_url(url))
 
     async def _send(self, endpoint: str, url: URL) -> tuple[int, bytes, Any]:
         assert self._session is not None
@@ -229,19 +229,21 @@ class Transport:
                         continue
                     return resp.status, body, resp.headers
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                raise RequestTimeout(f"{endpoint}: no answer in time", url=str(url)) from exc
+                raise RequestTimeout(f"{endpoint}: no answer in time", url=short_url(url)) from exc
             except aiohttp.ClientPayloadError as exc:
-                raise TruncatedBody(f"{endpoint}: the body was cut short", url=str(url)) from exc
+                raise TruncatedBody(
+                    f"{endpoint}: the body was cut short", url=short_url(url)
+                ) from exc
             except aiohttp.ClientConnectorError as exc:
                 raise ConnectionFailed(
                     f"cannot connect to {url.host}:{url.port} ({exc.strerror or exc})",
-                    url=str(url),
+                    url=short_url(url),
                 ) from exc
             except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as exc:
                 raise ConnectionFailed(
-                    f"{endpoint}: connection broke ({type(exc).__name__})", url=str(url)
+                    f"{endpoint}: connection broke ({type(exc).__name__})", url=short_url(url)
                 ) from exc
-        raise ApiStatusError(f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=str(url))
+        raise ApiStatusError(f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=short_url(url))
 
     def _follow(self, current: URL, location: str) -> URL:
         nxt = current.join(URL(location))
@@ -254,7 +256,11 @@ class Transport:
         return nxt
 
 
-def _redact_url(url: URL) -> str:
-    """The URL for messages: path and run, without a long ids[] list."""
-    text = str(url)
-    return text if len(text) <= 160 else text[:157] + "..."
+def short_url(url: URL) -> str:
+    """The request for messages: path and query with the `ids[]` list counted, not listed
+    (a series URL holds up to ~180 ids)."""
+    ids = url.query.getall("ids[]", [])
+    rest = [(k, v) for k, v in url.query.items() if k != "ids[]"]
+    query = "&".join(f"{k}={v}" for k, v in rest)
+    text = url.path + (f"?{query}" if query else "")
+    return text + (f" ({len(ids)} ids)" if ids else "")
