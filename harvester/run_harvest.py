@@ -98,8 +98,19 @@ class RunHarvest:
         await self.emit("overview", await self.api.overviews(self.run_id))
 
     async def _metric_details(self, ids: list[str]) -> None:
-        for metric_id in ids:
-            await self.emit("metric_detail", [await self.api.metric_detail(self.run_id, metric_id)])
+        """One request per metric, a few at a time: a fixed pool of tasks shares the ids,
+        so a run of 10,000 metrics does not become 10,000 waiting tasks."""
+        pending = iter(ids)
+
+        async def fetch_some() -> None:
+            for metric_id in pending:
+                async with self._slots:
+                    detail = await self.api.metric_detail(self.run_id, metric_id)
+                await self.emit("metric_detail", [detail])
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(len(ids), int(self._slots.total_tokens))):
+                tg.start_soon(fetch_some)
 
     # --- series ---------------------------------------------------------------------
 
