@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from pathlib import Path
 
 import anyio
@@ -192,3 +193,13 @@ async def test_a_run_named_twice_is_harvested_once(
     await harvest_job(settings_for(simulator, tmp_path), [RunTarget(run_id), RunTarget(run_id)])
     assert len(simulator.requests_for("metrics")) == 1
     assert canonical(read_dir(tmp_path)[run_id]) == canonical(expected_records(cloud, run_id))
+
+
+async def test_a_reader_that_goes_away_ends_the_job_with_one_clear_error(
+    simulator: Simulator,
+) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `harvester ... --out - | head -1` once head has its line
+    with open(write_end, "wb") as closed_pipe:
+        with pytest.raises(OutputError, match="cannot write to stdout: Broken pipe"):
+            await harvest_job(settings_for(simulator, "-"), [RunTarget(100001)], stdout=closed_pipe)
