@@ -66,6 +66,17 @@ def open_state(settings: Settings) -> Iterator[HarvestState | None]:
         yield state
 
 
+def remove_leftovers(settings: Settings) -> int:
+    """Partial files a crash left behind. Only when the default state file's lock (held
+    now) guards the output directory: then no other harvester can be writing them."""
+    if settings.to_stdout or settings.state is not None:
+        return 0
+    leftovers = list(Path(settings.out).glob(".*.ndjson.partial"))
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return len(leftovers)
+
+
 def split_done(
     settings: Settings, targets: Sequence[RunTarget], state: HarvestState | None
 ) -> tuple[list[RunTarget], list[int]]:
@@ -111,6 +122,7 @@ async def harvest_job(
     # One target per run: two tasks must never share a run's temporary file.
     targets = list({target.run_id: target for target in targets}.values())
     with open_state(settings) as state:
+        remove_leftovers(settings)
         todo, skipped = split_done(settings, targets, state)
         stats.runs_total += len(todo)
         stats.runs_skipped += len(skipped)

@@ -175,3 +175,17 @@ async def test_sigterm_while_discovering_stops_at_once_with_143(tmp_path: Path) 
             err = b"".join([chunk async for chunk in process.stderr]).decode()
     assert "stopped by signal 15" in err and "Traceback" not in err
     assert not list(tmp_path.glob("*.ndjson")) and not list(tmp_path.glob(".*.partial"))
+
+
+async def test_partial_files_a_crash_left_behind_are_removed_by_the_next_job(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    stray = tmp_path / ".424242.ndjson.partial"  # a run this job does not even ask for
+    stray.write_bytes(b'{"type":"metric"')
+    await harvest_job(settings_for(simulator, tmp_path), [RunTarget(min(cloud.runs))])
+    assert not stray.exists()
+    # With a state file elsewhere the lock does not guard the directory: leave it alone.
+    stray.write_bytes(b"x")
+    elsewhere = settings_for(simulator, tmp_path, state=str(tmp_path / "s" / "state.sqlite"))
+    await harvest_job(elsewhere, [RunTarget(min(cloud.runs))])
+    assert stray.exists()
