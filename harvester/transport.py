@@ -167,13 +167,12 @@ class Transport:
 
     async def _wait_before_retry(self, endpoint: str, exc: RetryableError, attempt: int) -> None:
         what = f"{endpoint} {exc.url or ''}".strip()
-        if attempt >= self.policy.max_attempts and isinstance(exc, ConnectionFailed):
-            if not self._ever_answered:
+        if attempt >= self.policy.max_attempts:
+            if isinstance(exc, ConnectionFailed) and not self._ever_answered:
                 raise ApiUnreachable(
                     f"cannot reach the API at {self._base}: {exc}; check --base-url and the "
                     "network",
                 ) from exc
-        if attempt >= self.policy.max_attempts:
             raise RetriesExhausted(
                 f"{what}: gave up after {attempt} tries (last: {exc})", status=exc.status
             ) from exc

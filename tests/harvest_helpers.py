@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from harvester.config import Settings, load_settings
+from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.server import Simulator
 
@@ -70,3 +71,18 @@ def expected_records(
     records += [rec("threshold", t) for t in run.thresholds()[1]]
     records.append(rec("overview", run.overview()))
     return records
+
+
+def targets(cloud: SimCloud) -> list[RunTarget]:
+    """Every run of `cloud`, in id order."""
+    return [RunTarget(run_id) for run_id in sorted(cloud.runs)]
+
+
+def assert_exact(cloud: SimCloud, out: Path) -> None:
+    """`out` holds every run of `cloud` whole, each record exactly once, and no partial file."""
+    files = read_dir(out)
+    assert sorted(files) == sorted(cloud.runs)
+    for run_id, records in files.items():
+        assert canonical(records) == canonical(expected_records(cloud, run_id)), run_id
+        assert records[-1]["type"] == "summary"
+    assert not list(out.glob(".*.partial"))

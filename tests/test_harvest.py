@@ -25,11 +25,8 @@ from tests.harvest_helpers import (
     parse_lines,
     read_dir,
     settings_for,
+    targets,
 )
-
-
-def targets(cloud: SimCloud) -> list[RunTarget]:
-    return [RunTarget(run_id) for run_id in sorted(cloud.runs)]
 
 
 async def test_every_record_lands_exactly_once_and_equals_what_was_served(

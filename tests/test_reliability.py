@@ -9,24 +9,17 @@ import pytest
 
 from harvester.job import harvest_job
 from harvester.ratelimit import RateGate
-from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
 from harvester.transport import parse_retry_after
-from tests.harvest_helpers import canonical, expected_records, read_dir, settings_for
-
-
-def targets(cloud: SimCloud) -> list[RunTarget]:
-    return [RunTarget(run_id) for run_id in sorted(cloud.runs)]
-
-
-def assert_exact(cloud: SimCloud, out: Path) -> None:
-    files = read_dir(out)
-    assert sorted(files) == sorted(cloud.runs)
-    for run_id, records in files.items():
-        assert canonical(records) == canonical(expected_records(cloud, run_id)), run_id
+from tests.harvest_helpers import (
+    assert_exact,
+    read_dir,
+    settings_for,
+    targets,
+)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
 from harvester.state import STATE_FILE_NAME, HarvestState
-from tests.harvest_helpers import canonical, expected_records, read_dir, settings_for
+from tests.harvest_helpers import assert_exact, canonical, expected_records, read_dir, settings_for
 
 SLOW = FaultPlan(p_delay=1.0, delay_seconds=0.2, fault_endpoints=frozenset({"overview"}))
 
@@ -40,15 +40,6 @@ async def wait_for_files(out: Path, at_least: int, process: Process) -> None:
         while len(list(out.glob("*.ndjson"))) < at_least:
             assert process.returncode is None, "the harvester ended before it was stopped"
             await anyio.sleep(0.02)
-
-
-def assert_exact(cloud: SimCloud, out: Path) -> None:
-    files = read_dir(out)
-    assert sorted(files) == sorted(cloud.runs)
-    for run_id, records in files.items():
-        assert canonical(records) == canonical(expected_records(cloud, run_id))
-        assert records[-1]["type"] == "summary"
-    assert not list(out.glob(".*.partial"))
 
 
 def metrics_requests(sim: Simulator) -> Counter[int | None]:
