@@ -19,6 +19,7 @@ RECORD_TYPES = (
     "run",
     "metric",
     "series",
+    "threshold_metric",
     "threshold",
     "overview",
     "metric_detail",

@@ -91,7 +91,9 @@ class RunHarvest:
         }
 
     async def _thresholds(self) -> None:
-        _metrics, thresholds = await self.api.thresholds(self.run_id)
+        # The metrics the thresholds are on: a threshold's `metric_id` names one of them.
+        metrics, thresholds = await self.api.thresholds(self.run_id)
+        await self.emit("threshold_metric", metrics)
         await self.emit("threshold", thresholds)
 
     async def _overview(self) -> None:

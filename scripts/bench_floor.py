@@ -41,9 +41,8 @@ async def fetch_all(urls: list[str], token: str, concurrency: int) -> dict[str, 
                 doc = orjson.loads(body)
                 totals["requests"] += 1
                 totals["bytes_in"] += len(body)
-                # A thresholds answer carries its metrics too: count the thresholds only.
-                key = next(k for k in reversed(LIST_KEYS) if k in doc)
-                totals["records"] += len(doc[key])
+                # A thresholds answer carries two lists: both are archived.
+                totals["records"] += sum(len(doc[k]) for k in LIST_KEYS if k in doc)
 
         workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
         await asyncio.gather(*workers)

@@ -61,7 +61,10 @@ def harvest_run(client: Client, run_id: int, out_dir: str) -> int:
             params = [("test_run_id", run_id), ("ids[]", metric["id"])]
             for serie in client.get("/series", params)["k6-serie"]:
                 write("series", serie)
-        for threshold in client.get("/thresholds", [("test_run_id", run_id)])["k6-thresholds"]:
+        thresholds = client.get("/thresholds", [("test_run_id", run_id)])
+        for metric in thresholds["k6-metrics"]:
+            write("threshold_metric", metric)
+        for threshold in thresholds["k6-thresholds"]:
             write("threshold", threshold)
         for overview in client.get("/run-overviews", [("test_run_id", run_id)])["k6-run-overviews"]:
             write("overview", overview)

@@ -68,7 +68,9 @@ def expected_records(
             serie = run.serie(metric["id"], method)
             if serie is not None:
                 records.append(rec("series", serie))
-    records += [rec("threshold", t) for t in run.thresholds()[1]]
+    threshold_metrics, thresholds = run.thresholds()
+    records += [rec("threshold_metric", m) for m in threshold_metrics]
+    records += [rec("threshold", t) for t in thresholds]
     records.append(rec("overview", run.overview()))
     return records
 

@@ -200,3 +200,19 @@ async def test_a_reader_that_goes_away_ends_the_job_with_one_clear_error(
     with open(write_end, "wb") as closed_pipe:
         with pytest.raises(OutputError, match="cannot write to stdout: Broken pipe"):
             await harvest_job(settings_for(simulator, "-"), [RunTarget(100001)], stdout=closed_pipe)
+
+
+async def test_every_thresholds_metric_id_resolves_to_a_threshold_metric_record(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    await harvest_job(settings_for(simulator, tmp_path), targets(cloud))
+    for run_id, records in read_dir(tmp_path).items():
+        served_metrics, served_thresholds = cloud.runs[run_id].thresholds()
+        metrics = [r["data"] for r in records if r["type"] == "threshold_metric"]
+        thresholds = [r["data"] for r in records if r["type"] == "threshold"]
+        assert metrics == served_metrics and thresholds == served_thresholds  # unchanged
+        assert thresholds, run_id
+        by_id = {m["id"]: m for m in metrics}
+        for threshold in thresholds:
+            assert by_id[threshold["metric_id"]]["name"], threshold
+        assert records[-1]["data"]["counts"]["threshold_metric"] == len(metrics)
