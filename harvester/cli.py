@@ -313,13 +313,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report_error(exc, debug)
 
 
-def _report_error(exc: Exception, debug: bool) -> int:
-    from .errors import HarvesterError
+def _report_error(exc: BaseException, debug: bool) -> int:
+    from .errors import HarvesterError, unwrap
 
     if debug:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
+    # The last line of defence: a task group's wrapper is never the message.
+    exc = unwrap(exc)
     if isinstance(exc, HarvesterError):
         print(f"harvester: {exc}", file=sys.stderr)
         return exc.exit_code

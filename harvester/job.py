@@ -177,17 +177,20 @@ async def until_signal(func: Callable[[], Awaitable[T]]) -> tuple[T | None, int 
     For work that writes nothing, such as discovery: there is nothing to finish."""
     result: T | None = None
     received: list[int] = []
-    async with anyio.create_task_group() as tg:
+    try:
+        async with anyio.create_task_group() as tg:
 
-        async def watch() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for signum in signals:
-                    received.append(signum)
-                    tg.cancel_scope.cancel()
+            async def watch() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        received.append(signum)
+                        tg.cancel_scope.cancel()
 
-        tg.start_soon(watch)
-        result = await func()
-        tg.cancel_scope.cancel()
+            tg.start_soon(watch)
+            result = await func()
+            tg.cancel_scope.cancel()
+    except ExceptionGroup as group:  # func's own error (e.g. ApiUnreachable), not the wrapper
+        raise unwrap(group) from None
     return (None, received[0]) if received else (result, None)
 
 

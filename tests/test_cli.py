@@ -181,3 +181,46 @@ def test_flags_are_never_abbreviated(capfd: pytest.CaptureFixture[str]) -> None:
     assert "unrecognized arguments: --run 5" in capfd.readouterr().err
     assert main(["harvest", "--token", "t", "--run", "1", "--runs-in", "2"]) == 2
     assert "unrecognized arguments: --runs-in 2" in capfd.readouterr().err
+
+
+def _closed_port() -> int:
+    """A loopback port where nothing listens (bound, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        ["harvest", "--test", "1"],
+        ["harvest", "--project", "1"],
+        ["runs", "--test", "1"],
+        ["harvest", "--test", "1", "--progress", "on"],
+    ],  # fmt: skip
+    ids=["harvest-test", "harvest-project", "runs", "harvest-live-display"],
+)
+def test_an_unreachable_api_during_discovery_is_one_line_and_exit_2(
+    selector: list[str], capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HARVESTER_BACKOFF_BASE", "0.001")
+    base = f"http://127.0.0.1:{_closed_port()}"
+    args = [*selector, "--token", "t", "--base-url", base, "--max-attempts", "2"]
+    assert main([*args, "--rate", "1000"]) == 2
+    err = capfd.readouterr().err
+    assert f"harvester: cannot reach the API at {base}" in err
+    assert "ExceptionGroup" not in err and "internal error" not in err
+
+
+def test_an_exception_group_that_reaches_the_exit_point_shows_its_error(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from harvester.cli import _report_error
+    from harvester.errors import ConfigError
+
+    group = ExceptionGroup("unhandled errors in a TaskGroup", [ConfigError("bad thing")])
+    assert _report_error(ExceptionGroup("outer", [group]), debug=False) == 2
+    assert capfd.readouterr().err == "harvester: bad thing\n"
