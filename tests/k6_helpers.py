@@ -1,12 +1,25 @@
-"""Recording a tiny real k6 run, for the tests that run only where a k6 binary is present."""
+"""Real k6 runs for the tests: the recordings in ../shared/data, serving one with
+`harvester simulate --from-k6`, and recording a tiny run where a k6 binary is present."""
 
 from __future__ import annotations
 
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
+import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+
+from tests.process_helpers import ROOT
+
+SIM_TOKEN = "k6-roundtrip-token"
 
 TINY_SCRIPT = """
 import http from 'k6/http';
@@ -36,3 +49,57 @@ async def record_k6_run(k6: str, tmp_path: Path) -> tuple[Path, Path]:
         result = await anyio.run_process(command, check=False)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     return out, summary
+
+
+# CI clones the repository with shared/ beside it, as /work/main and /work/shared are here.
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+#: Every real k6 recording there (`<name>.json.gz` with `<name>.summary.json` beside it).
+RECORDINGS = sorted(path.name.removesuffix(".json.gz") for path in DATA.glob("k6-*.json.gz"))
+
+
+def recording(name: str) -> tuple[Path, Path]:
+    """A recording's k6 JSON output and its `--summary-export` file."""
+    return DATA / f"{name}.json.gz", DATA / f"{name}.summary.json"
+
+
+# --- hand-made k6 output lines --------------------------------------------------------
+
+
+def metric_line(name: str, kind: str, thresholds: list[Any] | None = None) -> dict[str, Any]:
+    """A k6 `Metric` line declaring `name` of type `kind` (trend, counter, rate, gauge)."""
+    data = {"name": name, "type": kind, "contains": "default", "thresholds": thresholds or []}
+    return {"type": "Metric", "data": {**data, "submetrics": None}, "metric": name}
+
+
+def point_line(name: str, second: float, value: float, **tags: str) -> dict[str, Any]:
+    stamp = f"2026-01-01T00:00:{second:09.6f}Z"
+    return {"metric": name, "type": "Point", "data": {"time": stamp, "value": value, "tags": tags}}
+
+
+def write_lines(path: Path, lines: list[dict[str, Any]] | list[bytes]) -> Path:
+    raw = [line if isinstance(line, bytes) else orjson.dumps(line) for line in lines]
+    path.write_bytes(b"\n".join(raw) + b"\n")
+    return path
+
+
+@contextmanager
+def simulate(*args: str) -> Iterator[tuple[str, list[str]]]:
+    """`python -m harvester simulate --port 0 --token TOKEN ARGS...` as a child process:
+    (its base URL, the lines it wrote before the listening line); SIGTERM at the end."""
+    command = [sys.executable, "-m", "harvester", "simulate", "--port", "0",
+               "--token", SIM_TOKEN, *args]  # fmt: skip
+    with subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT) as proc:
+        assert proc.stderr is not None
+        before: list[str] = []
+        for line in proc.stderr:  # the child's death ends this loop, not a hang
+            match = re.search(r"listening on (http://\S+)", line)
+            if match:
+                break
+            before.append(line.rstrip("\n"))
+        else:
+            raise AssertionError(f"simulate ended without listening: {before}")
+        try:
+            yield match.group(1), before
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0

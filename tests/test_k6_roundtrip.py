@@ -1,11 +1,11 @@
-"""Real k6 results end to end: serve a recorded k6 run, harvest it with `harvester harvest`,
-and recompute k6's own summary from the harvested NDJSON alone (issue 6)."""
+"""Real k6 results end to end: serve every recorded k6 run with `harvester simulate
+--from-k6`, harvest it with `harvester harvest`, and recompute k6's own summary from the
+harvested NDJSON alone (issues 6 and 9)."""
 
 from __future__ import annotations
 
 import shutil
-from collections import defaultdict
-from collections.abc import Iterator
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,8 @@ from harvester.simulator.cloud import SimCloud
 from harvester.simulator.k6import import load_k6_run
 from harvester.simulator.server import Simulator
 from tests.harvest_helpers import Record, read_dir
-from tests.k6_helpers import record_k6_run
+from tests.k6_helpers import RECORDINGS, SIM_TOKEN, record_k6_run, recording, simulate
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-RUN_FILE, SUMMARY_FILE = DATA / "k6-shop-run.json.gz", DATA / "k6-shop-run.summary.json"
 RUN_ID = 4242
 
 
@@ -30,14 +28,22 @@ class Harvested:
     """Figures recomputed from a run's harvested records, the way a user's script would."""
 
     def __init__(self, records: list[Record]) -> None:
-        self.names = {r["data"]["id"]: r["data"]["name"] for r in records if r["type"] == "metric"}
+        metrics = [r["data"] for r in records if r["type"] == "metric"]
+        self.metrics = {m["id"]: m for m in metrics}
         self.totals: dict[tuple[str, str], float] = defaultdict(float)
+        self.by_check: dict[tuple[str, str], float] = defaultdict(float)
         for record in records:
             if record["type"] == "series":
                 serie = record["data"]
-                key = (self.names[serie["metric_id"]], serie["method"])
-                self.totals[key] += sum(point["value"] for point in serie["values"])
+                metric = self.metrics[serie["metric_id"]]
+                total = sum(point["value"] for point in serie["values"])
+                self.totals[(metric["name"], serie["method"])] += total
+                if metric["name"] == "checks":
+                    self.by_check[(metric["tags"]["check"], serie["method"])] += total
         self.thresholds = [r["data"] for r in records if r["type"] == "threshold"]
+
+    def names_of(self, metric_type: str) -> set[str]:
+        return {m["name"] for m in self.metrics.values() if m["type"] == metric_type}
 
     def total(self, name: str) -> float:
         return self.totals[(name, "sum")]
@@ -46,58 +52,81 @@ class Harvested:
         passes = self.totals[(name, "sum")]
         return passes, self.totals[(name, "count")] - passes
 
+    def check(self, name: str) -> tuple[float, float]:
+        passes = self.by_check[(name, "sum")]
+        return passes, self.by_check[(name, "count")] - passes
+
     def mean(self, name: str) -> float:
         return self.totals[(name, "sum")] / self.totals[(name, "count")]
 
-    def failed_thresholds(self) -> set[str]:
-        return {t["name"] for t in self.thresholds if t["tainted"]}
+    def threshold_results(self) -> Counter[tuple[str, bool]]:
+        return Counter((t["name"], t["tainted"]) for t in self.thresholds)
 
 
-@pytest.fixture
-def shop_sim() -> Iterator[Simulator]:
-    cloud = SimCloud()
-    cloud.add_run(load_k6_run(RUN_FILE, run_id=RUN_ID, summary_path=SUMMARY_FILE))
-    with anyio.from_thread.start_blocking_portal() as portal:
-        with portal.wrap_async_context_manager(Simulator(cloud)) as sim:
-            yield sim
-
-
-def harvest(sim: Simulator, out: Path, run_id: int) -> Harvested:
-    code = main(["harvest", "--base-url", sim.base_url, "--token", sim.token, "--run",
-                 str(run_id), "--out", str(out), "--method", "sum", "--method", "count",
+def harvest(base_url: str, token: str, out: Path, run_id: int) -> Harvested:
+    code = main(["harvest", "--base-url", base_url, "--token", token, "--run", str(run_id),
+                 "--out", str(out), "--method", "sum", "--method", "count",
                  "--rate", "1000"])  # fmt: skip
     assert code == 0
     return Harvested(read_dir(out)[run_id])
 
 
-def k6_failed_thresholds(figures: dict[str, Any]) -> set[str]:
-    # In k6's --summary-export a threshold's value is true when it was crossed.
-    return {
-        expression
+def k6_threshold_results(figures: dict[str, Any]) -> Counter[tuple[str, bool]]:
+    """(expression, crossed) of every threshold in k6's --summary-export (true: crossed)."""
+    return Counter(
+        (expression, crossed)
         for metric in figures.values()
         for expression, crossed in metric.get("thresholds", {}).items()
-        if crossed
-    }
-
-
-@pytest.mark.skipif(not RUN_FILE.exists(), reason=f"{RUN_FILE} is not there")
-def test_the_shop_run_survives_the_trip_through_the_api(
-    shop_sim: Simulator, tmp_path: Path
-) -> None:
-    figures = orjson.loads(SUMMARY_FILE.read_bytes())["metrics"]
-    got = harvest(shop_sim, tmp_path, RUN_ID)
-    for counter in ("http_reqs", "iterations", "items_seen"):
-        assert got.total(counter) == figures[counter]["count"], counter
-    assert got.passes_and_fails("checks") == (
-        figures["checks"]["passes"],
-        figures["checks"]["fails"],
     )
-    thresholds = sum(len(m.get("thresholds", {})) for m in figures.values())
-    assert len(got.thresholds) == thresholds == 6
-    assert got.failed_thresholds() == k6_failed_thresholds(figures) == {"p(95)<50", "avg<20"}
+
+
+def k6_checks(summary: dict[str, Any]) -> dict[str, tuple[int, int]]:
+    """Passes and fails of each check, from the summary's group tree."""
+    found: dict[str, tuple[int, int]] = {}
+    groups = [summary["root_group"]]
+    while groups:
+        group = groups.pop()
+        found.update({c["name"]: (c["passes"], c["fails"]) for c in group["checks"].values()})
+        groups.extend(group["groups"].values())
+    return found
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_every_recording_survives_the_trip_through_the_api(name: str, tmp_path: Path) -> None:
+    run_file, summary_file = recording(name)
+    summary = orjson.loads(summary_file.read_bytes())
+    figures = summary["metrics"]
+    with simulate("--from-k6", str(run_file), "--summary", str(summary_file),
+                  "--run-id", str(RUN_ID)) as (base_url, said):  # fmt: skip
+        got = harvest(base_url, SIM_TOKEN, tmp_path, RUN_ID)
+    assert said == []  # with the summary every threshold is served: no warning
+    counters, rates = got.names_of("counter"), got.names_of("rate")
+    assert {"http_reqs", "iterations"} <= counters and "checks" in rates
+    for counter in counters:
+        assert got.total(counter) == figures[counter]["count"], counter
+    for rate in rates:
+        assert got.passes_and_fails(rate) == (figures[rate]["passes"], figures[rate]["fails"])
+    checks = k6_checks(summary)
+    assert {check: got.check(check) for check in checks} == checks
+    assert got.threshold_results() == k6_threshold_results(figures)
     assert got.mean("http_req_duration") == pytest.approx(
         figures["http_req_duration"]["avg"], rel=0.005
     )
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_without_the_summary_submetric_thresholds_are_named_in_one_warning(
+    name: str, tmp_path: Path
+) -> None:
+    run_file, summary_file = recording(name)
+    figures = orjson.loads(summary_file.read_bytes())["metrics"]
+    on_submetrics = [key for key in figures if "{" in key and figures[key].get("thresholds")]
+    with simulate("--from-k6", str(run_file), "--run-id", str(RUN_ID)) as (base_url, said):
+        got = harvest(base_url, SIM_TOKEN, tmp_path, RUN_ID)
+    assert len(said) == 1 and "warning" in said[0] and "--summary" in said[0]
+    assert on_submetrics and all(submetric in said[0] for submetric in on_submetrics)
+    served = k6_threshold_results({k: v for k, v in figures.items() if k not in on_submetrics})
+    assert got.threshold_results() == served
 
 
 def test_a_run_recorded_here_by_k6_survives_the_trip_too(tmp_path: Path) -> None:
@@ -110,14 +139,14 @@ def test_a_run_recorded_here_by_k6_survives_the_trip_too(tmp_path: Path) -> None
     cloud.add_run(load_k6_run(out, run_id=7, summary_path=summary))
     with anyio.from_thread.start_blocking_portal() as portal:
         with portal.wrap_async_context_manager(Simulator(cloud)) as sim:
-            got = harvest(sim, tmp_path / "out", 7)
+            got = harvest(sim.base_url, sim.token, tmp_path / "out", 7)
     assert got.total("http_reqs") == figures["http_reqs"]["count"]
     assert got.total("iterations") == figures["iterations"]["count"]
     assert got.passes_and_fails("checks") == (
         figures["checks"]["passes"],
         figures["checks"]["fails"],
     )
-    assert got.failed_thresholds() == k6_failed_thresholds(figures)
+    assert got.threshold_results() == k6_threshold_results(figures)
     assert got.mean("http_req_duration") == pytest.approx(
         figures["http_req_duration"]["avg"], rel=0.005
     )

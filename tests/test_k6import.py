@@ -6,7 +6,6 @@ import gzip
 import inspect
 import math
 import shutil
-import statistics
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,36 +15,10 @@ import orjson
 import pytest
 
 from harvester.simulator.k6import import K6Run, load_k6_run, supports_method
-from harvester.simulator.k6reader import (
-    K6OutputError,
-    MetricDecl,
-    ReadStats,
-    quantile,
-    read_k6_output,
-    tail_quantile,
-)
-from tests.k6_helpers import record_k6_run
+from harvester.simulator.k6reader import K6OutputError, MetricDecl, ReadStats, read_k6_output
+from tests.k6_helpers import metric_line, point_line, record_k6_run, recording, write_lines
 
-# CI clones the repository with shared/ beside it, as /work/main and /work/shared are here.
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SHOP = SHARED / "k6-shop-run.json.gz"
-SHOP_SUMMARY = SHARED / "k6-shop-run.summary.json"
-
-
-def _metric_line(name: str, kind: str, thresholds: list[str] | None = None) -> dict[str, Any]:
-    data = {"name": name, "type": kind, "contains": "default", "thresholds": thresholds or []}
-    return {"type": "Metric", "data": {**data, "submetrics": None}, "metric": name}
-
-
-def _point_line(name: str, second: float, value: float, **tags: str) -> dict[str, Any]:
-    stamp = f"2026-01-01T00:00:{second:09.6f}Z"
-    return {"metric": name, "type": "Point", "data": {"time": stamp, "value": value, "tags": tags}}
-
-
-def _write(path: Path, lines: list[dict[str, Any]] | list[bytes]) -> Path:
-    raw = [line if isinstance(line, bytes) else orjson.dumps(line) for line in lines]
-    path.write_bytes(b"\n".join(raw) + b"\n")
-    return path
+SHOP, SHOP_SUMMARY = recording("k6-shop-run")
 
 
 @pytest.fixture(scope="module")
@@ -129,74 +102,6 @@ def test_http_req_duration_mean_from_buckets(shop: K6Run, summary: dict[str, Any
     assert shop.overview()["http_req_duration_avg"] == pytest.approx(expected, rel=1e-9)
 
 
-def test_thresholds_and_which_failed(shop: K6Run, summary: dict[str, Any]) -> None:
-    expected = {
-        (key, expr): failed
-        for key, figures in summary["metrics"].items()
-        for expr, failed in (figures.get("thresholds") or {}).items()
-    }
-    metrics, thresholds = shop.thresholds()
-    got = {}
-    for metric, threshold in zip(metrics, thresholds, strict=True):
-        assert metric["id"] == threshold["metric_id"] == f"threshold_{threshold['id']}"
-        tags = ",".join(f"{k}:{v}" for k, v in metric["tags"].items())
-        got[(metric["name"] + (f"{{{tags}}}" if tags else ""), threshold["name"])] = threshold
-    assert {key: t["tainted"] for key, t in got.items()} == expected
-    assert len(thresholds) == 6 and sum(t["tainted"] for t in thresholds) == 2
-    p95 = got[("http_req_duration", "p(95)<50")]
-    assert (p95["stat"], p95["value"], p95["calc_state"]["tainted_value"]) == (
-        "p(95)",
-        50.0,
-        p95["calculated_value"],
-    )
-    assert p95["calculated_value"] == pytest.approx(
-        summary["metrics"]["http_req_duration"]["p(95)"]
-    )
-    failed = summary["metrics"]["http_req_failed"]
-    assert got[("http_req_failed", "rate<0.1")]["calculated_value"] == pytest.approx(
-        failed["value"]
-    )
-    assert got[("http_req_duration{scenario:buy}", "p(99)<80")]["calculated_value"] < 80
-    assert shop.run["result_status"] == 1
-    assert (shop.overview()["thresholds_successes"], shop.overview()["thresholds_total"]) == (4, 6)
-
-
-def test_submetric_thresholds_need_the_summary() -> None:
-    """k6 writes no submetric thresholds into its JSON output; only the summary has them."""
-    if not SHOP.is_file():
-        pytest.skip(f"k6 sample run not found at {SHOP}")
-    _, thresholds = load_k6_run(SHOP).thresholds()
-    assert len(thresholds) == 5 and "p(99)<80" not in {t["name"] for t in thresholds}
-
-
-def test_submetric_thresholds_declared_in_metric_lines(tmp_path: Path) -> None:
-    """Should a k6 version write them, a submetric's thresholds count its points only."""
-    sub = {"name": "lat{s:a}", "suffix": "s:a", "tags": {"s": "a"}, "thresholds": ["max<5"]}
-    metric = _metric_line("lat", "trend", ["max<50"])
-    metric["data"]["submetrics"] = [sub]
-    points = [_point_line("lat", 1, 4, s="a"), _point_line("lat", 1, 9, s="b")]
-    metrics, thresholds = load_k6_run(_write(tmp_path / "r.json", [metric, *points])).thresholds()
-    assert [
-        (m["tags"], t["calculated_value"], t["tainted"])
-        for m, t in zip(metrics, thresholds, strict=True)
-    ] == [
-        ({}, 9.0, False),
-        ({"s": "a"}, 4.0, False),
-    ]
-
-
-def test_bad_summary_and_bad_threshold_expressions(tmp_path: Path) -> None:
-    run_file = _write(tmp_path / "r.json", [_metric_line("a", "trend"), _point_line("a", 1, 1)])
-    (tmp_path / "s.json").write_text('{"root_group": {}}')
-    with pytest.raises(K6OutputError, match="not a k6 summary export"):
-        load_k6_run(run_file, summary_path=tmp_path / "s.json")
-    broken = _write(
-        tmp_path / "b.json", [_metric_line("a", "trend", ["p95<1"]), _point_line("a", 1, 1)]
-    )
-    with pytest.raises(K6OutputError, match=r"cannot read threshold 'p95<1' on a"):
-        load_k6_run(broken)
-
-
 def test_run_overview_and_urls(shop: K6Run, summary: dict[str, Any]) -> None:
     run, overview = shop.run, shop.overview()
     assert (run["id"], run["run_status"], run["processing_status"]) == (7, 3, 2)
@@ -244,17 +149,17 @@ def test_gzip_and_plain_give_the_same_model(shop: K6Run, tmp_path: Path) -> None
 
 @pytest.fixture
 def tiny(tmp_path: Path) -> K6Run:
-    lines = [_metric_line("lat", "trend"), _metric_line("hits", "counter")]
+    lines = [metric_line("lat", "trend"), metric_line("hits", "counter")]
     lines += [
-        _point_line("lat", 1.0 + i / 100, float(v))
+        point_line("lat", 1.0 + i / 100, float(v))
         for i, v in enumerate([4, 1, 10, 3, 2, 7, 5, 9, 6, 8])
     ]
     lines += [
-        _point_line("lat", 2.5, 100.0),
-        _point_line("hits", 1.2, 2),
-        _point_line("hits", 1.9, 3),
+        point_line("lat", 2.5, 100.0),
+        point_line("hits", 1.2, 2),
+        point_line("hits", 1.9, 3),
     ]
-    return load_k6_run(_write(tmp_path / "tiny.json", lines))
+    return load_k6_run(write_lines(tmp_path / "tiny.json", lines))
 
 
 def _values(run: K6Run, name: str, method: str | None) -> list[float]:
@@ -280,16 +185,6 @@ def test_series_methods_on_known_values(tiny: K6Run, method: str, first_bucket: 
     assert _values(tiny, "lat", method) == pytest.approx([first_bucket, second])
 
 
-def test_whole_run_quantiles_agree_with_statistics_quantiles() -> None:
-    """Thresholds use a partial heap instead of a full sort; same 'inclusive' figures."""
-    values = [float((i * 7919) % 1009) / 7 for i in range(2001)]
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    for percent in range(1, 100):
-        assert tail_quantile(values, percent / 100) == pytest.approx(cuts[percent - 1])
-        assert quantile(sorted(values), percent / 100) == pytest.approx(cuts[percent - 1])
-    assert tail_quantile([3.0], 0.99) == tail_quantile([3.0], 0.01) == 3.0
-
-
 def test_series_buckets_defaults_and_timestamps(tiny: K6Run, tmp_path: Path) -> None:
     metric = next(m for m in tiny.metrics() if m["name"] == "lat")
     serie = tiny.serie(metric["id"], None)
@@ -313,12 +208,12 @@ def test_unknown_methods_are_refused(tiny: K6Run, method: str) -> None:
 
 
 def test_declared_metric_without_samples_has_no_serie(tmp_path: Path) -> None:
-    path = _write(
+    path = write_lines(
         tmp_path / "r.json",
         [
-            _metric_line("a", "trend"),
-            _metric_line("b", "rate", ["rate>0.5"]),
-            _point_line("a", 1, 1),
+            metric_line("a", "trend"),
+            metric_line("b", "rate", ["rate>0.5"]),
+            point_line("a", 1, 1),
         ],
     )
     run = load_k6_run(path)
@@ -332,10 +227,10 @@ def test_declared_metric_without_samples_has_no_serie(tmp_path: Path) -> None:
 
 
 def test_unknown_line_types_and_blank_lines_are_skipped(tmp_path: Path) -> None:
-    lines = [b'{"type":"Metadata","data":{"x":1}}', orjson.dumps(_metric_line("a", "gauge")), b"  ",
-             b'{"type":"Future"}', orjson.dumps(_point_line("a", 1, 3))]  # fmt: skip
+    lines = [b'{"type":"Metadata","data":{"x":1}}', orjson.dumps(metric_line("a", "gauge")), b"  ",
+             b'{"type":"Future"}', orjson.dumps(point_line("a", 1, 3))]  # fmt: skip
     stats = ReadStats()
-    items = list(read_k6_output(_write(tmp_path / "r.json", lines), stats=stats))
+    items = list(read_k6_output(write_lines(tmp_path / "r.json", lines), stats=stats))
     assert [type(i).__name__ for i in items] == ["MetricDecl", "Point"]
     assert (stats.lines, stats.unknown_lines, stats.bad_lines) == (5, 2, 0)
 
@@ -348,9 +243,9 @@ def test_unknown_line_types_and_blank_lines_are_skipped(tmp_path: Path) -> None:
      b'{"metric":"a","type":"Point","data":{"time":"2026-01-01T00:00:00Z","value":"1"}}'],
 )  # fmt: skip
 def test_a_broken_line_is_reported_with_its_number(tmp_path: Path, bad: bytes) -> None:
-    lines = [orjson.dumps(_metric_line("a", "trend")), orjson.dumps(_point_line("a", 1, 1)), bad,
-             orjson.dumps(_point_line("a", 2, 2))]  # fmt: skip
-    path = _write(tmp_path / "r.json", lines)
+    lines = [orjson.dumps(metric_line("a", "trend")), orjson.dumps(point_line("a", 1, 1)), bad,
+             orjson.dumps(point_line("a", 2, 2))]  # fmt: skip
+    path = write_lines(tmp_path / "r.json", lines)
     with pytest.raises(K6OutputError, match=r"r\.json:3: ") as caught:
         load_k6_run(path)
     assert caught.value.line_no == 3 and isinstance(caught.value, ValueError)
@@ -360,19 +255,19 @@ def test_a_broken_line_is_reported_with_its_number(tmp_path: Path, bad: bytes) -
 
 
 def test_a_point_before_its_metric_line_is_an_error(tmp_path: Path) -> None:
-    path = _write(tmp_path / "r.json", [_point_line("a", 1, 1), _metric_line("a", "trend")])
+    path = write_lines(tmp_path / "r.json", [point_line("a", 1, 1), metric_line("a", "trend")])
     with pytest.raises(K6OutputError, match=r"r\.json:1: Point of metric 'a' before"):
         load_k6_run(path)
 
 
 def test_gz_name_without_gzip_data_and_truncated_gzip(tmp_path: Path) -> None:
     fake = tmp_path / "r.json.gz"
-    fake.write_bytes(orjson.dumps(_metric_line("a", "trend")))
+    fake.write_bytes(orjson.dumps(metric_line("a", "trend")))
     with pytest.raises(K6OutputError, match="not gzip"):
         load_k6_run(fake)
-    body = b"\n".join(orjson.dumps(_point_line("a", i % 60, i)) for i in range(5000))
+    body = b"\n".join(orjson.dumps(point_line("a", i % 60, i)) for i in range(5000))
     cut = tmp_path / "cut.gz"
-    cut.write_bytes(gzip.compress(orjson.dumps(_metric_line("a", "trend")) + b"\n" + body)[:4000])
+    cut.write_bytes(gzip.compress(orjson.dumps(metric_line("a", "trend")) + b"\n" + body)[:4000])
     with pytest.raises(K6OutputError, match="read error after line"):
         load_k6_run(cut)
     with pytest.raises(K6OutputError, match="cannot open"):
@@ -380,10 +275,10 @@ def test_gz_name_without_gzip_data_and_truncated_gzip(tmp_path: Path) -> None:
 
 
 def _generated_lines(count: int) -> Iterator[bytes]:
-    yield orjson.dumps(_metric_line("lat", "trend", ["p(99)<900"])) + b"\n"
+    yield orjson.dumps(metric_line("lat", "trend", ["p(99)<900"])) + b"\n"
     for i in range(count):
         yield (
-            orjson.dumps(_point_line("lat", (i / 4000) % 60, i % 1000, group="::g", scenario="s"))
+            orjson.dumps(point_line("lat", (i / 4000) % 60, i % 1000, group="::g", scenario="s"))
             + b"\n"
         )
 

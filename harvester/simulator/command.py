@@ -209,8 +209,16 @@ def _load_k6(path: str, run_id: int, summary: str | None, bucket: float | None) 
     from harvester.simulator.k6import import load_k6_run
 
     if bucket is None:
-        return load_k6_run(path, run_id=run_id, summary_path=summary)
-    return load_k6_run(path, run_id=run_id, summary_path=summary, bucket_seconds=bucket)
+        run = load_k6_run(path, run_id=run_id, summary_path=summary)
+    else:
+        run = load_k6_run(path, run_id=run_id, summary_path=summary, bucket_seconds=bucket)
+    if run.unserved_submetrics:  # never dropped silently: say which, and what would serve them
+        sys.stderr.write(
+            f"simulate: warning: {path}: the thresholds on {', '.join(run.unserved_submetrics)} "
+            "are not served (k6 writes thresholds on submetrics only to its summary): "
+            "give --summary with the run's --summary-export file\n"
+        )
+    return run
 
 
 def describe_runs(run_ids: Iterable[int]) -> str:

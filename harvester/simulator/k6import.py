@@ -17,27 +17,29 @@ Modelling decisions, after how k6 Cloud stores a run:
 - A metric declared but never sampled is listed with tags {} and has no serie.
 - Series: buckets of `bucket_seconds` aligned to multiples of it since the epoch,
   stamped with their start in UTC (`...Z`); buckets without samples are left out.
-  Methods (as generated runs take them, case-insensitive): mean/avg, min, max, sum,
-  count, last/value, stddev (population), rate (a Rate's share of non-zero samples;
-  else per second: a counter's sum, other metrics' sample count), median/med, pNN or
-  p(NN) (p95, p99.9) and fractions 0..1 (0.95); quantiles interpolate linearly between
-  closest ranks, as k6 does. `method=None` means mean for trends and rates, sum for
-  counters and max for gauges (the bucket's peak). Values are always floats; the
-  `method` echoed is the one asked for. For an unknown method `supports_method()` is
-  False and `serie()` raises ValueError (the app answers 400).
-- Thresholds come from the Metric lines. k6 does not write thresholds on submetrics
+  The series methods are `k6methods.py`'s; `method=None` means mean for trends and
+  rates, sum for counters and max for gauges (the bucket's peak). The `method` echoed is
+  the one asked for. For an unknown method `supports_method()` is False and `serie()`
+  raises ValueError (the app answers 400).
+- Thresholds come from the Metric lines, written as strings or as objects with
+  `abortOnFail`. k6 does not write thresholds on submetrics
   (`http_req_duration{scenario:buy}`) into its JSON output, so those are taken from the
-  summary file when one is given; all figures are computed from the points, over the
-  whole run (for a submetric, over its matching points). `name` is the expression as
-  written ("p(95)<50"), `stat` its aggregation ("p(95)"), `value` its bound, `tainted`
-  means crossed; `tainted_at` is the end of the run (evaluated once, at the end). A
-  threshold whose metric has no samples has `calculated_value` null and is not tainted.
+  summary file when one is given, and named by `unserved_submetrics` when not. All
+  figures are computed from the points, over the whole run (for a submetric, over its
+  matching points), by `k6thresholds.py`'s rules (a metric without samples included).
+  `name` is the expression as written ("p(95)<50"), `stat` its aggregation ("p(95)"),
+  `value` its bound, `tainted` means crossed; `tainted_at` is the end of the run
+  (evaluated once, at the end). A threshold k6 does not evaluate (a Rate without
+  samples) has `calculated_value` null and is not tainted.
+- The test run's duration (`seconds`) is the summary's (`state.testRunDurationMs`, or a
+  Counter's count over its rate), else the span from the first to the last point. A
+  Counter's `rate` threshold and the overview's `http_reqs_avg` are per second of it.
 - Overview: a check succeeds when every one of its hits passed; a URL hit succeeds when
-  0 < status < 400; `http_reqs_avg` is requests per second between the first and the
-  last point.
-- The run: created/started = first point, ended = last point, duration whole seconds,
-  run_status 3, processing_status 2, result_status 1 when a threshold was crossed, vus
-  the peak of the `vus` gauge.
+  0 < status < 400.
+- The run: created/started = first point, ended = last point, duration in whole
+  seconds, run_status 3 (8, aborted by threshold, when an `abortOnFail` threshold is
+  crossed and the run lasted past its `delayAbortEval`), processing_status 2,
+  result_status 1 when a threshold was crossed, vus the peak of the `vus` gauge.
 
 Memory: the raw lines are not kept. Each sample costs 8 bytes (a float in an
 `array('d')` per metric and bucket, plus up to ~12% array slack), and each (metric,
@@ -52,26 +54,29 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import statistics
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
 
+from harvester.simulator.k6methods import DEFAULT_METHODS, aggregator, supports_method
 from harvester.simulator.k6reader import (
     K6OutputError,
     ReadStats,
     Samples,
     SampleSeries,
+    SummaryFacts,
+    collect_samples,
+    summary_facts,
+)
+from harvester.simulator.k6thresholds import (
     SplitKey,
     ThresholdDecl,
     Verdict,
-    collect_samples,
+    aborted,
     judge_threshold,
-    quantile,
-    summary_thresholds,
 )
 from harvester.simulator.model import JsonObject
 
@@ -81,61 +86,10 @@ HTTP_METRICS = frozenset(
     "http_reqs http_req_failed http_req_duration http_req_blocked http_req_connecting "
     "http_req_tls_handshaking http_req_sending http_req_waiting http_req_receiving".split()
 )
-DEFAULT_METHODS = {"trend": "mean", "counter": "sum", "rate": "mean", "gauge": "max"}
 _SPLIT_TAGS: dict[str, tuple[str, ...]] = {
     "checks": ("check", "group"),
     "group_duration": ("group",),
 }
-
-Aggregator = Callable[[Sequence[float]], float]
-
-
-# --- series methods ---------------------------------------------------------------------
-
-
-_SIMPLE: dict[str, Aggregator] = {
-    "mean": statistics.fmean, "avg": statistics.fmean, "sum": math.fsum,
-    "min": lambda v: float(min(v)), "max": lambda v: float(max(v)),
-    "count": lambda v: float(len(v)), "last": lambda v: float(v[-1]),
-    "value": lambda v: float(v[-1]), "stddev": statistics.pstdev,
-}  # fmt: skip
-_PERCENT = re.compile(r"p(\d+(?:\.\d+)?)|p\((\d+(?:\.\d+)?)\)")
-_FRACTION = re.compile(r"0(?:\.\d+)?|1(?:\.0*)?|\.\d+")
-
-
-def _quantile_of(method: str) -> float | None:
-    if method in ("median", "med"):
-        return 0.5
-    if match := _PERCENT.fullmatch(method):
-        percent = float(match.group(1) or match.group(2))
-        return percent / 100 if percent <= 100 else None
-    if _FRACTION.fullmatch(method):
-        return float(method)
-    return None
-
-
-def supports_method(method: str) -> bool:
-    """Whether `serie()` understands this `method` (else the app answers 400)."""
-    name = method.strip().lower()
-    return name in _SIMPLE or name == "rate" or _quantile_of(name) is not None
-
-
-def aggregator(method: str, metric_type: str = "trend", bucket_seconds: float = 1.0) -> Aggregator:
-    """The function that reduces one bucket's samples for `method`; ValueError if unknown.
-    `rate` is the share of non-zero samples for a Rate, else a per-second figure (of the
-    sum for a counter, of the samples for the others), as generated runs answer it."""
-    name = method.strip().lower()
-    if simple := _SIMPLE.get(name):
-        return simple
-    if name == "rate" and metric_type == "rate":
-        return lambda values: sum(1 for v in values if v) / len(values)
-    if name == "rate":
-        per_bucket = math.fsum if metric_type == "counter" else len
-        return lambda values: per_bucket(values) / bucket_seconds
-    q = _quantile_of(name)
-    if q is None:
-        raise ValueError(f"unknown series method {method!r}")
-    return lambda values: quantile(sorted(values), q)
 
 
 # --- ids and times --------------------------------------------------------------------
@@ -183,8 +137,10 @@ class K6Run:
         test_id: int,
         project_id: int,
         organization_id: int,
+        duration: float | None = None,
     ) -> None:
         self._samples, self._source = samples, source
+        self._duration = duration
         self._run_id = run_id
         self._project_id = project_id
         self._details: dict[str, JsonObject] = {}
@@ -212,8 +168,25 @@ class K6Run:
 
     @property
     def seconds(self) -> float:
-        """Seconds between the first and the last point."""
+        """The test run's duration: the summary's, else from the first to the last point."""
+        if self._duration is not None:
+            return self._duration
         return self._samples.last - self._samples.first
+
+    @property
+    def unserved_submetrics(self) -> list[str]:
+        """Submetrics the Metric lines declare but no threshold served is on: k6 declares
+        a submetric for each one a threshold names, and writes those thresholds only to
+        its summary. (It declares `http_req_duration{expected_response:true}` for its own
+        end-of-test figures, threshold or not: that one is not named.)"""
+        served = {(t.metric, tuple(sorted(t.tags.items()))) for t, _ in self._verdicts}
+        return [
+            sub.name
+            for decl in self._samples.decls.values()
+            for sub in decl.submetrics
+            if (decl.name, tuple(sorted(sub.tags.items()))) not in served
+            and sub.tags != {"expected_response": "true"}
+        ]
 
     def metrics(self) -> list[JsonObject]:
         return [detail["k6-metric"] for detail in self._details.values()]
@@ -361,6 +334,7 @@ class K6Run:
 
     def _build_run(self, test_id: int, organization_id: int) -> JsonObject:
         first, last = self._samples.first, self._samples.last
+        by_threshold = aborted(self._verdicts, self.seconds)
         return {
             "id": self._run_id,
             "test_id": test_id,
@@ -369,8 +343,8 @@ class K6Run:
             "created": _iso(first),
             "started": _iso(first),
             "ended": _iso(last),
-            "duration": round(last - first),
-            "run_status": 3,
+            "duration": round(self.seconds),
+            "run_status": 8 if by_threshold else 3,
             "processing_status": 2,
             "result_status": int(any(v.crossed for _, v in self._verdicts)),
             "vus": int(max(self._all_samples("vus"), default=0)),
@@ -397,20 +371,21 @@ def load_k6_run(
 ) -> K6Run:
     """Read a k6 JSON output file (plain or gzip) into one simulated k6 Cloud test run.
 
-    `summary_path` (a `--summary-export` file) only contributes the threshold
-    expressions k6 leaves out of its JSON output. `test_id` and `project_id` default to
+    `summary_path` (a `--summary-export` file, or handleSummary's data as JSON) only
+    contributes the threshold expressions k6 leaves out of its JSON output and the test
+    run's duration; results are recomputed from the points. `test_id` and `project_id` default to
     1. A line that cannot be parsed raises `K6OutputError` with its line number, unless
     `skip_bad_lines`: then it is skipped and counted in `read_stats.bad_lines`.
     """
     if not bucket_seconds > 0:
         raise ValueError(f"bucket_seconds must be positive, got {bucket_seconds}")
     source = Path(path)
-    extra = summary_thresholds(summary_path) if summary_path is not None else []
+    facts = summary_facts(summary_path) if summary_path is not None else SummaryFacts()
     samples = collect_samples(
         source,
         bucket_seconds=bucket_seconds,
         split=split_tags,
-        thresholds=extra,
+        thresholds=facts.thresholds,
         skip_bad_lines=skip_bad_lines,
     )
     if not samples.series:
@@ -422,4 +397,5 @@ def load_k6_run(
         test_id=test_id if test_id is not None else 1,
         project_id=project_id if project_id is not None else 1,
         organization_id=organization_id,
+        duration=facts.duration,
     )

@@ -5,22 +5,18 @@ does not grow with the file. Other line types are skipped and counted (newer k6 
 may add some). A line that is not JSON, or a Metric/Point line without the fields k6
 always writes, raises `K6OutputError` naming file and line; with `skip_bad_lines=True`
 it is skipped and counted instead. `collect_samples` makes the one pass the k6 Cloud
-model (`k6import.py`) needs, keeping only bucketed values; `judge_threshold` evaluates
-a k6 threshold expression as k6 does.
+model (`k6import.py`) needs, keeping only bucketed values; `summary_facts` reads what a
+summary file adds (submetric thresholds, the test run's duration).
 """
 
 from __future__ import annotations
 
 import gzip
-import heapq
 import io
 import math
-import operator
-import re
-import statistics
 import zlib
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +25,7 @@ from typing import Any
 import orjson
 
 from harvester.errors import ConfigError
+from harvester.simulator.k6thresholds import SplitKey, ThresholdDecl, ThresholdSpec, threshold_spec
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -51,7 +48,7 @@ class SubmetricDecl:
     name: str
     tags: dict[str, str]
     #: k6 (v1.1 at least) writes no submetric thresholds in its JSON output; read if there.
-    thresholds: tuple[str, ...] = ()
+    thresholds: tuple[ThresholdSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +58,7 @@ class MetricDecl:
     name: str
     type: str
     contains: str
-    thresholds: tuple[str, ...]
+    thresholds: tuple[ThresholdSpec, ...]
     submetrics: tuple[SubmetricDecl, ...]
 
 
@@ -190,34 +187,24 @@ def _point(obj: dict[str, Any]) -> Point:
 
 def _metric(data: dict[str, Any]) -> MetricDecl:
     subs = tuple(
-        SubmetricDecl(str(s["name"]), dict(s.get("tags") or {}), tuple(s.get("thresholds") or ()))
+        SubmetricDecl(str(s["name"]), dict(s.get("tags") or {}), _specs(s.get("thresholds")))
         for s in data.get("submetrics") or ()
     )
     return MetricDecl(
         name=str(data["name"]),
         type=str(data["type"]),
         contains=str(data.get("contains") or "default"),
-        thresholds=tuple(str(t) for t in data.get("thresholds") or ()),
+        thresholds=_specs(data.get("thresholds")),
         submetrics=subs,
     )
 
 
+def _specs(entries: Any) -> tuple[ThresholdSpec, ...]:
+    """k6 writes each threshold as a string or as an object (with abortOnFail)."""
+    return tuple(threshold_spec(entry) for entry in entries or ())
+
+
 # --- one pass that keeps only bucketed samples ------------------------------------------
-
-SplitKey = tuple[tuple[str, str], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class ThresholdDecl:
-    """A threshold expression on a metric, or on a submetric when `tags` is not empty."""
-
-    metric: str
-    tags: dict[str, str]
-    expression: str
-
-    @property
-    def key(self) -> tuple[str, SplitKey, str]:
-        return self.metric, tuple(sorted(self.tags.items())), self.expression
 
 
 @dataclass(slots=True)
@@ -301,11 +288,11 @@ def collect_samples(
     for item in read_k6_output(path, skip_bad_lines=skip_bad_lines, stats=got.stats):
         if isinstance(item, MetricDecl):
             got.decls[item.name] = item
-            for expr in item.thresholds:
-                got.watch(ThresholdDecl(item.name, {}, expr))
+            for spec in item.thresholds:
+                got.watch(ThresholdDecl(item.name, {}, spec))
             for sub in item.submetrics:
-                for expr in sub.thresholds:
-                    got.watch(ThresholdDecl(item.name, dict(sub.tags), expr))
+                for spec in sub.thresholds:
+                    got.watch(ThresholdDecl(item.name, dict(sub.tags), spec))
         elif item.metric in got.decls:
             got.add(item, split(item.metric, item.tags))
         elif skip_bad_lines:
@@ -318,20 +305,51 @@ def collect_samples(
     return got
 
 
-def summary_thresholds(path: str | Path) -> list[ThresholdDecl]:
-    """The threshold expressions of a `--summary-export` file, the only place k6 writes
-    those on submetrics (`http_req_duration{scenario:buy}`). Results are not taken."""
+# --- the summary file ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryFacts:
+    """What a summary file adds to k6's JSON output: the thresholds (submetrics' are
+    nowhere else) and the test run's duration in seconds (None when it does not say)."""
+
+    thresholds: list[ThresholdDecl] = field(default_factory=list)
+    duration: float | None = None
+
+
+def summary_facts(path: str | Path) -> SummaryFacts:
+    """Read a `--summary-export` file or the JSON of `handleSummary`'s data. Threshold
+    results are not taken: they are recomputed from the points."""
     path = Path(path)
     try:
-        metrics: dict[str, Any] = orjson.loads(path.read_bytes())["metrics"]
+        doc: dict[str, Any] = orjson.loads(path.read_bytes())
+        metrics: dict[str, Any] = doc["metrics"]
         found = []
         for key, figures in metrics.items():
             name, _, selector = key.partition("{")
             tags = dict(_selector_items(selector.removesuffix("}")))
-            found += [ThresholdDecl(name, tags, str(e)) for e in figures.get("thresholds") or {}]
+            found += [
+                ThresholdDecl(name, tags, ThresholdSpec(str(expression)))
+                for expression in figures.get("thresholds") or {}
+            ]
+        duration = _duration(doc, metrics)
     except (OSError, orjson.JSONDecodeError, LookupError, TypeError, AttributeError) as exc:
         raise K6OutputError(f"not a k6 summary export ({exc!r})", path=path) from exc
-    return found
+    return SummaryFacts(found, duration)
+
+
+def _duration(doc: dict[str, Any], metrics: dict[str, Any]) -> float | None:
+    """`state.testRunDurationMs` (handleSummary's data); a `--summary-export` has no state,
+    but each Counter's rate is its count over that same duration."""
+    state = doc.get("state")
+    if isinstance(state, dict) and isinstance(state.get("testRunDurationMs"), int | float):
+        return float(state["testRunDurationMs"]) / 1000
+    for figures in metrics.values():
+        values = figures.get("values", figures)  # handleSummary nests the figures
+        count, rate = values.get("count"), values.get("rate")
+        if isinstance(count, int | float) and isinstance(rate, int | float) and rate > 0:
+            return float(count) / float(rate)
+    return None
 
 
 def _selector_items(selector: str) -> Iterator[tuple[str, str]]:
@@ -339,77 +357,3 @@ def _selector_items(selector: str) -> Iterator[tuple[str, str]]:
     for part in filter(None, selector.split(",")):
         key, _, value = part.partition(":")
         yield key.strip().strip("\"'"), value.strip().strip("\"'")
-
-
-# --- k6's own rules: percentiles and thresholds -----------------------------------------
-
-
-def quantile(ordered: Sequence[float], q: float) -> float:
-    """The q-quantile (0..1) of sorted values, interpolated between closest ranks as k6
-    does. (statistics.quantiles only cuts into whole numbers of parts: p99.9 would take
-    999 cut points. This is its 'inclusive' method for any q.)"""
-    rank = q * (len(ordered) - 1)
-    low = math.floor(rank)
-    if low + 1 >= len(ordered):
-        return float(ordered[-1])
-    return ordered[low] + (ordered[low + 1] - ordered[low]) * (rank - low)
-
-
-def tail_quantile(values: Sequence[float], q: float) -> float:
-    """`quantile` of unsorted values without sorting them all: heapq keeps only the
-    smaller side of the q cut, so p(99) of n samples holds n/100 of them."""
-    rank = q * (len(values) - 1)
-    low = math.floor(rank)
-    if q >= 0.5:  # descending, ends with the order statistics low + 1 and low
-        pair = heapq.nlargest(len(values) - low, values)[-2:][::-1]
-    else:
-        pair = heapq.nsmallest(low + 2, values)[low:]
-    return quantile(pair, rank - low)
-
-
-_OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-    "==": operator.eq, "===": operator.eq, "!=": operator.ne,
-}  # fmt: skip
-_THRESHOLD = re.compile(
-    r"\s*(avg|min|max|med|count|rate|value|p\((\d+(?:\.\d+)?)\))\s*(<=|>=|===|==|!=|<|>)\s*(\S+)\s*"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """A threshold evaluated over the whole run; `calculated` is None without samples."""
-
-    stat: str
-    bound: float
-    calculated: float | None
-    crossed: bool
-
-
-def judge_threshold(
-    expression: str, metric_type: str | None, values: Sequence[float], seconds: float
-) -> Verdict:
-    """Evaluate a k6 threshold expression such as `p(95)<50` over a metric's samples
-    (`seconds`: the run's length, for a counter's rate). ValueError if unreadable."""
-    match = _THRESHOLD.fullmatch(expression)
-    if match is None:
-        raise ValueError(f"cannot read threshold {expression!r}")
-    stat, percent, op, bound_text = match.groups()
-    bound = float(bound_text)
-    if not values:
-        return Verdict(stat, bound, None, crossed=False)
-    if stat == "count":  # a counter counts its values, other metrics their samples
-        value = math.fsum(values) if metric_type == "counter" else float(len(values))
-    elif stat == "rate" and metric_type == "counter":
-        value = math.fsum(values) / seconds if seconds > 0 else 0.0
-    elif stat == "rate":
-        value = sum(1 for v in values if v) / len(values)
-    elif stat in ("value", "min", "max"):
-        value = float(
-            values[-1] if stat == "value" else min(values) if stat == "min" else max(values)
-        )
-    elif stat == "avg":
-        value = statistics.fmean(values)
-    else:  # med or p(N)
-        value = tail_quantile(values, float(percent) / 100 if percent else 0.5)
-    return Verdict(stat, bound, value, not _OPERATORS[op](value, bound))
