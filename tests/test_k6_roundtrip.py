@@ -5,7 +5,7 @@ harvested NDJSON alone (issues 6 and 9)."""
 from __future__ import annotations
 
 import shutil
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ class Harvested:
                 if metric["name"] == "checks":
                     self.by_check[(metric["tags"]["check"], serie["method"])] += total
         self.thresholds = [r["data"] for r in records if r["type"] == "threshold"]
+        self.threshold_metrics = {
+            r["data"]["id"]: r["data"] for r in records if r["type"] == "threshold_metric"
+        }
 
     def names_of(self, metric_type: str) -> set[str]:
         return {m["name"] for m in self.metrics.values() if m["type"] == metric_type}
@@ -59,8 +62,16 @@ class Harvested:
     def mean(self, name: str) -> float:
         return self.totals[(name, "sum")] / self.totals[(name, "count")]
 
-    def threshold_results(self) -> Counter[tuple[str, bool]]:
-        return Counter((t["name"], t["tainted"]) for t in self.thresholds)
+    def threshold_results(self) -> dict[tuple[str, str], bool]:
+        """Crossed or not, under k6's name of the (sub)metric and the expression."""
+        results = {}
+        for threshold in self.thresholds:
+            metric = self.threshold_metrics[threshold["metric_id"]]
+            tags = ",".join(f"{key}:{value}" for key, value in metric["tags"].items())
+            name = metric["name"] + (f"{{{tags}}}" if tags else "")
+            results[(name, threshold["name"])] = threshold["tainted"]
+        assert len(results) == len(self.thresholds)  # none hides another
+        return results
 
 
 def harvest(base_url: str, token: str, out: Path, run_id: int) -> Harvested:
@@ -71,13 +82,13 @@ def harvest(base_url: str, token: str, out: Path, run_id: int) -> Harvested:
     return Harvested(read_dir(out)[run_id])
 
 
-def k6_threshold_results(figures: dict[str, Any]) -> Counter[tuple[str, bool]]:
-    """(expression, crossed) of every threshold in k6's --summary-export (true: crossed)."""
-    return Counter(
-        (expression, crossed)
-        for metric in figures.values()
+def k6_threshold_results(figures: dict[str, Any]) -> dict[tuple[str, str], bool]:
+    """Every threshold in k6's --summary-export, crossed (true) or not."""
+    return {
+        (name, expression): crossed
+        for name, metric in figures.items()
         for expression, crossed in metric.get("thresholds", {}).items()
-    )
+    }
 
 
 def k6_checks(summary: dict[str, Any]) -> dict[str, tuple[int, int]]:
