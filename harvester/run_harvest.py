@@ -2,8 +2,8 @@
 
 For run N: the metrics list, then concurrently the series in URL-length batches (for each
 aggregation method asked), the thresholds and the overview, and with `--details` one
-detail request per metric. The ids asked are compared with the `metric_id`s returned; a
-missing id is asked once more alone, and if still absent is named in the summary.
+detail request per metric. The ids asked are compared with the `metric_id`s returned; the
+missing ids are asked once more, together, and any still absent is named in the summary.
 """
 
 from __future__ import annotations
@@ -121,18 +121,25 @@ class RunHarvest:
         return self.api.request_target_length(self.api.series_url(self.run_id, [], method))
 
     async def _series(self, ids: list[str], method: str | None) -> None:
-        fixed = self._fixed_length(method)
         returned: set[str] = set()
         failed: set[str] = set()
+
+        def gaps() -> list[str]:
+            return [i for i in ids if i not in returned and i not in failed]
+
+        await self._batches(ids, method, returned, failed)
+        # Once every planned batch is in, the ids no answer held are asked again together
+        # (a gap may be a glitch in one answer): one more batch, not one request per id.
+        await self._batches(gaps(), method, returned, failed)
+        self.missing += [{"metric_id": i, "method": method} for i in gaps()]
+
+    async def _batches(
+        self, ids: list[str], method: str | None, returned: set[str], failed: set[str]
+    ) -> None:
+        """`ids` in as few requests as fit under the URL cap, all at once."""
         async with anyio.create_task_group() as tg:
-            for batch in self._batcher.plan(ids, fixed):
+            for batch in self._batcher.plan(ids, self._fixed_length(method)):
                 tg.start_soon(self._batch, batch, method, returned, failed)
-        missing = [i for i in ids if i not in returned and i not in failed]
-        for metric_id in missing:
-            # Asked once more on its own: a gap may be a glitch in one batch's answer.
-            await self._batch([metric_id], method, returned, failed)
-            if metric_id not in returned and metric_id not in failed:
-                self.missing.append({"metric_id": metric_id, "method": method})
 
     async def _batch(
         self, ids: list[str], method: str | None, returned: set[str], failed: set[str]

@@ -40,8 +40,12 @@ class DataSet:
     points: int
     run_ids: list[int] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)  # what the harvester needs, in order
+    #: metrics of each run without a serie (k6 Cloud has none for a metric without samples)
+    gaps: int = 0
     ids_per_request: int = 0
     series_per_run: int = 0
+    #: series requests that re-ask the gaps, all runs together (one batch per run here)
+    reasks: int = 0
 
     @property
     def min_requests(self) -> int:
@@ -53,9 +57,10 @@ class DataSet:
 
     def describe(self) -> str:
         series = self.runs * self.metrics
+        gaps = f", {self.gaps} metrics a run without a serie" if self.gaps else ""
         return (
             f"{self.name} = {self.runs} runs x {self.metrics} metrics x {self.points} points "
-            f"({series:,} series, {series * self.points:,} points)"
+            f"({series:,} series, {series * self.points:,} points{gaps})"
         )
 
 
@@ -68,6 +73,8 @@ class Sample:
     records: int
     bytes_out: int
     max_per_second: int
+    #: mean `ids[]` of a series request
+    ids_per_request: float
     #: seconds from the process's start to its first request, and from its last to its exit
     lead_in: float
     tail: float
@@ -119,20 +126,23 @@ class SimHost:
 
     async def _serve(self) -> None:
         d = self.data
-        cloud = generate_cloud(d.runs, d.metrics, d.points, seed=0)
+        cloud = generate_cloud(d.runs, d.metrics, d.points, seed=0, missing_series=d.gaps)
         self._stop = asyncio.Event()
         async with Simulator(cloud, token=TOKEN) as sim:
             sim.warm()
             self._sim, self.base_url = sim, sim.base_url
             d.run_ids = sorted(cloud.runs)
             for run_id in d.run_ids:
-                ids = [str(m["id"]) for m in cloud.runs[run_id].metrics()]
-                self._plan_run(run_id, ids)
+                run = cloud.runs[run_id]
+                ids = [str(m["id"]) for m in run.metrics()]
+                gaps: frozenset[str] = getattr(run, "missing", frozenset())
+                self._plan_run(run_id, ids, [i for i in ids if i in gaps])
             self._ready.set()
             await self._stop.wait()
 
-    def _plan_run(self, run_id: int, ids: list[str]) -> None:
-        """The URLs the harvester needs for a run, batched as the harvester batches."""
+    def _plan_run(self, run_id: int, ids: list[str], gaps: list[str]) -> None:
+        """The URLs the harvester needs for a run, batched as the harvester batches: the
+        planned batches, then the ids without a serie asked again together."""
 
         def url(path: str, query: str) -> URL:
             return URL(f"{self.base_url}{V2}{path}?{query}", encoded=True)
@@ -140,12 +150,14 @@ class SimHost:
         batcher = SeriesBatcher(self.max_url_length)
         fixed = len(url("/series", series_query(run_id, [], None)).raw_path_qs)
         batches = batcher.plan(ids, fixed)
+        reasks = batcher.plan(gaps, fixed)
+        self.data.reasks += len(reasks)
         cost = batcher.id_cost(ids[0]) if ids else 1
         self.data.ids_per_request = (self.max_url_length - fixed) // cost
         self.data.series_per_run = len(batches)
         plain = f"test_run_id={run_id}"
         urls = [url("/metrics", plain)]
-        urls += [url("/series", series_query(run_id, batch, None)) for batch in batches]
+        urls += [url("/series", series_query(run_id, b, None)) for b in batches + reasks]
         urls += [url("/thresholds", plain), url("/run-overviews", plain)]
         self.data.urls += [str(u) for u in urls]
 
@@ -273,6 +285,7 @@ class Bench:
         out = self.work / f"out-{name}"
         size, _ = output_size(out) if out.exists() else (0, 0)
         times = sorted(e.at for e in log)
+        series = [e for e in log if e.endpoint == "series"]
         return Sample(
             wall=child.end - child.start,
             cpu=child.cpu,
@@ -281,6 +294,7 @@ class Bench:
             records=records,
             bytes_out=size,
             max_per_second=max_in_window(times, 1.0),
+            ids_per_request=sum(len(e.ids) for e in series) / len(series) if series else 0.0,
             lead_in=times[0] - child.start if times else 0.0,
             tail=child.end - times[-1] if times else 0.0,
         )

@@ -140,18 +140,29 @@ async def test_a_failed_run_leaves_no_file_and_the_others_complete(
     assert len([r for r in simulator.log if r.run_id == 999]) == 1
 
 
-async def test_missing_series_are_asked_again_alone_then_named_in_the_summary(
+async def test_missing_series_are_asked_again_together_then_named_in_the_summary(
     tmp_path: Path,
 ) -> None:
-    cloud = generate_cloud(runs=1, metrics=30, points=5, missing_series=2)
-    run_id = min(cloud.runs)
+    cloud = generate_cloud(runs=2, metrics=200, points=3, missing_series=12)
     async with Simulator(cloud) as sim:
-        await harvest_job(settings_for(sim, tmp_path), [RunTarget(run_id)])
-        summary = read_dir(tmp_path)[run_id][-1]["data"]
-        missing = {m["metric_id"] for m in summary["missing_series"]}
-        assert len(missing) == 2
-        alone = [r for r in sim.requests_for("series") if len(r.ids) == 1]
-        assert {r.ids[0] for r in alone} == missing
+        settings = settings_for(sim, tmp_path, max_url_length=2000, methods=["default", "max"])
+        await harvest_job(settings, targets(cloud))
+        for run_id, records in read_dir(tmp_path).items():
+            gaps = cloud.runs[run_id].missing
+            summary = records[-1]["data"]
+            named = [(m["metric_id"], m["method"]) for m in summary["missing_series"]]
+            assert sorted(named, key=str) == sorted(
+                [(i, m) for i in gaps for m in (None, "max")], key=str
+            )
+            ids = [m["id"] for m in cloud.runs[run_id].metrics()]
+            fixed = len(f"{V2}/series?" + series_query(run_id, [], "max"))
+            planned = math.ceil(len(ids) / ((2000 - fixed) // SeriesBatcher.id_cost(ids[0])))
+            for method in (None, "max"):
+                asked = [r for r in sim.requests_for("series") if (r.run_id, r.method) == (
+                    run_id, method)]  # fmt: skip
+                # Every planned batch, then one more holding every gap: 12 ids fit in one.
+                assert len(asked) == planned + 1
+                assert set(asked[-1].ids) == gaps
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
