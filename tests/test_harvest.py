@@ -17,7 +17,7 @@ from harvester.job import harvest_job
 from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.faults import FaultPlan
-from harvester.simulator.generated import generate_cloud
+from harvester.simulator.generated import GeneratedRun, generate_cloud
 from harvester.simulator.server import Simulator
 from tests.harvest_helpers import (
     canonical,
@@ -148,7 +148,9 @@ async def test_missing_series_are_asked_again_together_then_named_in_the_summary
         settings = settings_for(sim, tmp_path, max_url_length=2000, methods=["default", "max"])
         await harvest_job(settings, targets(cloud))
         for run_id, records in read_dir(tmp_path).items():
-            gaps = cloud.runs[run_id].missing
+            run = cloud.runs[run_id]
+            assert isinstance(run, GeneratedRun)
+            gaps = run.missing
             summary = records[-1]["data"]
             named = [(m["metric_id"], m["method"]) for m in summary["missing_series"]]
             assert sorted(named, key=str) == sorted(
