@@ -21,6 +21,14 @@ class UsageError(Exception):
     """argparse's complaint, reported as one line like every other bad input."""
 
 
+class Reported(Exception):
+    """An error already written to the log as a JSON line; only its exit status is left."""
+
+    def __init__(self, exit_status: int) -> None:
+        super().__init__(exit_status)
+        self.exit_status = exit_status
+
+
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # No prefix matching: `--run 5` must never quietly mean `--runs-in-flight 5`.
@@ -133,6 +141,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     _add_discovery_flags(runs)
     runs.add_argument("--out", help="archive directory: runs already in it are marked skip")
+    runs.add_argument(
+        "--output",
+        choices=("table", "json", "csv"),
+        help="table (default on a terminal), json (NDJSON, the default otherwise) or csv",
+    )
     runs.add_argument("--verbose", dest="log_level", action="store_const", const="verbose")
     _add_api_flags(runs)
     runs.set_defaults(handler=_cmd_runs)
@@ -142,6 +155,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     _add_worker_flags(worker)
     _add_api_flags(worker)
     worker.set_defaults(handler=_cmd_worker)
+    status = commands.add_parser(
+        "status", help="what the state file says: runs by state, failures, waiting runs"
+    )
+    where = status.add_mutually_exclusive_group()
+    where.add_argument("--state", metavar="FILE", help="the state file to read")
+    where.add_argument("--out", metavar="DIR", help="archive directory (its state file)")
+    status.add_argument(
+        "--output", choices=("table", "json"), help="table (default on a terminal) or json"
+    )
+    status.set_defaults(handler=_cmd_status)
     simulate = commands.add_parser("simulate", help="serve a simulated k6 Cloud API on loopback")
     if command == "simulate":  # its module imports aiohttp.web: only load it when asked
         from .simulator import command as simulate_command
@@ -183,9 +206,25 @@ def _cmd_harvest(ns: argparse.Namespace) -> int:
     from .progress import Reporter
 
     reporter = Reporter.for_settings(settings)
-    result = _run_async(_harvest, settings, reporter)
+    result = _reporting(reporter, _harvest, settings, reporter)
     reporter.finish(result)
     return exit_status(result)
+
+
+def _reporting(reporter: Any, func: Any, *args: Any) -> Any:
+    """Run the command's async body. In JSON-lines mode an error that ends it becomes a
+    JSON line, then the summary, so the log's last line still parses."""
+    try:
+        return _run_async(func, *args)
+    except Exception as exc:
+        from .errors import ConfigError, unwrap
+
+        # Bad input found before anything started stays one plain line (exit 2).
+        if not reporter.json_lines or isinstance(unwrap(exc), ConfigError):
+            raise
+        message, status = error_message(exc)
+        reporter.fatal(message, status)
+        raise Reported(status) from exc
 
 
 async def _harvest(settings: Any, reporter: Any) -> Any:
@@ -202,15 +241,22 @@ async def _harvest(settings: Any, reporter: Any) -> Any:
     async with reporter.showing(stats, gate):
         targets = [RunTarget(run_id) for run_id in settings.runs]
         if selection.active:
+            reporter.discovering()
             found, signum = await until_signal(
-                lambda: discover_runs(settings, selection, gate=gate, stats=stats)
+                lambda: discover_runs(settings, selection, gate=gate, stats=stats), reporter
             )
             if found is None:  # stopped while listing: nothing was written
                 return JobResult(HarvestReport(), stats, 0.0, interrupted_by=signum)
             reporter.discovered(found)
             targets = with_explicit(found, settings.runs)
         return await harvest_job(
-            settings, targets, observers=[reporter], stats=stats, gate=gate, handle_signals=True
+            settings,
+            targets,
+            observers=[reporter],
+            stats=stats,
+            gate=gate,
+            handle_signals=True,
+            listener=reporter,
         )
 
 
@@ -222,11 +268,10 @@ def _require_token(settings: Any) -> None:
 
 
 def _cmd_runs(ns: argparse.Namespace) -> int:
-    import orjson
-
     from .discovery import Selection, archived_in, discover_runs, listing
     from .errors import ConfigError
-    from .progress import Reporter, runs_table
+    from .progress import Reporter
+    from .tables import runs_table, write_rows
 
     settings = settings_from_args(ns)
     selection = Selection.from_settings(settings)
@@ -235,11 +280,11 @@ def _cmd_runs(ns: argparse.Namespace) -> int:
     _require_token(settings)
     found = _run_async(discover_runs, settings, selection)
     rows = listing(found, archived_in(settings))
-    if sys.stdout.isatty():
+    output = ns.output or ("table" if sys.stdout.isatty() else "json")
+    if output == "table":
         runs_table(sys.stdout, rows)
     else:
-        sys.stdout.buffer.write(b"".join(orjson.dumps(row) + b"\n" for row in rows))
-        sys.stdout.flush()
+        write_rows(sys.stdout, rows, output)
     Reporter.for_settings(settings, live_allowed=False).discovered(found)
     return EXIT_OK
 
@@ -257,7 +302,18 @@ def _cmd_worker(ns: argparse.Namespace) -> int:
             "`harvester harvest`"
         )
     _require_token(settings)
-    _run_async(run_worker, settings, Reporter.for_settings(settings, live_allowed=False))
+    reporter = Reporter.for_settings(settings, live_allowed=False, timestamps=True)
+    _reporting(reporter, run_worker, settings, reporter)
+    return EXIT_OK
+
+
+def _cmd_status(ns: argparse.Namespace) -> int:
+    """Read the state file (read-only: a running harvester may hold its lock)."""
+    from .status import read_status, status_path, write_status
+
+    report = read_status(status_path(ns.state, ns.out))
+    output = ns.output or ("table" if sys.stdout.isatty() else "json")
+    write_status(sys.stdout, report, output)
     return EXIT_OK
 
 
@@ -306,6 +362,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"harvester: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Reported as done:
+        if debug:
+            import traceback
+
+            traceback.print_exception(done.__cause__ or done, file=sys.stderr)
+        return done.exit_status
     except KeyboardInterrupt:
         print("harvester: interrupted", file=sys.stderr)
         return EXIT_SIGINT
@@ -313,24 +375,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report_error(exc, debug)
 
 
-def _report_error(exc: BaseException, debug: bool) -> int:
+def error_message(exc: BaseException) -> tuple[str, int]:
+    """(one line saying what went wrong, the exit status) for an error that ends a command."""
     from .errors import HarvesterError, unwrap
 
+    # The last line of defence: a task group's wrapper is never the message.
+    exc = unwrap(exc)
+    if isinstance(exc, HarvesterError):
+        return str(exc), exc.exit_code
+    return (
+        f"internal error: {type(exc).__name__}: {exc} "
+        "(run again with --debug for a traceback, and please report it)",
+        EXIT_FAILED,
+    )
+
+
+def _report_error(exc: BaseException, debug: bool) -> int:
     if debug:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
-    # The last line of defence: a task group's wrapper is never the message.
-    exc = unwrap(exc)
-    if isinstance(exc, HarvesterError):
-        print(f"harvester: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(
-        f"harvester: internal error: {type(exc).__name__}: {exc} "
-        "(run again with --debug for a traceback, and please report it)",
-        file=sys.stderr,
-    )
-    return EXIT_FAILED
+    message, status = error_message(exc)
+    print(f"harvester: {message}", file=sys.stderr)
+    return status
 
 
 def entrypoint() -> NoReturn:

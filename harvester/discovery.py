@@ -173,6 +173,8 @@ class Discovery:
     #: Runs listed but outside the --since/--until window.
     outside_window: int = 0
     requests: int = 0
+    #: Test names from the tests listings read (runs do not carry their test's name).
+    test_names: dict[int, str] = field(default_factory=dict)
 
     @property
     def found(self) -> int:
@@ -242,13 +244,16 @@ async def _runs_of(api: CloudApi, test_id: int, page_size: int) -> list[JsonObje
     return await read_pages(fetch, page_size)
 
 
-async def _test_ids(api: CloudApi, selection: Selection) -> list[int]:
-    """`--test`s first, then the tests of each `--project`, once each."""
+async def _test_ids(api: CloudApi, selection: Selection, names: dict[int, str]) -> list[int]:
+    """`--test`s first, then the tests of each `--project`, once each; the names of the
+    tests listed go into `names`."""
     ids: dict[int, None] = dict.fromkeys(selection.tests)
     for project_id in dict.fromkeys(selection.projects):
         for test in await _tests_of(api, project_id, selection.page_size):
             if isinstance(test.get("id"), int):
                 ids.setdefault(test["id"], None)
+                if isinstance(test.get("name"), str):
+                    names[test["id"]] = test["name"]
     return list(ids)
 
 
@@ -258,7 +263,8 @@ async def discover(api: CloudApi, selection: Selection, *, parallel: int = 4) ->
     rate gate spaces the requests whatever `parallel` is."""
     runs: list[JsonObject] = []
     before = api.transport.stats.request_count
-    test_ids = await _test_ids(api, selection)
+    names: dict[int, str] = {}
+    test_ids = await _test_ids(api, selection, names)
     slots = anyio.CapacityLimiter(parallel)
 
     async def one_test(test_id: int) -> None:
@@ -273,6 +279,7 @@ async def discover(api: CloudApi, selection: Selection, *, parallel: int = 4) ->
         raise unwrap(group) from None
     found = sort_runs(runs, selection)
     found.requests = api.transport.stats.request_count - before
+    found.test_names = names
     return found
 
 
@@ -314,21 +321,44 @@ def listing(
             action, reason = "skip", "already archived"
         else:
             action, reason = "harvest", target.incomplete_reason or ""
-        rows.append(_row(target.run, action, reason))
-    rows.extend(_row(p.run, "wait", p.reason) for p in found.pending)
+        rows.append(_row(target.run, action, reason, found.test_names))
+    rows.extend(_row(p.run, "wait", p.reason, found.test_names) for p in found.pending)
     rows.sort(key=lambda row: int(row["test_run_id"]))
     return rows
 
 
-def _row(run: JsonObject, action: str, reason: str) -> JsonObject:
+def _row(run: JsonObject, action: str, reason: str, test_names: dict[int, str]) -> JsonObject:
+    test_id = _status(run, "test_id")
     return {
         "test_run_id": run.get("id"),
-        "test_id": run.get("test_id"),
+        "test_id": test_id,
+        "test_name": run.get("test_name") or (test_names.get(test_id) if test_id else None),
         "project_id": run.get("project_id"),
         "created": run.get("created"),
         "run_status": run.get("run_status"),
         "processing_status": run.get("processing_status"),
         "result_status": run.get("result_status"),
+        "status": status_words(run),
+        "result": result_word(run),
         "action": action,
         "reason": reason,
     }
+
+
+def status_words(run: JsonObject) -> str:
+    """ "finished", "running", "finished, processing": the run and, when not done yet or
+    failed, its processing."""
+    run_status, processing = _status(run, "run_status"), _status(run, "processing_status")
+    words = RUN_STATUS_NAMES.get(run_status, "unknown") if run_status is not None else "unknown"
+    if run_status in FINAL_RUN_STATUSES and processing != PROCESSED:
+        more = PROCESSING_NAMES.get(processing, "unknown") if processing is not None else "unknown"
+        words += f", {more}"
+    return words
+
+
+def result_word(run: JsonObject) -> str:
+    """ "passed" or "failed" (its thresholds) for a run that is over; "" before."""
+    if _status(run, "run_status") not in FINAL_RUN_STATUSES:
+        return ""
+    result = _status(run, "result_status")
+    return {0: "passed", 1: "failed"}.get(result, "") if result is not None else ""

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, Protocol, TypeVar
 
 import anyio
 
@@ -31,6 +31,13 @@ from .transport import Transport
 
 SHUTDOWN_GRACE = 10.0
 T = TypeVar("T")
+
+
+class StopListener(Protocol):
+    """Told at once when a signal stops the job (the reporter says what happens next)."""
+
+    def stopping(self, signum: int, grace: float) -> None: ...
+    def stopping_now(self, signum: int) -> None: ...
 
 
 @dataclass
@@ -111,6 +118,7 @@ async def harvest_job(
     handle_signals: bool = False,
     grace: float = SHUTDOWN_GRACE,
     stop: anyio.Event | None = None,
+    listener: StopListener | None = None,
 ) -> JobResult:
     """Harvest `targets` as `settings` say and return what happened. One failed run does
     not raise; a rejected token raises `AuthRejected`, bad settings `ConfigError`.
@@ -129,7 +137,7 @@ async def harvest_job(
         watchers = [*observers, *([state] if state else [])]
         async with Transport(settings, gate=gate, stats=stats) as transport:
             scheduler = Scheduler(settings, CloudApi(transport), sink, stats, watchers)
-            interrupted = await _run(scheduler, todo, handle_signals, grace, stop)
+            interrupted = await _run(scheduler, todo, handle_signals, grace, stop, listener)
     done = {o.run_id for o in scheduler.report.outcomes}
     return JobResult(
         scheduler.report,
@@ -147,13 +155,15 @@ async def _run(
     handle_signals: bool,
     grace: float,
     stop: anyio.Event | None = None,
+    listener: StopListener | None = None,
 ) -> int | None:
     received: list[int] = []
     try:
         async with anyio.create_task_group() as tg:
             with anyio.CancelScope() as harvest_scope:
                 if handle_signals:
-                    tg.start_soon(_watch_signals, scheduler, harvest_scope, grace, received)
+                    watch = _watch_signals
+                    tg.start_soon(watch, scheduler, harvest_scope, grace, received, listener)
                 if stop is not None:
                     tg.start_soon(_watch_stop, scheduler, harvest_scope, grace, stop)
                 await scheduler.harvest(todo)
@@ -172,7 +182,9 @@ async def _watch_stop(
     harvest_scope.cancel()
 
 
-async def until_signal(func: Callable[[], Awaitable[T]]) -> tuple[T | None, int | None]:
+async def until_signal(
+    func: Callable[[], Awaitable[T]], listener: StopListener | None = None
+) -> tuple[T | None, int | None]:
     """Run `func()`; SIGINT/SIGTERM cancel it. (its result, None) or (None, the signal).
     For work that writes nothing, such as discovery: there is nothing to finish."""
     result: T | None = None
@@ -184,6 +196,8 @@ async def until_signal(func: Callable[[], Awaitable[T]]) -> tuple[T | None, int 
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for signum in signals:
                         received.append(signum)
+                        if listener is not None:
+                            listener.stopping(signum, 0.0)
                         tg.cancel_scope.cancel()
 
             tg.start_soon(watch)
@@ -195,15 +209,23 @@ async def until_signal(func: Callable[[], Awaitable[T]]) -> tuple[T | None, int 
 
 
 async def _watch_signals(
-    scheduler: Scheduler, harvest_scope: anyio.CancelScope, grace: float, received: list[int]
+    scheduler: Scheduler,
+    harvest_scope: anyio.CancelScope,
+    grace: float,
+    received: list[int],
+    listener: StopListener | None = None,
 ) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             received.append(signum)
             scheduler.stop()
+            if listener is not None:  # said at once: the stop may take `grace` seconds
+                listener.stopping(signum, grace)
             break
         # Runs in flight may finish within the grace period; a second signal ends it now.
         with anyio.move_on_after(grace):
-            async for _ in signals:
+            async for again in signals:
+                if listener is not None:
+                    listener.stopping_now(again)
                 break
         harvest_scope.cancel()

@@ -2,27 +2,32 @@
 
 Chosen once at start-up (`Reporter.for_settings`): on a TTY a live rich display (runs
 done/total, requests, records, request rate against the limit, retries, ETA) and a summary
-table at the end; otherwise one JSON object a line (cron, Kubernetes). Everything goes to
-stderr, so stdout stays pure NDJSON in `--out -` mode. rich is imported only when a
-display is actually shown: `harvester --version` must start fast.
+table at the end; otherwise one JSON object a line (cron, Kubernetes), each with an ISO
+8601 `time` and a `level`. Everything goes to stderr, so stdout stays pure NDJSON in
+`--out -` mode. rich is imported only when a display is actually shown: `harvester
+--version` must start fast.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import sys
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 import orjson
 
 from .errors import unwrap
+from .tables import make_console, plural, summary_table
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from rich.console import Console, RenderableType
     from rich.progress import Progress, TaskID
 
     from .config import Settings
@@ -32,13 +37,26 @@ if TYPE_CHECKING:
     from .scheduler import RunOutcome
     from .stats import HarvestStats
 
-#: Seconds between redraws of the live display, and the window the request rate is
-#: measured over.
+#: Seconds between redraws of the live display.
 TICK = 0.2
-#: Seconds over which the shown request rate is measured. Answers arrive in bunches, so
-#: a window can hold one more than R x window of them: 10 s keeps that under 0.1 req/s
-#: (3 s showed "4.3/4 req/s" under a limit of 4 that was kept).
-RATE_WINDOW = 10.0
+#: The level of each event in JSON lines; the rest are "info".
+LEVELS = {
+    "run_started": "debug",
+    "run_failed": "error",
+    "cycle_failed": "warning",
+    "stopping": "warning",
+    "stopping_now": "warning",
+    "interrupted": "warning",
+    "error": "error",
+}
+
+
+def signal_name(signum: int) -> str:
+    """SIGINT, not 2."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def wants_live(settings: Settings, stream: TextIO) -> bool:
@@ -51,17 +69,10 @@ def wants_live(settings: Settings, stream: TextIO) -> bool:
     return not (settings.to_stdout and sys.stdout.isatty())
 
 
-def make_console(stream: TextIO, *, force_terminal: bool | None = None) -> Console:
-    from rich.console import Console
-
-    if stream is sys.stderr:
-        return Console(stderr=True, force_terminal=force_terminal)
-    return Console(file=stream, force_terminal=force_terminal)
-
-
 class LiveDisplay:
     """A rich progress bar on stderr, redrawn from the event loop (no refresh thread, so
-    the counters are only ever read on the loop that updates them)."""
+    the counters are only ever read on the loop that updates them). Two lines, so it
+    reads whole at 80 columns: the bar with its ETA, then the counters."""
 
     def __init__(self, console: Console, stats: HarvestStats, gate: RateGate | None) -> None:
         from rich.progress import (
@@ -71,100 +82,140 @@ class LiveDisplay:
             TextColumn,
             TimeRemainingColumn,
         )
+        from rich.text import Text
 
         self.stats = stats
         self.gate = gate
+        self.discovering = False
+        self.counters = ""
+        display = self
+
+        class TwoLines(Progress):
+            def get_renderables(self) -> Any:
+                yield self.make_tasks_table(self.tasks)
+                yield Text(display.counters, no_wrap=False)
+
         # redirect_stdout=False: with rich's default the NDJSON on stdout was captured
         # into the display and a redirected `--out -` file came out empty (STYLE.md #14).
-        self.progress: Progress = Progress(
-            TextColumn("[bold]runs"),
-            BarColumn(),
+        self.progress: Progress = TwoLines(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=30),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"),
+            TextColumn("ETA"),
             TimeRemainingColumn(),
             console=console,
             auto_refresh=False,
             redirect_stdout=False,
             redirect_stderr=False,
         )
-        self.task: TaskID = self.progress.add_task("harvest", total=None, detail="discovering")
-        self._samples: deque[tuple[float, int]] = deque()
+        self.task: TaskID = self.progress.add_task("runs", total=None)
 
-    def request_rate(self, now: float) -> float:
-        """Requests per second over the last `RATE_WINDOW` seconds (over at least one
-        second, so the first request alone does not read as a burst)."""
-        count = self.stats.request_count
-        self._samples.append((now, count))
-        while now - self._samples[0][0] > RATE_WINDOW:
-            self._samples.popleft()
-        first_at, first_count = self._samples[0]
-        return (count - first_count) / max(now - first_at, 1.0)
-
-    def detail(self, now: float) -> str:
+    def detail(self) -> str:
+        """The counters line. The rate is the requests the gate admitted in the last
+        second, the very window its limit is about: it never reads above the limit."""
         s = self.stats
-        limit = f"/{self.gate.current:g}" if self.gate is not None else ""
-        paused = self.gate.paused_for if self.gate is not None else 0.0
-        text = (
-            f"{s.request_count} req  {self.request_rate(now):.1f}{limit} req/s  "
-            f"{s.record_count} records  {s.retries} retries"
-        )
+        parts = [plural(s.request_count, "request")]
+        if self.gate is not None:
+            parts.append(f"{self.gate.admitted_last_second()}/{self.gate.current:g} req/s")
+        parts += [plural(s.record_count, "record"), plural(s.retries, "retry", "retries")]
         if s.runs_failed:
-            text += f"  {s.runs_failed} failed"
+            parts.append(f"{s.runs_failed} failed")
+        paused = self.gate.paused_for if self.gate is not None else 0.0
         if paused > 0:
-            text += f"  paused {paused:.0f}s (429)"
-        return text
+            parts.append(f"paused {paused:.0f}s (429)")
+        return " · ".join(parts)
 
-    def tick(self, now: float) -> None:
+    def tick(self) -> None:
         s = self.stats
         total = s.runs_total or None
         done = s.runs_done + s.runs_failed
-        self.progress.update(self.task, total=total, completed=done, detail=self.detail(now))
+        self.counters = self.detail()
+        what = "discovering" if self.discovering else "runs"
+        self.progress.update(self.task, description=what, total=total, completed=done)
         self.progress.refresh()
+
+    def renderable(self) -> RenderableType:
+        """What the display shows now (for tests: rendered at a given width)."""
+        from rich.console import Group
+
+        self.tick()
+        return Group(*self.progress.get_renderables())
 
     def __enter__(self) -> LiveDisplay:
         self.progress.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.tick(time.monotonic())
+        self.tick()
         self.progress.stop()
+
+
+def now_iso() -> str:
+    """The time in ISO 8601, UTC, to the millisecond: 2026-01-31T02:30:00.123Z."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Reporter:
     """Observer of a harvest (see `scheduler.RunObserver`) that writes to stderr."""
 
     def __init__(
-        self, stream: TextIO, *, json_lines: bool, level: str = "info", live: bool = False
+        self,
+        stream: TextIO,
+        *,
+        json_lines: bool,
+        level: str = "info",
+        live: bool = False,
+        timestamps: bool = False,
+        to_stdout: bool = False,
     ) -> None:
         self.stream = stream
         self.json_lines = json_lines
         self.level = level
         self.live = live
+        self.timestamps = timestamps  # human lines of a long-running worker
+        self.to_stdout = to_stdout  # NDJSON on stdout: every line written is kept
         self._console: Console | None = None
         self._display: LiveDisplay | None = None
+        self._discovering = False
+        self._in_flight: set[int] = set()
+        self.stats: HarvestStats | None = None
         self.started = time.monotonic()  # the summary's time: discovery included
 
     @classmethod
     def for_settings(
-        cls, settings: Settings, stream: TextIO | None = None, *, live_allowed: bool = True
+        cls,
+        settings: Settings,
+        stream: TextIO | None = None,
+        *,
+        live_allowed: bool = True,
+        timestamps: bool = False,
     ) -> Reporter:
         """Lines for people on a TTY, JSON lines otherwise; a live display where wanted
         (`live_allowed=False` for the long-running worker and `harvester runs`)."""
         stream = stream if stream is not None else sys.stderr
         live = live_allowed and wants_live(settings, stream)
         json_lines = not stream.isatty() and not live
-        return cls(stream, json_lines=json_lines, level=settings.log_level, live=live)
+        return cls(
+            stream,
+            json_lines=json_lines,
+            level=settings.log_level,
+            live=live,
+            timestamps=timestamps,
+            to_stdout=settings.to_stdout,
+        )
 
     @contextlib.asynccontextmanager
     async def showing(
         self, stats: HarvestStats, gate: RateGate | None = None
     ) -> AsyncIterator[None]:
         """Show the live display (when this reporter is live) while the body runs."""
+        self.stats = stats
         if not self.live:
             yield
             return
         self._console = make_console(self.stream, force_terminal=True)
         with LiveDisplay(self._console, stats, gate) as display:
+            display.discovering = self._discovering
             self._display = display
             try:
                 async with anyio.create_task_group() as tg:
@@ -182,12 +233,18 @@ class Reporter:
     @staticmethod
     async def _redraw(display: LiveDisplay) -> None:
         while True:
-            display.tick(time.monotonic())
+            display.tick()
             await anyio.sleep(TICK)
 
     def event(self, event: str, message: str, **fields: Any) -> None:
         if self.json_lines:
-            doc = {"ts": round(time.time(), 3), "event": event, **fields, "message": message}
+            doc = {
+                "time": now_iso(),
+                "level": LEVELS.get(event, "info"),
+                "event": event,
+                **fields,
+                "message": message,
+            }
             self.stream.write(orjson.dumps(doc).decode() + "\n")
         elif self._display is not None:
             # Printed above the live bar, which redraws below it.
@@ -196,14 +253,49 @@ class Reporter:
             )
             return
         else:
-            self.stream.write(f"harvester: {message}\n")
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S ") if self.timestamps else ""
+            self.stream.write(f"{stamp}harvester: {message}\n")
         self.stream.flush()
 
+    # --- stopping ---------------------------------------------------------------------
+
+    def discovering(self) -> None:
+        """Discovery begins: the display and a stop say so."""
+        self._discovering = True
+        if self._display is not None:
+            self._display.discovering = True
+
+    def stopping(self, signum: int, grace: float) -> None:
+        """The first signal: say at once what happens now."""
+        name = signal_name(signum)
+        again = "Ctrl-C" if signum == signal.SIGINT else name
+        if self._discovering:
+            what = "discovering, nothing written yet"
+        else:
+            runs = len(self._in_flight)
+            what = (
+                f"{plural(runs, 'run')} in flight get {grace:g} s" if runs else "nothing in flight"
+            )
+        self.event(
+            "stopping",
+            f"stopping ({name}): {what}; {again} again to stop now",
+            signal=name,
+            in_flight=sorted(self._in_flight),
+        )
+
+    def stopping_now(self, signum: int) -> None:
+        name = signal_name(signum)
+        self.event("stopping_now", f"{name} again: stopping now", signal=name)
+
+    # --- run observer -------------------------------------------------------------------
+
     def run_started(self, run_id: int) -> None:
+        self._in_flight.add(run_id)
         if self.level == "verbose":
             self.event("run_started", f"run {run_id}: started", run_id=run_id)
 
     def run_ended(self, outcome: RunOutcome) -> None:
+        self._in_flight.discard(outcome.run_id)
         if self.level == "quiet" and outcome.ok:
             return
         if outcome.ok:
@@ -214,7 +306,8 @@ class Reporter:
             incomplete = "" if outcome.summary.get("complete", True) else " (incomplete)"
             self.event(
                 "run_done",
-                f"run {outcome.run_id}: {sum(counts.values())} records{gaps}{incomplete}{where}",
+                f"run {outcome.run_id}: {plural(sum(counts.values()), 'record')}"
+                f"{gaps}{incomplete}{where}",
                 run_id=outcome.run_id,
                 counts=counts,
                 missing_series=len(missing),
@@ -231,6 +324,9 @@ class Reporter:
 
     def discovered(self, found: Discovery) -> None:
         """What discovery found; each run left for later is named with --verbose."""
+        self._discovering = False
+        if self._display is not None:
+            self._display.discovering = False
         if self.level == "verbose":
             for pending in found.pending:
                 self.event(
@@ -246,98 +342,85 @@ class Reporter:
         )
         self.event(
             "discovered",
-            f"discovery: {found.found} runs, {len(found.targets)} ready, "
+            f"discovery: {plural(found.found, 'run')}, {len(found.targets)} ready, "
             f"{len(found.pending)} still running or processing{outside} "
-            f"({found.requests} requests)",
+            f"({plural(found.requests, 'request')})",
             ready=len(found.targets),
             pending=len(found.pending),
             outside_window=found.outside_window,
             requests=found.requests,
         )
 
+    # --- the end ------------------------------------------------------------------------
+
+    def fatal(self, message: str, exit_status: int) -> None:
+        """An error that ends the command, in JSON mode: a JSON line, then the summary
+        (so a log pipeline can parse the last line)."""
+        self.event("error", message, exit_status=exit_status)
+        from .stats import HarvestStats
+
+        stats = self.stats if self.stats is not None else HarvestStats()
+        self._summary_line(stats, Counter(stats.records), stats.bytes_written, [], 0)
+
     def finish(self, result: JobResult) -> None:
         if result.interrupted_by is not None:
+            name = signal_name(result.interrupted_by)
             self.event(
                 "interrupted",
-                f"stopped by signal {result.interrupted_by}: {len(result.not_done)} runs not "
-                "harvested (no partial files left; run the same command again to finish)",
-                signal=result.interrupted_by,
+                f"stopped by {name}: {plural(len(result.not_done), 'run')} not harvested "
+                "(no partial files left; run the same command again to finish)",
+                signal=name,
                 not_done=result.not_done,
             )
         seconds = time.monotonic() - self.started  # the whole job, discovery included
+        records, written = self.kept(result)
         if self.live:
-            summary_table(make_console(self.stream, force_terminal=True), result, seconds)
+            console = make_console(self.stream, force_terminal=True)
+            summary_table(console, result, seconds, records, written)
             return
-        stats = result.stats
-        failed = result.report.failed
+        failed = [{"run_id": o.run_id, "reason": o.reason} for o in result.report.failed]
+        self._summary_line(result.stats, records, written, failed, len(result.skipped), seconds)
+
+    def kept(self, result: JobResult) -> tuple[Counter[str], int]:
+        """Records and bytes that were kept: on stdout every line written; in a directory
+        only the runs published (a failed or stopped run's file is removed)."""
+        whole = result.interrupted_by is None and not result.report.failed
+        if self.to_stdout or whole:
+            return Counter(result.stats.records), result.stats.bytes_written
+        records: Counter[str] = Counter()
+        written = 0
+        for outcome in result.report.succeeded:
+            records.update(outcome.summary.get("counts", {}))
+            records["summary"] += 1
+            with contextlib.suppress(OSError):
+                written += os.stat(outcome.path or "").st_size
+        return records, written
+
+    def _summary_line(
+        self,
+        stats: HarvestStats,
+        records: Counter[str],
+        written: int,
+        failed: list[dict[str, Any]],
+        skipped: int,
+        seconds: float | None = None,
+    ) -> None:
+        seconds = time.monotonic() - self.started if seconds is None else seconds
+        total = sum(records.values())
         self.event(
             "summary",
-            f"{stats.runs_done} runs harvested, {len(failed)} failed, "
-            f"{len(result.skipped)} already done; {stats.request_count} requests, "
-            f"{stats.record_count} records, {stats.bytes_written / 1e6:.1f} MB "
-            f"in {seconds:.1f} s ({stats.retries} retries, {stats.throttled} throttled)",
+            f"{plural(stats.runs_done, 'run')} harvested, {len(failed)} failed, "
+            f"{skipped} already done; {plural(stats.request_count, 'request')}, "
+            f"{plural(total, 'record')}, {written / 1e6:.1f} MB in {seconds:.1f} s "
+            f"({plural(stats.retries, 'retry', 'retries')}, {stats.throttled} throttled)",
             runs_done=stats.runs_done,
             runs_failed=len(failed),
-            runs_skipped=len(result.skipped),
+            runs_skipped=skipped,
             requests=stats.request_count,
-            records=stats.record_count,
-            bytes=stats.bytes_written,
+            records=total,
+            bytes=written,
             seconds=round(seconds, 3),
             retries=stats.retries,
             throttled=stats.throttled,
-            failed=[{"run_id": o.run_id, "reason": o.reason} for o in failed],
+            failed=failed,
         )
-
-
-# --- tables -----------------------------------------------------------------------------
-
-
-def summary_table(console: Console, result: JobResult, seconds: float) -> None:
-    """The closing summary for people: totals, then one line per failed run."""
-    from rich.table import Table
-
-    s = result.stats
-    table = Table(title="harvest summary", show_header=False, title_justify="left")
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    rate = s.request_count / seconds if seconds > 0 else 0.0
-    rows = [
-        ("runs harvested", f"{s.runs_done}"),
-        ("runs failed", f"{len(result.report.failed)}"),
-        ("already archived", f"{len(result.skipped)}"),
-        ("requests", f"{s.request_count} ({rate:.1f}/s)"),
-        ("records", f"{s.record_count}"),
-        *((f"  {kind}", f"{n}") for kind, n in sorted(s.records.items())),
-        ("bytes written", f"{s.bytes_written / 1e6:.1f} MB"),
-        ("retries", f"{s.retries}"),
-        ("throttled (429)", f"{s.throttled}"),
-        ("time", f"{seconds:.1f} s"),
-    ]
-    for what, value in rows:
-        table.add_row(what, value)
-    console.print(table)
-    for outcome in result.report.failed:
-        console.print(f"run {outcome.run_id} failed: {outcome.reason}", markup=False)
-
-
-#: (row key, column header) of `harvester runs` on a TTY.
-RUN_COLUMNS = (
-    ("test_run_id", "run"),
-    ("test_id", "test"),
-    ("project_id", "project"),
-    ("created", "created"),
-    ("run_status", "status"),
-    ("processing_status", "processing"),
-    ("action", "action"),
-    ("reason", "why"),
-)
-
-
-def runs_table(stream: TextIO, rows: Sequence[dict[str, Any]]) -> None:
-    """`harvester runs` on a TTY: one row per discovered run."""
-    from rich.table import Table
-
-    table = Table(*(header for _, header in RUN_COLUMNS))
-    for row in rows:
-        table.add_row(*("" if row.get(key) is None else str(row[key]) for key, _ in RUN_COLUMNS))
-    make_console(stream).print(table)

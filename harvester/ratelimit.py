@@ -26,6 +26,7 @@ seconds without a 429 it steps back up towards the ceiling by `recovery_step` of
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -63,6 +64,7 @@ class RateGate:
         self._last_change = -math.inf
         self.current = ceiling
         self._limiter = self._make_limiter(ceiling)
+        self._admitted: deque[float] = deque()  # admission times of the last second
 
     @classmethod
     def for_settings(cls, settings: Settings) -> RateGate:
@@ -92,7 +94,17 @@ class RateGate:
             # A pause or a rate change while we queued invalidates the slot: queue again,
             # so throttled tasks cannot burst out at the old rate after the pause.
             if limiter is self._limiter and self._paused_until <= self._clock():
+                self._admitted.append(self._clock())
+                self.admitted_last_second()  # keeps the deque at most a second long
                 return
+
+    def admitted_last_second(self) -> int:
+        """Requests admitted in the last second: the window the guarantee is about, so
+        this never exceeds the ceiling (the progress display shows it as the rate)."""
+        now = self._clock()
+        while self._admitted and self._admitted[0] <= now - 1.0:
+            self._admitted.popleft()
+        return len(self._admitted)
 
     def throttled(self, retry_after: float) -> None:
         """A 429 arrived: pause every request for `retry_after` seconds and halve the rate."""

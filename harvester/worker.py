@@ -34,10 +34,11 @@ from .config import Settings
 from .discovery import Discovery, Selection, discover_runs, parse_duration
 from .errors import AuthRejected, ConfigError, HarvesterError, StateError, unwrap
 from .job import SHUTDOWN_GRACE, JobResult, harvest_job
-from .progress import Reporter
+from .progress import Reporter, signal_name
 from .ratelimit import RateGate
 from .scheduler import RunOutcome
 from .stats import HarvestStats
+from .tables import plural
 from .telemetry import CONTENT_TYPE, Telemetry, WorkerStatus
 
 #: Errors that waiting will not fix: the worker ends with their exit status.
@@ -79,6 +80,7 @@ class Worker:
         self.grace = grace
         self.clock = clock
         self.stats = HarvestStats()
+        self.reporter.stats = self.stats  # for the summary after a fatal error
         self.gate = RateGate.for_settings(settings)
         self.status = WorkerStatus()
         self.telemetry = Telemetry(self.stats, self.status, self.gate)
@@ -130,13 +132,11 @@ class Worker:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for signum in signals:
                 self.stopped_by = signum
-                self.reporter.event(
-                    "stopping", f"signal {signum}: stopping after the runs in flight", signal=signum
-                )
+                self.reporter.stopping(signum, self.grace)
                 self.stop()
                 break
             async for signum in signals:
-                self.reporter.event("stopping_now", f"signal {signum}: stopping now", signal=signum)
+                self.reporter.stopping_now(signum)
                 scope.cancel()
                 break
 
@@ -198,12 +198,12 @@ class Worker:
         except FATAL:
             raise
         except (HarvesterError, OSError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = str(exc)
         self.beat()
         self.status.cycles += 1
         self.status.last_cycle_seconds = time.monotonic() - started
         if error is None and result is not None and result.report.failed:
-            error = f"{len(result.report.failed)} runs failed"
+            error = f"{plural(len(result.report.failed), 'run')} failed"
         if error is None:
             self._failures = 0
             self.status.last_success = time.time()
@@ -262,7 +262,7 @@ class Worker:
         failed = len(result.report.failed) if result else 0
         self.reporter.event(
             event,
-            f"{message}: {done} runs harvested, {failed} failed, "
+            f"{message}: {plural(done, 'run')} harvested, {failed} failed, "
             f"{len(found.pending) if found else 0} waiting; next cycle in {wait:.0f} s",
             cycle=self.status.cycles,
             runs_done=done,
@@ -322,9 +322,9 @@ async def run_worker(
     result = await worker.run()
     worker.reporter.event(
         "stopped",
-        f"worker stopped after {result.cycles} cycles ({result.failed_cycles} failed)",
+        f"worker stopped after {plural(result.cycles, 'cycle')} ({result.failed_cycles} failed)",
         cycles=result.cycles,
         failed_cycles=result.failed_cycles,
-        signal=result.stopped_by,
+        signal=signal_name(result.stopped_by) if result.stopped_by is not None else None,
     )
     return result

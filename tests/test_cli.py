@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio.from_thread
+import orjson
 import pytest
 from aiohttp import web
 
@@ -91,7 +92,11 @@ def test_rejected_token_stops_at_once_without_retrying(
     args[args.index(SECRET)] = "wrong-token"
     assert main(args) == 2
     err = capfd.readouterr().err
-    assert "rejected the token" in err and err.count("\n") == 1
+    # Not a terminal: the error is a JSON line, and the summary after it is the last line.
+    error, summary = (orjson.loads(line) for line in err.splitlines())
+    assert (error["event"], error["level"], error["exit_status"]) == ("error", "error", 2)
+    assert "rejected the token" in error["message"] and SECRET not in err
+    assert summary["event"] == "summary" and summary["requests"] == 1
     assert len(sim.log) == 1 and sim.log[0].status == 401
     assert not list(tmp_path.glob("*.ndjson")) and not list(tmp_path.glob(".*.partial"))
 
@@ -211,7 +216,13 @@ def test_an_unreachable_api_during_discovery_is_one_line_and_exit_2(
     args = [*selector, "--token", "t", "--base-url", base, "--max-attempts", "2"]
     assert main([*args, "--rate", "1000"]) == 2
     err = capfd.readouterr().err
-    assert f"harvester: cannot reach the API at {base}" in err
+    if selector[0] == "harvest" and "--progress" not in selector:
+        # Not a terminal: a JSON line for the error, then the summary as the last line.
+        *_, error, summary = map(orjson.loads, err.splitlines())
+        assert error["message"].startswith(f"cannot reach the API at {base}")
+        assert summary["event"] == "summary"
+    else:
+        assert f"harvester: cannot reach the API at {base}" in err
     assert "ExceptionGroup" not in err and "internal error" not in err
 
 

@@ -3,6 +3,8 @@ harvests and `harvester runs`, against the simulator on loopback."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -16,6 +18,7 @@ from harvester.cli import main
 from harvester.config import Settings, load_settings
 from harvester.discovery import (
     INCOMPLETE_REASON,
+    RUN_STATUS_NAMES,
     Discovery,
     PendingRun,
     Selection,
@@ -32,6 +35,7 @@ from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.generated import FIRST_PROJECT_ID, generate_cloud
 from harvester.simulator.server import Simulator
+from harvester.tables import runs_table
 from tests.harvest_helpers import parse_lines, read_dir, settings_for
 from tests.process_helpers import run_cli
 
@@ -273,3 +277,33 @@ async def test_runs_lists_what_a_harvest_would_do_as_ndjson_without_harvesting(
         assert actions[run["id"]] == expected
     assert simulator.requests_for(*DATA_ENDPOINTS) == []
     assert parse_lines(result.stderr)[-1]["event"] == "discovered"
+
+
+async def test_runs_shows_words_test_names_and_results_as_csv_and_in_80_columns(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    result = await run_cli(simulator, "runs", "--project", str(PROJECT_A), "--output", "csv")
+    assert result.returncode == 0, result.stderr.decode()
+    rows = list(csv.DictReader(io.StringIO(result.stdout.decode())))
+    names = {t["id"]: t["name"] for t in cloud.tests_of(PROJECT_A)}
+    runs = {r["id"]: r for r in cloud.runs_of(None) if r["project_id"] == PROJECT_A}
+    assert [int(row["test_run_id"]) for row in rows] == sorted(runs)
+    for row in rows:
+        run = runs[int(row["test_run_id"])]
+        assert row["test_name"] == names[run["test_id"]]  # from the tests listing
+        assert row["status"].split(",")[0] in RUN_STATUS_NAMES.values()
+        if 3 <= run["run_status"] <= 9:  # over: its thresholds passed or failed
+            assert row["result"] == ("failed" if run["result_status"] else "passed")
+        else:
+            assert row["result"] == "" and row["action"] == "wait"
+    assert {row["result"] for row in rows} >= {"passed", "failed"}
+    assert any(row["status"] == "finished, processing" for row in rows)
+    stream = io.StringIO()
+    runs_table(stream, rows, width=80)
+    lines = stream.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    text = stream.getvalue()
+    for word in ("passed", "failed", "finished", "harvest", "wait"):
+        assert word in text
+    assert "…" not in text  # long cells wrap, they are not cut
+    assert all(name.split()[0] in text for name in names.values())

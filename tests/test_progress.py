@@ -6,28 +6,34 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import re
+import signal
 import struct
 import subprocess
 import sys
 import termios
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import orjson
 import pytest
+from rich.console import Console
 
 from harvester.config import Settings, load_settings
 from harvester.errors import AuthRejected
 from harvester.job import harvest_job
-from harvester.progress import Reporter, runs_table, wants_live
+from harvester.progress import LiveDisplay, Reporter, wants_live
 from harvester.ratelimit import RateGate
 from harvester.records import RECORD_TYPES
 from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
+from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import FIRST_PROJECT_ID
 from harvester.simulator.server import Simulator
 from harvester.stats import HarvestStats
+from harvester.tables import runs_table
 from tests.harvest_helpers import parse_lines, settings_for
 from tests.process_helpers import ROOT, cli_command, cli_env
 
@@ -133,7 +139,7 @@ def test_runs_table_shows_one_row_per_run() -> None:
     rows: list[dict[str, Any]] = [{"test_run_id": 7, "action": "harvest"}, {"test_run_id": 8}]
     runs_table(stream, rows)
     text = stream.getvalue()
-    assert "run" in text and "processing" in text and "harvest" in text
+    assert "run" in text and "status" in text and "harvest" in text
     assert " 7 " in text and " 8 " in text
 
 
@@ -202,3 +208,118 @@ def test_version_starts_without_loading_rich_aiohttp_or_prometheus() -> None:
         [sys.executable, "-c", probe], capture_output=True, cwd=ROOT, timeout=20, check=True
     )
     assert done.stdout.decode().splitlines()[-1] == "[]"
+
+
+def test_json_lines_carry_an_iso_time_and_a_level() -> None:
+    stream = io.StringIO()
+    reporter = Reporter(stream, json_lines=True)
+    reporter.event("run_done", "run 1: 1 record")
+    reporter.event("run_failed", "run 2 failed: not found")
+    done, failed = map(orjson.loads, stream.getvalue().splitlines())
+    moment = datetime.fromisoformat(done["time"].replace("Z", "+00:00"))
+    assert moment.tzinfo is not None and abs(datetime.now(UTC) - moment) < timedelta(minutes=5)
+    assert (done["level"], failed["level"]) == ("info", "error")
+
+
+def test_worker_lines_on_a_terminal_start_with_a_timestamp() -> None:
+    stream = TtyText()
+    settings = options(out="archive")
+    Reporter.for_settings(settings, stream, live_allowed=False, timestamps=True).event("x", "hi")
+    Reporter.for_settings(settings, stream, live_allowed=False).event("x", "plain")
+    stamped, plain = stream.getvalue().splitlines()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d harvester: hi", stamped)
+    assert plain == "harvester: plain"
+
+
+def test_a_stop_says_at_once_what_happens_with_the_signal_by_name() -> None:
+    stream = io.StringIO()
+    reporter = Reporter(stream, json_lines=False)
+    reporter.run_started(1)
+    reporter.stopping(signal.SIGINT, 10.0)
+    reporter.run_started(2)
+    reporter.stopping(signal.SIGTERM, 10.0)
+    reporter.stopping_now(signal.SIGINT)
+    reporter.discovering()
+    reporter.stopping(signal.SIGINT, 10.0)
+    assert stream.getvalue().splitlines() == [
+        "harvester: stopping (SIGINT): 1 run in flight get 10 s; Ctrl-C again to stop now",
+        "harvester: stopping (SIGTERM): 2 runs in flight get 10 s; SIGTERM again to stop now",
+        "harvester: SIGINT again: stopping now",
+        "harvester: stopping (SIGINT): discovering, nothing written yet; Ctrl-C again to stop now",
+    ]
+
+
+async def test_the_summary_counts_only_records_that_were_kept(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    """Every run fails at its overview after its metrics and series were written: their
+    files are removed, so the summary counts no record and no byte."""
+    simulator.faults = FaultPlan(p_500=1.0, fault_endpoints=frozenset({"overview"}))
+    stream = io.StringIO()
+    settings = settings_for(simulator, tmp_path, max_attempts=1)
+    reporter = Reporter.for_settings(settings, stream)
+    targets = [RunTarget(run_id) for run_id in sorted(cloud.runs)]
+    result = await harvest_job(settings, targets, observers=[reporter])
+    reporter.finish(result)
+    assert result.stats.record_count > 0 and len(result.report.failed) == len(cloud.runs)
+    summary = orjson.loads(stream.getvalue().splitlines()[-1])
+    assert (summary["event"], summary["records"], summary["bytes"]) == ("summary", 0, 0)
+    assert not list(tmp_path.glob("*.ndjson"))
+
+
+def rendered(renderable: object, width: int = 80) -> list[str]:
+    console = Console(width=width, file=io.StringIO(), force_terminal=False)
+    console.print(renderable)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    return [line.rstrip() for line in text.splitlines()]
+
+
+async def test_the_live_display_reads_whole_at_80_columns() -> None:
+    stats = HarvestStats(runs_total=1200, runs_done=345, retries=1, runs_failed=2)
+    stats.requests[("series", 200)] = 123_456
+    stats.records["series"] = 9_876_543
+    gate = RateGate(5)
+    gate.throttled(30)
+    display = LiveDisplay(Console(width=80, file=io.StringIO()), stats, gate)
+    lines = rendered(display.renderable())
+    text = "\n".join(lines)
+    assert all(len(line) <= 80 for line in lines)
+    assert "…" not in text  # nothing cut short
+    assert "347/1200" in text and "ETA" in text  # done and failed
+    for part in ("123456 requests", "/2.5 req/s", "9876543 records", "1 retry", "2 failed"):
+        assert part in text
+    assert "paused" in text and "(429)" in text
+    display.discovering = True
+    assert "discovering" in "\n".join(rendered(display.renderable()))
+
+
+async def test_the_shown_rate_never_exceeds_the_limit_the_gate_kept() -> None:
+    """Many tasks go through a gate of 20/s for 1.5 s; the display is read at every
+    admission and between them: the rate it shows is never above 20."""
+    limit = 20
+    gate = RateGate(limit)
+    display = LiveDisplay(Console(width=80, file=io.StringIO()), HarvestStats(), gate)
+    shown: list[int] = []
+
+    def read() -> None:
+        match = re.search(r"(\d+)/(\d+) req/s", display.detail())
+        assert match is not None and int(match[2]) == limit
+        shown.append(int(match[1]))
+
+    async def hammer() -> None:
+        while True:
+            await gate.acquire()
+            read()
+
+    async def watch() -> None:
+        while True:
+            read()
+            await anyio.sleep(0.01)
+
+    with anyio.move_on_after(1.5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            for _ in range(8):
+                tg.start_soon(hammer)
+    assert max(shown) <= limit
+    assert max(shown) >= limit // 2  # it does show the rate, not a constant

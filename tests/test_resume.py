@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import anyio
+import orjson
 import pytest
 from anyio.abc import Process
 
@@ -77,9 +78,19 @@ async def test_sigterm_stops_cleanly_with_143_and_a_rerun_completes(tmp_path: Pa
             assert await process.wait() == 143
             assert process.stderr is not None
             err = b"".join([chunk async for chunk in process.stderr]).decode()
-        assert "stopped by signal 15" in err and "run the same command again" in err
+        events = {e["event"]: e for e in map(orjson.loads, err.splitlines())}
+        # Said at once, before the runs in flight finish: what happens, and how to hurry it.
+        assert events["stopping"]["message"].startswith("stopping (SIGTERM): ")
+        assert "in flight get 10 s; SIGTERM again to stop now" in events["stopping"]["message"]
+        assert "stopped by SIGTERM" in err and "run the same command again" in err
         assert not list(tmp_path.glob(".*.partial"))
         done_before = {int(p.stem) for p in tmp_path.glob("*.ndjson")}
+        # The summary counts what was kept: the records of the published files, no more.
+        kept = sum(len(records) for records in read_dir(tmp_path).values())
+        assert events["summary"]["records"] == kept
+        assert events["summary"]["bytes"] == sum(
+            p.stat().st_size for p in tmp_path.glob("*.ndjson")
+        )
         assert len(done_before) < len(cloud.runs)
         with HarvestState.open(tmp_path / STATE_FILE_NAME) as state:
             assert state.done_runs(cloud.runs) == done_before
@@ -164,7 +175,8 @@ async def test_sigterm_while_discovering_stops_at_once_with_143(tmp_path: Path) 
                 assert await process.wait() == 143
             assert process.stderr is not None
             err = b"".join([chunk async for chunk in process.stderr]).decode()
-    assert "stopped by signal 15" in err and "Traceback" not in err
+    assert "stopped by SIGTERM" in err and "Traceback" not in err
+    assert "stopping (SIGTERM): discovering, nothing written yet" in err
     assert not list(tmp_path.glob("*.ndjson")) and not list(tmp_path.glob(".*.partial"))
 
 

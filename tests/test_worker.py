@@ -267,6 +267,6 @@ async def test_sigterm_stops_the_worker_process_cleanly(cloud: SimCloud, tmp_pat
             if process.returncode is None:
                 process.kill()
             await process.aclose()
-    assert stopped["signal"] == signal.SIGTERM
+    assert stopped["signal"] == "SIGTERM"
     assert sorted(read_dir(tmp_path)) == ready_runs(cloud)
     assert not list(tmp_path.glob(".*.partial"))

@@ -1,0 +1,145 @@
+"""Tables for people, and the same rows for programs: the harvest summary, `harvester
+runs` and `harvester status`. Each table is laid out to read whole at 80 columns.
+
+rich is imported inside the functions: only a terminal pays for it.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+import orjson
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .job import JobResult
+
+Row = dict[str, Any]
+
+
+def plural(count: int, singular: str, many: str | None = None) -> str:
+    """ "1 run", "2 runs", "0 retries"."""
+    return f"{count} {singular if count == 1 else (many or singular + 's')}"
+
+
+def make_console(stream: TextIO, *, force_terminal: bool | None = None) -> Console:
+    from rich.console import Console
+
+    if stream is sys.stderr:
+        return Console(stderr=True, force_terminal=force_terminal)
+    return Console(file=stream, force_terminal=force_terminal)
+
+
+def summary_table(
+    console: Console, result: JobResult, seconds: float, records: Counter[str], written: int
+) -> None:
+    """The closing summary for people: totals of what was kept, then each failed run."""
+    from rich.table import Table
+
+    s = result.stats
+    table = Table(title="harvest summary", show_header=False, title_justify="left")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rate = s.request_count / seconds if seconds > 0 else 0.0
+    rows = [
+        ("runs harvested", f"{s.runs_done}"),
+        ("runs failed", f"{len(result.report.failed)}"),
+        ("already archived", f"{len(result.skipped)}"),
+        ("requests", f"{s.request_count} ({rate:.1f}/s)"),
+        ("records", f"{sum(records.values())}"),
+        *((f"  {kind}", f"{n}") for kind, n in sorted(records.items())),
+        ("bytes written", f"{written / 1e6:.1f} MB"),
+        ("retries", f"{s.retries}"),
+        ("throttled (429)", f"{s.throttled}"),
+        ("time", f"{seconds:.1f} s"),
+    ]
+    for what, value in rows:
+        table.add_row(what, value)
+    console.print(table)
+    for outcome in result.report.failed:
+        console.print(f"run {outcome.run_id} failed: {outcome.reason}", markup=False)
+
+
+# --- rows for people and programs ---------------------------------------------------------
+
+#: (row key, column header) of `harvester runs` on a TTY; JSON and CSV carry every key.
+RUN_COLUMNS = (
+    ("test_run_id", "run"),
+    ("test", "test"),
+    ("created", "created"),
+    ("status", "status"),
+    ("result", "result"),
+    ("action", "action"),
+)
+
+
+#: The action column with its reason in a word (JSON and CSV carry the whole reason).
+ACTION_WORDS = {("harvest", True): "harvest (incomplete)", ("skip", True): "skip (archived)"}
+#: Columns that take the room left and wrap; the others keep their width.
+WIDE_COLUMNS = frozenset({"test", "status", "action", "reason"})
+
+
+def shown(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def print_table(
+    stream: TextIO,
+    columns: Sequence[tuple[str, str]],
+    rows: Sequence[Row],
+    *,
+    title: str | None = None,
+    width: int | None = None,
+) -> None:
+    """Rows as a rich table that wraps long cells instead of cutting them."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    # No vertical rules: 80 columns hold the cells, not the box around them.
+    table = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for key, header in columns:
+        wide = key in WIDE_COLUMNS
+        table.add_column(header, overflow="fold", ratio=2 if wide else None, no_wrap=not wide)
+    for row in rows:
+        table.add_row(*(shown(row.get(key)) for key, _ in columns))
+    console = make_console(stream) if width is None else Console(file=stream, width=width)
+    console.print(table)
+
+
+def runs_table(stream: TextIO, rows: Sequence[Row], *, width: int | None = None) -> None:
+    """`harvester runs` on a TTY: one row per discovered run."""
+    people = [
+        {
+            **row,
+            "test": row.get("test_name") or row.get("test_id"),
+            "created": shown(row.get("created")).replace("T", " ")[:16],
+            "action": ACTION_WORDS.get((shown(row.get("action")), bool(row.get("reason"))))
+            or row.get("action"),
+        }
+        for row in rows
+    ]
+    print_table(stream, RUN_COLUMNS, people, width=width)
+
+
+def write_rows(stream: TextIO, rows: Sequence[Row], output: str) -> None:
+    """Rows as NDJSON (`json`) or CSV with a header line (`csv`)."""
+    if output == "csv":
+        keys = list(dict.fromkeys(key for row in rows for key in row))
+        writer = csv.DictWriter(stream, fieldnames=keys, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        stream.write("".join(orjson.dumps(row).decode() + "\n" for row in rows))
+    stream.flush()
