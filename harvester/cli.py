@@ -97,6 +97,15 @@ def _add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> N
             default=None,
             help="for runs given by id, also fetch the k6-run object (one request per run)",
         )
+    g.add_argument(
+        "--export-csv",
+        action="store_true",
+        default=None,
+        help="also fetch each run's CSV export into <out>/<id>.csv[.gz] (directory output only)",
+    )
+    g.add_argument(
+        "--export-timeout", help="seconds to wait for a CSV export to be ready (default 600)"
+    )
     g.add_argument("--runs-in-flight", help="runs harvested at once (default 4)")
     g.add_argument("--state", help="state file (default <out>/.harvester-state.sqlite)")
     g.add_argument("--force", action="store_true", default=None, help="re-harvest finished runs")
@@ -179,7 +188,8 @@ _SETTINGS_FLAGS = (
     "connect_timeout", "read_timeout", "max_attempts", "retry_budget", "max_retry_after",
     "allow_insecure", "runs", "runs_file", "out", "methods", "details", "run_record",
     "runs_in_flight", "state", "force", "log_level", "progress", "projects", "tests", "since",
-    "until", "page_size", "interval", "listen_host", "listen_port",
+    "until", "page_size", "interval", "listen_host", "listen_port", "export_csv",
+    "export_timeout",
 )  # fmt: skip
 
 

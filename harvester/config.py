@@ -84,6 +84,8 @@ class Settings:
     runs_in_flight: int = _section("harvest", 4)
     channel_size: int = _section("harvest", 16)
     force: bool = _section("harvest", False)
+    export_csv: bool = _section("harvest", False)
+    export_timeout: float = _section("harvest", 600.0)
     # [discovery]
     projects: tuple[int, ...] = _section("discovery", ())
     tests: tuple[int, ...] = _section("discovery", ())
@@ -123,6 +125,7 @@ def _validate(s: Settings) -> None:
         "read_timeout",
         "retry_budget",
         "max_retry_after",
+        "export_timeout",
     ):
         _positive(name, getattr(s, name))
     for name in ("concurrency", "runs_in_flight", "max_attempts", "channel_size", "page_size"):
@@ -139,6 +142,10 @@ def _validate(s: Settings) -> None:
         if run_id <= 0:
             raise ConfigError(f"run ids are positive integers (got {run_id})")
     _validate_base_url(s.base_url, s.allow_insecure)
+    if s.export_csv and s.to_stdout:
+        raise ConfigError(
+            "--export-csv writes <test_run_id>.csv files beside the NDJSON: give --out DIR"
+        )
     if any(not ch.isprintable() or ch.isspace() for ch in s.token.reveal()):
         raise ConfigError(
             "the API token contains spaces or control characters; check K6_CLOUD_TOKEN "

@@ -21,9 +21,9 @@ import anyio
 from .api import CloudApi, JsonObject
 from .config import Settings
 from .errors import ConfigError, unwrap
+from .export import run_archived
 from .ratelimit import RateGate
 from .scheduler import RunTarget
-from .sinks import final_path
 from .stats import HarvestStats
 from .transport import Transport
 
@@ -302,12 +302,12 @@ async def discover_runs(
 
 
 def archived_in(settings: Settings) -> Callable[[int], bool]:
-    """Whether a run is archived in `--out DIR` (its final file exists; the files are the
+    """Whether a run is archived in `--out DIR` (its final files exist; the files are the
     truth). The state file is not read: a running worker holds its lock."""
     if settings.to_stdout:
         return lambda _run_id: False
     out = Path(settings.out)
-    return lambda run_id: final_path(out, run_id).exists()
+    return lambda run_id: run_archived(out, run_id, settings.export_csv)
 
 
 def listing(

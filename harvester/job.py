@@ -22,9 +22,10 @@ import anyio
 from .api import CloudApi
 from .config import Settings
 from .errors import unwrap
+from .export import run_archived
 from .ratelimit import RateGate
 from .scheduler import HarvestReport, RunObserver, RunTarget, Scheduler
-from .sinks import DirectorySink, Sink, StreamSink, final_path, prepare_output_dir
+from .sinks import DirectorySink, Sink, StreamSink, prepare_output_dir
 from .state import STATE_FILE_NAME, HarvestState
 from .stats import HarvestStats
 from .transport import Transport
@@ -78,7 +79,8 @@ def remove_leftovers(settings: Settings) -> int:
     now) guards the output directory: then no other harvester can be writing them."""
     if settings.to_stdout or settings.state is not None:
         return 0
-    leftovers = list(Path(settings.out).glob(".*.ndjson.partial"))
+    out = Path(settings.out)
+    leftovers = [*out.glob(".*.ndjson.partial"), *out.glob(".*.csv.*.partial")]
     for path in leftovers:
         path.unlink(missing_ok=True)
     return len(leftovers)
@@ -97,7 +99,7 @@ def split_done(
         if settings.to_stdout:
             archived = target.run_id in done_in_state
         else:
-            archived = final_path(Path(settings.out), target.run_id).exists()
+            archived = run_archived(Path(settings.out), target.run_id, settings.export_csv)
             if not archived and target.run_id in done_in_state and state is not None:
                 state.forget(target.run_id)  # done, says the state; the file says otherwise
         if archived:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -18,6 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .api import CloudApi, JsonObject
 from .config import Settings
 from .errors import JOB_FATAL, HarvesterError, describe, unwrap
+from .export import CsvExporter, ExportedFile, summary_fields
 from .records import Lines, Message, RunFailed, RunFinished, RunStarted, encode
 from .retry import RetryBudget, current_budget
 from .run_harvest import RunHarvest
@@ -98,6 +100,13 @@ class Scheduler:
         self.report = HarvestReport()
         self._batch_slots = anyio.CapacityLimiter(settings.concurrency)
         self._stopping = False
+        self._exporter = (
+            CsvExporter(
+                api, Path(settings.out), timeout=settings.export_timeout, replace=settings.force
+            )
+            if settings.export_csv
+            else None
+        )
 
     def stop(self) -> None:
         """Start no new runs; runs in flight go on until they finish or are cancelled."""
@@ -141,7 +150,7 @@ class Scheduler:
             run_object = target.run
             if run_object is None and self.settings.run_record:
                 run_object = await self.api.get_run(target.run_id)
-            summary = await harvest.run(run_object)
+            summary = await self._harvest_and_export(harvest, run_object)
         except (HarvesterError, ExceptionGroup) as exc:
             error = unwrap(exc)
             if isinstance(error, JOB_FATAL) or not isinstance(error, HarvesterError):
@@ -154,6 +163,25 @@ class Scheduler:
         if target.incomplete_reason:
             summary["incomplete_reason"] = target.incomplete_reason
         await send.send(RunFinished(target.run_id, summary))
+
+    async def _harvest_and_export(
+        self, harvest: RunHarvest, run_object: JsonObject | None
+    ) -> dict[str, Any]:
+        """The run's records and, with --export-csv, its CSV file, side by side (an export
+        may take minutes to be ready). The CSV is published before this returns, so
+        before the run's NDJSON."""
+        exporter = self._exporter
+        if exporter is None:
+            return await harvest.run(run_object)
+        exported: list[ExportedFile] = []
+
+        async def export() -> None:
+            exported.append(await exporter.export(harvest.run_id))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(export)
+            summary = await harvest.run(run_object)
+        return {**summary, **summary_fields(exported[0])}
 
     # --- writing --------------------------------------------------------------------
 

@@ -55,6 +55,15 @@ def start_writeback(fh: BinaryIO) -> None:
             os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
+def fsync_directory(path: Path) -> None:
+    """Make a rename in `path` durable: the directory entry itself is fsynced."""
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def final_path(out_dir: Path, run_id: int) -> Path:
     return out_dir / f"{run_id}.ndjson"
 
@@ -116,11 +125,7 @@ class DirectorySink:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(temp, final)
-        dir_fd = os.open(self.out_dir, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(self.out_dir)
 
     async def abort(self, run_id: int) -> None:
         fh = self._files.pop(run_id, None)

@@ -7,9 +7,11 @@ try or retry, passes the shared `RateGate` and a bound on requests in flight.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
 import anyio
@@ -40,6 +42,7 @@ from .stats import HarvestStats
 
 USER_AGENT = f"k6-harvester/{__version__} aiohttp/{aiohttp.__version__}"
 MAX_REDIRECTS = 3
+T = TypeVar("T")
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -155,11 +158,18 @@ class Transport:
     async def get(self, endpoint: str, url: URL) -> Any:
         """GET `url` with retries and return the parsed JSON; `endpoint` names it in stats
         and errors."""
+        return await self._retrying(endpoint, lambda: self._attempt(endpoint, url))
+
+    async def post(self, endpoint: str, url: URL) -> Any:
+        """POST (no body) to `url` with the same retries, token and gate as `get`."""
+        return await self._retrying(endpoint, lambda: self._attempt(endpoint, url, "POST"))
+
+    async def _retrying(self, endpoint: str, attempt_once: Callable[[], Awaitable[T]]) -> T:
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._attempt(endpoint, url)
+                return await attempt_once()
             except RetryableError as exc:
                 self.stats.errors[(endpoint, type(exc).__name__)] += 1
                 await self._wait_before_retry(endpoint, exc, attempt)
@@ -195,11 +205,11 @@ class Transport:
         else:
             await anyio.sleep(wait)
 
-    async def _attempt(self, endpoint: str, url: URL) -> Any:
+    async def _attempt(self, endpoint: str, url: URL, method: str = "GET") -> Any:
         assert self._session is not None, "use Transport as an async context manager"
         async with self._slots:
             await self.gate.acquire()
-            status, body, headers = await self._send(endpoint, url)
+            status, body, headers = await self._send(endpoint, url, method)
         self._ever_answered = True
         self.stats.requests[(endpoint, status)] += 1
         self.stats.bytes_received += len(body)
@@ -213,35 +223,20 @@ class Transport:
                 ) from exc
         raise classify(status, body, headers, short_url(url))
 
-    async def _send(self, endpoint: str, url: URL) -> tuple[int, bytes, Any]:
+    async def _send(self, endpoint: str, url: URL, method: str = "GET") -> tuple[int, bytes, Any]:
         assert self._session is not None
         target = url
         for _ in range(MAX_REDIRECTS + 1):
             headers = {"Authorization": f"Token {self._token.reveal()}"}
-            try:
-                async with self._session.get(
-                    target, headers=headers, allow_redirects=False
+            with errors_made_ours(endpoint, url, short_url(url)):
+                async with self._session.request(
+                    method, target, headers=headers, allow_redirects=False
                 ) as resp:
                     body = await resp.read()
                     if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                         target = self._follow(target, resp.headers["Location"])
                         continue
                     return resp.status, body, resp.headers
-            except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-                raise RequestTimeout(f"{endpoint}: no answer in time", url=short_url(url)) from exc
-            except aiohttp.ClientPayloadError as exc:
-                raise TruncatedBody(
-                    f"{endpoint}: the body was cut short", url=short_url(url)
-                ) from exc
-            except aiohttp.ClientConnectorError as exc:
-                raise ConnectionFailed(
-                    f"cannot connect to {url.host}:{url.port} ({exc.strerror or exc})",
-                    url=short_url(url),
-                ) from exc
-            except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as exc:
-                raise ConnectionFailed(
-                    f"{endpoint}: connection broke ({type(exc).__name__})", url=short_url(url)
-                ) from exc
         raise ApiStatusError(f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=short_url(url))
 
     def _follow(self, current: URL, location: str) -> URL:
@@ -253,6 +248,82 @@ class Transport:
                 url=str(current),
             )
         return nxt
+
+    # --- files on other origins (the CSV export) ---------------------------------------
+
+    async def download(self, url: URL, into: BinaryIO) -> int:
+        """Stream the body at `url` into `into`, bytes exactly as served (no decoding), and
+        return their count. For a file k6 Cloud hands out, typically a signed URL on a
+        storage host: it goes to any origin, redirects included, so it NEVER carries the
+        token. Same gate, slots and retries as API requests; a retry starts the file over."""
+        return await self._retrying(FILE_ENDPOINT, lambda: self._download_once(url, into))
+
+    async def _download_once(self, url: URL, into: BinaryIO) -> int:
+        assert self._session is not None, "use Transport as an async context manager"
+        into.seek(0)
+        into.truncate()
+        shown = file_where(url)
+        size = 0
+        async with self._slots:
+            await self.gate.acquire()
+            with errors_made_ours(FILE_ENDPOINT, url, shown):
+                async with self._session.get(
+                    url,
+                    headers={"Accept": "*/*"},
+                    max_redirects=MAX_REDIRECTS,
+                    auto_decompress=False,
+                ) as resp:
+                    self.stats.requests[(FILE_ENDPOINT, resp.status)] += 1
+                    if not 200 <= resp.status < 300:
+                        raise download_error(resp.status, await resp.read(), resp.headers, shown)
+                    async for chunk in resp.content.iter_chunked(FILE_CHUNK):
+                        into.write(chunk)
+                        size += len(chunk)
+        self.stats.bytes_received += size
+        return size
+
+
+FILE_ENDPOINT = "export_file"
+FILE_CHUNK = 1 << 16
+
+
+def download_error(status: int, body: bytes, headers: Any, shown: str) -> ApiError:
+    """Transient answers are retried as for the API; any other is the file's own status
+    (a 403 there is an expired signature, not a rejected token)."""
+    error = classify(status, body, headers, shown)
+    if isinstance(error, RetryableError):
+        return error
+    return ApiStatusError(
+        f"the CSV export file {shown} answered HTTP {status}", status=status, url=shown
+    )
+
+
+def file_where(url: URL) -> str:
+    """A file URL for messages: host and path, never the query (a signed URL's query is
+    its credential)."""
+    return f"{url.host}{url.path}"
+
+
+@contextlib.contextmanager
+def errors_made_ours(endpoint: str, url: URL, shown: str) -> Iterator[None]:
+    """aiohttp's exceptions as ours: timeouts, cut bodies and broken connections are
+    retryable; too many redirects is not."""
+    try:
+        yield
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise RequestTimeout(f"{endpoint}: no answer in time", url=shown) from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise TruncatedBody(f"{endpoint}: the body was cut short", url=shown) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise ConnectionFailed(
+            f"cannot connect to {url.host}:{url.port} ({exc.strerror or exc})", url=shown
+        ) from exc
+    except aiohttp.TooManyRedirects as exc:
+        raise ApiStatusError(f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=shown) from exc
+    except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as exc:
+        raise ConnectionFailed(
+            f"{endpoint}: connection broke ({type(exc).__name__})", url=shown
+        ) from exc
 
 
 def short_url(url: URL) -> str:

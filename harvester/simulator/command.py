@@ -13,6 +13,7 @@ import anyio
 
 from harvester.errors import ConfigError
 from harvester.simulator.cloud import SimCloud
+from harvester.simulator.exports import ExportKnobs
 from harvester.simulator.faults import DATA_ENDPOINTS, FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.model import RunData
@@ -93,6 +94,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SECONDS",
         help="series bucket width of --from-k6 runs",
+    )
+
+    export = parser.add_argument_group("CSV export")
+    export.add_argument(
+        "--export-delay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="time from POST .../export until the run object has export_file (default: 0)",
+    )
+    export.add_argument(
+        "--export-gzip", action="store_true", help="serve export files gzip-compressed"
     )
 
     faults = parser.add_argument_group("faults")
@@ -261,6 +274,7 @@ def run(ns: argparse.Namespace) -> int:
     plan = fault_plan(ns)
     cloud = build_cloud(ns)
     sim = Simulator(cloud, token=ns.token, faults=plan, host=ns.host, port=ns.port)
+    sim.exports.knobs = ExportKnobs(delay=ns.export_delay, gzip=ns.export_gzip)
     try:
         anyio.run(_serve, sim)
     except OSError as exc:

@@ -6,6 +6,7 @@ change while serving (runs are added live), so they are rendered per request.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -195,13 +196,16 @@ def _run_meta(request: web.Request) -> JsonObject:
 
 
 async def run(request: web.Request) -> web.Response:
-    return _dumps({"k6-run": _run_meta(request)})
+    meta = _run_meta(request)
+    _state(request).exports.refresh(meta, time.monotonic())
+    return _dumps({"k6-run": meta})
 
 
 async def export(request: web.Request) -> web.Response:
     meta = _run_meta(request)
-    meta["export"] = {"export_status": 1, "export_file": None}  # 1: export in progress
-    return _dumps({"exports": [{"export_status": 1, "load_test_run_id": meta["id"]}]})
+    _state(request).exports.start(meta, time.monotonic())
+    status = meta["export"]["export_status"]
+    return _dumps({"exports": [{"export_status": status, "load_test_run_id": meta["id"]}]})
 
 
 def add_routes(app: web.Application) -> None:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from harvester.simulator.app import build_app
 from harvester.simulator.cloud import SimCloud
+from harvester.simulator.exports import ExportDesk, build_file_app
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.requestlog import LoggedRequest, RequestLog
 from harvester.simulator.state import SIM_STATE, SimState
@@ -42,6 +43,7 @@ class Simulator:
         self.port = port
         self.app = build_app(cloud, token=token, faults=faults)
         self._runner: web.AppRunner | None = None
+        self._file_runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> Self:
         # No access log: a benchmark makes thousands of requests a second.
@@ -56,7 +58,24 @@ class Simulator:
             raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
+        try:
+            await self._serve_files()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         return self
+
+    async def _serve_files(self) -> None:
+        """The export files' host: the same address on another port, so another origin
+        (k6 Cloud hands out signed URLs on a storage host)."""
+        runner = web.AppRunner(
+            build_file_app(self.exports, self.cloud), access_log=None, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        self._file_runner = runner
+        await web.TCPSite(runner, self.host, 0).start()
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.exports.file_base = f"http://{host}:{runner.addresses[0][1]}"
 
     async def __aexit__(
         self,
@@ -64,9 +83,11 @@ class Simulator:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        for name in ("_file_runner", "_runner"):
+            runner = getattr(self, name)
+            if runner is not None:
+                setattr(self, name, None)
+                await runner.cleanup()
 
     @property
     def state(self) -> SimState:
@@ -86,6 +107,12 @@ class Simulator:
     def headers(self) -> dict[str, str]:
         """The Authorization header the simulator accepts."""
         return {"Authorization": f"Token {self.token}"}
+
+    @property
+    def exports(self) -> ExportDesk:
+        """The CSV export jobs, their knobs (`exports.knobs`) and the file server's
+        request log (`exports.requests`)."""
+        return self.state.exports
 
     @property
     def log(self) -> RequestLog:

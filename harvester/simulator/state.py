@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from harvester.simulator.cloud import SimCloud
+from harvester.simulator.exports import ExportDesk
 from harvester.simulator.faults import Fault, FaultDecider, FaultPlan, SlidingWindow
 from harvester.simulator.render import RunCache
 from harvester.simulator.requestlog import RequestLog
@@ -49,6 +50,7 @@ class SimState:
         self.rate_limit_hits = 0
         self.fault_counts: Counter[str] = Counter()
         self._caches: dict[int, RunCache] = {}
+        self.exports = ExportDesk()
         self.plan = plan
 
     @property
