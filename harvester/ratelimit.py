@@ -1,19 +1,32 @@
 """The shared request gate: a strict, adaptive rate limit that every request passes through.
 
-Guarantee: with a ceiling of R requests/s, any one-second window (half-open) holds at
-most R acquisitions. The gate is aiolimiter's leaky bucket, leaking L = R(1 - m) per
-second, with a capacity of 1 + e where 0 < e <= R*m/2 (and e < 1): an acquisition adds
-1 and is admitted while the level stays within capacity. Proof: if n acquisitions fall
-in [t, t + 1), the level before the last is at most e, it got n - 1 added since the
-first and drained at most L * (t_last - t_first) < L, so n - 1 < e + L <= R - R*m/2,
-hence n <= R. A capacity below 2 never admits two at once; a deeper bucket
-(`AsyncLimiter(R, 1)`) admits R at once and R more within the same second (LESSONS #1).
+Guarantee: with a ceiling of R requests/s, any one-second window (half-open) holds at most
+R admissions (at most ceil(R) for a fractional R, the least any window can hold at an
+average of R), rate changes and pauses included.
 
-Why 1 + e and not 1: with `AsyncLimiter(1, 1/L)` every late wake-up of the event loop
-(about a millisecond) is added to the next gap, and a long rate-limited job ran 4%
-slower than its limit; the small extra capacity absorbs that lateness without a burst.
-The margin m (2%) leaves the server room for network jitter: R + 1 requests span at
-least (1 - m/2) / (1 - m) seconds, about 10 ms more than one second.
+The gate is a leaky bucket of level `l`. Admitting a request adds 1 to `l`, and a request
+is admitted only while `l <= e`; between admissions `l` drains at L = r(1 - m) per second
+for the rate r in force, and never below 0. A rate change changes L and e from that
+moment on and keeps the level: the bucket remembers the last window. (The gate used to
+swap in a new, empty aiolimiter limiter on every change, which admitted the next request
+at once: 6, even 7, requests in one second at `--rate 5` after a 429. aiolimiter cannot
+change a limiter's rate, hence this small bucket of our own.) The slack e is
+min(0.5, r*m/2), so 1 + e < 2: the bucket never admits two requests at once.
+
+Proof: let n admissions fall at s_1 <= ... <= s_n within [t, t + 1), and let R' be the
+highest rate in force from s_1 to s_n (R' <= R). Right after s_1 the level is at least
+1, the n - 2 admissions between add n - 2, and the drain from s_1 to s_n is at most
+R'(1 - m)(s_n - s_1) < R'(1 - m) (stopping at 0 only keeps the level higher). So just
+before s_n the level exceeds n - 1 - R'(1 - m), and it is at most e(s_n) <= R'm/2 since
+s_n was admitted. Hence n - 1 < R'(1 - m/2): n < R' + 1, so n <= ceil(R') <= ceil(R).
+A deeper bucket (`AsyncLimiter(R, 1)`) would admit R at once and R more within the same
+second (LESSONS #1).
+
+Why the slack: with a capacity of exactly 1 every late wake-up of the event loop (about
+a millisecond) is added to the next gap, and a long rate-limited job ran 4% slower than
+its limit; the slack absorbs that lateness without a burst. The margin m (2%) leaves the
+server room for network jitter: R + 1 requests span at least (1 - m/2) / (1 - m) seconds,
+about 10 ms more than one second.
 
 On 429 the gate pauses everyone until Retry-After has passed (not only the task that was
 throttled) and halves the rate, once per throttling event: the other 429s that arrive
@@ -31,12 +44,46 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import anyio
-from aiolimiter import AsyncLimiter
 
 if TYPE_CHECKING:
     from .config import Settings
 
 Clock = Callable[[], float]
+
+
+class LeakyBucket:
+    """The bucket of the guarantee above; plain logic, the caller passes the time."""
+
+    def __init__(self, rate: float, *, margin: float) -> None:
+        self._margin = margin
+        self.level = 0.0
+        self._at = -math.inf  # empty since ever
+        self._use(rate)
+
+    def _use(self, rate: float) -> None:
+        self._leak = rate * (1.0 - self._margin)
+        self._slack = min(0.5, rate * self._margin / 2)  # e in the guarantee
+
+    def set_rate(self, rate: float, now: float) -> None:
+        """Drain at the old rate up to `now`, then at `rate`; the level is kept."""
+        self._drain(now)
+        self._use(rate)
+
+    def _drain(self, now: float) -> None:
+        if now > self._at:
+            self.level = max(0.0, self.level - (now - self._at) * self._leak)
+            self._at = now
+
+    def wait(self, now: float) -> float:
+        """Seconds until a request may be admitted (0: now)."""
+        self._drain(now)
+        excess = self.level - self._slack
+        # Rounding may leave a few ulps after a wait computed here: that is no wait.
+        return excess / self._leak if excess > 1e-9 else 0.0
+
+    def admit(self, now: float) -> None:
+        self._drain(now)
+        self.level += 1.0
 
 
 class RateGate:
@@ -56,47 +103,50 @@ class RateGate:
             raise ValueError("ceiling must be positive")
         self.ceiling = ceiling
         self.floor = floor if floor is not None else ceiling / 10
-        self._margin = margin
         self._recovery_interval = recovery_interval
         self._recovery_step = recovery_step * ceiling
         self._clock = clock
         self._paused_until = -math.inf
         self._last_change = -math.inf
         self.current = ceiling
-        self._limiter = self._make_limiter(ceiling)
+        self._bucket = LeakyBucket(ceiling, margin=margin)
         self._admitted: deque[float] = deque()  # admission times of the last second
+        # Waiters queue here in arrival order (anyio's Lock is first come, first served);
+        # only the first one watches the clock.
+        self._queue = anyio.Lock()
 
     @classmethod
     def for_settings(cls, settings: Settings) -> RateGate:
         """The gate `--rate` and `--rate-recovery` describe; one per process and job."""
         return cls(settings.rate, recovery_interval=settings.rate_recovery)
 
-    def _make_limiter(self, rate: float) -> AsyncLimiter:
-        leak = rate * (1.0 - self._margin)
-        extra = min(0.5, rate * self._margin / 2)  # e in the guarantee above
-        capacity = 1.0 + extra
-        return AsyncLimiter(capacity, capacity / leak)
-
     @property
     def paused_for(self) -> float:
         """Seconds left in the current pause (0 when not paused)."""
         return max(0.0, self._paused_until - self._clock())
 
+    def try_acquire(self) -> float:
+        """Admit a request now and return 0, or return the seconds to wait before asking
+        again (a pause, or the bucket still too full)."""
+        now = self._clock()
+        wait = max(self._paused_until - now, self._bucket.wait(now))
+        if wait <= 0:
+            self._bucket.admit(now)
+            self._admitted.append(now)
+            self.admitted_last_second()  # keeps the deque at most a second long
+        return max(wait, 0.0)
+
     async def acquire(self) -> None:
         """Wait for a slot; returns when this request may be sent."""
-        while True:
-            pause = self._paused_until - self._clock()
-            if pause > 0:
-                await anyio.sleep(pause)
-                continue
-            limiter = self._limiter
-            await limiter.acquire()
-            # A pause or a rate change while we queued invalidates the slot: queue again,
-            # so throttled tasks cannot burst out at the old rate after the pause.
-            if limiter is self._limiter and self._paused_until <= self._clock():
-                self._admitted.append(self._clock())
-                self.admitted_last_second()  # keeps the deque at most a second long
-                return
+        if not self._queue.locked() and self.try_acquire() == 0:
+            return  # nobody queued and room now: no need to yield to the event loop
+        async with self._queue:
+            while True:
+                # Asked again after each sleep: a pause or a rate change meanwhile counts.
+                wait = self.try_acquire()
+                if wait == 0:
+                    return
+                await anyio.sleep(wait)
 
     def admitted_last_second(self) -> int:
         """Requests admitted in the last second: the window the guarantee is about, so
@@ -128,4 +178,4 @@ class RateGate:
     def _set_rate(self, rate: float, now: float) -> None:
         self.current = rate
         self._last_change = now
-        self._limiter = self._make_limiter(rate)
+        self._bucket.set_rate(rate, now)

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from bench_run import HERE, SIZES, Bench, DataSet, Sample, SimHost, Spawner
+from bench_run import HERE, SIZES, Bench, DataSet, Sample, SimHost, Spawner, say
+from bench_throttle import DEFAULT_RATE, Check, report_throttled, run_throttled
 
 TARGETS = {"vs_floor": 1.5, "fewer_requests": 20.0, "rss_mb": 150.0, "growth": 1.3}
 TARGET_RATE_SLACK, TARGET_STARTUP = 1.05, 0.3
@@ -111,11 +112,6 @@ def startup_seconds(times: int = 7) -> float:
 # --- report ---------------------------------------------------------------------------
 
 
-def say(text: str) -> None:
-    sys.stderr.write(f"bench: {text}\n")
-    sys.stderr.flush()
-
-
 def table(result: dict[str, Any], rate: float | None) -> list[str]:
     head = f"{'contender':<16}{'wall s':>8}{'requests':>10}{'records/s':>11}{'MB/s out':>10}"
     head += f"{'CPU s':>8}{'peak RSS MB':>13}{'1st req s':>11}{'exit s':>8}"
@@ -132,15 +128,24 @@ def table(result: dict[str, Any], rate: float | None) -> list[str]:
     return lines
 
 
-def report(ns: argparse.Namespace, results: dict[str, Any], startup: float) -> list[dict[str, Any]]:
-    """Print the tables and the targets; returns the targets with their verdicts."""
-    targets: list[dict[str, Any]] = []
+def checker(targets: list[dict[str, Any]]) -> Check:
+    """A function that prints a target's verdict and keeps it in `targets`."""
 
     def check(label: str, value: float, limit: float, shown: str, at_least: bool = False) -> None:
         ok = value >= limit if at_least else value <= limit
         targets.append({"target": label, "value": round(value, 4), "ok": ok})
         print(f"  [{'ok' if ok else 'MISSED'}] {label}: {shown}")
 
+    return check
+
+
+def report(ns: argparse.Namespace, results: dict[str, Any], startup: float) -> list[dict[str, Any]]:
+    """Print the tables and the targets; returns the targets with their verdicts."""
+    targets: list[dict[str, Any]] = []
+    check = checker(targets)
+    if ns.throttle:
+        report_throttled(ns, results, check)
+        results = {}
     for name, r in results.items():
         d, ra = r["dataset"], r["ratios"]
         per_run = f"1 metrics + 1 thresholds + 1 overview + {d['series_per_run']} series"
@@ -294,15 +299,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=20.0,
         help="--rate mode: cap the naive script's runs to about this long (default 20)",
     )
+    p.add_argument(
+        "--throttle",
+        type=float,
+        metavar="P",
+        help="the rate under 429s: the simulator answers a share P of data requests 429, "
+        f"the harvester runs at --rate (default {DEFAULT_RATE:g}); reports the most requests "
+        "in any 1 s at the server (default size: small)",
+    )
+    p.add_argument(
+        "--retry-after", type=float, default=0.0, help="--throttle: the 429s' Retry-After"
+    )
+    p.add_argument(
+        "--rate-recovery", type=float, default=1.0, help="--throttle: harvester's (default 1)"
+    )
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     p.add_argument("--runs-in-flight", type=int, default=4, help="harvester's (default 4)")
     p.add_argument("--max-url-length", type=int, default=8000, help="URL cap (default 8000)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     ns = p.parse_args(argv)
-    ns.size = ns.size or ["medium"]
+    ns.size = ns.size or ["small" if ns.throttle else "medium"]
     if ns.repeat < 1 or (ns.rate is not None and ns.rate <= 0):
         p.error("--repeat and --rate must be positive")
+    if ns.throttle is not None:
+        if not 0 < ns.throttle <= 1:
+            p.error("--throttle is a share of requests: more than 0, at most 1")
+        ns.rate = ns.rate or DEFAULT_RATE
     return ns
 
 
@@ -311,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="harvester-bench-"))
     spawner = Spawner()  # first, while this process is still small
     try:
-        results = {name: run_size(ns, name, work, spawner) for name in dict.fromkeys(ns.size)}
+        run = run_throttled if ns.throttle else run_size
+        results = {name: run(ns, name, work, spawner) for name in dict.fromkeys(ns.size)}
         startup = startup_seconds()
     finally:
         spawner.close()
@@ -320,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(work, ignore_errors=True)
     mode = f"--rate {ns.rate:g}" if ns.rate else "no rate limit"
+    mode += f", 429s on {ns.throttle:.0%} of requests" if ns.throttle else ""
     print(
         f"harvester bench ({mode}) at {git_commit()}, {os.cpu_count()} CPUs, "
         f"Python {sys.version.split()[0]}"
@@ -330,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "commit": git_commit(),
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
-            "mode": "rate" if ns.rate else "throughput",
+            "mode": "throttle" if ns.throttle else "rate" if ns.rate else "throughput",
             "rate": ns.rate,
             "repeat": ns.repeat,
             "concurrency": ns.concurrency,

@@ -20,6 +20,7 @@ import orjson
 from yarl import URL
 
 from harvester.batching import SeriesBatcher, series_query
+from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.requestlog import LoggedRequest, max_in_window
 from harvester.simulator.server import Simulator
@@ -78,6 +79,13 @@ class Sample:
     #: seconds from the process's start to its first request, and from its last to its exit
     lead_in: float
     tail: float
+    #: injected 429s answered (`--throttle`)
+    throttled: int = 0
+
+
+def say(text: str) -> None:
+    sys.stderr.write(f"bench: {text}\n")
+    sys.stderr.flush()
 
 
 # --- the simulator, on a thread of this process ---------------------------------------
@@ -86,9 +94,10 @@ class Sample:
 class SimHost:
     """Serves a generated data set on 127.0.0.1 from a background thread's event loop."""
 
-    def __init__(self, data: DataSet, max_url_length: int) -> None:
+    def __init__(self, data: DataSet, max_url_length: int, faults: FaultPlan | None = None) -> None:
         self.data = data
         self.max_url_length = max_url_length
+        self.faults = faults
         self.base_url = ""
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -128,7 +137,7 @@ class SimHost:
         d = self.data
         cloud = generate_cloud(d.runs, d.metrics, d.points, seed=0, missing_series=d.gaps)
         self._stop = asyncio.Event()
-        async with Simulator(cloud, token=TOKEN) as sim:
+        async with Simulator(cloud, token=TOKEN, faults=self.faults) as sim:
             sim.warm()
             self._sim, self.base_url = sim, sim.base_url
             d.run_ids = sorted(cloud.runs)
@@ -279,7 +288,7 @@ class Bench:
 
     def _finish(self, name: str, child: Child, records: int) -> Sample:
         log = self.sim.take_log()
-        bad = [e for e in log if e.status != 200]
+        bad = [e for e in log if e.status != 200 and e.fault != "429"]
         if bad:
             raise SystemExit(f"bench: {name} got {len(bad)} non-200 answers, e.g. {bad[0]}")
         out = self.work / f"out-{name}"
@@ -297,6 +306,7 @@ class Bench:
             ids_per_request=sum(len(e.ids) for e in series) / len(series) if series else 0.0,
             lead_in=times[0] - child.start if times else 0.0,
             tail=child.end - times[-1] if times else 0.0,
+            throttled=sum(1 for e in log if e.fault == "429"),
         )
 
     def floor(self) -> Sample:
@@ -324,6 +334,7 @@ class Bench:
         cmd += ["--concurrency", str(self.ns.concurrency)]
         cmd += ["--runs-in-flight", str(self.ns.runs_in_flight)]
         cmd += ["--max-url-length", str(self.ns.max_url_length)]
+        cmd += ["--rate-recovery", str(self.ns.rate_recovery)] if self.ns.throttle else []
         child = self.spawner.measure(cmd, self.work, "harvester", self.env)
         _, lines = output_size(out)
         return self._finish("harvester", child, lines - self.data.runs)  # less the summaries

@@ -130,6 +130,25 @@ async def test_against_a_server_limit_equal_to_rate_there_are_no_limit_hits(tmp_
     assert not result.report.failed
 
 
+async def test_429s_that_change_the_rate_never_push_a_second_over_the_limit(
+    tmp_path: Path,
+) -> None:
+    """Each 429 halves the rate and each calm 0.05 s steps it back up: the rate changes
+    again and again under load, and the server still never sees more than --rate requests
+    in any second (a new, empty limiter per change let 14 through at --rate 10)."""
+    cloud = generate_cloud(runs=3, metrics=40, points=2)
+    plan = FaultPlan(seed=3, p_429=0.1, retry_after=0.0)
+    async with Simulator(cloud, faults=plan) as sim:
+        settings = settings_for(
+            sim, tmp_path, rate=10, rate_recovery=0.05, max_url_length=400, max_attempts=20
+        )
+        result = await harvest_job(settings, targets(cloud))
+        assert sim.fault_counts["429"] >= 2 and len(sim.log) > 20
+        assert sim.log.max_in_window(1.0) <= 10
+    assert not result.report.failed
+    assert_exact(cloud, tmp_path)
+
+
 def test_the_gate_halves_once_per_429_event_and_recovers_gradually() -> None:
     now = [0.0]
     gate = RateGate(10, recovery_interval=5, recovery_step=0.1, clock=lambda: now[0])
