@@ -117,10 +117,21 @@ class CsvExporter:
             f"the CSV export was not ready after {self.timeout:g}s (--export-timeout)"
         )
 
+    def _file_url(self, text: str) -> URL:
+        """`export_file` as an absolute http(s) URL (a relative one is on the API's host)."""
+        try:
+            url = self.api.transport.url("").join(URL(text, encoded=True))
+        except ValueError:
+            url = URL()
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ApiStatusError(f"the run's export_file is not an http(s) URL ({text[:80]!r})")
+        return url
+
     async def _download(self, run_id: int, url: str) -> ExportedFile:
+        target = self._file_url(url)
         with self._temporary(run_id) as (fh, temp):
             try:
-                await self.api.transport.download(URL(url, encoded=True), fh)
+                await self.api.transport.download(target, fh)
             except HarvesterError:
                 raise  # (a RequestTimeout is an OSError too: it is no disk error)
             except OSError as exc:

@@ -215,6 +215,8 @@ class Transport:
         self.stats.bytes_received += len(body)
         if 200 <= status < 300:
             self.gate.succeeded()
+            if method == "POST" and not body:
+                return None  # a POST that started something may answer 202/204 with nothing
             try:
                 return orjson.loads(body)
             except orjson.JSONDecodeError as exc:

@@ -18,12 +18,18 @@ import anyio
 import pytest
 from aiohttp import web
 
+from harvester.api import CloudApi
+from harvester.config import load_settings
+from harvester.export import CsvExporter
 from harvester.job import harvest_job
+from harvester.ratelimit import RateGate
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.exports import EXPORT_DONE, EXPORT_IN_PROGRESS
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
+from harvester.stats import HarvestStats
+from harvester.transport import Transport
 from tests.harvest_helpers import assert_exact, read_dir, settings_for, targets
 from tests.process_helpers import cli_command, cli_env, run_cli, wait_for
 
@@ -311,3 +317,69 @@ async def test_force_replaces_the_published_export_keeping_one_file(
     assert not result.report.failed
     assert sorted(p.name for p in tmp_path.glob("*.csv*")) == [f"{RUN_A}.csv.gz"]
     assert read_dir(tmp_path)[RUN_A][-1]["data"]["export_file"] == f"{RUN_A}.csv.gz"
+
+
+@pytest.mark.parametrize("export_file", ["ftp://storage.example/f.csv", "http://[::1"])
+async def test_an_export_file_that_is_no_http_url_fails_the_run_with_a_reason(
+    simulator: Simulator, tmp_path: Path, export_file: str
+) -> None:
+    simulator.cloud.update_run(RUN_A, export={"export_status": 2, "export_file": export_file})
+    settings = settings_for(simulator, tmp_path, export_csv=True)
+    result = await harvest_job(settings, targets(simulator.cloud)[:1])
+    (failed,) = result.report.failed
+    assert "export_file is not an http(s) URL" in str(failed.reason)
+
+
+async def test_a_relative_export_file_is_fetched_from_the_api_host_without_the_token(
+    tmp_path: Path,
+) -> None:
+    """A tiny API whose POST answers 204 with no body and whose run object names a path."""
+    seen: list[dict[str, str]] = []
+
+    async def run(request: web.Request) -> web.Response:
+        export = {"export_status": 2, "export_file": "/files/9.csv"} if posted else None
+        return web.json_response({"k6-run": {"id": 9, "export": export}})
+
+    async def post(request: web.Request) -> web.Response:
+        posted.append(True)
+        return web.Response(status=204)
+
+    async def file(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.Response(body=b"metric_name,timestamp,metric_value\n")
+
+    posted: list[bool] = []
+    app = web.Application()
+    app.router.add_get(f"{V2}/runs/9", run)
+    app.router.add_post(f"{V2}/runs/9/export", post)
+    app.router.add_get("/files/9.csv", file)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        settings = load_settings(
+            {"base_url": base, "token": "t0ken", "out": str(tmp_path), "export_csv": True,
+             "backoff_base": 0.001, "backoff_cap": 0.01},
+            environ={},
+        )  # fmt: skip
+        async with Transport(
+            settings, gate=RateGate.for_settings(settings), stats=HarvestStats()
+        ) as transport:
+            exporter = CsvExporter(CloudApi(transport), tmp_path, timeout=5)
+            exported = await exporter.export(9)
+    finally:
+        await runner.cleanup()
+    assert exported.path == tmp_path / "9.csv" and exported.size == 35
+    assert posted == [True] and len(seen) == 1 and "Authorization" not in seen[0]
+
+
+async def test_leftovers_of_a_download_cut_by_a_crash_are_removed_by_the_next_job(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    leftover = tmp_path / f".{RUN_A}.csv.x1y2z3.partial"
+    leftover.write_bytes(b"metric_name,timest")
+    settings = settings_for(simulator, tmp_path, export_csv=True)
+    result = await harvest_job(settings, targets(simulator.cloud)[:1])
+    assert not result.report.failed and not leftover.exists()
+    assert (tmp_path / f"{RUN_A}.csv").exists()
