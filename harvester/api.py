@@ -33,6 +33,9 @@ class CloudApi:
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
+        #: The series methods (None: the API's default) some series request was answered
+        #: with in this job: a refusal of one of them is about a run, not the method.
+        self.methods_answered: set[str | None] = set()
 
     def series_url(self, run_id: int, ids: Sequence[str], method: str | None) -> URL:
         return self.transport.url(f"{V2}/series", series_query(run_id, ids, method))
@@ -46,13 +49,15 @@ class CloudApi:
         url = self.transport.url(f"{V2}/metrics", f"test_run_id={run_id}")
         return _list_of(await self.transport.get("metrics", url), "k6-metrics", url)
 
-    async def series(self, url: URL) -> list[JsonObject]:
+    async def series(self, url: URL, method: str | None) -> list[JsonObject]:
         """One batch of series; build `url` with `series_url` (the batcher measures it)."""
-        return _list_of(await self.transport.get("series", url), "k6-serie", url)
+        series = _list_of(await self.transport.get("series", url, ("k6-serie",)), "k6-serie", url)
+        self.methods_answered.add(method)
+        return series
 
     async def thresholds(self, run_id: int) -> tuple[list[JsonObject], list[JsonObject]]:
         url = self.transport.url(f"{V2}/thresholds", f"test_run_id={run_id}")
-        doc = await self.transport.get("thresholds", url)
+        doc = await self.transport.get("thresholds", url, ("k6-metrics", "k6-thresholds"))
         return _list_of(doc, "k6-metrics", url), _list_of(doc, "k6-thresholds", url)
 
     async def overviews(self, run_id: int) -> list[JsonObject]:

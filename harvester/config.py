@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .methods import check_method
 
 TOKEN_ENV = "K6_CLOUD_TOKEN"
 #: Flags whose name differs from the setting they fill (repeatable flags are singular).
@@ -138,6 +139,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"progress must be auto, on or off (got {s.progress!r})")
     if s.log_level not in ("quiet", "info", "verbose"):
         raise ConfigError(f"log_level must be quiet, info or verbose (got {s.log_level!r})")
+    for method in s.methods:
+        check_method(method)
     for run_id in s.runs:
         if run_id <= 0:
             raise ConfigError(f"run ids are positive integers (got {run_id})")

@@ -85,6 +85,11 @@ class TruncatedBody(RetryableError):
     """A 2xx whose body was cut short or is not valid JSON."""
 
 
+class MalformedAnswer(RetryableError):
+    """A 2xx whose JSON lacks what the endpoint always answers (a series answer without its
+    `k6-serie` list): a glitch of the server, asked again, never blamed on a metric id."""
+
+
 class RequestTimeout(RetryableError, TimeoutError):
     """No complete answer within the connect or read timeout."""
 
@@ -92,6 +97,18 @@ class RequestTimeout(RetryableError, TimeoutError):
 class ApiUnreachable(ApiError):
     """Not one connection to the API could be made: a wrong --base-url or no network.
     Ends the whole job (every run would fail the same way)."""
+
+    exit_code = 2
+
+
+class RequestRefused(ApiStatusError):
+    """Both halves of a refused series batch were refused the same way: the fault is the
+    request (its method, its run), not one of its ids. Fails the run."""
+
+
+class MethodRefused(RequestRefused):
+    """A `--method` that the API refused for a whole request before answering any series
+    asked with it: every run would fail the same way. Ends the job."""
 
     exit_code = 2
 
@@ -136,4 +153,4 @@ def describe(exc: HarvesterError) -> str:
 
 
 #: Errors that end the whole job, not just one run: no other run can do better.
-JOB_FATAL = (AuthRejected, ApiUnreachable, OutputError)
+JOB_FATAL = (AuthRejected, ApiUnreachable, OutputError, MethodRefused)

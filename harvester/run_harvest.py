@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -18,11 +19,9 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from .api import CloudApi, JsonObject
 from .batching import SeriesBatcher
-from .errors import ApiStatusError, UrlTooLong
+from .errors import ApiStatusError, MethodRefused, RequestRefused, UrlTooLong
+from .methods import DEFAULT_METHOD
 from .records import Lines, Message, encode
-
-#: The `--method` value that asks for the API's default aggregation.
-DEFAULT_METHOD = "default"
 
 
 class RunHarvest:
@@ -121,40 +120,46 @@ class RunHarvest:
         return self.api.request_target_length(self.api.series_url(self.run_id, [], method))
 
     async def _series(self, ids: list[str], method: str | None) -> None:
-        returned: set[str] = set()
-        failed: set[str] = set()
-
-        def gaps() -> list[str]:
-            return [i for i in ids if i not in returned and i not in failed]
-
-        await self._batches(ids, method, returned, failed)
+        asked = _Asked(method)
+        await self._batches(ids, asked)
         # Once every planned batch is in, the ids no answer held are asked again together
         # (a gap may be a glitch in one answer): one more batch, not one request per id.
-        await self._batches(gaps(), method, returned, failed)
-        self.missing += [{"metric_id": i, "method": method} for i in gaps()]
+        await self._batches(asked.gaps(ids), asked)
+        if asked.refused and not asked.returned:
+            # Not one serie came back: an archive of error records is not a harvest.
+            last = next(reversed(asked.refused.values()))
+            raise ApiStatusError(
+                f"every series id{_with(method)} was refused ({len(asked.refused)} ids; "
+                f"last: {last})",
+                status=last.status,
+            )
+        self.missing += [{"metric_id": i, "method": method} for i in asked.gaps(ids)]
 
-    async def _batches(
-        self, ids: list[str], method: str | None, returned: set[str], failed: set[str]
-    ) -> None:
+    async def _batches(self, ids: list[str], asked: _Asked) -> None:
         """`ids` in as few requests as fit under the URL cap, all at once."""
         async with anyio.create_task_group() as tg:
-            for batch in self._batcher.plan(ids, self._fixed_length(method)):
-                tg.start_soon(self._batch, batch, method, returned, failed)
+            for batch in self._batcher.plan(ids, self._fixed_length(asked.method)):
+                tg.start_soon(self._batch, batch, asked)
 
-    async def _batch(
-        self, ids: list[str], method: str | None, returned: set[str], failed: set[str]
-    ) -> None:
+    async def _batch(self, ids: list[str], asked: _Asked) -> None:
+        refusal = await self._ask(ids, asked)
+        if refusal is not None:
+            await self._bisect(ids, refusal, asked)
+
+    async def _ask(self, ids: list[str], asked: _Asked) -> ApiStatusError | None:
+        """One series request; the 4xx that refused it (not about its length), if any."""
+        method = asked.method
         url = self.api.series_url(self.run_id, ids, method)
         length = self.api.request_target_length(url)
         if length > self._batcher.cap and len(ids) > 1:
             # Planned before the cap was lowered by a 414: re-pack under the cap learned.
             for part in self._batcher.plan(ids, self._fixed_length(method)):
-                await self._batch(part, method, returned, failed)
-            return
+                await self._batch(part, asked)
+            return None
         try:
             async with self._slots:
-                series = await self.api.series(url)
-                returned.update(str(s.get("metric_id")) for s in series)
+                series = await self.api.series(url, method)
+                asked.returned.update(str(s.get("metric_id")) for s in series)
                 lines = self.encode("series", series)
                 # The parsed answer is ~5x its body in objects: free it before we may wait
                 # on a full channel, so a slow disk or pipe costs encoded bytes only.
@@ -165,24 +170,62 @@ class RunHarvest:
             if len(ids) == 1:
                 raise
             self._batcher.learn_too_long(length, self._fixed_length(method))
-            await self._halves(ids, method, returned, failed)
+            middle = len(ids) // 2
+            await self._batch(ids[:middle], asked)
+            await self._batch(ids[middle:], asked)
         except ApiStatusError as exc:
-            if len(ids) > 1:
-                # Not about length: find the one id the server objects to by bisection.
-                await self._halves(ids, method, returned, failed)
-                return
-            failed.add(ids[0])
-            error = {
-                "metric_id": ids[0],
-                "method": method,
-                "status": exc.status,
-                "message": str(exc),
-            }
-            await self.emit("error", [error])
+            return exc
+        return None
 
-    async def _halves(
-        self, ids: list[str], method: str | None, returned: set[str], failed: set[str]
-    ) -> None:
+    async def _bisect(self, ids: list[str], refusal: ApiStatusError, asked: _Asked) -> None:
+        """A refusal that is not about length: ask the halves to find the ids it is about.
+        Halves refused alike mean the request is at fault (its method, its run): no id is
+        blamed and the run fails, instead of 2N-1 requests and N error records."""
+        if len(ids) == 1:
+            asked.refused[ids[0]] = refusal
+            error = {"metric_id": ids[0], "method": asked.method, "status": refusal.status}
+            await self.emit("error", [{**error, "message": str(refusal)}])
+            return
         middle = len(ids) // 2
-        await self._batch(ids[:middle], method, returned, failed)
-        await self._batch(ids[middle:], method, returned, failed)
+        halves = (ids[:middle], ids[middle:])
+        first, second = [await self._ask(half, asked) for half in halves]
+        if first is not None and second is not None and _alike(first, second):
+            raise self._refused_request(asked.method, first)
+        for half, half_refusal in zip(halves, (first, second), strict=True):
+            if half_refusal is not None:
+                await self._bisect(half, half_refusal, asked)
+
+    def _refused_request(self, method: str | None, refusal: ApiStatusError) -> RequestRefused:
+        if method is not None and method not in self.api.methods_answered:
+            return MethodRefused(
+                f"the API refuses series asked with --method {method} ({refusal}); check its "
+                "spelling (README: Harvest)",
+                status=refusal.status,
+                url=refusal.url,
+            )
+        return RequestRefused(
+            f"the API refused every part of a series request{_with(method)}, so the request "
+            f"is at fault, not a metric id: {refusal}",
+            status=refusal.status,
+            url=refusal.url,
+        )
+
+
+@dataclass
+class _Asked:
+    """What became of the ids asked for one run and method."""
+
+    method: str | None
+    returned: set[str] = field(default_factory=set)
+    refused: dict[str, ApiStatusError] = field(default_factory=dict)
+
+    def gaps(self, ids: list[str]) -> list[str]:
+        return [i for i in ids if i not in self.returned and i not in self.refused]
+
+
+def _alike(a: ApiStatusError, b: ApiStatusError) -> bool:
+    return (a.status, str(a)) == (b.status, str(b))
+
+
+def _with(method: str | None) -> str:
+    return f" with method {method}" if method is not None else ""

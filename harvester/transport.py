@@ -26,6 +26,7 @@ from .errors import (
     ApiUnreachable,
     AuthRejected,
     ConnectionFailed,
+    MalformedAnswer,
     NotFound,
     RateLimited,
     RequestTimeout,
@@ -155,10 +156,11 @@ class Transport:
         text = str(self._base).rstrip("/") + path + (f"?{query}" if query else "")
         return URL(text, encoded=True)
 
-    async def get(self, endpoint: str, url: URL) -> Any:
+    async def get(self, endpoint: str, url: URL, lists: tuple[str, ...] = ()) -> Any:
         """GET `url` with retries and return the parsed JSON; `endpoint` names it in stats
-        and errors."""
-        return await self._retrying(endpoint, lambda: self._attempt(endpoint, url))
+        and errors. An answer must be an object holding each of `lists` as a list; one that
+        does not is a transient fault, tried again."""
+        return await self._retrying(endpoint, lambda: self._attempt(endpoint, url, lists=lists))
 
     async def post(self, endpoint: str, url: URL) -> Any:
         """POST (no body) to `url` with the same retries, token and gate as `get`."""
@@ -205,7 +207,9 @@ class Transport:
         else:
             await anyio.sleep(wait)
 
-    async def _attempt(self, endpoint: str, url: URL, method: str = "GET") -> Any:
+    async def _attempt(
+        self, endpoint: str, url: URL, method: str = "GET", lists: tuple[str, ...] = ()
+    ) -> Any:
         assert self._session is not None, "use Transport as an async context manager"
         async with self._slots:
             await self.gate.acquire()
@@ -218,11 +222,17 @@ class Transport:
             if method == "POST" and not body:
                 return None  # a POST that started something may answer 202/204 with nothing
             try:
-                return orjson.loads(body)
+                doc = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
                 raise TruncatedBody(
                     f"HTTP {status} with a body that is not whole JSON", url=short_url(url)
                 ) from exc
+            for key in lists:
+                if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
+                    raise MalformedAnswer(
+                        f"HTTP {status} without its {key!r} list", url=short_url(url)
+                    )
+            return doc
         raise classify(status, body, headers, short_url(url))
 
     async def _send(self, endpoint: str, url: URL, method: str = "GET") -> tuple[int, bytes, Any]:

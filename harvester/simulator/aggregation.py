@@ -29,6 +29,8 @@ _SIMPLE = {
     "value": "last",
     "last": "last",
     "stddev": "stddev",
+    "stdev": "stddev",
+    "rps": "rate",
 }
 _PERCENTILE = re.compile(r"p\(?(\d{1,3}(?:\.\d+)?)\)?")
 

@@ -28,7 +28,7 @@ from harvester.simulator.faults import (
 )
 from harvester.simulator.requestlog import LoggedRequest
 from harvester.simulator.routes import add_routes
-from harvester.simulator.state import SIM_STATE, SimError, SimState, json_error
+from harvester.simulator.state import SIM_STATE, SimError, SimState, json_body, json_error
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: What went wrong on purpose with a request (`LoggedRequest.fault`).
@@ -133,6 +133,8 @@ async def _answer(
         return _status_fault(fault, state.plan)
     if fault.kind in BODY_FAULTS:
         return await _broken_body(request, response, fault)
+    if fault.kind == "unlisted":
+        return json_body(b"{}")
     await asyncio.sleep(state.plan.delay_seconds)  # a delay: the right answer, late
     return response
 

@@ -21,7 +21,7 @@ from harvester.simulator.server import Simulator
 
 DEFAULT_PORT = 8080
 DEFAULT_RUNS = 5
-_FAULT_FLAGS = ("500", "502", "503", "504", "429", "reset", "truncate", "delay")
+_FAULT_FLAGS = ("500", "502", "503", "504", "429", "reset", "truncate", "delay", "unlisted")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,6 +164,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="series asking for ID answer 400 (repeatable)",
     )
     faults.add_argument(
+        "--refuse-method",
+        action="append",
+        default=[],
+        metavar="M",
+        help="series asked with method M answer 400, whatever the ids (repeatable)",
+    )
+    faults.add_argument(
         "--fault-endpoint",
         action="append",
         default=[],
@@ -185,6 +192,7 @@ def fault_plan(ns: argparse.Namespace) -> FaultPlan:
             rate_window=ns.rate_window,
             max_url_length=ns.max_url_length,
             fail_metric_ids=frozenset(ns.fail_metric_id),
+            refuse_methods=frozenset(ns.refuse_method),
             fault_endpoints=frozenset(ns.fault_endpoint) or DATA_ENDPOINTS,
             **probabilities,
         )

@@ -23,7 +23,7 @@ LOADTESTS_ENDPOINTS = DATA_ENDPOINTS | frozenset({"tests", "test", "runs", "run"
 #: Injected faults, in the order their probabilities are stacked on one uniform draw.
 STATUS_FAULTS = ("500", "502", "503", "504", "429")
 BODY_FAULTS = ("reset", "truncate")
-FAULT_KINDS = (*STATUS_FAULTS, *BODY_FAULTS, "delay")
+FAULT_KINDS = (*STATUS_FAULTS, *BODY_FAULTS, "delay", "unlisted")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class FaultPlan:
     p_truncate: float = 0.0
     #: A correct answer that starts `delay_seconds` late.
     p_delay: float = 0.0
+    #: A 200 whose JSON object lacks the endpoint's list (`{}`): a glitch, not a refusal.
+    p_unlisted: float = 0.0
     delay_seconds: float = 1.0
     #: Retry-After of injected 429s, in seconds.
     retry_after: float = 1.0
@@ -59,6 +61,11 @@ class FaultPlan:
     max_url_length: int | None = None
     #: A series request asking for any of these ids answers 400 (not a URL error).
     fail_metric_ids: frozenset[str] = field(default_factory=frozenset)
+    #: A series request asking with any of these methods answers 400, whatever its ids
+    #: (an API that does not know a spelling the harvester accepts).
+    refuse_methods: frozenset[str] = field(default_factory=frozenset)
+    #: A series request of any of these runs answers 400, whatever its ids.
+    refuse_runs: frozenset[int] = field(default_factory=frozenset)
     fault_endpoints: frozenset[str] = DATA_ENDPOINTS
 
     def __post_init__(self) -> None:

@@ -23,8 +23,9 @@ class LoggedRequest:
     method: str | None
     status: int
     #: What went wrong on purpose: an injected fault kind ("500", "502", "503", "504",
-    #: "429", "reset", "truncate", "delay"), or "rate_limit", "outage", "url_too_long",
-    #: "fail_metric_ids"; None for an honest answer.
+    #: "429", "reset", "truncate", "delay", "unlisted"), or "rate_limit", "outage",
+    #: "url_too_long", "fail_metric_ids", "refuse_methods", "refuse_runs"; None for an
+    #: honest answer.
     fault: str | None
     #: Length of the request target (path, "?" and query) as received.
     url_length: int

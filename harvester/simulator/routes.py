@@ -110,12 +110,17 @@ async def series(request: web.Request) -> web.Response:
     ids = list(dict.fromkeys(request.query.getall("ids[]", ())))  # once each, in order
     if not ids:
         raise SimError(400, "At least one ids[] is required.")
-    bad = failing_ids(_state(request).plan, tuple(ids))
+    method, plan = request.query.get("method"), _state(request).plan
+    if method in plan.refuse_methods:
+        raise SimError(400, f"Unknown aggregation method: {method}.", fault="refuse_methods")
+    if cache.data.run_id in plan.refuse_runs:
+        raise SimError(400, "Series are not available for this test run.", fault="refuse_runs")
+    bad = failing_ids(plan, tuple(ids))
     if bad:
         message = f"Cannot aggregate metric {bad[0]}: invalid metric for this aggregation."
         raise SimError(400, message, fault="fail_metric_ids")
     try:
-        return json_body(cache.series(ids, request.query.get("method")))
+        return json_body(cache.series(ids, method))
     except ValueError as exc:
         raise SimError(400, str(exc)) from None
 
