@@ -59,7 +59,7 @@ def _add_api_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--connect-timeout", help="seconds to connect (default 10)")
     g.add_argument("--read-timeout", help="seconds between bytes of an answer (default 60)")
     g.add_argument("--max-attempts", help="tries per request for transient errors (default 6)")
-    g.add_argument("--retry-budget", help="seconds a run may spend waiting to retry (default 600)")
+    g.add_argument("--retry-budget", help="seconds a run may spend waiting to retry (default 1200)")
     g.add_argument("--max-retry-after", help="longest Retry-After honoured, seconds (default 900)")
     g.add_argument(
         "--allow-insecure", action="store_true", default=None, help="allow http:// to non-loopback"

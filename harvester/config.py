@@ -70,7 +70,7 @@ class Settings:
     allow_insecure: bool = _section("api", False)
     # [retry]
     max_attempts: int = _section("retry", 6)
-    retry_budget: float = _section("retry", 600.0)
+    retry_budget: float = _section("retry", 1200.0)
     backoff_base: float = _section("retry", 0.5)
     backoff_cap: float = _section("retry", 30.0)
     max_retry_after: float = _section("retry", 900.0)
@@ -131,6 +131,12 @@ def _validate(s: Settings) -> None:
         _positive(name, getattr(s, name))
     for name in ("concurrency", "runs_in_flight", "max_attempts", "channel_size", "page_size"):
         _positive(name, getattr(s, name))
+    if s.retry_budget < s.max_retry_after:
+        raise ConfigError(
+            f"retry_budget ({s.retry_budget:g}s) is shorter than max_retry_after "
+            f"({s.max_retry_after:g}s): a run could not wait as long as the server may ask; "
+            "raise --retry-budget or lower --max-retry-after"
+        )
     if s.max_url_length < 200:
         raise ConfigError(f"max_url_length must be at least 200 bytes (got {s.max_url_length})")
     if s.backoff_base < 0 or s.backoff_cap < s.backoff_base:

@@ -4,7 +4,9 @@ Only `RetryableError`s (5xx, 408, 429, connection failures, truncated bodies, ti
 are retried; 401/403/404/414 and other 4xx never are. Waits are exponential backoff with
 full jitter (uniform in [0, min(cap, base * 2**attempt)]), so retries do not arrive in
 lock-step; a server's Retry-After overrides the backoff. Each request has at most
-`max_attempts` tries, and each run a total `budget` of seconds it may spend waiting to retry.
+`max_attempts` tries, and each run a total `budget` of seconds it may spend waiting to retry
+(never less than `max_retry_after`, so any wait we honour fits). A 429's wait is the
+shared gate's pause, which throttles every run alike: no run's budget pays for it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ class RetryPolicy:
     max_attempts: int = 6
     base: float = 0.5
     cap: float = 30.0
-    budget: float = 600.0
+    budget: float = 1200.0
     max_retry_after: float = 900.0
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 

@@ -179,6 +179,9 @@ class Transport:
 
     async def _wait_before_retry(self, endpoint: str, exc: RetryableError, attempt: int) -> None:
         what = f"{endpoint} {exc.url or ''}".strip()
+        if isinstance(exc, RateLimited):
+            # First, whatever happens to this request: the gate pauses everyone.
+            self._throttled(exc, attempt)
         if attempt >= self.policy.max_attempts:
             if isinstance(exc, ConnectionFailed) and not self._ever_answered:
                 raise ApiUnreachable(
@@ -195,17 +198,26 @@ class Transport:
                 f"{self.policy.max_retry_after:.0f}s",
                 status=exc.status,
             ) from exc
+        if isinstance(exc, RateLimited):
+            # The gate's pause is the wait. It throttles the whole client, not this run,
+            # so no run's retry budget pays for it.
+            return
         if wait is None:
             wait = self.policy.backoff(attempt)
         budget = current_budget.get()
         if budget is not None:
             budget.spend(wait, what)
-        if isinstance(exc, RateLimited):
-            self.stats.throttled += 1
-            # Everyone waits, not just us: the gate pauses all requests for `wait`.
-            self.gate.throttled(wait if exc.retry_after is not None else max(wait, 1.0))
+        await anyio.sleep(wait)
+
+    def _throttled(self, exc: RateLimited, attempt: int) -> None:
+        """Tell the gate of a 429: a pause of Retry-After (at most --max-retry-after, the
+        longest we wait), or of the backoff but at least a second when it did not say."""
+        self.stats.throttled += 1
+        if exc.retry_after is not None:
+            pause = min(exc.retry_after, self.policy.max_retry_after)
         else:
-            await anyio.sleep(wait)
+            pause = max(self.policy.backoff(attempt), 1.0)
+        self.gate.throttled(pause)
 
     async def _attempt(
         self, endpoint: str, url: URL, method: str = "GET", lists: tuple[str, ...] = ()

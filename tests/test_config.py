@@ -78,6 +78,7 @@ def test_broken_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
         ({"base_url": "http://api.example.com"}, "refusing to send the token in clear text"),
         ({"progress": "maybe"}, "progress must be auto, on or off"),
         ({"runs": ["-3"]}, "run ids are positive integers"),
+        ({"retry_budget": "600"}, "retry_budget .600s. is shorter than max_retry_after .900s."),
     ],
 )
 def test_bad_values_get_a_message_naming_them(flags: dict[str, object], message: str) -> None:

@@ -20,6 +20,7 @@ from tests.harvest_helpers import (
     settings_for,
     targets,
 )
+from tests.process_helpers import wait_for
 
 
 @pytest.mark.parametrize(
@@ -71,7 +72,13 @@ async def test_a_run_fails_when_its_retry_budget_is_spent(tmp_path: Path) -> Non
     plan = FaultPlan(p_500=1.0, fault_endpoints=frozenset({"metrics"}))
     async with Simulator(cloud, faults=plan) as sim:
         settings = settings_for(
-            sim, tmp_path, max_attempts=50, retry_budget=0.05, backoff_base=0.04, backoff_cap=0.04
+            sim,
+            tmp_path,
+            max_attempts=50,
+            retry_budget=0.05,
+            max_retry_after=0.05,
+            backoff_base=0.04,
+            backoff_cap=0.04,
         )
         result = await harvest_job(settings, targets(cloud))
         assert len(sim.requests_for("metrics")) < 50
@@ -90,6 +97,39 @@ async def test_429_pauses_every_request_for_retry_after(tmp_path: Path) -> None:
             # Requests already on the wire may land just after; nothing new for Retry-After.
             quiet = [r for r in sim.log if at + 0.1 < r.at < at + 0.35]
             assert quiet == [], f"requests during the pause after the 429 at {at}"
+    assert_exact(cloud, tmp_path)
+
+
+async def test_a_long_retry_after_pauses_every_run_and_fails_none(tmp_path: Path) -> None:
+    """--max-retry-after and --retry-budget scaled down to 2 s: each overview asks twice
+    to wait 1.5 s. Every run waits (the gate hears of each 429 before anything else), and
+    no run pays for the shared pause from its budget (a run paying 1.5 s per 429 ran out
+    of its 2 s budget on the second 429, and the gate never heard of that one)."""
+    cloud = generate_cloud(runs=4, metrics=60, points=2)
+    plan = FaultPlan(p_429=1.0, retry_after=1.5, fault_endpoints=frozenset({"overview"}))
+    async with Simulator(cloud, faults=plan) as sim:
+        settings = settings_for(
+            sim, tmp_path, max_url_length=400, max_retry_after=2.0, retry_budget=2.0
+        )
+
+        def asked_twice() -> bool:
+            throttled = [r.run_id for r in sim.log if r.status == 429]
+            return any(throttled.count(run_id) >= 2 for run_id in throttled)
+
+        async def heal() -> None:
+            await wait_for(asked_twice)
+            sim.faults = FaultPlan()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(heal)
+            result = await harvest_job(settings, targets(cloud))
+        throttles = [r.at for r in sim.log if r.status == 429]
+        for at in throttles:
+            # Requests already on the wire (on a busy machine, for a while) may land just
+            # after; nothing new until the 1.5 s are over.
+            quiet = [r for r in sim.log if at + 0.5 < r.at < at + 1.4]
+            assert quiet == [], f"requests during the pause after the 429 at {at}"
+    assert not result.report.failed
     assert_exact(cloud, tmp_path)
 
 
