@@ -109,6 +109,11 @@ def _add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> N
     g.add_argument("--runs-in-flight", help="runs harvested at once (default 4)")
     g.add_argument("--state", help="state file (default <out>/.harvester-state.sqlite)")
     g.add_argument("--force", action="store_true", default=None, help="re-harvest finished runs")
+    g.add_argument(
+        "--file-mode",
+        metavar="MODE",
+        help="mode of the archive files: octal like 0640 (default 0600), or umask",
+    )
     g.add_argument("--quiet", dest="log_level", action="store_const", const="quiet")
     g.add_argument("--verbose", dest="log_level", action="store_const", const="verbose")
     if not worker:
@@ -187,9 +192,9 @@ _SETTINGS_FLAGS = (
     "base_url", "token", "rate", "rate_recovery", "concurrency", "max_url_length",
     "connect_timeout", "read_timeout", "max_attempts", "retry_budget", "max_retry_after",
     "allow_insecure", "runs", "runs_file", "out", "methods", "details", "run_record",
-    "runs_in_flight", "state", "force", "log_level", "progress", "projects", "tests", "since",
-    "until", "page_size", "interval", "listen_host", "listen_port", "export_csv",
-    "export_timeout",
+    "runs_in_flight", "state", "force", "file_mode", "log_level", "progress", "projects",
+    "tests", "since", "until", "page_size", "interval", "listen_host", "listen_port",
+    "export_csv", "export_timeout",
 )  # fmt: skip
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -84,6 +85,8 @@ class Settings:
     run_record: bool = _section("harvest", False)
     runs_in_flight: int = _section("harvest", 4)
     channel_size: int = _section("harvest", 16)
+    #: Mode of the archive files: octal ("0600", "0640") or "umask" to honour the umask.
+    file_mode: str = _section("harvest", "0600")
     force: bool = _section("harvest", False)
     export_csv: bool = _section("harvest", False)
     export_timeout: float = _section("harvest", 600.0)
@@ -107,6 +110,11 @@ class Settings:
     @property
     def to_stdout(self) -> bool:
         return self.out == "-"
+
+    @property
+    def file_mode_bits(self) -> int | None:
+        """The archive files' mode, or None to leave it to the umask."""
+        return None if self.file_mode == "umask" else int(self.file_mode, 8)
 
 
 _FIELDS = {f.name: f for f in fields(Settings)}
@@ -154,6 +162,10 @@ def _validate(s: Settings) -> None:
     if s.export_csv and s.to_stdout:
         raise ConfigError(
             "--export-csv writes <test_run_id>.csv files beside the NDJSON: give --out DIR"
+        )
+    if s.file_mode != "umask" and not re.fullmatch(r"0?[0-7]{3}", s.file_mode):
+        raise ConfigError(
+            f"file_mode must be an octal mode such as 0600 or 0640, or umask (got {s.file_mode!r})"
         )
     if any(not ch.isprintable() or ch.isspace() for ch in s.token.reveal()):
         raise ConfigError(

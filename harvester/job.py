@@ -54,7 +54,7 @@ class JobResult:
 def make_sink(settings: Settings, stdout: BinaryIO | None = None) -> Sink:
     if settings.to_stdout:
         return StreamSink(stdout if stdout is not None else sys.stdout.buffer)
-    return DirectorySink(prepare_output_dir(settings.out))
+    return DirectorySink(prepare_output_dir(settings.out), settings.file_mode_bits)
 
 
 def state_path(settings: Settings) -> Path | None:

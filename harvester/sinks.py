@@ -18,7 +18,7 @@ import anyio
 
 from .errors import ConfigError, OutputError
 
-FILE_MODE = 0o600  # metric tags can name internal hosts: owner-only by default
+FILE_MODE = 0o600  # metric tags can name internal hosts: owner-only by default (--file-mode)
 WRITE_BUFFER = 1 << 20
 WRITEBACK_AFTER = 1 << 20  # bytes of a run written between two writeback hints
 
@@ -89,15 +89,18 @@ def prepare_output_dir(path: str) -> Path:
 class DirectorySink:
     """One `<run_id>.ndjson` per run, renamed into place only when the run is complete."""
 
-    def __init__(self, out_dir: Path) -> None:
+    def __init__(self, out_dir: Path, file_mode: int | None = FILE_MODE) -> None:
         self.out_dir = out_dir
+        self.file_mode = file_mode  # None: 0666 less the umask, as any program's files
         self._files: dict[int, BinaryIO] = {}
         self._unsynced: dict[int, int] = {}  # bytes written since the last writeback hint
 
     async def begin(self, run_id: int) -> None:
         path = temp_path(self.out_dir, run_id)
         with writing_to(path):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self.file_mode or 0o666)
+            if self.file_mode is not None:
+                os.fchmod(fd, self.file_mode)  # exactly the mode asked, whatever the umask
         self._files[run_id] = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
 
     async def write(self, run_id: int, data: bytes) -> None:

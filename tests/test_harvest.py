@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import stat
 from pathlib import Path
 
 import anyio
@@ -12,7 +13,8 @@ import pytest
 
 from harvester.api import V2
 from harvester.batching import SeriesBatcher, series_query
-from harvester.errors import OutputError
+from harvester.config import load_settings
+from harvester.errors import ConfigError, OutputError
 from harvester.job import harvest_job
 from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
@@ -229,3 +231,25 @@ async def test_every_thresholds_metric_id_resolves_to_a_threshold_metric_record(
         for threshold in thresholds:
             assert by_id[threshold["metric_id"]]["name"], threshold
         assert records[-1]["data"]["counts"]["threshold_metric"] == len(metrics)
+
+
+@pytest.mark.parametrize(
+    ("file_mode", "umask", "expected"),
+    [("0600", 0o022, 0o600), ("0640", 0o077, 0o640), ("umask", 0o027, 0o640)],
+)
+async def test_file_mode_sets_the_archive_files_mode_or_leaves_it_to_the_umask(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path, file_mode: str, umask: int, expected: int
+) -> None:
+    settings = settings_for(simulator, tmp_path, file_mode=file_mode)
+    before = os.umask(umask)
+    try:
+        await harvest_job(settings, [RunTarget(min(cloud.runs))])
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / f"{min(cloud.runs)}.ndjson").stat().st_mode) == expected
+
+
+@pytest.mark.parametrize("bad", ["640x", "0800", "rw-r-----", "06400"])
+def test_a_file_mode_that_is_not_octal_or_umask_is_refused(bad: str) -> None:
+    with pytest.raises(ConfigError, match="file_mode must be an octal mode such as 0600"):
+        load_settings({"file_mode": bad}, environ={})
