@@ -617,3 +617,21 @@ def test_simulate_run_serves_in_process_until_sigterm(monkeypatch: pytest.Monkey
     finally:
         thread.join(timeout=30)
     assert answers == [200] and "runs: 100001" in announced[0]
+
+
+def test_simulated_runs_are_dated_near_now_and_the_start_line_lists_what_to_ask_for() -> None:
+    """By default the runs are from the last days, so the README's `--since 7d` finds
+    them; --anchor pins the dates; the start line names projects, tests and dates."""
+    cloud = command.build_cloud(_namespace("--runs", "5"))
+    created = [datetime.fromisoformat(run["created"]) for run in cloud.runs_of(None)]
+    assert all(timedelta(0) < datetime.now(UTC) - c < timedelta(days=7) for c in created)
+    text = command.describe_cloud(cloud)
+    for project_id, project in cloud.projects.items():
+        assert f"{project_id} ({project['name']})" in text
+    for test_id, test in cloud.tests.items():
+        assert f"{test_id} ({test['name']}, project {test['project_id']})" in text
+    assert f"harvester runs --project {min(cloud.projects)} --since 7d" in text
+    fixed = command.build_cloud(_namespace("--runs", "2", "--anchor", "2024-06-03T12:00:00"))
+    assert max(run["created"] for run in fixed.runs_of(None)) == "2024-06-03T11:00:00Z"
+    with pytest.raises(ConfigError, match="--anchor 'soon' is not an ISO 8601 date"):
+        command.build_cloud(_namespace("--anchor", "soon"))

@@ -62,7 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--missing-series", type=int, default=0, help="metrics per run without a serie"
     )
     data.add_argument(
-        "--now", action="store_true", help="date the runs before now instead of a fixed date"
+        "--anchor",
+        metavar="WHEN",
+        help="date the generated runs in the days before this ISO 8601 moment "
+        "(default: now, so `--since 7d` finds them; e.g. 2024-06-03T12:00:00Z for fixed data)",
     )
 
     k6 = parser.add_argument_group("recorded k6 runs")
@@ -212,7 +215,7 @@ def build_cloud(ns: argparse.Namespace) -> SimCloud:
             pending_runs=ns.pending_runs,
             processing_error_runs=ns.processing_error_runs,
             missing_series=ns.missing_series,
-            anchor=datetime.now(UTC) if ns.now else None,
+            anchor=_anchor(ns.anchor),
         )
     except ValueError as exc:
         raise ConfigError(f"simulate: {exc}") from exc
@@ -223,6 +226,19 @@ def build_cloud(ns: argparse.Namespace) -> SimCloud:
         summary = ns.summary[index] if index < len(ns.summary) else None
         cloud.add_run(_load_k6(path, run_id, summary, ns.bucket))
     return cloud
+
+
+def _anchor(text: str | None) -> datetime:
+    """--anchor as a moment (no zone means UTC), or now."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"simulate: --anchor {text!r} is not an ISO 8601 date, e.g. 2024-06-03T12:00:00Z"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _load_k6(path: str, run_id: int, summary: str | None, bucket: float | None) -> RunData:
@@ -253,6 +269,21 @@ def describe_runs(run_ids: Iterable[int]) -> str:
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans) or "none"
 
 
+def describe_cloud(cloud: SimCloud) -> str:
+    """What there is to harvest, for the start line: projects, tests, run dates."""
+    projects = ", ".join(f"{pid} ({p['name']})" for pid, p in sorted(cloud.projects.items()))
+    tests = ", ".join(
+        f"{tid} ({t['name']}, project {t['project_id']})" for tid, t in sorted(cloud.tests.items())
+    )
+    created = sorted(str(run["created"]) for run in cloud.runs_of(None) if run.get("created"))
+    lines = [f"  projects: {projects or 'none'}", f"  tests: {tests or 'none'}"]
+    if created:
+        first = min(cloud.projects, default=None)
+        hint = f"; try: harvester runs --project {first} --since 7d" if first else ""
+        lines.append(f"  runs created {created[0]} .. {created[-1]}{hint}")
+    return "\n".join(lines)
+
+
 def _check_host(host: str, allowed: bool) -> None:
     if allowed or host == "localhost":
         return
@@ -270,6 +301,7 @@ async def _serve(sim: Simulator) -> None:
             runs = describe_runs(sim.cloud.runs)
             sys.stderr.write(
                 f"simulator listening on {sim.base_url} (token: {sim.token}); runs: {runs}\n"
+                f"{describe_cloud(sim.cloud)}\n"
             )
             sys.stderr.flush()
             async for _ in signals:
