@@ -28,7 +28,7 @@ from yarl import URL
 from .api import V2, CloudApi, JsonObject
 from .errors import ApiStatusError, HarvesterError, OutputError
 from .retry import RetryPolicy
-from .sinks import FILE_MODE, final_path, fsync_directory, writing_to
+from .sinks import FILE_MODE, current_umask, final_path, fsync_directory, writing_to
 
 GZIP_MAGIC = b"\x1f\x8b"
 SUFFIXES = (".csv.gz", ".csv")
@@ -75,10 +75,18 @@ class CsvExporter:
     """Fetches runs' CSV exports into `out_dir`; one per job, shared by its runs."""
 
     def __init__(
-        self, api: CloudApi, out_dir: Path, *, timeout: float, replace: bool = False
+        self,
+        api: CloudApi,
+        out_dir: Path,
+        *,
+        timeout: float,
+        replace: bool = False,
+        file_mode: int | None = FILE_MODE,
     ) -> None:
         self.api = api
         self.out_dir = out_dir
+        # --file-mode as for the NDJSON files; None: what the umask leaves of 0666.
+        self.file_mode = file_mode if file_mode is not None else 0o666 & ~current_umask()
         self.timeout = timeout
         self.replace = replace  # --force: a new export replaces the published one
         self._policy: RetryPolicy = api.transport.policy
@@ -148,7 +156,7 @@ class CsvExporter:
             fd, name = tempfile.mkstemp(
                 prefix=f".{run_id}.csv.", suffix=".partial", dir=self.out_dir
             )
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, self.file_mode)
         temp = Path(name)
         try:
             with os.fdopen(fd, "w+b") as fh:

@@ -102,7 +102,11 @@ class Scheduler:
         self._stopping = False
         self._exporter = (
             CsvExporter(
-                api, Path(settings.out), timeout=settings.export_timeout, replace=settings.force
+                api,
+                Path(settings.out),
+                timeout=settings.export_timeout,
+                replace=settings.force,
+                file_mode=settings.file_mode_bits,
             )
             if settings.export_csv
             else None

@@ -64,6 +64,13 @@ def fsync_directory(path: Path) -> None:
         os.close(dir_fd)
 
 
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: done at start-up, not in threads)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def final_path(out_dir: Path, run_id: int) -> Path:
     return out_dir / f"{run_id}.ndjson"
 

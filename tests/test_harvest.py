@@ -240,13 +240,14 @@ async def test_every_thresholds_metric_id_resolves_to_a_threshold_metric_record(
 async def test_file_mode_sets_the_archive_files_mode_or_leaves_it_to_the_umask(
     simulator: Simulator, cloud: SimCloud, tmp_path: Path, file_mode: str, umask: int, expected: int
 ) -> None:
-    settings = settings_for(simulator, tmp_path, file_mode=file_mode)
+    settings = settings_for(simulator, tmp_path, file_mode=file_mode, export_csv=True)
     before = os.umask(umask)
     try:
         await harvest_job(settings, [RunTarget(min(cloud.runs))])
     finally:
         os.umask(before)
-    assert stat.S_IMODE((tmp_path / f"{min(cloud.runs)}.ndjson").stat().st_mode) == expected
+    for name in (f"{min(cloud.runs)}.ndjson", f"{min(cloud.runs)}.csv"):  # with its export
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected
 
 
 @pytest.mark.parametrize("bad", ["640x", "0800", "rw-r-----", "06400"])
