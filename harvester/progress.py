@@ -111,12 +111,12 @@ class LiveDisplay:
         self.task: TaskID = self.progress.add_task("runs", total=None)
 
     def detail(self) -> str:
-        """The counters line. The rate is the requests the gate admitted in the last
-        second, the very window its limit is about: it never reads above the limit."""
+        """The counters line. The rate is what the gate admitted over the window its
+        limit is kept over (`RateGate.recent_rate`): it never reads above the limit."""
         s = self.stats
         parts = [plural(s.request_count, "request")]
         if self.gate is not None:
-            parts.append(f"{self.gate.admitted_last_second()}/{self.gate.current:g} req/s")
+            parts.append(f"{self.gate.recent_rate():.1f}/{self.gate.current:g} req/s")
         parts += [plural(s.record_count, "record"), plural(s.retries, "retry", "retries")]
         if s.runs_failed:
             parts.append(f"{s.runs_failed} failed")

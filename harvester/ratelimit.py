@@ -133,7 +133,9 @@ class RateGate:
         if wait <= 0:
             self._bucket.admit(now)
             self._admitted.append(now)
-            self.admitted_last_second()  # keeps the deque at most a second long
+            # Keep only what the longest rate window can need: ceil(r)/r < 1 + 1/r seconds.
+            while self._admitted[0] <= now - 1.0 - 1.0 / self.floor:
+                self._admitted.popleft()
         return max(wait, 0.0)
 
     async def acquire(self) -> None:
@@ -148,13 +150,16 @@ class RateGate:
                     return
                 await anyio.sleep(wait)
 
-    def admitted_last_second(self) -> int:
-        """Requests admitted in the last second: the window the guarantee is about, so
-        this never exceeds the ceiling (the progress display shows it as the rate)."""
+    def recent_rate(self) -> float:
+        """Requests per second admitted over the last W = ceil(r)/r seconds (one second for
+        a whole rate r). The proof above, over a window of length W, gives n - 1 < e + L*W
+        <= ceil(r): W holds at most ceil(r) admissions, so this never reads above r while
+        r is in force. (The progress display shows it; counting answers instead showed
+        bunched answers as a rate above the limit.)"""
         now = self._clock()
-        while self._admitted and self._admitted[0] <= now - 1.0:
-            self._admitted.popleft()
-        return len(self._admitted)
+        window = math.ceil(self.current) / self.current
+        admitted = sum(1 for moment in self._admitted if moment > now - window)
+        return admitted / window
 
     def throttled(self, retry_after: float) -> None:
         """A 429 arrived: pause every request for `retry_after` seconds and halve the rate."""
