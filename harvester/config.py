@@ -163,14 +163,18 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             "--export-csv writes <test_run_id>.csv files beside the NDJSON: give --out DIR"
         )
-    if s.file_mode != "umask" and not re.fullmatch(r"0?[0-7]{3}", s.file_mode):
-        raise ConfigError(
-            f"file_mode must be an octal mode such as 0600 or 0640, or umask (got {s.file_mode!r})"
-        )
+    _validate_file_mode(s.file_mode)
     if any(not ch.isprintable() or ch.isspace() for ch in s.token.reveal()):
         raise ConfigError(
             "the API token contains spaces or control characters; check K6_CLOUD_TOKEN "
             "(or --token) for a stray quote, space or line break"
+        )
+
+
+def _validate_file_mode(mode: str) -> None:
+    if mode != "umask" and not re.fullmatch(r"0?[0-7]{3}", mode):
+        raise ConfigError(
+            f"file_mode must be an octal mode such as 0600 or 0640, or umask (got {mode!r})"
         )
 
 
