@@ -160,9 +160,17 @@ async def test_a_retry_after_beyond_the_maximum_fails_loudly_instead_of_retrying
     )
 
 
+#: The simulator stamps a request when its loop gets to it, and it shares the loop with the
+#: harvester: on a busy machine a stamp can be late by tens of milliseconds, and a late
+#: first stamp makes a second look shorter. Counting windows this much shorter than a
+#: second keeps that noise out (R + 1 requests from the gate span at least 1.01 s).
+LOOP_JITTER = 0.03
+
+
 async def test_against_a_server_limit_equal_to_rate_there_are_no_limit_hits(tmp_path: Path) -> None:
     cloud = generate_cloud(runs=3, metrics=100, points=3)
-    async with Simulator(cloud, faults=FaultPlan(rate_limit=25, rate_window=1.0)) as sim:
+    plan = FaultPlan(rate_limit=25, rate_window=1.0 - LOOP_JITTER)
+    async with Simulator(cloud, faults=plan) as sim:
         settings = settings_for(sim, tmp_path, rate=25, max_url_length=400)
         result = await harvest_job(settings, targets(cloud))
         assert len(sim.log) > 40
@@ -184,7 +192,7 @@ async def test_429s_that_change_the_rate_never_push_a_second_over_the_limit(
         )
         result = await harvest_job(settings, targets(cloud))
         assert sim.fault_counts["429"] >= 2 and len(sim.log) > 20
-        assert sim.log.max_in_window(1.0) <= 10
+        assert sim.log.max_in_window(1.0 - LOOP_JITTER) <= 10
     assert not result.report.failed
     assert_exact(cloud, tmp_path)
 
