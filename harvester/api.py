@@ -73,12 +73,18 @@ class CloudApi:
         return doc
 
     async def get_run(self, run_id: int) -> JsonObject:
-        url = self.transport.url(f"{V2}/runs/{run_id}")
-        doc = await self.transport.get("run", url)
-        if not isinstance(doc, dict) or not isinstance(doc.get("k6-run"), dict):
-            raise ApiStatusError("unexpected answer: no 'k6-run' object", url=str(url))
-        run: JsonObject = doc["k6-run"]
-        return run
+        return await self._object("run", f"{V2}/runs/{run_id}", "k6-run")
+
+    async def get_test(self, test_id: int) -> JsonObject:
+        return await self._object("test", f"{V2}/tests/{test_id}", "k6-test")
+
+    async def _object(self, endpoint: str, path: str, key: str) -> JsonObject:
+        url = self.transport.url(path)
+        doc = await self.transport.get(endpoint, url)
+        if not isinstance(doc, dict) or not isinstance(doc.get(key), dict):
+            raise ApiStatusError(f"unexpected answer: no {key!r} object", url=str(url))
+        found: JsonObject = doc[key]
+        return found
 
     async def list_tests(
         self, project_id: int, page: int, page_size: int

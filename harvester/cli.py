@@ -245,7 +245,7 @@ def _reporting(reporter: Any, func: Any, *args: Any) -> Any:
 async def _harvest(settings: Any, reporter: Any) -> Any:
     """Discover (when selectors are given), then harvest, under one rate gate."""
     from .discovery import Selection, discover_runs, with_explicit
-    from .job import JobResult, harvest_job, until_signal
+    from .job import JobResult, harvest_job, open_state, until_signal
     from .ratelimit import RateGate
     from .scheduler import HarvestReport, RunTarget
     from .stats import HarvestStats
@@ -253,26 +253,42 @@ async def _harvest(settings: Any, reporter: Any) -> Any:
     selection = Selection.from_settings(settings)
     stats = HarvestStats()
     gate = RateGate.for_settings(settings)
-    async with reporter.showing(stats, gate):
-        targets = [RunTarget(run_id) for run_id in settings.runs]
-        if selection.active:
-            reporter.discovering()
-            found, signum = await until_signal(
-                lambda: discover_runs(settings, selection, gate=gate, stats=stats), reporter
+    not_found: list[str] = []
+    # The state (and its lock) first: discovery remembers waiting runs in it.
+    with open_state(settings) as state:
+        async with reporter.showing(stats, gate):
+            targets = [RunTarget(run_id) for run_id in settings.runs]
+            if selection.active:
+                reporter.discovering()
+                found, signum = await until_signal(
+                    lambda: discover_runs(settings, selection, gate=gate, stats=stats, state=state),
+                    reporter,
+                )
+                if found is None:  # stopped while listing: nothing was written
+                    return JobResult(HarvestReport(), stats, 0.0, interrupted_by=signum)
+                reporter.discovered(found)
+                not_found = _say_not_found(reporter, found)
+                targets = with_explicit(found, settings.runs)
+            result = await harvest_job(
+                settings,
+                targets,
+                observers=[reporter],
+                stats=stats,
+                gate=gate,
+                handle_signals=True,
+                listener=reporter,
+                state=state,
+                notify=reporter.event,
             )
-            if found is None:  # stopped while listing: nothing was written
-                return JobResult(HarvestReport(), stats, 0.0, interrupted_by=signum)
-            reporter.discovered(found)
-            targets = with_explicit(found, settings.runs)
-        return await harvest_job(
-            settings,
-            targets,
-            observers=[reporter],
-            stats=stats,
-            gate=gate,
-            handle_signals=True,
-            listener=reporter,
-        )
+    result.not_found = not_found
+    return result
+
+
+def _say_not_found(reporter: Any, found: Any) -> list[str]:
+    """One line per selected project or test the API does not know (exit status 1)."""
+    for message in found.not_found:
+        reporter.event("not_found", message)
+    return list(found.not_found)
 
 
 def _require_token(settings: Any) -> None:
@@ -300,8 +316,9 @@ def _cmd_runs(ns: argparse.Namespace) -> int:
         runs_table(sys.stdout, rows)
     else:
         write_rows(sys.stdout, rows, output)
-    Reporter.for_settings(settings, live_allowed=False).discovered(found)
-    return EXIT_OK
+    reporter = Reporter.for_settings(settings, live_allowed=False)
+    reporter.discovered(found)
+    return EXIT_FAILED if _say_not_found(reporter, found) else EXIT_OK
 
 
 def _cmd_worker(ns: argparse.Namespace) -> int:
@@ -333,12 +350,13 @@ def _cmd_status(ns: argparse.Namespace) -> int:
 
 
 def exit_status(result: Any) -> int:
-    """130/143 when a signal stopped the job, 1 when any run failed, else 0."""
+    """130/143 when a signal stopped the job, 1 when any run failed or a selected project
+    or test does not exist, else 0."""
     import signal
 
     if result.interrupted_by is not None:
         return EXIT_SIGTERM if result.interrupted_by == signal.SIGTERM else EXIT_SIGINT
-    return EXIT_FAILED if result.report.failed else EXIT_OK
+    return EXIT_FAILED if result.report.failed or result.not_found else EXIT_OK
 
 
 def _run_async(func: Any, *args: Any, **kwargs: Any) -> Any:

@@ -4,26 +4,30 @@ Discovery pages through `/loadtests/v2/tests` and `/loadtests/v2/runs` with the 
 `CloudApi` (so the same rate gate and retries) as the harvest, and sorts what it finds:
 runs that are final and processed become `RunTarget`s carrying their `k6-run` object;
 runs k6 Cloud could not fully process are harvested but marked incomplete; runs still
-running or processing are reported and left for the next time.
+running or processing are reported and left for the next time. With a state file, those
+are remembered ("waiting") and asked about one by one (`GET /runs/{id}`) by every later
+job whose selectors cover them, whatever its --since/--until, until they are final. A
+project or test the API does not know is named in `Discovery.not_found`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
 from .api import CloudApi, JsonObject
 from .config import Settings
-from .errors import ConfigError, unwrap
+from .errors import ConfigError, NotFound, unwrap
 from .export import run_archived
 from .ratelimit import RateGate
 from .scheduler import RunTarget
+from .state import HarvestState, WaitingRun
 from .stats import HarvestStats
 from .transport import Transport
 
@@ -42,6 +46,7 @@ _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _WHEN_HELP = "use an ISO date (2026-01-31), a date and time (2026-01-31T12:00:00Z) or an age"
 
+T = TypeVar("T")
 PageFetch = Callable[[int, int], Awaitable[tuple[list[JsonObject], int | None]]]
 
 
@@ -175,6 +180,10 @@ class Discovery:
     requests: int = 0
     #: Test names from the tests listings read (runs do not carry their test's name).
     test_names: dict[int, str] = field(default_factory=dict)
+    #: One line per selected project or test the API does not know.
+    not_found: list[str] = field(default_factory=list)
+    #: Runs earlier jobs left waiting, asked about again.
+    rechecked: int = 0
 
     @property
     def found(self) -> int:
@@ -230,26 +239,48 @@ async def read_pages(fetch: PageFetch, page_size: int) -> list[JsonObject]:
     return list(items.values())
 
 
-async def _tests_of(api: CloudApi, project_id: int, page_size: int) -> list[JsonObject]:
+async def _tests_of(
+    api: CloudApi, project_id: int, page_size: int, not_found: list[str]
+) -> list[JsonObject]:
     async def fetch(page: int, size: int) -> tuple[list[JsonObject], int | None]:
         return await api.list_tests(project_id, page, size)
 
-    return await read_pages(fetch, page_size)
+    try:
+        tests = await read_pages(fetch, page_size)
+    except NotFound:
+        not_found.append(f"project {project_id} does not exist (the API answered 404)")
+        return []
+    if not tests:  # the v2 API may answer an unknown project with an empty list
+        not_found.append(f"project {project_id} has no tests: is the id right?")
+    return tests
 
 
-async def _runs_of(api: CloudApi, test_id: int, page_size: int) -> list[JsonObject]:
+async def _runs_of(
+    api: CloudApi, test_id: int, page_size: int, not_found: list[str], *, selected: bool
+) -> list[JsonObject]:
+    """The test's runs; a `selected` test (a --test) with none is checked to exist."""
+
     async def fetch(page: int, size: int) -> tuple[list[JsonObject], int | None]:
         return await api.list_runs(test_id, page, size)
 
-    return await read_pages(fetch, page_size)
+    try:
+        runs = await read_pages(fetch, page_size)
+        if not runs and selected:  # no runs yet, or an unknown test answered with []?
+            await api.get_test(test_id)
+    except NotFound:
+        not_found.append(f"test {test_id} does not exist (the API answered 404)")
+        return []
+    return runs
 
 
-async def _test_ids(api: CloudApi, selection: Selection, names: dict[int, str]) -> list[int]:
+async def _test_ids(
+    api: CloudApi, selection: Selection, names: dict[int, str], not_found: list[str]
+) -> list[int]:
     """`--test`s first, then the tests of each `--project`, once each; the names of the
     tests listed go into `names`."""
     ids: dict[int, None] = dict.fromkeys(selection.tests)
     for project_id in dict.fromkeys(selection.projects):
-        for test in await _tests_of(api, project_id, selection.page_size):
+        for test in await _tests_of(api, project_id, selection.page_size, not_found):
             if isinstance(test.get("id"), int):
                 ids.setdefault(test["id"], None)
                 if isinstance(test.get("name"), str):
@@ -257,30 +288,92 @@ async def _test_ids(api: CloudApi, selection: Selection, names: dict[int, str]) 
     return list(ids)
 
 
-async def discover(api: CloudApi, selection: Selection, *, parallel: int = 4) -> Discovery:
+async def discover(
+    api: CloudApi, selection: Selection, *, parallel: int = 4, state: HarvestState | None = None
+) -> Discovery:
     """Runs of every selected test (the tests of the selected projects, and `--test`s),
     sorted into targets and pending runs. Tests are listed `parallel` at a time; the
-    rate gate spaces the requests whatever `parallel` is."""
+    rate gate spaces the requests whatever `parallel` is. With `state`, pending runs are
+    remembered and those earlier jobs left waiting are asked about again."""
     runs: list[JsonObject] = []
+    not_found: list[str] = []
     before = api.transport.stats.request_count
     names: dict[int, str] = {}
-    test_ids = await _test_ids(api, selection, names)
+    test_ids = await _test_ids(api, selection, names, not_found)
     slots = anyio.CapacityLimiter(parallel)
 
     async def one_test(test_id: int) -> None:
         async with slots:
-            runs.extend(await _runs_of(api, test_id, selection.page_size))
+            selected = test_id in selection.tests
+            runs.extend(
+                await _runs_of(api, test_id, selection.page_size, not_found, selected=selected)
+            )
 
-    try:
-        async with anyio.create_task_group() as tg:
-            for test_id in test_ids:
-                tg.start_soon(one_test, test_id)
-    except ExceptionGroup as group:
-        raise unwrap(group) from None
+    await _each(one_test, test_ids)
     found = sort_runs(runs, selection)
+    found.not_found = not_found
+    if state is not None:
+        state.remember_waiting(_waiting(p, selection) for p in found.pending)
+        await _recheck(api, state, selection, found, slots)
     found.requests = api.transport.stats.request_count - before
     found.test_names = names
     return found
+
+
+async def _each(func: Callable[[T], Coroutine[Any, Any, None]], items: Iterable[T]) -> None:
+    """`func(item)` for every item at once; the first error (unwrapped) ends them all."""
+    try:
+        async with anyio.create_task_group() as tg:
+            for item in items:
+                tg.start_soon(func, item)
+    except ExceptionGroup as group:
+        raise unwrap(group) from None
+
+
+# --- runs left waiting ------------------------------------------------------------------
+
+
+def _waiting(pending: PendingRun, selection: Selection) -> WaitingRun:
+    """What the state keeps of a pending run: which test and project, and the selector
+    that found it (a later job with the same selectors asks about it again)."""
+    test_id, project_id = _status(pending.run, "test_id"), _status(pending.run, "project_id")
+    selector = f"test {test_id}" if test_id in selection.tests else f"project {project_id}"
+    return WaitingRun(pending.run_id, pending.reason, test_id, project_id, selector)
+
+
+async def _recheck(
+    api: CloudApi,
+    state: HarvestState,
+    selection: Selection,
+    found: Discovery,
+    slots: anyio.CapacityLimiter,
+) -> None:
+    """Ask about each run an earlier job left waiting that this listing did not show (it
+    may be outside --since/--until now): harvest it when final, else keep it waiting."""
+    seen = {t.run_id for t in found.targets} | {p.run_id for p in found.pending}
+    earlier = {w.run_id: w for w in state.waiting(selection.projects, selection.tests)}
+    for run_id in seen:
+        earlier.pop(run_id, None)
+    still: list[WaitingRun] = []
+
+    async def ask(waiting: WaitingRun) -> None:
+        try:
+            async with slots:
+                verdict = classify(await api.get_run(waiting.run_id))
+        except NotFound:  # deleted since: nothing left to wait for
+            state.forget(waiting.run_id)
+            return
+        if isinstance(verdict, RunTarget):
+            found.targets.append(verdict)
+        else:
+            found.pending.append(verdict)
+            still.append(replace(waiting, reason=verdict.reason))
+
+    await _each(ask, earlier.values())
+    state.remember_waiting(still)
+    found.rechecked = len(earlier)
+    found.targets.sort(key=lambda t: t.run_id)
+    found.pending.sort(key=lambda p: p.run_id)
 
 
 async def discover_runs(
@@ -289,13 +382,15 @@ async def discover_runs(
     *,
     gate: RateGate | None = None,
     stats: HarvestStats | None = None,
+    state: HarvestState | None = None,
 ) -> Discovery:
     """`discover` over a transport of its own (sharing `gate` and `stats` when given, so
-    discovery and harvest count against one rate limit)."""
+    discovery and harvest count against one rate limit); `state`: see `discover`."""
     gate = gate if gate is not None else RateGate.for_settings(settings)
     stats = stats if stats is not None else HarvestStats()
     async with Transport(settings, gate=gate, stats=stats) as transport:
-        return await discover(CloudApi(transport), selection, parallel=settings.concurrency)
+        api = CloudApi(transport)
+        return await discover(api, selection, parallel=settings.concurrency, state=state)
 
 
 # --- listing (`harvester runs`) ---------------------------------------------------------

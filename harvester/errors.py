@@ -26,6 +26,17 @@ class StateError(HarvesterError):
     exit_code = 2
 
 
+class StateCorrupt(StateError):
+    """The state file is damaged or not a database: move it aside (the files stay valid)."""
+
+
+class StateUnavailable(StateError):
+    """The state file cannot be written for now: a full disk, a read-only filesystem, an
+    I/O error, a lock held by another program. An outage: the worker backs off."""
+
+    exit_code = 1
+
+
 class OutputError(HarvesterError):
     """The output cannot be written (disk full, permissions, a closed pipe). Ends the job:
     every run writes to the same place. Runs already published stay published."""

@@ -23,15 +23,18 @@ from .api import CloudApi
 from .config import Settings
 from .errors import unwrap
 from .export import run_archived
+from .provenance import describe_runs, from_file, lacking
 from .ratelimit import RateGate
 from .scheduler import HarvestReport, RunObserver, RunTarget, Scheduler
-from .sinks import DirectorySink, Sink, StreamSink, prepare_output_dir
-from .state import STATE_FILE_NAME, HarvestState
+from .sinks import DirectorySink, Sink, StreamSink, final_path, prepare_output_dir
+from .state import STATE_FILE_NAME, HarvestState, StateLock
 from .stats import HarvestStats
 from .transport import Transport
 
 SHUTDOWN_GRACE = 10.0
 T = TypeVar("T")
+#: Where a job says what the user should know: `Reporter.event(event, message, **fields)`.
+Notify = Callable[..., None]
 
 
 class StopListener(Protocol):
@@ -49,6 +52,8 @@ class JobResult:
     skipped: list[int] = field(default_factory=list)
     not_done: list[int] = field(default_factory=list)
     interrupted_by: int | None = None  # the signal that stopped the job, if any
+    #: Selected projects or tests the API does not know, one line each (exit status 1).
+    not_found: list[str] = field(default_factory=list)
 
 
 def make_sink(settings: Settings, stdout: BinaryIO | None = None) -> Sink:
@@ -65,12 +70,15 @@ def state_path(settings: Settings) -> Path | None:
 
 
 @contextlib.contextmanager
-def open_state(settings: Settings) -> Iterator[HarvestState | None]:
+def open_state(settings: Settings, lock: StateLock | None = None) -> Iterator[HarvestState | None]:
+    """The job's state (None in stdout mode without --state); `lock`: already held."""
+    if not settings.to_stdout:
+        prepare_output_dir(settings.out)  # a bad --out is named as such, not as its state
     path = state_path(settings)
     if path is None:
         yield None
         return
-    with HarvestState.open(path) as state:
+    with HarvestState.open(path, lock) as state:
         yield state
 
 
@@ -109,6 +117,37 @@ def split_done(
     return todo, skipped
 
 
+def archived_short(
+    settings: Settings, archived: Sequence[int], state: HarvestState | None
+) -> dict[int, list[str]]:
+    """Archived runs that lack what this job asks for (another method, details), and
+    what. How a run was harvested comes from the state, else from its file's summary."""
+    recorded = state.harvested_how(archived) if state and archived else {}
+    short: dict[int, list[str]] = {}
+    for run_id in archived:
+        how = recorded.get(run_id)
+        if how is None and not settings.to_stdout:
+            how = from_file(final_path(Path(settings.out), run_id))
+        missing = lacking(how, settings) if how is not None else []
+        if missing:
+            short[run_id] = missing
+    return short
+
+
+def warn_short(short: dict[int, list[str]], notify: Notify) -> None:
+    """One line naming the archived runs that lack what was asked."""
+    if not short:
+        return
+    what = ", ".join(sorted({item for missing in short.values() for item in missing}))
+    notify(
+        "archived_differently",
+        f"{describe_runs(short)} archived without what this job asks ({what}) and skipped; "
+        "--force harvests them again",
+        run_ids=sorted(short),
+        lacking=what,
+    )
+
+
 async def harvest_job(
     settings: Settings,
     targets: Sequence[RunTarget],
@@ -121,19 +160,28 @@ async def harvest_job(
     grace: float = SHUTDOWN_GRACE,
     stop: anyio.Event | None = None,
     listener: StopListener | None = None,
+    state: HarvestState | None = None,
+    notify: Notify | None = None,
 ) -> JobResult:
     """Harvest `targets` as `settings` say and return what happened. One failed run does
     not raise; a rejected token raises `AuthRejected`, bad settings `ConfigError`.
-    Setting `stop` (the worker's own signal handling) acts like a first signal."""
+    Setting `stop` (the worker's own signal handling) acts like a first signal. `state`:
+    the caller's open state (else the job opens the one `settings` name); `notify` hears
+    of archived runs that lack what is asked."""
     stats = stats if stats is not None else HarvestStats()
     gate = gate if gate is not None else RateGate.for_settings(settings)
     sink = make_sink(settings, stdout)
     started = time.monotonic()
     # One target per run: two tasks must never share a run's temporary file.
     targets = list({target.run_id: target for target in targets}.values())
-    with open_state(settings) as state:
+    opened: contextlib.AbstractContextManager[HarvestState | None] = (
+        contextlib.nullcontext(state) if state is not None else open_state(settings)
+    )
+    with opened as state:
         remove_leftovers(settings)
         todo, skipped = split_done(settings, targets, state)
+        if notify is not None:
+            warn_short(archived_short(settings, skipped, state), notify)
         stats.runs_total += len(todo)
         stats.runs_skipped += len(skipped)
         watchers = [*observers, *([state] if state else [])]

@@ -20,6 +20,7 @@ from .api import CloudApi, JsonObject
 from .config import Settings
 from .errors import JOB_FATAL, HarvesterError, describe, unwrap
 from .export import CsvExporter, ExportedFile, summary_fields
+from .provenance import harvest_block
 from .records import Lines, Message, RunFailed, RunFinished, RunStarted, encode
 from .retry import RetryBudget, current_budget
 from .run_harvest import RunHarvest
@@ -166,6 +167,7 @@ class Scheduler:
         summary["complete"] = target.incomplete_reason is None
         if target.incomplete_reason:
             summary["incomplete_reason"] = target.incomplete_reason
+        summary["harvest"] = harvest_block(self.settings)  # later jobs compare their settings
         await send.send(RunFinished(target.run_id, summary))
 
     async def _harvest_and_export(

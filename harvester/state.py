@@ -1,10 +1,14 @@
-"""The state file: which runs are archived, which failed and why (SQLite, WAL).
+"""The state file: which runs are archived, which failed and why, which wait (SQLite, WAL).
 
 The output files are the truth: a run whose final `<run_id>.ndjson` exists is done, and a
 run the state calls done whose file is missing is harvested again. The state adds what
-the files cannot say (failures and their reasons, attempts, when), and lets stdout-mode
-and incremental jobs skip what is archived. One process at a time: an exclusive lock
-(flock, released by the kernel even after SIGKILL) guards the file.
+the files cannot say (failures and their reasons, attempts, how each run was harvested,
+runs discovery saw still running), and lets stdout-mode and incremental jobs skip what
+is archived. One process at a time: an exclusive lock (flock, released by the kernel
+even after SIGKILL) guards the file; the worker holds it for its whole life.
+
+SQLite's errors become ours by their result code (`state_errors.py`): a full disk or a
+read-only filesystem is an outage (`StateUnavailable`), a damaged file is `StateCorrupt`.
 """
 
 from __future__ import annotations
@@ -13,30 +17,38 @@ import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import orjson
 
 from .errors import StateError
 from .scheduler import RunOutcome
+from .state_errors import from_os_error, from_sqlite_error
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATE_FILE_NAME = ".harvester-state.sqlite"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
+_META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+_RUNS = """
+CREATE TABLE runs (
     run_id     INTEGER PRIMARY KEY,
-    status     TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')),
+    status     TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'waiting')),
     attempts   INTEGER NOT NULL DEFAULT 0,
     reason     TEXT,
     path       TEXT,
     records    INTEGER,
     complete   INTEGER,
-    updated_at REAL NOT NULL
-);
-"""
+    updated_at REAL NOT NULL,
+    test_id    INTEGER,
+    project_id INTEGER,
+    selector   TEXT,
+    harvest    TEXT
+)"""
+_V1_COLUMNS = "run_id, status, attempts, reason, path, records, complete, updated_at"
 
 
 @dataclass(frozen=True)
@@ -48,28 +60,70 @@ class RunState:
     path: str | None
 
 
-class HarvestState:
-    """Open with `HarvestState.open(path)`; use as a context manager to release the lock."""
+@dataclass(frozen=True)
+class WaitingRun:
+    """A run discovery saw still running or processing, and the selector that found it."""
 
-    def __init__(self, path: Path, db: sqlite3.Connection, lock: IO[bytes]) -> None:
+    run_id: int
+    reason: str
+    test_id: int | None
+    project_id: int | None
+    selector: str
+
+
+class StateLock:
+    """The exclusive lock beside a state file, held until `release()`. Opened read-only,
+    so holding it between a worker's cycles does not keep a filesystem from going
+    read-only (that is an outage to wait out, not something to block)."""
+
+    def __init__(self, path: Path, handle: IO[bytes]) -> None:
+        self.path = path
+        self._handle = handle
+
+    @classmethod
+    def acquire(cls, path: Path) -> StateLock:
+        lock_path = path.with_name(path.name + ".lock")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = os.fdopen(os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o600), "rb")
+        except OSError as exc:
+            raise from_os_error(exc, path, "taking its lock") from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StateError(
+                f"another harvester is already using the state file {path}; wait for it to "
+                "finish, or give this one its own --state (and --out)"
+            ) from None
+        return cls(path, handle)
+
+    def release(self) -> None:
+        self._handle.close()
+
+
+class HarvestState:
+    """Open with `HarvestState.open(path)`; use as a context manager to close it (and
+    release the lock, unless it was lent by the caller)."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection, lock: StateLock, owns: bool) -> None:
         self.path = path
         self._db = db
         self._lock = lock
+        self._owns_lock = owns
 
     @classmethod
-    def open(cls, path: str | Path) -> HarvestState:
+    def open(cls, path: str | Path, lock: StateLock | None = None) -> HarvestState:
+        """Take the lock (or use `lock`, already held) and open the database."""
         path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            lock = _acquire_lock(path)
-        except OSError as exc:
-            raise StateError(f"cannot use state file {path}: {exc.strerror}") from None
+        held = lock if lock is not None else StateLock.acquire(path)
         try:
             db = _connect(path)
         except BaseException:
-            lock.close()
+            if lock is None:
+                held.release()
             raise
-        return cls(path, db, lock)
+        return cls(path, db, held, owns=lock is None)
 
     def __enter__(self) -> HarvestState:
         return self
@@ -78,33 +132,83 @@ class HarvestState:
         self.close()
 
     def close(self) -> None:
-        self._db.close()
-        self._lock.close()
+        try:
+            with self._guard("closing it"):
+                self._db.close()
+        finally:
+            if self._owns_lock:
+                self._lock.release()
+
+    @contextmanager
+    def _guard(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise from_sqlite_error(exc, self.path, doing) from None
 
     # --- reading --------------------------------------------------------------------
 
     def get(self, run_id: int) -> RunState | None:
-        row = self._db.execute(
-            "SELECT run_id, status, attempts, reason, path FROM runs WHERE run_id = ?", (run_id,)
-        ).fetchone()
+        with self._guard("reading it"):
+            row = self._db.execute(
+                "SELECT run_id, status, attempts, reason, path FROM runs WHERE run_id = ?",
+                (run_id,),
+            ).fetchone()
         return RunState(*row) if row else None
 
     def done_runs(self, run_ids: Iterable[int]) -> set[int]:
-        wanted = list(run_ids)
-        done: set[int] = set()
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
+        with self._guard("reading it"):
             rows = self._db.execute(
-                f"SELECT run_id FROM runs WHERE status = 'done' AND run_id IN ({marks})", chunk
+                "SELECT run_id FROM runs WHERE status = 'done'"
+                " AND run_id IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(list(run_ids)),),
             )
-            done.update(row[0] for row in rows)
-        return done
+            return {row[0] for row in rows}
 
-    # --- writing (as a scheduler observer) ------------------------------------------
+    def harvested_how(self, run_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """The summary's `harvest` block of each done run that has one recorded."""
+        with self._guard("reading it"):
+            rows = self._db.execute(
+                "SELECT run_id, harvest FROM runs WHERE status = 'done' AND harvest IS NOT NULL"
+                " AND run_id IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(list(run_ids)),),
+            ).fetchall()
+        return {run_id: orjson.loads(how) for run_id, how in rows}
+
+    def waiting(self, projects: Sequence[int], tests: Sequence[int]) -> list[WaitingRun]:
+        """Runs left waiting by a job whose selectors these projects or tests cover."""
+        with self._guard("reading it"):
+            rows = self._db.execute(
+                "SELECT run_id, reason, test_id, project_id, selector FROM runs"
+                " WHERE status = 'waiting' AND (test_id IN (SELECT value FROM json_each(?))"
+                " OR project_id IN (SELECT value FROM json_each(?))) ORDER BY run_id",
+                (orjson.dumps(list(tests)), orjson.dumps(list(projects))),
+            ).fetchall()
+        return [WaitingRun(*row) for row in rows]
+
+    # --- writing --------------------------------------------------------------------
+
+    def remember_waiting(self, runs: Iterable[WaitingRun]) -> None:
+        """Runs to check again on later jobs, whatever their --since/--until. A run
+        archived already stays done."""
+        rows = [
+            (w.run_id, w.reason, w.test_id, w.project_id, w.selector, time.time()) for w in runs
+        ]
+        with self._guard("recording waiting runs"), self._db:
+            self._db.executemany(
+                "INSERT INTO runs (run_id, status, reason, test_id, project_id, selector,"
+                " updated_at) VALUES (?, 'waiting', ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id) DO UPDATE SET status = 'waiting', reason = excluded.reason,"
+                " test_id = excluded.test_id, project_id = excluded.project_id,"
+                " selector = excluded.selector, updated_at = excluded.updated_at"
+                " WHERE runs.status != 'done'",
+                rows,
+            )
+
+    # as a scheduler observer
 
     def run_started(self, run_id: int) -> None:
-        with self._db:
+        with self._guard(f"recording that run {run_id} started"), self._db:
             self._db.execute(
                 "INSERT INTO runs (run_id, status, attempts, updated_at)"
                 " VALUES (?, 'running', 1, ?)"
@@ -115,70 +219,75 @@ class HarvestState:
 
     def run_ended(self, outcome: RunOutcome) -> None:
         counts = outcome.summary.get("counts", {})
-        with self._db:
+        how = outcome.summary.get("harvest")
+        with self._guard(f"recording that run {outcome.run_id} ended"), self._db:
             self._db.execute(
                 "UPDATE runs SET status = ?, reason = ?, path = ?, records = ?, complete = ?,"
-                " updated_at = ? WHERE run_id = ?",
+                " harvest = ?, updated_at = ? WHERE run_id = ?",
                 (
                     "done" if outcome.ok else "failed",
                     outcome.reason,
                     outcome.path,
                     sum(counts.values()) if outcome.ok else None,
                     int(bool(outcome.summary.get("complete", False))),
+                    orjson.dumps(how).decode() if how is not None else None,
                     time.time(),
                     outcome.run_id,
                 ),
             )
 
     def forget(self, run_id: int) -> None:
-        """The state said done but the file is gone: the file wins."""
-        with self._db:
+        """The state said done but the file is gone, or a waiting run no longer exists."""
+        with self._guard(f"forgetting run {run_id}"), self._db:
             self._db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
 
-def _acquire_lock(path: Path) -> IO[bytes]:
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    lock = os.fdopen(fd, "r+b")
-    try:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise StateError(
-            f"another harvester is already using the state file {path}; wait for it to "
-            "finish, or give this one its own --state (and --out)"
-        ) from None
-    return lock
-
-
 def _connect(path: Path) -> sqlite3.Connection:
-    fresh = not path.exists()
-    if fresh:
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    if not path.exists():
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise from_os_error(exc, path, "creating it") from None
     try:
         db = sqlite3.connect(path, isolation_level="DEFERRED")
-        db.execute("PRAGMA journal_mode = WAL")
-        db.execute("PRAGMA synchronous = NORMAL")
-        db.executescript(_SCHEMA)
-        _check_version(db, path)
-    except sqlite3.DatabaseError as exc:
-        raise StateError(
-            f"state file {path} is not a harvester state database ({exc}); move it aside "
-            "or point --state elsewhere"
-        ) from None
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            _upgrade(db, path)
+        except BaseException:
+            db.close()
+            raise
+    except sqlite3.Error as exc:
+        raise from_sqlite_error(exc, path, "opening it") from None
     return db
 
 
-def _check_version(db: sqlite3.Connection, path: Path) -> None:
+def _upgrade(db: sqlite3.Connection, path: Path) -> None:
+    """Create the schema in a new file; migrate a version-1 file in place (the runs
+    table gains the columns for waiting runs and how each run was harvested)."""
+    db.execute(_META)
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if row is None:
-        with db:
-            db.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+    version = row[0] if row else None
+    if version == str(SCHEMA_VERSION):
         return
-    if row[0] != str(SCHEMA_VERSION):
+    if version not in (None, "1"):
         raise StateError(
-            f"state file {path} has schema version {row[0]}, this harvester uses "
+            f"state file {path} has schema version {version}, this harvester uses "
             f"{SCHEMA_VERSION}; move the file aside (the output files stay valid) or use --state"
         )
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if version == "1":
+            db.execute("ALTER TABLE runs RENAME TO runs_v1")
+        db.execute(_RUNS)
+        if version == "1":
+            db.execute(f"INSERT INTO runs ({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM runs_v1")
+            db.execute("DROP TABLE runs_v1")
+        db.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+        db.commit()
+    except BaseException:
+        db.rollback()
+        raise

@@ -1,12 +1,16 @@
 """`harvester worker`: discover, harvest what is new, sleep, again, until SIGTERM.
 
 One rate gate and one set of counters serve every cycle, so the limit holds across
-cycles and `/metrics` counts since start. A cycle that fails (API outage, retries
-exhausted, a full disk) is logged and counted, and the next one comes after a backoff
-that grows up to the interval: transient errors never end the worker. A rejected token
-(`AuthRejected`) and broken settings or state (`ConfigError`, `StateError`) do, since
-waiting will not fix them. The first SIGTERM/SIGINT stops cleanly: no new cycle or run
-starts, runs in flight get `grace` seconds; a second one stops at once.
+cycles and `/metrics` counts since start. The state file's lock is held for the worker's
+whole life (a one-shot job on the same archive is refused, even between cycles); its
+database is opened per cycle, so a filesystem that went read-only and came back is
+picked up again. A cycle that fails (API outage, retries exhausted, a full disk, a
+read-only or busy state file: `StateUnavailable`) is logged and counted, and the next
+one comes after a backoff that grows up to the interval: transient errors never end the
+worker. A rejected token (`AuthRejected`) and broken settings or state (`ConfigError`,
+any other `StateError`) do, since waiting will not fix them. The first SIGTERM/SIGINT
+stops cleanly: no new cycle or run starts, runs in flight get `grace` seconds; a second
+one stops at once. A cycle cut short so is neither done nor failed (`cycle_stopped`).
 
 Health: `GET /healthz` is 200 while the loop runs and has shown a sign of life (a cycle
 began or ended, a run started or ended, a request was answered) within `stale_after`
@@ -23,7 +27,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import BinaryIO
 
 import anyio
 import orjson
@@ -32,11 +35,12 @@ from anyio.abc import TaskStatus
 
 from .config import Settings
 from .discovery import Discovery, Selection, discover_runs, parse_duration
-from .errors import AuthRejected, ConfigError, HarvesterError, StateError, unwrap
-from .job import SHUTDOWN_GRACE, JobResult, harvest_job
+from .errors import AuthRejected, ConfigError, HarvesterError, StateError, StateUnavailable, unwrap
+from .job import SHUTDOWN_GRACE, JobResult, harvest_job, open_state, state_path
 from .progress import Reporter, signal_name
 from .ratelimit import RateGate
 from .scheduler import RunOutcome
+from .state import StateLock
 from .stats import HarvestStats
 from .tables import plural
 from .telemetry import CONTENT_TYPE, Telemetry, WorkerStatus
@@ -60,7 +64,6 @@ class Worker:
         settings: Settings,
         *,
         reporter: Reporter | None = None,
-        stdout: BinaryIO | None = None,
         handle_signals: bool = True,
         grace: float = SHUTDOWN_GRACE,
         stale_after: float | None = None,
@@ -69,13 +72,17 @@ class Worker:
         Selection.from_settings(settings)  # bad dates fail now, not in the first cycle
         if not (settings.projects or settings.tests):
             raise ConfigError("the worker needs something to watch: give --project P or --test T")
+        if settings.to_stdout:
+            raise ConfigError(
+                "the worker needs --out DIR: it keeps an archive and its state there "
+                "(to stream runs to stdout, use `harvester harvest --out -`)"
+            )
         self.settings = settings
         self.interval = parse_duration(settings.interval, "--interval")
         self.stale_after = stale_after or (
             2 * self.interval + settings.max_retry_after + settings.read_timeout
         )
         self.reporter = reporter or Reporter(sys.stderr, json_lines=True, level="info")
-        self.stdout = stdout
         self.handle_signals = handle_signals
         self.grace = grace
         self.clock = clock
@@ -93,6 +100,7 @@ class Worker:
         self._requests_seen = 0
         self._harvested: set[int] = set()
         self._discovery_scope: anyio.CancelScope | None = None
+        self._lock: StateLock | None = None
 
     # --- control --------------------------------------------------------------------
 
@@ -110,7 +118,19 @@ class Worker:
     async def run(
         self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
     ) -> WorkerResult:
-        """Serve the endpoints, report the bound port through `task_status`, loop."""
+        """Take the state's lock, serve the endpoints, report the bound port through
+        `task_status`, loop."""
+        path = state_path(self.settings)
+        assert path is not None  # the worker always has --out
+        self._lock = StateLock.acquire(path)
+        try:
+            await self._serve_and_loop(task_status)
+        finally:
+            self._lock.release()
+            self._lock = None
+        return WorkerResult(self.status.cycles, self.status.failed_cycles, self.stopped_by)
+
+    async def _serve_and_loop(self, task_status: TaskStatus[int]) -> None:
         async with serve_endpoints(self) as port:
             self.port = port
             host = self.settings.listen_host
@@ -126,7 +146,6 @@ class Worker:
                     tg.cancel_scope.cancel()
             except ExceptionGroup as group:
                 raise unwrap(group) from None
-        return WorkerResult(self.status.cycles, self.status.failed_cycles, self.stopped_by)
 
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -179,15 +198,16 @@ class Worker:
         try:
             while not self.stopping:
                 wait = await self._cycle()
-                if self.stopping:
+                if self.stopping or wait is None:
                     break
                 with anyio.move_on_after(wait):
                     await self._stop.wait()
         finally:
             self._alive = False
 
-    async def _cycle(self) -> float:
-        """One discover-and-harvest; returns the seconds to wait before the next."""
+    async def _cycle(self) -> float | None:
+        """One discover-and-harvest; returns the seconds to wait before the next, or None
+        when a stop cut the cycle short (it neither succeeded nor failed)."""
         self.beat()
         started = time.monotonic()
         found: Discovery | None = None
@@ -195,15 +215,22 @@ class Worker:
         error: str | None = None
         try:
             found, result = await self._discover_and_harvest()
+        except StateUnavailable as exc:  # a full disk, a read-only filesystem: wait it out
+            error = str(exc)
         except FATAL:
             raise
         except (HarvesterError, OSError) as exc:
             error = str(exc)
         self.beat()
+        if error is None and self.stopping and (found is None or (result and result.not_done)):
+            self._log_cycle("cycle_stopped", "cycle stopped", started, found, result, 0.0)
+            return None
         self.status.cycles += 1
         self.status.last_cycle_seconds = time.monotonic() - started
         if error is None and result is not None and result.report.failed:
             error = f"{plural(len(result.report.failed), 'run')} failed"
+        if error is None and found is not None and found.not_found:
+            error = "; ".join(found.not_found)
         if error is None:
             self._failures = 0
             self.status.last_success = time.time()
@@ -221,31 +248,36 @@ class Worker:
         ceiling = min(self.interval, self.settings.backoff_cap * 2 ** (self._failures - 1))
         return random.uniform(ceiling / 2, ceiling)
 
-    async def _discover_and_harvest(self) -> tuple[Discovery, JobResult | None]:
+    async def _discover_and_harvest(self) -> tuple[Discovery | None, JobResult | None]:
+        """(what discovery found, what the harvest did); (None, None) when a stop cut the
+        discovery short. The state is opened per cycle under the lock held for life."""
         selection = Selection.from_settings(self.settings)  # "7d" moves with the clock
-        found = Discovery()
-        with anyio.CancelScope() as self._discovery_scope:
-            if self.stopping:
+        with open_state(self.settings, self._lock) as state:
+            found: Discovery | None = None
+            with anyio.CancelScope() as self._discovery_scope:
+                if not self.stopping:
+                    found = await discover_runs(
+                        self.settings, selection, gate=self.gate, stats=self.stats, state=state
+                    )
+            if found is None or self.stopping:
+                return None, None
+            self.status.pending_runs = len(found.pending)
+            if self.reporter.level == "verbose":  # otherwise the cycle line says enough
+                self.reporter.discovered(found)
+            todo = [t for t in found.targets if t.run_id not in self._harvested]
+            if not todo:
                 return found, None
-            found = await discover_runs(self.settings, selection, gate=self.gate, stats=self.stats)
-        if self.stopping:
-            return found, None
-        self.status.pending_runs = len(found.pending)
-        if self.reporter.level == "verbose":  # otherwise the cycle line says enough
-            self.reporter.discovered(found)
-        todo = [t for t in found.targets if t.run_id not in self._harvested]
-        if not todo:
-            return found, None
-        result = await harvest_job(
-            self.settings,
-            todo,
-            stdout=self.stdout,
-            observers=[self, self.reporter],
-            stats=self.stats,
-            gate=self.gate,
-            grace=self.grace,
-            stop=self._stop,
-        )
+            result = await harvest_job(
+                self.settings,
+                todo,
+                observers=[self, self.reporter],
+                stats=self.stats,
+                gate=self.gate,
+                grace=self.grace,
+                stop=self._stop,
+                state=state,
+                notify=self.reporter.event,
+            )
         self._harvested.update(result.skipped)  # archived already: not asked about again
         return found, result
 
@@ -314,11 +346,9 @@ async def serve_endpoints(worker: Worker) -> AsyncIterator[int]:
             await runner.cleanup()
 
 
-async def run_worker(
-    settings: Settings, reporter: Reporter | None = None, stdout: BinaryIO | None = None
-) -> WorkerResult:
+async def run_worker(settings: Settings, reporter: Reporter | None = None) -> WorkerResult:
     """The CLI's entry: a worker with signal handling, run until stopped."""
-    worker = Worker(settings, reporter=reporter, stdout=stdout)
+    worker = Worker(settings, reporter=reporter)
     result = await worker.run()
     worker.reporter.event(
         "stopped",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
+from tests.fs_helpers import tiny_tmpfs
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +38,11 @@ async def sim_client(simulator: Simulator) -> AsyncIterator[aiohttp.ClientSessio
     """A plain aiohttp session on the simulator: relative paths, the right token."""
     async with aiohttp.ClientSession(simulator.base_url, headers=simulator.headers) as session:
         yield session
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MB tmpfs mounted for the test, to fill or make read-only (skipped where
+    mounting is impossible)."""
+    with tiny_tmpfs(tmp_path / "tiny") as mount_point:
+        yield mount_point

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiohttp import web
 
 from harvester.api import JsonObject
 from harvester.cli import main
@@ -35,6 +36,7 @@ from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.generated import FIRST_PROJECT_ID, generate_cloud
 from harvester.simulator.server import Simulator
+from harvester.state import STATE_FILE_NAME, HarvestState
 from harvester.tables import runs_table
 from tests.harvest_helpers import parse_lines, read_dir, settings_for
 from tests.process_helpers import run_cli
@@ -307,3 +309,101 @@ async def test_runs_shows_words_test_names_and_results_as_csv_and_in_80_columns(
         assert word in text
     assert "…" not in text  # long cells wrap, they are not cut
     assert all(name.split()[0] in text for name in names.values())
+
+
+# --- selectors the API does not know -------------------------------------------------------
+
+
+async def test_an_unknown_project_or_test_is_named_and_the_job_exits_1(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    args = ("--project", "999", "--test", "888", "--project", str(PROJECT_A),
+            "--out", str(tmp_path))  # fmt: skip
+    result = await run_cli(simulator, "harvest", *args)
+    assert result.returncode == 1, result.stderr.decode()
+    said = {e["message"] for e in parse_lines(result.stderr) if e["event"] == "not_found"}
+    assert said == {
+        "project 999 does not exist (the API answered 404)",
+        "test 888 does not exist (the API answered 404)",
+    }
+    # The simulator answers an unknown id with 404, like the API; the rest is harvested.
+    refused = {(r.endpoint, r.status) for r in simulator.log if r.status != 200}
+    assert refused == {("tests", 404), ("runs", 404)}
+    in_a = [r["id"] for r in cloud.runs_of(None) if r["project_id"] == PROJECT_A and ready(r)]
+    assert sorted(read_dir(tmp_path)) == in_a
+    listed = await run_cli(simulator, "runs", "--project", "999")
+    assert listed.returncode == 1 and b"project 999 does not exist" in listed.stderr
+
+
+async def test_a_project_without_tests_is_suspect_and_a_test_without_runs_is_fine(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    cloud.add_project(4242, next(iter(cloud.organizations)))
+    cloud.add_test(5151, PROJECT_A)
+    empty_project = await run_cli(simulator, "harvest", "--project", "4242", "--out", str(tmp_path))
+    assert empty_project.returncode == 1
+    assert b"project 4242 has no tests: is the id right?" in empty_project.stderr
+    simulator.log.clear()
+    new_test = await run_cli(simulator, "harvest", "--test", "5151", "--out", str(tmp_path))
+    assert new_test.returncode == 0, new_test.stderr.decode()
+    assert [(r.endpoint, r.status) for r in simulator.log] == [("runs", 200), ("test", 200)]
+
+
+async def test_an_unknown_test_answered_with_an_empty_list_is_found_out(tmp_path: Path) -> None:
+    """An API that lists no runs for an unknown test: the test itself answers 404."""
+
+    async def no_runs(request: web.Request) -> web.Response:
+        return web.json_response({"k6-runs": [], "meta": {"count": 0}})
+
+    async def no_test(request: web.Request) -> web.Response:
+        return web.json_response({"detail": "Not found."}, status=404)
+
+    app = web.Application()
+    app.router.add_get("/loadtests/v2/runs", no_runs)
+    app.router.add_get("/loadtests/v2/tests/{id}", no_test)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        settings = load_settings(
+            {"base_url": f"http://127.0.0.1:{port}", "token": "t", "tests": [888]}, environ={}
+        )
+        found = await discover_runs(settings, Selection.from_settings(settings))
+    finally:
+        await runner.cleanup()
+    assert found.not_found == ["test 888 does not exist (the API answered 404)"]
+
+
+# --- runs left waiting ------------------------------------------------------------------------
+
+
+async def test_a_run_waiting_in_one_job_is_harvested_by_a_later_job_outside_its_window(
+    tmp_path: Path,
+) -> None:
+    cloud = generate_cloud(runs=2, metrics=2, points=2, pending_runs=1, projects=2, tests=2)
+    waiting = max(cloud.runs)
+    run = cloud.runs[waiting].run
+    project, other = run["project_id"], ({PROJECT_A, PROJECT_B} - {run["project_id"]}).pop()
+    async with Simulator(cloud) as sim:
+        first = await run_cli(sim, "harvest", "--project", str(project), "--out", str(tmp_path))
+        assert first.returncode == 0, first.stderr.decode()
+        with HarvestState.open(tmp_path / STATE_FILE_NAME) as state:
+            [remembered] = state.waiting([project], [])
+        assert remembered.run_id == waiting and remembered.selector == f"project {project}"
+        assert remembered.test_id == run["test_id"] and "not" in remembered.reason
+        cloud.update_run(waiting, run_status=3, processing_status=2)  # done, the next night
+        after = (parse_created(run) or NOW) + timedelta(seconds=1)
+        sim.log.clear()
+        # Other selectors do not ask about it.
+        args = ("--out", str(tmp_path), "--since", after.isoformat())
+        assert (await run_cli(sim, "harvest", "--project", str(other), *args)).returncode == 0
+        assert sim.requests_for("run") == []
+        second = await run_cli(sim, "harvest", "--project", str(project), *args)
+        assert second.returncode == 0, second.stderr.decode()
+        assert [r.path for r in sim.requests_for("run")] == [f"/loadtests/v2/runs/{waiting}"]
+    assert read_dir(tmp_path)[waiting][0] == {"type": "run", "test_run_id": waiting, "data": run}
+    with HarvestState.open(tmp_path / STATE_FILE_NAME) as state:
+        assert state.waiting([project], []) == []
+        assert state.done_runs([waiting]) == {waiting}

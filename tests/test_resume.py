@@ -5,22 +5,34 @@ from __future__ import annotations
 import signal
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import orjson
 import pytest
 from anyio.abc import Process
 
+from harvester import __version__
 from harvester.cli import main
 from harvester.job import harvest_job
+from harvester.provenance import from_file, last_line
 from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
 from harvester.state import STATE_FILE_NAME, HarvestState
-from tests.harvest_helpers import assert_exact, canonical, expected_records, read_dir, settings_for
+from tests.harvest_helpers import (
+    assert_exact,
+    canonical,
+    expected_records,
+    parse_lines,
+    read_dir,
+    settings_for,
+)
+from tests.process_helpers import run_cli
 
 SLOW = FaultPlan(p_delay=1.0, delay_seconds=0.2, fault_endpoints=frozenset({"overview"}))
 
@@ -149,16 +161,6 @@ def test_a_second_process_on_the_same_state_refuses_to_run(
     assert "another harvester is already using the state file" in capfd.readouterr().err
 
 
-def test_a_corrupt_state_file_is_a_clear_error(
-    tmp_path: Path, capfd: pytest.CaptureFixture[str]
-) -> None:
-    (tmp_path / STATE_FILE_NAME).write_bytes(b"this is not sqlite" * 100)
-    code = main(["harvest", "--token", "t", "--base-url", "http://127.0.0.1:9",
-                 "--run", "1", "--out", str(tmp_path)])  # fmt: skip
-    assert code == 2
-    assert "is not a harvester state database" in capfd.readouterr().err
-
-
 async def test_sigterm_while_discovering_stops_at_once_with_143(tmp_path: Path) -> None:
     cloud = generate_cloud(runs=3, metrics=5, points=3)
     project = next(iter(cloud.projects))
@@ -192,3 +194,83 @@ async def test_partial_files_a_crash_left_behind_are_removed_by_the_next_job(
     elsewhere = settings_for(simulator, tmp_path, state=str(tmp_path / "s" / "state.sqlite"))
     await harvest_job(elsewhere, [RunTarget(min(cloud.runs))])
     assert stray.exists()
+
+
+# --- how each run was harvested --------------------------------------------------------------
+
+
+async def test_the_summary_says_how_the_run_was_harvested(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    settings = settings_for(simulator, tmp_path, methods=["p95", "default"], details=True)
+    before = datetime.now(UTC).replace(microsecond=0)
+    await harvest_job(settings, [RunTarget(min(cloud.runs))])
+    how = read_dir(tmp_path)[min(cloud.runs)][-1]["data"]["harvest"]
+    assert {k: v for k, v in how.items() if k != "time"} == {
+        "harvester": __version__,
+        "api": "v2",
+        "methods": ["p95", "default"],
+        "details": True,
+    }
+    assert how["time"].endswith("Z")
+    assert before <= datetime.fromisoformat(how["time"]) <= datetime.now(UTC)
+
+
+async def test_archived_runs_lacking_what_a_job_asks_are_named_and_force_redoes_them(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    everything = [RunTarget(r) for r in sorted(cloud.runs)]
+    await harvest_job(settings_for(simulator, tmp_path), everything)
+    said: list[tuple[str, str, dict[str, Any]]] = []
+
+    def notify(event: str, message: str, **fields: Any) -> None:
+        said.append((event, message, fields))
+
+    p95 = settings_for(simulator, tmp_path, methods=["p95"])
+    result = await harvest_job(p95, everything, notify=notify)  # how: from the state
+    assert sorted(result.skipped) == sorted(cloud.runs)
+    [(event, message, fields)] = said
+    assert event == "archived_differently" and fields["run_ids"] == sorted(cloud.runs)
+    assert "3 runs (100001, 100002, 100003) archived without what this job asks" in message
+    assert "(method p95)" in message and "--force harvests them again" in message
+    # A state that does not know the runs: the files' summaries say how.
+    said.clear()
+    elsewhere = settings_for(
+        simulator, tmp_path, methods=["p95"], details=True, state=str(tmp_path / "s" / "x.db")
+    )
+    await harvest_job(elsewhere, everything, notify=notify)
+    assert [m for _, m, _ in said] == [
+        "3 runs (100001, 100002, 100003) archived without what this job asks "
+        "(details, method p95) and skipped; --force harvests them again"
+    ]
+    # Asking for what they hold is silent; --force redoes them, and then all is said.
+    said.clear()
+    await harvest_job(settings_for(simulator, tmp_path), everything, notify=notify)
+    assert said == []
+    await harvest_job(settings_for(simulator, tmp_path, methods=["p95"], force=True), everything)
+    await harvest_job(p95, everything, notify=notify)
+    assert said == []
+
+
+async def test_the_cli_warns_about_archived_runs_lacking_a_method(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    await harvest_job(settings_for(simulator, tmp_path), [RunTarget(min(cloud.runs))])
+    again = await run_cli(simulator, "harvest", "--run", str(min(cloud.runs)),
+                          "--method", "p95", "--out", str(tmp_path))  # fmt: skip
+    assert again.returncode == 0
+    [line] = [e for e in parse_lines(again.stderr) if e["event"] == "archived_differently"]
+    assert line["run_ids"] == [min(cloud.runs)] and line["lacking"] == "method p95"
+
+
+def test_the_last_line_is_read_from_the_end_however_long(tmp_path: Path) -> None:
+    path = tmp_path / "run.ndjson"
+    long_summary = b'{"type":"summary","data":{"harvest":{"methods":["' + b"x" * 20000 + b'"]}}}'
+    path.write_bytes(b'{"type":"metric"}\n' * 1000 + long_summary + b"\n")
+    assert last_line(path) == long_summary
+    path.write_bytes(long_summary)
+    assert last_line(path) == long_summary
+    how = from_file(path)
+    assert how is not None and len(how["methods"][0]) == 20000
+    path.write_bytes(b"not json\n")
+    assert from_file(path) is None

@@ -35,8 +35,9 @@ from harvester.simulator.generated import (
 from harvester.simulator.server import Simulator
 from harvester.sinks import final_path
 from harvester.worker import Worker
+from tests.fs_helpers import fill, remount
 from tests.harvest_helpers import read_dir, settings_for
-from tests.process_helpers import ROOT, cli_command, cli_env, wait_for
+from tests.process_helpers import ROOT, cli_command, cli_env, run_cli, wait_for
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -214,6 +215,10 @@ async def test_stop_cuts_a_slow_discovery_short(cloud: SimCloud, tmp_path: Path)
                 await wait_for(lambda: bool(sim.requests_for("tests")))
         assert worker.status.failed_cycles == 0
         assert list(tmp_path.glob("*.ndjson")) == []
+        # A cycle cut short is not a success: no cycle_done, last_success unmoved.
+        events = [orjson.loads(line)["event"] for line in _log.getvalue().splitlines()]
+        assert "cycle_done" not in events and "cycle_stopped" in events
+        assert worker.status.last_success is None and worker.status.cycles == 0
 
 
 async def test_a_rejected_token_ends_the_worker(cloud: SimCloud, tmp_path: Path) -> None:
@@ -224,7 +229,9 @@ async def test_a_rejected_token_ends_the_worker(cloud: SimCloud, tmp_path: Path)
             await worker.run()
 
 
-def test_the_worker_needs_selectors_and_a_valid_interval(tmp_path: Path) -> None:
+def test_the_worker_needs_selectors_a_valid_interval_and_an_archive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = {"base_url": "http://127.0.0.1:1", "out": str(tmp_path)}
     from harvester.config import load_settings
 
@@ -233,6 +240,10 @@ def test_the_worker_needs_selectors_and_a_valid_interval(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match="--interval 'often' is not a duration"):
         Worker(load_settings({**base, "projects": [1], "interval": "often"}, environ={}))
     assert main(["worker", "--project", "1", "--run", "5", "--token", "t"]) == 2
+    capsys.readouterr()
+    assert main(["worker", "--project", "1", "--token", "t"]) == 2  # no --out: stdout
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the worker needs --out DIR" in err
 
 
 async def read_event(stream: BufferedByteReceiveStream, name: str) -> dict[str, Any]:
@@ -270,3 +281,51 @@ async def test_sigterm_stops_the_worker_process_cleanly(cloud: SimCloud, tmp_pat
     assert stopped["signal"] == "SIGTERM"
     assert sorted(read_dir(tmp_path)) == ready_runs(cloud)
     assert not list(tmp_path.glob(".*.partial"))
+
+
+async def test_a_one_shot_harvest_is_refused_between_cycles_and_the_worker_survives(
+    cloud: SimCloud, tmp_path: Path
+) -> None:
+    async with Simulator(cloud) as sim:
+        worker, _log = make_worker(worker_settings(sim, tmp_path, interval="0.3s"))
+        async with running(worker):
+            await wait_for(lambda: worker.status.cycles >= 1)
+            other = await run_cli(
+                sim, "harvest", "--project", str(FIRST_PROJECT_ID), "--out", str(tmp_path)
+            )
+            assert other.returncode == 2
+            assert b"another harvester is already using the state file" in other.stderr
+            cycles = worker.status.cycles
+            await wait_for(lambda: worker.status.cycles >= cycles + 2)
+        assert worker.status.failed_cycles == 0
+
+
+async def test_a_full_or_read_only_state_between_cycles_is_an_outage_to_wait_out(
+    cloud: SimCloud, tmp_path: Path, tiny_fs: Path
+) -> None:
+    async with Simulator(cloud) as sim:
+        settings = worker_settings(
+            sim, tmp_path, interval="0.2s", backoff_cap=0.05, state=str(tiny_fs / "s.sqlite")
+        )
+        worker, log = make_worker(settings)
+        async with running(worker):
+            await wait_for(lambda: worker.status.cycles >= 1)
+            filler = fill(tiny_fs)
+            await wait_for(lambda: worker.status.failed_cycles >= 2)
+            filler.unlink()
+            success = worker.status.last_success
+            await wait_for(lambda: worker.status.last_success != success)
+            await wait_for(lambda: remount(tiny_fs, "ro"))  # refused while a cycle writes
+            failed = worker.status.failed_cycles
+            await wait_for(lambda: worker.status.failed_cycles >= failed + 2)
+            assert remount(tiny_fs, "rw")
+            success = worker.status.last_success
+            await wait_for(lambda: worker.status.last_success != success)
+        assert sorted(read_dir(tmp_path)) == ready_runs(cloud)
+    failures = [
+        event["message"]
+        for event in map(orjson.loads, log.getvalue().splitlines())
+        if event["event"] == "cycle_failed"
+    ]
+    assert any("the disk is full" in message for message in failures)
+    assert any("the filesystem is read-only" in message for message in failures)

@@ -160,7 +160,10 @@ async def projects(request: web.Request) -> web.Response:
 
 async def tests(request: web.Request) -> web.Response:
     cloud = _state(request).cloud
-    found = cloud.tests_of(_optional_int(request, "project_id"))
+    project_id = _optional_int(request, "project_id")
+    if project_id is not None and project_id not in cloud.projects:
+        raise SimError(404, f"Project {project_id} not found.")  # like any unknown id
+    found = cloud.tests_of(project_id)
     ids = _int_ids(request)
     name = request.query.get("q", "").lower()
     found = [t for t in found if (ids is None or t["id"] in ids) and name in t["name"].lower()]
@@ -183,7 +186,11 @@ async def test(request: web.Request) -> web.Response:
 
 
 async def runs(request: web.Request) -> web.Response:
-    found = _state(request).cloud.runs_of(_optional_int(request, "test_id"))
+    cloud = _state(request).cloud
+    test_id = _optional_int(request, "test_id")
+    if test_id is not None and test_id not in cloud.tests:
+        raise SimError(404, f"Test {test_id} not found.")  # like any unknown id
+    found = cloud.runs_of(test_id)
     ids = _int_ids(request)
     if ids is not None:
         found = [r for r in found if r["id"] in ids]
