@@ -28,6 +28,8 @@ from harvester.simulator.faults import (
 )
 from harvester.simulator.requestlog import LoggedRequest
 from harvester.simulator.routes import add_routes
+from harvester.simulator.routes_v5 import add_v5_routes
+from harvester.simulator.routes_v6 import add_v6_routes
 from harvester.simulator.state import SIM_STATE, SimError, SimState, json_body, json_error
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -44,9 +46,33 @@ _GATEWAY_PAGE = "<html><head><title>{0}</title></head><body><h1>{0}</h1></body><
 _GATEWAY = {"502": "502 Bad Gateway", "504": "504 Gateway Time-out"}
 
 
-def _authorized(request: web.Request, token: str) -> bool:
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "token" and value.strip() == token
+def _authorized(request: web.Request, scheme: str, token: str) -> bool:
+    said, _, value = request.headers.get("Authorization", "").partition(" ")
+    return said.lower() == scheme and value.strip() == token
+
+
+def _cloud_code(request: web.Request) -> str | None:
+    """v6 and v5 answer errors with a string code; v2 with the status."""
+    return "error" if request.path.startswith(("/cloud/v6/", "/cloud/v5/")) else None
+
+
+def _auth_refusal(state: SimState, request: web.Request) -> web.Response | None:
+    """v2 takes `Token <t>`; v6 and v5 `Bearer <t>` and `X-Stack-Id` (not required on
+    v5 unless `v6.v5_requires_stack`; never on `/cloud/v6/auth`)."""
+    path = request.path
+    if _cloud_code(request) is None:
+        if _authorized(request, "token", state.token):
+            return None
+        return json_error(401, "Invalid token or no token provided (Authorization: Token ...).")
+    if not _authorized(request, "bearer", state.token):
+        return json_error(401, "Invalid token", code="error")
+    knobs = state.v6
+    stack = request.headers.get("X-Stack-Id")
+    optional = path.startswith("/cloud/v5/") and not knobs.v5_requires_stack
+    if path == "/cloud/v6/auth" or (stack is None and optional) or stack == str(knobs.stack_id):
+        return None
+    message = f"The token has no access to stack {stack!r}." if stack else "X-Stack-Id missing."
+    return json_error(knobs.stack_status, message, code="error")
 
 
 def _status_fault(fault: Fault, plan: FaultPlan) -> web.Response:
@@ -103,9 +129,7 @@ def _gatekeep(state: SimState, request: web.Request, at: float) -> web.Response 
             request[FAULT_NOTE] = "rate_limit"
             headers = {"Retry-After": format_retry_after(wait)}
             return json_error(429, "Request was throttled.", headers)
-    if not _authorized(request, state.token):
-        return json_error(401, "Invalid token or no token provided (Authorization: Token ...).")
-    return None
+    return _auth_refusal(state, request)
 
 
 async def _answer(
@@ -121,9 +145,9 @@ async def _answer(
     except SimError as exc:
         if exc.fault is not None:
             request[FAULT_NOTE] = exc.fault
-        return json_error(exc.status, exc.message)
+        return json_error(exc.status, exc.message, code=exc.code, target=exc.target)
     except web.HTTPException as exc:  # the router's 404/405
-        return json_error(exc.status, exc.reason)
+        return json_error(exc.status, exc.reason, code=_cloud_code(request))
     if fault is None or not isinstance(response, web.Response):
         return response
     # Only answers that would have succeeded meet a fault: a 404 stays a 404.
@@ -150,7 +174,8 @@ def _logged(request: web.Request, status: int, at: float) -> LoggedRequest:
     endpoint = _endpoint(request)
     if path_id is not None and endpoint in ("metric_detail", "threshold"):
         ids = (path_id,)
-    raw_run = path_id if endpoint in ("run", "export") else query.get("test_run_id")
+    raw_run = path_id if endpoint in ("run", "export", "v6_run") else query.get("test_run_id")
+    raw_run = raw_run or request.match_info.get("run")
     return LoggedRequest(
         endpoint=endpoint,
         path=request.path,
@@ -179,4 +204,6 @@ def build_app(cloud: SimCloud, *, token: str, faults: FaultPlan | None = None) -
     app = web.Application(middlewares=[simulate])
     app[SIM_STATE] = SimState(cloud, token, faults or FaultPlan())
     add_routes(app)
+    add_v6_routes(app)
+    add_v5_routes(app)
     return app

@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--token", default="sim-token", help="token to accept (default: %(default)s)"
     )
+    serve.add_argument(
+        "--stack-id",
+        type=int,
+        default=1,
+        help="the stack v6/v5 requests must name in X-Stack-Id (default: %(default)s)",
+    )
 
     data = parser.add_argument_group("generated data")
     data.add_argument(
@@ -315,6 +321,9 @@ def run(ns: argparse.Namespace) -> int:
     cloud = build_cloud(ns)
     sim = Simulator(cloud, token=ns.token, faults=plan, host=ns.host, port=ns.port)
     sim.exports.knobs = ExportKnobs(delay=ns.export_delay, gzip=ns.export_gzip)
+    if ns.stack_id < 1:
+        raise ConfigError(f"simulate: --stack-id must be a positive integer, got {ns.stack_id}")
+    sim.state.v6.stack_id = ns.stack_id
     try:
         anyio.run(_serve, sim)
     except OSError as exc:

@@ -16,9 +16,15 @@ from email.utils import format_datetime
 #: Endpoints that answer with a test run's data (the ones the harvester pulls in bulk).
 DATA_ENDPOINTS = frozenset(
     {"metrics", "metric_detail", "series", "thresholds", "threshold", "overview"}
+    | {"v5_metrics", "v5_labels", "v5_label_values", "v5_series", "v5_query"}
 )
 #: Every `/loadtests/v2/*` endpoint, discovery and export included.
 LOADTESTS_ENDPOINTS = DATA_ENDPOINTS | frozenset({"tests", "test", "runs", "run", "export"})
+#: The v6 endpoints (projects, load tests, runs).
+V6_ENDPOINTS = frozenset(
+    {"v6_projects", "v6_project", "v6_tests", "v6_all_tests", "v6_test", "v6_runs"}
+    | {"v6_all_runs", "v6_run"}
+)
 
 #: Injected faults, in the order their probabilities are stacked on one uniform draw.
 STATUS_FAULTS = ("500", "502", "503", "504", "429")

@@ -220,6 +220,15 @@ class K6Run:
             "values": values,
         }
 
+    def sample_buckets(self, metric_id: str) -> list[tuple[float, Sequence[float]]] | None:
+        """The metric's samples per bucket, (bucket start in epoch seconds, samples) in
+        time order, for the v5 routes (`v5_data.py`); None for an unknown id."""
+        series = self._series.get(metric_id)
+        if series is None:
+            return None
+        width = self._samples.bucket_seconds
+        return [(round(i * width, 6), series.buckets[i]) for i in sorted(series.buckets)]
+
     def thresholds(self) -> tuple[list[JsonObject], list[JsonObject]]:
         pairs = [self._threshold_objects(decl, verdict) for decl, verdict in self._verdicts]
         return [metric for metric, _ in pairs], [threshold for _, threshold in pairs]

@@ -109,6 +109,15 @@ class Simulator:
         return {"Authorization": f"Token {self.token}"}
 
     @property
+    def v6_headers(self) -> dict[str, str]:
+        """The headers v6 and v5 requests need: bearer token and stack id."""
+        return {"Authorization": f"Bearer {self.token}", "X-Stack-Id": str(self.stack_id)}
+
+    @property
+    def stack_id(self) -> int:
+        return self.state.v6.stack_id
+
+    @property
     def exports(self) -> ExportDesk:
         """The CSV export jobs, their knobs (`exports.knobs`) and the file server's
         request log (`exports.requests`)."""

@@ -16,21 +16,45 @@ from harvester.simulator.exports import ExportDesk
 from harvester.simulator.faults import Fault, FaultDecider, FaultPlan, SlidingWindow
 from harvester.simulator.render import RunCache
 from harvester.simulator.requestlog import RequestLog
+from harvester.simulator.v5_data import V5View
+from harvester.simulator.v6_model import V6Knobs
 
 
 class SimError(Exception):
     """An error answer of the API: a status and a message for the JSON body."""
 
-    def __init__(self, status: int, message: str, *, fault: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        fault: str | None = None,
+        code: str | None = None,
+        target: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.fault = fault
+        #: v6/v5 errors carry a string code (and maybe a target); v2's code is the status.
+        self.code = code
+        self.target = target
 
 
-def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    """The API's error body: {"error": {"message": ..., "code": status}}."""
-    body = orjson.dumps({"error": {"message": message, "code": status}})
+def json_error(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    code: str | None = None,
+    target: str | None = None,
+) -> web.Response:
+    """The API's error body: v2 {"error": {"message": ..., "code": status}}; v6/v5 (with
+    `code`) {"error": {"message": ..., "code": "...", "target": ...}}."""
+    error: dict[str, object] = {"message": message, "code": status if code is None else code}
+    if code is not None:
+        error["target"] = target
+    body = orjson.dumps({"error": error})
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
@@ -50,6 +74,8 @@ class SimState:
         self.rate_limit_hits = 0
         self.fault_counts: Counter[str] = Counter()
         self._caches: dict[int, RunCache] = {}
+        self._views: dict[int, V5View] = {}
+        self.v6 = V6Knobs()
         self.exports = ExportDesk()
         self.plan = plan
 
@@ -76,6 +102,16 @@ class SimState:
         if cache is None or cache.data is not data:
             cache = self._caches[run_id] = RunCache(data)
         return cache
+
+    def v5_view(self, run_id: int) -> V5View | None:
+        """The v5 view of a run, rebuilt when `cloud.add_run` replaced the run."""
+        data = self.cloud.runs.get(run_id)
+        if data is None:
+            return None
+        view = self._views.get(run_id)
+        if view is None or view.data is not data:
+            view = self._views[run_id] = V5View(data)
+        return view
 
     def warm(self, methods: Iterable[str | None] = (None,)) -> int:
         """Render every body of every run now; returns the number of series rendered."""
