@@ -4,17 +4,16 @@ Discovery pages through `/loadtests/v2/tests` and `/loadtests/v2/runs` with the 
 `CloudApi` (so the same rate gate and retries) as the harvest, and sorts what it finds:
 runs that are final and processed become `RunTarget`s carrying their `k6-run` object;
 runs k6 Cloud could not fully process are harvested but marked incomplete; runs still
-running or processing are reported and left for the next time. With a state file, those
-are remembered ("waiting") and asked about one by one (`GET /runs/{id}`) by every later
-job whose selectors cover them, whatever its --since/--until, until they are final. A
-project or test the API does not know is named in `Discovery.not_found`.
+running or processing are reported and left for the next time (`runstatus.py`), and with
+a state file remembered and asked about again by later jobs (`waiting.py`). A project or
+test the API does not know is named in `Discovery.not_found`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,21 +25,20 @@ from .config import Settings
 from .errors import ConfigError, NotFound, unwrap
 from .export import run_archived
 from .ratelimit import RateGate
+from .runstatus import (
+    FINAL_RUN_STATUSES,
+    PROCESSED,
+    PROCESSING_NAMES,
+    RUN_STATUS_NAMES,
+    PendingRun,
+    classify,
+    int_field,
+)
 from .scheduler import RunTarget
-from .state import HarvestState, WaitingRun
+from .state import HarvestState
 from .stats import HarvestStats
 from .transport import Transport
-
-#: run_status values after which a run never changes (finished, timed out, aborted ...).
-FINAL_RUN_STATUSES = frozenset(range(3, 10))
-PROCESSED, PROCESSING_ERROR = 2, 3
-RUN_STATUS_NAMES = {
-    -2: "created", -1: "validated", 0: "queued", 1: "initializing", 2: "running",
-    3: "finished", 4: "timed out", 5: "aborted by user", 6: "aborted by system",
-    7: "aborted by script error", 8: "aborted by threshold", 9: "aborted by limit",
-}  # fmt: skip
-PROCESSING_NAMES = {0: "not started", 1: "processing", 2: "processed", 3: "processing error"}
-INCOMPLETE_REASON = "k6 Cloud reported a processing error (processing_status 3)"
+from .waiting import recheck, waiting_run
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -134,39 +132,6 @@ class Selection:
 
 def has_selectors(settings: Settings) -> bool:
     return bool(settings.projects or settings.tests)
-
-
-# --- classifying ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PendingRun:
-    """A run discovery saw but leaves for later, and why."""
-
-    run_id: int
-    reason: str
-    run: JsonObject
-
-
-def _status(run: JsonObject, key: str) -> int | None:
-    value = run.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def classify(run: JsonObject) -> RunTarget | PendingRun:
-    """Harvest a run whose `run_status` is final and whose processing is done (2) or failed
-    (3, harvested as incomplete); leave every other run for the next time."""
-    run_id = int(run["id"])
-    run_status, processing = _status(run, "run_status"), _status(run, "processing_status")
-    if run_status not in FINAL_RUN_STATUSES:
-        name = RUN_STATUS_NAMES.get(run_status, "unknown") if run_status is not None else "unknown"
-        return PendingRun(run_id, f"not finished: run_status {run_status} ({name})", run)
-    if processing == PROCESSED:
-        return RunTarget(run_id, run=run)
-    if processing == PROCESSING_ERROR:
-        return RunTarget(run_id, run=run, incomplete_reason=INCOMPLETE_REASON)
-    name = PROCESSING_NAMES.get(processing, "unknown") if processing is not None else "unknown"
-    return PendingRun(run_id, f"not processed yet: processing_status {processing} ({name})", run)
 
 
 @dataclass
@@ -309,71 +274,32 @@ async def discover(
                 await _runs_of(api, test_id, selection.page_size, not_found, selected=selected)
             )
 
-    await _each(one_test, test_ids)
+    try:
+        async with anyio.create_task_group() as tg:
+            for test_id in test_ids:
+                tg.start_soon(one_test, test_id)
+    except ExceptionGroup as group:
+        raise unwrap(group) from None
     found = sort_runs(runs, selection)
     found.not_found = not_found
     if state is not None:
-        state.remember_waiting(_waiting(p, selection) for p in found.pending)
-        await _recheck(api, state, selection, found, slots)
+        await _follow_waiting(api, state, selection, found)
     found.requests = api.transport.stats.request_count - before
     found.test_names = names
     return found
 
 
-async def _each(func: Callable[[T], Coroutine[Any, Any, None]], items: Iterable[T]) -> None:
-    """`func(item)` for every item at once; the first error (unwrapped) ends them all."""
-    try:
-        async with anyio.create_task_group() as tg:
-            for item in items:
-                tg.start_soon(func, item)
-    except ExceptionGroup as group:
-        raise unwrap(group) from None
-
-
-# --- runs left waiting ------------------------------------------------------------------
-
-
-def _waiting(pending: PendingRun, selection: Selection) -> WaitingRun:
-    """What the state keeps of a pending run: which test and project, and the selector
-    that found it (a later job with the same selectors asks about it again)."""
-    test_id, project_id = _status(pending.run, "test_id"), _status(pending.run, "project_id")
-    selector = f"test {test_id}" if test_id in selection.tests else f"project {project_id}"
-    return WaitingRun(pending.run_id, pending.reason, test_id, project_id, selector)
-
-
-async def _recheck(
-    api: CloudApi,
-    state: HarvestState,
-    selection: Selection,
-    found: Discovery,
-    slots: anyio.CapacityLimiter,
+async def _follow_waiting(
+    api: CloudApi, state: HarvestState, selection: Selection, found: Discovery
 ) -> None:
-    """Ask about each run an earlier job left waiting that this listing did not show (it
-    may be outside --since/--until now): harvest it when final, else keep it waiting."""
-    seen = {t.run_id for t in found.targets} | {p.run_id for p in found.pending}
-    earlier = {w.run_id: w for w in state.waiting(selection.projects, selection.tests)}
-    for run_id in seen:
-        earlier.pop(run_id, None)
-    still: list[WaitingRun] = []
-
-    async def ask(waiting: WaitingRun) -> None:
-        try:
-            async with slots:
-                verdict = classify(await api.get_run(waiting.run_id))
-        except NotFound:  # deleted since: nothing left to wait for
-            state.forget(waiting.run_id)
-            return
-        if isinstance(verdict, RunTarget):
-            found.targets.append(verdict)
-        else:
-            found.pending.append(verdict)
-            still.append(replace(waiting, reason=verdict.reason))
-
-    await _each(ask, earlier.values())
-    state.remember_waiting(still)
-    found.rechecked = len(earlier)
-    found.targets.sort(key=lambda t: t.run_id)
-    found.pending.sort(key=lambda p: p.run_id)
+    """Remember the runs left for later; add those earlier jobs left that are final now."""
+    state.remember_waiting(waiting_run(p, selection.tests) for p in found.pending)
+    seen = [t.run_id for t in found.targets] + [p.run_id for p in found.pending]
+    ready, pending, found.rechecked = await recheck(
+        api, state, selection.projects, selection.tests, seen
+    )
+    found.targets = sorted([*found.targets, *ready], key=lambda t: t.run_id)
+    found.pending = sorted([*found.pending, *pending], key=lambda p: p.run_id)
 
 
 async def discover_runs(
@@ -423,7 +349,7 @@ def listing(
 
 
 def _row(run: JsonObject, action: str, reason: str, test_names: dict[int, str]) -> JsonObject:
-    test_id = _status(run, "test_id")
+    test_id = int_field(run, "test_id")
     return {
         "test_run_id": run.get("id"),
         "test_id": test_id,
@@ -443,7 +369,7 @@ def _row(run: JsonObject, action: str, reason: str, test_names: dict[int, str]) 
 def status_words(run: JsonObject) -> str:
     """ "finished", "running", "finished, processing": the run and, when not done yet or
     failed, its processing."""
-    run_status, processing = _status(run, "run_status"), _status(run, "processing_status")
+    run_status, processing = int_field(run, "run_status"), int_field(run, "processing_status")
     words = RUN_STATUS_NAMES.get(run_status, "unknown") if run_status is not None else "unknown"
     if run_status in FINAL_RUN_STATUSES and processing != PROCESSED:
         more = PROCESSING_NAMES.get(processing, "unknown") if processing is not None else "unknown"
@@ -453,7 +379,7 @@ def status_words(run: JsonObject) -> str:
 
 def result_word(run: JsonObject) -> str:
     """ "passed" or "failed" (its thresholds) for a run that is over; "" before."""
-    if _status(run, "run_status") not in FINAL_RUN_STATUSES:
+    if int_field(run, "run_status") not in FINAL_RUN_STATUSES:
         return ""
-    result = _status(run, "result_status")
+    result = int_field(run, "result_status")
     return {0: "passed", 1: "failed"}.get(result, "") if result is not None else ""

@@ -18,12 +18,8 @@ from harvester.api import JsonObject
 from harvester.cli import main
 from harvester.config import Settings, load_settings
 from harvester.discovery import (
-    INCOMPLETE_REASON,
-    RUN_STATUS_NAMES,
     Discovery,
-    PendingRun,
     Selection,
-    classify,
     discover_runs,
     parse_created,
     parse_duration,
@@ -32,8 +28,10 @@ from harvester.discovery import (
     with_explicit,
 )
 from harvester.errors import ConfigError
+from harvester.runstatus import INCOMPLETE_REASON, RUN_STATUS_NAMES, PendingRun, classify
 from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
+from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import FIRST_PROJECT_ID, generate_cloud
 from harvester.simulator.server import Simulator
 from harvester.state import STATE_FILE_NAME, HarvestState
@@ -407,3 +405,24 @@ async def test_a_run_waiting_in_one_job_is_harvested_by_a_later_job_outside_its_
     with HarvestState.open(tmp_path / STATE_FILE_NAME) as state:
         assert state.waiting([project], []) == []
         assert state.done_runs([waiting]) == {waiting}
+
+
+async def test_a_waiting_run_that_cannot_be_asked_stays_and_one_deleted_is_forgotten(
+    tmp_path: Path,
+) -> None:
+    cloud = generate_cloud(runs=1, metrics=1, points=1, pending_runs=2, projects=1, tests=1)
+    first, second = sorted(cloud.runs)[-2:]
+    async with Simulator(cloud) as sim:
+        settings = settings_for(sim, tmp_path, projects=[PROJECT_A], max_attempts=1)
+        later = Selection(settings.projects, since=NOW)  # every run is outside the window
+        with HarvestState.open(tmp_path / STATE_FILE_NAME) as state:
+            found = await discover_runs(settings, Selection(settings.projects), state=state)
+            assert [p.run_id for p in found.pending] == [first, second]
+            del cloud.runs[first]  # deleted meanwhile
+            sim.faults = FaultPlan(p_500=1.0, fault_endpoints=frozenset({"run"}))
+            found = await discover_runs(settings, later, state=state)
+            assert found.rechecked == 2 and found.targets == [] and found.outside_window == 2
+            [kept] = found.pending
+            assert kept.run_id == second and kept.reason.startswith("could not ask")
+            assert [w.run_id for w in state.waiting([PROJECT_A], [])] == [second]
+            assert state.get(first) is None

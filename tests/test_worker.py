@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import signal
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -34,6 +35,7 @@ from harvester.simulator.generated import (
 )
 from harvester.simulator.server import Simulator
 from harvester.sinks import final_path
+from harvester.state import STATE_FILE_NAME
 from harvester.worker import Worker
 from tests.fs_helpers import fill, remount
 from tests.harvest_helpers import read_dir, settings_for
@@ -94,6 +96,12 @@ async def scrape(base: str) -> tuple[int, dict[str, Any], Samples]:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def failed_cycles(log: io.StringIO) -> list[str]:
+    """The messages of the worker's `cycle_failed` lines."""
+    events = map(orjson.loads, log.getvalue().splitlines())
+    return [event["message"] for event in events if event["event"] == "cycle_failed"]
 
 
 def ready_runs(cloud: SimCloud) -> list[int]:
@@ -322,10 +330,24 @@ async def test_a_full_or_read_only_state_between_cycles_is_an_outage_to_wait_out
             success = worker.status.last_success
             await wait_for(lambda: worker.status.last_success != success)
         assert sorted(read_dir(tmp_path)) == ready_runs(cloud)
-    failures = [
-        event["message"]
-        for event in map(orjson.loads, log.getvalue().splitlines())
-        if event["event"] == "cycle_failed"
-    ]
+    failures = failed_cycles(log)
     assert any("the disk is full" in message for message in failures)
     assert any("the filesystem is read-only" in message for message in failures)
+
+
+async def test_a_state_busy_with_another_program_between_cycles_is_an_outage(
+    cloud: SimCloud, tmp_path: Path
+) -> None:
+    async with Simulator(cloud) as sim:
+        settings = worker_settings(sim, tmp_path, interval="0.2s", backoff_cap=0.05)
+        worker, log = make_worker(settings)
+        async with running(worker):
+            await wait_for(lambda: worker.status.cycles >= 1)
+            other = sqlite3.connect(tmp_path / STATE_FILE_NAME, isolation_level=None)
+            other.execute("BEGIN EXCLUSIVE")  # say, someone inspecting it with sqlite3
+            await wait_for(lambda: worker.status.failed_cycles >= 1, within=20)
+            other.execute("ROLLBACK")
+            other.close()
+            success = worker.status.last_success
+            await wait_for(lambda: worker.status.last_success != success)
+    assert "another program holds a SQLite lock" in failed_cycles(log)[0]
