@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import anyio
 from yarl import URL
 
 from .batching import series_query
@@ -36,6 +37,11 @@ class CloudApi:
         #: The series methods (None: the API's default) some series request was answered
         #: with in this job: a refusal of one of them is about a run, not the method.
         self.methods_answered: set[str | None] = set()
+        #: Points of the longest serie of the last run measured: how long to expect a new
+        #: run's series to be before its own first answer says.
+        self.serie_points: int | None = None
+        #: Held by the one run that asks the job's first series, which sizes everyone's.
+        self.first_series = anyio.Lock()
 
     def series_url(self, run_id: int, ids: Sequence[str], method: str | None) -> URL:
         return self.transport.url(f"{V2}/series", series_query(run_id, ids, method))

@@ -1,8 +1,11 @@
-"""Packing metric ids into as few series requests as fit under the URL-length cap.
+"""Packing metric ids into as few series requests as fit under the URL-length cap, and
+under a bound on the points an answer brings back.
 
 The length is measured on the query exactly as it is sent (`ids[]` encoded as
 `ids%5B%5D`), not estimated (LESSONS.md #11). When the server still answers 414, the cap
-is lowered to below the rejected length and kept for the rest of the run.
+is lowered to below the rejected length and kept for the rest of the run. Once an answer
+has said how many points a serie holds, a batch holds no more series than keep its answer
+under `POINTS_PER_REQUEST`: memory stays flat however long the series are.
 """
 
 from __future__ import annotations
@@ -11,6 +14,13 @@ from collections.abc import Sequence
 from urllib.parse import quote
 
 IDS_KEY = quote("ids[]", safe="")
+#: Points one series answer may bring back: a point is ~50 bytes of JSON and ~300 once
+#: parsed, so an answer stays near 5 MB of body and 30 MB of objects. Series of a few
+#: hundred points are bound by the URL cap long before this.
+POINTS_PER_REQUEST = 100_000
+#: Most ids of the first series request of a job, asked before anything says how long the
+#: series are: at 20,000 points a serie that answer is still only ~16 MB of body.
+PROBE_IDS = 16
 
 
 def series_query(run_id: int, ids: Sequence[str], method: str | None) -> str:
@@ -31,6 +41,33 @@ class SeriesBatcher:
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
+        #: Points of the longest serie: the run's own once it has answered, until then a
+        #: guess (another run's); None when nothing is known.
+        self.points_per_serie: int | None = None
+        self._measured = False
+
+    def guess(self, points: int | None) -> None:
+        """How long series probably are (another run's measure), until this run's own."""
+        if not self._measured:
+            self.points_per_serie = points
+
+    @property
+    def max_ids(self) -> int | None:
+        """Most ids whose answer stays under `POINTS_PER_REQUEST`; None while unknown."""
+        if not self.points_per_serie:
+            return None
+        return max(1, POINTS_PER_REQUEST // self.points_per_serie)
+
+    def learn_points(self, points: int) -> None:
+        """An answer's longest serie: the run's own measure replaces any guess."""
+        known = self.points_per_serie if self._measured else None
+        self.points_per_serie = max(known or 0, points)
+        self._measured = True
+
+    def fits(self, count: int, length: int) -> bool:
+        """Whether a batch of `count` ids whose request target is `length` long may go."""
+        limit = self.max_ids
+        return length <= self.cap and (limit is None or count <= limit)
 
     @staticmethod
     def id_cost(metric_id: str) -> int:
@@ -43,7 +80,7 @@ class SeriesBatcher:
         length = fixed_length
         for metric_id in ids:
             cost = self.id_cost(metric_id)
-            if current and length + cost > self.cap:
+            if current and not self.fits(len(current) + 1, length + cost):
                 batches.append(current)
                 current, length = [], fixed_length
             current.append(metric_id)

@@ -1,9 +1,10 @@
 """Everything the API knows about one test run, fetched and sent to the writer as records.
 
-For run N: the metrics list, then concurrently the series in URL-length batches (for each
-aggregation method asked), the thresholds and the overview, and with `--details` one
-detail request per metric. The ids asked are compared with the `metric_id`s returned; the
-missing ids are asked once more, together, and any still absent is named in the summary.
+For run N: the metrics list, then concurrently the series in batches sized by the URL cap
+and by their points (for each aggregation method asked), the thresholds and the overview,
+and with `--details` one detail request per metric. The ids asked are compared with the
+`metric_id`s returned; the missing ids are asked once more, together, and any still absent
+is named in the summary.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .api import CloudApi, JsonObject
-from .batching import SeriesBatcher
+from .batching import PROBE_IDS, SeriesBatcher
 from .errors import ApiStatusError, MethodRefused, RequestRefused, UrlTooLong
 from .methods import DEFAULT_METHOD
 from .records import Lines, Message, encode
@@ -121,7 +122,7 @@ class RunHarvest:
 
     async def _series(self, ids: list[str], method: str | None) -> None:
         asked = _Asked(method)
-        await self._batches(ids, asked)
+        await self._batches(await self._first(ids, asked), asked)
         # Once every planned batch is in, the ids no answer held are asked again together
         # (a gap may be a glitch in one answer): one more batch, not one request per id.
         await self._batches(asked.gaps(ids), asked)
@@ -134,6 +135,31 @@ class RunHarvest:
                 status=last.status,
             )
         self.missing += [{"metric_id": i, "method": method} for i in asked.gaps(ids)]
+
+    async def _first(self, ids: list[str], asked: _Asked) -> list[str]:
+        """Ask one small batch first: its answer says how long this run's series are, and
+        the others are sized to that before they are asked (a 20,000-point serie is ~1 MB:
+        185 of them in one answer took gigabytes). Returns the ids not asked yet.
+
+        While the job knows nothing of series lengths, one run at a time asks at most
+        `PROBE_IDS` ids; the others wait for its answer and plan by it."""
+        if self.api.serie_points is None:
+            async with self.api.first_series:
+                if self.api.serie_points is None:
+                    return await self._ask_first(ids, asked, PROBE_IDS)
+        return await self._ask_first(ids, asked, None)
+
+    async def _ask_first(self, ids: list[str], asked: _Asked, most: int | None) -> list[str]:
+        self._batcher.guess(self.api.serie_points)
+        batches = self._batcher.plan(ids, self._fixed_length(asked.method))
+        if not batches or (most is None and len(batches) < 2):
+            return ids  # one batch, sized by the guess: nothing to learn before it
+        # The smallest batch (the plan keeps the order: it is the tail of `ids`), so the
+        # first answer costs no request more than the plan.
+        last = batches[-1]
+        first = last[:most]
+        await self._batch(first, asked)
+        return ids[: len(ids) - len(last)] + last[len(first) :]
 
     async def _batches(self, ids: list[str], asked: _Asked) -> None:
         """`ids` in as few requests as fit under the URL cap, all at once."""
@@ -151,8 +177,9 @@ class RunHarvest:
         method = asked.method
         url = self.api.series_url(self.run_id, ids, method)
         length = self.api.request_target_length(url)
-        if length > self._batcher.cap and len(ids) > 1:
-            # Planned before the cap was lowered by a 414: re-pack under the cap learned.
+        if len(ids) > 1 and not self._batcher.fits(len(ids), length):
+            # Planned before a 414 lowered the cap, or before an answer said how long the
+            # series are: re-pack under what was learned.
             for part in self._batcher.plan(ids, self._fixed_length(method)):
                 await self._batch(part, asked)
             return None
@@ -160,6 +187,7 @@ class RunHarvest:
             async with self._slots:
                 series = await self.api.series(url, method)
                 asked.returned.update(str(s.get("metric_id")) for s in series)
+                self._measure(series)
                 lines = self.encode("series", series)
                 # The parsed answer is ~5x its body in objects: free it before we may wait
                 # on a full channel, so a slow disk or pipe costs encoded bytes only.
@@ -176,6 +204,13 @@ class RunHarvest:
         except ApiStatusError as exc:
             return exc
         return None
+
+    def _measure(self, series: list[JsonObject]) -> None:
+        """Learn how many points this run's series hold (and tell later runs)."""
+        points = [len(s["values"]) for s in series if isinstance(s.get("values"), list)]
+        if points:
+            self._batcher.learn_points(max(points))
+            self.api.serie_points = self._batcher.points_per_serie
 
     async def _bisect(self, ids: list[str], refusal: ApiStatusError, asked: _Asked) -> None:
         """A refusal that is not about length: ask the halves to find the ids it is about.

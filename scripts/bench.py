@@ -28,6 +28,8 @@ from bench_run import HERE, SIZES, Bench, DataSet, Sample, SimHost, Spawner, say
 from bench_throttle import DEFAULT_RATE, Check, report_throttled, run_throttled
 
 TARGETS = {"vs_floor": 1.5, "fewer_requests": 20.0, "rss_mb": 150.0, "growth": 1.3}
+#: Peak RSS targets of data sets whose answers are larger than most (issue 14.3).
+RSS_TARGETS = {"long": 250.0}
 TARGET_RATE_SLACK, TARGET_STARTUP = 1.05, 0.3
 #: `--gaps`: share of each run's metrics without a serie (k6 Cloud has none for a metric
 #: without samples; ~6% was seen on real data).
@@ -193,13 +195,16 @@ def report(ns: argparse.Namespace, results: dict[str, Any], startup: float) -> l
             1.0,
             f"{m['harvester']['requests']:,} vs {r['min_requests']:,}",
         )
-        check(
-            f"{name}: >= 20x fewer requests than naive",
-            ra["naive_over_harvester_requests"],
-            TARGETS["fewer_requests"],
-            f"{ra['naive_over_harvester_requests']:.1f}x",
-            True,
-        )
+        if name in RSS_TARGETS:  # answers bounded by their points, not by the URL cap
+            print(f"  [info] naive/harvester requests: {ra['naive_over_harvester_requests']:.1f}x")
+        else:
+            check(
+                f"{name}: >= 20x fewer requests than naive",
+                ra["naive_over_harvester_requests"],
+                TARGETS["fewer_requests"],
+                f"{ra['naive_over_harvester_requests']:.1f}x",
+                True,
+            )
         if ns.rate:
             check(
                 f"{name}: wall <= {TARGET_RATE_SLACK}x lower bound at --rate {ns.rate:g}",
@@ -223,10 +228,11 @@ def report(ns: argparse.Namespace, results: dict[str, Any], startup: float) -> l
             )
         else:
             print(f"  [info] naive/harvester wall: {ra['naive_over_harvester_wall']:.1f}x")
+        rss_target = RSS_TARGETS.get(name, TARGETS["rss_mb"])
         check(
-            f"{name}: peak RSS <= {TARGETS['rss_mb']:g} MB",
+            f"{name}: peak RSS <= {rss_target:g} MB",
             m["harvester"]["rss_mb"],
-            TARGETS["rss_mb"],
+            rss_target,
             f"{m['harvester']['rss_mb']:.1f} MB",
         )
     if "medium" in results and "large" in results:

@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 from yarl import URL
 
-from harvester.batching import SeriesBatcher, series_query
+from harvester.batching import PROBE_IDS, SeriesBatcher, series_query
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.requestlog import LoggedRequest, max_in_window
@@ -28,8 +28,14 @@ from harvester.simulator.server import Simulator
 HERE = Path(__file__).resolve().parent
 TOKEN = "bench-token"
 V2 = "/loadtests/v2"
-#: (runs, metrics per run, points per serie); `large` is 4x `medium` (2x runs, 2x metrics).
-SIZES = {"small": (10, 100, 120), "medium": (40, 200, 240), "large": (80, 400, 240)}
+#: (runs, metrics per run, points per serie); `large` is 4x `medium` (2x runs, 2x metrics);
+#: `long` has series of 20,000 points (~1 MB each as JSON): memory must not follow them.
+SIZES = {
+    "small": (10, 100, 120),
+    "medium": (40, 200, 240),
+    "large": (80, 400, 240),
+    "long": (4, 200, 20_000),
+}
 UNLIMITED = 1_000_000.0  # --rate for the harvester when nothing limits it
 
 
@@ -158,7 +164,16 @@ class SimHost:
 
         batcher = SeriesBatcher(self.max_url_length)
         fixed = len(url("/series", series_query(run_id, [], None)).raw_path_qs)
+        # The job's first run asks its smallest batch (at most PROBE_IDS ids) first, the
+        # others plan by the points it measured; then the rest is sized by the points.
+        batcher.guess(self.data.points if self.data.urls else None)
         batches = batcher.plan(ids, fixed)
+        if batches:
+            last = batches[-1]
+            first = last[: None if self.data.urls else PROBE_IDS]
+            batcher.learn_points(self.data.points)
+            rest = ids[: len(ids) - len(last)] + last[len(first) :]
+            batches = [first, *batcher.plan(rest, fixed)]
         reasks = batcher.plan(gaps, fixed)
         self.data.reasks += len(reasks)
         cost = batcher.id_cost(ids[0]) if ids else 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from harvester.batching import IDS_KEY, SeriesBatcher, series_query
+from harvester.batching import IDS_KEY, POINTS_PER_REQUEST, SeriesBatcher, series_query
 
 
 def _ids(n: int) -> list[str]:
@@ -39,3 +39,16 @@ def test_learning_a_rejected_length_lowers_the_cap_to_the_halves_for_good() -> N
     assert batcher.cap == 2020  # never raised again
     batcher.learn_too_long(41, fixed_length=40)
     assert batcher.cap == 41  # never below one id's worth
+
+
+def test_once_series_lengths_are_known_a_batch_holds_no_more_points_than_the_bound() -> None:
+    ids, fixed = _ids(500), 60
+    batcher = SeriesBatcher(8000)
+    assert batcher.max_ids is None and max(map(len, batcher.plan(ids, fixed))) > 100
+    batcher.guess(POINTS_PER_REQUEST // 10)  # another run's series: 10 fit in an answer
+    assert {len(b) for b in batcher.plan(ids, fixed)} == {10}
+    batcher.learn_points(POINTS_PER_REQUEST // 4)  # this run's own answer wins
+    batcher.guess(1)  # and no later guess overrides it
+    assert batcher.max_ids == 4 and not batcher.fits(5, fixed + 100)
+    batcher.learn_points(POINTS_PER_REQUEST * 3)  # one serie over the bound still goes
+    assert {len(b) for b in batcher.plan(ids, fixed)} == {1}

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from harvester.api import V2
-from harvester.batching import SeriesBatcher, series_query
+from harvester.batching import POINTS_PER_REQUEST, PROBE_IDS, SeriesBatcher, series_query
 from harvester.config import load_settings
 from harvester.errors import ConfigError, OutputError
 from harvester.job import harvest_job
@@ -72,12 +72,17 @@ async def test_series_come_in_the_fewest_batches_that_fit_the_url_cap(tmp_path: 
     cloud = generate_cloud(runs=2, metrics=200, points=5)
     async with Simulator(cloud) as sim:
         await harvest_job(settings_for(sim, tmp_path, max_url_length=2000), targets(cloud))
+        # The job's first series request holds PROBE_IDS ids at most (nothing says yet how
+        # long series are); here that costs its run one request more than the plan.
+        first = sim.requests_for("series")[0]
+        assert len(first.ids) <= PROBE_IDS
         for run_id in cloud.runs:
             ids = [m["id"] for m in cloud.runs[run_id].metrics()]
             fixed = len(f"{V2}/series?" + series_query(run_id, [], None))
             per_request = (2000 - fixed) // SeriesBatcher.id_cost(ids[0])
             series = [r for r in sim.requests_for("series") if r.run_id == run_id]
-            assert len(series) == math.ceil(len(ids) / per_request)
+            fewest = math.ceil(len(ids) / per_request)
+            assert len(series) == fewest + (run_id == first.run_id)
             assert max(r.url_length for r in series) <= 2000
             assert sum(len(r.ids) for r in series) == len(ids)
             others = [r.endpoint for r in sim.log if r.run_id == run_id and r.endpoint != "series"]
@@ -161,11 +166,13 @@ async def test_missing_series_are_asked_again_together_then_named_in_the_summary
             ids = [m["id"] for m in cloud.runs[run_id].metrics()]
             fixed = len(f"{V2}/series?" + series_query(run_id, [], "max"))
             planned = math.ceil(len(ids) / ((2000 - fixed) // SeriesBatcher.id_cost(ids[0])))
+            first = sim.requests_for("series")[0]  # the job's first: at most PROBE_IDS ids
             for method in (None, "max"):
                 asked = [r for r in sim.requests_for("series") if (r.run_id, r.method) == (
                     run_id, method)]  # fmt: skip
                 # Every planned batch, then one more holding every gap: 12 ids fit in one.
-                assert len(asked) == planned + 1
+                probe = (run_id, method) == (first.run_id, first.method)
+                assert len(asked) == planned + 1 + probe
                 assert set(asked[-1].ids) == gaps
 
 
@@ -254,3 +261,18 @@ async def test_file_mode_sets_the_archive_files_mode_or_leaves_it_to_the_umask(
 def test_a_file_mode_that_is_not_octal_or_umask_is_refused(bad: str) -> None:
     with pytest.raises(ConfigError, match="file_mode must be an octal mode such as 0600"):
         load_settings({"file_mode": bad}, environ={})
+
+
+async def test_long_series_come_in_batches_sized_by_their_points(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=2, metrics=120, points=2000)
+    async with Simulator(cloud) as sim:
+        result = await harvest_job(settings_for(sim, tmp_path), targets(cloud))
+        series = sim.requests_for("series")
+    assert not result.report.failed
+    per_request = POINTS_PER_REQUEST // 2000  # 50 series of 2,000 points an answer
+    assert len(series[0].ids) <= PROBE_IDS  # asked before anything said how long they are
+    assert max(len(r.ids) for r in series[1:]) == per_request
+    # The first run: the probe, then 104 ids in 3; the second plans by the first's answer.
+    assert len(series) == (1 + 3) + 3
+    for run_id, records in read_dir(tmp_path).items():
+        assert canonical(records) == canonical(expected_records(cloud, run_id))
