@@ -14,7 +14,6 @@ import anyio
 from yarl import URL
 
 from .batching import series_query
-from .errors import ApiStatusError
 from .transport import Transport
 
 JsonObject = dict[str, Any]
@@ -22,10 +21,9 @@ V2 = "/loadtests/v2"
 DETAIL_INCLUDES = ("url", "group", "check")
 
 
-def _list_of(doc: Any, key: str, url: URL) -> list[JsonObject]:
-    value = doc.get(key) if isinstance(doc, dict) else None
-    if not isinstance(value, list):
-        raise ApiStatusError(f"unexpected answer: no {key!r} list in the body", url=str(url))
+def _list_of(doc: Any, key: str) -> list[JsonObject]:
+    """`doc[key]`, which the transport checked is a list of objects (`lists=`)."""
+    value: list[JsonObject] = doc[key]
     return value
 
 
@@ -53,29 +51,28 @@ class CloudApi:
 
     async def list_metrics(self, run_id: int) -> list[JsonObject]:
         url = self.transport.url(f"{V2}/metrics", f"test_run_id={run_id}")
-        return _list_of(await self.transport.get("metrics", url), "k6-metrics", url)
+        return _list_of(await self.transport.get("metrics", url, ("k6-metrics",)), "k6-metrics")
 
     async def series(self, url: URL, method: str | None) -> list[JsonObject]:
         """One batch of series; build `url` with `series_url` (the batcher measures it)."""
-        series = _list_of(await self.transport.get("series", url, ("k6-serie",)), "k6-serie", url)
+        series = _list_of(await self.transport.get("series", url, ("k6-serie",)), "k6-serie")
         self.methods_answered.add(method)
         return series
 
     async def thresholds(self, run_id: int) -> tuple[list[JsonObject], list[JsonObject]]:
         url = self.transport.url(f"{V2}/thresholds", f"test_run_id={run_id}")
         doc = await self.transport.get("thresholds", url, ("k6-metrics", "k6-thresholds"))
-        return _list_of(doc, "k6-metrics", url), _list_of(doc, "k6-thresholds", url)
+        return _list_of(doc, "k6-metrics"), _list_of(doc, "k6-thresholds")
 
     async def overviews(self, run_id: int) -> list[JsonObject]:
         url = self.transport.url(f"{V2}/run-overviews", f"test_run_id={run_id}")
-        return _list_of(await self.transport.get("overview", url), "k6-run-overviews", url)
+        doc = await self.transport.get("overview", url, ("k6-run-overviews",))
+        return _list_of(doc, "k6-run-overviews")
 
     async def metric_detail(self, run_id: int, metric_id: str) -> JsonObject:
         query = urlencode([("test_run_id", run_id), *(("include[]", i) for i in DETAIL_INCLUDES)])
         url = self.transport.url(f"{V2}/metrics/{quote(metric_id, safe='')}", query)
-        doc = await self.transport.get("metric_detail", url)
-        if not isinstance(doc, dict) or not isinstance(doc.get("k6-metric"), dict):
-            raise ApiStatusError("unexpected answer: no 'k6-metric' object", url=str(url))
+        doc: JsonObject = await self.transport.get("metric_detail", url, objects=("k6-metric",))
         return doc
 
     async def get_run(self, run_id: int) -> JsonObject:
@@ -85,10 +82,7 @@ class CloudApi:
         return await self._object("test", f"{V2}/tests/{test_id}", "k6-test")
 
     async def _object(self, endpoint: str, path: str, key: str) -> JsonObject:
-        url = self.transport.url(path)
-        doc = await self.transport.get(endpoint, url)
-        if not isinstance(doc, dict) or not isinstance(doc.get(key), dict):
-            raise ApiStatusError(f"unexpected answer: no {key!r} object", url=str(url))
+        doc = await self.transport.get(endpoint, self.transport.url(path), objects=(key,))
         found: JsonObject = doc[key]
         return found
 
@@ -108,7 +102,7 @@ class CloudApi:
         self, endpoint: str, path: str, query: str, key: str
     ) -> tuple[list[JsonObject], int | None]:
         url = self.transport.url(path, query)
-        doc = await self.transport.get(endpoint, url)
-        meta = doc.get("meta") if isinstance(doc, dict) else None
+        doc = await self.transport.get(endpoint, url, (key,))
+        meta = doc.get("meta")
         count = meta.get("count") if isinstance(meta, dict) else None
-        return _list_of(doc, key, url), count if isinstance(count, int) else None
+        return _list_of(doc, key), count if isinstance(count, int) else None

@@ -52,9 +52,20 @@ class ApiError(HarvesterError):
 
 
 class AuthRejected(ApiError):
-    """401/403: the token is missing, wrong or lacks access. Never retried; ends the job."""
+    """401, or a 403 for everything asked: the token is missing, wrong or lacks access.
+    Never retried; ends the job."""
 
     exit_code = 2
+
+
+class Forbidden(ApiError):
+    """403 for one resource (a run of another organisation): fails that run only. The
+    transport makes it an `AuthRejected` when 403s are all the API has answered."""
+
+
+class UnusableAnswer(ApiError):
+    """A 2xx or redirect that no retry will fix and that is no metric id's fault: a list
+    item that is not an object, a redirect to a broken URL or another host. Fails the run."""
 
 
 class NotFound(ApiError):
@@ -153,6 +164,8 @@ def describe(exc: HarvesterError) -> str:
     """One line for a failed run: what kind of failure, then the details."""
     names = {
         NotFound: "not found",
+        Forbidden: "forbidden",
+        UnusableAnswer: "unusable answer",
         RetriesExhausted: "retries exhausted",
         RetryAfterTooLong: "rate limited too long",
         ApiStatusError: "API error",

@@ -8,8 +8,6 @@ try or retry, passes the shared `RateGate` and a bound on requests in flight.
 from __future__ import annotations
 
 import contextlib
-import email.utils
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, BinaryIO, TypeVar
 
@@ -19,6 +17,7 @@ import orjson
 from yarl import URL
 
 from . import __version__
+from .answers import check_shape, classify
 from .config import Secret, Settings
 from .errors import (
     ApiError,
@@ -26,16 +25,14 @@ from .errors import (
     ApiUnreachable,
     AuthRejected,
     ConnectionFailed,
-    MalformedAnswer,
-    NotFound,
+    Forbidden,
     RateLimited,
     RequestTimeout,
     RetriesExhausted,
     RetryableError,
     RetryAfterTooLong,
-    ServerError,
     TruncatedBody,
-    UrlTooLong,
+    UnusableAnswer,
 )
 from .ratelimit import RateGate
 from .retry import RetryPolicy, current_budget
@@ -43,63 +40,9 @@ from .stats import HarvestStats
 
 USER_AGENT = f"k6-harvester/{__version__} aiohttp/{aiohttp.__version__}"
 MAX_REDIRECTS = 3
+#: 403s, with not one request allowed before them, after which the token is to blame.
+FORBIDDEN_IS_THE_TOKEN = 3
 T = TypeVar("T")
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def error_message(body: bytes) -> str:
-    """The server's own words from an error body, if it has any we can find."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body[:200].decode("utf-8", "replace").strip()
-    for node in (doc, doc.get("error") if isinstance(doc, dict) else None):
-        if isinstance(node, dict):
-            for key in ("message", "detail", "error"):
-                if isinstance(node.get(key), str):
-                    return str(node[key])
-    return ""
-
-
-def _looks_like_url_too_long(message: str) -> bool:
-    text = message.lower()
-    return "too long" in text and ("url" in text or "uri" in text or "request line" in text)
-
-
-def classify(status: int, body: bytes, headers: Any, url: str) -> ApiError:
-    """The exception for a non-2xx answer."""
-    said = error_message(body)
-    detail = f"HTTP {status}" + (f": {said}" if said else "")
-    if status in (401, 403):
-        return AuthRejected(f"the API rejected the token ({detail})", status=status, url=url)
-    if status == 404:
-        return NotFound(detail, status=status, url=url)
-    if status == 414 or (status == 400 and _looks_like_url_too_long(said)):
-        return UrlTooLong(detail, status=status, url=url)
-    if status == 429:
-        return RateLimited(
-            detail, retry_after=parse_retry_after(headers.get("Retry-After")), url=url
-        )
-    if status == 408 or status >= 500:
-        error = ServerError(detail, status=status, url=url)
-        error.retry_after = parse_retry_after(headers.get("Retry-After"))
-        return error
-    return ApiStatusError(detail, status=status, url=url)
 
 
 class Transport:
@@ -131,6 +74,8 @@ class Transport:
         )
         self._session: aiohttp.ClientSession | None = None
         self._ever_answered = False  # has any request of this job had an HTTP answer?
+        self._ever_allowed = False  # ... a 2xx answer?
+        self._forbidden = 0  # 403 answers so far
 
     def __repr__(self) -> str:
         return f"Transport(base={str(self._base)!r})"
@@ -156,11 +101,15 @@ class Transport:
         text = str(self._base).rstrip("/") + path + (f"?{query}" if query else "")
         return URL(text, encoded=True)
 
-    async def get(self, endpoint: str, url: URL, lists: tuple[str, ...] = ()) -> Any:
+    async def get(
+        self, endpoint: str, url: URL, lists: tuple[str, ...] = (), objects: tuple[str, ...] = ()
+    ) -> Any:
         """GET `url` with retries and return the parsed JSON; `endpoint` names it in stats
-        and errors. An answer must be an object holding each of `lists` as a list; one that
-        does not is a transient fault, tried again."""
-        return await self._retrying(endpoint, lambda: self._attempt(endpoint, url, lists=lists))
+        and errors. An answer must be an object holding each of `lists` as a list of
+        objects and each of `objects` as an object (`answers.check_shape`): one without
+        them is a transient fault, tried again; a list item that is not an object fails."""
+        shape = (lists, objects)
+        return await self._retrying(endpoint, lambda: self._attempt(endpoint, url, shape=shape))
 
     async def post(self, endpoint: str, url: URL) -> Any:
         """POST (no body) to `url` with the same retries, token and gate as `get`."""
@@ -183,10 +132,12 @@ class Transport:
             # First, whatever happens to this request: the gate pauses everyone.
             self._throttled(exc, attempt)
         if attempt >= self.policy.max_attempts:
-            if isinstance(exc, ConnectionFailed) and not self._ever_answered:
+            if isinstance(exc, ConnectionFailed | RequestTimeout) and not self._ever_answered:
+                # Refused, timed out connecting, or connected and never answered: the API
+                # is not there for this job, and every run would fail the same way.
                 raise ApiUnreachable(
-                    f"cannot reach the API at {self._base}: {exc}; check --base-url and the "
-                    "network",
+                    f"cannot reach the API at {self._base}: {exc}, and no request has had an "
+                    "answer; check --base-url and the network",
                 ) from exc
             raise RetriesExhausted(
                 f"{what}: gave up after {attempt} tries (last: {exc})", status=exc.status
@@ -220,7 +171,11 @@ class Transport:
         self.gate.throttled(pause)
 
     async def _attempt(
-        self, endpoint: str, url: URL, method: str = "GET", lists: tuple[str, ...] = ()
+        self,
+        endpoint: str,
+        url: URL,
+        method: str = "GET",
+        shape: tuple[tuple[str, ...], tuple[str, ...]] = ((), ()),
     ) -> Any:
         assert self._session is not None, "use Transport as an async context manager"
         async with self._slots:
@@ -231,6 +186,7 @@ class Transport:
         self.stats.bytes_received += len(body)
         if 200 <= status < 300:
             self.gate.succeeded()
+            self._ever_allowed = True
             if method == "POST" and not body:
                 return None  # a POST that started something may answer 202/204 with nothing
             try:
@@ -239,13 +195,24 @@ class Transport:
                 raise TruncatedBody(
                     f"HTTP {status} with a body that is not whole JSON", url=short_url(url)
                 ) from exc
-            for key in lists:
-                if not isinstance(doc, dict) or not isinstance(doc.get(key), list):
-                    raise MalformedAnswer(
-                        f"HTTP {status} without its {key!r} list", url=short_url(url)
-                    )
+            check_shape(doc, endpoint, short_url(url), *shape)
             return doc
-        raise classify(status, body, headers, short_url(url))
+        error = classify(status, body, headers, short_url(url))
+        if isinstance(error, Forbidden):
+            self._forbidden_answer(error)
+        raise error
+
+    def _forbidden_answer(self, error: Forbidden) -> None:
+        """A 403 fails its run, unless 403s are all the API has answered: then the token
+        may read nothing and the job ends (a few, since runs answer in any order)."""
+        self._forbidden += 1
+        if not self._ever_allowed and self._forbidden >= FORBIDDEN_IS_THE_TOKEN:
+            raise AuthRejected(
+                f"the API refused all of the first {self._forbidden} requests ({error}); "
+                "check that the token belongs to the runs' organisation",
+                status=403,
+                url=error.url,
+            ) from error
 
     async def _send(self, endpoint: str, url: URL, method: str = "GET") -> tuple[int, bytes, Any]:
         assert self._session is not None
@@ -261,15 +228,21 @@ class Transport:
                         target = self._follow(target, resp.headers["Location"])
                         continue
                     return resp.status, body, resp.headers
-        raise ApiStatusError(f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=short_url(url))
+        raise UnusableAnswer(f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=short_url(url))
 
     def _follow(self, current: URL, location: str) -> URL:
-        nxt = current.join(URL(location))
+        try:
+            nxt = current.join(URL(location))
+        except ValueError as exc:
+            raise UnusableAnswer(
+                f"the API redirected to a malformed URL {location[:80]!r} ({exc})",
+                url=short_url(current),
+            ) from exc
         if (nxt.scheme, nxt.host, nxt.port) != (current.scheme, current.host, current.port):
             # The token is only ever sent to the configured origin.
-            raise ApiStatusError(
+            raise UnusableAnswer(
                 f"the API redirected to another host ({nxt.host}); not following with the token",
-                url=str(current),
+                url=short_url(current),
             )
         return nxt
 
@@ -334,6 +307,12 @@ def errors_made_ours(endpoint: str, url: URL, shown: str) -> Iterator[None]:
     retryable; too many redirects is not."""
     try:
         yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        # Before the generic timeouts: a connect that times out (packets dropped) is a
+        # connection failure, as a refused one is.
+        raise ConnectionFailed(
+            f"cannot connect to {url.host}:{url.port} (timed out)", url=shown
+        ) from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
         raise RequestTimeout(f"{endpoint}: no answer in time", url=shown) from exc
     except aiohttp.ClientPayloadError as exc:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
+from aiohttp import web
 
 from harvester.config import Settings, load_settings
 from harvester.scheduler import RunTarget
@@ -88,3 +91,15 @@ def assert_exact(cloud: SimCloud, out: Path) -> None:
         assert canonical(records) == canonical(expected_records(cloud, run_id)), run_id
         assert records[-1]["type"] == "summary"
     assert not list(out.glob(".*.partial"))
+
+
+@contextlib.asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """Serve `app` on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

@@ -7,13 +7,13 @@ from pathlib import Path
 import anyio
 import pytest
 
+from harvester.answers import parse_retry_after
 from harvester.job import harvest_job
 from harvester.ratelimit import RateGate
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
-from harvester.transport import parse_retry_after
 from tests.harvest_helpers import (
     assert_exact,
     read_dir,
@@ -47,7 +47,9 @@ async def test_transient_faults_are_retried_until_the_output_is_exact(
 
 async def test_a_timeout_is_retried_and_then_fails_the_run(tmp_path: Path) -> None:
     cloud = generate_cloud(runs=1, metrics=5, points=3)
-    plan = FaultPlan(p_delay=1.0, delay_seconds=60.0, fault_endpoints=frozenset({"metrics"}))
+    # The overview: other requests of the job are answered, so the API is there (a job
+    # where nothing ever answers is an unreachable API, tested in test_transport).
+    plan = FaultPlan(p_delay=1.0, delay_seconds=60.0, fault_endpoints=frozenset({"overview"}))
     async with Simulator(cloud, faults=plan) as sim:
         settings = settings_for(sim, tmp_path, read_timeout=0.2, max_attempts=2)
         # The answers would take a minute: only our read timeout can end this in time.

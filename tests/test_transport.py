@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import anyio
+import anyio.from_thread
+import orjson
 import pytest
+from aiohttp import web
 from anyio.abc import SocketAttribute, SocketStream
 
+from harvester.answers import classify, error_message, parse_retry_after
+from harvester.cli import main
+from harvester.config import Settings, load_settings
 from harvester.errors import (
     ApiStatusError,
     ApiUnreachable,
     AuthRejected,
+    Forbidden,
     NotFound,
     RateLimited,
     RetryableError,
@@ -21,14 +30,17 @@ from harvester.errors import (
 )
 from harvester.job import harvest_job
 from harvester.scheduler import RunTarget
-from harvester.transport import classify, error_message
+from harvester.simulator.faults import FaultPlan
+from harvester.simulator.generated import generate_cloud
+from harvester.simulator.server import Simulator
+from tests.harvest_helpers import cli_args, read_dir, serve, settings_for, targets
 
 
 @pytest.mark.parametrize(
     ("status", "body", "kind"),
     [
         (401, b'{"error": {"message": "bad token"}}', AuthRejected),
-        (403, b"{}", AuthRejected),
+        (403, b"{}", Forbidden),
         (404, b'{"detail": "Not found."}', NotFound),
         (408, b"", ServerError),
         (414, b"", UrlTooLong),
@@ -108,3 +120,182 @@ def test_messages_count_a_series_requests_ids_instead_of_listing_them() -> None:
     ids = "&".join(f"ids%5B%5D={i:032x}" for i in range(180))
     url = URL(f"http://h:1/loadtests/v2/series?test_run_id=5&{ids}&method=p95", encoded=True)
     assert short_url(url) == "/loadtests/v2/series?test_run_id=5&method=p95 (180 ids)"
+
+
+# --- an API that only times out (issue 14.9) -----------------------------------------
+
+
+@pytest.fixture
+def silent() -> Iterator[str]:
+    """A loopback port whose connections are accepted (the kernel completes them into the
+    backlog) and never answered: a server that hangs."""
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as server:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+@pytest.fixture
+def dropping() -> Iterator[str]:
+    """A loopback port that ignores connection attempts, like a firewall dropping packets:
+    its backlog is full and never drained, so the kernel drops new SYNs."""
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as server:
+        port = server.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        for filler in fillers:
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def quick(base_url: str, out: Path) -> Settings:
+    return load_settings(
+        {"base_url": base_url, "token": "t", "out": str(out), "max_attempts": 2,
+         "connect_timeout": 0.2, "read_timeout": 0.2, "backoff_base": 0.001,
+         "backoff_cap": 0.001},
+        environ={},
+    )  # fmt: skip
+
+
+async def test_a_server_that_never_answers_is_an_unreachable_api(
+    silent: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ApiUnreachable, match="no answer in time, and no request has had an"):
+        await harvest_job(quick(silent, tmp_path), [RunTarget(1), RunTarget(2)])
+
+
+async def test_connecting_that_times_out_is_an_unreachable_api(
+    dropping: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ApiUnreachable, match=r"cannot connect to 127\.0\.0\.1:\d+ \(timed out\)"):
+        await harvest_job(quick(dropping, tmp_path), [RunTarget(1), RunTarget(2)])
+
+
+def test_an_api_that_only_times_out_is_one_line_and_exit_2(
+    silent: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    args = ["harvest", "--token", "t", "--base-url", silent, "--run", "1", "--run", "2",
+            "--out", str(tmp_path), "--max-attempts", "2", "--read-timeout", "0.2"]  # fmt: skip
+    assert main(args) == 2
+    error = orjson.loads(capfd.readouterr().err.splitlines()[0])
+    assert error["exit_status"] == 2 and "cannot reach the API at" in error["message"]
+    assert not list(tmp_path.glob("*.ndjson"))
+
+
+# --- a 403 fails its run; only 401, or 403 for everything, blames the token (14.10) ----
+
+
+async def test_a_403_on_one_run_fails_that_run_and_the_others_are_published(
+    tmp_path: Path,
+) -> None:
+    cloud = generate_cloud(runs=3, metrics=10, points=3)
+    async with Simulator(cloud, faults=FaultPlan(forbidden_runs=frozenset({100002}))) as sim:
+        result = await harvest_job(settings_for(sim, tmp_path), targets(cloud))
+    (failed,) = result.report.failed
+    assert failed.run_id == 100002 and "forbidden: HTTP 403" in (failed.reason or "")
+    assert sorted(read_dir(tmp_path)) == [100001, 100003]
+
+
+async def test_403_for_everything_means_the_token(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=4, metrics=10, points=3)
+    plan = FaultPlan(forbidden_runs=frozenset(cloud.runs))
+    async with Simulator(cloud, faults=plan) as sim:
+        with pytest.raises(AuthRejected, match="refused all of the first 3 requests"):
+            await harvest_job(settings_for(sim, tmp_path), targets(cloud))
+    assert not list(tmp_path.glob("*.ndjson"))
+
+
+def test_a_403_on_one_run_is_exit_1_naming_it(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    cloud = generate_cloud(runs=2, metrics=5, points=3)
+    plan = FaultPlan(forbidden_runs=frozenset({100002}))
+    with anyio.from_thread.start_blocking_portal() as portal:
+        with portal.wrap_async_context_manager(Simulator(cloud, faults=plan)) as sim:
+            args = cli_args(sim, tmp_path, "--run", "100001", "--run", "100002")
+            assert main(args) == 1
+    err = capfd.readouterr().err
+    assert "run 100002 failed: forbidden: HTTP 403" in err and "rejected the token" not in err
+    assert sorted(read_dir(tmp_path)) == [100001]
+
+
+# --- malformed answers are faults of their request or run (14.11) ----------------------
+
+#: A run with nothing in it, as the API would answer it.
+EMPTY_RUN: dict[str, dict[str, list[object]]] = {
+    "/loadtests/v2/metrics": {"k6-metrics": []},
+    "/loadtests/v2/thresholds": {"k6-metrics": [], "k6-thresholds": []},
+    "/loadtests/v2/run-overviews": {"k6-run-overviews": []},
+}
+FAR_DATE = "Wed, 21 Oct 99999999999999999999 07:28:10 GMT"
+
+
+@contextlib.asynccontextmanager
+async def tiny_api(*odd: web.Response) -> AsyncIterator[tuple[str, list[str]]]:
+    """An API on loopback whose first answers are `odd`, then the empty run's; yields its
+    base URL and the paths asked, in order."""
+    asked: list[str] = []
+    pending = list(odd)
+
+    async def answer(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        if pending:
+            return pending.pop(0)
+        return web.json_response(EMPTY_RUN[request.path])
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", answer)
+    async with serve(app) as base_url:
+        yield base_url, asked
+
+
+async def harvest_one(base_url: str, out: Path) -> str | None:
+    """Harvest run 1; the reason it failed, or None when it was published."""
+    settings = load_settings(
+        {"base_url": base_url, "token": "t", "out": str(out), "max_attempts": 3,
+         "backoff_base": 0.001, "backoff_cap": 0.001},
+        environ={},
+    )  # fmt: skip
+    result = await harvest_job(settings, [RunTarget(1)])
+    failed = result.report.failed
+    return (failed[0].reason or "") if failed else None
+
+
+async def test_a_list_item_that_is_not_an_object_fails_the_run_naming_the_endpoint(
+    tmp_path: Path,
+) -> None:
+    async with tiny_api(web.json_response({"k6-metrics": [{"id": "a"}, None]})) as (url, asked):
+        reason = await harvest_one(url, tmp_path)
+    assert reason == (
+        "unusable answer: metrics /loadtests/v2/metrics?test_run_id=1: item 1 of 'k6-metrics' "
+        "is null, not an object"
+    )
+    assert asked == ["/loadtests/v2/metrics"]  # asking again would bring the same
+
+
+async def test_an_answer_without_its_list_is_asked_again(tmp_path: Path) -> None:
+    async with tiny_api(web.json_response({"detail": "glitch"})) as (url, asked):
+        assert await harvest_one(url, tmp_path) is None
+    assert asked.count("/loadtests/v2/metrics") == 2
+
+
+async def test_a_retry_after_date_past_year_9999_is_a_429_without_one(tmp_path: Path) -> None:
+    throttled = web.json_response({}, status=429, headers={"Retry-After": FAR_DATE})
+    async with tiny_api(throttled) as (url, asked):
+        assert await harvest_one(url, tmp_path) is None  # waited its backoff, then retried
+    assert asked.count("/loadtests/v2/metrics") == 2
+
+
+async def test_a_redirect_to_a_malformed_url_fails_the_run(tmp_path: Path) -> None:
+    moved = web.Response(status=302, headers={"Location": "http://[::1"})
+    async with tiny_api(moved) as (url, _asked):
+        reason = await harvest_one(url, tmp_path)
+    assert reason is not None
+    assert reason.startswith("unusable answer: the API redirected to a malformed URL 'http://[::1'")
+
+
+@pytest.mark.parametrize("value", [FAR_DATE, "nan", "inf", "1e999", "Sun, 99 Foo 2020", " "])
+def test_a_retry_after_that_cannot_be_read_is_none(value: str) -> None:
+    assert parse_retry_after(value) is None

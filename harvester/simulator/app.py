@@ -129,7 +129,11 @@ def _gatekeep(state: SimState, request: web.Request, at: float) -> web.Response 
             request[FAULT_NOTE] = "rate_limit"
             headers = {"Retry-After": format_retry_after(wait)}
             return json_error(429, "Request was throttled.", headers)
-    return _auth_refusal(state, request)
+    refusal = _auth_refusal(state, request)
+    if refusal is None and _run_id(request) in plan.forbidden_runs:
+        request[FAULT_NOTE] = "forbidden_runs"
+        return json_error(403, "You do not have permission to perform this action.")
+    return refusal
 
 
 async def _answer(
@@ -167,6 +171,14 @@ def _endpoint(request: web.Request) -> str:
     return request.match_info.route.name or "unknown"
 
 
+def _run_id(request: web.Request) -> int | None:
+    """The test run a request is about, if any."""
+    on_path = _endpoint(request) in ("run", "export", "v6_run")
+    raw = request.match_info.get("id") if on_path else request.query.get("test_run_id")
+    raw = raw or request.match_info.get("run")
+    return int(raw) if raw is not None and raw.isdigit() else None
+
+
 def _logged(request: web.Request, status: int, at: float) -> LoggedRequest:
     query = request.query
     ids = tuple(query.getall("ids[]", ()))
@@ -174,12 +186,10 @@ def _logged(request: web.Request, status: int, at: float) -> LoggedRequest:
     endpoint = _endpoint(request)
     if path_id is not None and endpoint in ("metric_detail", "threshold"):
         ids = (path_id,)
-    raw_run = path_id if endpoint in ("run", "export", "v6_run") else query.get("test_run_id")
-    raw_run = raw_run or request.match_info.get("run")
     return LoggedRequest(
         endpoint=endpoint,
         path=request.path,
-        run_id=int(raw_run) if raw_run is not None and raw_run.isdigit() else None,
+        run_id=_run_id(request),
         ids=ids,
         method=query.get("method"),
         status=status,

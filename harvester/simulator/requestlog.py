@@ -24,8 +24,8 @@ class LoggedRequest:
     status: int
     #: What went wrong on purpose: an injected fault kind ("500", "502", "503", "504",
     #: "429", "reset", "truncate", "delay", "unlisted"), or "rate_limit", "outage",
-    #: "url_too_long", "fail_metric_ids", "refuse_methods", "refuse_runs"; None for an
-    #: honest answer.
+    #: "url_too_long", "fail_metric_ids", "refuse_methods", "refuse_runs",
+    #: "forbidden_runs"; None for an honest answer.
     fault: str | None
     #: Length of the request target (path, "?" and query) as received.
     url_length: int

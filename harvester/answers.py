@@ -1,0 +1,113 @@
+"""What an HTTP answer means: its status as one of our errors, its Retry-After, its shape.
+
+Plain functions over status, headers and body (no sockets), used by `transport.py`.
+Whatever a server sends, a malformed answer becomes an error of that request or run with
+a reason, never an exception of Python's own (an unparsable date, a `null` item).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from typing import Any
+
+import orjson
+
+from .errors import (
+    ApiError,
+    ApiStatusError,
+    AuthRejected,
+    Forbidden,
+    MalformedAnswer,
+    NotFound,
+    RateLimited,
+    ServerError,
+    UnusableAnswer,
+    UrlTooLong,
+)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None when
+    absent or unreadable (a date past year 9999, `nan`): the caller's backoff applies."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def error_message(body: bytes) -> str:
+    """The server's own words from an error body, if it has any we can find."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:200].decode("utf-8", "replace").strip()
+    for node in (doc, doc.get("error") if isinstance(doc, dict) else None):
+        if isinstance(node, dict):
+            for key in ("message", "detail", "error"):
+                if isinstance(node.get(key), str):
+                    return str(node[key])
+    return ""
+
+
+def _looks_like_url_too_long(message: str) -> bool:
+    text = message.lower()
+    return "too long" in text and ("url" in text or "uri" in text or "request line" in text)
+
+
+def classify(status: int, body: bytes, headers: Any, url: str) -> ApiError:
+    """The exception for a non-2xx answer."""
+    said = error_message(body)
+    detail = f"HTTP {status}" + (f": {said}" if said else "")
+    if status == 401:
+        return AuthRejected(f"the API rejected the token ({detail})", status=status, url=url)
+    if status == 403:
+        return Forbidden(f"{detail} (the token may not read it)", status=status, url=url)
+    if status == 404:
+        return NotFound(detail, status=status, url=url)
+    if status == 414 or (status == 400 and _looks_like_url_too_long(said)):
+        return UrlTooLong(detail, status=status, url=url)
+    if status == 429:
+        return RateLimited(
+            detail, retry_after=parse_retry_after(headers.get("Retry-After")), url=url
+        )
+    if status == 408 or status >= 500:
+        error = ServerError(detail, status=status, url=url)
+        error.retry_after = parse_retry_after(headers.get("Retry-After"))
+        return error
+    return ApiStatusError(detail, status=status, url=url)
+
+
+def check_shape(
+    doc: Any, endpoint: str, url: str, lists: tuple[str, ...], objects: tuple[str, ...]
+) -> None:
+    """A 2xx body must be an object holding each of `lists` as a list of objects and each
+    of `objects` as an object. A missing part is a glitch (`MalformedAnswer`, retried); a
+    list item that is not an object is what the server holds (`UnusableAnswer`, the run
+    fails: asking again would bring the same)."""
+    for key, kind in [*((k, list) for k in lists), *((k, dict) for k in objects)]:
+        value = doc.get(key) if isinstance(doc, dict) else None
+        if not isinstance(value, kind):
+            noun = "list" if kind is list else "object"
+            raise MalformedAnswer(
+                f"{endpoint} {url}: an answer without its {key!r} {noun}", url=url
+            )
+        if kind is list:
+            for index, item in enumerate(value):
+                if not isinstance(item, dict):
+                    shown = orjson.dumps(item).decode()[:40]
+                    raise UnusableAnswer(
+                        f"{endpoint} {url}: item {index} of {key!r} is {shown}, not an object",
+                        url=url,
+                    )
