@@ -42,6 +42,13 @@ class OutputError(HarvesterError):
     every run writes to the same place. Runs already published stay published."""
 
 
+class OutputBusy(HarvesterError):
+    """Another harvester holds the output directory's lock. Waiting fixes it, so the
+    worker backs off instead of ending; a one-shot job stops with exit 2."""
+
+    exit_code = 2
+
+
 class ApiError(HarvesterError):
     """The API answered, but not with what we asked for."""
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from yarl import URL
 
 from .api import V2, CloudApi, JsonObject
 from .errors import ApiStatusError, HarvesterError, OutputError
+from .outdir import create_temp, discard, publish
 from .retry import RetryPolicy
 from .sinks import FILE_MODE, current_umask, final_path, fsync_directory, writing_to
 
@@ -151,18 +151,16 @@ class CsvExporter:
 
     @contextlib.contextmanager
     def _temporary(self, run_id: int) -> Iterator[tuple[BinaryIO, Path]]:
-        """A temporary file of this writer only (O_EXCL), removed unless published."""
+        """A temporary file of this writer only (`outdir.create_temp`: unique, flocked while
+        open, so no other job's cleanup removes it), removed unless published."""
         with writing_to(self.out_dir):
-            fd, name = tempfile.mkstemp(
-                prefix=f".{run_id}.csv.", suffix=".partial", dir=self.out_dir
-            )
+            fd, temp = create_temp(self.out_dir, run_id, "csv")
         os.fchmod(fd, self.file_mode)
-        temp = Path(name)
         try:
             with os.fdopen(fd, "w+b") as fh:
                 yield fh, temp
         finally:
-            temp.unlink(missing_ok=True)
+            discard(temp)
 
     def _publish(self, fh: BinaryIO, temp: Path, run_id: int, final: Path) -> None:
         fh.flush()
@@ -172,11 +170,8 @@ class CsvExporter:
             old = published_csv(self.out_dir, run_id)
             if old is not None and old != final:
                 old.unlink()
-            os.replace(temp, final)
-        else:
-            # link() fails instead of replacing: a file another writer published stays.
-            with contextlib.suppress(FileExistsError):
-                os.link(temp, final)
+        # Without --force a file another writer published stays as it is.
+        publish(temp, final, replace=self.replace)
         fsync_directory(self.out_dir)
 
 

@@ -19,6 +19,7 @@ from typing import BinaryIO, Protocol, TypeVar
 
 import anyio
 
+from . import outdir
 from .api import CloudApi
 from .config import Settings
 from .errors import unwrap
@@ -26,7 +27,7 @@ from .export import run_archived
 from .provenance import describe_runs, from_file, lacking
 from .ratelimit import RateGate
 from .scheduler import HarvestReport, RunObserver, RunTarget, Scheduler
-from .sinks import DirectorySink, Sink, StreamSink, final_path, prepare_output_dir
+from .sinks import DirectorySink, Sink, StreamSink, final_path, prepare_output_dir, writing_to
 from .state import STATE_FILE_NAME, HarvestState, StateLock
 from .stats import HarvestStats
 from .transport import Transport
@@ -56,10 +57,18 @@ class JobResult:
     not_found: list[str] = field(default_factory=list)
 
 
-def make_sink(settings: Settings, stdout: BinaryIO | None = None) -> Sink:
+@contextlib.contextmanager
+def make_sink(settings: Settings, stdout: BinaryIO | None = None) -> Iterator[Sink]:
+    """The sink for the job, with the output directory's lock held while it is open (a
+    second job on the directory is refused with `OutputBusy`)."""
     if settings.to_stdout:
-        return StreamSink(stdout if stdout is not None else sys.stdout.buffer)
-    return DirectorySink(prepare_output_dir(settings.out), settings.file_mode_bits)
+        yield StreamSink(stdout if stdout is not None else sys.stdout.buffer)
+        return
+    out_dir = prepare_output_dir(settings.out)
+    with writing_to(out_dir):
+        lock = outdir.DirectoryLock(out_dir)
+    with lock:
+        yield DirectorySink(out_dir, settings.file_mode_bits, replace=settings.force)
 
 
 def state_path(settings: Settings) -> Path | None:
@@ -83,15 +92,12 @@ def open_state(settings: Settings, lock: StateLock | None = None) -> Iterator[Ha
 
 
 def remove_leftovers(settings: Settings) -> int:
-    """Partial files a crash left behind. Only when the default state file's lock (held
-    now) guards the output directory: then no other harvester can be writing them."""
-    if settings.to_stdout or settings.state is not None:
+    """Partial files (NDJSON and CSV) that a crashed harvester left behind. Whatever
+    --state says: a partial file is removed only when no live process holds its flock
+    (`outdir`), so this never touches a file another harvester is writing."""
+    if settings.to_stdout:
         return 0
-    out = Path(settings.out)
-    leftovers = [*out.glob(".*.ndjson.partial"), *out.glob(".*.csv.*.partial")]
-    for path in leftovers:
-        path.unlink(missing_ok=True)
-    return len(leftovers)
+    return outdir.remove_leftovers(Path(settings.out))
 
 
 def split_done(
@@ -170,21 +176,22 @@ async def harvest_job(
     of archived runs that lack what is asked."""
     stats = stats if stats is not None else HarvestStats()
     gate = gate if gate is not None else RateGate.for_settings(settings)
-    sink = make_sink(settings, stdout)
     started = time.monotonic()
     # One target per run: two tasks must never share a run's temporary file.
     targets = list({target.run_id: target for target in targets}.values())
     opened: contextlib.AbstractContextManager[HarvestState | None] = (
         contextlib.nullcontext(state) if state is not None else open_state(settings)
     )
-    with opened as state:
+    with make_sink(settings, stdout) as sink, opened as state:
         remove_leftovers(settings)
         todo, skipped = split_done(settings, targets, state)
         if notify is not None:
             warn_short(archived_short(settings, skipped, state), notify)
         stats.runs_total += len(todo)
         stats.runs_skipped += len(skipped)
-        watchers = [*observers, *([state] if state else [])]
+        # The state first: a run published is recorded even if a later observer fails
+        # (the reporter, on a closed stderr).
+        watchers = [*([state] if state else []), *observers]
         async with Transport(settings, gate=gate, stats=stats) as transport:
             scheduler = Scheduler(settings, CloudApi(transport), sink, stats, watchers)
             interrupted = await _run(scheduler, todo, handle_signals, grace, stop, listener)

@@ -1,9 +1,11 @@
 """Where the lines go: one stream on stdout, or one file per run published atomically.
 
-`DirectorySink` writes each run to a hidden temporary file in the output directory and,
-when the run is whole, flushes, fsyncs, renames it to `<test_run_id>.ndjson` and fsyncs
-the directory (the way Prometheus' TSDB publishes a block, LESSONS.md #5): a file under
-its final name is always complete, after any crash. Blocking disk work runs in a thread.
+`DirectorySink` writes each run to a hidden temporary file of its own in the output
+directory and, when the run is whole, flushes, fsyncs, gives it the name
+`<test_run_id>.ndjson` and fsyncs the directory (the way Prometheus' TSDB publishes a
+block, LESSONS.md #5): a file under its final name is always complete, after any crash
+and with any number of writers (`outdir` states the rules). Blocking disk work runs in
+a thread.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import BinaryIO, Protocol
 import anyio
 
 from .errors import ConfigError, OutputError
+from .outdir import create_temp, discard, publish
 
 FILE_MODE = 0o600  # metric tags can name internal hosts: owner-only by default (--file-mode)
 WRITE_BUFFER = 1 << 20
@@ -56,7 +59,7 @@ def start_writeback(fh: BinaryIO) -> None:
 
 
 def fsync_directory(path: Path) -> None:
-    """Make a rename in `path` durable: the directory entry itself is fsynced."""
+    """Make a link, rename or unlink in `path` durable: the directory itself is fsynced."""
     dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -75,10 +78,6 @@ def final_path(out_dir: Path, run_id: int) -> Path:
     return out_dir / f"{run_id}.ndjson"
 
 
-def temp_path(out_dir: Path, run_id: int) -> Path:
-    return out_dir / f".{run_id}.ndjson.partial"
-
-
 def prepare_output_dir(path: str) -> Path:
     """Create the output directory if needed; fail early if it is not a writable directory."""
     out = Path(path)
@@ -94,25 +93,29 @@ def prepare_output_dir(path: str) -> Path:
 
 
 class DirectorySink:
-    """One `<run_id>.ndjson` per run, renamed into place only when the run is complete."""
+    """One `<run_id>.ndjson` per run, published only when the run is complete, by the rules
+    of `outdir`: a temporary file of this writer's own, never replacing what another
+    writer published (unless `replace`, for --force)."""
 
-    def __init__(self, out_dir: Path, file_mode: int | None = FILE_MODE) -> None:
+    def __init__(
+        self, out_dir: Path, file_mode: int | None = FILE_MODE, *, replace: bool = False
+    ) -> None:
         self.out_dir = out_dir
-        self.file_mode = file_mode  # None: 0666 less the umask, as any program's files
-        self._files: dict[int, BinaryIO] = {}
+        # None: what the umask leaves of 0666, as for any program's files.
+        self.file_mode = file_mode if file_mode is not None else 0o666 & ~current_umask()
+        self.replace = replace
+        self._files: dict[int, tuple[BinaryIO, Path]] = {}
         self._unsynced: dict[int, int] = {}  # bytes written since the last writeback hint
 
     async def begin(self, run_id: int) -> None:
-        path = temp_path(self.out_dir, run_id)
-        with writing_to(path):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, self.file_mode or 0o666)
-            if self.file_mode is not None:
-                os.fchmod(fd, self.file_mode)  # exactly the mode asked, whatever the umask
-        self._files[run_id] = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
+        with writing_to(self.out_dir):
+            fd, temp = create_temp(self.out_dir, run_id)
+            os.fchmod(fd, self.file_mode)  # exactly the mode asked, whatever the umask
+        self._files[run_id] = (os.fdopen(fd, "wb", buffering=WRITE_BUFFER), temp)
 
     async def write(self, run_id: int, data: bytes) -> None:
         # Buffered: most writes land in memory; the buffer spills at 1 MiB.
-        fh = self._files[run_id]
+        fh = self._files[run_id][0]
         with writing_to(self.out_dir):
             fh.write(data)
         self._unsynced[run_id] = self._unsynced.get(run_id, 0) + len(data)
@@ -121,29 +124,33 @@ class DirectorySink:
             start_writeback(fh)
 
     async def commit(self, run_id: int) -> str:
-        fh = self._files.pop(run_id)
+        """The run's final path: published now, or found published whole by another writer."""
+        fh, temp = self._files.pop(run_id)
         self._unsynced.pop(run_id, None)
         final = final_path(self.out_dir, run_id)
         with writing_to(final):
-            await anyio.to_thread.run_sync(
-                self._publish, fh, temp_path(self.out_dir, run_id), final
-            )
+            await anyio.to_thread.run_sync(self._publish, fh, temp, final)
         return str(final)
 
     def _publish(self, fh: BinaryIO, temp: Path, final: Path) -> None:
-        with fh:
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, final)
+        try:
+            with fh:  # closed (and its flock dropped) only once the name is settled
+                fh.flush()
+                os.fsync(fh.fileno())
+                publish(temp, final, replace=self.replace)
+        except BaseException:
+            discard(temp)  # a full disk fails the flush: leave no partial file behind
+            raise
         fsync_directory(self.out_dir)
 
     async def abort(self, run_id: int) -> None:
-        fh = self._files.pop(run_id, None)
+        entry = self._files.pop(run_id, None)
         self._unsynced.pop(run_id, None)
-        if fh is not None:
+        if entry is not None:
+            fh, temp = entry
             with contextlib.suppress(OSError):  # a full disk may refuse the last flush too
                 fh.close()
-            temp_path(self.out_dir, run_id).unlink(missing_ok=True)
+            discard(temp)
 
     async def close(self) -> None:
         for run_id in list(self._files):

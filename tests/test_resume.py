@@ -189,11 +189,12 @@ async def test_partial_files_a_crash_left_behind_are_removed_by_the_next_job(
     stray.write_bytes(b'{"type":"metric"')
     await harvest_job(settings_for(simulator, tmp_path), [RunTarget(min(cloud.runs))])
     assert not stray.exists()
-    # With a state file elsewhere the lock does not guard the directory: leave it alone.
+    # With a state file elsewhere too: whether a writer is alive is asked of the file's
+    # own lock (tests/test_sinks.py: one a live harvester writes is left alone).
     stray.write_bytes(b"x")
     elsewhere = settings_for(simulator, tmp_path, state=str(tmp_path / "s" / "state.sqlite"))
     await harvest_job(elsewhere, [RunTarget(min(cloud.runs))])
-    assert stray.exists()
+    assert not stray.exists()
 
 
 # --- how each run was harvested --------------------------------------------------------------

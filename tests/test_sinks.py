@@ -1,0 +1,253 @@
+"""The output directory's publication guarantees (issue 14, points 1 and 15): with any
+number of writers no final file is ever torn, a second job is refused, leftovers of dead
+writers go and those of live ones stay, and a full disk or a closed stderr loses nothing."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import pytest
+from aiohttp import web
+from anyio.abc import Process
+
+from harvester import outdir
+from harvester.cli import main
+from harvester.errors import OutputError
+from harvester.job import harvest_job, remove_leftovers
+from harvester.outdir import LOCK_FILE_NAME, DirectoryLock
+from harvester.simulator.cloud import SimCloud
+from harvester.simulator.generated import generate_cloud
+from harvester.simulator.server import Simulator
+from harvester.sinks import DirectorySink
+from harvester.state import STATE_FILE_NAME, HarvestState
+from tests.harvest_helpers import assert_exact, parse_lines, settings_for, targets
+from tests.process_helpers import ROOT, cli_command, cli_env, wait_for
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class HeldOverviews:
+    """Counts the overview requests the simulator holds until `release` is set."""
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.release = anyio.Event()
+
+
+@asynccontextmanager
+async def holding_overviews(cloud: SimCloud) -> AsyncIterator[tuple[Simulator, HeldOverviews]]:
+    """The simulator, holding every overview answer until released: the runs of every
+    harvester are then all mid-way, their temporary files open, none published."""
+    sim, held = Simulator(cloud), HeldOverviews()
+
+    @web.middleware
+    async def hold(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.route.name == "overview":
+            held.waiting += 1
+            await held.release.wait()
+        return await handler(request)
+
+    sim.app.middlewares.append(hold)  # before the app starts (then it is frozen)
+    async with sim:
+        try:
+            yield sim, held
+        finally:
+            held.release.set()  # a failed test must not leave answers hanging
+
+
+@asynccontextmanager
+async def started(sim: Simulator, *args: str) -> AsyncIterator[Process]:
+    """`harvester harvest ARGS` as a child process, killed if still running at the end."""
+    process = await anyio.open_process(
+        cli_command(sim, "harvest", *args), env=cli_env(sim), cwd=ROOT
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.aclose()
+
+
+def partials(out: Path) -> list[Path]:
+    return sorted(out.glob(".*.partial"))
+
+
+def harvest_args(out: Path, state: Path, cloud: SimCloud) -> list[str]:
+    runs = [arg for run_id in sorted(cloud.runs) for arg in ("--run", str(run_id))]
+    return ["--out", str(out), "--state", str(state), "--runs-in-flight", str(len(cloud.runs)),
+            *runs]  # fmt: skip
+
+
+async def test_two_harvesters_on_one_directory_never_tear_a_file(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=4, metrics=30, points=20)
+    out = tmp_path / "out"
+    async with holding_overviews(cloud) as (sim, held):
+        async with started(sim, *harvest_args(out, tmp_path / "a.db", cloud)) as first:
+            await wait_for(lambda: held.waiting == 4 and len(partials(out)) == 4, within=30)
+            # A second job on the directory, with a state file of its own, is refused.
+            refused = await anyio.run_process(
+                cli_command(sim, "harvest", *harvest_args(out, tmp_path / "b.db", cloud)),
+                env=cli_env(sim), cwd=ROOT, check=False,
+            )  # fmt: skip
+            assert refused.returncode == 2
+            [error] = [e for e in parse_lines(refused.stderr) if e["event"] == "error"]
+            assert error["message"] == (
+                f"another harvester is writing to {out}; wait for it to finish, "
+                "or give this one its own --out"
+            )
+            # With the lock file deleted under the first job the second gets in: now only
+            # unique temporary files and a publication that never replaces stand between
+            # the two writers of every run.
+            (out / LOCK_FILE_NAME).unlink()
+            async with started(sim, *harvest_args(out, tmp_path / "c.db", cloud)) as second:
+                await wait_for(lambda: held.waiting == 8 and len(partials(out)) == 8, within=30)
+                held.release.set()
+                with anyio.fail_after(30):
+                    assert await first.wait() == 0
+                    assert await second.wait() == 0
+        # Every run was fetched and written by both, and published by one of them.
+        fetched = Counter(r.run_id for r in sim.requests_for("metrics"))
+        assert fetched == dict.fromkeys(cloud.runs, 2)
+    assert_exact(cloud, out)  # whole files, every record exactly once, no partial left
+    for state_file in ("a.db", "c.db"):  # the loser knows the run is done: the file is whole
+        with HarvestState.open(tmp_path / state_file) as state:
+            assert state.done_runs(cloud.runs) == set(cloud.runs)
+
+
+def test_a_second_job_on_a_locked_directory_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with DirectoryLock(tmp_path):
+        code = main(["harvest", "--token", "t", "--base-url", "http://127.0.0.1:9", "--run", "1",
+                     "--out", str(tmp_path), "--state", str(tmp_path / "other.db")])  # fmt: skip
+    assert code == 2
+    assert f"another harvester is writing to {tmp_path}" in capfd.readouterr().err
+    # Released: the directory can be locked again.
+    DirectoryLock(tmp_path).release()
+
+
+async def test_leftovers_of_a_dead_writer_are_removed_and_a_live_writers_are_not(
+    tmp_path: Path,
+) -> None:
+    cloud = generate_cloud(runs=2, metrics=10, points=5)
+    out = tmp_path / "out"
+    async with holding_overviews(cloud) as (sim, held):
+        async with started(sim, *harvest_args(out, tmp_path / "a.db", cloud)) as writer:
+            await wait_for(lambda: held.waiting == 2 and len(partials(out)) == 2, within=30)
+            live = partials(out)
+            # Even the cleanup of a job whose default state lock would guard `out`
+            # leaves a live writer's files alone.
+            assert remove_leftovers(settings_for(sim, out)) == 0
+            assert partials(out) == live
+            writer.kill()
+            await writer.wait()
+        assert partials(out) == live  # a dead writer's files stay until a job cleans up
+        # ... and any job cleans up, whatever its --state.
+        elsewhere = settings_for(sim, out, state=str(tmp_path / "elsewhere.db"))
+        assert remove_leftovers(elsewhere) == 2
+        assert partials(out) == []
+        held.release.set()
+        result = await harvest_job(elsewhere, targets(cloud))
+    assert not result.report.failed
+    assert_exact(cloud, out)
+
+
+async def test_a_run_another_writer_published_is_kept_and_counts_as_done(tmp_path: Path) -> None:
+    first, second = DirectorySink(tmp_path), DirectorySink(tmp_path)
+    await first.begin(7)
+    await second.begin(7)
+    assert len(partials(tmp_path)) == 2  # one temporary file each, never a shared one
+    await first.write(7, b'{"n": 1}\n')
+    await second.write(7, b'{"n": 2, "longer": true}\n')
+    assert await first.commit(7) == str(tmp_path / "7.ndjson")
+    assert await second.commit(7) == str(tmp_path / "7.ndjson")  # done: the file is whole
+    assert (tmp_path / "7.ndjson").read_bytes() == b'{"n": 1}\n'
+    assert partials(tmp_path) == []
+    # --force replaces on purpose, atomically.
+    forced = DirectorySink(tmp_path, replace=True)
+    await forced.begin(7)
+    await forced.write(7, b'{"n": 3}\n')
+    await forced.commit(7)
+    assert (tmp_path / "7.ndjson").read_bytes() == b'{"n": 3}\n'
+    assert partials(tmp_path) == []
+
+
+def test_without_hard_links_publication_checks_then_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: object, dst: object) -> None:  # as on FAT: EPERM
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    final = tmp_path / "1.ndjson"
+    for content, published in ((b"first\n", True), (b"second\n", False)):
+        fd, temp = outdir.create_temp(tmp_path, 1)
+        os.write(fd, content)
+        assert outdir.publish(temp, final) is published
+        os.close(fd)
+    assert final.read_bytes() == b"first\n" and partials(tmp_path) == []
+    monkeypatch.setattr(os, "link", lambda src, dst: (_ for _ in ()).throw(OSError(errno.EIO)))
+    fd, temp = outdir.create_temp(tmp_path, 2)
+    with pytest.raises(OSError):
+        outdir.publish(temp, tmp_path / "2.ndjson")  # any other error is not swallowed
+    os.close(fd)
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs: a disk that fills up. Needs root (and mount rights in a container)."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mount_point)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+async def test_a_commit_that_fails_on_a_full_disk_leaves_no_partial_file(
+    tiny_fs: Path, tmp_path: Path
+) -> None:
+    # ~300 KB: more than the disk holds, less than the write buffer, so the disk is
+    # found full by the commit's flush.
+    cloud = generate_cloud(runs=1, metrics=60, points=120)
+    async with Simulator(cloud) as sim:
+        settings = settings_for(sim, tiny_fs, state=str(tmp_path / "state.db"))
+        with pytest.raises(OutputError, match="No space left on device"):
+            await harvest_job(settings, targets(cloud))
+    assert partials(tiny_fs) == [] and list(tiny_fs.glob("*.ndjson")) == []
+
+
+async def test_a_run_published_before_stderr_closed_is_recorded_in_the_state(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # whoever read the messages is gone: every write to stderr fails
+    try:
+        runs = [arg for run_id in sorted(cloud.runs) for arg in ("--run", str(run_id))]
+        cmd = cli_command(simulator, "harvest", "--out", str(tmp_path), "--runs-in-flight", "1",
+                          *runs)  # fmt: skip
+        with anyio.fail_after(30):
+            await anyio.run_process(
+                cmd, stderr=write_end, env=cli_env(simulator), cwd=ROOT, check=False
+            )
+    finally:
+        os.close(write_end)
+    published = {int(path.stem) for path in tmp_path.glob("*.ndjson")}
+    assert published  # the first run was published before its line could not be written
+    with HarvestState.open(tmp_path / STATE_FILE_NAME) as state:
+        assert state.done_runs(cloud.runs) == published
+    assert partials(tmp_path) == []
