@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
 from harvester.sinks import DirectorySink
 from harvester.state import STATE_FILE_NAME, HarvestState
+from tests.fs_helpers import fill
 from tests.harvest_helpers import assert_exact, parse_lines, settings_for, targets
 from tests.process_helpers import ROOT, cli_command, cli_env, wait_for
 
@@ -201,29 +201,11 @@ def test_without_hard_links_publication_checks_then_renames(
     os.close(fd)
 
 
-@pytest.fixture
-def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 64 KiB tmpfs: a disk that fills up. Needs root (and mount rights in a container)."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mount_point)],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
 async def test_a_commit_that_fails_on_a_full_disk_leaves_no_partial_file(
     tiny_fs: Path, tmp_path: Path
 ) -> None:
-    # ~300 KB: more than the disk holds, less than the write buffer, so the disk is
-    # found full by the commit's flush.
-    cloud = generate_cloud(runs=1, metrics=60, points=120)
+    fill(tiny_fs)  # the run's lines wait in the write buffer: the commit's flush finds it full
+    cloud = generate_cloud(runs=1, metrics=5, points=3)
     async with Simulator(cloud) as sim:
         settings = settings_for(sim, tiny_fs, state=str(tmp_path / "state.db"))
         with pytest.raises(OutputError, match="No space left on device"):
