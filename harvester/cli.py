@@ -13,12 +13,19 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from .cli_flags import (
+    SETTINGS_FLAGS,
+    add_api_flags,
+    add_discovery_flags,
+    add_harvest_flags,
+    add_log_flags,
+    add_worker_flags,
+)
+from .cli_help import Parser as _Parser
+from .cli_help import UsageError
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
-
-
-class UsageError(Exception):
-    """argparse's complaint, reported as one line like every other bad input."""
 
 
 class Reported(Exception):
@@ -27,16 +34,6 @@ class Reported(Exception):
     def __init__(self, exit_status: int) -> None:
         super().__init__(exit_status)
         self.exit_status = exit_status
-
-
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # No prefix matching: `--run 5` must never quietly mean `--runs-in-flight 5`.
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def _version() -> str:
@@ -48,130 +45,44 @@ def _version() -> str:
         return "unknown"
 
 
-def _add_api_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("API")
-    g.add_argument("--base-url", help="API base URL (default https://api.k6.io)")
-    g.add_argument("--token", help="API token (prefer the K6_CLOUD_TOKEN environment variable)")
-    g.add_argument("--rate", type=str, help="most requests in any one-second window (default 5)")
-    g.add_argument("--rate-recovery", help="seconds without a 429 before the rate steps up (5)")
-    g.add_argument("--concurrency", help="most requests in flight at once (default 8)")
-    g.add_argument("--max-url-length", help="cap on a request's path+query, bytes (default 8000)")
-    g.add_argument("--connect-timeout", help="seconds to connect (default 10)")
-    g.add_argument("--read-timeout", help="seconds between bytes of an answer (default 60)")
-    g.add_argument("--max-attempts", help="tries per request for transient errors (default 6)")
-    g.add_argument("--retry-budget", help="seconds a run may spend waiting to retry (default 1200)")
-    g.add_argument("--max-retry-after", help="longest Retry-After honoured, seconds (default 900)")
-    g.add_argument(
-        "--allow-insecure", action="store_true", default=None, help="allow http:// to non-loopback"
-    )
-    g.add_argument("--config", help="TOML config file (see config/harvester.example.toml)")
-    g.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-
-
-def _add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> None:
-    """What to fetch and where it goes; the worker takes its runs from discovery only (with
-    their run objects) and has no live display: no --run/--runs-file/--run-record/--progress."""
-    g = p.add_argument_group("what and where")
-    if not worker:
-        g.add_argument("--run", dest="runs", action="append", metavar="ID", help="a test run id")
-        g.add_argument("--runs-file", help="file with one test run id a line")
-    g.add_argument("--out", help="directory for <run_id>.ndjson files, or - for stdout (default -)")
-    g.add_argument(
-        "--method",
-        dest="methods",
-        action="append",
-        metavar="M",
-        help="series aggregation instead of the API's default: mean, max, p95, 0.99 ..., "
-        "or 'default'; repeatable",
-    )
-    g.add_argument(
-        "--details",
-        action="store_true",
-        default=None,
-        help="also fetch each metric's details (one request per metric)",
-    )
-    if not worker:
-        g.add_argument(
-            "--run-record",
-            action="store_true",
-            default=None,
-            help="for runs given by id, also fetch the k6-run object (one request per run)",
-        )
-    g.add_argument(
-        "--export-csv",
-        action="store_true",
-        default=None,
-        help="also fetch each run's CSV export into <out>/<id>.csv[.gz] (directory output only)",
-    )
-    g.add_argument(
-        "--export-timeout", help="seconds to wait for a CSV export to be ready (default 600)"
-    )
-    g.add_argument("--runs-in-flight", help="runs harvested at once (default 4)")
-    g.add_argument("--state", help="state file (default <out>/.harvester-state.sqlite)")
-    g.add_argument("--force", action="store_true", default=None, help="re-harvest finished runs")
-    g.add_argument(
-        "--file-mode",
-        metavar="MODE",
-        help="mode of the archive files: octal like 0640 (default 0600), or umask",
-    )
-    g.add_argument("--quiet", dest="log_level", action="store_const", const="quiet")
-    g.add_argument("--verbose", dest="log_level", action="store_const", const="verbose")
-    if not worker:
-        g.add_argument("--progress", choices=("auto", "on", "off"), help="live progress on stderr")
-
-
-def _add_discovery_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("discovery")
-    g.add_argument(
-        "--project", dest="projects", action="append", metavar="P", help="a project id; repeatable"
-    )
-    g.add_argument(
-        "--test", dest="tests", action="append", metavar="T", help="a test id; repeatable"
-    )
-    g.add_argument("--since", help="runs created at or after: 2026-01-31, 2026-01-31T12:00Z or 7d")
-    g.add_argument("--until", help="runs created before: an ISO date/datetime or an age (12h)")
-    g.add_argument("--page-size", help="page size when listing tests and runs (default 50)")
-
-
-def _add_worker_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("worker")
-    g.add_argument("--interval", help="time between cycles: 30s, 5m, 1h (default 5m)")
-    g.add_argument("--listen-host", help="address for /healthz and /metrics (default 127.0.0.1)")
-    g.add_argument("--listen-port", help="port for /healthz and /metrics; 0: any (default 9464)")
-
-
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; `command` is the subcommand about to run, so only its flags are loaded."""
-    parser = _Parser(prog="harvester", description=__doc__.splitlines()[0] if __doc__ else None)
+    from . import cli_help as text
+
+    parser = _Parser(prog="harvester", description=text.MAIN, epilog=text.MAIN_EPILOG)
     parser.add_argument("--version", action="version", version=f"harvester {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    harvest = commands.add_parser("harvest", help="harvest test runs to NDJSON")
-    _add_harvest_flags(harvest)
-    _add_discovery_flags(harvest)
-    _add_api_flags(harvest)
+
+    def add(name: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=description, epilog=epilog)
+
+    harvest = add("harvest", "harvest test runs to NDJSON", text.HARVEST, text.HARVEST_EPILOG)
+    add_harvest_flags(harvest)
+    add_discovery_flags(harvest)
+    add_api_flags(harvest)
     harvest.set_defaults(handler=_cmd_harvest)
-    runs = commands.add_parser(
-        "runs", help="list the runs a harvest would take, without harvesting"
+    runs = add("runs", "list the runs a harvest would take", text.RUNS, text.RUNS_EPILOG)
+    add_discovery_flags(runs)
+    runs.add_argument(
+        "--out", metavar="DIR", help="archive directory: runs already in it are marked skip"
     )
-    _add_discovery_flags(runs)
-    runs.add_argument("--out", help="archive directory: runs already in it are marked skip")
     runs.add_argument(
         "--output",
         choices=("table", "json", "csv"),
         help="table (default on a terminal), json (NDJSON, the default otherwise) or csv",
     )
-    runs.add_argument("--verbose", dest="log_level", action="store_const", const="verbose")
-    _add_api_flags(runs)
+    add_log_flags(runs, quiet=False)
+    add_api_flags(runs)
     runs.set_defaults(handler=_cmd_runs)
-    worker = commands.add_parser("worker", help="discover and harvest new runs in a loop")
-    _add_harvest_flags(worker, worker=True)
-    _add_discovery_flags(worker)
-    _add_worker_flags(worker)
-    _add_api_flags(worker)
-    worker.set_defaults(handler=_cmd_worker)
-    status = commands.add_parser(
-        "status", help="what the state file says: runs by state, failures, waiting runs"
+    worker = add(
+        "worker", "discover and harvest new runs in a loop", text.WORKER, text.WORKER_EPILOG
     )
+    add_harvest_flags(worker, worker=True)
+    add_discovery_flags(worker)
+    add_worker_flags(worker)
+    add_api_flags(worker)
+    worker.set_defaults(handler=_cmd_worker)
+    status = add("status", "what the state file says", text.STATUS, text.STATUS_EPILOG)
     where = status.add_mutually_exclusive_group()
     where.add_argument("--state", metavar="FILE", help="the state file to read")
     where.add_argument("--out", metavar="DIR", help="archive directory (its state file)")
@@ -179,35 +90,42 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "--output", choices=("table", "json"), help="table (default on a terminal) or json"
     )
     status.set_defaults(handler=_cmd_status)
-    simulate = commands.add_parser("simulate", help="serve a simulated k6 Cloud API on loopback")
+    from .cli_config import add_config_command
+
+    add_config_command(add("config", "write or show settings", text.CONFIG, text.CONFIG_EPILOG))
+    simulate = add(
+        "simulate", "serve a simulated k6 Cloud API", text.SIMULATE, text.SIMULATE_EPILOG
+    )
     if command == "simulate":  # its module imports aiohttp.web: only load it when asked
         from .simulator import command as simulate_command
 
         simulate_command.add_arguments(simulate)
         simulate.set_defaults(handler=simulate_command.run)
+    chosen = commands.choices.get(command or "", parser)
+    parser.known_options = [flag for action in chosen._actions for flag in action.option_strings]
     return parser
 
 
-_SETTINGS_FLAGS = (
-    "base_url", "token", "rate", "rate_recovery", "concurrency", "max_url_length",
-    "connect_timeout", "read_timeout", "max_attempts", "retry_budget", "max_retry_after",
-    "allow_insecure", "runs", "runs_file", "out", "methods", "details", "run_record",
-    "runs_in_flight", "state", "force", "file_mode", "log_level", "progress", "projects",
-    "tests", "since", "until", "page_size", "interval", "listen_host", "listen_port",
-    "export_csv", "export_timeout",
-)  # fmt: skip
+def loaded_from_args(ns: argparse.Namespace) -> Any:
+    """The settings of this command line (with where each came from); warnings about the
+    environment are printed here, once."""
+    from .sources import load
+
+    flags = {name: getattr(ns, name, None) for name in SETTINGS_FLAGS}
+    loaded = load(flags, config_file=ns.config)
+    for warning in loaded.warnings:
+        print(f"harvester: warning: {warning}", file=sys.stderr)
+    return loaded
 
 
 def settings_from_args(ns: argparse.Namespace) -> Any:
-    from .config import load_settings
-
-    flags = {name: getattr(ns, name, None) for name in _SETTINGS_FLAGS}
-    return load_settings(flags, config_file=ns.config)
+    return loaded_from_args(ns).settings
 
 
 def _cmd_harvest(ns: argparse.Namespace) -> int:
-    from .config import read_runs_file, with_runs
+    from .config import with_runs
     from .errors import ConfigError
+    from .sources import read_runs_file
 
     settings = settings_from_args(ns)
     if settings.runs_file:

@@ -11,10 +11,9 @@ test the API does not know is named in `Discovery.not_found`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,47 +37,15 @@ from .scheduler import RunTarget
 from .state import HarvestState
 from .stats import HarvestStats
 from .transport import Transport
+from .values import parse_duration as parse_duration  # for the worker and the tests
+from .values import parse_when as parse_when
 from .waiting import recheck, waiting_run
-
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_WHEN_HELP = "use an ISO date (2026-01-31), a date and time (2026-01-31T12:00:00Z) or an age"
 
 T = TypeVar("T")
 PageFetch = Callable[[int, int], Awaitable[tuple[list[JsonObject], int | None]]]
 
 
 # --- parsing ----------------------------------------------------------------------------
-
-
-def parse_duration(text: str, what: str) -> float:
-    """Seconds in "30s", "5m", "12h", "7d", "2w" (or a bare number of seconds)."""
-    raw = text.strip()
-    match = _AGE.match(raw)
-    try:
-        seconds = float(match[1]) * _UNIT_SECONDS[match[2].lower()] if match else float(raw)
-    except ValueError:
-        raise ConfigError(
-            f"{what} {text!r} is not a duration: write e.g. 30s, 5m, 12h or 7d"
-        ) from None
-    if seconds <= 0:
-        raise ConfigError(f"{what} {text!r} must be longer than zero")
-    return seconds
-
-
-def parse_when(text: str, what: str, *, now: datetime) -> datetime:
-    """A moment from an ISO date or datetime (naive means UTC) or an age like `7d`
-    (that long before `now`)."""
-    raw = text.strip()
-    if _AGE.match(raw):
-        return now - timedelta(seconds=parse_duration(raw, what))
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ConfigError(
-            f"{what} {text!r} is not a date: {_WHEN_HELP} like 7d, 12h, 30m"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def parse_created(run: JsonObject) -> datetime | None:

@@ -20,6 +20,18 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(autouse=True)
+def no_user_config(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests see no k6 login, config file or proxy of whoever runs them (the harvester
+    reads k6's stored token and HARVESTER_*/proxy variables)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
+    for name in ("K6_CONFIG", "HARVESTER_CONFIG", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy",
+                 "https_proxy", "ALL_PROXY", "all_proxy"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def cloud() -> SimCloud:
     """A small generated account: runs 100001-100003, 30 metrics x 20 points each."""

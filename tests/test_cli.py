@@ -48,8 +48,8 @@ def test_harvest_to_a_directory_exits_zero_and_names_where(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--run", "abc"], "--run 'abc' is not valid"),
-        (["--rate", "fast"], "--rate 'fast' is not valid"),
+        (["--run", "abc"], "--run 'abc' is not a run id"),
+        (["--rate", "fast"], "--rate 'fast' is not a number"),
         (
             ["--config", "/nonexistent/h.toml", "--run", "1"],
             "config file /nonexistent/h.toml does not exist",

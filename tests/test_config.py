@@ -6,15 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harvester.config import (
-    Secret,
-    Settings,
-    load_settings,
-    read_config_file,
-    read_runs_file,
-    with_runs,
-)
+from harvester.config import Secret, Settings, load_settings, with_runs
 from harvester.errors import ConfigError
+from harvester.sources import read_config_file, read_runs_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,14 +64,14 @@ def test_broken_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        ({"runs": ["abc"]}, "--run 'abc' is not valid"),
-        ({"rate": "0"}, "rate must be greater than 0"),
-        ({"concurrency": "1.5"}, "--concurrency '1.5' is not valid"),
-        ({"max_url_length": "50"}, "max_url_length must be at least 200"),
+        ({"runs": ["abc"]}, "--run 'abc' is not a run id"),
+        ({"rate": "0"}, "--rate '0' must be greater than 0"),
+        ({"concurrency": "1.5"}, "--concurrency '1.5' is not a whole number"),
+        ({"max_url_length": "50"}, "--max-url-length '50' must be at least 200"),
         ({"base_url": "ftp://x"}, "is not an http"),
         ({"base_url": "http://api.example.com"}, "refusing to send the token in clear text"),
-        ({"progress": "maybe"}, "progress must be auto, on or off"),
-        ({"runs": ["-3"]}, "run ids are positive integers"),
+        ({"progress": "maybe"}, "--progress 'maybe' must be one of auto, on, off"),
+        ({"runs": ["-3"]}, "--run '-3' is not a run id"),
         ({"retry_budget": "600"}, "retry_budget .600s. is shorter than max_retry_after .900s."),
     ],
 )
@@ -108,7 +102,7 @@ def test_runs_file_reads_ids_and_names_a_bad_line(tmp_path: Path) -> None:
     assert merged.runs == (100, 101, 102)
     bad = tmp_path / "bad.txt"
     bad.write_text("101\nabc\n")
-    with pytest.raises(ConfigError, match=r"bad.txt:2: 'abc' is not a test run id"):
+    with pytest.raises(ConfigError, match=r"bad.txt:2: 'abc' is not a run id"):
         read_runs_file(str(bad))
     with pytest.raises(ConfigError, match="cannot read runs file"):
         read_runs_file(str(tmp_path / "missing.txt"))
@@ -134,5 +128,5 @@ def test_a_token_keeps_no_surrounding_whitespace_and_refuses_inner_garbage() -> 
 def test_a_bad_value_in_the_file_names_the_file_section_and_key(tmp_path: Path) -> None:
     config = tmp_path / "h.toml"
     config.write_text('[api]\nrate = "fast"\n')
-    with pytest.raises(ConfigError, match=r"h.toml: \[api\] rate = 'fast' is not valid"):
+    with pytest.raises(ConfigError, match=r"h.toml: \[api\] rate = 'fast' is not a number"):
         read_config_file(config)

@@ -263,7 +263,7 @@ async def test_file_mode_sets_the_archive_files_mode_or_leaves_it_to_the_umask(
 
 @pytest.mark.parametrize("bad", ["640x", "0800", "rw-r-----", "06400"])
 def test_a_file_mode_that_is_not_octal_or_umask_is_refused(bad: str) -> None:
-    with pytest.raises(ConfigError, match="file_mode must be an octal mode such as 0600"):
+    with pytest.raises(ConfigError, match="--file-mode .* must be an octal mode such as 0600"):
         load_settings({"file_mode": bad}, environ={})
 
 

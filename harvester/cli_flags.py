@@ -1,0 +1,161 @@
+"""What each command accepts: the flags of the settings, grouped as `--help` shows them.
+Every flag that fills a setting is listed in SETTINGS_FLAGS (its `dest` is the setting)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_api_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("API")
+    g.add_argument("--base-url", metavar="URL", help="API base URL (default https://api.k6.io)")
+    g.add_argument(
+        "--token",
+        help="API token (default: K6_CLOUD_TOKEN, else the one `k6 cloud login` stored; "
+        "prefer those: flags show in ps)",
+    )
+    g.add_argument("--rate", metavar="N", help="most requests in any one-second window (default 5)")
+    g.add_argument(
+        "--rate-recovery", metavar="SECONDS", help="without a 429 before the rate steps up (5)"
+    )
+    g.add_argument("--concurrency", metavar="N", help="most requests in flight at once (default 8)")
+    g.add_argument(
+        "--max-url-length", metavar="BYTES", help="cap on a request's path+query (default 8000)"
+    )
+    g.add_argument("--connect-timeout", metavar="SECONDS", help="to connect (default 10)")
+    g.add_argument("--read-timeout", metavar="SECONDS", help="between bytes of an answer (60)")
+    g.add_argument("--max-attempts", metavar="N", help="tries per request when transient (6)")
+    g.add_argument(
+        "--retry-budget", metavar="SECONDS", help="a run may spend waiting to retry (1200)"
+    )
+    g.add_argument(
+        "--max-retry-after", metavar="SECONDS", help="longest Retry-After honoured (900)"
+    )
+    g.add_argument(
+        "--allow-insecure", action="store_true", default=None, help="allow http:// to non-loopback"
+    )
+    g.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML settings (default: HARVESTER_CONFIG; `harvester config init` writes one)",
+    )
+    g.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> None:
+    """What to fetch and where it goes; the worker takes its runs from discovery only (with
+    their run objects) and has no live display: no --run/--runs-file/--run-record/--progress."""
+    g = p.add_argument_group("what and where")
+    if not worker:
+        g.add_argument(
+            "--run",
+            dest="runs",
+            action="append",
+            metavar="ID",
+            help="a test run id or its URL (https://app.k6.io/runs/ID); repeatable",
+        )
+        g.add_argument(
+            "--runs-file", metavar="FILE", help="one run id or URL a line; - reads stdin"
+        )
+    g.add_argument(
+        "--out", metavar="DIR", help="directory for <run_id>.ndjson files, or - for stdout (-)"
+    )
+    g.add_argument(
+        "--method",
+        dest="methods",
+        action="append",
+        metavar="METHOD",
+        help="series aggregation instead of the API's default: mean, max, p95, 0.99 ..., "
+        "or 'default'; repeatable",
+    )
+    g.add_argument(
+        "--details",
+        action="store_true",
+        default=None,
+        help="also fetch each metric's details (one request per metric)",
+    )
+    if not worker:
+        g.add_argument(
+            "--run-record",
+            action="store_true",
+            default=None,
+            help="for runs given by id, also fetch the k6-run object (one request per run)",
+        )
+    g.add_argument(
+        "--export-csv",
+        action="store_true",
+        default=None,
+        help="also fetch each run's CSV export into DIR/<id>.csv[.gz] (directory output only)",
+    )
+    g.add_argument(
+        "--export-timeout", metavar="SECONDS", help="to wait for a CSV export to be ready (600)"
+    )
+    g.add_argument("--runs-in-flight", metavar="N", help="runs harvested at once (default 4)")
+    g.add_argument(
+        "--state", metavar="FILE", help="state file (default DIR/.harvester-state.sqlite)"
+    )
+    g.add_argument("--force", action="store_true", default=None, help="re-harvest finished runs")
+    g.add_argument(
+        "--file-mode",
+        metavar="MODE",
+        help="mode of the archive files: octal like 0640 (default 0600), or umask",
+    )
+    add_log_flags(g)
+    if not worker:
+        g.add_argument(
+            "--progress",
+            choices=("auto", "on", "off"),
+            help="live progress on stderr (auto: a TTY)",
+        )
+
+
+def add_log_flags(g: Any, *, quiet: bool = True) -> None:
+    levels = {"quiet": "only failures and the summary on stderr",
+              "verbose": "also a line per run started and per run left for later"}  # fmt: skip
+    for level in ("quiet", "verbose") if quiet else ("verbose",):
+        g.add_argument(
+            f"--{level}", dest="log_level", action="store_const", const=level, help=levels[level]
+        )
+
+
+def add_discovery_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("discovery")
+    g.add_argument(
+        "--project",
+        dest="projects",
+        action="append",
+        metavar="ID",
+        help="every run of every test of this project; repeatable",
+    )
+    g.add_argument(
+        "--test",
+        dest="tests",
+        action="append",
+        metavar="ID",
+        help="every run of this test; repeatable",
+    )
+    g.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="runs created at or after: 2026-01-31, 2026-01-31T12:00Z, 7d",
+    )
+    g.add_argument("--until", metavar="WHEN", help="runs created before: a date or an age (12h)")
+    g.add_argument("--page-size", metavar="N", help="page size when listing tests and runs (50)")
+
+
+def add_worker_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("worker")
+    g.add_argument("--interval", metavar="DURATION", help="between cycles: 30s, 5m, 1h (5m)")
+    g.add_argument("--listen-host", metavar="HOST", help="for /healthz and /metrics (127.0.0.1)")
+    g.add_argument("--listen-port", metavar="PORT", help="for /healthz and /metrics; 0: any (9464)")
+
+
+SETTINGS_FLAGS = (
+    "base_url", "token", "rate", "rate_recovery", "concurrency", "max_url_length",
+    "connect_timeout", "read_timeout", "max_attempts", "retry_budget", "max_retry_after",
+    "allow_insecure", "runs", "runs_file", "out", "methods", "details", "run_record",
+    "runs_in_flight", "state", "force", "file_mode", "log_level", "progress", "projects",
+    "tests", "since", "until", "page_size", "interval", "listen_host", "listen_port",
+    "export_csv", "export_timeout",
+)  # fmt: skip

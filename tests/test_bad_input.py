@@ -1,0 +1,218 @@
+"""Bad input of every kind, from flags, environment, config file or runs file: exit 2 and
+one line on stderr that names where the value came from, before any request is made."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harvester.cli import main
+
+INT64_PAST = str(2**63)
+UTF16 = "\ufeff101\n102\n".encode("utf-16-le")
+BASE = ["--token", "t", "--base-url", "http://127.0.0.1:9"]
+WORKER = ("worker", "--project", "1", "--out", "{tmp}")
+
+# Each case: its id, the command line ("{tmp}" is a folder holding `files`), what stderr
+# says; optional files and environment. Every case must stop before the first request.
+
+
+def case(
+    name: str,
+    args: list[str],
+    message: str,
+    files: dict[str, bytes] | None = None,
+    env: dict[str, str] | None = None,
+) -> Any:
+    return pytest.param(args, message, files or {}, env or {}, id=name)
+
+
+def config_case(
+    name: str, toml: bytes, message: str, args: tuple[str, ...] = ("harvest", "--run", "1")
+) -> Any:
+    return case(name, [*args, "--config", "{tmp}/h.toml"], message, files={"h.toml": toml})
+
+
+CASES = [
+    case(
+        "run id past int64",
+        ["harvest", "--run", INT64_PAST],
+        f"--run '{INT64_PAST}' is not a run id",
+    ),
+    case("superscript two as a run id", ["harvest", "--run", "²"], "--run '²' is not a run id"),
+    case("arabic digits as a run id", ["harvest", "--run", "١٢٣"], "is not a run id"),
+    case(
+        "a test's URL as a run",
+        ["harvest", "--run", "https://app.k6.io/tests/5"],
+        "is the URL of a test, not of a run",
+    ),
+    case(
+        "project id not whole",
+        ["harvest", "--project", "1.5"],
+        "--project '1.5' is not a project id",
+    ),
+    case("rate nan", ["harvest", "--run", "1", "--rate", "nan"], "--rate 'nan' is not a number"),
+    case("rate inf", ["harvest", "--run", "1", "--rate", "inf"], "--rate 'inf' is not a number"),
+    case(
+        "rate huge",
+        ["harvest", "--run", "1", "--rate", "1e999"],
+        "--rate '1e999' must be a finite number",
+    ),
+    case(
+        "read timeout nan",
+        ["harvest", "--run", "1", "--read-timeout", "nan"],
+        "--read-timeout 'nan' is not a number",
+    ),
+    case(
+        "retry budget nan",
+        ["harvest", "--run", "1", "--retry-budget", "NaN"],
+        "--retry-budget 'NaN' is not a number",
+    ),
+    case(
+        "concurrency past int64",
+        ["harvest", "--run", "1", "--concurrency", INT64_PAST],
+        "must be at most 9223372036854775807",
+    ),
+    case("since nan", ["harvest", "--test", "1", "--since", "nan"], "--since 'nan' is not a date"),
+    case(
+        "since too far back",
+        ["harvest", "--test", "1", "--since", "99999999999w"],
+        "--since '99999999999w' is too long a duration",
+    ),
+    case(
+        "interval nan",
+        ["worker", "--project", "1", "--out", "{tmp}", "--interval", "nan"],
+        "--interval 'nan' is not a duration",
+    ),
+    case(
+        "interval inf",
+        ["worker", "--project", "1", "--out", "{tmp}", "--interval", "1e999"],
+        "--interval '1e999' is too long a duration",
+    ),
+    case(
+        "listen port 70000",
+        ["worker", "--project", "1", "--out", "{tmp}", "--listen-port", "70000"],
+        "--listen-port '70000' must be at most 65535",
+    ),
+    case(
+        "listen port negative",
+        ["worker", "--project", "1", "--out", "{tmp}", "--listen-port=-1"],
+        "--listen-port '-1' must be at least 0",
+    ),
+    case(
+        "runs file with ²",
+        ["harvest", "--runs-file", "{tmp}/runs.txt"],
+        "runs.txt:2: '²' is not a run id",
+        files={"runs.txt": "101\n²\n".encode()},
+    ),
+    case(
+        "runs file past int64",
+        ["harvest", "--runs-file", "{tmp}/runs.txt"],
+        "runs.txt:1: '9223372036854775808' is not a run id",
+        files={"runs.txt": f"{INT64_PAST}\n".encode()},
+    ),
+    case(
+        "runs file in UTF-16",
+        ["harvest", "--runs-file", "{tmp}/runs.txt"],
+        "runs.txt is UTF-16 text; save it as UTF-8",
+        files={"runs.txt": UTF16},
+    ),
+    case(
+        "runs file in Latin-1",
+        ["harvest", "--runs-file", "{tmp}/runs.txt"],
+        "is not UTF-8 text (byte 9)",
+        files={"runs.txt": "101 # caf\xe9\n".encode("latin-1")},
+    ),
+    config_case("config in UTF-16", "[api]\nrate = 2\n".encode("utf-16"), "h.toml is UTF-16 text"),
+    config_case(
+        "config out = false",
+        b"[harvest]\nout = false\n",
+        "h.toml: [harvest] out = false must be text in quotes",
+    ),
+    config_case(
+        "config state = 5",
+        b"[harvest]\nstate = 5\n",
+        "h.toml: [harvest] state = 5 must be text in quotes",
+    ),
+    config_case(
+        "config rate = nan",
+        b"[api]\nrate = nan\n",
+        "h.toml: [api] rate = nan must be a finite number",
+    ),
+    config_case(
+        "config rate = 0", b"[api]\nrate = 0\n", "h.toml: [api] rate = 0 must be greater than 0"
+    ),
+    config_case(
+        "config details = 2",
+        b"[harvest]\ndetails = 2\n",
+        "h.toml: [harvest] details = 2 must be true or false",
+    ),
+    config_case(
+        "config runs = [1.5]",
+        b"[harvest]\nruns = [1.5]\n",
+        "h.toml: [harvest] runs = '1.5' is not a run id",
+        ("harvest",),
+    ),
+    config_case(
+        "config interval nan",
+        b'[worker]\ninterval = "nan"\n',
+        "h.toml: [worker] interval = 'nan' is not a duration",
+        WORKER,
+    ),
+    config_case(
+        "config listen_port",
+        b"[worker]\nlisten_port = 70000\n",
+        "h.toml: [worker] listen_port = 70000 must be at most 65535",
+        WORKER,
+    ),
+    config_case(
+        "config misspelt key",
+        b"[harvest]\nruns_fil = 'x'\n",
+        "unknown key 'runs_fil' in [harvest] (did you mean runs_file?)",
+    ),
+    case(
+        "env rate nan",
+        ["harvest", "--run", "1"],
+        "HARVESTER_RATE = 'nan' is not a number",
+        env={"HARVESTER_RATE": "nan"},
+    ),
+    case(
+        "env listen port",
+        ["worker", "--project", "1", "--out", "{tmp}"],
+        "HARVESTER_LISTEN_PORT = '70000' must be at most 65535",
+        env={"HARVESTER_LISTEN_PORT": "70000"},
+    ),
+    case(
+        "env run ²", ["harvest"], "HARVESTER_RUN = '²' is not a run id", env={"HARVESTER_RUN": "²"}
+    ),
+    case(
+        "env interval nan",
+        ["worker", "--project", "1", "--out", "{tmp}"],
+        "HARVESTER_INTERVAL = 'nan' is not a duration",
+        env={"HARVESTER_INTERVAL": "nan"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("args", "message", "files", "env"), CASES)
+def test_bad_input_is_exit_2_and_one_line_naming_its_origin(
+    args: list[str],
+    message: str,
+    files: dict[str, bytes],
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    command, *rest = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    assert main([command, *BASE, *rest]) == 2
+    err = capfd.readouterr().err
+    assert message in err, err
+    assert err.count("\n") == 1 and err.startswith("harvester: "), err
+    assert "Traceback" not in err and "internal error" not in err
