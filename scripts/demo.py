@@ -1,9 +1,15 @@
-"""The demo: the built-in simulator in-process, the real CLI against it, and where it all went."""
+"""The demo: the built-in simulator in-process, the real CLI against it, and where it all went.
+
+The demo never deletes a file it did not create. It writes into a new or empty
+directory, or into one an earlier demo wrote (named in its `.harvester-demo` file): it
+then removes the files that demo created, and only those, for a fresh start. Any other
+non-empty directory is refused: pointing --out at a real archive must not mix simulated
+runs into it.
+"""
 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -11,15 +17,35 @@ import anyio.from_thread
 import orjson
 
 from harvester.cli import main
+from harvester.outdir import LOCK_FILE_NAME
+from harvester.simulator.cloud import SimCloud
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
+from harvester.state import STATE_FILE_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: In a directory the demo wrote: the names of the files it created there, one a line.
+MARKER = ".harvester-demo"
+
+
+class NotDemoOutput(Exception):
+    """--out holds files the demo did not write."""
+
+
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default=str(ROOT / "harvest-out"), help="output directory")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out",
+        metavar="DIR",
+        default=str(ROOT / "harvest-out"),
+        help="output directory (default ./harvest-out): new, empty, or an earlier demo's, "
+        "whose files are replaced; files the demo did not create are never deleted, and "
+        "a non-empty directory it did not write is refused (exit 2)",
+    )
     parser.add_argument("--runs", type=int, default=6, help="simulated test runs")
     parser.add_argument("--metrics", type=int, default=80, help="metrics per run")
     parser.add_argument("--points", type=int, default=120, help="points per series")
@@ -41,11 +67,62 @@ def show(out: Path) -> None:
         print(f"\nlook inside: head -c 600 {files[0]}")
 
 
+def names_in(out: Path) -> set[str]:
+    return {path.name for path in out.iterdir()} if out.is_dir() else set()
+
+
+def clear_earlier_demo(out: Path) -> set[str]:
+    """Remove what an earlier demo created in `out`; the names left (not the demo's).
+    Raises `NotDemoOutput` for a non-empty directory no demo wrote."""
+    if out.exists() and not out.is_dir():
+        raise NotDemoOutput(f"{out} is a file; give a directory with --out")
+    marker = out / MARKER
+    if not marker.is_file():
+        if names_in(out):
+            raise NotDemoOutput(
+                f"{out} is not empty and no demo wrote it; give a new or empty directory "
+                "with --out (the demo deletes only files it created)"
+            )
+        return set()
+    for name in marker.read_text().splitlines():
+        path = out / name
+        if name and "/" not in name and path.is_file() and not path.is_symlink():
+            path.unlink()
+    marker.unlink()
+    return names_in(out)
+
+
+def remember_created(out: Path, created: set[str]) -> None:
+    """Name in the marker the files this demo created, for the next demo to remove."""
+    (out / MARKER).write_text("".join(f"{name}\n" for name in sorted(created - {MARKER})))
+
+
+def files_to_create(cloud: SimCloud) -> set[str]:
+    """What the harvest will create: run files, the state file and the locks."""
+    state = [STATE_FILE_NAME + suffix for suffix in ("", "-wal", "-shm", ".lock")]
+    return {*(f"{run_id}.ndjson" for run_id in cloud.runs), *state, LOCK_FILE_NAME}
+
+
 def demo() -> int:
     args = parse_args()
     out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)  # a fresh demo each time
+    try:
+        before = clear_earlier_demo(out)
+    except NotDemoOutput as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
     cloud = generate_cloud(runs=args.runs, metrics=args.metrics, points=args.points)
+    out.mkdir(parents=True, exist_ok=True)
+    # Claimed before the harvest (a demo killed half-way is cleared next time too), then
+    # exactly what it created.
+    remember_created(out, files_to_create(cloud) - before)
+    try:
+        return harvest_demo(args, cloud, out)
+    finally:
+        remember_created(out, names_in(out) - before)
+
+
+def harvest_demo(args: argparse.Namespace, cloud: SimCloud, out: Path) -> int:
     with anyio.from_thread.start_blocking_portal() as portal:
         with portal.wrap_async_context_manager(Simulator(cloud)) as sim:
             runs = [arg for run_id in sorted(cloud.runs) for arg in ("--run", str(run_id))]
