@@ -162,7 +162,8 @@ class RunHarvest:
         return ids[: len(ids) - len(last)] + last[len(first) :]
 
     async def _batches(self, ids: list[str], asked: _Asked) -> None:
-        """`ids` in as few requests as fit under the URL cap, all at once."""
+        """`ids` in as few requests as fit under the URL cap and the points bound, all at
+        once."""
         async with anyio.create_task_group() as tg:
             for batch in self._batcher.plan(ids, self._fixed_length(asked.method)):
                 tg.start_soon(self._batch, batch, asked)

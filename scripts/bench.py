@@ -27,6 +27,8 @@ import orjson
 from bench_run import HERE, SIZES, Bench, DataSet, Sample, SimHost, Spawner, say
 from bench_throttle import DEFAULT_RATE, Check, report_throttled, run_throttled
 
+from harvester.batching import POINTS_PER_REQUEST
+
 TARGETS = {"vs_floor": 1.5, "fewer_requests": 20.0, "rss_mb": 150.0, "growth": 1.3}
 #: Peak RSS targets of data sets whose answers are larger than most (issue 14.3).
 RSS_TARGETS = {"long": 250.0}
@@ -150,7 +152,12 @@ def report(ns: argparse.Namespace, results: dict[str, Any], startup: float) -> l
         results = {}
     for name, r in results.items():
         d, ra = r["dataset"], r["ratios"]
-        per_run = f"1 metrics + 1 thresholds + 1 overview + {d['series_per_run']} series"
+        series = f"{d['series_requests'] - d['probe_extra']:,} series"
+        probe = (
+            f" + {d['probe_extra']} for the job's first series request (at most 16 ids)"
+            if d["probe_extra"]
+            else ""
+        )
         reasks = f" + {d['reasks']} series re-asking the gaps" if d["reasks"] else ""
         shape = DataSet(name, d["runs"], d["metrics"], d["points"], gaps=d["gaps"])
         print(f"\n== {shape.describe()}")
@@ -159,8 +166,9 @@ def report(ns: argparse.Namespace, results: dict[str, Any], startup: float) -> l
             f"runs in flight {ns.runs_in_flight}, URL cap {ns.max_url_length} bytes"
         )
         print(
-            f"   minimum requests {r['min_requests']:,} = {d['runs']} runs x ({per_run}; "
-            f"{d['ids_per_request']} ids a series request){reasks}"
+            f"   minimum requests {r['min_requests']:,} = {d['runs']} runs x (1 metrics + "
+            f"1 thresholds + 1 overview) + {series} (at most {d['ids_per_request']} ids, "
+            f"{POINTS_PER_REQUEST:,} points a request){probe}{reasks}"
         )
         if ns.rate:
             print(

@@ -50,7 +50,10 @@ class DataSet:
     #: metrics of each run without a serie (k6 Cloud has none for a metric without samples)
     gaps: int = 0
     ids_per_request: int = 0
-    series_per_run: int = 0
+    #: series requests of the planned batches, all runs together (gaps' re-asks apart)
+    series_requests: int = 0
+    #: requests the job's first series request (at most PROBE_IDS ids) adds to its run
+    probe_extra: int = 0
     #: series requests that re-ask the gaps, all runs together (one batch per run here)
     reasks: int = 0
 
@@ -166,19 +169,23 @@ class SimHost:
         fixed = len(url("/series", series_query(run_id, [], None)).raw_path_qs)
         # The job's first run asks its smallest batch (at most PROBE_IDS ids) first, the
         # others plan by the points it measured; then the rest is sized by the points.
-        batcher.guess(self.data.points if self.data.urls else None)
+        first_run = not self.data.urls
+        batcher.guess(None if first_run else self.data.points)
         batches = batcher.plan(ids, fixed)
         if batches:
             last = batches[-1]
-            first = last[: None if self.data.urls else PROBE_IDS]
+            first = last[: PROBE_IDS if first_run else None]
             batcher.learn_points(self.data.points)
             rest = ids[: len(ids) - len(last)] + last[len(first) :]
+            steady = len(batcher.plan(ids, fixed))  # as every other run plans
             batches = [first, *batcher.plan(rest, fixed)]
+            if first_run:
+                self.data.probe_extra = max(0, len(batches) - steady)
         reasks = batcher.plan(gaps, fixed)
         self.data.reasks += len(reasks)
         cost = batcher.id_cost(ids[0]) if ids else 1
         self.data.ids_per_request = (self.max_url_length - fixed) // cost
-        self.data.series_per_run = len(batches)
+        self.data.series_requests += len(batches)
         plain = f"test_run_id={run_id}"
         urls = [url("/metrics", plain)]
         urls += [url("/series", series_query(run_id, b, None)) for b in batches + reasks]
