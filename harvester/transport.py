@@ -321,6 +321,11 @@ def errors_made_ours(endpoint: str, url: URL, shown: str) -> Iterator[None]:
         raise ConnectionFailed(
             f"cannot connect to {url.host}:{url.port} ({exc.strerror or exc})", url=shown
         ) from exc
+    except aiohttp.InvalidURL as exc:
+        # A redirect aiohttp followed itself (a download) to a URL that does not parse.
+        raise UnusableAnswer(
+            f"{endpoint}: redirected to a malformed URL ({exc})", url=shown
+        ) from exc
     except aiohttp.TooManyRedirects as exc:
         raise ApiStatusError(f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=shown) from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import orjson
 import pytest
 from aiohttp import web
 from anyio.abc import SocketAttribute, SocketStream
+from yarl import URL
 
 from harvester.answers import classify, error_message, parse_retry_after
 from harvester.cli import main
@@ -26,13 +28,17 @@ from harvester.errors import (
     RateLimited,
     RetryableError,
     ServerError,
+    UnusableAnswer,
     UrlTooLong,
 )
 from harvester.job import harvest_job
+from harvester.ratelimit import RateGate
 from harvester.scheduler import RunTarget
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
+from harvester.stats import HarvestStats
+from harvester.transport import Transport
 from tests.harvest_helpers import cli_args, read_dir, serve, settings_for, targets
 
 
@@ -113,7 +119,6 @@ async def test_a_base_url_that_is_not_an_http_server_ends_the_job_clearly(
 
 
 def test_messages_count_a_series_requests_ids_instead_of_listing_them() -> None:
-    from yarl import URL
 
     from harvester.transport import short_url
 
@@ -299,3 +304,16 @@ async def test_a_redirect_to_a_malformed_url_fails_the_run(tmp_path: Path) -> No
 @pytest.mark.parametrize("value", [FAR_DATE, "nan", "inf", "1e999", "Sun, 99 Foo 2020", " "])
 def test_a_retry_after_that_cannot_be_read_is_none(value: str) -> None:
     assert parse_retry_after(value) is None
+
+
+async def test_a_download_redirected_to_a_malformed_url_fails_clearly() -> None:
+    async def moved(_: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": "http://[::1"})
+
+    app = web.Application()
+    app.router.add_get("/f.csv", moved)
+    settings = load_settings({"token": "t"}, environ={})
+    async with serve(app) as base_url:
+        async with Transport(settings, gate=RateGate(1000), stats=HarvestStats()) as transport:
+            with pytest.raises(UnusableAnswer, match="redirected to a malformed URL"):
+                await transport.download(URL(f"{base_url}/f.csv"), io.BytesIO())
