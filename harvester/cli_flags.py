@@ -15,6 +15,9 @@ def add_api_flags(p: argparse.ArgumentParser) -> None:
         help="API token (default: K6_CLOUD_TOKEN, else the one `k6 cloud login` stored; "
         "prefer those: flags show in ps)",
     )
+    g.add_argument("--api", choices=("v2", "v6"), help="which k6 Cloud API (default v2)")
+    g.add_argument("--stack-id", metavar="N", help="v6: the Grafana stack id (K6_CLOUD_STACK_ID)")
+    g.add_argument("--stack-url", metavar="URL", help="v6: https://NAME.grafana.net, to ask the id")
     g.add_argument("--rate", metavar="N", help="most requests in any one-second window (default 5)")
     g.add_argument(
         "--rate-recovery", metavar="SECONDS", help="without a 429 before the rate steps up (5)"
@@ -92,6 +95,7 @@ def add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> No
         "--export-timeout", metavar="SECONDS", help="to wait for a CSV export to be ready (600)"
     )
     g.add_argument("--runs-in-flight", metavar="N", help="runs harvested at once (default 4)")
+    g.add_argument("--step", metavar="SECONDS", help="v6: between a series' points (default 60)")
     g.add_argument(
         "--state", metavar="FILE", help="state file (default DIR/.harvester-state.sqlite)"
     )
@@ -157,5 +161,6 @@ SETTINGS_FLAGS = (
     "allow_insecure", "runs", "runs_file", "out", "methods", "details", "run_record",
     "runs_in_flight", "state", "force", "file_mode", "log_level", "progress", "projects",
     "tests", "since", "until", "page_size", "interval", "listen_host", "listen_port",
+    "api", "stack_id", "stack_url", "step",
     "export_csv", "export_timeout",
 )  # fmt: skip

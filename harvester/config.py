@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import values
+from .backends.v5_query import check_methods as check_v5_methods
 from .errors import ConfigError
 from .methods import check_method
 from .values import Parser
@@ -68,6 +69,11 @@ class Settings:
     connect_timeout: float = _section("api", 10.0, _POSITIVE)
     read_timeout: float = _section("api", 60.0, _POSITIVE)
     allow_insecure: bool = _section("api", False)
+    #: Which API: "v2" (/loadtests/v2) or "v6" (/cloud/v6 runs, /cloud/v5 metrics).
+    api: str = _section("api", "v2", values.choice("v2", "v6"))
+    #: v6/v5: the Grafana stack (X-Stack-Id), or its URL to resolve the id from.
+    stack_id: int | None = _section("api", None, values.optional(values.whole(1, 2**31 - 1)))
+    stack_url: str | None = _section("api", None)
     # [retry]
     max_attempts: int = _section("retry", 6, _COUNT)
     retry_budget: float = _section("retry", 1200.0, _POSITIVE)
@@ -89,6 +95,8 @@ class Settings:
     force: bool = _section("harvest", False)
     export_csv: bool = _section("harvest", False)
     export_timeout: float = _section("harvest", 600.0, _POSITIVE)
+    #: v6: seconds between the points of a series (query_range_k6's `step`).
+    step: int = _section("harvest", 60, _COUNT)
     # [discovery]
     projects: tuple[int, ...] = _section(
         "discovery", (), values.many(values.resource_id("projects"))
@@ -159,8 +167,7 @@ def _validate(s: Settings) -> None:
             f"({s.max_retry_after:g}s): a run could not wait as long as the server may ask; "
             "raise --retry-budget or lower --max-retry-after"
         )
-    for method in s.methods:
-        check_method(method)
+    _validate_api(s)
     _validate_base_url(s.base_url, s.allow_insecure)
     if s.export_csv and s.to_stdout:
         raise ConfigError(
@@ -171,6 +178,27 @@ def _validate(s: Settings) -> None:
             "the API token contains spaces or control characters; check K6_CLOUD_TOKEN "
             "(or --token) for a stray quote, space or line break"
         )
+
+
+def _validate_api(s: Settings) -> None:
+    if s.api == "v2":
+        for method in s.methods:
+            check_method(method)
+        return
+    check_v5_methods(s.methods)
+    if s.stack_url is not None:
+        parts = urlsplit(s.stack_url)
+        if parts.scheme != "https" or not parts.hostname:
+            raise ConfigError(
+                f"stack URL {s.stack_url!r} is not an https URL; use e.g. https://NAME.grafana.net"
+            )
+    if s.stack_id is None and s.stack_url is None:
+        raise ConfigError(
+            "--api v6 needs the Grafana stack: --stack-id N (or K6_CLOUD_STACK_ID) or "
+            "--stack-url https://NAME.grafana.net"
+        )
+    if s.export_csv:
+        raise ConfigError("--export-csv needs --api v2: the v6 API has no CSV export")
 
 
 def _validate_base_url(url: str, allow_insecure: bool) -> None:

@@ -282,6 +282,11 @@ async def discover_runs(
     gate = gate if gate is not None else RateGate.for_settings(settings)
     stats = stats if stats is not None else HarvestStats()
     async with Transport(settings, gate=gate, stats=stats) as transport:
+        if settings.api == "v6":
+            from .backends import v6, v6_discovery  # v6 discovery imports this module
+
+            await v6.resolve_stack(transport, settings)
+            return await v6_discovery.discover_v6(v6.V6Api(transport), selection)
         api = CloudApi(transport)
         return await discover(api, selection, parallel=settings.concurrency, state=state)
 

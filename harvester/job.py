@@ -21,6 +21,7 @@ import anyio
 
 from . import outdir
 from .api import CloudApi
+from .backends.v6 import make_fetcher
 from .config import Settings
 from .errors import unwrap
 from .export import run_archived
@@ -193,7 +194,8 @@ async def harvest_job(
         # (the reporter, on a closed stderr).
         watchers = [*([state] if state else []), *observers]
         async with Transport(settings, gate=gate, stats=stats) as transport:
-            scheduler = Scheduler(settings, CloudApi(transport), sink, stats, watchers)
+            fetcher = await make_fetcher(settings, transport)
+            scheduler = Scheduler(settings, CloudApi(transport), sink, stats, watchers, fetcher)
             interrupted = await _run(scheduler, todo, handle_signals, grace, stop, listener)
     done = {o.run_id for o in scheduler.report.outcomes}
     return JobResult(

@@ -20,6 +20,7 @@ from . import __version__
 from .config import Settings
 from .methods import DEFAULT_METHOD
 
+#: The API of a summary that does not say (archives from before v6).
 API = "v2"
 #: Ids named in a warning; the rest are counted.
 NAMED = 5
@@ -36,7 +37,7 @@ def harvest_block(settings: Settings, now: datetime | None = None) -> dict[str, 
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     return {
         "harvester": __version__,
-        "api": API,
+        "api": settings.api,
         "methods": methods_of(settings),
         "details": settings.details,
         "time": moment.isoformat(timespec="seconds").replace("+00:00", "Z"),
@@ -46,8 +47,8 @@ def harvest_block(settings: Settings, now: datetime | None = None) -> dict[str, 
 def lacking(how: dict[str, Any], settings: Settings) -> list[str]:
     """What `settings` ask for that a run harvested `how` does not hold."""
     missing: list[str] = []
-    if how.get("api", API) != API:
-        missing.append(f"API {API}")
+    if how.get("api", API) != settings.api:
+        missing.append(f"API {settings.api}")
     had = how.get("methods")
     if isinstance(had, list):
         missing += [f"method {m}" for m in methods_of(settings) if m not in had]

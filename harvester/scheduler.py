@@ -17,6 +17,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .api import CloudApi, JsonObject
+from .backends.base import RunFetcher
 from .config import Settings
 from .errors import JOB_FATAL, HarvesterError, describe, unwrap
 from .export import CsvExporter, ExportedFile, summary_fields
@@ -92,8 +93,11 @@ class Scheduler:
         sink: Sink,
         stats: HarvestStats,
         observers: Sequence[RunObserver] = (),
+        fetcher: RunFetcher | None = None,
     ) -> None:
         self.settings = settings
+        #: Another API's backend (v6: `backends/v6.py`); None: v2's own `RunHarvest`.
+        self.fetcher = fetcher
         self.api = api
         self.sink = sink
         self.stats = stats
@@ -142,20 +146,13 @@ class Scheduler:
     async def _harvest_one(self, target: RunTarget, send: MemoryObjectSendStream[Message]) -> None:
         await send.send(RunStarted(target.run_id))
         token = current_budget.set(RetryBudget(self.settings.retry_budget))
+        reason = target.incomplete_reason
         try:
-            harvest = RunHarvest(
-                self.api,
-                target.run_id,
-                send,
-                max_url_length=self.settings.max_url_length,
-                methods=self.settings.methods,
-                details=self.settings.details,
-                batch_slots=self._batch_slots,
-            )
-            run_object = target.run
-            if run_object is None and self.settings.run_record:
-                run_object = await self.api.get_run(target.run_id)
-            summary = await self._harvest_and_export(harvest, run_object)
+            if self.fetcher is not None:
+                summary = await self.fetcher.fetch(target.run_id, target.run, send)
+                reason = reason or summary.pop("incomplete_reason", None)
+            else:
+                summary = await self._fetch_v2(target, send)
         except (HarvesterError, ExceptionGroup) as exc:
             error = unwrap(exc)
             if isinstance(error, JOB_FATAL) or not isinstance(error, HarvesterError):
@@ -164,11 +161,28 @@ class Scheduler:
             return
         finally:
             current_budget.reset(token)
-        summary["complete"] = target.incomplete_reason is None
-        if target.incomplete_reason:
-            summary["incomplete_reason"] = target.incomplete_reason
+        summary["complete"] = reason is None
+        if reason:
+            summary["incomplete_reason"] = reason
         summary["harvest"] = harvest_block(self.settings)  # later jobs compare their settings
         await send.send(RunFinished(target.run_id, summary))
+
+    async def _fetch_v2(
+        self, target: RunTarget, send: MemoryObjectSendStream[Message]
+    ) -> dict[str, Any]:
+        harvest = RunHarvest(
+            self.api,
+            target.run_id,
+            send,
+            max_url_length=self.settings.max_url_length,
+            methods=self.settings.methods,
+            details=self.settings.details,
+            batch_slots=self._batch_slots,
+        )
+        run_object = target.run
+        if run_object is None and self.settings.run_record:
+            run_object = await self.api.get_run(target.run_id)
+        return await self._harvest_and_export(harvest, run_object)
 
     async def _harvest_and_export(
         self, harvest: RunHarvest, run_object: JsonObject | None

@@ -24,6 +24,7 @@ from .config import FIELDS, SECTIONS, Secret, Settings, parse_value
 from .errors import ConfigError
 
 TOKEN_ENV = "K6_CLOUD_TOKEN"
+STACK_ENV = "K6_CLOUD_STACK_ID"
 #: Flags whose name differs from the setting they fill (repeatable flags are singular).
 FLAG_NAMES = {"runs": "run", "methods": "method", "projects": "project", "tests": "test"}
 ENV_PREFIX = "HARVESTER_"
@@ -95,6 +96,8 @@ def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, tuple[Any, str]], list
     layer: dict[str, tuple[Any, str]] = {}
     if env.get(TOKEN_ENV):
         layer["token"] = (parse_value("token", env[TOKEN_ENV], f"{TOKEN_ENV} ="), TOKEN_ENV)
+    if env.get(STACK_ENV):
+        layer["stack_id"] = (parse_value("stack_id", env[STACK_ENV], f"{STACK_ENV} ="), STACK_ENV)
     known = env_names()
     warnings = []
     for var in sorted(v for v in env if v.startswith(ENV_PREFIX)):

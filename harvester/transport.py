@@ -76,6 +76,9 @@ class Transport:
         self._ever_answered = False  # has any request of this job had an HTTP answer?
         self._ever_allowed = False  # ... a 2xx answer?
         self._forbidden = 0  # 403 answers so far
+        # v6/v5 take `Bearer` and the stack id on every request; v2 takes `Token`.
+        self._scheme = "Bearer" if settings.api == "v6" else "Token"
+        self.stack_id: int | None = settings.stack_id
 
     def __repr__(self) -> str:
         return f"Transport(base={str(self._base)!r})"
@@ -102,14 +105,28 @@ class Transport:
         return URL(text, encoded=True)
 
     async def get(
-        self, endpoint: str, url: URL, lists: tuple[str, ...] = (), objects: tuple[str, ...] = ()
+        self,
+        endpoint: str,
+        url: URL,
+        lists: tuple[str, ...] = (),
+        objects: tuple[str, ...] = (),
+        headers: dict[str, str] | None = None,
     ) -> Any:
         """GET `url` with retries and return the parsed JSON; `endpoint` names it in stats
         and errors. An answer must be an object holding each of `lists` as a list of
         objects and each of `objects` as an object (`answers.check_shape`): one without
-        them is a transient fault, tried again; a list item that is not an object fails."""
+        them is a transient fault, tried again; a list item that is not an object fails.
+        `headers` are sent besides the token's."""
         shape = (lists, objects)
-        return await self._retrying(endpoint, lambda: self._attempt(endpoint, url, shape=shape))
+        return await self._retrying(
+            endpoint, lambda: self._attempt(endpoint, url, shape=shape, extra=headers)
+        )
+
+    def _auth_headers(self) -> dict[str, str]:
+        headers = {"Authorization": f"{self._scheme} {self._token.reveal()}"}
+        if self._scheme == "Bearer" and self.stack_id is not None:
+            headers["X-Stack-Id"] = str(self.stack_id)
+        return headers
 
     async def post(self, endpoint: str, url: URL) -> Any:
         """POST (no body) to `url` with the same retries, token and gate as `get`."""
@@ -176,11 +193,12 @@ class Transport:
         url: URL,
         method: str = "GET",
         shape: tuple[tuple[str, ...], tuple[str, ...]] = ((), ()),
+        extra: dict[str, str] | None = None,
     ) -> Any:
         assert self._session is not None, "use Transport as an async context manager"
         async with self._slots:
             await self.gate.acquire()
-            status, body, headers = await self._send(endpoint, url, method)
+            status, body, headers = await self._send(endpoint, url, method, extra)
         self._ever_answered = True
         self.stats.requests[(endpoint, status)] += 1
         self.stats.bytes_received += len(body)
@@ -198,6 +216,16 @@ class Transport:
             check_shape(doc, endpoint, short_url(url), *shape)
             return doc
         error = classify(status, body, headers, short_url(url))
+        if self._scheme == "Bearer" and (status == 401 or url.path.startswith("/cloud/v6/")):
+            # v6: 401/403 is about the token and the stack (v5's 403 is an unknown run).
+            if status in (401, 403):
+                raise AuthRejected(
+                    f"the API rejected the token for X-Stack-Id {self.stack_id} (HTTP {status}: "
+                    f"{error}); check the stack id (--stack-id or K6_CLOUD_STACK_ID) and that "
+                    "the token belongs to that stack",
+                    status=status,
+                    url=error.url,
+                )
         if isinstance(error, Forbidden):
             self._forbidden_answer(error)
         raise error
@@ -214,11 +242,13 @@ class Transport:
                 url=error.url,
             ) from error
 
-    async def _send(self, endpoint: str, url: URL, method: str = "GET") -> tuple[int, bytes, Any]:
+    async def _send(
+        self, endpoint: str, url: URL, method: str = "GET", extra: dict[str, str] | None = None
+    ) -> tuple[int, bytes, Any]:
         assert self._session is not None
         target = url
         for _ in range(MAX_REDIRECTS + 1):
-            headers = {"Authorization": f"Token {self._token.reveal()}"}
+            headers = {**self._auth_headers(), **(extra or {})}
             with errors_made_ours(endpoint, url, short_url(url)):
                 async with self._session.request(
                     method, target, headers=headers, allow_redirects=False

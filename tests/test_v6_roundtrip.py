@@ -1,0 +1,91 @@
+"""Real k6 results through the v6 API: serve each recorded k6 run with `harvester simulate
+--from-k6`, harvest it with `--api v6`, and recompute k6's summary from the NDJSON alone;
+the same run harvested through v2 gives the same totals (issue 10)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from harvester.cli import main
+from tests.harvest_helpers import Record, read_dir
+from tests.k6_helpers import RECORDINGS, SIM_TOKEN, recording, simulate
+from tests.test_k6_roundtrip import RUN_ID, harvest, k6_checks, k6_threshold_results
+
+
+class HarvestedV6:
+    """Figures a user's script recomputes from a v6 archive: series carry their `query`."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.types = {
+            r["data"]["name"]: r["data"]["type"] for r in records if r["type"] == "metric"
+        }
+        self.sums: dict[tuple[str, str], float] = defaultdict(float)
+        #: (metric, labels, timestamp) -> {method: value}, to weight means by counts.
+        self.points: dict[tuple[str, bytes, float], dict[str, float]] = defaultdict(dict)
+        for record in records:
+            if record["type"] != "series":
+                continue
+            query, data = record["query"], record["data"]
+            labels = orjson.dumps(data["metric"], option=orjson.OPT_SORT_KEYS)
+            for stamp, value in data["values"]:
+                self.sums[(query["metric"], query["method"])] += value
+                self.points[(query["metric"], labels, stamp)][query["method"]] = value
+        self.checks = {r["data"]["check"]: (r["data"]["passes"], r["data"]["fails"])
+                       for r in records if r["type"] == "check"}  # fmt: skip
+        self.thresholds = {(r["data"]["metric"], r["data"]["expression"]): r["data"]["crossed"]
+                           for r in records if r["type"] == "threshold"}  # fmt: skip
+        assert all(r["data"]["computed"] for r in records if r["type"] == "threshold")
+        self.summary = next(r["data"] for r in records if r["type"] == "summary")
+
+    def names_of(self, metric_type: str) -> set[str]:
+        return {name for name, kind in self.types.items() if kind == metric_type}
+
+    def mean(self, name: str) -> float:
+        """histogram_avg weighted by histogram_count_increase, point by point."""
+        weighted = count = 0.0
+        for (metric, _, _), methods in self.points.items():
+            if metric == name:
+                weighted += methods["histogram_avg"] * methods["histogram_count_increase"]
+                count += methods["histogram_count_increase"]
+        return weighted / count
+
+
+def harvest_v6(base_url: str, out: Path, *extra: str) -> HarvestedV6:
+    code = main(["harvest", "--api", "v6", "--stack-id", "1", "--base-url", base_url,
+                 "--token", SIM_TOKEN, "--run", str(RUN_ID), "--out", str(out),
+                 "--rate", "1000", *extra])  # fmt: skip
+    assert code == 0
+    return HarvestedV6(read_dir(out)[RUN_ID])
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_v6_harvest_gives_k6_summary_and_the_v2_totals(name: str, tmp_path: Path) -> None:
+    run_file, summary_file = recording(name)
+    summary = orjson.loads(summary_file.read_bytes())
+    figures: dict[str, Any] = summary["metrics"]
+    with simulate("--from-k6", str(run_file), "--summary", str(summary_file),
+                  "--run-id", str(RUN_ID)) as (base_url, _):  # fmt: skip
+        got = harvest_v6(base_url, tmp_path / "v6", "--step", "5")
+        v2 = harvest(base_url, SIM_TOKEN, tmp_path / "v2", RUN_ID)
+    assert got.summary["complete"] is True
+    counters, rates = got.names_of("counter"), got.names_of("rate")
+    assert {"http_reqs", "iterations"} <= counters and "checks" in rates
+    for counter in counters:
+        assert got.sums[(counter, "increase")] == figures[counter]["count"], counter
+        assert got.sums[(counter, "increase")] == v2.total(counter), counter
+    for rate in rates:
+        passes, fails = got.sums[(rate, "increase_nz")], got.sums[(rate, "increase_z")]
+        assert (passes, fails) == (figures[rate]["passes"], figures[rate]["fails"]), rate
+        assert (passes, fails) == v2.passes_and_fails(rate), rate
+    checks = k6_checks(summary)
+    assert got.checks == {check: (float(p), float(f)) for check, (p, f) in checks.items()}
+    assert got.thresholds == k6_threshold_results(figures)
+    assert got.thresholds == v2.threshold_results()
+    assert got.mean("http_req_duration") == pytest.approx(
+        figures["http_req_duration"]["avg"], rel=1e-9
+    )
