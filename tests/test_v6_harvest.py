@@ -249,13 +249,14 @@ def test_v6_settings_are_validated() -> None:
     env = {"K6_CLOUD_STACK_ID": "42", "HARVESTER_API": "v6"}
     settings = load_settings(environ=env)
     assert (settings.api, settings.stack_id, settings.step) == ("v6", 42, 60)
-    for flags, said in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"api": "v3"}, "api must be v2 or v6"),
         ({"stack_id": "0"}, "stack id is a positive integer"),
         ({"stack_url": "http://x.grafana.net"}, "not an https URL"),
         ({"step": "0"}, "step must be"),
         ({"export_csv": True, "out": "d"}, "no CSV export"),
         ({"methods": ["nonsense"]}, "fits no metric type"),
-    ]:
+    ]
+    for flags, said in cases:
         with pytest.raises(ConfigError, match=said):
             load_settings(flags, environ=env)
