@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ..discovery import Discovery, PendingRun, Selection
+from ..discovery import Discovery, Selection
+from ..runstatus import PendingRun
 from ..scheduler import RunTarget
 from .v6 import MAX_TOP, V6, JsonObject, V6Api, readiness
 
