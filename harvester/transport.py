@@ -17,7 +17,7 @@ import orjson
 from yarl import URL
 
 from . import __version__
-from .answers import check_shape, classify
+from .answers import check_shape, classify, error_message
 from .config import Secret, Settings
 from .errors import (
     ApiError,
@@ -221,8 +221,8 @@ class Transport:
             if status in (401, 403):
                 raise AuthRejected(
                     f"the API rejected the token for X-Stack-Id {self.stack_id} (HTTP {status}: "
-                    f"{error}); check the stack id (--stack-id or K6_CLOUD_STACK_ID) and that "
-                    "the token belongs to that stack",
+                    f"{error_message(body)}); check the stack id (--stack-id or "
+                    "K6_CLOUD_STACK_ID) and that the token belongs to that stack",
                     status=status,
                     url=error.url,
                 )
