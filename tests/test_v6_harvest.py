@@ -250,10 +250,10 @@ def test_v6_settings_are_validated() -> None:
     settings = load_settings(environ=env)
     assert (settings.api, settings.stack_id, settings.step) == ("v6", 42, 60)
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"api": "v3"}, "api must be v2 or v6"),
-        ({"stack_id": "0"}, "stack id is a positive integer"),
+        ({"api": "v3"}, "--api 'v3' must be one of v2, v6"),
+        ({"stack_id": "0"}, "--stack-id '0' must be at least 1"),
         ({"stack_url": "http://x.grafana.net"}, "not an https URL"),
-        ({"step": "0"}, "step must be"),
+        ({"step": "0"}, "--step '0' must be at least 1"),
         ({"export_csv": True, "out": "d"}, "no CSV export"),
         ({"methods": ["nonsense"]}, "fits no metric type"),
     ]
