@@ -8,6 +8,7 @@ try or retry, passes the shared `RateGate` and a bound on requests in flight.
 from __future__ import annotations
 
 import contextlib
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, BinaryIO, TypeVar
 
@@ -43,6 +44,17 @@ MAX_REDIRECTS = 3
 #: 403s, with not one request allowed before them, after which the token is to blame.
 FORBIDDEN_IS_THE_TOKEN = 3
 T = TypeVar("T")
+
+
+def env_proxy(url: URL) -> str | None:
+    """The proxy for `url` from HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY, read as
+    curl reads them (by the standard library). Not aiohttp's `trust_env`: that also sends
+    ~/.netrc passwords, to every host (a storage host included), and refuses any request
+    that carries our Authorization header when ~/.netrc has a `default` entry."""
+    if url.host is None or urllib.request.proxy_bypass(url.host):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get(url.scheme) or proxies.get("all")
 
 
 class Transport:
@@ -251,7 +263,7 @@ class Transport:
             headers = {**self._auth_headers(), **(extra or {})}
             with errors_made_ours(endpoint, url, short_url(url)):
                 async with self._session.request(
-                    method, target, headers=headers, allow_redirects=False
+                    method, target, headers=headers, allow_redirects=False, proxy=env_proxy(target)
                 ) as resp:
                     body = await resp.read()
                     if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
@@ -299,6 +311,7 @@ class Transport:
                     headers={"Accept": "*/*"},
                     max_redirects=MAX_REDIRECTS,
                     auto_decompress=False,
+                    proxy=env_proxy(url),
                 ) as resp:
                     self.stats.requests[(FILE_ENDPOINT, resp.status)] += 1
                     if not 200 <= resp.status < 300:

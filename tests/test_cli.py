@@ -235,3 +235,27 @@ def test_an_exception_group_that_reaches_the_exit_point_shows_its_error(
     group = ExceptionGroup("unhandled errors in a TaskGroup", [ConfigError("bad thing")])
     assert _report_error(ExceptionGroup("outer", [group]), debug=False) == 2
     assert capfd.readouterr().err == "harvester: bad thing\n"
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_a_proxy_from_the_environment_is_used_and_no_proxy_bypasses_it(
+    variable: str,
+    sim: Simulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # The simulator stands in for the proxy: it answers the absolute-form requests a proxy
+    # receives. api.k6.test does not resolve, so only a proxied request can succeed.
+    monkeypatch.setenv(variable, sim.base_url)
+    netrc = tmp_path / "netrc"
+    netrc.write_text("default login someone password elsewhere\n")
+    monkeypatch.setenv("NETRC", str(netrc))  # never sent, never in the way of the token
+    args = cli_args(sim, tmp_path / "out", "--run", "100001", "--allow-insecure")
+    args[args.index(sim.base_url)] = "http://api.k6.test"
+    assert main(args) == 0
+    assert sorted(read_dir(tmp_path / "out")) == [100001]
+    assert all(entry.status == 200 for entry in sim.log)
+    monkeypatch.setenv("NO_PROXY", "api.k6.test")
+    assert main([*args, "--max-attempts", "1", "--force"]) == 2
+    assert "cannot reach the API at http://api.k6.test" in capfd.readouterr().err
