@@ -26,6 +26,10 @@ from .cli_help import UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+REPORT_HELP = (
+    "Write an archive (the --out DIR of a harvest) as one self-contained HTML page: one "
+    "run's charts and tables, or trends across many runs of a test with regressions marked."
+)
 
 
 class Reported(Exception):
@@ -93,6 +97,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from .cli_config import add_config_command
 
     add_config_command(add("config", "write or show settings", text.CONFIG, text.CONFIG_EPILOG))
+    report = add("report", "an archive as one HTML page, or PNG charts", REPORT_HELP, "")
+    if command == "report":
+        from .report import command as report_command
+
+        report_command.add_arguments(report)
+        report.set_defaults(handler=_cmd_report)
     simulate = add(
         "simulate", "serve a simulated k6 Cloud API", text.SIMULATE, text.SIMULATE_EPILOG
     )
@@ -264,6 +274,14 @@ def _cmd_status(ns: argparse.Namespace) -> int:
     report = read_status(status_path(ns.state, ns.out))
     output = ns.output or ("table" if sys.stdout.isatty() else "json")
     write_status(sys.stdout, report, output)
+    return EXIT_OK
+
+
+def _cmd_report(ns: argparse.Namespace) -> int:
+    from .report.command import make_report
+
+    for path in make_report(ns):
+        print(f"report written to {path}")
     return EXIT_OK
 
 

@@ -1,4 +1,5 @@
-"""The demo: the built-in simulator in-process, the real CLI against it, and where it all went.
+"""The demo: the built-in simulator in-process, the real CLI against it, where it all went,
+and a report of what was harvested (`report.html`, an HTML page).
 
 The demo never deletes a file it did not create. It writes into a new or empty
 directory, or into one an earlier demo wrote (named in its `.harvester-demo` file): it
@@ -26,6 +27,8 @@ from harvester.state import STATE_FILE_NAME
 ROOT = Path(__file__).resolve().parents[1]
 
 
+#: The report of the harvested runs, in --out.
+REPORT = "report.html"
 #: In a directory the demo wrote: the names of the files it created there, one a line.
 MARKER = ".harvester-demo"
 
@@ -98,9 +101,10 @@ def remember_created(out: Path, created: set[str]) -> None:
 
 
 def files_to_create(cloud: SimCloud) -> set[str]:
-    """What the harvest will create: run files, the state file and the locks."""
+    """What the harvest will create: run files, the state file and the locks; the report."""
     state = [STATE_FILE_NAME + suffix for suffix in ("", "-wal", "-shm", ".lock")]
-    return {*(f"{run_id}.ndjson" for run_id in cloud.runs), *state, LOCK_FILE_NAME}
+    runs = (f"{run_id}.ndjson" for run_id in cloud.runs)
+    return {*runs, *state, LOCK_FILE_NAME, REPORT}
 
 
 def demo() -> int:
@@ -111,7 +115,8 @@ def demo() -> int:
     except NotDemoOutput as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 2
-    cloud = generate_cloud(runs=args.runs, metrics=args.metrics, points=args.points)
+    # Two tests, so the report shows each one's trend across its runs.
+    cloud = generate_cloud(runs=args.runs, metrics=args.metrics, points=args.points, tests=2)
     out.mkdir(parents=True, exist_ok=True)
     # Claimed before the harvest (a demo killed half-way is cleared next time too), then
     # exactly what it created.
@@ -129,13 +134,18 @@ def harvest_demo(args: argparse.Namespace, cloud: SimCloud, out: Path) -> int:
             print(f"simulator on {sim.base_url}: {len(cloud.runs)} runs x {args.metrics} "
                   f"metrics x {args.points} points")  # fmt: skip
             print(f"$ harvester harvest --base-url {sim.base_url} --token *** "
-                  f"{' '.join(runs)} --out {out} --rate {args.rate}\n")  # fmt: skip
+                  f"{' '.join(runs)} --run-record --out {out} --rate {args.rate}\n")  # fmt: skip
             sys.stdout.flush()
-            code = main(["harvest", "--base-url", sim.base_url, "--token", sim.token,
-                         *runs, "--out", str(out), "--rate", args.rate])  # fmt: skip
+            code = main(["harvest", "--base-url", sim.base_url, "--token", sim.token, *runs,
+                         "--run-record", "--out", str(out), "--rate", args.rate])  # fmt: skip
             requests = len(sim.log)
     print(f"\nexit status {code}; the simulator answered {requests} requests")
     show(out)
+    if code == 0:
+        page = out / REPORT
+        print(f"\n$ harvester report {out} --out {page}")
+        code = main(["report", str(out), "--out", str(page)])
+        print(f"open it in a browser: file://{page}")
     return code
 
 

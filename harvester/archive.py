@@ -1,0 +1,88 @@
+"""Reading an archive back: the runs in an output directory and each run's records, streamed.
+
+One reader for everything that looks at an archive after the fact (`report`, and later
+`verify`). Records are read one line at a time, so memory holds one line, never a file;
+a record type that is not asked for is skipped on its line's first bytes, unparsed (the
+writer puts `"type"` first on every line, see `records.encode`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import ConfigError, HarvesterError
+
+Record = dict[str, Any]
+SUFFIX = ".ndjson"
+
+
+class ArchiveError(HarvesterError):
+    """An archive file that cannot be read as the harvester wrote it."""
+
+
+@dataclass(frozen=True)
+class ArchivedRun:
+    """One run's file in an archive."""
+
+    run_id: int
+    path: Path
+
+    def records(self, *types: str) -> Iterator[Record]:
+        """The run's records in file order; only those of `types` when any are given."""
+        prefixes = tuple(b'{"type":"%s"' % kind.encode() for kind in types)
+        try:
+            with self.path.open("rb") as lines:
+                for number, line in enumerate(lines, 1):
+                    if prefixes and not line.startswith(prefixes):
+                        continue
+                    record = self._parse(line, number)
+                    if record is not None and (not types or record.get("type") in types):
+                        yield record
+        except OSError as exc:
+            raise ArchiveError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+
+    def first(self, kind: str) -> Record | None:
+        """The first record of one type, or None when the run has none."""
+        return next(self.records(kind), None)
+
+    def _parse(self, line: bytes, number: int) -> Record | None:
+        if not line.strip():
+            return None
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise ArchiveError(
+                f"{self.path}:{number}: not a JSON line ({exc}); is this a harvester archive?"
+            ) from exc
+        if not isinstance(record, dict) or not isinstance(record.get("data"), dict | list):
+            raise ArchiveError(f"{self.path}:{number}: not a harvester record")
+        return record
+
+
+def open_archive(directory: str | Path) -> list[ArchivedRun]:
+    """The runs archived in `directory` (`<run_id>.ndjson` files), by run id."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a directory: give the --out directory of a harvest")
+    runs = [ArchivedRun(int(path.stem), path) for path in root.glob(f"*{SUFFIX}") if _is_run(path)]
+    return sorted(runs, key=lambda run: run.run_id)
+
+
+def select(runs: Iterable[ArchivedRun], run_ids: Iterable[int]) -> list[ArchivedRun]:
+    """The runs with these ids; ConfigError names the ones the archive does not hold."""
+    by_id = {run.run_id: run for run in runs}
+    wanted = list(dict.fromkeys(run_ids))
+    missing = [str(run_id) for run_id in wanted if run_id not in by_id]
+    if missing:
+        raise ConfigError(f"run {', '.join(missing)} is not in the archive")
+    return [by_id[run_id] for run_id in wanted]
+
+
+def _is_run(path: Path) -> bool:
+    # Hidden `.N.ndjson.partial` files never match; a stem that is not a run id is not ours.
+    return path.is_file() and path.stem.isdigit()

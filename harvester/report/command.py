@@ -1,0 +1,87 @@
+"""`harvester report`: flags, and writing the page (or its charts as PNG) where asked."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..errors import ConfigError, OutputError
+from .build import ReportOptions, build_page
+from .html import render
+
+_MARGIN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%?\s*")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("archive", metavar="DIR", help="the --out directory of a harvest")
+    p.add_argument("--run", dest="runs", action="append", metavar="ID", help="a run; repeatable")
+    p.add_argument(
+        "--test", dest="tests", action="append", metavar="T", help="runs of a test id; repeatable"
+    )
+    p.add_argument("--since", help="runs created at or after: 2026-01-31 or an age like 30d")
+    p.add_argument("--format", choices=("html", "png"), default="html", help="default html")
+    p.add_argument(
+        "--out", help="the HTML file (default report.html), or the directory for --format png"
+    )
+    p.add_argument(
+        "--regression",
+        default="10%",
+        metavar="PCT",
+        help="mark a run worse than the median of the previous runs by more (default 10%%)",
+    )
+    p.add_argument(
+        "--baseline", type=int, default=5, metavar="N", help="previous runs compared (default 5)"
+    )
+
+
+def options_from(ns: argparse.Namespace) -> ReportOptions:
+    from ..discovery import parse_when
+
+    since = parse_when(ns.since, "--since", now=datetime.now(UTC)) if ns.since else None
+    match = _MARGIN.fullmatch(ns.regression)
+    if not match:
+        raise ConfigError(f"--regression {ns.regression!r} is not a percentage: write e.g. 10%")
+    if ns.baseline < 1:
+        raise ConfigError("--baseline must be at least 1")
+    return ReportOptions(
+        run_ids=tuple(_run_id(r) for r in ns.runs or ()),
+        tests=tuple(_run_id(t, "--test") for t in ns.tests or ()),
+        since=since,
+        margin=float(match[1]) / 100,
+        baseline=ns.baseline,
+    )
+
+
+def make_report(ns: argparse.Namespace) -> list[Path]:
+    """Write the report; the files written."""
+    options = options_from(ns)
+    page = build_page(ns.archive, options)
+    if ns.format == "png":
+        from .png import write_pngs
+
+        return write_pngs(render(page), Path(ns.out or "report-png"))
+    out = Path(ns.out or "report.html")
+    write_atomically(out, render(page).encode())
+    return [out]
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """A reader never sees half a page: a temporary file beside it, renamed into place."""
+    try:
+        fd, temp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(temp, 0o644)  # a page to share, unlike the archive itself
+        os.replace(temp, path)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _run_id(text: str, flag: str = "--run") -> int:
+    if not text.strip().isdigit():
+        raise ConfigError(f"{flag} {text!r} is not an id: give a whole number like 100001")
+    return int(text)
