@@ -145,7 +145,7 @@ def harvest_demo(args: argparse.Namespace, cloud: SimCloud, out: Path) -> int:
         page = out / REPORT
         print(f"\n$ harvester report {out} --out {page}")
         code = main(["report", str(out), "--out", str(page)])
-        print(f"open it in a browser: file://{page}")
+        print(f"open it in a browser: {page.resolve().as_uri()}")
     return code
 
 

@@ -4,6 +4,8 @@ selection of runs, regressions, downsampling and the size of the page (issue 12)
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from harvester.report.run import read_run
 from harvester.report.trends import RunPoint, regressions
 from harvester.simulator.generated import generate_cloud
 from tests.k6_helpers import recording
+from tests.process_helpers import ROOT
 from tests.report_helpers import K6_RUN_ID, harvest_cloud, harvest_recording
 from tests.test_k6_roundtrip import k6_checks, k6_threshold_results
 
@@ -213,3 +216,16 @@ def test_a_400_metric_run_makes_a_page_under_10_mb(tmp_path: Path) -> None:
     assert 100_000 < size < 10_000_000
     data = page_data(page.read_text())
     assert max(len(chart["x"]) for chart in data["runs"][0]["charts"]) <= 1202
+
+
+def test_the_demo_ends_by_writing_a_report_of_what_it_harvested(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    command = [sys.executable, str(ROOT / "scripts" / "demo.py"), "--out", str(out),
+               "--runs", "4", "--metrics", "20", "--points", "5"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    page = out / "report.html"
+    assert done.stdout.splitlines()[-1] == f"open it in a browser: {page.as_uri()}"
+    data = page_data(page.read_text())
+    assert len(data["trends"]) == 2  # two tests, two runs each, with their run records
+    assert all(run["header"].get("created") for run in data["runs"])
