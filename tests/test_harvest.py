@@ -180,6 +180,22 @@ async def test_missing_series_are_asked_again_together_then_named_in_the_summary
                 assert set(asked[-1].ids) == gaps
 
 
+async def test_a_serie_missing_from_one_answer_comes_back_in_the_re_ask_and_is_kept(
+    tmp_path: Path,
+) -> None:
+    cloud = generate_cloud(runs=1, metrics=30, points=3)
+    run_id = min(cloud.runs)
+    glitches = frozenset(m["id"] for m in cloud.runs[run_id].metrics()[3:6])
+    async with Simulator(cloud, faults=FaultPlan(omit_once=glitches)) as sim:
+        await harvest_job(settings_for(sim, tmp_path), [RunTarget(run_id)])
+        *planned, again = sim.requests_for("series")  # the planned, then the three together
+    assert set(again.ids) == glitches
+    assert glitches <= {i for r in planned for i in r.ids}
+    records = read_dir(tmp_path)[run_id]
+    assert canonical(records) == canonical(expected_records(cloud, run_id))
+    assert records[-1]["data"]["missing_series"] == []
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 async def test_a_full_disk_ends_the_job_with_one_clear_error(simulator: Simulator) -> None:
     with open("/dev/full", "wb") as full:

@@ -72,6 +72,9 @@ class FaultPlan:
     refuse_methods: frozenset[str] = field(default_factory=frozenset)
     #: A series request of any of these runs answers 400, whatever its ids.
     refuse_runs: frozenset[int] = field(default_factory=frozenset)
+    #: Metric ids whose serie the first answer asking for it leaves out (a glitch: asked
+    #: again, it comes back).
+    omit_once: frozenset[str] = field(default_factory=frozenset)
     #: Every request about any of these runs answers 403 (a run of another organisation).
     forbidden_runs: frozenset[int] = field(default_factory=frozenset)
     fault_endpoints: frozenset[str] = DATA_ENDPOINTS

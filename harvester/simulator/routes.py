@@ -119,6 +119,10 @@ async def series(request: web.Request) -> web.Response:
     if bad:
         message = f"Cannot aggregate metric {bad[0]}: invalid metric for this aggregation."
         raise SimError(400, message, fault="fail_metric_ids")
+    glitch = {i for i in ids if i in plan.omit_once and i not in _state(request).omitted}
+    if glitch:
+        _state(request).omitted |= glitch
+        ids = [i for i in ids if i not in glitch]
     try:
         return json_body(cache.series(ids, method))
     except ValueError as exc:

@@ -87,6 +87,7 @@ class SimState:
     def plan(self, plan: FaultPlan) -> None:
         """A new plan starts its fault sequence from its seed and empties the rate window."""
         self._decider = FaultDecider(plan)
+        self.omitted: set[str] = set()  # the `omit_once` ids already left out
         limit = plan.rate_limit
         self.window = SlidingWindow(limit, plan.rate_window) if limit is not None else None
 
