@@ -340,7 +340,9 @@ def _row(run: JsonObject, action: str, reason: str, test_names: dict[int, str]) 
 
 def status_words(run: JsonObject) -> str:
     """ "finished", "running", "finished, processing": the run and, when not done yet or
-    failed, its processing."""
+    failed, its processing. A v6 run says it in words already (`status`)."""
+    if "run_status" not in run and isinstance(run.get("status"), str):
+        return str(run["status"])
     run_status, processing = int_field(run, "run_status"), int_field(run, "processing_status")
     words = RUN_STATUS_NAMES.get(run_status, "unknown") if run_status is not None else "unknown"
     if run_status in FINAL_RUN_STATUSES and processing != PROCESSED:
@@ -351,6 +353,8 @@ def status_words(run: JsonObject) -> str:
 
 def result_word(run: JsonObject) -> str:
     """ "passed" or "failed" (its thresholds) for a run that is over; "" before."""
+    if "run_status" not in run and isinstance(run.get("status"), str):
+        return str(run.get("result") or "")  # v6: passed, failed, error or null
     if int_field(run, "run_status") not in FINAL_RUN_STATUSES:
         return ""
     result = int_field(run, "result_status")

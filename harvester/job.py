@@ -21,6 +21,7 @@ import anyio
 
 from . import outdir
 from .api import CloudApi
+from .backends.v2_gone import check_v2_gone
 from .backends.v6 import make_fetcher
 from .config import Settings
 from .errors import unwrap
@@ -197,6 +198,8 @@ async def harvest_job(
             fetcher = await make_fetcher(settings, transport)
             scheduler = Scheduler(settings, CloudApi(transport), sink, stats, watchers, fetcher)
             interrupted = await _run(scheduler, todo, handle_signals, grace, stop, listener)
+            if interrupted is None:
+                await check_v2_gone(settings, transport, stats)
     done = {o.run_id for o in scheduler.report.outcomes}
     return JobResult(
         scheduler.report,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from harvester.backends import v5_query, v6_thresholds
@@ -260,3 +261,14 @@ def test_v6_settings_are_validated() -> None:
     for flags, said in cases:
         with pytest.raises(ConfigError, match=said):
             load_settings(flags, environ=env)
+
+
+async def test_runs_lists_v6_runs_with_their_status(simulator: Simulator) -> None:
+    done = await run_cli(simulator, "runs", "--api", "v6", "--stack-id", "1",
+                         "--project", str(PROJECT), "--output", "json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = [orjson.loads(line) for line in done.stdout.splitlines()]
+    by_id = {row["test_run_id"]: row for row in rows}
+    assert (by_id[100001]["status"], by_id[100001]["action"]) == ("completed", "harvest")
+    assert by_id[100006]["status"] == "aborted" and by_id[100006]["result"] == "error"
+    assert (by_id[100007]["status"], by_id[100007]["action"]) == ("running", "wait")
