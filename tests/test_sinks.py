@@ -233,3 +233,18 @@ async def test_a_run_published_before_stderr_closed_is_recorded_in_the_state(
     with HarvestState.open(tmp_path / STATE_FILE_NAME) as state:
         assert state.done_runs(cloud.runs) == published
     assert partials(tmp_path) == []
+
+
+async def test_a_harvest_started_with_stderr_closed_publishes_and_records_every_run(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    runs = [arg for run_id in sorted(cloud.runs) for arg in ("--run", str(run_id))]
+    # `2>&-`: descriptor 2 is closed when the harvester starts (sys.stderr is None).
+    cmd = ["sh", "-c", 'exec "$@" 2>&-', "sh",
+           *cli_command(simulator, "harvest", "--out", str(tmp_path), *runs)]  # fmt: skip
+    with anyio.fail_after(30):
+        done = await anyio.run_process(cmd, env=cli_env(simulator), cwd=ROOT, check=False)
+    assert done.returncode == 0 and done.stdout == b""  # no message strays onto stdout
+    assert sorted(int(p.stem) for p in tmp_path.glob("*.ndjson")) == sorted(cloud.runs)
+    with HarvestState.open(tmp_path / STATE_FILE_NAME) as state:
+        assert state.done_runs(cloud.runs) == set(cloud.runs)
