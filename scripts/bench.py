@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 from bench_run import HERE, SIZES, Bench, DataSet, Sample, SimHost, Spawner, say
 from bench_throttle import DEFAULT_RATE, Check, report_throttled, run_throttled
+from bench_v6 import report_v6, run_v6
 
 from harvester.batching import POINTS_PER_REQUEST
 
@@ -330,6 +331,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default 8)")
     p.add_argument("--runs-in-flight", type=int, default=4, help="harvester's (default 4)")
     p.add_argument("--max-url-length", type=int, default=8000, help="URL cap (default 8000)")
+    p.add_argument(
+        "--api", choices=("v2", "v6"), default="v2", help="which API the harvester speaks"
+    )
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     ns = p.parse_args(argv)
@@ -348,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="harvester-bench-"))
     spawner = Spawner()  # first, while this process is still small
     try:
-        run = run_throttled if ns.throttle else run_size
+        run = run_throttled if ns.throttle else run_v6 if ns.api == "v6" else run_size
         results = {name: run(ns, name, work, spawner) for name in dict.fromkeys(ns.size)}
         startup = startup_seconds()
     finally:
@@ -363,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"harvester bench ({mode}) at {git_commit()}, {os.cpu_count()} CPUs, "
         f"Python {sys.version.split()[0]}"
     )
-    targets = report(ns, results, startup)
+    targets = report_v6(ns, results) if ns.api == "v6" else report(ns, results, startup)
     if ns.json:
         doc = {
             "commit": git_commit(),

@@ -18,17 +18,30 @@ import aiohttp
 import orjson
 from yarl import URL
 
-#: The list in each answer whose entries the harvester writes as records.
-LIST_KEYS = ("k6-serie", "k6-metrics", "k6-thresholds", "k6-run-overviews")
+#: The list in each answer whose entries the harvester writes as records (v2; v6's
+#: metrics list is `value`, its query results `data.result`, a run object is one).
+LIST_KEYS = ("k6-serie", "k6-metrics", "k6-thresholds", "k6-run-overviews", "value")
 
 
-async def fetch_all(urls: list[str], token: str, concurrency: int) -> dict[str, int]:
+def records_in(doc: dict[str, Any]) -> int:
+    found = sum(len(doc[k]) for k in LIST_KEYS if k in doc)
+    data = doc.get("data")
+    if isinstance(data, dict) and isinstance(data.get("result"), list):
+        found += len(data["result"])
+    return found or int("id" in doc)
+
+
+async def fetch_all(
+    urls: list[str], token: str, concurrency: int, stack_id: int | None = None
+) -> dict[str, int]:
     queue: asyncio.Queue[str] = asyncio.Queue()
     for url in urls:
         queue.put_nowait(url)
     totals = {"requests": 0, "records": 0, "bytes_in": 0}
     connector = aiohttp.TCPConnector(limit=concurrency)
     headers = {"Authorization": f"Token {token}", "Accept": "application/json"}
+    if stack_id is not None:  # v6 and v5
+        headers |= {"Authorization": f"Bearer {token}", "X-Stack-Id": str(stack_id)}
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def worker() -> None:
@@ -42,7 +55,7 @@ async def fetch_all(urls: list[str], token: str, concurrency: int) -> dict[str, 
                 totals["requests"] += 1
                 totals["bytes_in"] += len(body)
                 # A thresholds answer carries two lists: both are archived.
-                totals["records"] += sum(len(doc[k]) for k in LIST_KEYS if k in doc)
+                totals["records"] += records_in(doc)
 
         workers = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
         await asyncio.gather(*workers)
@@ -66,10 +79,11 @@ def main() -> int:
     parser.add_argument("url_file", help="one absolute URL a line, already encoded")
     parser.add_argument("--token", required=True)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--stack-id", type=int, help="v6/v5: Bearer and X-Stack-Id")
     ns = parser.parse_args()
     with open(ns.url_file, encoding="utf-8") as fh:
         urls = [line.strip() for line in fh if line.strip()]
-    totals = run_loop(fetch_all(urls, ns.token, ns.concurrency))
+    totals = run_loop(fetch_all(urls, ns.token, ns.concurrency, ns.stack_id))
     sys.stdout.write(orjson.dumps(totals).decode() + "\n")
     return 0
 

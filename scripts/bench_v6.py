@@ -1,0 +1,143 @@
+"""`scripts/bench --api v6`: the v6 backend against its floor (issue 10).
+
+The simulator serves a generated data set through `/cloud/v6` and `/cloud/v5`. The
+minimum per run is what the harvester must ask for `--run ID`: the run object, 1 metrics
++ 1 labels, one `query_range_k6` per metric name and default method, the two check
+aggregates and one aggregate per threshold, built with the harvester's own URL code. The
+floor (`bench_floor.py --stack-id`) GETs exactly those URLs, parses and discards the
+answers; the harvester (`harvest --api v6 --runs-file`) writes the NDJSON. Reported:
+requests against the minimum, wall against the floor, peak RSS; medians of `--repeat`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+from bench_run import HERE, SIZES, TOKEN, UNLIMITED, Bench, DataSet, Sample, SimHost, Spawner, say
+
+from harvester.backends import v5_query, v6_thresholds
+from harvester.simulator.generated import generate_cloud
+from harvester.simulator.server import Simulator
+from harvester.simulator.state import SimState
+from harvester.simulator.v6_model import v6_run
+
+TARGETS = {"requests": 1.0, "vs_floor": 1.5, "rss_mb": 150.0}
+STEP = 60
+STACK = 1
+
+
+def plan_run(state: SimState, run_id: int, step: int) -> list[str]:
+    """The paths the harvester needs for one run given by id, in no particular order."""
+    view = state.v5_view(run_id)
+    assert view is not None
+    for series in view.series:  # render the buckets now: nobody's clock pays for them
+        view.buckets(series)
+    types = {m["name"]: m["type"] for m in view.metrics()}
+    labels = [n for n in view.label_names() if n not in ("__name__", "test_run_id")]
+    base = f"{v5_query.V5}/{run_id}"
+    paths = [f"/cloud/v6/test_runs/{run_id}", f"{base}/metrics", f"{base}/labels"]
+    paths += [
+        v5_query.range_path(run_id, v5_query.by_labels(method, labels), name, step)
+        for name, metric_type in types.items()
+        for method in v5_query.methods_of(metric_type, ())
+    ]
+    if "checks" in types:
+        for method in ("increase_nz", "increase_z"):
+            query = v5_query.by_labels(method, ["check"])
+            paths.append(v5_query.aggregate_path(run_id, query, "checks"))
+    for key, items in v6_run(state.cloud.runs[run_id])["options"]["thresholds"].items():
+        for item in items:
+            plan = v6_thresholds.plan(key, item, types)
+            if plan.method is not None and plan.metric is not None:
+                paths.append(v5_query.aggregate_path(run_id, plan.method, plan.metric))
+    return paths
+
+
+class V6Host(SimHost):
+    """The simulator with the v6 plan instead of v2's."""
+
+    async def _serve(self) -> None:
+        d = self.data
+        cloud = generate_cloud(d.runs, d.metrics, d.points, seed=0)
+        self._stop = asyncio.Event()
+        async with Simulator(cloud, token=TOKEN) as sim:
+            sim.state.v6.stack_id = STACK
+            self._sim, self.base_url = sim, sim.base_url
+            d.run_ids = sorted(cloud.runs)
+            for run_id in d.run_ids:
+                d.urls += [self.base_url + p for p in plan_run(sim.state, run_id, STEP)]
+            self._ready.set()
+            await self._stop.wait()
+
+
+class V6Bench(Bench):
+    def floor(self) -> Sample:
+        self.sim.take_log()
+        cmd = [sys.executable, str(HERE / "bench_floor.py"), str(self.urls_file), "--token", TOKEN]
+        cmd += ["--concurrency", str(self.ns.concurrency), "--stack-id", str(STACK)]
+        child = self.spawner.measure(cmd, self.work, "floor", self.env)
+        return self._finish("floor", child, int(orjson.loads(child.stdout)["records"]))
+
+    def harvester(self) -> Sample:
+        self.sim.take_log()
+        out = self._fresh_out("harvester")
+        exe = shutil.which("harvester", path=str(Path(sys.executable).parent)) or "harvester"
+        cmd = [exe, "harvest", "--api", "v6", "--stack-id", str(STACK), "--step", str(STEP)]
+        cmd += ["--base-url", self.sim.base_url, "--runs-file", str(self.runs_file)]
+        cmd += ["--out", str(out), "--rate", str(UNLIMITED), "--force", "--quiet"]
+        cmd += ["--concurrency", str(self.ns.concurrency)]
+        cmd += ["--runs-in-flight", str(self.ns.runs_in_flight)]
+        child = self.spawner.measure(cmd, self.work, "harvester", self.env)
+        lines = sum(p.read_bytes().count(b"\n") for p in out.glob("*.ndjson"))
+        return self._finish("harvester", child, lines - self.data.runs)
+
+
+def run_v6(ns: argparse.Namespace, name: str, work: Path, spawner: Spawner) -> dict[str, Any]:
+    runs, metrics, points = SIZES[name]
+    data = DataSet(name, runs, metrics, points)
+    say(f"{name} (v6): generating {data.describe()} ...")
+    samples: dict[str, list[Sample]] = {"floor": [], "harvester": []}
+    with V6Host(data, ns.max_url_length) as sim:
+        bench = V6Bench(ns, data, sim, work, spawner)
+        for rep in range(1, ns.repeat + 1):
+            for contender in samples:
+                sample = getattr(bench, contender)()
+                samples[contender].append(sample)
+                say(f"{name} {rep}/{ns.repeat} {contender:<9} {sample.wall:7.2f} s")
+    medians = {k: {f: statistics.median(getattr(s, f) for s in v) for f in asdict(v[0])}
+               for k, v in samples.items()}  # fmt: skip
+    return {"min_requests": data.min_requests, "runs": runs, "metrics": metrics,
+            "points": points, "median": medians}  # fmt: skip
+
+
+def report_v6(ns: argparse.Namespace, results: dict[str, Any]) -> list[dict[str, Any]]:
+    targets = []
+    for name, r in results.items():
+        floor, harvester = r["median"]["floor"], r["median"]["harvester"]
+        print(f"\n== {name} via v6: {r['runs']} runs x {r['metrics']} metrics x "
+              f"{r['points']} points, step {STEP} s, repeat {ns.repeat} (medians)")  # fmt: skip
+        print(f"   {'contender':<12}{'wall s':>8}{'requests':>10}{'records':>9}{'peak RSS MB':>13}")
+        for label, m in (("floor", floor), ("harvester", harvester)):
+            print(f"   {label:<12}{m['wall']:8.2f}{m['requests']:10.0f}{m['records']:9.0f}"
+                  f"{m['rss_mb']:13.1f}")  # fmt: skip
+        checks = [
+            ("requests = minimum", harvester["requests"] / r["min_requests"], TARGETS["requests"],
+             f"{harvester['requests']:.0f} vs {r['min_requests']}"),
+            (f"wall <= {TARGETS['vs_floor']}x floor", harvester["wall"] / floor["wall"],
+             TARGETS["vs_floor"], f"{harvester['wall'] / floor['wall']:.2f}x"),
+            (f"peak RSS <= {TARGETS['rss_mb']:g} MB", harvester["rss_mb"], TARGETS["rss_mb"],
+             f"{harvester['rss_mb']:.1f} MB"),
+        ]  # fmt: skip
+        for label, value, limit, shown in checks:
+            ok = value <= limit + 1e-9
+            targets.append({"target": f"{name} v6: {label}", "value": round(value, 4), "ok": ok})
+            print(f"  [{'ok' if ok else 'MISSED'}] {name} v6: {label}: {shown}")
+    return targets
