@@ -59,18 +59,26 @@ class JobResult:
     not_found: list[str] = field(default_factory=list)
 
 
+def lock_output_dir(settings: Settings) -> outdir.DirectoryLock:
+    """The output directory, created if need be, locked (`OutputBusy` if another holds it)."""
+    out_dir = prepare_output_dir(settings.out)
+    with writing_to(out_dir):
+        return outdir.DirectoryLock(out_dir)
+
+
 @contextlib.contextmanager
-def make_sink(settings: Settings, stdout: BinaryIO | None = None) -> Iterator[Sink]:
+def make_sink(
+    settings: Settings, stdout: BinaryIO | None = None, *, locked: bool = False
+) -> Iterator[Sink]:
     """The sink for the job, with the output directory's lock held while it is open (a
-    second job on the directory is refused with `OutputBusy`)."""
+    second job on the directory is refused with `OutputBusy`); `locked`: the caller
+    holds it already (the worker, for its whole life)."""
     if settings.to_stdout:
         yield StreamSink(stdout if stdout is not None else sys.stdout.buffer)
         return
-    out_dir = prepare_output_dir(settings.out)
-    with writing_to(out_dir):
-        lock = outdir.DirectoryLock(out_dir)
+    lock = contextlib.nullcontext() if locked else lock_output_dir(settings)
     with lock:
-        yield DirectorySink(out_dir, settings.file_mode_bits, replace=settings.force)
+        yield DirectorySink(Path(settings.out), settings.file_mode_bits, replace=settings.force)
 
 
 def state_path(settings: Settings) -> Path | None:
@@ -170,12 +178,14 @@ async def harvest_job(
     listener: StopListener | None = None,
     state: HarvestState | None = None,
     notify: Notify | None = None,
+    out_locked: bool = False,
 ) -> JobResult:
     """Harvest `targets` as `settings` say and return what happened. One failed run does
     not raise; a rejected token raises `AuthRejected`, bad settings `ConfigError`.
     Setting `stop` (the worker's own signal handling) acts like a first signal. `state`:
     the caller's open state (else the job opens the one `settings` name); `notify` hears
-    of archived runs that lack what is asked."""
+    of archived runs that lack what is asked; `out_locked`: the caller holds the output
+    directory's lock (`lock_output_dir`)."""
     stats = stats if stats is not None else HarvestStats()
     gate = gate if gate is not None else RateGate.for_settings(settings)
     started = time.monotonic()
@@ -184,7 +194,7 @@ async def harvest_job(
     opened: contextlib.AbstractContextManager[HarvestState | None] = (
         contextlib.nullcontext(state) if state is not None else open_state(settings)
     )
-    with make_sink(settings, stdout) as sink, opened as state:
+    with make_sink(settings, stdout, locked=out_locked) as sink, opened as state:
         remove_leftovers(settings)
         todo, skipped = split_done(settings, targets, state)
         if notify is not None:

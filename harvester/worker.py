@@ -1,8 +1,9 @@
 """`harvester worker`: discover, harvest what is new, sleep, again, until SIGTERM.
 
 One rate gate and one set of counters serve every cycle, so the limit holds across
-cycles and `/metrics` counts since start. The state file's lock is held for the worker's
-whole life (a one-shot job on the same archive is refused, even between cycles); its
+cycles and `/metrics` counts since start. The state file's lock and the output
+directory's are held for the worker's whole life (a one-shot job on the same archive is
+refused, even between cycles, whatever its --state); its
 database is opened per cycle, so a filesystem that went read-only and came back is
 picked up again. A cycle that fails (API outage, retries exhausted, a full disk, a
 read-only or busy state file: `StateUnavailable`) is logged and counted, and the next
@@ -36,7 +37,7 @@ from anyio.abc import TaskStatus
 from .config import Settings
 from .discovery import Discovery, Selection, discover_runs, parse_duration
 from .errors import AuthRejected, ConfigError, HarvesterError, StateError, StateUnavailable, unwrap
-from .job import SHUTDOWN_GRACE, JobResult, harvest_job, open_state, state_path
+from .job import SHUTDOWN_GRACE, JobResult, harvest_job, lock_output_dir, open_state, state_path
 from .progress import Reporter, signal_name
 from .ratelimit import RateGate
 from .scheduler import RunOutcome
@@ -124,7 +125,8 @@ class Worker:
         assert path is not None  # the worker always has --out
         self._lock = StateLock.acquire(path)
         try:
-            await self._serve_and_loop(task_status)
+            with lock_output_dir(self.settings):  # whatever --state says
+                await self._serve_and_loop(task_status)
         finally:
             self._lock.release()
             self._lock = None
@@ -277,6 +279,7 @@ class Worker:
                 stop=self._stop,
                 state=state,
                 notify=self.reporter.event,
+                out_locked=True,
             )
         self._harvested.update(result.skipped)  # archived already: not asked about again
         return found, result

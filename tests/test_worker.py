@@ -291,18 +291,28 @@ async def test_sigterm_stops_the_worker_process_cleanly(cloud: SimCloud, tmp_pat
     assert not list(tmp_path.glob(".*.partial"))
 
 
+@pytest.mark.parametrize(
+    ("own_state", "refusal"),
+    [
+        (False, "another harvester is already using the state file"),
+        # A state file of its own does not get it in: the directory's lock is held too.
+        (True, "another harvester is writing to"),
+    ],
+    ids=["same-state", "own-state"],
+)
 async def test_a_one_shot_harvest_is_refused_between_cycles_and_the_worker_survives(
-    cloud: SimCloud, tmp_path: Path
+    cloud: SimCloud, tmp_path: Path, own_state: bool, refusal: str
 ) -> None:
+    state = ["--state", str(tmp_path / "x.db")] if own_state else []
     async with Simulator(cloud) as sim:
         worker, _log = make_worker(worker_settings(sim, tmp_path, interval="0.3s"))
         async with running(worker):
             await wait_for(lambda: worker.status.cycles >= 1)
             other = await run_cli(
-                sim, "harvest", "--project", str(FIRST_PROJECT_ID), "--out", str(tmp_path)
+                sim, "harvest", "--project", str(FIRST_PROJECT_ID), "--out", str(tmp_path), *state
             )
             assert other.returncode == 2
-            assert b"another harvester is already using the state file" in other.stderr
+            assert refusal.encode() in other.stderr
             cycles = worker.status.cycles
             await wait_for(lambda: worker.status.cycles >= cycles + 2)
         assert worker.status.failed_cycles == 0
