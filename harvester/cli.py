@@ -134,13 +134,14 @@ def settings_from_args(ns: argparse.Namespace) -> Any:
 
 def _cmd_harvest(ns: argparse.Namespace) -> int:
     from .config import with_runs
+    from .discovery import has_selectors
     from .errors import ConfigError
     from .sources import read_runs_file
 
     settings = settings_from_args(ns)
     if settings.runs_file:
         settings = with_runs(settings, read_runs_file(settings.runs_file))
-    if not settings.runs and not (settings.projects or settings.tests):
+    if not settings.runs and not has_selectors(settings):
         raise ConfigError(
             "no runs to harvest: give --run ID (repeatable), --runs-file FILE, "
             "or --project P / --test T to discover them"

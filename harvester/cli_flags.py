@@ -126,6 +126,12 @@ def add_log_flags(g: Any, *, quiet: bool = True) -> None:
 def add_discovery_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("discovery")
     g.add_argument(
+        "--all-projects",
+        action="store_true",
+        default=None,
+        help="v6: every project of the stack",
+    )
+    g.add_argument(
         "--project",
         dest="projects",
         action="append",
@@ -161,6 +167,6 @@ SETTINGS_FLAGS = (
     "allow_insecure", "runs", "runs_file", "out", "methods", "details", "run_record",
     "runs_in_flight", "state", "force", "file_mode", "log_level", "progress", "projects",
     "tests", "since", "until", "page_size", "interval", "listen_host", "listen_port",
-    "api", "stack_id", "stack_url", "step",
+    "api", "stack_id", "stack_url", "step", "all_projects",
     "export_csv", "export_timeout",
 )  # fmt: skip

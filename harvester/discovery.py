@@ -69,6 +69,8 @@ class Selection:
     since: datetime | None = None
     until: datetime | None = None
     page_size: int = 50
+    #: v6: every project of the stack.
+    all_projects: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, *, now: datetime | None = None) -> Selection:
@@ -80,12 +82,15 @@ class Selection:
             raise ConfigError(
                 f"--since ({since:%Y-%m-%d %H:%M}) must be before --until ({until:%Y-%m-%d %H:%M})"
             )
-        return cls(settings.projects, settings.tests, since, until, settings.page_size)
+        return cls(
+            settings.projects, settings.tests, since, until, settings.page_size,
+            settings.all_projects,
+        )  # fmt: skip
 
     @property
     def active(self) -> bool:
         """True when there is anything to discover (projects or tests were given)."""
-        return bool(self.projects or self.tests)
+        return bool(self.projects or self.tests or self.all_projects)
 
     def in_window(self, created: datetime | None) -> bool:
         if self.since is None and self.until is None:
@@ -98,7 +103,7 @@ class Selection:
 
 
 def has_selectors(settings: Settings) -> bool:
-    return bool(settings.projects or settings.tests)
+    return bool(settings.projects or settings.tests or settings.all_projects)
 
 
 @dataclass

@@ -35,7 +35,7 @@ from aiohttp import web
 from anyio.abc import TaskStatus
 
 from .config import Settings
-from .discovery import Discovery, Selection, discover_runs, parse_duration
+from .discovery import Discovery, Selection, discover_runs, has_selectors, parse_duration
 from .errors import AuthRejected, ConfigError, HarvesterError, StateError, StateUnavailable, unwrap
 from .job import SHUTDOWN_GRACE, JobResult, harvest_job, lock_output_dir, open_state, state_path
 from .progress import Reporter, signal_name
@@ -71,7 +71,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         Selection.from_settings(settings)  # bad dates fail now, not in the first cycle
-        if not (settings.projects or settings.tests):
+        if not has_selectors(settings):
             raise ConfigError("the worker needs something to watch: give --project P or --test T")
         if settings.to_stdout:
             raise ConfigError(

@@ -3,6 +3,7 @@ readiness, discovery and its incremental guarantee, auth errors, methods and URL
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from harvester.simulator.server import Simulator
 from harvester.stats import HarvestStats
 from harvester.transport import Transport
 from tests.harvest_helpers import read_dir, settings_for
-from tests.process_helpers import run_cli
+from tests.process_helpers import run_cli, wait_for
 
 PROJECT = 3458575  # tests 720001 and 720003: runs 100001, 100003, 100004, 100006, 100007
 
@@ -272,3 +273,34 @@ async def test_runs_lists_v6_runs_with_their_status(simulator: Simulator) -> Non
     assert (by_id[100001]["status"], by_id[100001]["action"]) == ("completed", "harvest")
     assert by_id[100006]["status"] == "aborted" and by_id[100006]["result"] == "error"
     assert (by_id[100007]["status"], by_id[100007]["action"]) == ("running", "wait")
+
+
+async def test_the_worker_over_v6_takes_new_and_newly_final_runs_once(tmp_path: Path) -> None:
+    from tests.test_worker import make_worker, running, worker_settings
+
+    cloud = generate_cloud(runs=3, metrics=3, points=2, pending_runs=1, projects=1, tests=2)
+    pending = max(cloud.runs)
+    async with Simulator(cloud) as sim:
+        settings = worker_settings(sim, tmp_path, api="v6", stack_id=sim.stack_id, step=3)
+        worker, _log = make_worker(settings)
+        async with running(worker):
+            await wait_for(lambda: sorted(read_dir(tmp_path)) == sorted(cloud.runs)[:3])
+            cloud.update_run(pending, processing_status=2)
+            await wait_for(lambda: pending in read_dir(tmp_path))
+            cycles = worker.status.cycles
+            await wait_for(lambda: worker.status.cycles >= cycles + 2)
+        asked = Counter(r.run_id for r in sim.requests_for("v5_metrics"))
+        assert asked == Counter(dict.fromkeys(cloud.runs, 1))  # each run's data once
+        assert sim.requests_for("v6_run") == []
+        assert worker.status.failed_cycles == 0
+
+
+async def test_all_projects_lists_every_project_of_the_stack(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    settings = v6_settings(simulator, tmp_path, all_projects=True)
+    found = await discover_runs(settings, Selection.from_settings(settings))
+    assert [t.run_id for t in found.targets] == [100001, 100002, 100003, 100004, 100005, 100006]
+    assert len(simulator.requests_for("v6_projects")) == 1
+    with pytest.raises(ConfigError, match="--all-projects needs --api v6"):
+        settings_for(simulator, tmp_path, all_projects=True)

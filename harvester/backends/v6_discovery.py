@@ -28,7 +28,11 @@ async def discover_v6(
     top = min(selection.page_size, MAX_TOP)
     names: dict[int, str] = {}
     test_ids: dict[int, None] = dict.fromkeys(selection.tests)
-    for project_id in dict.fromkeys(selection.projects):
+    projects = list(selection.projects)
+    if selection.all_projects:
+        projects += [p["id"] for p in await api.pages("v6_projects", f"{V6}/projects", {}, top)
+                     if isinstance(p.get("id"), int)]  # fmt: skip
+    for project_id in dict.fromkeys(projects):
         path = f"{V6}/projects/{project_id}/load_tests"
         for test in await api.pages("v6_tests", path, {}, top):
             if isinstance(test.get("id"), int):
