@@ -172,3 +172,25 @@ async def test_faults_and_rate_limit_reach_v6_paths(
         async with v6.get("/cloud/v6/projects") as resp:
             statuses.append(resp.status)
     assert statuses == [200, 429]
+
+
+def test_simulate_takes_the_stack_id_it_accepts() -> None:
+    import urllib.error
+    import urllib.request
+
+    from harvester.cli import main
+    from tests.k6_helpers import SIM_TOKEN, simulate
+
+    with simulate("--runs", "1", "--stack-id", "7") as (base_url, _):
+        for stack, expected in (("7", 200), ("1", 401)):
+            request = urllib.request.Request(
+                f"{base_url}/cloud/v6/projects",
+                headers={"Authorization": f"Bearer {SIM_TOKEN}", "X-Stack-Id": stack},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    status = resp.status
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            assert status == expected, stack
+    assert main(["simulate", "--port", "0", "--stack-id", "0"]) == 2

@@ -51,6 +51,7 @@ def minimum_requests(sim: Simulator, run_id: int) -> int:
 async def test_a_run_by_id_gives_every_record_kind_in_the_fewest_requests(
     simulator: Simulator, tmp_path: Path
 ) -> None:
+    simulator.state.v6.v5_requires_stack = True  # X-Stack-Id goes on v5 requests too
     result = await harvest_job(v6_settings(simulator, tmp_path), [RunTarget(100001)])
     assert not result.report.failed
     records = read_dir(tmp_path)[100001]
