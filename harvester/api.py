@@ -1,4 +1,5 @@
-"""What to ask the k6 Cloud REST API v2, and what its answers must look like.
+"""What to ask the k6 Cloud REST API v2 (and v3 for organizations and projects), and what
+its answers must look like.
 
 The client knows paths, parameters and response shapes; `transport.py` knows how bytes
 move. A v6 backend would be another class with the same methods beside this one.
@@ -18,6 +19,7 @@ from .transport import Transport
 
 JsonObject = dict[str, Any]
 V2 = "/loadtests/v2"
+ORGANIZATIONS = "/v3/organizations"
 DETAIL_INCLUDES = ("url", "group", "check")
 
 
@@ -97,6 +99,19 @@ class CloudApi:
     ) -> tuple[list[JsonObject], int | None]:
         query = urlencode({"test_id": test_id, "page": page, "page_size": page_size})
         return await self._page("runs", f"{V2}/runs", query, "k6-runs")
+
+    async def list_organizations(
+        self, page: int, page_size: int
+    ) -> tuple[list[JsonObject], int | None]:
+        query = urlencode({"page": page, "page_size": page_size})
+        return await self._page("organizations", ORGANIZATIONS, query, "organizations")
+
+    async def list_projects(
+        self, organization_id: int, page: int, page_size: int
+    ) -> tuple[list[JsonObject], int | None]:
+        query = urlencode({"page": page, "page_size": page_size})
+        path = f"{ORGANIZATIONS}/{organization_id}/projects"
+        return await self._page("projects", path, query, "projects")
 
     async def _page(
         self, endpoint: str, path: str, query: str, key: str

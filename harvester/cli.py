@@ -19,6 +19,8 @@ from .cli_flags import (
     add_discovery_flags,
     add_harvest_flags,
     add_log_flags,
+    add_organization_flag,
+    add_output_flag,
     add_worker_flags,
 )
 from .cli_help import Parser as _Parser
@@ -70,14 +72,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     runs.add_argument(
         "--out", metavar="DIR", help="archive directory: runs already in it are marked skip"
     )
-    runs.add_argument(
-        "--output",
-        choices=("table", "json", "csv"),
-        help="table (default on a terminal), json (NDJSON, the default otherwise) or csv",
-    )
+    add_output_flag(runs)
     add_log_flags(runs, quiet=False)
     add_api_flags(runs)
     runs.set_defaults(handler=_cmd_runs)
+    projects = add(
+        "projects", "list the organizations and projects the token sees", text.PROJECTS,
+        text.PROJECTS_EPILOG,
+    )  # fmt: skip
+    what = projects.add_argument_group("what")
+    add_organization_flag(what, "only the projects of this organization; repeatable")
+    what.add_argument("--page-size", metavar="N", help="page size when a list is paged (50)")
+    add_output_flag(projects)
+    add_api_flags(projects)
+    projects.set_defaults(handler=_cmd_projects)
     worker = add(
         "worker", "discover and harvest new runs in a loop", text.WORKER, text.WORKER_EPILOG
     )
@@ -141,10 +149,11 @@ def _cmd_harvest(ns: argparse.Namespace) -> int:
     settings = settings_from_args(ns)
     if settings.runs_file:
         settings = with_runs(settings, read_runs_file(settings.runs_file))
+
     if not settings.runs and not has_selectors(settings):
         raise ConfigError(
-            "no runs to harvest: give --run ID (repeatable), --runs-file FILE, "
-            "or --project P / --test T to discover them"
+            "no runs to harvest: give --run ID (repeatable), --runs-file FILE, or --project P"
+            " / --test T / --organization O / --all-projects to discover them"
         )
     _require_token(settings)
     from .progress import Reporter
@@ -231,23 +240,47 @@ def _cmd_runs(ns: argparse.Namespace) -> int:
     from .discovery import Selection, archived_in, discover_runs, listing
     from .errors import ConfigError
     from .progress import Reporter
-    from .tables import runs_table, write_rows
+    from .tables import runs_table
 
     settings = settings_from_args(ns)
     selection = Selection.from_settings(settings)
     if not selection.active:
-        raise ConfigError("nothing to list: give --project P and/or --test T")
+        raise ConfigError(
+            "nothing to list: give --project P, --test T, --organization O or --all-projects"
+        )
     _require_token(settings)
     found = _run_async(discover_runs, settings, selection)
-    rows = listing(found, archived_in(settings))
-    output = ns.output or ("table" if sys.stdout.isatty() else "json")
-    if output == "table":
-        runs_table(sys.stdout, rows)
-    else:
-        write_rows(sys.stdout, rows, output)
+    _show_rows(ns.output, listing(found, archived_in(settings)), runs_table)
     reporter = Reporter.for_settings(settings, live_allowed=False)
     reporter.discovered(found)
     return EXIT_FAILED if _say_not_found(reporter, found) else EXIT_OK
+
+
+def _show_rows(output: str | None, rows: Any, table: Any) -> None:
+    """`table(stdout, rows)` for people (the default on a terminal), else NDJSON or CSV."""
+    from .tables import write_rows
+
+    output = output or ("table" if sys.stdout.isatty() else "json")
+    if output == "table":
+        table(sys.stdout, rows)
+    else:
+        write_rows(sys.stdout, rows, output)
+
+
+def _cmd_projects(ns: argparse.Namespace) -> int:
+    """One row per project the token sees: a table on a TTY, NDJSON otherwise."""
+    from .projects import list_projects
+    from .tables import projects_table
+
+    settings = settings_from_args(ns)
+    if settings.api == "v6":
+        from .discovery import V6_NO_ORGANIZATIONS
+        from .errors import ConfigError
+
+        raise ConfigError(V6_NO_ORGANIZATIONS)
+    _require_token(settings)
+    _show_rows(ns.output, _run_async(list_projects, settings), projects_table)
+    return EXIT_OK
 
 
 def _cmd_worker(ns: argparse.Namespace) -> int:

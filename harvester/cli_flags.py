@@ -129,7 +129,7 @@ def add_discovery_flags(p: argparse.ArgumentParser) -> None:
         "--all-projects",
         action="store_true",
         default=None,
-        help="v6: every project of the stack",
+        help="every project the token sees (v2: of every organization; v6: of the stack)",
     )
     g.add_argument(
         "--project",
@@ -145,6 +145,7 @@ def add_discovery_flags(p: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="every run of this test; repeatable",
     )
+    add_organization_flag(g, "every project of this organization; repeatable")
     g.add_argument(
         "--since",
         metavar="WHEN",
@@ -152,6 +153,20 @@ def add_discovery_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--until", metavar="WHEN", help="runs created before: a date or an age (12h)")
     g.add_argument("--page-size", metavar="N", help="page size when listing tests and runs (50)")
+
+
+def add_organization_flag(g: Any, help_text: str) -> None:
+    g.add_argument(
+        "--organization", dest="organizations", action="append", metavar="ID", help=help_text
+    )
+
+
+def add_output_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--output",
+        choices=("table", "json", "csv"),
+        help="table (default on a terminal), json (NDJSON, the default otherwise) or csv",
+    )
 
 
 def add_worker_flags(p: argparse.ArgumentParser) -> None:
@@ -168,5 +183,5 @@ SETTINGS_FLAGS = (
     "runs_in_flight", "state", "force", "file_mode", "log_level", "progress", "projects",
     "tests", "since", "until", "page_size", "interval", "listen_host", "listen_port",
     "api", "stack_id", "stack_url", "step", "all_projects",
-    "export_csv", "export_timeout",
+    "export_csv", "export_timeout", "organizations",
 )  # fmt: skip

@@ -60,6 +60,21 @@ exit status:
   0    listed
   2    bad input, no token, the token rejected, or the API unreachable"""
 
+PROJECTS = """\
+List the organizations the token sees and their projects, one row per project with its
+number of tests: the ids to give --organization and --project. A table on a terminal,
+NDJSON otherwise."""
+
+PROJECTS_EPILOG = """\
+examples:
+  harvester projects
+  harvester projects --organization 5001 --output csv
+
+exit status:
+  0    listed
+  2    bad input (an organization the token does not see), no token, the token rejected,
+       or the API unreachable"""
+
 WORKER = """\
 Discover and harvest new runs in a loop, every --interval, into --out DIR. Serves
 /healthz and /metrics (Prometheus). An outage is waited out; SIGTERM stops it cleanly."""

@@ -105,8 +105,13 @@ class Settings:
     since: str | None = _section("discovery", None, values.optional(values.when))
     until: str | None = _section("discovery", None, values.optional(values.when))
     page_size: int = _section("discovery", 50, _COUNT)
-    #: v6: every project of the stack (`/cloud/v6/projects`), besides --project/--test.
+    #: Every project the token sees: v2 those of every organization (`/v3/organizations`),
+    #: v6 those of the stack (`/cloud/v6/projects`); besides --project/--test.
     all_projects: bool = _section("discovery", False)
+    #: v2: every project of these organizations (`/v3/organizations/{id}/projects`).
+    organizations: tuple[int, ...] = _section(
+        "discovery", (), values.many(values.whole(1, values.INT64_MAX))
+    )
     # [worker]
     interval: str = _section("worker", "5m", values.duration)
     listen_host: str = _section("worker", "127.0.0.1", values.nonempty)
@@ -186,8 +191,6 @@ def _validate_api(s: Settings) -> None:
     if s.api == "v2":
         for method in s.methods:
             check_method(method)
-        if s.all_projects:
-            raise ConfigError("--all-projects needs --api v6 (v2 goes by --project/--test)")
         return
     check_v5_methods(s.methods)
     if s.stack_url is not None:

@@ -11,18 +11,19 @@ test the API does not know is named in `Discovery.not_found`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
 
 import anyio
 
 from .api import CloudApi, JsonObject
 from .config import Settings
-from .errors import ConfigError, NotFound, unwrap
+from .errors import ConfigError, NotFound
 from .export import run_archived
+from .paging import each, read_pages
+from .projects import selected_projects
 from .ratelimit import RateGate
 from .runstatus import (
     FINAL_RUN_STATUSES,
@@ -41,10 +42,6 @@ from .values import parse_duration as parse_duration  # for the worker and the t
 from .values import parse_when as parse_when
 from .waiting import recheck, waiting_run
 
-T = TypeVar("T")
-PageFetch = Callable[[int, int], Awaitable[tuple[list[JsonObject], int | None]]]
-
-
 # --- parsing ----------------------------------------------------------------------------
 
 
@@ -60,17 +57,27 @@ def parse_created(run: JsonObject) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+#: v6 has stacks, not organizations: its projects are named with --project.
+V6_NO_ORGANIZATIONS = (
+    "--organization and `harvester projects` list organizations through the v2/v3 API; "
+    "with --api v6 name the projects with --project, or take the stack's with --all-projects"
+)
+
+
 @dataclass(frozen=True)
 class Selection:
-    """What discovery looks for: runs of these projects and tests, created in [since, until)."""
+    """What discovery looks for: runs of these projects and tests, created in [since, until).
+    The projects are those named, those of the organizations named, and with
+    `all_projects` every project the token sees (v2: of every organization; v6: of the
+    stack)."""
 
     projects: tuple[int, ...] = ()
     tests: tuple[int, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
     page_size: int = 50
-    #: v6: every project of the stack.
     all_projects: bool = False
+    organizations: tuple[int, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, now: datetime | None = None) -> Selection:
@@ -78,19 +85,26 @@ class Selection:
         now = now or datetime.now(UTC)
         since = parse_when(settings.since, "--since", now=now) if settings.since else None
         until = parse_when(settings.until, "--until", now=now) if settings.until else None
+        if settings.api == "v6" and settings.organizations:
+            raise ConfigError(V6_NO_ORGANIZATIONS)
         if since is not None and until is not None and since >= until:
             raise ConfigError(
                 f"--since ({since:%Y-%m-%d %H:%M}) must be before --until ({until:%Y-%m-%d %H:%M})"
             )
         return cls(
-            settings.projects, settings.tests, since, until, settings.page_size,
-            settings.all_projects,
-        )  # fmt: skip
+            settings.projects,
+            settings.tests,
+            since,
+            until,
+            settings.page_size,
+            organizations=settings.organizations,
+            all_projects=settings.all_projects,
+        )
 
     @property
     def active(self) -> bool:
-        """True when there is anything to discover (projects or tests were given)."""
-        return bool(self.projects or self.tests or self.all_projects)
+        """True when there is anything to discover (projects, tests or organizations)."""
+        return bool(self.projects or self.tests or self.organizations or self.all_projects)
 
     def in_window(self, created: datetime | None) -> bool:
         if self.since is None and self.until is None:
@@ -103,7 +117,9 @@ class Selection:
 
 
 def has_selectors(settings: Settings) -> bool:
-    return bool(settings.projects or settings.tests or settings.all_projects)
+    return bool(
+        settings.projects or settings.tests or settings.organizations or settings.all_projects
+    )
 
 
 @dataclass
@@ -152,33 +168,14 @@ def with_explicit(found: Discovery, run_ids: Sequence[int]) -> list[RunTarget]:
     return [*found.targets, *extra]
 
 
-# --- paging -----------------------------------------------------------------------------
-
-
-async def read_pages(fetch: PageFetch, page_size: int) -> list[JsonObject]:
-    """Every item of a paged listing. Stops when the pages read hold `meta.count` items,
-    or (no count) a page comes back short, or a page is empty or brings nothing new (a
-    server ignoring `page` must not loop us forever)."""
-    items: dict[Any, JsonObject] = {}
-    page = 1
-    while True:
-        batch, count = await fetch(page, page_size)
-        before = len(items)
-        for item in batch:
-            items[item.get("id", (page, len(items)))] = item
-        if not batch or len(items) == before:
-            break
-        if count is not None and len(items) >= count:
-            break
-        if count is None and len(batch) < page_size:
-            break
-        page += 1
-    return list(items.values())
+# --- listing tests and runs ----------------------------------------------------------
 
 
 async def _tests_of(
-    api: CloudApi, project_id: int, page_size: int, not_found: list[str]
+    api: CloudApi, project_id: int, page_size: int, not_found: list[str], *, named: bool
 ) -> list[JsonObject]:
+    """The project's tests; a `named` project (a --project) without any is reported."""
+
     async def fetch(page: int, size: int) -> tuple[list[JsonObject], int | None]:
         return await api.list_tests(project_id, page, size)
 
@@ -187,7 +184,7 @@ async def _tests_of(
     except NotFound:
         not_found.append(f"project {project_id} does not exist (the API answered 404)")
         return []
-    if not tests:  # the v2 API may answer an unknown project with an empty list
+    if not tests and named:  # the v2 API may answer an unknown project with an empty list
         not_found.append(f"project {project_id} has no tests: is the id right?")
     return tests
 
@@ -211,13 +208,18 @@ async def _runs_of(
 
 
 async def _test_ids(
-    api: CloudApi, selection: Selection, names: dict[int, str], not_found: list[str]
+    api: CloudApi,
+    selection: Selection,
+    projects: list[int],
+    names: dict[int, str],
+    not_found: list[str],
 ) -> list[int]:
-    """`--test`s first, then the tests of each `--project`, once each; the names of the
-    tests listed go into `names`."""
+    """`--test`s first, then the tests of each selected project, once each; the names of
+    the tests listed go into `names`. (An organization's project may have no tests yet.)"""
     ids: dict[int, None] = dict.fromkeys(selection.tests)
-    for project_id in dict.fromkeys(selection.projects):
-        for test in await _tests_of(api, project_id, selection.page_size, not_found):
+    for project_id in projects:
+        named = project_id in selection.projects
+        for test in await _tests_of(api, project_id, selection.page_size, not_found, named=named):
             if isinstance(test.get("id"), int):
                 ids.setdefault(test["id"], None)
                 if isinstance(test.get("name"), str):
@@ -228,15 +230,17 @@ async def _test_ids(
 async def discover(
     api: CloudApi, selection: Selection, *, parallel: int = 4, state: HarvestState | None = None
 ) -> Discovery:
-    """Runs of every selected test (the tests of the selected projects, and `--test`s),
-    sorted into targets and pending runs. Tests are listed `parallel` at a time; the
-    rate gate spaces the requests whatever `parallel` is. With `state`, pending runs are
-    remembered and those earlier jobs left waiting are asked about again."""
+    """Runs of every selected test (the tests of the selected projects, the organizations'
+    included, and `--test`s), sorted into targets and pending runs. Tests are listed
+    `parallel` at a time; the rate gate spaces the requests whatever `parallel` is. With
+    `state`, pending runs are remembered and those earlier jobs left waiting are asked
+    about again."""
     runs: list[JsonObject] = []
     not_found: list[str] = []
     before = api.transport.stats.request_count
+    projects = await selected_projects(api, selection, not_found)
     names: dict[int, str] = {}
-    test_ids = await _test_ids(api, selection, names, not_found)
+    test_ids = await _test_ids(api, selection, projects, names, not_found)
     slots = anyio.CapacityLimiter(parallel)
 
     async def one_test(test_id: int) -> None:
@@ -246,16 +250,11 @@ async def discover(
                 await _runs_of(api, test_id, selection.page_size, not_found, selected=selected)
             )
 
-    try:
-        async with anyio.create_task_group() as tg:
-            for test_id in test_ids:
-                tg.start_soon(one_test, test_id)
-    except ExceptionGroup as group:
-        raise unwrap(group) from None
+    await each(one_test, test_ids)
     found = sort_runs(runs, selection)
     found.not_found = not_found
-    if state is not None:
-        await _follow_waiting(api, state, selection, found)
+    if state is not None:  # the organizations' projects are watched like --projects
+        await _follow_waiting(api, state, replace(selection, projects=tuple(projects)), found)
     found.requests = api.transport.stats.request_count - before
     found.test_names = names
     return found

@@ -26,7 +26,13 @@ from .errors import ConfigError
 TOKEN_ENV = "K6_CLOUD_TOKEN"
 STACK_ENV = "K6_CLOUD_STACK_ID"
 #: Flags whose name differs from the setting they fill (repeatable flags are singular).
-FLAG_NAMES = {"runs": "run", "methods": "method", "projects": "project", "tests": "test"}
+FLAG_NAMES = {
+    "runs": "run",
+    "methods": "method",
+    "projects": "project",
+    "tests": "test",
+    "organizations": "organization",
+}
 ENV_PREFIX = "HARVESTER_"
 CONFIG_ENV = "HARVESTER_CONFIG"
 

@@ -1,5 +1,6 @@
 """Tables for people, and the same rows for programs: the harvest summary, `harvester
-runs` and `harvester status`. Each table is laid out to read whole at 80 columns.
+runs`, `harvester projects` and `harvester status`. Each table is laid out to read whole
+at 80 columns.
 
 rich is imported inside the functions: only a terminal pays for it.
 """
@@ -131,6 +132,22 @@ def runs_table(stream: TextIO, rows: Sequence[Row], *, width: int | None = None)
         for row in rows
     ]
     print_table(stream, RUN_COLUMNS, people, width=width)
+
+
+#: (row key, column header) of `harvester projects` on a TTY.
+PROJECT_COLUMNS = (
+    ("organization_id", "org id"),
+    ("organization", "organization"),
+    ("project_id", "project id"),
+    ("project", "project"),
+    ("tests", "tests"),
+)
+
+
+def projects_table(stream: TextIO, rows: Sequence[Row], *, width: int | None = None) -> None:
+    """`harvester projects` on a TTY: one row per project, "?" for a test count unknown."""
+    people = [{**row, "tests": "?" if row.get("tests") is None else row["tests"]} for row in rows]
+    print_table(stream, PROJECT_COLUMNS, people, width=width)
 
 
 def write_rows(stream: TextIO, rows: Sequence[Row], output: str) -> None:

@@ -72,7 +72,10 @@ class Worker:
     ) -> None:
         Selection.from_settings(settings)  # bad dates fail now, not in the first cycle
         if not has_selectors(settings):
-            raise ConfigError("the worker needs something to watch: give --project P or --test T")
+            raise ConfigError(
+                "the worker needs something to watch: give --project P or --test T "
+                "(or --organization O, --all-projects)"
+            )
         if settings.to_stdout:
             raise ConfigError(
                 "the worker needs --out DIR: it keeps an archive and its state there "

@@ -24,10 +24,10 @@ from harvester.discovery import (
     parse_created,
     parse_duration,
     parse_when,
-    read_pages,
     with_explicit,
 )
 from harvester.errors import ConfigError
+from harvester.paging import read_pages
 from harvester.runstatus import INCOMPLETE_REASON, RUN_STATUS_NAMES, PendingRun, classify
 from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
