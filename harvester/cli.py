@@ -131,8 +131,12 @@ def loaded_from_args(ns: argparse.Namespace) -> Any:
 
     flags = {name: getattr(ns, name, None) for name in SETTINGS_FLAGS}
     loaded = load(flags, config_file=ns.config)
-    for warning in loaded.warnings:
-        print(f"harvester: warning: {warning}", file=sys.stderr)
+    if loaded.warnings:  # as the command's log: a JSON line when stderr is not a terminal
+        from .progress import Reporter
+
+        reporter = Reporter.for_settings(loaded.settings, live_allowed=False)
+        for warning in loaded.warnings:
+            reporter.event("warning", f"warning: {warning}")
     return loaded
 
 

@@ -44,6 +44,7 @@ LEVELS = {
     "run_started": "debug",
     "run_failed": "error",
     "cycle_failed": "warning",
+    "warning": "warning",
     "stopping": "warning",
     "stopping_now": "warning",
     "interrupted": "warning",

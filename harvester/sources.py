@@ -116,7 +116,8 @@ def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, tuple[Any, str]], list
             if value != "":
                 layer[known[var]] = (parse_value(known[var], value, f"{var} ="), var)
         elif var != CONFIG_ENV:
-            hint = values.did_you_mean(var, [*known, *_ENV_SWITCHES, CONFIG_ENV])
+            names = [*known, *_ENV_SWITCHES, CONFIG_ENV]
+            hint = values.did_you_mean(var, names, prefix=ENV_PREFIX)
             warnings.append(f"unknown environment variable {var} ignored{hint}")
     return layer, warnings
 

@@ -242,10 +242,12 @@ def shown(raw: Any) -> str:
     return repr(raw)
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """' (did you mean X?)' for the closest choice, or '' when nothing is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]}?)" if close else ""
+def did_you_mean(word: str, choices: Iterable[str], *, prefix: str = "") -> str:
+    """' (did you mean X?)' for the closest choice, or '' when nothing is close. A common
+    `prefix` is left out of the comparison: it would make every name look close."""
+    names = {choice.removeprefix(prefix): choice for choice in choices}
+    close = difflib.get_close_matches(word.removeprefix(prefix), list(names), n=1, cutoff=0.6)
+    return f" (did you mean {names[close[0]]}?)" if close else ""
 
 
 def _toml_type(raw: Any) -> str:

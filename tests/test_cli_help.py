@@ -20,7 +20,9 @@ def help_of(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().out
 
 
-@pytest.mark.parametrize("command", [[], ["harvest"], ["runs"], ["worker"], ["simulate"]])
+@pytest.mark.parametrize(
+    "command", [[], ["harvest"], ["runs"], ["worker"], ["status"], ["config"], ["simulate"]]
+)
 def test_every_help_describes_the_tool_with_examples_and_exit_statuses(
     command: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -53,6 +55,7 @@ def test_flags_have_help_consistent_placeholders_and_say_when_repeatable(
         (["worker", "--project", "1", "--intervall", "5m"], "(did you mean --interval?)"),
         (["harvest", "--run", "1", "--progress", "auot"], "'auot' (did you mean auto?)"),
         (["config", "shwo"], "invalid choice 'shwo' (did you mean show?)"),
+        (["config"], "the following arguments are required: ACTION"),
     ],
 )  # fmt: skip
 def test_a_mistyped_word_gets_the_closest_one_suggested(

@@ -41,12 +41,16 @@ def test_an_unknown_harvester_variable_is_a_warning_naming_it(
     assert loaded.warnings == (
         "unknown environment variable HARVESTER_PROJCT ignored (did you mean HARVESTER_PROJECT?)",
     )
+    # The common prefix does not count: nothing is close to HARVESTER_X.
+    assert load(environ={"HARVESTER_X": "1"}).warnings == (
+        "unknown environment variable HARVESTER_X ignored",
+    )
     monkeypatch.setenv("HARVESTER_RUNZ", "5")
     assert main(["harvest", "--token", "t"]) == 2  # no runs: the variable was not taken
-    err = capfd.readouterr().err.splitlines()
-    assert err[0] == (
-        "harvester: warning: unknown environment variable HARVESTER_RUNZ ignored "
-        "(did you mean HARVESTER_RUN?)"
+    err = capfd.readouterr().err.splitlines()  # not a terminal: the log is JSON lines
+    warning = json.loads(err[0])
+    assert warning["level"] == "warning" and warning["message"] == (
+        "warning: unknown environment variable HARVESTER_RUNZ ignored (did you mean HARVESTER_RUN?)"
     )
     assert "no runs to harvest" in err[1]
 
