@@ -1,16 +1,16 @@
 """The orchestrator: fans out over runs, feeds one writer through a bounded channel.
 
 Data flows one way: targets -> a fixed pool of run workers (at most `runs_in_flight` runs
-at once) -> `RunHarvest` -> records -> bounded memory object stream -> one writer task ->
-sink. A run counts as done only after its sink has committed it; observers (the state
-file, progress) hear of it from the writer, never earlier.
+at once) -> the API's `RunFetcher` (`backends/`: v2's `RunHarvest`, or v6) -> records ->
+bounded memory object stream -> one writer task -> sink. A run counts as done only after
+its sink has committed it; observers (the state file, progress) hear of it from the
+writer, never earlier.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -18,13 +18,12 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .api import CloudApi, JsonObject
 from .backends.base import RunFetcher
+from .backends.v2 import V2Fetcher
 from .config import Settings
 from .errors import JOB_FATAL, HarvesterError, describe, unwrap
-from .export import CsvExporter, ExportedFile, summary_fields
 from .provenance import harvest_block
 from .records import Lines, Message, RunFailed, RunFinished, RunStarted, encode
 from .retry import RetryBudget, current_budget
-from .run_harvest import RunHarvest
 from .sinks import Sink
 from .stats import HarvestStats
 
@@ -96,26 +95,14 @@ class Scheduler:
         fetcher: RunFetcher | None = None,
     ) -> None:
         self.settings = settings
-        #: Another API's backend (v6: `backends/v6.py`); None: v2's own `RunHarvest`.
-        self.fetcher = fetcher
+        #: The API's backend: fetches one run into the channel (default: v2's).
+        self.fetcher: RunFetcher = fetcher or V2Fetcher(settings, api)
         self.api = api
         self.sink = sink
         self.stats = stats
         self.observers = list(observers)
         self.report = HarvestReport()
-        self._batch_slots = anyio.CapacityLimiter(settings.concurrency)
         self._stopping = False
-        self._exporter = (
-            CsvExporter(
-                api,
-                Path(settings.out),
-                timeout=settings.export_timeout,
-                replace=settings.force,
-                file_mode=settings.file_mode_bits,
-            )
-            if settings.export_csv
-            else None
-        )
 
     def stop(self) -> None:
         """Start no new runs; runs in flight go on until they finish or are cancelled."""
@@ -148,11 +135,8 @@ class Scheduler:
         token = current_budget.set(RetryBudget(self.settings.retry_budget))
         reason = target.incomplete_reason
         try:
-            if self.fetcher is not None:
-                summary = await self.fetcher.fetch(target.run_id, target.run, send)
-                reason = reason or summary.pop("incomplete_reason", None)
-            else:
-                summary = await self._fetch_v2(target, send)
+            summary = await self.fetcher.fetch(target.run_id, target.run, send)
+            reason = reason or summary.pop("incomplete_reason", None)
         except (HarvesterError, ExceptionGroup) as exc:
             error = unwrap(exc)
             if isinstance(error, JOB_FATAL) or not isinstance(error, HarvesterError):
@@ -166,42 +150,6 @@ class Scheduler:
             summary["incomplete_reason"] = reason
         summary["harvest"] = harvest_block(self.settings)  # later jobs compare their settings
         await send.send(RunFinished(target.run_id, summary))
-
-    async def _fetch_v2(
-        self, target: RunTarget, send: MemoryObjectSendStream[Message]
-    ) -> dict[str, Any]:
-        harvest = RunHarvest(
-            self.api,
-            target.run_id,
-            send,
-            max_url_length=self.settings.max_url_length,
-            methods=self.settings.methods,
-            details=self.settings.details,
-            batch_slots=self._batch_slots,
-        )
-        run_object = target.run
-        if run_object is None and self.settings.run_record:
-            run_object = await self.api.get_run(target.run_id)
-        return await self._harvest_and_export(harvest, run_object)
-
-    async def _harvest_and_export(
-        self, harvest: RunHarvest, run_object: JsonObject | None
-    ) -> dict[str, Any]:
-        """The run's records and, with --export-csv, its CSV file, side by side (an export
-        may take minutes to be ready). The CSV is published before this returns, so
-        before the run's NDJSON."""
-        exporter = self._exporter
-        if exporter is None:
-            return await harvest.run(run_object)
-        exported: list[ExportedFile] = []
-
-        async def export() -> None:
-            exported.append(await exporter.export(harvest.run_id))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(export)
-            summary = await harvest.run(run_object)
-        return {**summary, **summary_fields(exported[0])}
 
     # --- writing --------------------------------------------------------------------
 
