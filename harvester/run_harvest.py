@@ -23,6 +23,7 @@ from .batching import PROBE_IDS, SeriesBatcher
 from .errors import ApiStatusError, MethodRefused, RequestRefused, UrlTooLong
 from .methods import DEFAULT_METHOD
 from .records import Lines, Message, encode
+from .tables import plural
 
 
 class RunHarvest:
@@ -130,7 +131,8 @@ class RunHarvest:
             # Not one serie came back: an archive of error records is not a harvest.
             last = next(reversed(asked.refused.values()))
             raise ApiStatusError(
-                f"every series id{_with(method)} was refused ({len(asked.refused)} ids; "
+                f"every series id{_with(method)} was refused "
+                f"({plural(len(asked.refused), 'id')}; "
                 f"last: {last})",
                 status=last.status,
             )

@@ -38,6 +38,7 @@ from .errors import (
 from .ratelimit import RateGate
 from .retry import RetryPolicy, current_budget
 from .stats import HarvestStats
+from .tables import plural
 
 USER_AGENT = f"k6-harvester/{__version__} aiohttp/{aiohttp.__version__}"
 MAX_REDIRECTS = 3
@@ -169,7 +170,8 @@ class Transport:
                     "answer; check --base-url and the network",
                 ) from exc
             raise RetriesExhausted(
-                f"{what}: gave up after {attempt} tries (last: {exc})", status=exc.status
+                f"{what}: gave up after {plural(attempt, 'try', 'tries')} (last: {exc})",
+                status=exc.status,
             ) from exc
         wait = exc.retry_after
         if wait is not None and wait > self.policy.max_retry_after:
@@ -373,7 +375,7 @@ def errors_made_ours(endpoint: str, url: URL, shown: str) -> Iterator[None]:
         raise ApiStatusError(f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=shown) from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as exc:
         raise ConnectionFailed(
-            f"{endpoint}: connection broke ({type(exc).__name__})", url=shown
+            f"{endpoint}: connection broke ({str(exc) or 'closed'})", url=shown
         ) from exc
 
 
@@ -384,4 +386,4 @@ def short_url(url: URL) -> str:
     rest = [(k, v) for k, v in url.query.items() if k != "ids[]"]
     query = "&".join(f"{k}={v}" for k, v in rest)
     text = url.path + (f"?{query}" if query else "")
-    return text + (f" ({len(ids)} ids)" if ids else "")
+    return text + (f" ({plural(len(ids), 'id')})" if ids else "")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -125,6 +126,8 @@ def test_messages_count_a_series_requests_ids_instead_of_listing_them() -> None:
     ids = "&".join(f"ids%5B%5D={i:032x}" for i in range(180))
     url = URL(f"http://h:1/loadtests/v2/series?test_run_id=5&{ids}&method=p95", encoded=True)
     assert short_url(url) == "/loadtests/v2/series?test_run_id=5&method=p95 (180 ids)"
+    one = URL(f"http://h:1/loadtests/v2/series?test_run_id=5&ids%5B%5D={0:032x}", encoded=True)
+    assert short_url(one) == "/loadtests/v2/series?test_run_id=5 (1 id)"
 
 
 # --- an API that only times out (issue 14.9) -----------------------------------------
@@ -317,3 +320,26 @@ async def test_a_download_redirected_to_a_malformed_url_fails_clearly() -> None:
         async with Transport(settings, gate=RateGate(1000), stats=HarvestStats()) as transport:
             with pytest.raises(UnusableAnswer, match="redirected to a malformed URL"):
                 await transport.download(URL(f"{base_url}/f.csv"), io.BytesIO())
+
+
+async def test_a_broken_connection_is_said_in_words_not_a_class_name(tmp_path: Path) -> None:
+    """A server that hangs up on every request without a word: the message says what
+    happened, with no Python class name in it (it said "(ServerDisconnectedError)")."""
+
+    async def hang_up(stream: SocketStream) -> None:
+        async with stream:
+            await stream.receive()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    base = f"http://127.0.0.1:{listener.extra(SocketAttribute.local_port)}"
+    settings = load_settings(
+        {"base_url": base, "token": "t", "out": str(tmp_path), "max_attempts": 1}, environ={}
+    )
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, hang_up)
+        with pytest.raises(ApiUnreachable) as raised:
+            await harvest_job(settings, [RunTarget(1)])
+        tg.cancel_scope.cancel()
+    message = str(raised.value)
+    assert "connection broke (Server disconnected)" in message
+    assert not re.search(r"\b[A-Z][a-z]+[A-Z]\w*(Error|Exception)\b", message)
