@@ -29,6 +29,7 @@ from tests.harvest_helpers import (
     settings_for,
     targets,
 )
+from tests.test_reliability import LOOP_JITTER
 
 
 async def test_every_record_lands_exactly_once_and_equals_what_was_served(
@@ -95,7 +96,9 @@ async def test_rate_limit_holds_in_every_one_second_window_on_the_server(tmp_pat
         settings = settings_for(sim, tmp_path, rate=20, max_url_length=400, concurrency=8)
         await harvest_job(settings, targets(cloud))
         assert len(sim.log) > 30  # enough requests to span more than one window
-        assert sim.log.max_in_window(1.0) <= 20
+        # Server-side stamps jitter on a busy machine: windows a little under a second,
+        # as in test_reliability (LOOP_JITTER); 21 requests from the gate span >= 1.01 s.
+        assert sim.log.max_in_window(1.0 - LOOP_JITTER) <= 20
 
 
 async def test_stdout_and_directory_give_the_same_records(
