@@ -83,7 +83,7 @@ class Settings:
     # [harvest]
     runs: tuple[int, ...] = _section("harvest", (), values.many(values.resource_id("runs")))
     runs_file: str | None = _section("harvest", None, values.optional(values.path))
-    out: str = _section("harvest", "-", values.path)
+    out: str = _section("harvest", "-", values.out_target)
     state: str | None = _section("harvest", None, values.optional(values.path))
     methods: tuple[str, ...] = _section("harvest", (), values.many(values.nonempty))
     details: bool = _section("harvest", False)

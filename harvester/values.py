@@ -60,6 +60,25 @@ def path(raw: Any) -> str:
     return value if value == "-" else os.path.expanduser(value)
 
 
+#: `scheme://...`: a URL, not a path (a folder named `s3:` is never what was meant).
+URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+#: Where --out may point besides a directory and `-`.
+OUT_SCHEMES: frozenset[str] = frozenset()
+
+
+def out_target(raw: Any) -> str:
+    """--out: a directory, `-` for stdout, or an object-store URL of a scheme we write to;
+    any other `scheme://` is refused rather than taken for a relative path."""
+    value = path(raw)
+    scheme = URL_SCHEME.match(value)
+    if scheme and scheme.group(1).lower() not in OUT_SCHEMES:
+        raise ValueError(
+            f"is a URL of scheme {scheme.group(1)}, which harvester does not write to; "
+            "give a directory, or - for stdout"
+        )
+    return value
+
+
 def file_mode(raw: Any) -> str:
     """An octal file mode such as 0600 or 0640, or `umask` to honour the umask."""
     value = nonempty(raw)
