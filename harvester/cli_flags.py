@@ -62,7 +62,12 @@ def add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> No
             "--runs-file", metavar="FILE", help="one run id or URL a line; - reads stdin"
         )
     g.add_argument(
-        "--out", metavar="DIR", help="directory for <run_id>.ndjson files, or - for stdout (-)"
+        "--out",
+        metavar="DIR",
+        help="directory for <run_id>.ndjson files, s3://BUCKET/PREFIX/, or - for stdout (-)",
+    )
+    g.add_argument(
+        "--s3-endpoint-url", metavar="URL", help="S3-compatible store (else AWS_ENDPOINT_URL)"
     )
     g.add_argument(
         "--method",
@@ -183,5 +188,5 @@ SETTINGS_FLAGS = (
     "runs_in_flight", "state", "force", "file_mode", "log_level", "progress", "projects",
     "tests", "since", "until", "page_size", "interval", "listen_host", "listen_port",
     "api", "stack_id", "stack_url", "step", "all_projects",
-    "export_csv", "export_timeout", "organizations",
+    "export_csv", "export_timeout", "organizations", "s3_endpoint_url",
 )  # fmt: skip

@@ -85,6 +85,8 @@ class Settings:
     runs_file: str | None = _section("harvest", None, values.optional(values.path))
     out: str = _section("harvest", "-", values.out_target)
     state: str | None = _section("harvest", None, values.optional(values.path))
+    #: S3-compatible store for --out s3://... (else AWS_ENDPOINT_URL, else AWS itself).
+    s3_endpoint_url: str | None = _section("harvest", None)
     methods: tuple[str, ...] = _section("harvest", (), values.many(values.nonempty))
     details: bool = _section("harvest", False)
     run_record: bool = _section("harvest", False)
@@ -129,6 +131,15 @@ class Settings:
     @property
     def to_stdout(self) -> bool:
         return self.out == "-"
+
+    @property
+    def to_object_store(self) -> bool:
+        return values.URL_SCHEME.match(self.out) is not None
+
+    @property
+    def on_disk(self) -> bool:
+        """--out is a directory (not stdout, not an object store)."""
+        return not (self.to_stdout or self.to_object_store)
 
     @property
     def file_mode_bits(self) -> int | None:
@@ -176,6 +187,8 @@ def _validate(s: Settings) -> None:
         )
     _validate_api(s)
     _validate_base_url(s.base_url, s.allow_insecure)
+    if s.export_csv and s.to_object_store:
+        raise ConfigError("--export-csv writes beside the NDJSON files: give --out DIR, not a URL")
     if s.export_csv and s.to_stdout:
         raise ConfigError(
             "--export-csv writes <test_run_id>.csv files beside the NDJSON: give --out DIR"

@@ -26,6 +26,7 @@ from .backends.v6 import make_fetcher
 from .config import Settings
 from .errors import unwrap
 from .export import run_archived
+from .objectstore import ObjectSink, default_state_path
 from .provenance import describe_runs, from_file, lacking
 from .ratelimit import RateGate
 from .scheduler import HarvestReport, RunObserver, RunTarget, Scheduler
@@ -59,8 +60,11 @@ class JobResult:
     not_found: list[str] = field(default_factory=list)
 
 
-def lock_output_dir(settings: Settings) -> outdir.DirectoryLock:
-    """The output directory, created if need be, locked (`OutputBusy` if another holds it)."""
+def lock_output_dir(settings: Settings) -> contextlib.AbstractContextManager[object]:
+    """The output directory, created if need be, locked (`OutputBusy` if another holds it).
+    An object store has no lock: create-only writes keep its jobs apart."""
+    if settings.to_object_store:
+        return contextlib.nullcontext()
     out_dir = prepare_output_dir(settings.out)
     with writing_to(out_dir):
         return outdir.DirectoryLock(out_dir)
@@ -76,6 +80,9 @@ def make_sink(
     if settings.to_stdout:
         yield StreamSink(stdout if stdout is not None else sys.stdout.buffer)
         return
+    if settings.to_object_store:
+        yield ObjectSink(settings)
+        return
     lock = contextlib.nullcontext() if locked else lock_output_dir(settings)
     with lock:
         yield DirectorySink(Path(settings.out), settings.file_mode_bits, replace=settings.force)
@@ -85,13 +92,15 @@ def state_path(settings: Settings) -> Path | None:
     """--state, or beside the output files; stdout mode keeps no state unless asked."""
     if settings.state:
         return Path(settings.state)
+    if settings.to_object_store:
+        return default_state_path(settings.out)
     return None if settings.to_stdout else Path(settings.out) / STATE_FILE_NAME
 
 
 @contextlib.contextmanager
 def open_state(settings: Settings, lock: StateLock | None = None) -> Iterator[HarvestState | None]:
     """The job's state (None in stdout mode without --state); `lock`: already held."""
-    if not settings.to_stdout:
+    if settings.on_disk:
         prepare_output_dir(settings.out)  # a bad --out is named as such, not as its state
     path = state_path(settings)
     if path is None:
@@ -105,15 +114,19 @@ def remove_leftovers(settings: Settings) -> int:
     """Partial files (NDJSON and CSV) that a crashed harvester left behind. Whatever
     --state says: a partial file is removed only when no live process holds its flock
     (`outdir`), so this never touches a file another harvester is writing."""
-    if settings.to_stdout:
+    if not settings.on_disk:
         return 0
     return outdir.remove_leftovers(Path(settings.out))
 
 
 def split_done(
-    settings: Settings, targets: Sequence[RunTarget], state: HarvestState | None
+    settings: Settings,
+    targets: Sequence[RunTarget],
+    state: HarvestState | None,
+    stored: set[int] | None = None,
 ) -> tuple[list[RunTarget], list[int]]:
-    """(runs to harvest, runs already archived). The files are the truth."""
+    """(runs to harvest, runs already archived). The files (or the objects `stored` under
+    an object-store prefix) are the truth."""
     if settings.force:
         return list(targets), []
     done_in_state = state.done_runs(t.run_id for t in targets) if state else set()
@@ -122,6 +135,10 @@ def split_done(
     for target in targets:
         if settings.to_stdout:
             archived = target.run_id in done_in_state
+        elif stored is not None:
+            archived = target.run_id in stored
+            if not archived and target.run_id in done_in_state and state is not None:
+                state.forget(target.run_id)
         else:
             archived = run_archived(Path(settings.out), target.run_id, settings.export_csv)
             if not archived and target.run_id in done_in_state and state is not None:
@@ -142,7 +159,7 @@ def archived_short(
     short: dict[int, list[str]] = {}
     for run_id in archived:
         how = recorded.get(run_id)
-        if how is None and not settings.to_stdout:
+        if how is None and settings.on_disk:
             how = from_file(final_path(Path(settings.out), run_id))
         missing = lacking(how, settings) if how is not None else []
         if missing:
@@ -194,9 +211,12 @@ async def harvest_job(
     opened: contextlib.AbstractContextManager[HarvestState | None] = (
         contextlib.nullcontext(state) if state is not None else open_state(settings)
     )
-    with make_sink(settings, stdout, locked=out_locked) as sink, opened as state:
+    async with contextlib.AsyncExitStack() as stack:
+        sink = stack.enter_context(make_sink(settings, stdout, locked=out_locked))
+        state = stack.enter_context(opened)
         remove_leftovers(settings)
-        todo, skipped = split_done(settings, targets, state)
+        stored = await _open_store(sink, targets, stack)
+        todo, skipped = split_done(settings, targets, state, stored)
         if notify is not None:
             warn_short(archived_short(settings, skipped, state), notify)
         stats.runs_total += len(todo)
@@ -219,6 +239,17 @@ async def harvest_job(
         not_done=[t.run_id for t in todo if t.run_id not in done],
         interrupted_by=interrupted,
     )
+
+
+async def _open_store(
+    sink: Sink, targets: Sequence[RunTarget], stack: contextlib.AsyncExitStack
+) -> set[int] | None:
+    """For an object store: connect, check the bucket, and say which runs are stored."""
+    if not isinstance(sink, ObjectSink):
+        return None
+    stack.push_async_callback(sink.close)  # also when the job fails before its writer ends
+    await sink.open()
+    return await sink.archived(t.run_id for t in targets)
 
 
 async def _run(

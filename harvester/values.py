@@ -63,7 +63,7 @@ def path(raw: Any) -> str:
 #: `scheme://...`: a URL, not a path (a folder named `s3:` is never what was meant).
 URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 #: Where --out may point besides a directory and `-`.
-OUT_SCHEMES: frozenset[str] = frozenset()
+OUT_SCHEMES = frozenset({"s3"})
 
 
 def out_target(raw: Any) -> str:
