@@ -249,7 +249,9 @@ async def _open_store(
         return None
     stack.push_async_callback(sink.close)  # also when the job fails before its writer ends
     await sink.open()
-    return await sink.archived(t.run_id for t in targets)
+    stored = await sink.archived(t.run_id for t in targets)
+    await sink.abort_stale(t.run_id for t in targets if t.run_id not in stored)
+    return stored
 
 
 async def _run(

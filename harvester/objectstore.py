@@ -15,6 +15,8 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -146,6 +148,7 @@ class ObjectSink:
         self._client: Any = None
         self._client_cm: Any = None
         self._uploads: dict[int, _Upload] = {}
+        self.opened_at: datetime | None = None
 
     async def open(self) -> None:
         """Connect and check the bucket now: a wrong bucket, endpoint or credential is one
@@ -162,9 +165,35 @@ class ObjectSink:
         self._client_cm = session.create_client("s3", endpoint_url=self.endpoint, config=config)
         self._client = await self._client_cm.__aenter__()
         try:
-            await self._call("head_bucket", Bucket=self.loc.bucket)
+            answer = await self._call("head_bucket", Bucket=self.loc.bucket)
         except OutputError as exc:
             raise StoreRefused(str(exc)) from None
+        # The store's clock, not ours: uploads initiated before it are from earlier jobs.
+        # (Whole seconds: an upload begun in the same second is left to the lifecycle rule.)
+        date = answer["ResponseMetadata"]["HTTPHeaders"].get("date")
+        self.opened_at = parsedate_to_datetime(date) if date else None
+
+    async def abort_stale(self, run_ids: Iterable[int]) -> int:
+        """Abort the multipart uploads of `run_ids`' objects initiated before this job
+        opened the store: a job killed mid-upload left them (invisible, but billed).
+        Returns how many."""
+        if self.opened_at is None:
+            return 0
+        keys = {self.loc.key(run_id) for run_id in run_ids}
+        stale: list[tuple[str, str]] = []
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        with failing_as_output_error(self.loc, self.endpoint):
+            async for page in paginator.paginate(Bucket=self.loc.bucket, Prefix=self.loc.prefix):
+                stale += [
+                    (up["Key"], up["UploadId"])
+                    for up in page.get("Uploads", [])
+                    if up["Key"] in keys and up["Initiated"] < self.opened_at
+                ]
+        for key, upload_id in stale:
+            await self._call(
+                "abort_multipart_upload", Bucket=self.loc.bucket, Key=key, UploadId=upload_id
+            )
+        return len(stale)
 
     async def _call(self, op: str, **kwargs: Any) -> Any:
         with failing_as_output_error(self.loc, self.endpoint):
