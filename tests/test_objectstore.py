@@ -21,8 +21,15 @@ from harvester.progress import Reporter
 from harvester.simulator.generated import FIRST_PROJECT_ID, generate_cloud
 from harvester.simulator.server import Simulator
 from harvester.worker import Worker
-from tests.harvest_helpers import canonical, cli_args, parse_lines, read_dir, settings_for
-from tests.process_helpers import wait_for
+from tests.harvest_helpers import (
+    canonical,
+    cli_args,
+    expected_records,
+    parse_lines,
+    read_dir,
+    settings_for,
+)
+from tests.process_helpers import ROOT, cli_command, cli_env, wait_for
 from tests.s3_helpers import CREDENTIALS, S3Server, moto_server
 
 pytest.importorskip("aiobotocore")
@@ -90,6 +97,35 @@ def test_a_run_whose_object_exists_is_not_fetched_again(
     assert "1 already done" in capfd.readouterr().err
     assert not [entry for entry in sim.log if "100001" in str(entry)]
     assert sorted(s3.objects(bucket)) == ["p/100001.ndjson", "p/100002.ndjson"]
+
+
+async def test_two_jobs_on_one_prefix_archive_every_run_exactly_once(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    cloud = generate_cloud(runs=6, metrics=10, points=5)
+    codes: list[int] = []
+    async with Simulator(cloud) as sim:
+        env = {**cli_env(sim), **CREDENTIALS}
+        runs = [arg for run_id in sorted(cloud.runs) for arg in ("--run", str(run_id))]
+        out = ["--out", f"s3://{bucket}/both/", "--s3-endpoint-url", s3.url]
+
+        async def job(name: str) -> None:
+            state = ["--state", str(tmp_path / f"{name}.sqlite")]
+            command = cli_command(sim, "harvest", *out, *state, *runs)
+            with anyio.fail_after(60):
+                done = await anyio.run_process(command, env=env, cwd=ROOT, check=False)
+            codes.append(done.returncode)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(job, "a")
+            tg.start_soon(job, "b")
+    assert codes == [0, 0]
+    objects = s3.objects(bucket)
+    assert sorted(objects) == [f"both/{run_id}.ndjson" for run_id in sorted(cloud.runs)]
+    for run_id in cloud.runs:
+        records = parse_lines(objects[f"both/{run_id}.ndjson"])
+        assert canonical(records) == canonical(expected_records(cloud, run_id))
+    assert s3.uploads(bucket) == []
 
 
 def _sink(s3: S3Server, bucket: str, **flags: str) -> ObjectSink:
