@@ -35,7 +35,7 @@ from harvester.simulator.server import Simulator
 from harvester.stats import HarvestStats
 from harvester.tables import runs_table
 from tests.harvest_helpers import parse_lines, settings_for
-from tests.process_helpers import ROOT, cli_command, cli_env
+from tests.process_helpers import ROOT, cli_command, cli_env, run_cli
 
 
 class TtyText(io.StringIO):
@@ -324,3 +324,19 @@ async def test_the_shown_rate_never_exceeds_the_limit_the_gate_kept(limit: float
                 tg.start_soon(hammer)
     assert max(shown) <= limit
     assert max(shown) >= limit / 2  # it does show the rate, not a constant
+
+
+async def test_a_fatal_worker_error_is_a_json_line_then_the_summary(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    """Not a terminal: the rejected token ends the worker with an `error` line and a
+    `summary` last, so a log pipeline can parse the last line."""
+    args = ("--project", str(FIRST_PROJECT_ID), "--out", str(tmp_path), "--listen-port", "0")
+    done = await run_cli(simulator, "worker", *args, "--token", "wrong-token")
+    assert done.returncode == 2
+    events = [orjson.loads(line) for line in done.stderr.splitlines()]
+    *_, error, summary = events
+    assert (error["event"], error["level"], error["exit_status"]) == ("error", "error", 2)
+    assert "rejected the token" in error["message"]
+    assert summary["event"] == "summary" and summary["runs_done"] == 0
+    assert all("time" in e and "level" in e for e in events)
