@@ -218,17 +218,18 @@ class ObjectSink:
     async def write(self, run_id: int, data: bytes) -> None:
         upload = self._uploads[run_id]
         upload.buffer += data
-        while len(upload.buffer) >= self.part_size:
-            await self._send_part(run_id, upload, self.part_size)
+        if len(upload.buffer) >= self.part_size:
+            await self._send_part(run_id, upload)
 
-    async def _send_part(self, run_id: int, upload: _Upload, size: int) -> None:
+    async def _send_part(self, run_id: int, upload: _Upload) -> None:
+        """The buffer as the next part (a part size and at most one write more): memory
+        stays at about one part per run in flight."""
         if upload.upload_id is None:
             answer = await self._call(
                 "create_multipart_upload", Bucket=self.loc.bucket, Key=self.loc.key(run_id)
             )
             upload.upload_id = answer["UploadId"]
-        body = bytes(upload.buffer[:size])
-        del upload.buffer[:size]
+        body, upload.buffer = bytes(upload.buffer), bytearray()  # aiobotocore wants bytes
         number = len(upload.parts) + 1
         answer = await self._call(
             "upload_part",
@@ -255,7 +256,7 @@ class ObjectSink:
                 )
             else:
                 if upload.buffer:
-                    await self._send_part(run_id, upload, len(upload.buffer))
+                    await self._send_part(run_id, upload)
                 await self._call(
                     "complete_multipart_upload",
                     Bucket=self.loc.bucket,

@@ -99,6 +99,31 @@ def test_a_run_whose_object_exists_is_not_fetched_again(
     assert sorted(s3.objects(bucket)) == ["p/100001.ndjson", "p/100002.ndjson"]
 
 
+async def test_after_a_sigkill_mid_upload_a_rerun_is_exact_and_leaves_no_upload(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    cloud = generate_cloud(runs=1, metrics=200, points=2000)  # ~20 MB: several parts
+    (run_id,) = cloud.runs
+    async with Simulator(cloud) as sim:
+        env = {**cli_env(sim), **CREDENTIALS}
+        args = ["--out", f"s3://{bucket}/k/", "--s3-endpoint-url", s3.url, "--run", str(run_id)]
+        command = cli_command(sim, "harvest", *args, "--state", str(tmp_path / "s.sqlite"))
+        process = await anyio.open_process(command, env=env, cwd=ROOT)
+        async with process:
+            uploading = False
+            with anyio.fail_after(30):
+                while not uploading and process.returncode is None:
+                    uploading = bool(await anyio.to_thread.run_sync(s3.uploads, bucket))
+            process.kill()
+        assert uploading, "the job ended before an upload could be seen"
+        assert s3.objects(bucket) == {}  # killed mid-upload: nothing visible
+        done = await anyio.run_process(command, env=env, cwd=ROOT, check=False)
+        assert done.returncode == 0, done.stderr
+    records = parse_lines(s3.objects(bucket)[f"k/{run_id}.ndjson"])
+    assert canonical(records) == canonical(expected_records(cloud, run_id))
+    assert s3.uploads(bucket) == []
+
+
 async def test_two_jobs_on_one_prefix_archive_every_run_exactly_once(
     s3: S3Server, bucket: str, tmp_path: Path
 ) -> None:
