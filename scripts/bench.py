@@ -298,8 +298,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--gaps",
         action="store_true",
-        help=f"{GAP_SHARE:.0%} of each run's metrics have no serie (the harvester re-asks them "
-        "in one batch per run: the minimum counts it)",
+        help=f"{GAP_SHARE * 100:.0f}%% of each run's metrics have no serie (the harvester "
+        "re-asks them in one batch per run: the minimum counts it)",
     )
     p.add_argument("--repeat", type=int, default=3, help="runs of each contender (default 3)")
     p.add_argument(
