@@ -15,10 +15,10 @@ from typing import Any
 
 import orjson
 
+from .compression import READ_ERRORS, open_data, run_id_of
 from .errors import ConfigError, HarvesterError
 
 Record = dict[str, Any]
-SUFFIX = ".ndjson"
 
 
 class ArchiveError(HarvesterError):
@@ -36,15 +36,16 @@ class ArchivedRun:
         """The run's records in file order; only those of `types` when any are given."""
         prefixes = tuple(b'{"type":"%s"' % kind.encode() for kind in types)
         try:
-            with self.path.open("rb") as lines:
+            with open_data(self.path) as lines:
                 for number, line in enumerate(lines, 1):
                     if prefixes and not line.startswith(prefixes):
                         continue
                     record = self._parse(line, number)
                     if record is not None and (not types or record.get("type") in types):
                         yield record
-        except OSError as exc:
-            raise ArchiveError(f"cannot read {self.path}: {exc.strerror or exc}") from exc
+        except READ_ERRORS as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise ArchiveError(f"cannot read {self.path}: {reason}") from exc
 
     def first(self, kind: str) -> Record | None:
         """The first record of one type, or None when the run has none."""
@@ -65,12 +66,17 @@ class ArchivedRun:
 
 
 def open_archive(directory: str | Path) -> list[ArchivedRun]:
-    """The runs archived in `directory` (`<run_id>.ndjson` files), by run id."""
+    """The runs archived in `directory` (`<run_id>.ndjson[.gz|.zst]` files), by run id.
+    Hidden temporary files (`.N.….partial`) and names that are not a run's never match."""
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory: give the --out directory of a harvest")
-    runs = [ArchivedRun(int(path.stem), path) for path in root.glob(f"*{SUFFIX}") if _is_run(path)]
-    return sorted(runs, key=lambda run: run.run_id)
+    runs = {}
+    for path in root.glob("*.ndjson*"):
+        run_id = run_id_of(path)
+        if run_id is not None and path.is_file():
+            runs[run_id] = ArchivedRun(run_id, path)
+    return [runs[run_id] for run_id in sorted(runs)]
 
 
 def select(runs: Iterable[ArchivedRun], run_ids: Iterable[int]) -> list[ArchivedRun]:
@@ -81,8 +87,3 @@ def select(runs: Iterable[ArchivedRun], run_ids: Iterable[int]) -> list[Archived
     if missing:
         raise ConfigError(f"run {', '.join(missing)} is not in the archive")
     return [by_id[run_id] for run_id in wanted]
-
-
-def _is_run(path: Path) -> bool:
-    # Hidden `.N.ndjson.partial` files never match; a stem that is not a run id is not ours.
-    return path.is_file() and path.stem.isdigit()

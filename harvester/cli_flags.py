@@ -99,6 +99,14 @@ def add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> No
     g.add_argument(
         "--export-timeout", metavar="SECONDS", help="to wait for a CSV export to be ready (600)"
     )
+    g.add_argument(
+        "--compress",
+        choices=("none", "gzip", "zstd"),
+        help="compress each run's file: <id>.ndjson.gz or .ndjson.zst (directory output only)",
+    )
+    g.add_argument(
+        "--compress-level", metavar="N", help="gzip 1-9 (default 6), zstd 1-22 (default 3)"
+    )
     g.add_argument("--runs-in-flight", metavar="N", help="runs harvested at once (default 4)")
     g.add_argument("--step", metavar="SECONDS", help="v6: between a series' points (default 60)")
     g.add_argument(
@@ -188,5 +196,5 @@ SETTINGS_FLAGS = (
     "runs_in_flight", "state", "force", "file_mode", "log_level", "progress", "projects",
     "tests", "since", "until", "page_size", "interval", "listen_host", "listen_port",
     "api", "stack_id", "stack_url", "step", "all_projects",
-    "export_csv", "export_timeout", "organizations", "s3_endpoint_url",
+    "export_csv", "export_timeout", "organizations", "s3_endpoint_url", "compress", "compress_level",
 )  # fmt: skip

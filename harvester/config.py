@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from . import values
 from .backends.v5_query import check_methods as check_v5_methods
+from .compression import CODECS, check_level
 from .errors import ConfigError
 from .methods import check_method
 from .values import Parser
@@ -99,6 +100,9 @@ class Settings:
     export_timeout: float = _section("harvest", 600.0, _POSITIVE)
     #: v6: seconds between the points of a series (query_range_k6's `step`).
     step: int = _section("harvest", 60, _COUNT)
+    #: The archive files' compression (issue 11): none, gzip or zstd; its level.
+    compress: str = _section("harvest", "none", values.choice(*CODECS))
+    compress_level: int | None = _section("harvest", None, values.optional(values.whole(1, 22)))
     # [discovery]
     projects: tuple[int, ...] = _section(
         "discovery", (), values.many(values.resource_id("projects"))
@@ -193,11 +197,23 @@ def _validate(s: Settings) -> None:
         raise ConfigError(
             "--export-csv writes <test_run_id>.csv files beside the NDJSON: give --out DIR"
         )
+    _validate_output(s)
     if any(not ch.isprintable() or ch.isspace() for ch in s.token.reveal()):
         raise ConfigError(
             "the API token contains spaces or control characters; check K6_CLOUD_TOKEN "
             "(or --token) for a stray quote, space or line break"
         )
+
+
+def _validate_output(s: Settings) -> None:
+    if s.compress != "none" and s.to_stdout:
+        raise ConfigError(
+            f"--compress {s.compress} compresses the files of --out DIR; on stdout pipe "
+            "through gzip or zstd instead"
+        )
+    problem = check_level(s.compress, s.compress_level)
+    if problem:
+        raise ConfigError(problem)
 
 
 def _validate_api(s: Settings) -> None:

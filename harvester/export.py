@@ -25,10 +25,11 @@ import anyio
 from yarl import URL
 
 from .api import V2, CloudApi, JsonObject
+from .compression import published_data
 from .errors import ApiStatusError, HarvesterError, OutputError
 from .outdir import create_temp, discard, publish
 from .retry import RetryPolicy
-from .sinks import FILE_MODE, current_umask, final_path, fsync_directory, writing_to
+from .sinks import FILE_MODE, current_umask, fsync_directory, writing_to
 
 GZIP_MAGIC = b"\x1f\x8b"
 SUFFIXES = (".csv.gz", ".csv")
@@ -58,8 +59,9 @@ def published_csv(out_dir: Path, run_id: int) -> Path | None:
 
 
 def run_archived(out_dir: Path, run_id: int, export_csv: bool) -> bool:
-    """A run is archived when its NDJSON is published and, with --export-csv, its CSV."""
-    if not final_path(out_dir, run_id).exists():
+    """A run is archived when its NDJSON (compressed or not) is published and, with
+    --export-csv, its CSV."""
+    if published_data(out_dir, run_id) is None:
         return False
     return not export_csv or published_csv(out_dir, run_id) is not None
 

@@ -23,6 +23,7 @@ from . import outdir
 from .api import CloudApi
 from .backends.v2_gone import check_v2_gone
 from .backends.v6 import make_fetcher
+from .compression import published_data
 from .config import Settings
 from .errors import unwrap
 from .export import run_archived
@@ -30,7 +31,7 @@ from .objectstore import ObjectSink, default_state_path
 from .provenance import describe_runs, from_file, lacking
 from .ratelimit import RateGate
 from .scheduler import HarvestReport, RunObserver, RunTarget, Scheduler
-from .sinks import DirectorySink, Sink, StreamSink, final_path, prepare_output_dir, writing_to
+from .sinks import DirectorySink, Sink, StreamSink, prepare_output_dir, writing_to
 from .state import STATE_FILE_NAME, HarvestState, StateLock
 from .stats import HarvestStats
 from .transport import Transport
@@ -85,7 +86,13 @@ def make_sink(
         return
     lock = contextlib.nullcontext() if locked else lock_output_dir(settings)
     with lock:
-        yield DirectorySink(Path(settings.out), settings.file_mode_bits, replace=settings.force)
+        yield DirectorySink(
+            Path(settings.out),
+            settings.file_mode_bits,
+            replace=settings.force,
+            codec=settings.compress,
+            level=settings.compress_level,
+        )
 
 
 def state_path(settings: Settings) -> Path | None:
@@ -159,8 +166,9 @@ def archived_short(
     short: dict[int, list[str]] = {}
     for run_id in archived:
         how = recorded.get(run_id)
-        if how is None and settings.on_disk:
-            how = from_file(final_path(Path(settings.out), run_id))
+        path = published_data(Path(settings.out), run_id) if settings.on_disk else None
+        if how is None and path is not None:
+            how = from_file(path)
         missing = lacking(how, settings) if how is not None else []
         if missing:
             short[run_id] = missing

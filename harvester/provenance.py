@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from . import __version__
+from .compression import READ_ERRORS, codec_of, open_data
 from .config import Settings
 from .methods import DEFAULT_METHOD
 
@@ -25,6 +26,7 @@ API = "v2"
 #: Ids named in a warning; the rest are counted.
 NAMED = 5
 _TAIL = 4096
+UNREADABLE: tuple[type[Exception], ...] = (*READ_ERRORS, orjson.JSONDecodeError)
 
 
 def methods_of(settings: Settings) -> list[str]:
@@ -71,11 +73,25 @@ def last_line(path: Path) -> bytes:
             size *= 4
 
 
+def last_line_of(path: Path) -> bytes:
+    """The last non-empty line of a data file: read from the end when it is plain, else
+    decompressed from the start (a compressed stream cannot be read backwards), keeping
+    one line at a time."""
+    if codec_of(path) == "none":
+        return last_line(path)
+    last = b""
+    with open_data(path) as lines:
+        for line in lines:
+            if line.strip():
+                last = line
+    return last
+
+
 def from_file(path: Path) -> dict[str, Any] | None:
     """The `harvest` block of an archived file's summary line, if it has one."""
     try:
-        record = orjson.loads(last_line(path))
-    except (OSError, orjson.JSONDecodeError):
+        record = orjson.loads(last_line_of(path))
+    except UNREADABLE:
         return None
     data = record.get("data") if isinstance(record, dict) else None
     how = data.get("harvest") if isinstance(data, dict) else None

@@ -18,6 +18,7 @@ from typing import BinaryIO, Protocol
 
 import anyio
 
+from .compression import CODECS, compressing, suffix
 from .errors import ConfigError, OutputError
 from .outdir import create_temp, discard, publish
 
@@ -74,8 +75,8 @@ def current_umask() -> int:
     return mask
 
 
-def final_path(out_dir: Path, run_id: int) -> Path:
-    return out_dir / f"{run_id}.ndjson"
+def final_path(out_dir: Path, run_id: int, codec: str = "none") -> Path:
+    return out_dir / f"{run_id}{suffix(codec)}"
 
 
 def prepare_output_dir(path: str) -> Path:
@@ -95,29 +96,41 @@ def prepare_output_dir(path: str) -> Path:
 class DirectorySink:
     """One `<run_id>.ndjson` per run, published only when the run is complete, by the rules
     of `outdir`: a temporary file of this writer's own, never replacing what another
-    writer published (unless `replace`, for --force)."""
+    writer published (unless `replace`, for --force). With `codec` gzip or zstd the lines
+    are compressed on their way to the file (`<id>.ndjson.gz`, `<id>.ndjson.zst`)."""
 
     def __init__(
-        self, out_dir: Path, file_mode: int | None = FILE_MODE, *, replace: bool = False
+        self,
+        out_dir: Path,
+        file_mode: int | None = FILE_MODE,
+        *,
+        replace: bool = False,
+        codec: str = "none",
+        level: int | None = None,
     ) -> None:
         self.out_dir = out_dir
         # None: what the umask leaves of 0666, as for any program's files.
         self.file_mode = file_mode if file_mode is not None else 0o666 & ~current_umask()
         self.replace = replace
-        self._files: dict[int, tuple[BinaryIO, Path]] = {}
+        self.codec = codec
+        self.level = level
+        # Per run: the file, the stream the lines go into (the file or its compressor), the
+        # temporary name.
+        self._files: dict[int, tuple[BinaryIO, BinaryIO, Path]] = {}
         self._unsynced: dict[int, int] = {}  # bytes written since the last writeback hint
 
     async def begin(self, run_id: int) -> None:
         with writing_to(self.out_dir):
-            fd, temp = create_temp(self.out_dir, run_id)
+            fd, temp = create_temp(self.out_dir, run_id, suffix(self.codec)[1:])
             os.fchmod(fd, self.file_mode)  # exactly the mode asked, whatever the umask
-        self._files[run_id] = (os.fdopen(fd, "wb", buffering=WRITE_BUFFER), temp)
+        fh = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
+        self._files[run_id] = (fh, compressing(fh, self.codec, self.level), temp)
 
     async def write(self, run_id: int, data: bytes) -> None:
         # Buffered: most writes land in memory; the buffer spills at 1 MiB.
-        fh = self._files[run_id][0]
+        fh, stream, _ = self._files[run_id]
         with writing_to(self.out_dir):
-            fh.write(data)
+            stream.write(data)
         self._unsynced[run_id] = self._unsynced.get(run_id, 0) + len(data)
         if self._unsynced[run_id] >= WRITEBACK_AFTER:
             self._unsynced[run_id] = 0
@@ -125,30 +138,45 @@ class DirectorySink:
 
     async def commit(self, run_id: int) -> str:
         """The run's final path: published now, or found published whole by another writer."""
-        fh, temp = self._files.pop(run_id)
+        fh, stream, temp = self._files.pop(run_id)
         self._unsynced.pop(run_id, None)
-        final = final_path(self.out_dir, run_id)
+        final = final_path(self.out_dir, run_id, self.codec)
         with writing_to(final):
-            await anyio.to_thread.run_sync(self._publish, fh, temp, final)
+            await anyio.to_thread.run_sync(self._publish, fh, stream, temp, final)
         return str(final)
 
-    def _publish(self, fh: BinaryIO, temp: Path, final: Path) -> None:
+    def _publish(self, fh: BinaryIO, stream: BinaryIO, temp: Path, final: Path) -> None:
         try:
             with fh:  # closed (and its flock dropped) only once the name is settled
+                if stream is not fh:
+                    stream.close()  # the compressed stream's end (trailer, last frame)
                 fh.flush()
                 os.fsync(fh.fileno())
                 publish(temp, final, replace=self.replace)
         except BaseException:
             discard(temp)  # a full disk fails the flush: leave no partial file behind
             raise
+        if self.replace:
+            self._remove_other_codecs(final)
         fsync_directory(self.out_dir)
+
+    def _remove_other_codecs(self, final: Path) -> None:
+        """--force with another --compress: the run's older file goes, so that one run is
+        never archived twice (as `5.ndjson` and `5.ndjson.gz`)."""
+        run_id = final.name.split(".", 1)[0]
+        for codec in CODECS:
+            other = self.out_dir / f"{run_id}{suffix(codec)}"
+            if other != final:
+                discard(other)
 
     async def abort(self, run_id: int) -> None:
         entry = self._files.pop(run_id, None)
         self._unsynced.pop(run_id, None)
         if entry is not None:
-            fh, temp = entry
+            fh, stream, temp = entry
             with contextlib.suppress(OSError):  # a full disk may refuse the last flush too
+                stream.close()
+            with contextlib.suppress(OSError):
                 fh.close()
             discard(temp)
 

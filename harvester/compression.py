@@ -1,0 +1,102 @@
+"""Compression of the archive's NDJSON files (`--compress gzip|zstd`), as a wrapper around
+a file: the sink writes lines into it, the archive reader reads lines out of it.
+
+Both directions stream: a compressor holds its window (gzip 32 KiB, zstd a few MiB at the
+default levels), never a run. gzip is the standard library's; zstd is `zstandard`'s (the
+same format the `zstd` command and DuckDB read). A run's file is `<id>.ndjson`,
+`<id>.ndjson.gz` or `<id>.ndjson.zst`: whichever of them exists, the run is archived.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+from pathlib import Path
+from typing import BinaryIO, cast
+
+import zstandard
+
+CODECS = ("none", "gzip", "zstd")
+#: The file name's ending for each codec, after `.ndjson`.
+EXTENSIONS = {"none": "", "gzip": ".gz", "zstd": ".zst"}
+#: Levels each codec accepts, and the one used when --compress-level is not given.
+LEVELS = {"gzip": (1, 9), "zstd": (1, 22)}
+DEFAULT_LEVEL = {"gzip": 6, "zstd": 3}
+#: A published data file: `<run id>.<kind>[.gz|.zst]`.
+DATA_NAME = re.compile(r"(\d+)\.(ndjson)(\.gz|\.zst)?", re.ASCII)
+
+
+def suffix(codec: str, kind: str = "ndjson") -> str:
+    """`.ndjson`, `.ndjson.gz` or `.ndjson.zst`."""
+    return f".{kind}{EXTENSIONS[codec]}"
+
+
+def codec_of(path: Path) -> str:
+    """The codec of a file, by its name's ending."""
+    if path.name.endswith(".gz"):
+        return "gzip"
+    if path.name.endswith(".zst"):
+        return "zstd"
+    return "none"
+
+
+def check_level(codec: str, level: int | None) -> str | None:
+    """What is wrong with `--compress-level` for `codec`, or None."""
+    if level is None:
+        return None
+    if codec == "none":
+        return "--compress-level needs --compress gzip or --compress zstd"
+    low, high = LEVELS[codec]
+    if not low <= level <= high:
+        return f"--compress-level {level} is out of range for {codec}: use {low} to {high}"
+    return None
+
+
+def compressing(raw: BinaryIO, codec: str, level: int | None) -> BinaryIO:
+    """A stream that compresses into `raw`; closing it ends the compressed stream (gzip's
+    trailer, zstd's frame) but leaves `raw` open for the sink to fsync and publish."""
+    chosen = level if level is not None else DEFAULT_LEVEL.get(codec, 0)
+    if codec == "gzip":
+        # mtime 0: the same records make the same bytes (a manifest's sha256 can be compared).
+        return cast(BinaryIO, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=chosen, mtime=0))
+    if codec == "zstd":
+        compressor = zstandard.ZstdCompressor(level=chosen, write_checksum=True)
+        return cast(BinaryIO, compressor.stream_writer(raw, closefd=False))
+    return raw
+
+
+def open_data(path: Path) -> BinaryIO:
+    """The decompressed bytes of a data file, buffered (iterate it for lines)."""
+    codec = codec_of(path)
+    if codec == "gzip":
+        return cast(BinaryIO, gzip.open(path, "rb"))
+    raw = path.open("rb")
+    if codec == "zstd":
+        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
+        return cast(BinaryIO, io.BufferedReader(cast(io.RawIOBase, reader)))
+    return raw
+
+
+def published_data(out_dir: Path, run_id: int, kind: str = "ndjson") -> Path | None:
+    """The run's published data file, whatever its compression, if there is one."""
+    for codec in CODECS:
+        path = out_dir / f"{run_id}{suffix(codec, kind)}"
+        if path.exists():
+            return path
+    return None
+
+
+def run_id_of(path: Path) -> int | None:
+    """The run id of a published data file's name, None for any other name."""
+    found = DATA_NAME.fullmatch(path.name)
+    return int(found.group(1)) if found else None
+
+
+#: Errors that a damaged compressed file raises while it is read.
+READ_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    EOFError,
+    gzip.BadGzipFile,
+    zstandard.ZstdError,
+)
