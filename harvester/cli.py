@@ -102,6 +102,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "--output", choices=("table", "json"), help="table (default on a terminal) or json"
     )
     status.set_defaults(handler=_cmd_status)
+    verify = add(
+        "verify", "check an archive against its manifests", text.VERIFY, text.VERIFY_EPILOG
+    )
+    verify.add_argument("directory", metavar="DIR", help="the --out directory of a harvest")
+    verify.add_argument(
+        "--output", choices=("table", "json"), help="table (default on a terminal) or json"
+    )
+    verify.set_defaults(handler=_cmd_verify)
     from .cli_config import add_config_command
 
     add_config_command(add("config", "write or show settings", text.CONFIG, text.CONFIG_EPILOG))
@@ -313,6 +321,26 @@ def _cmd_status(ns: argparse.Namespace) -> int:
     output = ns.output or ("table" if sys.stdout.isatty() else "json")
     write_status(sys.stdout, report, output)
     return EXIT_OK
+
+
+def _cmd_verify(ns: argparse.Namespace) -> int:
+    """Every file checked against its manifest; 1 when anything is not intact."""
+    from .tables import print_table, write_rows
+    from .verify import PROBLEMS, intact, verify
+
+    rows = list(verify(ns.directory))
+    output = ns.output or ("table" if sys.stdout.isatty() else "json")
+    if output == "json":
+        write_rows(sys.stdout, rows, "json")
+    else:
+        problems = [row for row in rows if row["status"] in PROBLEMS]
+        if problems:
+            columns = [("test_run_id", "run"), ("file", "file"), ("status", "status"),
+                       ("detail", "detail")]  # fmt: skip
+            print_table(sys.stdout, columns, problems)
+        runs = len({row["test_run_id"] for row in rows})
+        print(f"{len(rows) - len(problems)} of {len(rows)} files intact ({runs} runs)")
+    return EXIT_OK if intact(rows) else EXIT_FAILED
 
 
 def _cmd_report(ns: argparse.Namespace) -> int:

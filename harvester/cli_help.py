@@ -171,3 +171,21 @@ class Parser(argparse.ArgumentParser):
             raise argparse.ArgumentError(
                 action, f"invalid choice {value!r}{hint}; choose from {choices}"
             )
+
+
+VERIFY = """\
+Check every run of an archive against its manifest (<id>.manifest.json): each file is
+there, of the size and sha256 the manifest says, every line parses, and the records of
+each type are as many. Files are read streaming, one at a time.
+"""
+VERIFY_EPILOG = """\
+statuses: ok, missing (a named file, or a data file's manifest), truncated, corrupt,
+orphan (a file no manifest names; the state file, locks and temporary files are not)
+
+exit status: 0 every file intact, 1 anything missing, truncated, corrupt or orphan,
+2 bad usage (DIR not a directory)
+
+examples:
+  harvester verify ./archive
+  harvester verify ./archive --output json | jq 'select(.status != "ok")'
+"""

@@ -10,6 +10,7 @@ same format the `zstd` command and DuckDB read). A run's file is `<id>.ndjson`,
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import re
 from pathlib import Path
@@ -25,6 +26,27 @@ LEVELS = {"gzip": (1, 9), "zstd": (1, 22)}
 DEFAULT_LEVEL = {"gzip": 6, "zstd": 3}
 #: A published data file: `<run id>.<kind>[.gz|.zst]`.
 DATA_NAME = re.compile(r"(\d+)\.(ndjson)(\.gz|\.zst)?", re.ASCII)
+
+
+class HashingWriter:
+    """Writes through to `raw`, hashing and counting the bytes that reach the file (after
+    compression): the manifest's sha256 and size without reading the file again."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def close(self) -> None:
+        """The file itself is closed by its owner, after fsync and publication."""
 
 
 def suffix(codec: str, kind: str = "ndjson") -> str:

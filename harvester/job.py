@@ -27,11 +27,19 @@ from .compression import published_data
 from .config import Settings
 from .errors import unwrap
 from .export import run_archived
+from .manifest import job_facts, manifest_path, seal
 from .objectstore import ObjectSink, default_state_path
 from .provenance import describe_runs, from_file, lacking
 from .ratelimit import RateGate
 from .scheduler import HarvestReport, RunObserver, RunTarget, Scheduler
-from .sinks import DirectorySink, Sink, StreamSink, prepare_output_dir, writing_to
+from .sinks import (
+    DirectorySink,
+    Sink,
+    StreamSink,
+    current_umask,
+    prepare_output_dir,
+    writing_to,
+)
 from .state import STATE_FILE_NAME, HarvestState, StateLock
 from .stats import HarvestStats
 from .transport import Transport
@@ -92,6 +100,7 @@ def make_sink(
             replace=settings.force,
             codec=settings.compress,
             level=settings.compress_level,
+            facts=job_facts(settings),
         )
 
 
@@ -148,6 +157,8 @@ def split_done(
                 state.forget(target.run_id)
         else:
             archived = run_archived(Path(settings.out), target.run_id, settings.export_csv)
+            if archived:
+                seal_if_unsealed(settings, target.run_id)
             if not archived and target.run_id in done_in_state and state is not None:
                 state.forget(target.run_id)  # done, says the state; the file says otherwise
         if archived:
@@ -155,6 +166,16 @@ def split_done(
         else:
             todo.append(target)
     return todo, skipped
+
+
+def seal_if_unsealed(settings: Settings, run_id: int) -> None:
+    """An archived run without its manifest (a crash between the two, or an archive from
+    before manifests) gets one now, made from its files (see `manifest`)."""
+    out = Path(settings.out)
+    if not manifest_path(out, run_id).exists():
+        mode = settings.file_mode_bits
+        with writing_to(out):
+            seal(out, run_id, mode if mode is not None else 0o666 & ~current_umask())
 
 
 def archived_short(

@@ -34,10 +34,11 @@ from .errors import OutputBusy
 
 LOCK_FILE_NAME = ".harvester.lock"
 TEMP_SUFFIX = ".partial"
-#: Our temporary files: `.<run>.<random>.ndjson.partial`, `.<run>.<random>.csv.partial`,
+#: Our temporary files: `.<run>.<random>.ndjson.partial` (also `.ndjson.gz`, `.ndjson.zst`),
+#: `.<run>.<random>.csv.partial`, `.<run>.<random>.manifest.json.partial`,
 #: and what earlier versions wrote (`.<run>.ndjson.partial`, `.<run>.csv.<random>.partial`),
 #: which a crash may have left.
-TEMP_NAME = re.compile(r"\.\d+\.(?:[a-z0-9_]+\.)?(?:ndjson|csv)(?:\.[a-z0-9_]+)?\.partial")
+TEMP_NAME = re.compile(r"\.\d+\.(?:[a-z0-9_]+\.)?(?:ndjson|csv|manifest)(?:\.[a-z0-9_]+)?\.partial")
 #: errnos of filesystems without hard links (FAT, some network and FUSE filesystems).
 NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 

@@ -87,14 +87,20 @@ def last_line_of(path: Path) -> bytes:
     return last
 
 
-def from_file(path: Path) -> dict[str, Any] | None:
-    """The `harvest` block of an archived file's summary line, if it has one."""
+def summary_of(path: Path) -> dict[str, Any] | None:
+    """The `data` of an archived file's last line (its summary), if it has one."""
     try:
         record = orjson.loads(last_line_of(path))
     except UNREADABLE:
         return None
     data = record.get("data") if isinstance(record, dict) else None
-    how = data.get("harvest") if isinstance(data, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def from_file(path: Path) -> dict[str, Any] | None:
+    """The `harvest` block of an archived file's summary line, if it has one."""
+    data = summary_of(path)
+    how = data.get("harvest") if data is not None else None
     return how if isinstance(how, dict) else None
 
 

@@ -9,6 +9,7 @@ writer, never earlier.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -103,6 +104,8 @@ class Scheduler:
         self.observers = list(observers)
         self.report = HarvestReport()
         self._stopping = False
+        #: Records written of each run, by type: its manifest's counts.
+        self._counts: dict[int, Counter[str]] = {}
 
     def stop(self) -> None:
         """Start no new runs; runs in flight go on until they finish or are cancelled."""
@@ -172,8 +175,10 @@ class Scheduler:
         if isinstance(message, Lines):
             await self.sink.write(message.run_id, message.data)
             self.stats.records.update(message.counts)
+            self._counts.setdefault(message.run_id, Counter()).update(message.counts)
             self.stats.bytes_written += len(message.data)
         elif isinstance(message, RunStarted):
+            self._counts[message.run_id] = Counter()
             await self.sink.begin(message.run_id)
             for observer in self.observers:
                 observer.run_started(message.run_id)
@@ -192,8 +197,9 @@ class Scheduler:
         once its file is published."""
         async with outcomes:
             async for outcome in outcomes:
+                counts = self._counts.pop(outcome.run_id, None)
                 if outcome.ok:
-                    outcome.path = await self.sink.commit(outcome.run_id)
+                    outcome.path = await self.sink.commit(outcome.run_id, counts, outcome.summary)
                 else:
                     await self.sink.abort(outcome.run_id)
                 self._ended(outcome)
@@ -202,6 +208,7 @@ class Scheduler:
         data = encode("summary", run_id, [summary])
         await self.sink.write(run_id, data)
         self.stats.records["summary"] += 1
+        self._counts.setdefault(run_id, Counter())["summary"] += 1
         self.stats.bytes_written += len(data)
 
     def _ended(self, outcome: RunOutcome) -> None:

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 import anyio
 
-from .compression import CODECS, compressing, suffix
+from . import manifest
+from .compression import CODECS, HashingWriter, compressing, published_data, suffix
 from .errors import ConfigError, OutputError
 from .outdir import create_temp, discard, publish
 
@@ -30,7 +33,12 @@ WRITEBACK_AFTER = 1 << 20  # bytes of a run written between two writeback hints
 class Sink(Protocol):
     async def begin(self, run_id: int) -> None: ...
     async def write(self, run_id: int, data: bytes) -> None: ...
-    async def commit(self, run_id: int) -> str | None: ...
+    async def commit(
+        self,
+        run_id: int,
+        counts: Mapping[str, int] | None = None,
+        summary: Mapping[str, Any] | None = None,
+    ) -> str | None: ...
     async def abort(self, run_id: int) -> None: ...
     async def close(self) -> None: ...
 
@@ -93,6 +101,17 @@ def prepare_output_dir(path: str) -> Path:
     return out
 
 
+@dataclass
+class _RunFile:
+    """A run's file being written: the file, what hashes its bytes, where lines go (the
+    hasher or a compressor in front of it), its temporary name."""
+
+    fh: BinaryIO
+    hashing: HashingWriter
+    stream: BinaryIO
+    temp: Path
+
+
 class DirectorySink:
     """One `<run_id>.ndjson` per run, published only when the run is complete, by the rules
     of `outdir`: a temporary file of this writer's own, never replacing what another
@@ -107,6 +126,7 @@ class DirectorySink:
         replace: bool = False,
         codec: str = "none",
         level: int | None = None,
+        facts: Mapping[str, Any] | None = None,
     ) -> None:
         self.out_dir = out_dir
         # None: what the umask leaves of 0666, as for any program's files.
@@ -114,9 +134,9 @@ class DirectorySink:
         self.replace = replace
         self.codec = codec
         self.level = level
-        # Per run: the file, the stream the lines go into (the file or its compressor), the
-        # temporary name.
-        self._files: dict[int, tuple[BinaryIO, BinaryIO, Path]] = {}
+        #: What the job's settings say about every run's data, for the manifests.
+        self.facts = dict(facts or {"format": "raw", "compression": codec})
+        self._files: dict[int, _RunFile] = {}
         self._unsynced: dict[int, int] = {}  # bytes written since the last writeback hint
 
     async def begin(self, run_id: int) -> None:
@@ -124,40 +144,76 @@ class DirectorySink:
             fd, temp = create_temp(self.out_dir, run_id, suffix(self.codec)[1:])
             os.fchmod(fd, self.file_mode)  # exactly the mode asked, whatever the umask
         fh = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
-        self._files[run_id] = (fh, compressing(fh, self.codec, self.level), temp)
+        hashing = HashingWriter(fh)
+        stream = compressing(cast(BinaryIO, hashing), self.codec, self.level)
+        self._files[run_id] = _RunFile(fh, hashing, stream, temp)
 
     async def write(self, run_id: int, data: bytes) -> None:
         # Buffered: most writes land in memory; the buffer spills at 1 MiB.
-        fh, stream, _ = self._files[run_id]
+        run = self._files[run_id]
+        fh = run.fh
         with writing_to(self.out_dir):
-            stream.write(data)
+            run.stream.write(data)
         self._unsynced[run_id] = self._unsynced.get(run_id, 0) + len(data)
         if self._unsynced[run_id] >= WRITEBACK_AFTER:
             self._unsynced[run_id] = 0
             start_writeback(fh)
 
-    async def commit(self, run_id: int) -> str:
-        """The run's final path: published now, or found published whole by another writer."""
-        fh, stream, temp = self._files.pop(run_id)
+    async def commit(
+        self,
+        run_id: int,
+        counts: Mapping[str, int] | None = None,
+        summary: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The run's final path: published now, or found published whole by another writer.
+        `counts`: the records of each type written (else the file is read to count them);
+        `summary`: the run's summary record, for its manifest."""
+        run = self._files.pop(run_id)
         self._unsynced.pop(run_id, None)
         final = final_path(self.out_dir, run_id, self.codec)
         with writing_to(final):
-            await anyio.to_thread.run_sync(self._publish, fh, stream, temp, final)
+            won = await anyio.to_thread.run_sync(self._publish, run, final)
+            if won:
+                await anyio.to_thread.run_sync(
+                    self._seal, run_id, run, final, counts, dict(summary or {})
+                )
         return str(final)
 
-    def _publish(self, fh: BinaryIO, stream: BinaryIO, temp: Path, final: Path) -> None:
+    def _publish(self, run: _RunFile, final: Path) -> bool:
+        fh = run.fh
         try:
             with fh:  # closed (and its flock dropped) only once the name is settled
-                if stream is not fh:
-                    stream.close()  # the compressed stream's end (trailer, last frame)
+                run.stream.close()  # a compressor's end (trailer, last frame)
                 fh.flush()
                 os.fsync(fh.fileno())
-                publish(temp, final, replace=self.replace)
+                won = publish(run.temp, final, replace=self.replace)
         except BaseException:
-            discard(temp)  # a full disk fails the flush: leave no partial file behind
+            discard(run.temp)  # a full disk fails the flush: leave no partial file behind
             raise
         if self.replace:
             self._remove_other_codecs(final)
+        fsync_directory(self.out_dir)
+        return won
+
+    def _seal(
+        self,
+        run_id: int,
+        run: _RunFile,
+        final: Path,
+        counts: Mapping[str, int] | None,
+        summary: dict[str, Any],
+    ) -> None:
+        """The run's manifest, last (see `manifest` for why this order): the data file as
+        written, and the CSV export the summary names (published before the data file)."""
+        known = None
+        if counts is not None:
+            known = manifest.Scan(run.hashing.size, run.hashing.sha.hexdigest(), Counter(counts))
+        files = [manifest.file_entry(final, known)]
+        csv = published_data(self.out_dir, run_id, "csv") if summary.get("export_file") else None
+        if csv is not None:
+            files.append(manifest.file_entry(csv))
+        built = manifest.build(run_id, files, self.facts, summary)
+        manifest.write(self.out_dir, run_id, built, self.file_mode)
         fsync_directory(self.out_dir)
 
     def _remove_other_codecs(self, final: Path) -> None:
@@ -173,12 +229,11 @@ class DirectorySink:
         entry = self._files.pop(run_id, None)
         self._unsynced.pop(run_id, None)
         if entry is not None:
-            fh, stream, temp = entry
             with contextlib.suppress(OSError):  # a full disk may refuse the last flush too
-                stream.close()
+                entry.stream.close()
             with contextlib.suppress(OSError):
-                fh.close()
-            discard(temp)
+                entry.fh.close()
+            discard(entry.temp)
 
     async def close(self) -> None:
         for run_id in list(self._files):
@@ -219,7 +274,12 @@ class StreamSink:
         self._stream.write(chunk)
         self._stream.flush()
 
-    async def commit(self, run_id: int) -> None:
+    async def commit(
+        self,
+        run_id: int,
+        counts: Mapping[str, int] | None = None,
+        summary: Mapping[str, Any] | None = None,
+    ) -> None:
         await self._flush()
         return None
 

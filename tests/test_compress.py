@@ -79,7 +79,7 @@ async def test_force_with_another_compression_leaves_one_file_per_run(
     await harvest_job(settings_for(simulator, tmp_path), [RunTarget(run_id)])
     forced = settings_for(simulator, tmp_path, compress="gzip", force=True)
     await harvest_job(forced, [RunTarget(run_id)])
-    assert [p.name for p in tmp_path.glob(f"{run_id}.*")] == [f"{run_id}.ndjson.gz"]
+    assert [p.name for p in tmp_path.glob(f"{run_id}.ndjson*")] == [f"{run_id}.ndjson.gz"]
     with open_data(tmp_path / f"{run_id}.ndjson.gz") as lines:
         records = parse_lines(b"".join(lines))
     assert canonical(records) == canonical(expected_records(cloud, run_id))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import math
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import anyio
+import orjson
 import pytest
 from aiohttp import web
 
@@ -159,10 +161,16 @@ async def test_an_export_that_never_finishes_fails_its_run_loudly_and_the_others
     assert str(RUN_A) in err and "not ready after 0.5s (--export-timeout)" in err
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
         f"{RUN_B}.csv",
+        f"{RUN_B}.manifest.json",
         f"{RUN_B}.ndjson",
     ]
     assert not list(tmp_path.glob(".*.partial"))
     assert [r.run_id for r in simulator.requests_for("export")] == [RUN_B, RUN_A]  # B: earlier
+    # The manifest names the export beside the NDJSON, with its exact bytes.
+    files = orjson.loads((tmp_path / f"{RUN_B}.manifest.json").read_bytes())["files"]
+    csv = tmp_path / f"{RUN_B}.csv"
+    assert [f["name"] for f in files] == [f"{RUN_B}.ndjson", csv.name]
+    assert files[1]["sha256"] == hashlib.sha256(csv.read_bytes()).hexdigest()
 
 
 async def test_a_download_that_keeps_failing_fails_the_run_and_publishes_nothing(

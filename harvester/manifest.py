@@ -1,0 +1,222 @@
+"""`<id>.manifest.json`: what a published run is made of, so an archive can be proved intact.
+
+A manifest names each of the run's files (the NDJSON, compressed or not, and the CSV
+export when there is one) with its size and sha256, the records of each type, the gaps
+(`missing_series`) and how the run was harvested (harvester version, API, base URL, time,
+methods, step, format, compression).
+
+Order of publication (why): the data files first, the manifest last. A manifest is
+written only once every file it names is published whole (each by link after fsync), so
+a manifest never names a file that is not there whole. The one window left, a crash
+between the data file and its manifest, leaves a data file without a manifest: the next
+job seals it (`seal`: the manifest made from the file itself, which is whole since it was
+published atomically) before deciding what to harvest, and `verify` reports it meanwhile.
+The reverse order would leave, after the same crash, a manifest naming a file that does
+not exist, and a later job could not tell it from a lost file. Archives from before
+manifests are sealed the same way by their next job.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+import orjson
+import zstandard
+
+from . import __version__
+from .compression import codec_of, published_data
+from .outdir import create_temp, discard, publish
+from .provenance import API, methods_of, summary_of
+
+SUFFIX = ".manifest.json"
+FORMAT_VERSION = 1
+CHUNK = 1 << 20
+
+
+def manifest_path(out_dir: Path, run_id: int) -> Path:
+    return out_dir / f"{run_id}{SUFFIX}"
+
+
+def job_facts(settings: Any) -> dict[str, Any]:
+    """What a job's settings say about the data every run it writes holds."""
+    facts: dict[str, Any] = {
+        "api": settings.api,
+        "base_url": settings.base_url,
+        "methods": methods_of(settings),
+        "details": settings.details,
+        "format": "raw",
+        "compression": settings.compress,
+    }
+    if settings.api == "v6":
+        facts["step"] = settings.step
+    return facts
+
+
+@dataclass
+class Scan:
+    """One pass over a file: its size and sha256 and, for NDJSON, its records by type."""
+
+    bytes: int = 0
+    sha256: str = ""
+    counts: Counter[str] = field(default_factory=Counter)
+    #: What is wrong with the content (a line that does not parse, a broken stream), if any.
+    problem: str | None = None
+
+
+class _Hashing(io.RawIOBase):
+    """Reads through to `raw`, hashing and counting every byte on its way."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self.raw.readinto(buffer)  # type: ignore[attr-defined]
+        if count:
+            self.sha.update(memoryview(buffer)[:count])
+            self.size += count
+        return int(count or 0)
+
+
+def _lines(hashing: _Hashing, codec: str) -> BinaryIO:
+    if codec == "gzip":
+        return cast(BinaryIO, gzip.GzipFile(fileobj=hashing, mode="rb"))
+    if codec == "zstd":
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            cast(BinaryIO, hashing), read_across_frames=True
+        )
+        return cast(BinaryIO, io.BufferedReader(cast(io.RawIOBase, reader), CHUNK))
+    return cast(BinaryIO, io.BufferedReader(hashing, CHUNK))
+
+
+def scan(path: Path, *, ndjson: bool) -> Scan:
+    """Read `path` once, streaming: memory holds a chunk and a line, never the file."""
+    result = Scan()
+    with path.open("rb") as raw:
+        hashing = _Hashing(raw)
+        if ndjson:
+            try:
+                _count_lines(_lines(hashing, codec_of(path)), result)
+            except (OSError, EOFError, zstandard.ZstdError) as exc:
+                result.problem = f"cannot be decompressed: {exc}"
+        while hashing.read(CHUNK):  # the rest (or all, for a CSV): every byte is hashed
+            pass
+    result.bytes = hashing.size
+    result.sha256 = hashing.sha.hexdigest()
+    return result
+
+
+def _count_lines(lines: BinaryIO, result: Scan) -> None:
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            kind = orjson.loads(line)["type"]
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            result.problem = f"line {number} is not a harvester record"
+            return
+        result.counts[str(kind)] += 1
+
+
+def file_entry(path: Path, known: Scan | None = None) -> dict[str, Any]:
+    """A file as its manifest names it; `known`: its size and sha256 already computed."""
+    ndjson = ".ndjson" in path.name
+    facts = known or scan(path, ndjson=ndjson)
+    entry: dict[str, Any] = {"name": path.name, "bytes": facts.bytes, "sha256": facts.sha256}
+    if ndjson:
+        entry["counts"] = dict(sorted(facts.counts.items()))
+    return entry
+
+
+def build(
+    run_id: int,
+    files: list[dict[str, Any]],
+    facts: Mapping[str, Any],
+    summary: Mapping[str, Any],
+) -> dict[str, Any]:
+    harvest = summary.get("harvest") if isinstance(summary.get("harvest"), dict) else {}
+    counts: Counter[str] = Counter()
+    for entry in files:
+        counts.update(entry.get("counts", {}))
+    return {
+        "manifest": FORMAT_VERSION,
+        "test_run_id": run_id,
+        "harvester": (harvest or {}).get("harvester", __version__),
+        "time": (harvest or {}).get("time"),
+        **facts,
+        "complete": summary.get("complete"),
+        "counts": dict(sorted(counts.items())),
+        "missing_series": summary.get("missing_series", []),
+        "files": files,
+    }
+
+
+def write(out_dir: Path, run_id: int, manifest: Mapping[str, Any], file_mode: int) -> None:
+    """Publish the manifest (temporary file, fsync, then its name). It replaces one already
+    there: the caller has just published the files it names, so an older manifest
+    describes files that are no longer these."""
+    final = manifest_path(out_dir, run_id)
+    fd, temp = create_temp(out_dir, run_id, "manifest.json")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fd, file_mode)
+            fh.write(orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            publish(temp, final, replace=True)
+    except BaseException:
+        discard(temp)
+        raise
+
+
+def seal(out_dir: Path, run_id: int, file_mode: int) -> bool:
+    """Write the manifest of a run published without one (a crash between its data file and
+    its manifest, or an archive from before manifests), from the files themselves. False
+    when the run has no data file."""
+    data = published_data(out_dir, run_id)
+    if data is None:
+        return False
+    files = [file_entry(data)]
+    csv = published_data(out_dir, run_id, "csv")
+    if csv is not None:
+        files.append(file_entry(csv))
+    summary = summary_of(data) or {}
+    found = summary.get("harvest")
+    how: dict[str, Any] = found if isinstance(found, dict) else {}
+    facts = {
+        "api": how.get("api", API),
+        "base_url": None,  # not recorded in the file: unknown
+        "methods": how.get("methods"),
+        "details": how.get("details"),
+        "format": "raw",
+        "compression": codec_of(data),
+        "sealed_later": True,
+    }
+    write(out_dir, run_id, build(run_id, files, facts, summary), file_mode)
+    return True
+
+
+def read(path: Path) -> dict[str, Any]:
+    """A manifest, parsed; ValueError when it is not one."""
+    manifest = orjson.loads(path.read_bytes())
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
+        raise ValueError("not a harvester manifest")
+    return manifest
+
+
+def named_files(manifest: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    for entry in manifest.get("files", []):
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            yield entry

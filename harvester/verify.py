@@ -1,0 +1,110 @@
+"""`harvester verify DIR`: is every run of an archive still exactly what was published?
+
+Each `<id>.manifest.json` names its run's files with their size and sha256 (and, for the
+NDJSON, the records of each type). Every file is read once, streaming (a chunk and a
+line in memory, never a file): its bytes are hashed while its lines are decompressed and
+parsed. One row per file, with its status:
+
+- `ok`: there, same size, same sha256, every line a record, the same counts;
+- `missing`: a file the manifest names is not there, or a run's data file has no
+  manifest (`unsealed`: the next harvest job seals it);
+- `truncated`: shorter than the manifest says;
+- `corrupt`: the same size or longer but other bytes, a line that does not parse, a
+  compressed stream that breaks, other counts, or a manifest that does not parse;
+- `orphan`: a file no manifest names. The state file (and its SQLite companions and
+  lock), the directory lock and hidden temporary files are the harvester's own, not
+  orphans.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from . import manifest
+from .compression import run_id_of
+from .errors import ConfigError
+from .outdir import LOCK_FILE_NAME, TEMP_NAME
+from .state import STATE_FILE_NAME
+
+Row = dict[str, Any]
+PROBLEMS = ("missing", "truncated", "corrupt", "orphan")
+#: The harvester's own files beside the runs: the state (SQLite's -wal/-shm and its lock
+#: included), the directory lock, the demo's list of its files.
+OWN_FILES = (STATE_FILE_NAME, LOCK_FILE_NAME, ".harvester-demo")
+
+
+def verify(directory: str | Path) -> Iterator[Row]:
+    """One row per file of the archive (and per file a manifest names that is absent)."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise ConfigError(f"{root} is not a directory: give the --out directory of a harvest")
+    names = sorted(path.name for path in root.iterdir() if path.is_file())
+    named: set[str] = set()
+    for name in names:
+        if name.endswith(manifest.SUFFIX) and name[: -len(manifest.SUFFIX)].isdigit():
+            run_id = int(name[: -len(manifest.SUFFIX)])
+            named.add(name)
+            yield from _check_run(root, run_id, named)
+    for name in names:
+        if name not in named and not _own(name):
+            data_of = run_id_of(root / name)
+            if data_of is not None:
+                yield _row(data_of, name, "missing", f"no manifest ({data_of}{manifest.SUFFIX})")
+            else:
+                yield _row(_leading_id(name), name, "orphan", "named by no manifest")
+
+
+def _check_run(root: Path, run_id: int, named: set[str]) -> Iterator[Row]:
+    path = manifest.manifest_path(root, run_id)
+    try:
+        found = manifest.read(path)
+    except ValueError as exc:  # orjson's JSONDecodeError is a ValueError
+        yield _row(run_id, path.name, "corrupt", f"manifest does not parse: {exc}")
+        return
+    yield _row(run_id, path.name, "ok", "")
+    for entry in manifest.named_files(found):
+        named.add(entry["name"])
+        yield _check_file(root / entry["name"], run_id, entry)
+
+
+def _check_file(path: Path, run_id: int, entry: dict[str, Any]) -> Row:
+    if not path.is_file():
+        return _row(run_id, path.name, "missing", "named by the manifest, not there")
+    want = entry.get("bytes")
+    size = path.stat().st_size
+    if isinstance(want, int) and size < want:
+        return _row(run_id, path.name, "truncated", f"{size} of {want} bytes")
+    if isinstance(want, int) and size > want:
+        return _row(run_id, path.name, "corrupt", f"{size} bytes, the manifest says {want}")
+    facts = manifest.scan(path, ndjson="counts" in entry)
+    if facts.sha256 != entry.get("sha256"):
+        detail = facts.problem or "sha256 differs from the manifest's"
+        return _row(run_id, path.name, "corrupt", detail)
+    if facts.problem:
+        return _row(run_id, path.name, "corrupt", facts.problem)
+    if "counts" in entry and dict(facts.counts) != entry["counts"]:
+        return _row(run_id, path.name, "corrupt", f"records {dict(facts.counts)}")
+    return _row(run_id, path.name, "ok", f"{size} bytes")
+
+
+def _own(name: str) -> bool:
+    if TEMP_NAME.fullmatch(name):
+        return True
+    return any(name == own or name.startswith(own + "-") for own in OWN_FILES) or name == (
+        STATE_FILE_NAME + ".lock"
+    )
+
+
+def _leading_id(name: str) -> int | None:
+    head = name.split(".", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def _row(run_id: int | None, name: str, status: str, detail: str) -> Row:
+    return {"test_run_id": run_id, "file": name, "status": status, "detail": detail}
+
+
+def intact(rows: list[Row]) -> bool:
+    return not any(row["status"] in PROBLEMS for row in rows)

@@ -1,0 +1,130 @@
+"""Manifests (`<id>.manifest.json`, published last, sealed later after a crash) and
+`harvester verify DIR`: every kind of damage found and named."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import orjson
+import pytest
+
+from harvester import __version__
+from harvester.cli import main
+from harvester.job import harvest_job
+from harvester.manifest import manifest_path
+from harvester.scheduler import RunTarget
+from harvester.simulator.cloud import SimCloud
+from harvester.simulator.server import Simulator
+from harvester.verify import intact, verify
+from tests.harvest_helpers import settings_for
+
+
+async def harvest(sim: Simulator, cloud: SimCloud, out: Path, **overrides: object) -> None:
+    settings = settings_for(sim, out, **overrides)
+    result = await harvest_job(settings, [RunTarget(r) for r in sorted(cloud.runs)])
+    assert not result.report.failed
+
+
+def problems(out: Path) -> dict[str, str]:
+    return {row["file"]: row["status"] for row in verify(out) if row["status"] != "ok"}
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd"])
+async def test_each_published_run_has_a_manifest_naming_its_file_exactly(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path, codec: str
+) -> None:
+    await harvest(simulator, cloud, tmp_path, compress=codec, methods=["mean", "max"])
+    ending = ".ndjson" if codec == "none" else ".ndjson.zst"
+    for run_id in cloud.runs:
+        found = orjson.loads(manifest_path(tmp_path, run_id).read_bytes())
+        data = tmp_path / f"{run_id}{ending}"
+        assert found["test_run_id"] == run_id
+        assert found["harvester"] == __version__
+        assert found["api"] == "v2" and found["base_url"] == simulator.base_url
+        assert found["methods"] == ["mean", "max"]
+        assert found["format"] == "raw" and found["compression"] == codec
+        assert found["time"].endswith("Z")
+        [entry] = found["files"]
+        assert entry["name"] == data.name
+        assert entry["bytes"] == data.stat().st_size
+        assert entry["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+        metrics = len(cloud.runs[run_id].metrics())
+        assert found["counts"]["metric"] == metrics and found["counts"]["summary"] == 1
+        assert found["counts"]["series"] == 2 * metrics
+        assert found["missing_series"] == []
+    rows = list(verify(tmp_path))
+    assert intact(rows)
+    assert len(rows) == 2 * len(cloud.runs)  # a manifest and a data file per run
+
+
+async def test_verify_names_a_corrupt_a_truncated_a_missing_file_and_an_orphan(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    await harvest(simulator, cloud, tmp_path, compress="gzip")
+    first, second, third = sorted(cloud.runs)
+    flipped = tmp_path / f"{first}.ndjson.gz"
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit of one byte
+    flipped.write_bytes(bytes(data))
+    cut = tmp_path / f"{second}.ndjson.gz"
+    cut.write_bytes(cut.read_bytes()[:-100])
+    (tmp_path / f"{third}.ndjson.gz").unlink()
+    (tmp_path / "notes.txt").write_text("mine")
+    assert problems(tmp_path) == {
+        flipped.name: "corrupt",
+        cut.name: "truncated",
+        f"{third}.ndjson.gz": "missing",
+        "notes.txt": "orphan",
+    }
+
+
+async def test_a_line_that_no_longer_parses_is_corrupt_even_with_a_matching_size(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    await harvest(simulator, cloud, tmp_path)
+    run_id = min(cloud.runs)
+    path = tmp_path / f"{run_id}.ndjson"
+    path.write_bytes(
+        path.read_bytes().replace(b'{"type":"metric"', b'{"type":"metric"'[:-1] + b"?", 1)
+    )
+    [row] = [row for row in verify(tmp_path) if row["status"] != "ok"]
+    assert row["file"] == path.name and row["status"] == "corrupt"
+
+
+async def test_a_run_left_without_its_manifest_is_reported_then_sealed_by_the_next_job(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    await harvest(simulator, cloud, tmp_path)
+    run_id = min(cloud.runs)
+    manifest_path(tmp_path, run_id).unlink()  # as a crash between data file and manifest
+    assert problems(tmp_path) == {f"{run_id}.ndjson": "missing"}
+    before = len(simulator.requests_for("metrics", "series"))
+    await harvest(simulator, cloud, tmp_path)
+    assert (
+        len(simulator.requests_for("metrics", "series")) == before
+    )  # archived: nothing fetched again
+    assert problems(tmp_path) == {}
+    sealed = orjson.loads(manifest_path(tmp_path, run_id).read_bytes())
+    assert sealed["sealed_later"] is True and sealed["methods"] == ["default"]
+
+
+async def test_the_harvesters_own_files_are_not_orphans_and_the_cli_exits_by_intactness(
+    simulator: Simulator,
+    cloud: SimCloud,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await harvest(simulator, cloud, tmp_path)
+    (tmp_path / ".7.abc123.ndjson.partial").write_bytes(b"")
+    assert (tmp_path / ".harvester-state.sqlite").exists()
+    assert (tmp_path / ".harvester.lock").exists()
+    assert main(["verify", str(tmp_path)]) == 0
+    lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {line["status"] for line in lines} == {"ok"}
+    (tmp_path / "stray.ndjson").write_text("{}\n")
+    assert main(["verify", str(tmp_path), "--output", "table"]) == 1
+    out = capsys.readouterr().out
+    assert "stray.ndjson" in out and "orphan" in out
+    assert main(["verify", str(tmp_path / "nope")]) == 2
+    assert "not a directory" in capsys.readouterr().err
