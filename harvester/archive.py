@@ -74,7 +74,9 @@ def open_archive(directory: str | Path) -> list[ArchivedRun]:
     runs = {}
     for path in root.glob("*.ndjson*"):
         run_id = run_id_of(path)
-        if run_id is not None and path.is_file():
+        # --format points: the sidecar (`.meta.`) holds the run's records but its series
+        # are in the points file, which this reader does not read.
+        if run_id is not None and path.is_file() and ".points." not in path.name:
             runs[run_id] = ArchivedRun(run_id, path)
     return [runs[run_id] for run_id in sorted(runs)]
 

@@ -100,6 +100,12 @@ def add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> No
         "--export-timeout", metavar="SECONDS", help="to wait for a CSV export to be ready (600)"
     )
     g.add_argument(
+        "--format",
+        choices=("raw", "points"),
+        help="raw: the API's records (default); points: <id>.points.ndjson, one line a "
+        "point, and <id>.meta.ndjson",
+    )
+    g.add_argument(
         "--compress",
         choices=("none", "gzip", "zstd"),
         help="compress each run's file: <id>.ndjson.gz or .ndjson.zst (directory output only)",
@@ -196,5 +202,5 @@ SETTINGS_FLAGS = (
     "runs_in_flight", "state", "force", "file_mode", "log_level", "progress", "projects",
     "tests", "since", "until", "page_size", "interval", "listen_host", "listen_port",
     "api", "stack_id", "stack_url", "step", "all_projects",
-    "export_csv", "export_timeout", "organizations", "s3_endpoint_url", "compress", "compress_level",
+    "export_csv", "export_timeout", "organizations", "s3_endpoint_url", "compress", "compress_level", "compress", "compress_level", "format",
 )  # fmt: skip

@@ -25,7 +25,10 @@ EXTENSIONS = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 LEVELS = {"gzip": (1, 9), "zstd": (1, 22)}
 DEFAULT_LEVEL = {"gzip": 6, "zstd": 3}
 #: A published data file: `<run id>.<kind>[.gz|.zst]`.
-DATA_NAME = re.compile(r"(\d+)\.(ndjson)(\.gz|\.zst)?", re.ASCII)
+DATA_NAME = re.compile(r"(\d+)\.((?:points\.|meta\.)?ndjson)(\.gz|\.zst)?", re.ASCII)
+#: The file whose presence says a run is archived in each format (the last data file
+#: published; `--format points` publishes `points` then `meta`).
+ARCHIVED_BY = ("ndjson", "meta.ndjson")
 
 
 class HashingWriter:
@@ -106,6 +109,15 @@ def published_data(out_dir: Path, run_id: int, kind: str = "ndjson") -> Path | N
         path = out_dir / f"{run_id}{suffix(codec, kind)}"
         if path.exists():
             return path
+    return None
+
+
+def published_run(out_dir: Path, run_id: int) -> Path | None:
+    """The run's file that says it is archived (and ends with its summary), in any format."""
+    for kind in ARCHIVED_BY:
+        found = published_data(out_dir, run_id, kind)
+        if found is not None:
+            return found
     return None
 
 

@@ -25,7 +25,7 @@ import anyio
 from yarl import URL
 
 from .api import V2, CloudApi, JsonObject
-from .compression import published_data
+from .compression import published_run
 from .errors import ApiStatusError, HarvesterError, OutputError
 from .outdir import create_temp, discard, publish
 from .retry import RetryPolicy
@@ -61,7 +61,7 @@ def published_csv(out_dir: Path, run_id: int) -> Path | None:
 def run_archived(out_dir: Path, run_id: int, export_csv: bool) -> bool:
     """A run is archived when its NDJSON (compressed or not) is published and, with
     --export-csv, its CSV."""
-    if published_data(out_dir, run_id) is None:
+    if published_run(out_dir, run_id) is None:
         return False
     return not export_csv or published_csv(out_dir, run_id) is not None
 

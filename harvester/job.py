@@ -23,7 +23,7 @@ from . import outdir
 from .api import CloudApi
 from .backends.v2_gone import check_v2_gone
 from .backends.v6 import make_fetcher
-from .compression import published_data
+from .compression import published_run
 from .config import Settings
 from .errors import unwrap
 from .export import run_archived
@@ -101,6 +101,7 @@ def make_sink(
             codec=settings.compress,
             level=settings.compress_level,
             facts=job_facts(settings),
+            output_format=settings.format,
         )
 
 
@@ -187,7 +188,9 @@ def archived_short(
     short: dict[int, list[str]] = {}
     for run_id in archived:
         how = recorded.get(run_id)
-        path = published_data(Path(settings.out), run_id) if settings.on_disk else None
+        path = published_run(Path(settings.out), run_id) if settings.on_disk else None
+        if how is None and path is not None:
+            how = from_file(path)
         if how is None and path is not None:
             how = from_file(path)
         missing = lacking(how, settings) if how is not None else []

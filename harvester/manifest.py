@@ -32,7 +32,7 @@ import orjson
 import zstandard
 
 from . import __version__
-from .compression import codec_of, published_data
+from .compression import codec_of, published_data, published_run
 from .outdir import create_temp, discard, publish
 from .provenance import API, methods_of, summary_of
 
@@ -52,7 +52,7 @@ def job_facts(settings: Any) -> dict[str, Any]:
         "base_url": settings.base_url,
         "methods": methods_of(settings),
         "details": settings.details,
-        "format": "raw",
+        "format": settings.format,
         "compression": settings.compress,
     }
     if settings.api == "v6":
@@ -123,11 +123,20 @@ def _count_lines(lines: BinaryIO, result: Scan) -> None:
         if not line.strip():
             continue
         try:
-            kind = orjson.loads(line)["type"]
+            kind = _kind(orjson.loads(line))
         except (orjson.JSONDecodeError, TypeError, KeyError):
             result.problem = f"line {number} is not a harvester record"
             return
         result.counts[str(kind)] += 1
+
+
+def _kind(record: dict[str, Any]) -> str:
+    """A record's type; a line of `--format points` (no type, a time) is a `point`."""
+    if "type" in record:
+        return str(record["type"])
+    if "time" in record and "value" in record:
+        return "point"
+    raise KeyError("type")
 
 
 def file_entry(path: Path, known: Scan | None = None) -> dict[str, Any]:
@@ -185,13 +194,12 @@ def seal(out_dir: Path, run_id: int, file_mode: int) -> bool:
     """Write the manifest of a run published without one (a crash between its data file and
     its manifest, or an archive from before manifests), from the files themselves. False
     when the run has no data file."""
-    data = published_data(out_dir, run_id)
+    data = published_run(out_dir, run_id)
     if data is None:
         return False
-    files = [file_entry(data)]
-    csv = published_data(out_dir, run_id, "csv")
-    if csv is not None:
-        files.append(file_entry(csv))
+    kinds = ("ndjson", "points.ndjson", "meta.ndjson", "csv")
+    paths = (published_data(out_dir, run_id, kind) for kind in kinds)
+    files = [file_entry(path) for path in paths if path is not None]
     summary = summary_of(data) or {}
     found = summary.get("harvest")
     how: dict[str, Any] = found if isinstance(found, dict) else {}
@@ -200,7 +208,7 @@ def seal(out_dir: Path, run_id: int, file_mode: int) -> bool:
         "base_url": None,  # not recorded in the file: unknown
         "methods": how.get("methods"),
         "details": how.get("details"),
-        "format": "raw",
+        "format": "points" if data.name.split(".")[1] == "meta" else "raw",
         "compression": codec_of(data),
         "sealed_later": True,
     }

@@ -23,11 +23,14 @@ import anyio
 from . import manifest
 from .compression import CODECS, HashingWriter, compressing, published_data, suffix
 from .errors import ConfigError, OutputError
+from .formats.points import PointsSplitter
 from .outdir import create_temp, discard, publish
 
 FILE_MODE = 0o600  # metric tags can name internal hosts: owner-only by default (--file-mode)
 WRITE_BUFFER = 1 << 20
 WRITEBACK_AFTER = 1 << 20  # bytes of a run written between two writeback hints
+#: The files of a run in each --format, in the order they are published.
+KINDS = {"raw": ("ndjson",), "points": ("points.ndjson", "meta.ndjson")}
 
 
 class Sink(Protocol):
@@ -83,8 +86,8 @@ def current_umask() -> int:
     return mask
 
 
-def final_path(out_dir: Path, run_id: int, codec: str = "none") -> Path:
-    return out_dir / f"{run_id}{suffix(codec)}"
+def final_path(out_dir: Path, run_id: int, codec: str = "none", kind: str = "ndjson") -> Path:
+    return out_dir / f"{run_id}{suffix(codec, kind)}"
 
 
 def prepare_output_dir(path: str) -> Path:
@@ -113,10 +116,12 @@ class _RunFile:
 
 
 class DirectorySink:
-    """One `<run_id>.ndjson` per run, published only when the run is complete, by the rules
-    of `outdir`: a temporary file of this writer's own, never replacing what another
-    writer published (unless `replace`, for --force). With `codec` gzip or zstd the lines
-    are compressed on their way to the file (`<id>.ndjson.gz`, `<id>.ndjson.zst`)."""
+    """One `<run_id>.ndjson` per run (`--format points`: `<id>.points.ndjson` and its
+    sidecar `<id>.meta.ndjson`), published only when the run is complete, by the rules of
+    `outdir`: a temporary file of this writer's own, never replacing what another writer
+    published (unless `replace`, for --force). With `codec` gzip or zstd the lines are
+    compressed on their way to the file (`.ndjson.gz`, `.ndjson.zst`). The manifest comes
+    last (`manifest`)."""
 
     def __init__(
         self,
@@ -127,6 +132,7 @@ class DirectorySink:
         codec: str = "none",
         level: int | None = None,
         facts: Mapping[str, Any] | None = None,
+        output_format: str = "raw",
     ) -> None:
         self.out_dir = out_dir
         # None: what the umask leaves of 0666, as for any program's files.
@@ -134,30 +140,45 @@ class DirectorySink:
         self.replace = replace
         self.codec = codec
         self.level = level
+        self.format = output_format
         #: What the job's settings say about every run's data, for the manifests.
-        self.facts = dict(facts or {"format": "raw", "compression": codec})
-        self._files: dict[int, _RunFile] = {}
+        self.facts = dict(facts or {"format": output_format, "compression": codec})
+        self._files: dict[int, dict[str, _RunFile]] = {}
+        self._splitters: dict[int, PointsSplitter] = {}
         self._unsynced: dict[int, int] = {}  # bytes written since the last writeback hint
 
     async def begin(self, run_id: int) -> None:
-        with writing_to(self.out_dir):
-            fd, temp = create_temp(self.out_dir, run_id, suffix(self.codec)[1:])
-            os.fchmod(fd, self.file_mode)  # exactly the mode asked, whatever the umask
-        fh = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
-        hashing = HashingWriter(fh)
-        stream = compressing(cast(BinaryIO, hashing), self.codec, self.level)
-        self._files[run_id] = _RunFile(fh, hashing, stream, temp)
+        files: dict[str, _RunFile] = {}
+        self._files[run_id] = files
+        if self.format == "points":
+            self._splitters[run_id] = PointsSplitter(run_id)
+        for kind in KINDS[self.format]:
+            with writing_to(self.out_dir):
+                fd, temp = create_temp(self.out_dir, run_id, suffix(self.codec, kind)[1:])
+                os.fchmod(fd, self.file_mode)  # exactly the mode asked, whatever the umask
+            fh = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
+            hashing = HashingWriter(fh)
+            stream = compressing(cast(BinaryIO, hashing), self.codec, self.level)
+            files[kind] = _RunFile(fh, hashing, stream, temp)
 
     async def write(self, run_id: int, data: bytes) -> None:
         # Buffered: most writes land in memory; the buffer spills at 1 MiB.
-        run = self._files[run_id]
-        fh = run.fh
+        files = self._files[run_id]
+        splitter = self._splitters.get(run_id)
+        parts = (
+            dict(zip(KINDS["points"], splitter.feed(data), strict=True))
+            if splitter
+            else {"ndjson": data}
+        )
         with writing_to(self.out_dir):
-            run.stream.write(data)
+            for kind, part in parts.items():
+                if part:
+                    files[kind].stream.write(part)
         self._unsynced[run_id] = self._unsynced.get(run_id, 0) + len(data)
         if self._unsynced[run_id] >= WRITEBACK_AFTER:
             self._unsynced[run_id] = 0
-            start_writeback(fh)
+            for run_file in files.values():
+                start_writeback(run_file.fh)
 
     async def commit(
         self,
@@ -165,19 +186,26 @@ class DirectorySink:
         counts: Mapping[str, int] | None = None,
         summary: Mapping[str, Any] | None = None,
     ) -> str:
-        """The run's final path: published now, or found published whole by another writer.
-        `counts`: the records of each type written (else the file is read to count them);
-        `summary`: the run's summary record, for its manifest."""
-        run = self._files.pop(run_id)
+        """The run's (first) final path: published now, or found published whole by another
+        writer. `counts`: the records of each type written (else the files are read to
+        count them); `summary`: the run's summary record, for its manifest."""
+        files = self._files.pop(run_id)
+        splitter = self._splitters.pop(run_id, None)
         self._unsynced.pop(run_id, None)
-        final = final_path(self.out_dir, run_id, self.codec)
-        with writing_to(final):
-            won = await anyio.to_thread.run_sync(self._publish, run, final)
+        finals = {kind: final_path(self.out_dir, run_id, self.codec, kind) for kind in files}
+        first = next(iter(finals.values()))
+        with writing_to(first):
+            won = True
+            for kind, run_file in files.items():
+                won = await anyio.to_thread.run_sync(self._publish, run_file, finals[kind])
+            if self.replace:
+                self._remove_others(run_id, set(finals.values()))
             if won:
+                known = _known_counts(counts, splitter)
                 await anyio.to_thread.run_sync(
-                    self._seal, run_id, run, final, counts, dict(summary or {})
+                    self._seal, run_id, files, finals, known, dict(summary or {})
                 )
-        return str(final)
+        return str(first)
 
     def _publish(self, run: _RunFile, final: Path) -> bool:
         fh = run.fh
@@ -190,45 +218,47 @@ class DirectorySink:
         except BaseException:
             discard(run.temp)  # a full disk fails the flush: leave no partial file behind
             raise
-        if self.replace:
-            self._remove_other_codecs(final)
         fsync_directory(self.out_dir)
         return won
 
     def _seal(
         self,
         run_id: int,
-        run: _RunFile,
-        final: Path,
-        counts: Mapping[str, int] | None,
+        files: dict[str, _RunFile],
+        finals: dict[str, Path],
+        counts: dict[str, Counter[str]] | None,
         summary: dict[str, Any],
     ) -> None:
-        """The run's manifest, last (see `manifest` for why this order): the data file as
+        """The run's manifest, last (see `manifest` for why this order): the data files as
         written, and the CSV export the summary names (published before the data file)."""
-        known = None
-        if counts is not None:
-            known = manifest.Scan(run.hashing.size, run.hashing.sha.hexdigest(), Counter(counts))
-        files = [manifest.file_entry(final, known)]
+        entries = []
+        for kind, run_file in files.items():
+            known = None
+            if counts is not None:
+                sha = run_file.hashing.sha.hexdigest()
+                known = manifest.Scan(run_file.hashing.size, sha, counts[kind])
+            entries.append(manifest.file_entry(finals[kind], known))
         csv = published_data(self.out_dir, run_id, "csv") if summary.get("export_file") else None
         if csv is not None:
-            files.append(manifest.file_entry(csv))
-        built = manifest.build(run_id, files, self.facts, summary)
+            entries.append(manifest.file_entry(csv))
+        built = manifest.build(run_id, entries, self.facts, summary)
         manifest.write(self.out_dir, run_id, built, self.file_mode)
         fsync_directory(self.out_dir)
 
-    def _remove_other_codecs(self, final: Path) -> None:
-        """--force with another --compress: the run's older file goes, so that one run is
-        never archived twice (as `5.ndjson` and `5.ndjson.gz`)."""
-        run_id = final.name.split(".", 1)[0]
-        for codec in CODECS:
-            other = self.out_dir / f"{run_id}{suffix(codec)}"
-            if other != final:
-                discard(other)
+    def _remove_others(self, run_id: int, published: set[Path]) -> None:
+        """--force with another --compress or --format: the run's older files go, so that
+        one run is never archived twice (as `5.ndjson` and `5.ndjson.gz`)."""
+        for kind in ("ndjson", *KINDS["points"]):
+            for codec in CODECS:
+                other = final_path(self.out_dir, run_id, codec, kind)
+                if other not in published:
+                    discard(other)
 
     async def abort(self, run_id: int) -> None:
-        entry = self._files.pop(run_id, None)
+        files = self._files.pop(run_id, {})
+        self._splitters.pop(run_id, None)
         self._unsynced.pop(run_id, None)
-        if entry is not None:
+        for entry in files.values():
             with contextlib.suppress(OSError):  # a full disk may refuse the last flush too
                 entry.stream.close()
             with contextlib.suppress(OSError):
@@ -238,6 +268,18 @@ class DirectorySink:
     async def close(self) -> None:
         for run_id in list(self._files):
             await self.abort(run_id)
+
+
+def _known_counts(
+    counts: Mapping[str, int] | None, splitter: PointsSplitter | None
+) -> dict[str, Counter[str]] | None:
+    """Each file's records by type, from what the writer counted (None: read the files)."""
+    if counts is None:
+        return None
+    if splitter is None:
+        return {"ndjson": Counter(counts)}
+    meta = Counter({kind: n for kind, n in counts.items() if kind != "series"})
+    return {"points.ndjson": Counter({"point": splitter.points}), "meta.ndjson": meta}
 
 
 class StreamSink:

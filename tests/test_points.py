@@ -1,0 +1,116 @@
+"""--format points: one line per data point joined with its metric, every other record in
+the raw sidecar; the same points as a raw harvest of the same runs, for every method."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from harvester.compression import open_data
+from harvester.job import harvest_job
+from harvester.scheduler import RunTarget
+from harvester.simulator.cloud import SimCloud
+from harvester.simulator.generated import generate_cloud
+from harvester.simulator.server import Simulator
+from harvester.verify import intact, verify
+from tests.harvest_helpers import canonical, parse_lines, read_dir, settings_for
+
+METHODS = ["default", "mean", "max", "min", "p95", "0.99", "count", "rps", "last"]
+COLUMNS = ["test_run_id", "test_id", "project_id", "metric", "metric_type", "tags", "method",
+           "time", "value"]  # fmt: skip
+
+
+def points_from_raw(records: list[dict[str, object]]) -> Counter[bytes]:
+    """The points a raw run file holds, joined by hand (what a user would do in SQL)."""
+    metrics = {r["data"]["id"]: r["data"] for r in records if r["type"] == "metric"}  # type: ignore[index]
+    points: Counter[bytes] = Counter()
+    for record in records:
+        if record["type"] != "series":
+            continue
+        serie = record["data"]
+        metric = metrics[serie["metric_id"]]  # type: ignore[index]
+        for value in serie["values"]:  # type: ignore[index]
+            key = (metric["name"], metric["type"], metric["tags"], serie["method"],  # type: ignore[index]
+                   value["timestamp"], value["value"])  # fmt: skip
+            points[orjson.dumps(key, option=orjson.OPT_SORT_KEYS)] += 1
+    return points
+
+
+def read_all(path: Path) -> list[dict[str, object]]:
+    with open_data(path) as lines:
+        return parse_lines(b"".join(lines))
+
+
+async def test_points_hold_exactly_the_raw_points_for_every_method(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    raw_dir, points_dir = tmp_path / "raw", tmp_path / "points"
+    targets = [RunTarget(r) for r in sorted(cloud.runs)]
+    await harvest_job(settings_for(simulator, raw_dir, methods=METHODS), targets)
+    settings = settings_for(
+        simulator, points_dir, methods=METHODS, format="points", compress="zstd"
+    )
+    result = await harvest_job(settings, targets)
+    assert not result.report.failed
+    raw = read_dir(raw_dir)
+    for run_id in cloud.runs:
+        points = read_all(points_dir / f"{run_id}.points.ndjson.zst")
+        assert points and all(list(p) == COLUMNS for p in points)
+        assert {p["test_run_id"] for p in points} == {run_id}
+        got = Counter(
+            orjson.dumps((p["metric"], p["metric_type"], p["tags"], p["method"], p["time"],
+                          p["value"]), option=orjson.OPT_SORT_KEYS)
+            for p in points
+        )  # fmt: skip
+        assert got == points_from_raw(raw[run_id])
+        # Every other record, raw and unchanged, in the sidecar (summary last).
+        meta = read_all(points_dir / f"{run_id}.meta.ndjson.zst")
+        assert canonical(meta) == canonical([r for r in raw[run_id] if r["type"] != "series"])
+        assert meta[-1]["type"] == "summary"
+    rows = list(verify(points_dir))
+    assert intact(rows), [r for r in rows if r["status"] != "ok"]
+    # Resume recognises a points archive: nothing is harvested again.
+    again = await harvest_job(settings, targets)
+    assert sorted(again.skipped) == sorted(cloud.runs)
+
+
+def points_from_v6_raw(records: list[dict[str, Any]]) -> Counter[bytes]:
+    """The points of a raw v6 run: each series' query names metric and method, its labels
+    (less __name__) are the tags, the metric record of that name gives the type."""
+    types = {r["data"]["name"]: r["data"]["type"] for r in records if r["type"] == "metric"}
+    points: Counter[bytes] = Counter()
+    for record in (r for r in records if r["type"] == "series"):
+        query, data = record["query"], record["data"]
+        tags = {k: v for k, v in data["metric"].items() if k != "__name__"}
+        for stamp, value in data["values"]:
+            key = (query["metric"], types.get(query["metric"]), tags, query["method"],
+                   datetime.fromtimestamp(stamp, UTC), float(value))  # fmt: skip
+            points[orjson.dumps(key, option=orjson.OPT_SORT_KEYS)] += 1
+    return points
+
+
+async def test_points_from_v6_hold_the_raw_v6_points(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=2, metrics=6, points=12)
+    async with Simulator(cloud) as sim:
+        targets = [RunTarget(r) for r in sorted(cloud.runs)]
+        for fmt in ("raw", "points"):
+            settings = settings_for(
+                sim, tmp_path / fmt, api="v6", stack_id=sim.stack_id, step=3, format=fmt,
+                methods=["avg", "p95"],
+            )  # fmt: skip
+            assert not (await harvest_job(settings, targets)).report.failed
+    raw = read_dir(tmp_path / "raw")
+    for run_id in cloud.runs:
+        points = read_all(tmp_path / "points" / f"{run_id}.points.ndjson")
+        got = Counter(
+            orjson.dumps((p["metric"], p["metric_type"], p["tags"], p["method"],
+                          datetime.fromisoformat(str(p["time"])), p["value"]),
+                         option=orjson.OPT_SORT_KEYS)
+            for p in points
+        )  # fmt: skip
+        assert got and got == points_from_v6_raw(raw[run_id])
+        assert all(p["metric_type"] in ("counter", "gauge", "rate", "trend") for p in points)
