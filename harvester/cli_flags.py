@@ -101,9 +101,9 @@ def add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> No
     )
     g.add_argument(
         "--format",
-        choices=("raw", "points"),
+        choices=("raw", "points", "parquet"),
         help="raw: the API's records (default); points: <id>.points.ndjson, one line a "
-        "point, and <id>.meta.ndjson",
+        "point, and <id>.meta.ndjson; parquet: <id>.parquet (the [parquet] extra)",
     )
     g.add_argument(
         "--compress",

@@ -25,7 +25,7 @@ EXTENSIONS = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 LEVELS = {"gzip": (1, 9), "zstd": (1, 22)}
 DEFAULT_LEVEL = {"gzip": 6, "zstd": 3}
 #: A published data file: `<run id>.<kind>[.gz|.zst]`.
-DATA_NAME = re.compile(r"(\d+)\.((?:points\.|meta\.)?ndjson)(\.gz|\.zst)?", re.ASCII)
+DATA_NAME = re.compile(r"(\d+)\.((?:points\.|meta\.)?ndjson|parquet)(\.gz|\.zst)?", re.ASCII)
 #: The file whose presence says a run is archived in each format (the last data file
 #: published; `--format points` publishes `points` then `meta`).
 ARCHIVED_BY = ("ndjson", "meta.ndjson")
@@ -47,6 +47,13 @@ class HashingWriter:
 
     def flush(self) -> None:
         self.raw.flush()
+
+    def tell(self) -> int:
+        return self.size
+
+    @property
+    def closed(self) -> bool:
+        return False
 
     def close(self) -> None:
         """The file itself is closed by its owner, after fsync and publication."""

@@ -103,7 +103,7 @@ class Settings:
     #: The archive files' compression (issue 11): none, gzip or zstd; its level.
     compress: str = _section("harvest", "none", values.choice(*CODECS))
     #: How records are written: raw (the API's objects) or points (one line a point).
-    format: str = _section("harvest", "raw", values.choice("raw", "points"))
+    format: str = _section("harvest", "raw", values.choice("raw", "points", "parquet"))
     compress_level: int | None = _section("harvest", None, values.optional(values.whole(1, 22)))
     # [discovery]
     projects: tuple[int, ...] = _section(
@@ -210,6 +210,10 @@ def _validate(s: Settings) -> None:
 def _validate_output(s: Settings) -> None:
     if s.format != "raw" and s.to_stdout:
         raise ConfigError(f"--format {s.format} writes files: give --out DIR")
+    if s.format == "parquet":
+        from .formats.parquet import require_pyarrow
+
+        require_pyarrow()
     if s.compress != "none" and s.to_stdout:
         raise ConfigError(
             f"--compress {s.compress} compresses the files of --out DIR; on stdout pipe "

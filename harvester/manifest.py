@@ -130,6 +130,11 @@ def _count_lines(lines: BinaryIO, result: Scan) -> None:
         result.counts[str(kind)] += 1
 
 
+def _format_of(files: list[dict[str, Any]]) -> str:
+    names = " ".join(entry["name"] for entry in files)
+    return "parquet" if ".parquet" in names else "points" if ".points." in names else "raw"
+
+
 def _kind(record: dict[str, Any]) -> str:
     """A record's type; a line of `--format points` (no type, a time) is a `point`."""
     if "type" in record:
@@ -141,10 +146,9 @@ def _kind(record: dict[str, Any]) -> str:
 
 def file_entry(path: Path, known: Scan | None = None) -> dict[str, Any]:
     """A file as its manifest names it; `known`: its size and sha256 already computed."""
-    ndjson = ".ndjson" in path.name
-    facts = known or scan(path, ndjson=ndjson)
+    facts = known or scan(path, ndjson=".ndjson" in path.name)
     entry: dict[str, Any] = {"name": path.name, "bytes": facts.bytes, "sha256": facts.sha256}
-    if ndjson:
+    if facts.counts:
         entry["counts"] = dict(sorted(facts.counts.items()))
     return entry
 
@@ -197,7 +201,7 @@ def seal(out_dir: Path, run_id: int, file_mode: int) -> bool:
     data = published_run(out_dir, run_id)
     if data is None:
         return False
-    kinds = ("ndjson", "points.ndjson", "meta.ndjson", "csv")
+    kinds = ("ndjson", "points.ndjson", "parquet", "meta.ndjson", "csv")
     paths = (published_data(out_dir, run_id, kind) for kind in kinds)
     files = [file_entry(path) for path in paths if path is not None]
     summary = summary_of(data) or {}
@@ -208,7 +212,7 @@ def seal(out_dir: Path, run_id: int, file_mode: int) -> bool:
         "base_url": None,  # not recorded in the file: unknown
         "methods": how.get("methods"),
         "details": how.get("details"),
-        "format": "points" if data.name.split(".")[1] == "meta" else "raw",
+        "format": _format_of(files),
         "compression": codec_of(data),
         "sealed_later": True,
     }

@@ -23,6 +23,7 @@ import anyio
 from . import manifest
 from .compression import CODECS, HashingWriter, compressing, published_data, suffix
 from .errors import ConfigError, OutputError
+from .formats.parquet import ParquetPoints
 from .formats.points import PointsSplitter
 from .outdir import create_temp, discard, publish
 
@@ -30,7 +31,11 @@ FILE_MODE = 0o600  # metric tags can name internal hosts: owner-only by default 
 WRITE_BUFFER = 1 << 20
 WRITEBACK_AFTER = 1 << 20  # bytes of a run written between two writeback hints
 #: The files of a run in each --format, in the order they are published.
-KINDS = {"raw": ("ndjson",), "points": ("points.ndjson", "meta.ndjson")}
+KINDS = {
+    "raw": ("ndjson",),
+    "points": ("points.ndjson", "meta.ndjson"),
+    "parquet": ("parquet", "meta.ndjson"),
+}
 
 
 class Sink(Protocol):
@@ -113,6 +118,7 @@ class _RunFile:
     hashing: HashingWriter
     stream: BinaryIO
     temp: Path
+    parquet: ParquetPoints | None = None
 
 
 class DirectorySink:
@@ -150,30 +156,39 @@ class DirectorySink:
     async def begin(self, run_id: int) -> None:
         files: dict[str, _RunFile] = {}
         self._files[run_id] = files
-        if self.format == "points":
+        if self.format != "raw":
             self._splitters[run_id] = PointsSplitter(run_id)
         for kind in KINDS[self.format]:
+            codec = self._codec(kind)
             with writing_to(self.out_dir):
-                fd, temp = create_temp(self.out_dir, run_id, suffix(self.codec, kind)[1:])
+                fd, temp = create_temp(self.out_dir, run_id, suffix(codec, kind)[1:])
                 os.fchmod(fd, self.file_mode)  # exactly the mode asked, whatever the umask
             fh = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
             hashing = HashingWriter(fh)
-            stream = compressing(cast(BinaryIO, hashing), self.codec, self.level)
-            files[kind] = _RunFile(fh, hashing, stream, temp)
+            stream = compressing(cast(BinaryIO, hashing), codec, self.level)
+            points = ParquetPoints(hashing) if kind == "parquet" else None
+            files[kind] = _RunFile(fh, hashing, stream, temp, points)
+
+    def _codec(self, kind: str) -> str:
+        # Parquet compresses its own pages (zstd): the file is not wrapped again.
+        return "none" if kind == "parquet" else self.codec
 
     async def write(self, run_id: int, data: bytes) -> None:
         # Buffered: most writes land in memory; the buffer spills at 1 MiB.
         files = self._files[run_id]
         splitter = self._splitters.get(run_id)
-        parts = (
-            dict(zip(KINDS["points"], splitter.feed(data), strict=True))
-            if splitter
-            else {"ndjson": data}
-        )
+        parquet = files["parquet"].parquet if "parquet" in files else None
         with writing_to(self.out_dir):
-            for kind, part in parts.items():
-                if part:
-                    files[kind].stream.write(part)
+            if splitter is None:
+                files["ndjson"].stream.write(data)
+            elif parquet is not None:
+                rows, meta = splitter.split(data)
+                parquet.add(rows)
+                files["meta.ndjson"].stream.write(meta)
+            else:
+                points, meta = splitter.feed(data)
+                files["points.ndjson"].stream.write(points)
+                files["meta.ndjson"].stream.write(meta)
         self._unsynced[run_id] = self._unsynced.get(run_id, 0) + len(data)
         if self._unsynced[run_id] >= WRITEBACK_AFTER:
             self._unsynced[run_id] = 0
@@ -192,7 +207,7 @@ class DirectorySink:
         files = self._files.pop(run_id)
         splitter = self._splitters.pop(run_id, None)
         self._unsynced.pop(run_id, None)
-        finals = {kind: final_path(self.out_dir, run_id, self.codec, kind) for kind in files}
+        finals = {kind: final_path(self.out_dir, run_id, self._codec(kind), kind) for kind in files}
         first = next(iter(finals.values()))
         with writing_to(first):
             won = True
@@ -211,6 +226,8 @@ class DirectorySink:
         fh = run.fh
         try:
             with fh:  # closed (and its flock dropped) only once the name is settled
+                if run.parquet is not None:
+                    run.parquet.close()  # the last row group and the footer
                 run.stream.close()  # a compressor's end (trailer, last frame)
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -248,7 +265,7 @@ class DirectorySink:
     def _remove_others(self, run_id: int, published: set[Path]) -> None:
         """--force with another --compress or --format: the run's older files go, so that
         one run is never archived twice (as `5.ndjson` and `5.ndjson.gz`)."""
-        for kind in ("ndjson", *KINDS["points"]):
+        for kind in ("ndjson", "points.ndjson", "meta.ndjson", "parquet"):
             for codec in CODECS:
                 other = final_path(self.out_dir, run_id, codec, kind)
                 if other not in published:
@@ -279,7 +296,8 @@ def _known_counts(
     if splitter is None:
         return {"ndjson": Counter(counts)}
     meta = Counter({kind: n for kind, n in counts.items() if kind != "series"})
-    return {"points.ndjson": Counter({"point": splitter.points}), "meta.ndjson": meta}
+    points = Counter({"point": splitter.points})
+    return {"points.ndjson": points, "parquet": points, "meta.ndjson": meta}
 
 
 class StreamSink:

@@ -78,13 +78,14 @@ def _check_file(path: Path, run_id: int, entry: dict[str, Any]) -> Row:
         return _row(run_id, path.name, "truncated", f"{size} of {want} bytes")
     if isinstance(want, int) and size > want:
         return _row(run_id, path.name, "corrupt", f"{size} bytes, the manifest says {want}")
-    facts = manifest.scan(path, ndjson="counts" in entry)
+    ndjson = ".ndjson" in path.name
+    facts = manifest.scan(path, ndjson=ndjson)
     if facts.sha256 != entry.get("sha256"):
         detail = facts.problem or "sha256 differs from the manifest's"
         return _row(run_id, path.name, "corrupt", detail)
     if facts.problem:
         return _row(run_id, path.name, "corrupt", facts.problem)
-    if "counts" in entry and dict(facts.counts) != entry["counts"]:
+    if ndjson and dict(facts.counts) != entry.get("counts", {}):
         return _row(run_id, path.name, "corrupt", f"records {dict(facts.counts)}")
     return _row(run_id, path.name, "ok", f"{size} bytes")
 

@@ -7,7 +7,7 @@ if [ ! -f "$stamp" ]; then
   echo "setting up $VENV (one time) ..." >&2
   python3 -m venv "$VENV"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev,fast]" >&2
+  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev,fast,parquet]" >&2
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi

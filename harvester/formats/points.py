@@ -41,7 +41,14 @@ class PointsSplitter:
         self.points = 0
 
     def feed(self, data: bytes) -> tuple[bytes, bytes]:
-        points = io.BytesIO()
+        """(points lines, meta lines) of these lines."""
+        rows, meta = self.split(data)
+        dumps = orjson.dumps
+        return b"".join(dumps(row, option=NEWLINE) for row in rows), meta
+
+    def split(self, data: bytes) -> tuple[list[dict[str, Any]], bytes]:
+        """(points, meta lines) of these lines."""
+        points: list[dict[str, Any]] = []
         meta = io.BytesIO()
         for line in data.splitlines(keepends=True):
             if line.startswith(SERIES):
@@ -50,7 +57,8 @@ class PointsSplitter:
             if line.startswith(REMEMBERED):
                 self._remember(orjson.loads(line))
             meta.write(line)
-        return points.getvalue(), meta.getvalue()
+        self.points += len(points)
+        return points, meta.getvalue()
 
     def _remember(self, record: dict[str, Any]) -> None:
         data = record.get("data")
@@ -64,7 +72,7 @@ class PointsSplitter:
             if isinstance(data.get(key), str):
                 self.metrics.setdefault(data[key], data)
 
-    def _explode(self, record: dict[str, Any], out: io.BytesIO) -> None:
+    def _explode(self, record: dict[str, Any], out: list[dict[str, Any]]) -> None:
         data = record.get("data")
         if not isinstance(data, dict):
             return
@@ -93,10 +101,7 @@ class PointsSplitter:
             "tags": tags,
             "method": method,
         }
-        dumps = orjson.dumps
-        for time, value in values:
-            out.write(dumps({**head, "time": time, "value": _number(value)}, option=NEWLINE))
-        self.points += len(values)
+        out.extend({**head, "time": time, "value": _number(value)} for time, value in values)
 
 
 def _unix_time(seconds: Any) -> str:

@@ -1,0 +1,72 @@
+"""--format parquet: the points of each run, typed, in bounded row groups, verified."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from harvester.cli import main
+from harvester.formats import parquet as parquet_format
+from harvester.job import harvest_job
+from harvester.scheduler import RunTarget
+from harvester.simulator.cloud import SimCloud
+from harvester.simulator.server import Simulator
+from harvester.verify import intact, verify
+from tests.harvest_helpers import settings_for
+
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+def key(metric: object, tags: object, method: object, time: datetime, value: object) -> bytes:
+    return orjson.dumps((metric, tags, method, time, value), option=orjson.OPT_SORT_KEYS)
+
+
+async def test_parquet_holds_the_same_points_typed_in_bounded_row_groups(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parquet_format, "ROW_GROUP", 100)  # several groups per run
+    targets = [RunTarget(r) for r in sorted(cloud.runs)]
+    methods = ["default", "p95", "max"]
+    for fmt in ("points", "parquet"):
+        settings = settings_for(simulator, tmp_path / fmt, format=fmt, methods=methods)
+        assert not (await harvest_job(settings, targets)).report.failed
+    for run_id in cloud.runs:
+        path = tmp_path / "parquet" / f"{run_id}.parquet"
+        meta = pq.ParquetFile(path)
+        schema = meta.schema_arrow
+        assert str(schema.field("time").type) == "timestamp[ms, tz=UTC]"
+        assert str(schema.field("tags").type).startswith("map<string, string")
+        assert str(schema.field("value").type) == "double"
+        assert meta.metadata.num_row_groups > 1
+        assert all(
+            meta.metadata.row_group(i).num_rows <= 100 for i in range(meta.metadata.num_row_groups)
+        )
+        assert meta.metadata.row_group(0).column(0).compression == "ZSTD"
+        rows = meta.read().to_pylist()
+        got = Counter(
+            key(r["metric"], dict(r["tags"]), r["method"], r["time"], r["value"]) for r in rows
+        )
+        lines = (tmp_path / "points" / f"{run_id}.points.ndjson").read_bytes().splitlines()
+        want: Counter[bytes] = Counter()
+        for line in lines:
+            p = orjson.loads(line)
+            moment = datetime.fromisoformat(p["time"]).astimezone(UTC)
+            want[key(p["metric"], p["tags"], p["method"], moment, float(p["value"]))] += 1
+        assert got == want and len(rows) == len(lines)
+        assert (tmp_path / "parquet" / f"{run_id}.meta.ndjson").exists()
+    assert intact(list(verify(tmp_path / "parquet")))
+
+
+def test_without_pyarrow_parquet_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    args = ["harvest", "--token", "t", "--base-url", "http://127.0.0.1:9", "--run", "1"]
+    assert main([*args, "--out", str(tmp_path), "--format", "parquet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install 'k6-harvester[parquet]'" in err and len(err.splitlines()) == 1
