@@ -202,5 +202,6 @@ SETTINGS_FLAGS = (
     "runs_in_flight", "state", "force", "file_mode", "log_level", "progress", "projects",
     "tests", "since", "until", "page_size", "interval", "listen_host", "listen_port",
     "api", "stack_id", "stack_url", "step", "all_projects",
-    "export_csv", "export_timeout", "organizations", "s3_endpoint_url", "compress", "compress_level", "compress", "compress_level", "format",
+    "export_csv", "export_timeout", "organizations", "s3_endpoint_url",
+    "compress", "compress_level", "format",
 )  # fmt: skip

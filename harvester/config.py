@@ -208,16 +208,16 @@ def _validate(s: Settings) -> None:
 
 
 def _validate_output(s: Settings) -> None:
-    if s.format != "raw" and s.to_stdout:
+    if s.format != "raw" and not s.on_disk:
         raise ConfigError(f"--format {s.format} writes files: give --out DIR")
     if s.format == "parquet":
         from .formats.parquet import require_pyarrow
 
         require_pyarrow()
-    if s.compress != "none" and s.to_stdout:
+    if s.compress != "none" and not s.on_disk:
         raise ConfigError(
             f"--compress {s.compress} compresses the files of --out DIR; on stdout pipe "
-            "through gzip or zstd instead"
+            "through gzip or zstd instead (object stores: not yet)"
         )
     problem = check_level(s.compress, s.compress_level)
     if problem:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -241,8 +241,14 @@ class ObjectSink:
         )
         upload.parts.append({"ETag": answer["ETag"], "PartNumber": number})
 
-    async def commit(self, run_id: int) -> str:
-        """The run's object URL: published now, or found published whole by another job."""
+    async def commit(
+        self,
+        run_id: int,
+        counts: Mapping[str, int] | None = None,
+        summary: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The run's object URL: published now, or found published whole by another job.
+        (`counts`, `summary`: for a directory's manifest; objects have none yet.)"""
         upload = self._uploads[run_id]
         key = self.loc.key(run_id)
         try:
