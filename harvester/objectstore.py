@@ -160,7 +160,7 @@ class ObjectSink:
             raise ConfigError(
                 "--out s3:// needs the s3 extra: pip install 'k6-harvester[s3]'"
             ) from None
-        config = AioConfig(retries={"mode": "standard", "max_attempts": self._max_attempts})
+        config = AioConfig(retries={"mode": "standard", "total_max_attempts": self._max_attempts})
         session = get_session()
         self._client_cm = session.create_client("s3", endpoint_url=self.endpoint, config=config)
         self._client = await self._client_cm.__aenter__()

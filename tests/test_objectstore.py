@@ -9,9 +9,11 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import anyio
 import anyio.from_thread
 import pytest
+from aiohttp import web
 
 from harvester.cli import main
 from harvester.config import load_settings
@@ -196,6 +198,56 @@ def test_the_second_writer_of_a_run_keeps_the_first_object_and_counts_it_done(
 
     anyio.run(go)
     assert s3.objects(bucket) == {"pre/9.ndjson": b"first\n"}
+
+
+async def test_a_slowdown_answer_is_retried(s3: S3Server, bucket: str) -> None:
+    """A proxy in front of moto answers the first PUT with 503 SlowDown, as S3 does."""
+    puts: list[str] = []
+
+    async def forward(request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.method == "PUT" and request.path.endswith("/3.ndjson"):
+            puts.append(request.path)
+            if len(puts) == 1:
+                slow = b"<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>"
+                return web.Response(status=503, body=slow, content_type="application/xml")
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with aiohttp.ClientSession() as session:
+            async with session.request(
+                request.method, s3.url + request.path_qs, headers=headers, data=body
+            ) as answer:
+                data = await answer.read()
+                kept = {k: v for k, v in answer.headers.items() if k.lower() in PASSED}
+                return web.Response(status=answer.status, body=data, headers=kept)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        settings = load_settings(
+            {
+                "out": f"s3://{bucket}/pre/",
+                "s3_endpoint_url": f"http://127.0.0.1:{port}",
+                "token": "t",
+            }  # fmt: skip
+        )
+        sink = ObjectSink(settings)
+        await sink.open()
+        await sink.begin(3)
+        await sink.write(3, b"line\n")
+        await sink.commit(3)
+        await sink.close()
+    finally:
+        await runner.cleanup()
+    assert len(puts) == 2
+    assert await anyio.to_thread.run_sync(s3.objects, bucket) == {"pre/3.ndjson": b"line\n"}
+
+
+PASSED = {"content-type", "etag", "date", "x-amz-request-id", "last-modified"}
 
 
 def test_force_replaces_the_object(s3: S3Server, bucket: str) -> None:
