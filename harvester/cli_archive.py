@@ -1,0 +1,85 @@
+"""The commands that read an archive back and touch no API: status, verify, report.
+
+Kept apart from `cli.py` (which parses, harvests and is the one exit point); their
+heavy modules load only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from . import cli
+from . import cli_help as text
+
+REPORT_HELP = (
+    "Write an archive (the --out DIR of a harvest) as one self-contained HTML page: one "
+    "run's charts and tables, or trends across many runs of a test with regressions marked."
+)
+
+AddCommand = Callable[[str, str, str, str], argparse.ArgumentParser]
+
+
+def add_archive_commands(add: AddCommand, command: str | None) -> None:
+    """`status`, `verify` and `report`; the report's flags load only when it runs."""
+    status = add("status", "what the state file says", text.STATUS, text.STATUS_EPILOG)
+    where = status.add_mutually_exclusive_group()
+    where.add_argument("--state", metavar="FILE", help="the state file to read")
+    where.add_argument("--out", metavar="DIR", help="archive directory (its state file)")
+    status.add_argument(
+        "--output", choices=("table", "json"), help="table (default on a terminal) or json"
+    )
+    status.set_defaults(handler=_cmd_status)
+    verify = add(
+        "verify", "check an archive against its manifests", text.VERIFY, text.VERIFY_EPILOG
+    )
+    verify.add_argument("directory", metavar="DIR", help="the --out directory of a harvest")
+    verify.add_argument(
+        "--output", choices=("table", "json"), help="table (default on a terminal) or json"
+    )
+    verify.set_defaults(handler=_cmd_verify)
+    report = add("report", "an archive as one HTML page, or PNG charts", REPORT_HELP, "")
+    if command == "report":
+        from .report import command as report_command
+
+        report_command.add_arguments(report)
+        report.set_defaults(handler=_cmd_report)
+
+
+def _cmd_status(ns: argparse.Namespace) -> int:
+    """Read the state file (read-only: a running harvester may hold its lock)."""
+    from .status import read_status, status_path, write_status
+
+    report = read_status(status_path(ns.state, ns.out))
+    output = ns.output or ("table" if sys.stdout.isatty() else "json")
+    write_status(sys.stdout, report, output)
+    return cli.EXIT_OK
+
+
+def _cmd_verify(ns: argparse.Namespace) -> int:
+    """Every file checked against its manifest; 1 when anything is not intact."""
+    from .tables import print_table, write_rows
+    from .verify import PROBLEMS, intact, verify
+
+    rows = list(verify(ns.directory))
+    output = ns.output or ("table" if sys.stdout.isatty() else "json")
+    if output == "json":
+        write_rows(sys.stdout, rows, "json")
+    else:
+        problems = [row for row in rows if row["status"] in PROBLEMS]
+        if problems:
+            columns = [("test_run_id", "run"), ("file", "file"), ("status", "status"),
+                       ("detail", "detail")]  # fmt: skip
+            print_table(sys.stdout, columns, problems)
+        runs = len({row["test_run_id"] for row in rows})
+        print(f"{len(rows) - len(problems)} of {len(rows)} files intact ({runs} runs)")
+    return cli.EXIT_OK if intact(rows) else cli.EXIT_FAILED
+
+
+def _cmd_report(ns: argparse.Namespace) -> int:
+    from .report.command import make_report
+
+    for path in make_report(ns):
+        print(f"report written to {path}")
+    return cli.EXIT_OK
