@@ -24,7 +24,8 @@ from rich.console import Console
 from harvester.config import Settings, load_settings
 from harvester.errors import AuthRejected
 from harvester.job import harvest_job
-from harvester.progress import LiveDisplay, Reporter, wants_live
+from harvester.live import LiveDisplay, wants_live
+from harvester.progress import Reporter
 from harvester.ratelimit import RateGate
 from harvester.records import RECORD_TYPES
 from harvester.scheduler import RunTarget
