@@ -17,6 +17,7 @@ import orjson
 
 from .compression import READ_ERRORS, open_data, run_id_of
 from .errors import ConfigError, HarvesterError
+from .layout import run_dirs
 
 Record = dict[str, Any]
 
@@ -66,13 +67,15 @@ class ArchivedRun:
 
 
 def open_archive(directory: str | Path) -> list[ArchivedRun]:
-    """The runs archived in `directory` (`<run_id>.ndjson[.gz|.zst]` files), by run id.
-    Hidden temporary files (`.N.….partial`) and names that are not a run's never match."""
+    """The runs archived in `directory` (`<run_id>.ndjson[.gz|.zst]` files, in the root
+    or, --layout date, its `YYYY/MM/DD/` directories), by run id. Hidden temporary files
+    (`.N.….partial`) and names that are not a run's never match."""
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory: give the --out directory of a harvest")
     runs = {}
-    for path in root.glob("*.ndjson*"):
+    paths = (path for where in run_dirs(root) for path in where.glob("*.ndjson*"))
+    for path in paths:
         run_id = run_id_of(path)
         # --format points: the sidecar (`.meta.`) holds the run's records but its series
         # are in the points file, which this reader does not read.

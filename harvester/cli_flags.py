@@ -113,6 +113,11 @@ def add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> No
     g.add_argument(
         "--compress-level", metavar="N", help="gzip 1-9 (default 6), zstd 1-22 (default 3)"
     )
+    g.add_argument(
+        "--layout",
+        choices=("flat", "date"),
+        help="flat: every run in DIR (default); date: DIR/YYYY/MM/DD/ of the run's creation (UTC)",
+    )
     g.add_argument("--runs-in-flight", metavar="N", help="runs harvested at once (default 4)")
     g.add_argument("--step", metavar="SECONDS", help="v6: between a series' points (default 60)")
     g.add_argument(
@@ -203,5 +208,5 @@ SETTINGS_FLAGS = (
     "tests", "since", "until", "page_size", "interval", "listen_host", "listen_port",
     "api", "stack_id", "stack_url", "step", "all_projects",
     "export_csv", "export_timeout", "organizations", "s3_endpoint_url",
-    "compress", "compress_level", "format",
+    "compress", "compress_level", "format", "layout",
 )  # fmt: skip

@@ -17,6 +17,7 @@ from . import values
 from .backends.v5_query import check_methods as check_v5_methods
 from .compression import CODECS, check_level
 from .errors import ConfigError
+from .layout import LAYOUTS
 from .methods import check_method
 from .values import Parser
 
@@ -105,6 +106,8 @@ class Settings:
     #: How records are written: raw (the API's objects) or points (one line a point).
     format: str = _section("harvest", "raw", values.choice("raw", "points", "parquet"))
     compress_level: int | None = _section("harvest", None, values.optional(values.whole(1, 22)))
+    #: Where each run's files go under --out: flat (the root) or date (YYYY/MM/DD/).
+    layout: str = _section("harvest", "flat", values.choice(*LAYOUTS))
     # [discovery]
     projects: tuple[int, ...] = _section(
         "discovery", (), values.many(values.resource_id("projects"))
@@ -219,6 +222,8 @@ def _validate_output(s: Settings) -> None:
             f"--compress {s.compress} compresses the files of --out DIR; on stdout pipe "
             "through gzip or zstd instead (object stores: not yet)"
         )
+    if s.layout != "flat" and s.to_stdout:
+        raise ConfigError(f"--layout {s.layout} places files under --out DIR; give a directory")
     problem = check_level(s.compress, s.compress_level)
     if problem:
         raise ConfigError(problem)

@@ -22,6 +22,7 @@ from .api import CloudApi, JsonObject
 from .config import Settings
 from .errors import ConfigError, NotFound
 from .export import run_archived
+from .layout import Places, parse_created
 from .paging import each, read_pages
 from .projects import selected_projects
 from .ratelimit import RateGate
@@ -43,18 +44,6 @@ from .values import parse_when as parse_when
 from .waiting import recheck, waiting_run
 
 # --- parsing ----------------------------------------------------------------------------
-
-
-def parse_created(run: JsonObject) -> datetime | None:
-    """The run's `created` moment, or None when it is missing or unreadable."""
-    value = run.get("created")
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 #: v6 has stacks, not organizations: its projects are named with --project.
@@ -303,8 +292,13 @@ def archived_in(settings: Settings) -> Callable[[int], bool]:
     truth). The state file is not read: a running worker holds its lock."""
     if settings.to_stdout:
         return lambda _run_id: False
-    out = Path(settings.out)
-    return lambda run_id: run_archived(out, run_id, settings.export_csv)
+    places = Places(settings.layout, Path(settings.out))
+
+    def archived(run_id: int) -> bool:  # in either --layout
+        where = places.locate(run_id, None)
+        return where is not None and run_archived(where, run_id, settings.export_csv)
+
+    return archived
 
 
 def listing(

@@ -27,6 +27,7 @@ from yarl import URL
 from .api import V2, CloudApi, JsonObject
 from .compression import published_run
 from .errors import ApiStatusError, HarvesterError, OutputError
+from .layout import Places
 from .outdir import create_temp, discard, publish
 from .retry import RetryPolicy
 from .sinks import FILE_MODE, current_umask, fsync_directory, writing_to
@@ -74,7 +75,8 @@ def export_file_of(run: JsonObject) -> str | None:
 
 
 class CsvExporter:
-    """Fetches runs' CSV exports into `out_dir`; one per job, shared by its runs."""
+    """Fetches runs' CSV exports into `out_dir` (each into its run's directory there, as
+    `places` say: --layout); one per job, shared by its runs."""
 
     def __init__(
         self,
@@ -84,9 +86,10 @@ class CsvExporter:
         timeout: float,
         replace: bool = False,
         file_mode: int | None = FILE_MODE,
+        places: Places | None = None,
     ) -> None:
         self.api = api
-        self.out_dir = out_dir
+        self.places = places if places is not None else Places("flat", out_dir)
         # --file-mode as for the NDJSON files; None: what the umask leaves of 0666.
         self.file_mode = file_mode if file_mode is not None else 0o666 & ~current_umask()
         self.timeout = timeout
@@ -96,7 +99,7 @@ class CsvExporter:
     async def export(self, run_id: int) -> ExportedFile:
         """The run's export, published. One already published (a job that stopped between
         the CSV and the NDJSON) is kept as it is: no request, no second copy."""
-        existing = published_csv(self.out_dir, run_id)
+        existing = published_csv(self.places.directory(run_id), run_id)
         if existing is not None and not self.replace:
             return ExportedFile(existing, existing.stat().st_size)
         stored = export_file_of(await self.api.get_run(run_id))
@@ -146,7 +149,7 @@ class CsvExporter:
                 raise  # (a RequestTimeout is an OSError too: it is no disk error)
             except OSError as exc:
                 raise OutputError(f"cannot write to {temp}: {exc.strerror or exc}") from exc
-            final = self.out_dir / f"{run_id}{_suffix(fh)}"
+            final = self.places.directory(run_id) / f"{run_id}{_suffix(fh)}"
             with writing_to(final):
                 await anyio.to_thread.run_sync(self._publish, fh, temp, run_id, final)
         return ExportedFile(final, final.stat().st_size)
@@ -155,8 +158,9 @@ class CsvExporter:
     def _temporary(self, run_id: int) -> Iterator[tuple[BinaryIO, Path]]:
         """A temporary file of this writer only (`outdir.create_temp`: unique, flocked while
         open, so no other job's cleanup removes it), removed unless published."""
-        with writing_to(self.out_dir):
-            fd, temp = create_temp(self.out_dir, run_id, "csv")
+        where = self.places.directory(run_id)
+        with writing_to(where):
+            fd, temp = create_temp(where, run_id, "csv")
         os.fchmod(fd, self.file_mode)
         try:
             with os.fdopen(fd, "w+b") as fh:
@@ -169,12 +173,12 @@ class CsvExporter:
         os.fsync(fh.fileno())
         if self.replace:
             # The new export may be gzip where the old one was not: keep one of them.
-            old = published_csv(self.out_dir, run_id)
+            old = published_csv(final.parent, run_id)
             if old is not None and old != final:
                 old.unlink()
         # Without --force a file another writer published stays as it is.
         publish(temp, final, replace=self.replace)
-        fsync_directory(self.out_dir)
+        fsync_directory(final.parent)
 
 
 def _suffix(fh: BinaryIO) -> str:

@@ -27,6 +27,7 @@ from .compression import published_run
 from .config import Settings
 from .errors import unwrap
 from .export import run_archived
+from .layout import Places
 from .manifest import job_facts, manifest_path, seal
 from .objectstore import ObjectSink, default_state_path
 from .provenance import describe_runs, from_file, lacking
@@ -79,9 +80,18 @@ def lock_output_dir(settings: Settings) -> contextlib.AbstractContextManager[obj
         return outdir.DirectoryLock(out_dir)
 
 
+def places_for(settings: Settings) -> Places:
+    """Where the job's runs go (--layout), under --out DIR (or an object store's prefix)."""
+    return Places(settings.layout, Path(settings.out) if settings.on_disk else None)
+
+
 @contextlib.contextmanager
 def make_sink(
-    settings: Settings, stdout: BinaryIO | None = None, *, locked: bool = False
+    settings: Settings,
+    stdout: BinaryIO | None = None,
+    *,
+    locked: bool = False,
+    places: Places | None = None,
 ) -> Iterator[Sink]:
     """The sink for the job, with the output directory's lock held while it is open (a
     second job on the directory is refused with `OutputBusy`); `locked`: the caller
@@ -90,7 +100,7 @@ def make_sink(
         yield StreamSink(stdout if stdout is not None else sys.stdout.buffer)
         return
     if settings.to_object_store:
-        yield ObjectSink(settings)
+        yield ObjectSink(settings, places=places)
         return
     lock = contextlib.nullcontext() if locked else lock_output_dir(settings)
     with lock:
@@ -102,6 +112,7 @@ def make_sink(
             level=settings.compress_level,
             facts=job_facts(settings),
             output_format=settings.format,
+            places=places if places is not None else places_for(settings),
         )
 
 
@@ -141,10 +152,15 @@ def split_done(
     targets: Sequence[RunTarget],
     state: HarvestState | None,
     stored: set[int] | None = None,
+    places: Places | None = None,
 ) -> tuple[list[RunTarget], list[int]]:
     """(runs to harvest, runs already archived). The files (or the objects `stored` under
-    an object-store prefix) are the truth."""
+    an object-store prefix) are the truth, in either --layout (`Places.locate`)."""
+    places = places if places is not None else places_for(settings)
     if settings.force:
+        if settings.on_disk:  # where each run was, so its new files replace it there
+            for target in targets:
+                places.locate(target.run_id, target.run)
         return list(targets), []
     done_in_state = state.done_runs(t.run_id for t in targets) if state else set()
     todo: list[RunTarget] = []
@@ -157,9 +173,10 @@ def split_done(
             if not archived and target.run_id in done_in_state and state is not None:
                 state.forget(target.run_id)
         else:
-            archived = run_archived(Path(settings.out), target.run_id, settings.export_csv)
-            if archived:
-                seal_if_unsealed(settings, target.run_id)
+            where = places.locate(target.run_id, target.run)
+            archived = where is not None and run_archived(where, target.run_id, settings.export_csv)
+            if where is not None and archived:
+                seal_if_unsealed(settings, target.run_id, where)
             if not archived and target.run_id in done_in_state and state is not None:
                 state.forget(target.run_id)  # done, says the state; the file says otherwise
         if archived:
@@ -169,10 +186,10 @@ def split_done(
     return todo, skipped
 
 
-def seal_if_unsealed(settings: Settings, run_id: int) -> None:
+def seal_if_unsealed(settings: Settings, run_id: int, out: Path) -> None:
     """An archived run without its manifest (a crash between the two, or an archive from
-    before manifests) gets one now, made from its files (see `manifest`)."""
-    out = Path(settings.out)
+    before manifests) gets one now, made from its files in `out`, its directory (see
+    `manifest`)."""
     if not manifest_path(out, run_id).exists():
         mode = settings.file_mode_bits
         with writing_to(out):
@@ -180,15 +197,21 @@ def seal_if_unsealed(settings: Settings, run_id: int) -> None:
 
 
 def archived_short(
-    settings: Settings, archived: Sequence[int], state: HarvestState | None
+    settings: Settings,
+    archived: Sequence[int],
+    state: HarvestState | None,
+    places: Places | None = None,
 ) -> dict[int, list[str]]:
     """Archived runs that lack what this job asks for (another method, details), and
-    what. How a run was harvested comes from the state, else from its file's summary."""
+    what. How a run was harvested comes from the state, else from its file's summary
+    (in the directory `places` found it in)."""
     recorded = state.harvested_how(archived) if state and archived else {}
+    found = places.found if places is not None else {}
     short: dict[int, list[str]] = {}
     for run_id in archived:
         how = recorded.get(run_id)
-        path = published_run(Path(settings.out), run_id) if settings.on_disk else None
+        where = found.get(run_id, Path(settings.out))
+        path = published_run(where, run_id) if settings.on_disk else None
         if how is None and path is not None:
             how = from_file(path)
         if how is None and path is not None:
@@ -243,14 +266,15 @@ async def harvest_job(
     opened: contextlib.AbstractContextManager[HarvestState | None] = (
         contextlib.nullcontext(state) if state is not None else open_state(settings)
     )
+    places = places_for(settings)
     async with contextlib.AsyncExitStack() as stack:
-        sink = stack.enter_context(make_sink(settings, stdout, locked=out_locked))
+        sink = stack.enter_context(make_sink(settings, stdout, locked=out_locked, places=places))
         state = stack.enter_context(opened)
         remove_leftovers(settings)
         stored = await _open_store(sink, targets, stack)
-        todo, skipped = split_done(settings, targets, state, stored)
+        todo, skipped = split_done(settings, targets, state, stored, places)
         if notify is not None:
-            warn_short(archived_short(settings, skipped, state), notify)
+            warn_short(archived_short(settings, skipped, state, places), notify)
         stats.runs_total += len(todo)
         stats.runs_skipped += len(skipped)
         # The state first: a run published is recorded even if a later observer fails
@@ -258,7 +282,8 @@ async def harvest_job(
         watchers = [*([state] if state else []), *observers]
         async with Transport(settings, gate=gate, stats=stats) as transport:
             fetcher = await make_fetcher(settings, transport)
-            scheduler = Scheduler(settings, CloudApi(transport), sink, stats, watchers, fetcher)
+            api = CloudApi(transport)
+            scheduler = Scheduler(settings, api, sink, stats, watchers, fetcher, places)
             interrupted = await _run(scheduler, todo, handle_signals, grace, stop, listener)
             if interrupted is None:
                 await check_v2_gone(settings, transport, stats)

@@ -22,6 +22,7 @@ import gzip
 import hashlib
 import io
 import os
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -109,7 +110,7 @@ def scan(path: Path, *, ndjson: bool) -> Scan:
         if ndjson:
             try:
                 _count_lines(_lines(hashing, codec_of(path)), result)
-            except (OSError, EOFError, zstandard.ZstdError) as exc:
+            except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
                 result.problem = f"cannot be decompressed: {exc}"
         while hashing.read(CHUNK):  # the rest (or all, for a CSV): every byte is hashed
             pass

@@ -23,9 +23,11 @@ from urllib.parse import urlsplit
 
 from .config import Settings, is_loopback
 from .errors import ConfigError, HarvesterError, OutputError
+from .layout import Places
 
 PART_SIZE = 8 << 20  # S3's minimum part is 5 MiB; 8 MiB is what the AWS CLI uses
-RUN_KEY = re.compile(r"(\d+)\.ndjson")
+#: A run's key below the prefix, in either --layout (`5.ndjson`, `2026/01/31/5.ndjson`).
+RUN_KEY = re.compile(r"(?:[0-9]{4}/[0-9]{2}/[0-9]{2}/|undated/)?([0-9]+)\.ndjson")
 
 
 class StoreRefused(HarvesterError):
@@ -39,12 +41,6 @@ class StoreRefused(HarvesterError):
 class Location:
     bucket: str
     prefix: str  # "" or ends with "/"
-
-    def key(self, run_id: int) -> str:
-        return f"{self.prefix}{run_id}.ndjson"
-
-    def url(self, run_id: int) -> str:
-        return f"s3://{self.bucket}/{self.key(run_id)}"
 
 
 def is_s3(out: str) -> bool:
@@ -138,8 +134,12 @@ class _Upload:
 class ObjectSink:
     """One object `<prefix><run_id>.ndjson` per run; see the module's docstring."""
 
-    def __init__(self, settings: Settings, *, part_size: int = PART_SIZE) -> None:
+    def __init__(
+        self, settings: Settings, *, part_size: int = PART_SIZE, places: Places | None = None
+    ) -> None:
         self.loc = parse_location(settings.out)
+        #: --layout date: a run's key is `<prefix>YYYY/MM/DD/<id>.ndjson`.
+        self.places = places if places is not None else Places(settings.layout)
         self.endpoint = endpoint_url(settings)
         self.part_size = part_size
         self._max_attempts = settings.max_attempts
@@ -179,7 +179,7 @@ class ObjectSink:
         Returns how many."""
         if self.opened_at is None:
             return 0
-        keys = {self.loc.key(run_id) for run_id in run_ids}
+        wanted = set(run_ids)  # by id: a run's date is not decided yet
         stale: list[tuple[str, str]] = []
         paginator = self._client.get_paginator("list_multipart_uploads")
         with failing_as_output_error(self.loc, self.endpoint):
@@ -187,7 +187,7 @@ class ObjectSink:
                 stale += [
                     (up["Key"], up["UploadId"])
                     for up in page.get("Uploads", [])
-                    if up["Key"] in keys and up["Initiated"] < self.opened_at
+                    if self._run_of(up["Key"]) in wanted and up["Initiated"] < self.opened_at
                 ]
         for key, upload_id in stale:
             await self._call(
@@ -207,10 +207,18 @@ class ObjectSink:
         with failing_as_output_error(self.loc, self.endpoint):
             async for page in paginator.paginate(Bucket=self.loc.bucket, Prefix=self.loc.prefix):
                 for item in page.get("Contents", []):
-                    match = RUN_KEY.fullmatch(item["Key"][len(self.loc.prefix) :])
-                    if match and int(match.group(1)) in wanted:
-                        found.add(int(match.group(1)))
+                    run_id = self._run_of(item["Key"])
+                    if run_id in wanted:
+                        found.add(run_id)
         return found
+
+    def _key(self, run_id: int) -> str:
+        return self.loc.prefix + self.places.key(run_id, f"{run_id}.ndjson")
+
+    def _run_of(self, key: str) -> int | None:
+        """The run a key under the prefix holds, in either layout; None for other keys."""
+        match = RUN_KEY.fullmatch(key[len(self.loc.prefix) :])
+        return int(match.group(1)) if match else None
 
     async def begin(self, run_id: int) -> None:
         self._uploads[run_id] = _Upload()
@@ -226,7 +234,7 @@ class ObjectSink:
         stays at about one part per run in flight."""
         if upload.upload_id is None:
             answer = await self._call(
-                "create_multipart_upload", Bucket=self.loc.bucket, Key=self.loc.key(run_id)
+                "create_multipart_upload", Bucket=self.loc.bucket, Key=self._key(run_id)
             )
             upload.upload_id = answer["UploadId"]
         body, upload.buffer = bytes(upload.buffer), bytearray()  # aiobotocore wants bytes
@@ -234,7 +242,7 @@ class ObjectSink:
         answer = await self._call(
             "upload_part",
             Bucket=self.loc.bucket,
-            Key=self.loc.key(run_id),
+            Key=self._key(run_id),
             UploadId=upload.upload_id,
             PartNumber=number,
             Body=body,
@@ -250,7 +258,7 @@ class ObjectSink:
         """The run's object URL: published now, or found published whole by another job.
         (`counts`, `summary`: for a directory's manifest; objects have none yet.)"""
         upload = self._uploads[run_id]
-        key = self.loc.key(run_id)
+        key = self._key(run_id)
         try:
             if upload.upload_id is None:
                 await self._call(
@@ -278,7 +286,7 @@ class ObjectSink:
             # Another job published this run whole first: it is done; ours is dropped.
         finally:
             await self.abort(run_id)
-        return self.loc.url(run_id)
+        return f"s3://{self.loc.bucket}/{key}"
 
     async def abort(self, run_id: int) -> None:
         upload = self._uploads.pop(run_id, None)
@@ -286,7 +294,7 @@ class ObjectSink:
             # Best effort: what fails here a bucket lifecycle rule removes (README).
             with contextlib.suppress(Exception):
                 await self._client.abort_multipart_upload(
-                    Bucket=self.loc.bucket, Key=self.loc.key(run_id), UploadId=upload.upload_id
+                    Bucket=self.loc.bucket, Key=self._key(run_id), UploadId=upload.upload_id
                 )
 
     async def close(self) -> None:

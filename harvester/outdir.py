@@ -6,7 +6,8 @@ is ever torn, and no writer removes or replaces what another one writes or publi
   refused with one line. The rules below do not rely on it: they hold when the lock file
   is deleted under a running job, or when a directory is shared some other way.
 - **Temporary files are unique per writer.** `create_temp` makes `.<run>.<random>.ndjson.partial`
-  (or `.csv.partial`) with `O_EXCL` (`tempfile.mkstemp`), never a fixed name opened with
+  (or `.csv.partial`), in the directory of the final name (`--layout date`: the run's
+  `YYYY/MM/DD/`, not the root), with `O_EXCL` (`tempfile.mkstemp`), never a fixed name opened with
   `O_TRUNC`, and the writer holds an `flock` on it until the file is published or removed.
 - **Publication never replaces another writer's file.** `publish` hard-links the temporary
   file to its final name (`link` fails if the name exists, atomically), then unlinks the
@@ -31,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import OutputBusy
+from .layout import run_dirs
 
 LOCK_FILE_NAME = ".harvester.lock"
 TEMP_SUFFIX = ".partial"
@@ -138,9 +140,10 @@ def remove_leftovers(out_dir: Path) -> int:
     writer lets go of before it is done with the file (see `create_temp`), so this is
     safe with other harvesters running on the directory, locked out or not."""
     removed = 0
-    for path in out_dir.glob(f".*{TEMP_SUFFIX}"):
-        if TEMP_NAME.fullmatch(path.name) and _remove_if_abandoned(path):
-            removed += 1
+    for directory in run_dirs(out_dir):  # the root and, --layout date, each day's directory
+        for path in directory.glob(f".*{TEMP_SUFFIX}"):
+            if TEMP_NAME.fullmatch(path.name) and _remove_if_abandoned(path):
+                removed += 1
     return removed
 
 

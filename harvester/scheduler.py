@@ -22,6 +22,7 @@ from .backends.base import RunFetcher
 from .backends.v2 import V2Fetcher
 from .config import Settings
 from .errors import JOB_FATAL, HarvesterError, describe, unwrap
+from .layout import Places
 from .provenance import harvest_block
 from .records import Lines, Message, RunFailed, RunFinished, RunStarted, encode
 from .retry import RetryBudget, current_budget
@@ -94,10 +95,13 @@ class Scheduler:
         stats: HarvestStats,
         observers: Sequence[RunObserver] = (),
         fetcher: RunFetcher | None = None,
+        places: Places | None = None,
     ) -> None:
         self.settings = settings
+        #: Where each run's files go (--layout), decided before the sink opens them.
+        self.places = places if places is not None else Places(settings.layout)
         #: The API's backend: fetches one run into the channel (default: v2's).
-        self.fetcher: RunFetcher = fetcher or V2Fetcher(settings, api)
+        self.fetcher: RunFetcher = fetcher or V2Fetcher(settings, api, self.places)
         self.api = api
         self.sink = sink
         self.stats = stats
@@ -134,16 +138,21 @@ class Scheduler:
                 await self._harvest_one(target, send)
 
     async def _harvest_one(self, target: RunTarget, send: MemoryObjectSendStream[Message]) -> None:
-        await send.send(RunStarted(target.run_id))
         token = current_budget.set(RetryBudget(self.settings.retry_budget))
         reason = target.incomplete_reason
+        started = False
         try:
-            summary = await self.fetcher.fetch(target.run_id, target.run, send)
+            run = await self._place(target)
+            await send.send(RunStarted(target.run_id))
+            started = True
+            summary = await self.fetcher.fetch(target.run_id, run, send)
             reason = reason or summary.pop("incomplete_reason", None)
         except (HarvesterError, ExceptionGroup) as exc:
             error = unwrap(exc)
             if isinstance(error, JOB_FATAL) or not isinstance(error, HarvesterError):
                 raise error from None
+            if not started:  # the state and progress hear of every run that ends
+                await send.send(RunStarted(target.run_id))
             await send.send(RunFailed(target.run_id, describe(error)))
             return
         finally:
@@ -153,6 +162,16 @@ class Scheduler:
             summary["incomplete_reason"] = reason
         summary["harvest"] = harvest_block(self.settings)  # later jobs compare their settings
         await send.send(RunFinished(target.run_id, summary))
+
+    async def _place(self, target: RunTarget) -> JsonObject | None:
+        """Decide the run's directory before its files open (the sink writes there from
+        the first line). --layout date needs the run's `created`: a run given by id is
+        asked for its object, which then goes on as its `run` record."""
+        run = target.run
+        if self.places.needs_run_object(run):
+            run = await self.fetcher.run_object(target.run_id)
+        self.places.decide(target.run_id, run)
+        return run
 
     # --- writing --------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from .compression import CODECS, HashingWriter, compressing, published_data, suf
 from .errors import ConfigError, OutputError
 from .formats.parquet import ParquetPoints
 from .formats.points import PointsSplitter
+from .layout import Places, make_dirs
 from .outdir import create_temp, discard, publish
 
 FILE_MODE = 0o600  # metric tags can name internal hosts: owner-only by default (--file-mode)
@@ -139,8 +140,12 @@ class DirectorySink:
         level: int | None = None,
         facts: Mapping[str, Any] | None = None,
         output_format: str = "raw",
+        places: Places | None = None,
     ) -> None:
         self.out_dir = out_dir
+        #: Each run's directory under `out_dir` (--layout). Its temporary files go there
+        #: too: beside their final name (one filesystem), where `remove_leftovers` looks.
+        self.places = places if places is not None else Places("flat", out_dir)
         # None: what the umask leaves of 0666, as for any program's files.
         self.file_mode = file_mode if file_mode is not None else 0o666 & ~current_umask()
         self.replace = replace
@@ -158,10 +163,12 @@ class DirectorySink:
         self._files[run_id] = files
         if self.format != "raw":
             self._splitters[run_id] = PointsSplitter(run_id)
+        with writing_to(self.out_dir):
+            where = make_dirs(self.out_dir, self.places.relative(run_id))
         for kind in KINDS[self.format]:
             codec = self._codec(kind)
-            with writing_to(self.out_dir):
-                fd, temp = create_temp(self.out_dir, run_id, suffix(codec, kind)[1:])
+            with writing_to(where):
+                fd, temp = create_temp(where, run_id, suffix(codec, kind)[1:])
                 os.fchmod(fd, self.file_mode)  # exactly the mode asked, whatever the umask
             fh = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
             hashing = HashingWriter(fh)
@@ -207,7 +214,8 @@ class DirectorySink:
         files = self._files.pop(run_id)
         splitter = self._splitters.pop(run_id, None)
         self._unsynced.pop(run_id, None)
-        finals = {kind: final_path(self.out_dir, run_id, self._codec(kind), kind) for kind in files}
+        where = self.places.directory(run_id)
+        finals = {kind: final_path(where, run_id, self._codec(kind), kind) for kind in files}
         first = next(iter(finals.values()))
         with writing_to(first):
             won = True
@@ -235,7 +243,7 @@ class DirectorySink:
         except BaseException:
             discard(run.temp)  # a full disk fails the flush: leave no partial file behind
             raise
-        fsync_directory(self.out_dir)
+        fsync_directory(final.parent)
         return won
 
     def _seal(
@@ -248,6 +256,7 @@ class DirectorySink:
     ) -> None:
         """The run's manifest, last (see `manifest` for why this order): the data files as
         written, and the CSV export the summary names (published before the data file)."""
+        where = self.places.directory(run_id)
         entries = []
         for kind, run_file in files.items():
             known = None
@@ -255,21 +264,28 @@ class DirectorySink:
                 sha = run_file.hashing.sha.hexdigest()
                 known = manifest.Scan(run_file.hashing.size, sha, counts[kind])
             entries.append(manifest.file_entry(finals[kind], known))
-        csv = published_data(self.out_dir, run_id, "csv") if summary.get("export_file") else None
+        csv = published_data(where, run_id, "csv") if summary.get("export_file") else None
         if csv is not None:
             entries.append(manifest.file_entry(csv))
         built = manifest.build(run_id, entries, self.facts, summary)
-        manifest.write(self.out_dir, run_id, built, self.file_mode)
-        fsync_directory(self.out_dir)
+        manifest.write(where, run_id, built, self.file_mode)
+        fsync_directory(where)
 
     def _remove_others(self, run_id: int, published: set[Path]) -> None:
         """--force with another --compress or --format: the run's older files go, so that
-        one run is never archived twice (as `5.ndjson` and `5.ndjson.gz`)."""
+        one run is never archived twice (as `5.ndjson` and `5.ndjson.gz`); with another
+        --layout, its files where it was archived go too."""
+        where = self.places.directory(run_id)
+        old = self.places.found.get(run_id, where)
         for kind in ("ndjson", "points.ndjson", "meta.ndjson", "parquet"):
             for codec in CODECS:
-                other = final_path(self.out_dir, run_id, codec, kind)
-                if other not in published:
-                    discard(other)
+                for directory in {where, old}:
+                    other = final_path(directory, run_id, codec, kind)
+                    if other not in published:
+                        discard(other)
+        if old != where:
+            for name in (f"{run_id}{manifest.SUFFIX}", f"{run_id}.csv", f"{run_id}.csv.gz"):
+                discard(old / name)
 
     async def abort(self, run_id: int) -> None:
         files = self._files.pop(run_id, {})

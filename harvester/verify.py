@@ -14,6 +14,10 @@ parsed. One row per file, with its status:
 - `orphan`: a file no manifest names. The state file (and its SQLite companions and
   lock), the directory lock and hidden temporary files are the harvester's own, not
   orphans.
+
+With `--layout date` every `YYYY/MM/DD/` (and `undated/`) is walked as well as the root
+(`layout.run_dirs`); a run's manifest names files beside it, and rows name files by
+their path under DIR.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 from . import manifest
 from .compression import run_id_of
 from .errors import ConfigError
+from .layout import run_dirs
 from .outdir import LOCK_FILE_NAME, TEMP_NAME
 from .state import STATE_FILE_NAME
 
@@ -40,54 +45,62 @@ def verify(directory: str | Path) -> Iterator[Row]:
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory: give the --out directory of a harvest")
-    names = sorted(path.name for path in root.iterdir() if path.is_file())
+    for where in run_dirs(root):
+        yield from _verify_dir(where, where.relative_to(root))
+
+
+def _verify_dir(where: Path, under: Path) -> Iterator[Row]:
+    """The rows of one directory's runs; `under`: its path below the archive's root."""
+    names = sorted(path.name for path in where.iterdir() if path.is_file())
     named: set[str] = set()
     for name in names:
         if name.endswith(manifest.SUFFIX) and name[: -len(manifest.SUFFIX)].isdigit():
             run_id = int(name[: -len(manifest.SUFFIX)])
             named.add(name)
-            yield from _check_run(root, run_id, named)
+            yield from _check_run(where, under, run_id, named)
     for name in names:
         if name not in named and not _own(name):
-            data_of = run_id_of(root / name)
+            shown = (under / name).as_posix()
+            data_of = run_id_of(where / name)
             if data_of is not None:
-                yield _row(data_of, name, "missing", f"no manifest ({data_of}{manifest.SUFFIX})")
+                yield _row(data_of, shown, "missing", f"no manifest ({data_of}{manifest.SUFFIX})")
             else:
-                yield _row(_leading_id(name), name, "orphan", "named by no manifest")
+                yield _row(_leading_id(name), shown, "orphan", "named by no manifest")
 
 
-def _check_run(root: Path, run_id: int, named: set[str]) -> Iterator[Row]:
-    path = manifest.manifest_path(root, run_id)
+def _check_run(where: Path, under: Path, run_id: int, named: set[str]) -> Iterator[Row]:
+    path = manifest.manifest_path(where, run_id)
+    shown = (under / path.name).as_posix()
     try:
         found = manifest.read(path)
     except ValueError as exc:  # orjson's JSONDecodeError is a ValueError
-        yield _row(run_id, path.name, "corrupt", f"manifest does not parse: {exc}")
+        yield _row(run_id, shown, "corrupt", f"manifest does not parse: {exc}")
         return
-    yield _row(run_id, path.name, "ok", "")
+    yield _row(run_id, shown, "ok", "")
     for entry in manifest.named_files(found):
         named.add(entry["name"])
-        yield _check_file(root / entry["name"], run_id, entry)
+        yield _check_file(where / entry["name"], (under / entry["name"]).as_posix(), run_id, entry)
 
 
-def _check_file(path: Path, run_id: int, entry: dict[str, Any]) -> Row:
+def _check_file(path: Path, shown: str, run_id: int, entry: dict[str, Any]) -> Row:
     if not path.is_file():
-        return _row(run_id, path.name, "missing", "named by the manifest, not there")
+        return _row(run_id, shown, "missing", "named by the manifest, not there")
     want = entry.get("bytes")
     size = path.stat().st_size
     if isinstance(want, int) and size < want:
-        return _row(run_id, path.name, "truncated", f"{size} of {want} bytes")
+        return _row(run_id, shown, "truncated", f"{size} of {want} bytes")
     if isinstance(want, int) and size > want:
-        return _row(run_id, path.name, "corrupt", f"{size} bytes, the manifest says {want}")
+        return _row(run_id, shown, "corrupt", f"{size} bytes, the manifest says {want}")
     ndjson = ".ndjson" in path.name
     facts = manifest.scan(path, ndjson=ndjson)
     if facts.sha256 != entry.get("sha256"):
         detail = facts.problem or "sha256 differs from the manifest's"
-        return _row(run_id, path.name, "corrupt", detail)
+        return _row(run_id, shown, "corrupt", detail)
     if facts.problem:
-        return _row(run_id, path.name, "corrupt", facts.problem)
+        return _row(run_id, shown, "corrupt", facts.problem)
     if ndjson and dict(facts.counts) != entry.get("counts", {}):
-        return _row(run_id, path.name, "corrupt", f"records {dict(facts.counts)}")
-    return _row(run_id, path.name, "ok", f"{size} bytes")
+        return _row(run_id, shown, "corrupt", f"records {dict(facts.counts)}")
+    return _row(run_id, shown, "ok", f"{size} bytes")
 
 
 def _own(name: str) -> bool:

@@ -16,6 +16,10 @@ from ..records import Message
 
 
 class RunFetcher(Protocol):
+    async def run_object(self, run_id: int) -> dict[str, Any]:
+        """The run's own object (`--layout date` places a run by its `created`)."""
+        ...
+
     async def fetch(
         self, run_id: int, run: dict[str, Any] | None, send: MemoryObjectSendStream[Message]
     ) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from ..api import CloudApi, JsonObject
 from ..config import Settings
 from ..export import CsvExporter, ExportedFile, summary_fields
+from ..layout import Places
 from ..records import Message
 from ..run_harvest import RunHarvest
 
@@ -19,7 +20,7 @@ from ..run_harvest import RunHarvest
 class V2Fetcher:
     """Fetches one run through `/loadtests/v2` into the channel."""
 
-    def __init__(self, settings: Settings, api: CloudApi) -> None:
+    def __init__(self, settings: Settings, api: CloudApi, places: Places | None = None) -> None:
         self.settings = settings
         self.api = api
         self._batch_slots = anyio.CapacityLimiter(settings.concurrency)
@@ -30,10 +31,14 @@ class V2Fetcher:
                 timeout=settings.export_timeout,
                 replace=settings.force,
                 file_mode=settings.file_mode_bits,
+                places=places,
             )
             if settings.export_csv
             else None
         )
+
+    async def run_object(self, run_id: int) -> JsonObject:
+        return await self.api.get_run(run_id)
 
     async def fetch(
         self, run_id: int, run: JsonObject | None, send: MemoryObjectSendStream[Message]

@@ -277,6 +277,9 @@ class V6Fetcher:
         self._settings = settings
         self._slots = anyio.CapacityLimiter(settings.concurrency)
 
+    async def run_object(self, run_id: int) -> JsonObject:
+        return await self.api.get_run(run_id)
+
     async def fetch(
         self, run_id: int, run: JsonObject | None, send: MemoryObjectSendStream[Message]
     ) -> dict[str, Any]:
