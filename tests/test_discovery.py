@@ -21,12 +21,12 @@ from harvester.discovery import (
     Discovery,
     Selection,
     discover_runs,
-    parse_created,
     parse_duration,
     parse_when,
     with_explicit,
 )
 from harvester.errors import ConfigError
+from harvester.layout import parse_created
 from harvester.paging import read_pages
 from harvester.runstatus import INCOMPLETE_REASON, RUN_STATUS_NAMES, PendingRun, classify
 from harvester.scheduler import RunTarget
