@@ -4,16 +4,34 @@ in-process simulator, and for waiting on conditions with a deadline (never bare 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import pytest
 
 from harvester.simulator.server import Simulator
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def find_tool(name: str, install: str) -> str:
+    """The executable `name`, in this environment's scripts directory (a tool a wheel of the
+    dev extra ships, found without an activated venv) or on PATH. Missing: a skip saying
+    how to `install` it outside CI, a failure in CI (CI=true), where scripts/test installs
+    it."""
+    search = os.pathsep.join([sysconfig.get_path("scripts"), os.environ.get("PATH", "")])
+    found = shutil.which(name, path=search)
+    if found is None:
+        reason = f"{name} is not installed ({install})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}: CI needs it (scripts/test installs it)")
+        pytest.skip(reason)
+    return found
 
 
 def cli_env(sim: Simulator) -> dict[str, str]:

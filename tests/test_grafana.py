@@ -4,9 +4,7 @@ metrics a running worker exports, and its /metrics and the rules pass promtool (
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
-from tests.process_helpers import ROOT, wait_for
+from tests.process_helpers import ROOT, find_tool, wait_for
 from tests.test_worker import make_worker, running, worker_settings
 
 DASHBOARD = ROOT / "config" / "grafana-dashboard.json"
@@ -28,13 +26,7 @@ METRIC = re.compile(r"\bharvester_[a-z_]+\b")
 
 
 def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        reason = "promtool is not installed (apt-get install prometheus)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}: CI needs it (scripts/test installs it as root)")
-        pytest.skip(reason)
-    return path
+    return find_tool("promtool", "apt-get install prometheus")
 
 
 def expressions(node: Any) -> list[str]:

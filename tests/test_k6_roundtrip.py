@@ -4,7 +4,6 @@ harvested NDJSON alone (issues 6 and 9)."""
 
 from __future__ import annotations
 
-import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,14 @@ from harvester.simulator.cloud import SimCloud
 from harvester.simulator.k6import import load_k6_run
 from harvester.simulator.server import Simulator
 from tests.harvest_helpers import Record, read_dir
-from tests.k6_helpers import RECORDINGS, SIM_TOKEN, record_k6_run, recording, simulate
+from tests.k6_helpers import (
+    RECORDINGS,
+    SIM_TOKEN,
+    k6_binary,
+    record_k6_run,
+    recording,
+    simulate,
+)
 
 RUN_ID = 4242
 
@@ -141,13 +147,11 @@ def test_without_the_summary_submetric_thresholds_are_named_in_one_warning(
 
 
 def test_a_run_recorded_here_by_k6_survives_the_trip_too(tmp_path: Path) -> None:
-    k6 = shutil.which("k6")
-    if k6 is None:
-        pytest.skip("k6 binary not installed (the package index has no trustworthy one)")
-    out, summary = anyio.run(record_k6_run, k6, tmp_path)
-    figures = orjson.loads(summary.read_bytes())["metrics"]
+    out, summary_file = anyio.run(record_k6_run, k6_binary(), tmp_path)
+    summary = orjson.loads(summary_file.read_bytes())
+    figures = summary["metrics"]
     cloud = SimCloud()
-    cloud.add_run(load_k6_run(out, run_id=7, summary_path=summary))
+    cloud.add_run(load_k6_run(out, run_id=7, summary_path=summary_file))
     with anyio.from_thread.start_blocking_portal() as portal:
         with portal.wrap_async_context_manager(Simulator(cloud)) as sim:
             got = harvest(sim.base_url, sim.token, tmp_path / "out", 7)
@@ -157,6 +161,10 @@ def test_a_run_recorded_here_by_k6_survives_the_trip_too(tmp_path: Path) -> None
         figures["checks"]["passes"],
         figures["checks"]["fails"],
     )
+    assert k6_checks(summary) == {"is 200": (6, 0), "found": (0, 3)}
+    assert {check: got.check(check) for check in ("is 200", "found")} == k6_checks(summary)
+    assert got.passes_and_fails("http_req_failed") == (3, 6)
+    assert len(k6_threshold_results(figures)) == 3  # one on the {status:200} submetric
     assert got.threshold_results() == k6_threshold_results(figures)
     assert got.mean("http_req_duration") == pytest.approx(
         figures["http_req_duration"]["avg"], rel=0.005

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import inspect
 import math
-import shutil
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,14 @@ import pytest
 
 from harvester.simulator.k6import import K6Run, load_k6_run, supports_method
 from harvester.simulator.k6reader import K6OutputError, MetricDecl, ReadStats, read_k6_output
-from tests.k6_helpers import metric_line, point_line, record_k6_run, recording, write_lines
+from tests.k6_helpers import (
+    k6_binary,
+    metric_line,
+    point_line,
+    record_k6_run,
+    recording,
+    write_lines,
+)
 
 SHOP, SHOP_SUMMARY = recording("k6-shop-run")
 
@@ -310,17 +316,15 @@ def test_reader_streams_and_memory_stays_bounded(tmp_path: Path) -> None:
 
 
 async def test_a_real_k6_run_matches_its_summary(tmp_path: Path) -> None:
-    k6 = shutil.which("k6")
-    if k6 is None:
-        pytest.skip("k6 binary not installed")
-    out, summary = await record_k6_run(k6, tmp_path)
+    out, summary = await record_k6_run(k6_binary(), tmp_path)
     run = load_k6_run(out, summary_path=summary)
     figures = orjson.loads(summary.read_bytes())["metrics"]
-    assert _total(run, "http_reqs", "sum") == figures["http_reqs"]["count"] == 5
-    assert _total(run, "iterations", "sum") == figures["iterations"]["count"]
-    assert run.overview()["checks_hits_successes"] == figures["checks"]["passes"] == 5
+    assert _total(run, "http_reqs", "sum") == figures["http_reqs"]["count"] == 9
+    assert _total(run, "iterations", "sum") == figures["iterations"]["count"] == 6
+    assert run.overview()["checks_hits_successes"] == figures["checks"]["passes"] == 6
+    assert run.overview()["checks_hits_total"] == 9
     assert _weighted_mean(run, "http_req_duration") == pytest.approx(
         figures["http_req_duration"]["avg"], rel=0.005
     )
     _, thresholds = run.thresholds()
-    assert [t["tainted"] for t in thresholds] == [False] and run.run["result_status"] == 0
+    assert [t["tainted"] for t in thresholds] == [False] * 3 and run.run["result_status"] == 0
