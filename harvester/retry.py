@@ -5,8 +5,9 @@ are retried; 401/403/404/414 and other 4xx never are. Waits are exponential back
 full jitter (uniform in [0, min(cap, base * 2**attempt)]), so retries do not arrive in
 lock-step; a server's Retry-After overrides the backoff. Each request has at most
 `max_attempts` tries, and each run a total `budget` of seconds it may spend waiting to retry
-(never less than `max_retry_after`, so any wait we honour fits). A 429's wait is the
-shared gate's pause, which throttles every run alike: no run's budget pays for it.
+(never less than `max_retry_after`, so any wait we honour fits). A 429's wait, and that
+of a 503 with Retry-After, is the shared gate's pause, which throttles every run alike: no
+run's budget pays for it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from .errors import RetriesExhausted
+from .errors import RateLimited, RetriesExhausted, RetryableError
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,16 @@ class RetryPolicy:
     def backoff(self, attempt: int) -> float:
         """Full-jitter wait before try number `attempt + 1` (attempt counts from 1)."""
         return self.rng.uniform(0.0, min(self.cap, self.base * 2 ** (attempt - 1)))
+
+
+def pauses_everyone(exc: RetryableError, *, from_api: bool) -> bool:
+    """A 429, or a 503 from the API that says when to come back (Retry-After): the server
+    tells the whole client to wait, not this request, so the shared gate pauses everyone
+    (as a 429 does). A 503 without Retry-After is this request's failure: backoff, paid
+    from its run's budget."""
+    if isinstance(exc, RateLimited):
+        return True
+    return from_api and exc.status == 503 and exc.retry_after is not None
 
 
 class RetryBudget:

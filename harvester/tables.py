@@ -56,7 +56,7 @@ def summary_table(
         *((f"  {kind}", f"{n}") for kind, n in sorted(records.items())),
         ("bytes written", f"{written / 1e6:.1f} MB"),
         ("retries", f"{s.retries}"),
-        ("throttled (429)", f"{s.throttled}"),
+        ("throttled (429, 503 + Retry-After)", f"{s.throttled}"),
         ("time", f"{seconds:.1f} s"),
     ]
     for what, value in rows:

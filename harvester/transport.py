@@ -27,7 +27,6 @@ from .errors import (
     AuthRejected,
     ConnectionFailed,
     Forbidden,
-    RateLimited,
     RequestTimeout,
     RetriesExhausted,
     RetryableError,
@@ -36,7 +35,7 @@ from .errors import (
     UnusableAnswer,
 )
 from .ratelimit import RateGate
-from .retry import RetryPolicy, current_budget
+from .retry import RetryPolicy, current_budget, pauses_everyone
 from .stats import HarvestStats
 from .tables import plural
 
@@ -158,7 +157,9 @@ class Transport:
 
     async def _wait_before_retry(self, endpoint: str, exc: RetryableError, attempt: int) -> None:
         what = f"{endpoint} {exc.url or ''}".strip()
-        if isinstance(exc, RateLimited):
+        # A storage host's answer about a file does not speak for the API.
+        shared = pauses_everyone(exc, from_api=endpoint != FILE_ENDPOINT)
+        if shared:
             # First, whatever happens to this request: the gate pauses everyone.
             self._throttled(exc, attempt)
         if attempt >= self.policy.max_attempts:
@@ -180,7 +181,7 @@ class Transport:
                 f"{self.policy.max_retry_after:.0f}s",
                 status=exc.status,
             ) from exc
-        if isinstance(exc, RateLimited):
+        if shared:
             # The gate's pause is the wait. It throttles the whole client, not this run,
             # so no run's retry budget pays for it.
             return
@@ -191,9 +192,10 @@ class Transport:
             budget.spend(wait, what)
         await anyio.sleep(wait)
 
-    def _throttled(self, exc: RateLimited, attempt: int) -> None:
-        """Tell the gate of a 429: a pause of Retry-After (at most --max-retry-after, the
-        longest we wait), or of the backoff but at least a second when it did not say."""
+    def _throttled(self, exc: RetryableError, attempt: int) -> None:
+        """Tell the gate of a 429 (or a 503 with Retry-After): a pause of Retry-After (at
+        most --max-retry-after, the longest we wait), or of the backoff but at least a
+        second when it did not say."""
         self.stats.throttled += 1
         if exc.retry_after is not None:
             pause = min(exc.retry_after, self.policy.max_retry_after)

@@ -186,6 +186,21 @@ async def test_a_download_that_keeps_failing_fails_the_run_and_publishes_nothing
     assert not [p for p in tmp_path.iterdir() if ".csv" in p.name or ".ndjson" in p.name]
 
 
+async def test_a_storage_hosts_503_with_retry_after_does_not_pause_the_api(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    """The file's host is not the API: its Retry-After is this download's wait (from the
+    run's budget), not a pause of every API request."""
+    simulator.exports.knobs.file_status = 503
+    simulator.exports.knobs.file_retry_after = 0.05
+    settings = settings_for(simulator, tmp_path, export_csv=True, max_attempts=3)
+    result = await harvest_job(settings, targets(simulator.cloud)[:1])
+    assert [r.status for r in simulator.exports.requests] == [503, 503, 503]
+    assert result.stats.throttled == 0 and "gave up after 3 tries" in str(
+        result.report.failed[0].reason
+    )
+
+
 async def test_a_download_not_allowed_fails_the_run_at_once(
     simulator: Simulator, tmp_path: Path
 ) -> None:

@@ -69,9 +69,17 @@ async def test_5xx_gives_up_after_max_attempts(tmp_path: Path) -> None:
     assert "retries exhausted" in reason and "after 3 tries" in reason
 
 
-async def test_a_run_fails_when_its_retry_budget_is_spent(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "plan",
+    [
+        FaultPlan(p_500=1.0, fault_endpoints=frozenset({"metrics"})),
+        # Without Retry-After a 503 is this request's failure, not a pause for everyone.
+        FaultPlan(p_503=1.0, fault_endpoints=frozenset({"metrics"})),
+    ],
+    ids=["500", "503"],
+)
+async def test_a_run_fails_when_its_retry_budget_is_spent(plan: FaultPlan, tmp_path: Path) -> None:
     cloud = generate_cloud(runs=1, metrics=5, points=3)
-    plan = FaultPlan(p_500=1.0, fault_endpoints=frozenset({"metrics"}))
     async with Simulator(cloud, faults=plan) as sim:
         settings = settings_for(
             sim,
@@ -85,37 +93,65 @@ async def test_a_run_fails_when_its_retry_budget_is_spent(tmp_path: Path) -> Non
         result = await harvest_job(settings, targets(cloud))
         assert len(sim.requests_for("metrics")) < 50
     assert "retry budget is spent" in (result.report.failed[0].reason or "")
+    assert result.stats.throttled == 0
 
 
-async def test_429_pauses_every_request_for_retry_after(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("status", "plan"),
+    [
+        (429, FaultPlan(seed=7, p_429=0.05, retry_after=0.4)),
+        (503, FaultPlan(seed=7, p_503=0.05, retry_after=0.4, retry_after_on_503=True)),
+    ],
+    ids=["429", "503-with-retry-after"],
+)
+async def test_429_pauses_every_request_for_retry_after(
+    status: int, plan: FaultPlan, tmp_path: Path
+) -> None:
+    """--rate 40 spreads the job over about a second, so the other runs have requests to
+    send when one is told to wait: they hold them until Retry-After has passed."""
     cloud = generate_cloud(runs=3, metrics=60, points=3)
-    plan = FaultPlan(seed=7, p_429=0.05, retry_after=0.4)
     async with Simulator(cloud, faults=plan) as sim:
-        settings = settings_for(sim, tmp_path, max_url_length=600, max_attempts=10, concurrency=4)
+        settings = settings_for(
+            sim, tmp_path, rate=40, max_url_length=600, max_attempts=10, concurrency=4
+        )
         result = await harvest_job(settings, targets(cloud))
-        throttles = [r.at for r in sim.log if r.status == 429]
+        throttles = [r.at for r in sim.log if r.status == status]
         assert throttles and not result.report.failed
         for at in throttles:
             # Requests already on the wire may land just after; nothing new for Retry-After.
             quiet = [r for r in sim.log if at + 0.1 < r.at < at + 0.35]
-            assert quiet == [], f"requests during the pause after the 429 at {at}"
+            assert quiet == [], f"requests during the pause after the {status} at {at}"
+        # The pause held back work: more than the throttled run's had yet to be sent.
+        assert len({r.run_id for r in sim.log if r.at >= throttles[0] + 0.35}) >= 2
     assert_exact(cloud, tmp_path)
 
 
-async def test_a_long_retry_after_pauses_every_run_and_fails_none(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("status", "plan"),
+    [
+        (429, FaultPlan(p_429=1.0, retry_after=1.5, fault_endpoints=frozenset({"overview"}))),
+        (503, FaultPlan(p_503=1.0, retry_after=1.5, retry_after_on_503=True,
+                        fault_endpoints=frozenset({"overview"}))),
+    ],
+    ids=["429", "503-with-retry-after"],
+)  # fmt: skip
+async def test_a_long_retry_after_pauses_every_run_and_fails_none(
+    status: int, plan: FaultPlan, tmp_path: Path
+) -> None:
     """--max-retry-after and --retry-budget scaled down to 2 s: each overview asks twice
     to wait 1.5 s. Every run waits (the gate hears of each 429 before anything else), and
     no run pays for the shared pause from its budget (a run paying 1.5 s per 429 ran out
-    of its 2 s budget on the second 429, and the gate never heard of that one)."""
+    of its 2 s budget on the second 429, and the gate never heard of that one). A 503
+    with Retry-After is the API telling every client to come back later: the same (it
+    used to be one request's backoff, paid from its run's budget, the others kept going)."""
     cloud = generate_cloud(runs=4, metrics=60, points=2)
-    plan = FaultPlan(p_429=1.0, retry_after=1.5, fault_endpoints=frozenset({"overview"}))
     async with Simulator(cloud, faults=plan) as sim:
         settings = settings_for(
             sim, tmp_path, max_url_length=400, max_retry_after=2.0, retry_budget=2.0
         )
 
         def asked_twice() -> bool:
-            throttled = [r.run_id for r in sim.log if r.status == 429]
+            throttled = [r.run_id for r in sim.log if r.status == status]
             return any(throttled.count(run_id) >= 2 for run_id in throttled)
 
         async def heal() -> None:
@@ -125,12 +161,13 @@ async def test_a_long_retry_after_pauses_every_run_and_fails_none(tmp_path: Path
         async with anyio.create_task_group() as tg:
             tg.start_soon(heal)
             result = await harvest_job(settings, targets(cloud))
-        throttles = [r.at for r in sim.log if r.status == 429]
+        throttles = [r.at for r in sim.log if r.status == status]
         for at in throttles:
             # Requests already on the wire (on a busy machine, for a while) may land just
             # after; nothing new until the 1.5 s are over.
             quiet = [r for r in sim.log if at + 0.5 < r.at < at + 1.4]
-            assert quiet == [], f"requests during the pause after the 429 at {at}"
+            assert quiet == [], f"requests during the pause after the {status} at {at}"
+        assert result.stats.throttled == len(throttles) >= 2
     assert not result.report.failed
     assert_exact(cloud, tmp_path)
 

@@ -565,10 +565,11 @@ def test_simulate_maps_the_fault_flags_onto_a_fault_plan() -> None:
         "--p-reset", "0.2", "--p-429", "0.1", "--retry-after", "3", "--rate-limit", "5",
         "--rate-window", "2", "--max-url-length", "4000", "--fail-metric-id", "abc",
         "--fault-endpoint", "series", "--fault-seed", "9", "--delay", "0.5", "--p-delay", "0.1",
+        "--retry-after-on-503",
     )  # fmt: skip
     assert command.fault_plan(ns) == FaultPlan(
         seed=9, p_reset=0.2, p_429=0.1, p_delay=0.1, delay_seconds=0.5, retry_after=3.0,
-        rate_limit=5, rate_window=2.0, max_url_length=4000,
+        retry_after_on_503=True, rate_limit=5, rate_window=2.0, max_url_length=4000,
         fail_metric_ids=frozenset({"abc"}), fault_endpoints=frozenset({"series"}),
     )  # fmt: skip
     assert command.fault_plan(_namespace()) == FaultPlan()

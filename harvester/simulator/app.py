@@ -80,7 +80,7 @@ def _status_fault(fault: Fault, plan: FaultPlan) -> web.Response:
         page = _GATEWAY_PAGE.format(_GATEWAY[fault.kind])
         return web.Response(status=int(fault.kind), text=page, content_type="text/html")
     headers = None
-    if fault.kind == "429":
+    if fault.kind == "429" or (fault.kind == "503" and plan.retry_after_on_503):
         wait = format_retry_after(
             plan.retry_after, as_date=fault.retry_after_date, wall=time.time()
         )

@@ -149,6 +149,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of 429s with an HTTP-date Retry-After",
     )
     faults.add_argument(
+        "--retry-after-on-503",
+        action="store_true",
+        help="injected 503s say Retry-After too (--retry-after, --p-retry-after-date)",
+    )
+    faults.add_argument(
         "--rate-limit",
         type=int,
         default=None,
@@ -197,6 +202,7 @@ def fault_plan(ns: argparse.Namespace) -> FaultPlan:
             delay_seconds=ns.delay,
             retry_after=ns.retry_after,
             p_retry_after_date=ns.p_retry_after_date,
+            retry_after_on_503=ns.retry_after_on_503,
             rate_limit=ns.rate_limit,
             rate_window=ns.rate_window,
             max_url_length=ns.max_url_length,

@@ -40,6 +40,8 @@ class ExportKnobs:
     redirect: bool = False
     #: Answer every file request with this status instead (a failed download).
     file_status: int | None = None
+    #: ... saying Retry-After with this many seconds.
+    file_retry_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,11 @@ def _file_answer(request: web.Request, desk: ExportDesk, cloud: SimCloud) -> web
     if "Authorization" in request.headers:
         return web.Response(status=403, text="Only the signature authenticates; no tokens here.")
     if desk.knobs.file_status is not None:
-        return web.Response(status=desk.knobs.file_status, text="The storage host failed.")
+        wait = desk.knobs.file_retry_after
+        headers = {"Retry-After": str(wait)} if wait is not None else None
+        return web.Response(
+            status=desk.knobs.file_status, text="The storage host failed.", headers=headers
+        )
     signature = request.query.get("signature", "")
     run_id = desk.run_of(signature)
     if run_id is None or str(run_id) != request.match_info["run_id"] or run_id not in cloud.runs:

@@ -60,6 +60,9 @@ class FaultPlan:
     retry_after: float = 1.0
     #: Share of injected 429s whose Retry-After is an HTTP date instead of seconds.
     p_retry_after_date: float = 0.0
+    #: Injected 503s say Retry-After too (as 429s do: `retry_after`, `p_retry_after_date`),
+    #: a service that tells every client when to come back.
+    retry_after_on_503: bool = False
     #: At most `rate_limit` requests in any `rate_window` seconds, over all requests.
     rate_limit: int | None = None
     rate_window: float = 1.0
@@ -109,7 +112,8 @@ class Fault:
     kind: str
     #: Share of the body written before a reset or truncation (0 <= cut < 1).
     cut: float = 0.5
-    #: For a 429: say Retry-After as an HTTP date rather than seconds.
+    #: For a 429 (or a 503 with `retry_after_on_503`): say Retry-After as an HTTP date
+    #: rather than seconds.
     retry_after_date: bool = False
 
 
