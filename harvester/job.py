@@ -173,7 +173,7 @@ def split_done(
             if not archived and target.run_id in done_in_state and state is not None:
                 state.forget(target.run_id)
         else:
-            where = places.locate(target.run_id, target.run)
+            where = places.locate(target.run_id, target.run, _recorded(state, target))
             archived = where is not None and run_archived(where, target.run_id, settings.export_csv)
             if where is not None and archived:
                 seal_if_unsealed(settings, target.run_id, where)
@@ -184,6 +184,15 @@ def split_done(
         else:
             todo.append(target)
     return todo, skipped
+
+
+def _recorded(state: HarvestState | None, target: RunTarget) -> str | None:
+    """Where the state says a run given by id was published (--layout date finds it
+    there without walking the archive); None when its run object dates it anyway."""
+    if state is None or target.run is not None:
+        return None
+    found = state.get(target.run_id)
+    return found.path if found is not None and found.status == "done" else None
 
 
 def seal_if_unsealed(settings: Settings, run_id: int, out: Path) -> None:

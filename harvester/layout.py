@@ -141,13 +141,18 @@ class Places:
         relative = self.relative(run_id)
         return f"{relative}/{name}" if relative else name
 
-    def locate(self, run_id: int, run: Mapping[str, Any] | None) -> Path | None:
+    def locate(
+        self, run_id: int, run: Mapping[str, Any] | None, recorded: str | None = None
+    ) -> Path | None:
         """The directory the run is archived in, in either layout, or None. Known dates
-        cost a stat or two; a run without one is looked up in one walk of the tree."""
-        candidates = [self.root]
+        cost a stat or two; a run without one is looked for where the state `recorded`
+        its file, else in one walk of the tree (once per job)."""
         created = parse_created(run)
+        candidates = [self.root]
         if created is not None:
             candidates.append(self.root / run_dir("date", created))
+        elif recorded is not None and self._inside(Path(recorded).parent):
+            candidates.append(Path(recorded).parent)
         for directory in candidates:
             if published_run(directory, run_id) is not None:
                 self.found[run_id] = directory
@@ -161,3 +166,10 @@ class Places:
             return None
         self.found[run_id] = where
         return where
+
+    def _inside(self, directory: Path) -> bool:
+        """Whether `directory` is in this archive (a state may name a copy elsewhere)."""
+        try:
+            return directory.resolve().is_relative_to(self.root.resolve())
+        except OSError:
+            return False

@@ -15,6 +15,7 @@ import anyio.from_thread
 import orjson
 import pytest
 
+from harvester import layout
 from harvester.archive import open_archive
 from harvester.cli import main
 from harvester.job import harvest_job
@@ -389,3 +390,59 @@ async def test_the_worker_places_runs_by_date_and_asks_for_each_run_once(tmp_pat
             await wait_for(lambda: worker.status.cycles >= cycles + 2)
         assert Counter(r.run_id for r in sim.requests_for("metrics")) == Counter(list(cloud.runs))
     assert_exact_dated(cloud, tmp_path, with_run=True)
+
+
+async def test_runs_given_by_id_are_found_where_the_state_recorded_them_without_a_walk(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_for(simulator, tmp_path, layout="date")
+    targets = [RunTarget(r) for r in sorted(cloud.runs)]
+    await harvest_job(settings, targets)
+    walks: list[Path] = []
+    real_walk = layout.archived_dirs
+
+    def counted(root: Path) -> dict[int, Path]:
+        walks.append(root)
+        return real_walk(root)
+
+    monkeypatch.setattr(layout, "archived_dirs", counted)
+    simulator.log.clear()
+    assert (await harvest_job(settings, targets)).skipped == sorted(cloud.runs)
+    assert not walks and not list(simulator.log)
+    # Without the state the tree is walked, once for the whole job.
+    (tmp_path / STATE_FILE_NAME).unlink()
+    assert (await harvest_job(settings, targets)).skipped == sorted(cloud.runs)
+    assert walks == [tmp_path] and not list(simulator.log)
+
+
+async def test_v6_runs_given_by_id_are_dated_with_one_request_for_their_object(
+    tmp_path: Path,
+) -> None:
+    cloud = generate_cloud(runs=2, metrics=3, points=4)
+    async with Simulator(cloud) as sim:
+        settings = settings_for(
+            sim, tmp_path, api="v6", stack_id=sim.stack_id, step=3, layout="date"
+        )
+        result = await harvest_job(settings, [RunTarget(r) for r in sorted(cloud.runs)])
+        assert not result.report.failed
+        asked = Counter(r.run_id for r in sim.requests_for("v6_run"))
+    assert asked == Counter(list(cloud.runs))  # placed by it, then harvested with it
+    files = data_files(tmp_path)
+    assert sorted(files) == sorted(cloud.runs)
+    for run_id, path in files.items():
+        assert path.parent == tmp_path / day_of(cloud, run_id)
+    assert intact(list(verify(tmp_path)))
+
+
+async def test_harvester_runs_marks_runs_archived_in_the_date_layout(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=3, metrics=3, points=2, projects=1, tests=1)
+    async with Simulator(cloud) as sim:
+        first = min(cloud.runs)
+        await harvest_job(settings_for(sim, tmp_path, layout="date"), [RunTarget(first)])
+        args = ("--test", str(FIRST_TEST_ID), "--out", str(tmp_path), "--output", "json")
+        listed = await run_cli(sim, "runs", *args)
+    assert listed.returncode == 0, listed.stderr.decode()
+    rows = {
+        row["test_run_id"]: row["action"] for row in map(orjson.loads, listed.stdout.splitlines())
+    }
+    assert rows == {r: "skip" if r == first else "harvest" for r in cloud.runs}
