@@ -262,11 +262,6 @@ def _cmd_projects(ns: argparse.Namespace) -> int:
     from .tables import projects_table
 
     settings = settings_from_args(ns)
-    if settings.api == "v6":
-        from .discovery import V6_NO_ORGANIZATIONS
-        from .errors import ConfigError
-
-        raise ConfigError(V6_NO_ORGANIZATIONS)
     _require_token(settings)
     _show_rows(ns.output, _run_async(list_projects, settings), projects_table)
     return EXIT_OK

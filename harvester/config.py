@@ -229,12 +229,21 @@ def _validate_output(s: Settings) -> None:
         raise ConfigError(problem)
 
 
+#: v6 has stacks, not organizations: its projects are named with --project.
+V6_NO_ORGANIZATIONS = (
+    "--organization selects the organizations of the v2/v3 API; with --api v6 name the "
+    "projects with --project, or take the stack's with --all-projects"
+)
+
+
 def _validate_api(s: Settings) -> None:
     if s.api == "v2":
         for method in s.methods:
             check_method(method)
         return
     check_v5_methods(s.methods)
+    if s.organizations:
+        raise ConfigError(V6_NO_ORGANIZATIONS)
     if s.stack_url is not None:
         parts = urlsplit(s.stack_url)
         if parts.scheme != "https" or not parts.hostname:

@@ -20,9 +20,7 @@ from typing import BinaryIO, Protocol, TypeVar
 import anyio
 
 from . import outdir
-from .api import CloudApi
-from .backends.v2_gone import check_v2_gone
-from .backends.v6 import make_fetcher
+from .backends.choose import backend_for
 from .compression import published_run
 from .config import Settings
 from .errors import unwrap
@@ -290,12 +288,13 @@ async def harvest_job(
         # (the reporter, on a closed stderr).
         watchers = [*([state] if state else []), *observers]
         async with Transport(settings, gate=gate, stats=stats) as transport:
-            fetcher = await make_fetcher(settings, transport)
-            api = CloudApi(transport)
-            scheduler = Scheduler(settings, api, sink, stats, watchers, fetcher, places)
+            backend = backend_for(settings, transport)
+            fetcher = backend.fetcher(places)  # bad --method first: before any request
+            await backend.prepare()
+            scheduler = Scheduler(settings, fetcher, sink, stats, watchers, places)
             interrupted = await _run(scheduler, todo, handle_signals, grace, stop, listener)
             if interrupted is None:
-                await check_v2_gone(settings, transport, stats)
+                await backend.after_job()
     done = {o.run_id for o in scheduler.report.outcomes}
     return JobResult(
         scheduler.report,

@@ -31,10 +31,10 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .config import Settings
-    from .discovery import Discovery
     from .job import JobResult
     from .ratelimit import RateGate
     from .scheduler import RunOutcome
+    from .selection import Discovery
     from .stats import HarvestStats
 
 #: The level of each event in JSON lines; the rest are "info".

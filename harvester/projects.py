@@ -22,7 +22,7 @@ from .stats import HarvestStats
 from .transport import Transport
 
 if TYPE_CHECKING:
-    from .discovery import Selection
+    from .selection import Selection
 
 
 async def organizations(api: CloudApi, page_size: int) -> list[JsonObject]:
@@ -108,13 +108,13 @@ def _row(organization: JsonObject, project: JsonObject) -> JsonObject:
 async def list_projects(
     settings: Settings, *, gate: RateGate | None = None, stats: HarvestStats | None = None
 ) -> list[JsonObject]:
-    """`project_rows` of the `--organization`s (all when none) over a transport of its own."""
+    """The backend's project rows (v2: of the `--organization`s, all when none; v6: of
+    the stack) over a transport of its own."""
+    from .backends.choose import backend_for  # the backends build on this module
+
     gate = gate if gate is not None else RateGate.for_settings(settings)
     stats = stats if stats is not None else HarvestStats()
     async with Transport(settings, gate=gate, stats=stats) as transport:
-        return await project_rows(
-            CloudApi(transport),
-            settings.organizations,
-            page_size=settings.page_size,
-            parallel=settings.concurrency,
-        )
+        backend = backend_for(settings, transport)
+        await backend.prepare()
+        return await backend.project_rows(settings.organizations)

@@ -17,9 +17,8 @@ from typing import Any, Protocol
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .api import CloudApi, JsonObject
+from .api import JsonObject
 from .backends.base import RunFetcher
-from .backends.v2 import V2Fetcher
 from .config import Settings
 from .errors import JOB_FATAL, HarvesterError, describe, unwrap
 from .layout import Places
@@ -90,19 +89,17 @@ class Scheduler:
     def __init__(
         self,
         settings: Settings,
-        api: CloudApi,
+        fetcher: RunFetcher,
         sink: Sink,
         stats: HarvestStats,
         observers: Sequence[RunObserver] = (),
-        fetcher: RunFetcher | None = None,
         places: Places | None = None,
     ) -> None:
         self.settings = settings
         #: Where each run's files go (--layout), decided before the sink opens them.
         self.places = places if places is not None else Places(settings.layout)
-        #: The API's backend: fetches one run into the channel (default: v2's).
-        self.fetcher: RunFetcher = fetcher or V2Fetcher(settings, api, self.places)
-        self.api = api
+        #: The job's API backend's: fetches one run into the channel.
+        self.fetcher = fetcher
         self.sink = sink
         self.stats = stats
         self.observers = list(observers)

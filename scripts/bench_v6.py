@@ -1,10 +1,10 @@
 """`scripts/bench --api v6`: the v6 backend against its floor (issue 10).
 
 The simulator serves a generated data set through `/cloud/v6` and `/cloud/v5`. The
-minimum per run is what the harvester must ask for `--run ID`: the run object, 1 metrics
-+ 1 labels, one `query_range_k6` per metric name and default method, the two check
-aggregates and one aggregate per threshold, built with the harvester's own URL code. The
-floor (`bench_floor.py --stack-id`) GETs exactly those URLs, parses and discards the
+minimum per run is what the backend says harvesting it with `--run ID` takes
+(`V6Backend.minimum_paths`): the run object, 1 metrics + 1 labels, one `query_range_k6`
+per metric name and default method, the two check aggregates and one aggregate per
+threshold. The floor (`bench_floor.py --stack-id`) GETs exactly those URLs, parses and discards the
 answers; the harvester (`harvest --api v6 --runs-file`) writes the NDJSON. Reported:
 requests against the minimum, wall against the floor, peak RSS; medians of `--repeat`.
 """
@@ -23,42 +23,35 @@ from typing import Any
 import orjson
 from bench_run import HERE, SIZES, TOKEN, UNLIMITED, Bench, DataSet, Sample, SimHost, Spawner, say
 
-from harvester.backends import v5_query, v6_thresholds
+from harvester.backends.v6 import V6Backend
+from harvester.config import Settings, load_settings
+from harvester.ratelimit import RateGate
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
 from harvester.simulator.state import SimState
 from harvester.simulator.v6_model import v6_run
+from harvester.stats import HarvestStats
+from harvester.transport import Transport
 
 TARGETS = {"requests": 1.0, "vs_floor": 1.5, "rss_mb": 150.0}
 STEP = 60
 STACK = 1
 
 
-def plan_run(state: SimState, run_id: int, step: int) -> list[str]:
-    """The paths the harvester needs for one run given by id, in no particular order."""
+def bench_settings(base_url: str) -> Settings:
+    """The harvester's settings as the bench runs it (for the backend's plan)."""
+    flags = {"api": "v6", "stack_id": STACK, "step": STEP, "base_url": base_url, "token": TOKEN}
+    return load_settings(flags, environ={})
+
+
+def plan_run(state: SimState, run_id: int, backend: V6Backend) -> list[str]:
+    """The paths the backend says one run given by id takes, in no particular order."""
     view = state.v5_view(run_id)
     assert view is not None
     for series in view.series:  # render the buckets now: nobody's clock pays for them
         view.buckets(series)
-    types = {m["name"]: m["type"] for m in view.metrics()}
-    labels = [n for n in view.label_names() if n not in ("__name__", "test_run_id")]
-    base = f"{v5_query.V5}/{run_id}"
-    paths = [f"/cloud/v6/test_runs/{run_id}", f"{base}/metrics", f"{base}/labels"]
-    paths += [
-        v5_query.range_path(run_id, v5_query.by_labels(method, labels), name, step)
-        for name, metric_type in types.items()
-        for method in v5_query.methods_of(metric_type, ())
-    ]
-    if "checks" in types:
-        for method in ("increase_nz", "increase_z"):
-            query = v5_query.by_labels(method, ["check"])
-            paths.append(v5_query.aggregate_path(run_id, query, "checks"))
-    for key, items in v6_run(state.cloud.runs[run_id])["options"]["thresholds"].items():
-        for item in items:
-            plan = v6_thresholds.plan(key, item, types)
-            if plan.method is not None and plan.metric is not None:
-                paths.append(v5_query.aggregate_path(run_id, plan.method, plan.metric))
-    return paths
+    run = v6_run(state.cloud.runs[run_id])
+    return backend.minimum_paths(run, view.metrics(), view.label_names(), discovered=False)
 
 
 class V6Host(SimHost):
@@ -72,8 +65,13 @@ class V6Host(SimHost):
             sim.state.v6.stack_id = STACK
             self._sim, self.base_url = sim, sim.base_url
             d.run_ids = sorted(cloud.runs)
+            settings = bench_settings(sim.base_url)
+            transport = Transport(
+                settings, gate=RateGate.for_settings(settings), stats=HarvestStats()
+            )  # fmt: skip  (never opened: no request)
+            backend = V6Backend(settings, transport)
             for run_id in d.run_ids:
-                d.urls += [self.base_url + p for p in plan_run(sim.state, run_id, STEP)]
+                d.urls += [self.base_url + p for p in plan_run(sim.state, run_id, backend)]
             self._ready.set()
             await self._stop.wait()
 

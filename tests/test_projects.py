@@ -148,7 +148,7 @@ def test_organizations_are_refused_with_the_v6_api(capsys: pytest.CaptureFixture
     """v6 has stacks, not organizations: the selectors say so instead of being ignored."""
     v6 = ["--api", "v6", "--stack-id", "7", "--token", "t", "--base-url", "http://127.0.0.1:9"]
     assert main(["runs", *v6, "--organization", "5"]) == 2
-    assert main(["projects", *v6]) == 2
+    assert main(["projects", *v6, "--organization", "5"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and all("with --api v6 name the projects" in line for line in lines)
 

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from harvester.backends import v5_query, v6_thresholds
-from harvester.backends.v6 import V6Api
+from harvester.backends.v6_api import V6Api
 from harvester.config import Settings
 from harvester.discovery import Selection, discover_runs
 from harvester.errors import ApiStatusError, ConfigError
@@ -306,4 +306,4 @@ async def test_all_projects_lists_every_project_of_the_stack(
     # v2 takes it too (every organization's projects: tests/test_projects.py); v6 has no
     # organizations to name.
     with pytest.raises(ConfigError, match="with --api v6 name the projects"):
-        Selection.from_settings(v6_settings(simulator, tmp_path, organizations=[5]))
+        v6_settings(simulator, tmp_path, organizations=[5])

@@ -1,10 +1,13 @@
-"""The v2 backend's `RunFetcher`: today's `RunHarvest` (`run_harvest.py`), unchanged, and
-with `--export-csv` the run's CSV export beside it (`export.py`)."""
+"""The v2 backend (`/loadtests/v2`): discovery (`v2_discovery.py`), the projects of the
+v3 organization lists (`projects.py`), and its `RunFetcher`: `RunHarvest`
+(`run_harvest.py`) and with `--export-csv` the run's CSV export beside it (`export.py`).
+After a job whose every answer was 404/410 it tells whether v2 is gone (`v2_gone.py`)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
@@ -13,8 +16,42 @@ from ..api import CloudApi, JsonObject
 from ..config import Settings
 from ..export import CsvExporter, ExportedFile, summary_fields
 from ..layout import Places
+from ..projects import project_rows
 from ..records import Message
 from ..run_harvest import RunHarvest
+from ..transport import Transport
+from . import v2_discovery
+from .v2_gone import check_v2_gone
+
+if TYPE_CHECKING:
+    from ..selection import Discovery, Selection
+    from ..state import HarvestState
+
+
+class V2Backend:
+    """`base.Backend` for `/loadtests/v2` (and the v3 organization lists)."""
+
+    def __init__(self, settings: Settings, transport: Transport) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.api = CloudApi(transport)
+
+    async def prepare(self) -> None:
+        return None  # the token is all v2 needs
+
+    async def discover(self, selection: Selection, *, state: HarvestState | None) -> Discovery:
+        parallel = self.settings.concurrency
+        return await v2_discovery.discover(self.api, selection, parallel=parallel, state=state)
+
+    def fetcher(self, places: Places | None = None) -> V2Fetcher:
+        return V2Fetcher(self.settings, self.api, places)
+
+    async def project_rows(self, only: Sequence[int]) -> list[JsonObject]:
+        s = self.settings
+        return await project_rows(self.api, only, page_size=s.page_size, parallel=s.concurrency)
+
+    async def after_job(self) -> None:
+        await check_v2_gone(self.transport, self.transport.stats)
 
 
 class V2Fetcher:

@@ -8,7 +8,6 @@ the job ends with an error that says so and shows the v6 form of the command.
 
 from __future__ import annotations
 
-from ..config import Settings
 from ..errors import ApiError
 from ..stats import HarvestStats
 from ..transport import FILE_ENDPOINT, Transport
@@ -22,10 +21,8 @@ class V2Gone(ApiError):
     exit_code = 2
 
 
-async def check_v2_gone(settings: Settings, transport: Transport, stats: HarvestStats) -> None:
+async def check_v2_gone(transport: Transport, stats: HarvestStats) -> None:
     """Raise `V2Gone` when the job's every answer was 404/410 and so is the probe's."""
-    if settings.api != "v2":
-        return
     statuses = {status for (endpoint, status), n in stats.requests.items()
                 if n and endpoint != FILE_ENDPOINT}  # fmt: skip
     if not statuses or not statuses <= GONE:

@@ -2,12 +2,13 @@
 
 For run N (`fetch`): the run object (`GET /cloud/v6/test_runs/N` unless discovery has
 it; a run that is not final is not ready, an aborted one is harvested incomplete), then
-`GET /cloud/v5/test_runs/N/metrics` (a `metric` record each) and `.../labels` (one
-request), then at once: one `query_range_k6` per metric name and method, grouped by
-every label the run has (`series` records, each with the `query` that made it), the two
-check aggregates (`check` records: passes and fails per check) and one
+side by side `GET /cloud/v5/test_runs/N/metrics` (a `metric` record each) and
+`.../labels` (one request), then at once: one `query_range_k6` per metric name and
+method, grouped by every label the run has (`series` records, each with the `query` that
+made it), the two check aggregates (`check` records: passes and fails per check) and one
 `query_aggregate_k6` per threshold (`threshold` records, computed here: see
-`v6_thresholds.py`). Requests share the job's transport: rate gate, retries, 429 pause.
+`v6_thresholds.py`). Which requests those are is `v6_plan.py`'s. Requests share the
+job's transport: rate gate, retries, 429 pause.
 """
 
 from __future__ import annotations
@@ -16,112 +17,24 @@ import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
-from urllib.parse import urlencode
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ..config import Settings
-from ..errors import ApiStatusError, HarvesterError, NotFound
+from ..errors import HarvesterError
 from ..records import Lines, Message, encode
 from ..transport import Transport
-from . import v5_query, v6_thresholds
+from . import v5_query, v6_plan, v6_thresholds
+from .v6_api import V6, JsonObject, NotReady, V6Api, readiness, resolve_stack
+from .v6_discovery import discover_v6
 
-JsonObject = dict[str, Any]
-V6 = "/cloud/v6"
-MAX_TOP = 1000
-FINAL = ("completed", "aborted")
-
-
-class NotReady(HarvesterError):
-    """A run asked for by id that is not final yet: not harvested (exit 1)."""
-
-
-def readiness(run: JsonObject) -> tuple[bool, str | None]:
-    """(harvest it now, the incomplete reason): completed runs are complete, aborted runs
-    are harvested incomplete with the reason v6 gives, any other status waits."""
-    status = run.get("status")
-    if status == "completed":
-        return True, None
-    if status == "aborted":
-        details = run.get("status_details") or {}
-        extra = details.get("extra") if isinstance(details, dict) else None
-        said = extra.get("message") if isinstance(extra, dict) else None
-        return True, f"the test run was aborted ({said or 'no reason given'})"
-    return False, f"not finished: status {status}"
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-class V6Api:
-    """The v6 and v5 endpoints the harvester uses, over one `Transport`."""
-
-    def __init__(self, transport: Transport) -> None:
-        self.transport = transport
-
-    async def get_run(self, run_id: int) -> JsonObject:
-        url = self.transport.url(f"{V6}/test_runs/{run_id}")
-        doc = await self.transport.get("v6_run", url)
-        if not isinstance(doc, dict) or not isinstance(doc.get("id"), int):
-            raise ApiStatusError("unexpected answer: no test run object", url=str(url))
-        return doc
-
-    async def pages(
-        self, endpoint: str, path: str, params: dict[str, str], top: int
-    ) -> list[JsonObject]:
-        """Every row of a listing: `$skip` advances by the rows received, until
-        `@nextLink` is absent (an empty page that still links on is an error)."""
-        rows: list[JsonObject] = []
-        while True:
-            query = urlencode({**params, "$top": top, "$skip": len(rows)}, safe="$:")
-            url = self.transport.url(path, query)
-            doc = await self.transport.get(endpoint, url)
-            value = doc.get("value") if isinstance(doc, dict) else None
-            if not isinstance(value, list):
-                raise ApiStatusError("unexpected answer: no 'value' list", url=str(url))
-            rows += value
-            if not doc.get("@nextLink"):
-                return rows
-            if not value:
-                raise ApiStatusError("an empty page that links to another", url=str(url))
-
-    async def _v5(self, endpoint: str, path: str) -> Any:
-        url = self.transport.url(path)
-        try:
-            return await self.transport.get(endpoint, url)
-        except NotFound as exc:
-            raise ApiStatusError(
-                f"{exc} (v5 answers 404 only for a URL it cannot parse: a harvester bug, "
-                "please report it)",
-                status=404,
-                url=exc.url,
-            ) from exc
-
-    async def metrics(self, run_id: int) -> list[JsonObject]:
-        doc = await self._v5("v5_metrics", f"{v5_query.V5}/{run_id}/metrics")
-        value = doc.get("value") if isinstance(doc, dict) else None
-        if not isinstance(value, list):
-            raise ApiStatusError("unexpected answer: no metrics 'value' list")
-        return value
-
-    async def labels(self, run_id: int) -> list[str]:
-        doc = await self._v5("v5_labels", f"{v5_query.V5}/{run_id}/labels")
-        data = doc.get("data") if isinstance(doc, dict) else None
-        if not isinstance(data, list):
-            raise ApiStatusError("unexpected answer: no labels 'data' list")
-        return [str(label) for label in data]
-
-    async def result(self, endpoint: str, path: str) -> list[JsonObject]:
-        doc = await self._v5(endpoint, path)
-        data = doc.get("data") if isinstance(doc, dict) else None
-        result = data.get("result") if isinstance(data, dict) else None
-        if not isinstance(result, list):
-            raise ApiStatusError("unexpected answer: no 'data.result' list")
-        return result
+if TYPE_CHECKING:
+    from ..layout import Places
+    from ..selection import Discovery, Selection
+    from ..state import HarvestState
 
 
 def encode_series(run_id: int, query: JsonObject, entries: list[JsonObject]) -> bytes:
@@ -171,26 +84,36 @@ class V6RunFetch:
         if not ready:
             raise NotReady(f"test run {self.run_id} is not ready to harvest ({reason})")
         await self.emit("run", [run])
-        metrics = await self.api.metrics(self.run_id)
-        await self.emit("metric", metrics)
-        labels = await self.api.labels(self.run_id)
-        grouped = [name for name in labels if name not in ("__name__", "test_run_id")]
-        types = {str(m["name"]): str(m["type"]) for m in metrics if "name" in m and "type" in m}
-        jobs = self._series_jobs(types, grouped)
+        # Metrics and labels side by side: neither needs the other (one round trip less).
+        found: dict[str, Any] = {}
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._keep, found, "metrics", self.api.metrics)
+            tg.start_soon(self._keep, found, "labels", self.api.labels)
+        await self.emit("metric", found["metrics"])
+        types = v6_plan.metric_types(found["metrics"])
+        jobs = self._series_jobs(types, v6_plan.grouping(found["labels"]))
+        jobs += self._check_jobs(types)
+        jobs += self._threshold_jobs(run, types)
         async with anyio.create_task_group() as tg:
             for job in jobs:
                 tg.start_soon(self._slotted, job)
-            if "checks" in types:
-                tg.start_soon(self._slotted, self._checks)
-            tg.start_soon(self._thresholds, run, types)
+        await self.emit("check", self._check_records())
+        await self.emit("threshold", self._thresholds)
         summary: dict[str, Any] = {"counts": dict(sorted(self.counts.items())), "step": self._step}
         if reason is not None:
             summary["incomplete_reason"] = reason
         return summary
 
     async def _slotted(self, job: Callable[[], Awaitable[None]]) -> None:
+        """A query and the delivery of its records hold a slot: while the writer lags,
+        at most `--concurrency` answers wait in memory."""
         async with self._slots:
             await job()
+
+    async def _keep(
+        self, into: dict[str, Any], key: str, get: Callable[[int], Awaitable[Any]]
+    ) -> None:
+        into[key] = await get(self.run_id)
 
     def _series_jobs(
         self, types: dict[str, str], labels: Sequence[str]
@@ -199,18 +122,11 @@ class V6RunFetch:
         for name in asked:
             if not any(v5_query.v5_method(name, t) for t in types.values()):
                 raise HarvesterError(f"--method {name!r} fits no metric type of this run")
-        return [
-            self._series_job(name, method, labels)
-            for name, metric_type in types.items()
-            for method in v5_query.methods_of(metric_type, self._methods)
-        ]
+        queries = v6_plan.series_queries(self.run_id, types, labels, self._methods, self._step)
+        return [self._series_job(name, method, path) for name, method, path in queries]
 
-    def _series_job(
-        self, name: str, method: str, labels: Sequence[str]
-    ) -> Callable[[], Awaitable[None]]:
+    def _series_job(self, name: str, method: str, path: str) -> Callable[[], Awaitable[None]]:
         async def job() -> None:
-            query = v5_query.by_labels(method, labels)
-            path = v5_query.range_path(self.run_id, query, name, self._step)
             entries = await self.api.result("v5_query", path)
             envelope = {"method": method, "metric": name, "step": self._step}
             await self._deliver("series", encode_series(self.run_id, envelope, entries),
@@ -218,44 +134,42 @@ class V6RunFetch:
 
         return job
 
-    async def _checks(self) -> None:
-        counts: dict[str, dict[str, float]] = {}
-        for method, key in (("increase_nz", "passes"), ("increase_z", "fails")):
-            query = v5_query.by_labels(method, ["check"])
-            path = v5_query.aggregate_path(self.run_id, query, "checks")
-            for entry in await self.api.result("v5_query", path):
-                check = str(entry.get("metric", {}).get("check", ""))
-                value = v6_thresholds.first_value([entry]) or 0.0
-                row = counts.setdefault(check, {"passes": 0.0, "fails": 0.0})
-                row[key] += value
-        records = [{"check": name, "passes": row["passes"], "fails": row["fails"]}
-                   for name, row in sorted(counts.items())]  # fmt: skip
-        await self.emit("check", records)
+    def _check_jobs(self, types: dict[str, str]) -> list[Callable[[], Awaitable[None]]]:
+        """The passes and the fails aggregates, each its own request, side by side."""
+        self._checks: dict[str, dict[str, float]] = {}
 
-    async def _thresholds(self, run: JsonObject, types: dict[str, str]) -> None:
-        options = run.get("options") or {}
-        configured = options.get("thresholds") if isinstance(options, dict) else None
-        if not isinstance(configured, dict):
-            return
+        def job(key: str, path: str) -> Callable[[], Awaitable[None]]:
+            async def ask() -> None:
+                for entry in await self.api.result("v5_query", path):
+                    check = str(entry.get("metric", {}).get("check", ""))
+                    row = self._checks.setdefault(check, {"passes": 0.0, "fails": 0.0})
+                    row[key] += v6_thresholds.first_value([entry]) or 0.0
+
+            return ask
+
+        return [job(key, path) for key, path in v6_plan.check_paths(self.run_id, types)]
+
+    def _check_records(self) -> list[JsonObject]:
+        return [{"check": name, "passes": row["passes"], "fails": row["fails"]}
+                for name, row in sorted(self._checks.items())]  # fmt: skip
+
+    def _threshold_jobs(
+        self, run: JsonObject, types: dict[str, str]
+    ) -> list[Callable[[], Awaitable[None]]]:
+        """One aggregate per threshold; its record takes the threshold's place in order."""
+        plans = v6_plan.threshold_plans(run, types)
         seconds = _duration(run)
-        records: list[JsonObject] = []
+        self._thresholds: list[JsonObject] = [{} for _ in plans]
 
-        async def evaluate(plan: v6_thresholds.Plan, at: int) -> None:
-            result: list[Any] = []
-            if plan.method is not None and plan.metric is not None:
-                path = v5_query.aggregate_path(self.run_id, plan.method, plan.metric)
-                async with self._slots:
-                    result = await self.api.result("v5_query", path)
-            records[at] = v6_thresholds.verdict(plan, result, seconds)
+        def job(at: int, plan: v6_thresholds.Plan) -> Callable[[], Awaitable[None]]:
+            async def evaluate() -> None:
+                path = v6_plan.threshold_path(self.run_id, plan)
+                result = await self.api.result("v5_query", path) if path else []
+                self._thresholds[at] = v6_thresholds.verdict(plan, result, seconds)
 
-        plans = [v6_thresholds.plan(key, item, types)
-                 for key, items in configured.items()
-                 for item in (items if isinstance(items, list) else [items])]  # fmt: skip
-        records.extend({} for _ in plans)
-        async with anyio.create_task_group() as tg:
-            for at, plan in enumerate(plans):
-                tg.start_soon(evaluate, plan, at)
-        await self.emit("threshold", records)
+            return evaluate
+
+        return [job(at, plan) for at, plan in enumerate(plans)]
 
 
 def _duration(run: JsonObject) -> float:
@@ -269,7 +183,8 @@ def _duration(run: JsonObject) -> float:
 
 
 class V6Fetcher:
-    """The v6 backend's `RunFetcher`: one `V6RunFetch` per run, all on one transport."""
+    """The v6 backend's `RunFetcher`: one `V6RunFetch` per run, all on one transport and
+    one set of `--concurrency` query slots."""
 
     def __init__(self, transport: Transport, settings: Settings) -> None:
         v5_query.check_methods(settings.methods)
@@ -287,22 +202,55 @@ class V6Fetcher:
         return await fetch.run(run)
 
 
-async def resolve_stack(transport: Transport, settings: Settings) -> None:
-    """With `--stack-url` and no stack id: ask `GET /cloud/v6/auth` once for the id."""
-    if settings.api != "v6" or transport.stack_id is not None or not settings.stack_url:
-        return
-    url = transport.url(f"{V6}/auth")
-    doc = await transport.get("v6_auth", url, headers={"X-Stack-Url": settings.stack_url})
-    stack = doc.get("stack_id") if isinstance(doc, dict) else None
-    if not isinstance(stack, int):
-        raise ApiStatusError(f"no stack id for {settings.stack_url} in the answer", url=str(url))
-    transport.stack_id = stack
+class V6Backend:
+    """`base.Backend` for `/cloud/v6` runs and `/cloud/v5` metrics."""
 
+    def __init__(self, settings: Settings, transport: Transport) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.api = V6Api(transport)
 
-async def make_fetcher(settings: Settings, transport: Transport) -> V6Fetcher | None:
-    """The job's backend: None for v2 (the scheduler's own), else v6 with its stack."""
-    if settings.api != "v6":
-        return None
-    fetcher = V6Fetcher(transport, settings)
-    await resolve_stack(transport, settings)
-    return fetcher
+    async def prepare(self) -> None:
+        await resolve_stack(self.transport, self.settings)
+
+    async def discover(self, selection: Selection, *, state: HarvestState | None) -> Discovery:
+        return await discover_v6(self.api, selection)
+
+    def fetcher(self, places: Places | None = None) -> V6Fetcher:
+        return V6Fetcher(self.transport, self.settings)  # v6 writes no files of its own
+
+    async def project_rows(self, only: Sequence[int]) -> list[JsonObject]:
+        """The stack's projects (`only` is refused by the settings: v6 has no
+        organizations) (`/cloud/v6/projects`, paged), each with its number of
+        load tests (`@count`); the stack stands where v2 has the organization."""
+        top = min(self.settings.page_size, 1000)
+        projects = await self.api.pages("v6_projects", f"{V6}/projects", {}, top)
+        stack = self.transport.stack_id
+        named = self.settings.stack_url or f"stack {stack}"
+        rows = [{"organization_id": stack, "organization": named,
+                 "project_id": p.get("id"), "project": p.get("name"), "tests": None}
+                for p in projects]  # fmt: skip
+        slots = anyio.CapacityLimiter(self.settings.concurrency)
+
+        async def count_tests(row: JsonObject) -> None:
+            async with slots:
+                path = f"{V6}/projects/{row['project_id']}/load_tests"
+                row["tests"] = await self.api.count("v6_tests", path)
+
+        async with anyio.create_task_group() as tg:
+            for row in rows:
+                tg.start_soon(count_tests, row)
+        return rows
+
+    async def after_job(self) -> None:
+        return None  # a v6 401/403 already ended the job (`Transport`)
+
+    def minimum_paths(
+        self, run: JsonObject, metrics: Sequence[JsonObject], labels: Sequence[str], *,
+        discovered: bool,
+    ) -> list[str]:  # fmt: skip
+        """Every path harvesting `run` takes, for the bench (`v6_plan.minimum_paths`)."""
+        s = self.settings
+        return v6_plan.minimum_paths(
+            run, metrics, labels, methods=s.methods, step=s.step, discovered=discovered
+        )

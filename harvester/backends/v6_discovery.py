@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from ..discovery import Discovery, Selection
 from ..runstatus import PendingRun
 from ..scheduler import RunTarget
-from .v6 import MAX_TOP, V6, JsonObject, V6Api, readiness
+from ..selection import Discovery, Selection
+from .v6_api import MAX_TOP, V6, JsonObject, V6Api, readiness
 
 
 def _iso(moment: datetime) -> str:

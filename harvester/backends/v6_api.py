@@ -1,0 +1,121 @@
+"""The v6 and v5 endpoints the harvester uses, over one `Transport`: the run object,
+OData listings paged to their end, the v5 metrics, labels and query results (a v5 404 is
+a URL the harvester built wrong, never retried), and the stack id from `--stack-url`.
+When a run is ready to harvest (`readiness`) is v6's word too: `status`."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from ..config import Settings
+from ..errors import ApiStatusError, HarvesterError, NotFound
+from ..transport import Transport
+from . import v5_query
+
+JsonObject = dict[str, Any]
+V6 = "/cloud/v6"
+MAX_TOP = 1000
+
+
+class NotReady(HarvesterError):
+    """A run asked for by id that is not final yet: not harvested (exit 1)."""
+
+
+def readiness(run: JsonObject) -> tuple[bool, str | None]:
+    """(harvest it now, the incomplete reason): completed runs are complete, aborted runs
+    are harvested incomplete with the reason v6 gives, any other status waits."""
+    status = run.get("status")
+    if status == "completed":
+        return True, None
+    if status == "aborted":
+        details = run.get("status_details") or {}
+        extra = details.get("extra") if isinstance(details, dict) else None
+        said = extra.get("message") if isinstance(extra, dict) else None
+        return True, f"the test run was aborted ({said or 'no reason given'})"
+    return False, f"not finished: status {status}"
+
+
+class V6Api:
+    """The v6 and v5 endpoints the harvester uses, over one `Transport`."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    async def get_run(self, run_id: int) -> JsonObject:
+        url = self.transport.url(f"{V6}/test_runs/{run_id}")
+        doc = await self.transport.get("v6_run", url)
+        if not isinstance(doc, dict) or not isinstance(doc.get("id"), int):
+            raise ApiStatusError("unexpected answer: no test run object", url=str(url))
+        return doc
+
+    async def pages(
+        self, endpoint: str, path: str, params: dict[str, str], top: int
+    ) -> list[JsonObject]:
+        """Every row of a listing: `$skip` advances by the rows received, until
+        `@nextLink` is absent (an empty page that still links on is an error)."""
+        rows: list[JsonObject] = []
+        while True:
+            query = urlencode({**params, "$top": top, "$skip": len(rows)}, safe="$:")
+            url = self.transport.url(path, query)
+            doc = await self.transport.get(endpoint, url)
+            value = doc.get("value") if isinstance(doc, dict) else None
+            if not isinstance(value, list):
+                raise ApiStatusError("unexpected answer: no 'value' list", url=str(url))
+            rows += value
+            if not doc.get("@nextLink"):
+                return rows
+            if not value:
+                raise ApiStatusError("an empty page that links to another", url=str(url))
+
+    async def count(self, endpoint: str, path: str) -> int | None:
+        """A listing's `@count`, from a page of one row (None when the answer has none)."""
+        doc = await self.transport.get(endpoint, self.transport.url(path, "$top=1&$count=true"))
+        count = doc.get("@count") if isinstance(doc, dict) else None
+        return count if isinstance(count, int) else None
+
+    async def _v5(self, endpoint: str, path: str) -> Any:
+        url = self.transport.url(path)
+        try:
+            return await self.transport.get(endpoint, url)
+        except NotFound as exc:
+            raise ApiStatusError(
+                f"{exc} (v5 answers 404 only for a URL it cannot parse: a harvester bug, "
+                "please report it)",
+                status=404,
+                url=exc.url,
+            ) from exc
+
+    async def metrics(self, run_id: int) -> list[JsonObject]:
+        doc = await self._v5("v5_metrics", f"{v5_query.V5}/{run_id}/metrics")
+        value = doc.get("value") if isinstance(doc, dict) else None
+        if not isinstance(value, list):
+            raise ApiStatusError("unexpected answer: no metrics 'value' list")
+        return value
+
+    async def labels(self, run_id: int) -> list[str]:
+        doc = await self._v5("v5_labels", f"{v5_query.V5}/{run_id}/labels")
+        data = doc.get("data") if isinstance(doc, dict) else None
+        if not isinstance(data, list):
+            raise ApiStatusError("unexpected answer: no labels 'data' list")
+        return [str(label) for label in data]
+
+    async def result(self, endpoint: str, path: str) -> list[JsonObject]:
+        doc = await self._v5(endpoint, path)
+        data = doc.get("data") if isinstance(doc, dict) else None
+        result = data.get("result") if isinstance(data, dict) else None
+        if not isinstance(result, list):
+            raise ApiStatusError("unexpected answer: no 'data.result' list")
+        return result
+
+
+async def resolve_stack(transport: Transport, settings: Settings) -> None:
+    """With `--stack-url` and no stack id: ask `GET /cloud/v6/auth` once for the id."""
+    if settings.api != "v6" or transport.stack_id is not None or not settings.stack_url:
+        return
+    url = transport.url(f"{V6}/auth")
+    doc = await transport.get("v6_auth", url, headers={"X-Stack-Url": settings.stack_url})
+    stack = doc.get("stack_id") if isinstance(doc, dict) else None
+    if not isinstance(stack, int):
+        raise ApiStatusError(f"no stack id for {settings.stack_url} in the answer", url=str(url))
+    transport.stack_id = stack

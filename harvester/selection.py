@@ -1,0 +1,121 @@
+"""What discovery looks for and what it found, whichever API it asks: the selectors
+(projects, tests, a created-date window) and the runs they lead to, sorted into targets
+and runs left for later. The backends (`backends/`) do the asking."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from .api import JsonObject
+from .config import Settings
+from .errors import ConfigError
+from .layout import parse_created
+from .runstatus import PendingRun, classify
+from .scheduler import RunTarget
+from .values import parse_when
+
+# --- parsing ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What discovery looks for: runs of these projects and tests, created in [since, until).
+    The projects are those named, those of the organizations named, and with
+    `all_projects` every project the token sees (v2: of every organization; v6: of the
+    stack)."""
+
+    projects: tuple[int, ...] = ()
+    tests: tuple[int, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+    page_size: int = 50
+    all_projects: bool = False
+    organizations: tuple[int, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, now: datetime | None = None) -> Selection:
+        """Parse the selectors of `settings`; bad dates are `ConfigError`s."""
+        now = now or datetime.now(UTC)
+        since = parse_when(settings.since, "--since", now=now) if settings.since else None
+        until = parse_when(settings.until, "--until", now=now) if settings.until else None
+        if since is not None and until is not None and since >= until:
+            raise ConfigError(
+                f"--since ({since:%Y-%m-%d %H:%M}) must be before --until ({until:%Y-%m-%d %H:%M})"
+            )
+        return cls(
+            settings.projects,
+            settings.tests,
+            since,
+            until,
+            settings.page_size,
+            organizations=settings.organizations,
+            all_projects=settings.all_projects,
+        )
+
+    @property
+    def active(self) -> bool:
+        """True when there is anything to discover (projects, tests or organizations)."""
+        return bool(self.projects or self.tests or self.organizations or self.all_projects)
+
+    def in_window(self, created: datetime | None) -> bool:
+        if self.since is None and self.until is None:
+            return True
+        if created is None:
+            return False  # cannot tell: a window was asked for, so leave it out
+        return (self.since is None or created >= self.since) and (
+            self.until is None or created < self.until
+        )
+
+
+def has_selectors(settings: Settings) -> bool:
+    return bool(
+        settings.projects or settings.tests or settings.organizations or settings.all_projects
+    )
+
+
+@dataclass
+class Discovery:
+    """What discovery found: runs to harvest (by id) and runs left for later."""
+
+    targets: list[RunTarget] = field(default_factory=list)
+    pending: list[PendingRun] = field(default_factory=list)
+    #: Runs listed but outside the --since/--until window.
+    outside_window: int = 0
+    requests: int = 0
+    #: Test names from the tests listings read (runs do not carry their test's name).
+    test_names: dict[int, str] = field(default_factory=dict)
+    #: One line per selected project or test the API does not know.
+    not_found: list[str] = field(default_factory=list)
+    #: Runs earlier jobs left waiting, asked about again.
+    rechecked: int = 0
+
+    @property
+    def found(self) -> int:
+        return len(self.targets) + len(self.pending)
+
+
+def sort_runs(runs: Iterable[JsonObject], selection: Selection) -> Discovery:
+    """Deduplicate by id, apply the date window, classify; both lists end up ordered by id."""
+    unique = {int(run["id"]): run for run in runs if isinstance(run.get("id"), int)}
+    found = Discovery()
+    for run_id in sorted(unique):
+        run = unique[run_id]
+        if not selection.in_window(parse_created(run)):
+            found.outside_window += 1
+            continue
+        verdict = classify(run)
+        if isinstance(verdict, RunTarget):
+            found.targets.append(verdict)
+        else:
+            found.pending.append(verdict)
+    return found
+
+
+def with_explicit(found: Discovery, run_ids: Sequence[int]) -> list[RunTarget]:
+    """Discovered targets plus explicit `--run` ids discovery did not see (harvested as
+    given). An explicit id that discovery found still running stays pending."""
+    seen = {t.run_id for t in found.targets} | {p.run_id for p in found.pending}
+    extra = [RunTarget(run_id) for run_id in dict.fromkeys(run_ids) if run_id not in seen]
+    return [*found.targets, *extra]
