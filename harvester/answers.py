@@ -10,6 +10,7 @@ from __future__ import annotations
 import email.utils
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -90,23 +91,29 @@ def classify(status: int, body: bytes, headers: Any, url: str) -> ApiError:
 
 
 def check_shape(
-    doc: Any, endpoint: str, url: str, lists: tuple[str, ...], objects: tuple[str, ...]
+    doc: Any,
+    endpoint: str,
+    where: Callable[[], str],
+    lists: tuple[str, ...],
+    objects: tuple[str, ...],
 ) -> None:
     """A 2xx body must be an object holding each of `lists` as a list of objects and each
     of `objects` as an object. A missing part is a glitch (`MalformedAnswer`, retried); a
     list item that is not an object is what the server holds (`UnusableAnswer`, the run
-    fails: asking again would bring the same)."""
+    fails: asking again would bring the same). `where()` names the request, for the error
+    only (every answer passes here)."""
     for key, kind in [*((k, list) for k in lists), *((k, dict) for k in objects)]:
         value = doc.get(key) if isinstance(doc, dict) else None
         if not isinstance(value, kind):
             noun = "list" if kind is list else "object"
+            url = where()
             raise MalformedAnswer(
                 f"{endpoint} {url}: an answer without its {key!r} {noun}", url=url
             )
         if kind is list:
             for index, item in enumerate(value):
                 if not isinstance(item, dict):
-                    shown = orjson.dumps(item).decode()[:40]
+                    shown, url = orjson.dumps(item).decode()[:40], where()
                     raise UnusableAnswer(
                         f"{endpoint} {url}: item {index} of {key!r} is {shown}, not an object",
                         url=url,

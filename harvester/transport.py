@@ -229,7 +229,7 @@ class Transport:
                 raise TruncatedBody(
                     f"HTTP {status} with a body that is not whole JSON", url=short_url(url)
                 ) from exc
-            check_shape(doc, endpoint, short_url(url), *shape)
+            check_shape(doc, endpoint, lambda: short_url(url), *shape)
             return doc
         error = classify(status, body, headers, short_url(url))
         if self._scheme == "Bearer" and (status == 401 or url.path.startswith("/cloud/v6/")):
@@ -265,7 +265,7 @@ class Transport:
         target = url
         for _ in range(MAX_REDIRECTS + 1):
             headers = {**self._auth_headers(), **(extra or {})}
-            with errors_made_ours(endpoint, url, short_url(url)):
+            with errors_made_ours(endpoint, url, short_url):
                 async with self._session.request(
                     method, target, headers=headers, allow_redirects=False, proxy=env_proxy(target)
                 ) as resp:
@@ -309,7 +309,7 @@ class Transport:
         size = 0
         async with self._slots:
             await self.gate.acquire()
-            with errors_made_ours(FILE_ENDPOINT, url, shown):
+            with errors_made_ours(FILE_ENDPOINT, url, file_where):
                 async with self._session.get(
                     url,
                     headers={"Accept": "*/*"},
@@ -349,35 +349,38 @@ def file_where(url: URL) -> str:
 
 
 @contextlib.contextmanager
-def errors_made_ours(endpoint: str, url: URL, shown: str) -> Iterator[None]:
+def errors_made_ours(endpoint: str, url: URL, where: Callable[[URL], str]) -> Iterator[None]:
     """aiohttp's exceptions as ours: timeouts, cut bodies and broken connections are
-    retryable; too many redirects is not."""
+    retryable; too many redirects is not. `where(url)` names the request in messages,
+    made only for an error (a series URL's ids are parsed to be counted)."""
     try:
         yield
     except aiohttp.ConnectionTimeoutError as exc:
         # Before the generic timeouts: a connect that times out (packets dropped) is a
         # connection failure, as a refused one is.
         raise ConnectionFailed(
-            f"cannot connect to {url.host}:{url.port} (timed out)", url=shown
+            f"cannot connect to {url.host}:{url.port} (timed out)", url=where(url)
         ) from exc
     except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise RequestTimeout(f"{endpoint}: no answer in time", url=shown) from exc
+        raise RequestTimeout(f"{endpoint}: no answer in time", url=where(url)) from exc
     except aiohttp.ClientPayloadError as exc:
-        raise TruncatedBody(f"{endpoint}: the body was cut short", url=shown) from exc
+        raise TruncatedBody(f"{endpoint}: the body was cut short", url=where(url)) from exc
     except aiohttp.ClientConnectorError as exc:
         raise ConnectionFailed(
-            f"cannot connect to {url.host}:{url.port} ({exc.strerror or exc})", url=shown
+            f"cannot connect to {url.host}:{url.port} ({exc.strerror or exc})", url=where(url)
         ) from exc
     except aiohttp.InvalidURL as exc:
         # A redirect aiohttp followed itself (a download) to a URL that does not parse.
         raise UnusableAnswer(
-            f"{endpoint}: redirected to a malformed URL ({exc})", url=shown
+            f"{endpoint}: redirected to a malformed URL ({exc})", url=where(url)
         ) from exc
     except aiohttp.TooManyRedirects as exc:
-        raise ApiStatusError(f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=shown) from exc
+        raise ApiStatusError(
+            f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=where(url)
+        ) from exc
     except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as exc:
         raise ConnectionFailed(
-            f"{endpoint}: connection broke ({str(exc) or 'closed'})", url=shown
+            f"{endpoint}: connection broke ({str(exc) or 'closed'})", url=where(url)
         ) from exc
 
 

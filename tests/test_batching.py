@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import quote
 
 from harvester.batching import IDS_KEY, POINTS_PER_REQUEST, SeriesBatcher, series_query
 
@@ -15,6 +16,21 @@ def test_query_encodes_ids_brackets_as_sent_on_the_wire() -> None:
     query = series_query(7, ["a", "b"], "p95")
     assert query == "test_run_id=7&ids%5B%5D=a&ids%5B%5D=b&method=p95"
     assert IDS_KEY == "ids%5B%5D"
+
+
+def test_ids_are_quoted_as_quote_would_and_measured_as_quoted() -> None:
+    # Hex ids skip `quote` (they are what it would return); any other goes through it.
+    odd = ["a b", "é/x", "k6~id_1.2-3", "ÄÖ", "x&y=z"]
+    query = series_query(1, ["beef01", *odd], None)
+    assert query == "test_run_id=1&" + "&".join(
+        f"{IDS_KEY}={quote(i, safe='')}" for i in ["beef01", *odd]
+    )
+    assert [SeriesBatcher.id_cost(i) for i in odd] == [
+        len(f"&{IDS_KEY}={quote(i, safe='')}") for i in odd
+    ]
+    fixed = len(series_query(1, [], None))
+    batcher = SeriesBatcher(fixed + sum(SeriesBatcher.id_cost(i) for i in odd[:3]))
+    assert batcher.plan(odd, fixed) == [odd[:3], odd[3:]]  # "é/x" counts 9 bytes, not 3
 
 
 def test_plan_packs_greedily_and_every_batch_fits_the_cap() -> None:
