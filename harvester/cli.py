@@ -387,3 +387,14 @@ def _report_error(exc: BaseException, debug: bool) -> int:
 
 def entrypoint() -> NoReturn:
     sys.exit(main())
+
+
+def tap_entrypoint() -> NoReturn:
+    """`tap-harvester --config FILE.json [--state FILE]`: a Singer tap (`singer_tap`)."""
+    from .singer_tap import harvest_argv
+
+    try:
+        argv = harvest_argv(sys.argv[1:])
+    except Exception as exc:
+        sys.exit(_report_error(exc, debug=False))
+    sys.exit(main(argv))

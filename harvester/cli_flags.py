@@ -101,9 +101,15 @@ def add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> No
     )
     g.add_argument(
         "--format",
-        choices=("raw", "points", "parquet"),
+        choices=("raw", "points", "parquet", "singer"),
         help="raw: the API's records (default); points: <id>.points.ndjson, one line a "
-        "point, and <id>.meta.ndjson; parquet: <id>.parquet (the [parquet] extra)",
+        "point, and <id>.meta.ndjson; parquet: <id>.parquet (the [parquet] extra); "
+        "singer: Singer messages on stdout, for a Singer target or Meltano",
+    )
+    g.add_argument(
+        "--singer-state",
+        metavar="FILE",
+        help="--format singer: the last STATE a target emitted; the runs it lists are skipped",
     )
     g.add_argument(
         "--compress",
@@ -208,5 +214,5 @@ SETTINGS_FLAGS = (
     "tests", "since", "until", "page_size", "interval", "listen_host", "listen_port",
     "api", "stack_id", "stack_url", "step", "all_projects",
     "export_csv", "export_timeout", "organizations", "s3_endpoint_url",
-    "compress", "compress_level", "format", "layout",
+    "compress", "compress_level", "format", "layout", "singer_state",
 )  # fmt: skip

@@ -21,6 +21,9 @@ from .layout import LAYOUTS
 from .methods import check_method
 from .values import Parser
 
+#: --format: the API's records, flat points (+ meta), Parquet, Singer messages on stdout.
+FORMATS = ("raw", "points", "parquet", "singer")
+
 
 class Secret:
     """A value that never shows itself in repr(), str(), logs or tracebacks."""
@@ -103,8 +106,11 @@ class Settings:
     step: int = _section("harvest", 60, _COUNT)
     #: The archive files' compression (issue 11): none, gzip or zstd; its level.
     compress: str = _section("harvest", "none", values.choice(*CODECS))
-    #: How records are written: raw (the API's objects) or points (one line a point).
-    format: str = _section("harvest", "raw", values.choice("raw", "points", "parquet"))
+    #: How records are written: raw (the API's objects), points (one line a point),
+    #: parquet, or singer (Singer messages on stdout).
+    format: str = _section("harvest", "raw", values.choice(*FORMATS))
+    #: --format singer: a Singer state (the last STATE's value); the runs it lists are done.
+    singer_state: str | None = _section("harvest", None, values.optional(values.path))
     compress_level: int | None = _section("harvest", None, values.optional(values.whole(1, 22)))
     #: Where each run's files go under --out: flat (the root) or date (YYYY/MM/DD/).
     layout: str = _section("harvest", "flat", values.choice(*LAYOUTS))
@@ -211,7 +217,14 @@ def _validate(s: Settings) -> None:
 
 
 def _validate_output(s: Settings) -> None:
-    if s.format != "raw" and not s.on_disk:
+    if s.format == "singer" and not s.to_stdout:
+        raise ConfigError(
+            "--format singer writes Singer messages to stdout for a target to read: drop "
+            "--out (or give --out -) and pipe into the target"
+        )
+    if s.singer_state and s.format != "singer":
+        raise ConfigError("--singer-state resumes --format singer: add --format singer")
+    if s.format not in ("raw", "singer") and not s.on_disk:
         raise ConfigError(f"--format {s.format} writes files: give --out DIR")
     if s.format == "parquet":
         from .formats.parquet import require_pyarrow

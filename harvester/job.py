@@ -12,7 +12,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
@@ -25,6 +25,8 @@ from .compression import published_run
 from .config import Settings
 from .errors import unwrap
 from .export import run_archived
+from .formats.singer import SingerEncoder
+from .formats.singer import read_state as read_singer_state
 from .layout import Places
 from .manifest import job_facts, manifest_path, seal
 from .objectstore import ObjectSink, default_state_path
@@ -90,12 +92,15 @@ def make_sink(
     *,
     locked: bool = False,
     places: Places | None = None,
+    done: Iterable[int] = (),
 ) -> Iterator[Sink]:
     """The sink for the job, with the output directory's lock held while it is open (a
     second job on the directory is refused with `OutputBusy`); `locked`: the caller
-    holds it already (the worker, for its whole life)."""
+    holds it already (the worker, for its whole life); `done`: runs a Singer state
+    listed, carried into the STATE messages of --format singer."""
     if settings.to_stdout:
-        yield StreamSink(stdout if stdout is not None else sys.stdout.buffer)
+        encoder = SingerEncoder(done) if settings.format == "singer" else None
+        yield StreamSink(stdout if stdout is not None else sys.stdout.buffer, encoder=encoder)
         return
     if settings.to_object_store:
         yield ObjectSink(settings, places=places)
@@ -151,9 +156,11 @@ def split_done(
     state: HarvestState | None,
     stored: set[int] | None = None,
     places: Places | None = None,
+    resumed: set[int] | None = None,
 ) -> tuple[list[RunTarget], list[int]]:
     """(runs to harvest, runs already archived). The files (or the objects `stored` under
-    an object-store prefix) are the truth, in either --layout (`Places.locate`)."""
+    an object-store prefix) are the truth, in either --layout (`Places.locate`); on
+    stdout, the state (and the Singer state's `resumed` runs)."""
     places = places if places is not None else places_for(settings)
     if settings.force:
         if settings.on_disk:  # where each run was, so its new files replace it there
@@ -161,6 +168,7 @@ def split_done(
                 places.locate(target.run_id, target.run)
         return list(targets), []
     done_in_state = state.done_runs(t.run_id for t in targets) if state else set()
+    done_in_state |= resumed or set()
     todo: list[RunTarget] = []
     skipped: list[int] = []
     for target in targets:
@@ -274,12 +282,15 @@ async def harvest_job(
         contextlib.nullcontext(state) if state is not None else open_state(settings)
     )
     places = places_for(settings)
+    resumed = read_singer_state(settings.singer_state) if settings.singer_state else set()
     async with contextlib.AsyncExitStack() as stack:
-        sink = stack.enter_context(make_sink(settings, stdout, locked=out_locked, places=places))
+        sink = stack.enter_context(
+            make_sink(settings, stdout, locked=out_locked, places=places, done=resumed)
+        )
         state = stack.enter_context(opened)
         remove_leftovers(settings)
         stored = await _open_store(sink, targets, stack)
-        todo, skipped = split_done(settings, targets, state, stored, places)
+        todo, skipped = split_done(settings, targets, state, stored, places, resumed)
         if notify is not None:
             warn_short(archived_short(settings, skipped, state, places), notify)
         stats.runs_total += len(todo)

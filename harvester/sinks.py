@@ -316,15 +316,34 @@ def _known_counts(
     return {"points.ndjson": points, "parquet": points, "meta.ndjson": meta}
 
 
+class StreamEncoder(Protocol):
+    """What turns a run's lines into another stream format (`formats.singer`): whole
+    lines in, whole lines out, and lines of its own at a run's start and end."""
+
+    def begin(self, run_id: int) -> bytes: ...
+    def feed(self, run_id: int, data: bytes) -> bytes: ...
+    def commit(self, run_id: int) -> bytes: ...
+    def abort(self, run_id: int) -> bytes: ...
+    def close(self) -> bytes: ...
+
+
 class StreamSink:
     """All runs on one binary stream (stdout); lines of runs interleave, each line whole.
 
     Writes happen in a worker thread so a slow pipe slows the writer task (and, through
-    the bounded channel, the fetchers) without freezing the event loop.
+    the bounded channel, the fetchers) without freezing the event loop. An `encoder`
+    rewrites the lines on their way (--format singer).
     """
 
-    def __init__(self, stream: BinaryIO, *, buffer_size: int = 256 * 1024) -> None:
+    def __init__(
+        self,
+        stream: BinaryIO,
+        *,
+        buffer_size: int = 256 * 1024,
+        encoder: StreamEncoder | None = None,
+    ) -> None:
         self._stream = stream
+        self._encoder = encoder
         self._buffer = bytearray()
         self._buffer_size = buffer_size
         # Flushes may overlap (the writer's and the publisher's); one at a time keeps
@@ -332,10 +351,11 @@ class StreamSink:
         self._flushing = anyio.Lock()
 
     async def begin(self, run_id: int) -> None:
-        return None
+        if self._encoder is not None:
+            self._buffer += self._encoder.begin(run_id)
 
     async def write(self, run_id: int, data: bytes) -> None:
-        self._buffer += data
+        self._buffer += data if self._encoder is None else self._encoder.feed(run_id, data)
         if len(self._buffer) >= self._buffer_size:
             await self._flush()
 
@@ -356,12 +376,18 @@ class StreamSink:
         counts: Mapping[str, int] | None = None,
         summary: Mapping[str, Any] | None = None,
     ) -> None:
+        if self._encoder is not None:
+            self._buffer += self._encoder.commit(run_id)
         await self._flush()
         return None
 
     async def abort(self, run_id: int) -> None:
+        if self._encoder is not None:
+            self._buffer += self._encoder.abort(run_id)
         await self._flush()
 
     async def close(self) -> None:
+        if self._encoder is not None:
+            self._buffer += self._encoder.close()
         with anyio.CancelScope(shield=True):
             await self._flush()

@@ -11,5 +11,20 @@ if [ ! -f "$stamp" ]; then
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
+# The Singer target of tests/test_singer.py: pyproject's singer-target extra (alone: its
+# pins clash with dev's), in a venv of its own.
+SINGER_VENV="$ROOT/.venv-singer"
+singer_reqs="$(python3 -c 'import tomllib, sys
+print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["singer-target"]))' \
+  "$ROOT/pyproject.toml")"
+singer_stamp="$SINGER_VENV/.installed-$(echo "$singer_reqs" | sha1sum | cut -c1-12)"
+if [ ! -f "$singer_stamp" ]; then
+  echo "setting up $SINGER_VENV (one time) ..." >&2
+  python3 -m venv "$SINGER_VENV"
+  # shellcheck disable=SC2086  # one word per requirement
+  "$SINGER_VENV/bin/python" -m pip install --quiet $singer_reqs >&2
+  rm -f "$SINGER_VENV"/.installed-*
+  touch "$singer_stamp"
+fi
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"

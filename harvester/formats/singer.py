@@ -1,0 +1,191 @@
+"""`--format singer`: the harvest as a Singer tap's messages on stdout.
+
+The stdout sink hands each run's encoded lines (`records.Lines`) here, and gets Singer
+messages back: a SCHEMA for every stream before the first record, a RECORD per row, and a
+STATE after each run is whole (then once more at the end), so a Singer target or a
+Meltano pipeline can resume. Streams (each row carries `test_run_id`):
+
+- `runs`: one row per run, made from its summary (complete, reasons) and its run record.
+- `metrics`: `metric`, `threshold_metric` and `metric_detail` records (`record_type`).
+- `points`: the flat rows of `--format points` (`PointsSplitter`), exactly.
+- `thresholds`, `overviews`, `checks` (v6): one row per record.
+- `other`: any other record (`error`), raw, so nothing the harvest wrote is lost.
+
+A row is the record's key columns and the API's object unchanged in `data` (the points
+and checks are flat). STATE is `{"bookmarks": {"runs": {"done": [ids]}}}`: every run
+finished, those of the state the job was given included; `read_state` reads it back.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ..errors import ConfigError
+from .points import PointsSplitter
+
+NEWLINE = orjson.OPT_APPEND_NEWLINE
+INTEGER, TEXT, NUMBER = {"type": "integer"}, {"type": "string"}, {"type": "number"}
+OBJECT = {"type": "object"}
+
+
+def _nullable(kind: str, **more: Any) -> dict[str, Any]:
+    return {"type": ["null", kind], **more}
+
+
+def _schema(**columns: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": {"test_run_id": INTEGER, **columns}}
+
+
+#: Each stream's JSON Schema (draft 4, which every Singer target reads) and key.
+STREAMS: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "runs": (
+        _schema(test_id=_nullable("integer"), project_id=_nullable("integer"),
+                complete={"type": "boolean"}, incomplete_reason=_nullable("string"),
+                error=_nullable("string"), run=_nullable("object"), summary=OBJECT),
+        ["test_run_id"],
+    ),
+    "metrics": (
+        _schema(record_type=TEXT, metric_id=TEXT, name=_nullable("string"),
+                type=_nullable("string"), data=OBJECT),
+        ["test_run_id", "record_type", "metric_id"],
+    ),
+    # No key: a point is unique only with its tags, an object no SQL target keys on.
+    "points": (
+        _schema(test_id=_nullable("integer"), project_id=_nullable("integer"),
+                metric=_nullable("string"), metric_type=_nullable("string"),
+                tags={"type": "object", "additionalProperties": {"type": "string"}},
+                method=_nullable("string"), time=_nullable("string", format="date-time"),
+                value=_nullable("number")),
+        [],
+    ),
+    "thresholds": (_schema(threshold_id=TEXT, data=OBJECT), ["test_run_id", "threshold_id"]),
+    "overviews": (_schema(data=OBJECT), ["test_run_id"]),
+    "checks": (_schema(check=TEXT, passes=NUMBER, fails=NUMBER), ["test_run_id", "check"]),
+    "other": (_schema(record_type=TEXT, data=OBJECT), []),
+}  # fmt: skip
+METRIC_TYPES = ("metric", "threshold_metric", "metric_detail")
+
+
+def message(kind: str, **fields: Any) -> bytes:
+    return orjson.dumps({"type": kind, **fields}, option=NEWLINE)
+
+
+def record(stream: str, row: dict[str, Any]) -> bytes:
+    return message("RECORD", stream=stream, record=row)
+
+
+class SingerEncoder:
+    """Raw lines of interleaved runs in, Singer messages out (whole lines each time).
+    `done`: the runs a Singer state said were done, carried into every STATE."""
+
+    def __init__(self, done: Iterable[int] = ()) -> None:
+        self.done = set(done)
+        self._splitters: dict[int, PointsSplitter] = {}
+        self._runs: dict[int, Any] = {}  # each run's run record, for its `runs` row
+        self._schemas_sent = False
+
+    def begin(self, run_id: int) -> bytes:
+        self._splitters[run_id] = PointsSplitter(run_id)
+        if self._schemas_sent:
+            return b""
+        self._schemas_sent = True
+        return b"".join(
+            message("SCHEMA", stream=name, schema=schema, key_properties=keys)
+            for name, (schema, keys) in STREAMS.items()
+        )
+
+    def feed(self, run_id: int, data: bytes) -> bytes:
+        splitter = self._splitters[run_id]
+        points, meta = splitter.split(data)
+        out = io.BytesIO()
+        for row in points:
+            out.write(record("points", row))
+        for line in meta.splitlines():
+            out.write(self._row(splitter, orjson.loads(line)))
+        return out.getvalue()
+
+    def _row(self, splitter: PointsSplitter, line: dict[str, Any]) -> bytes:
+        kind, run_id, data = line["type"], line["test_run_id"], line.get("data")
+        data = data if isinstance(data, dict) else {"value": data}
+        if kind == "run":
+            self._runs[run_id] = data
+            return b""
+        if kind == "summary":
+            return record("runs", self._run_row(splitter, data))
+        if kind in METRIC_TYPES:
+            metric_id = str(data.get("id", data.get("name")))
+            return record("metrics", {"test_run_id": run_id, "record_type": kind,
+                                      "metric_id": metric_id, "name": data.get("name"),
+                                      "type": data.get("type"), "data": data})  # fmt: skip
+        if kind == "threshold":
+            key = data.get("id", f"{data.get('metric')} {data.get('expression')}")
+            return record("thresholds", {"test_run_id": run_id, "threshold_id": str(key),
+                                         "data": data})  # fmt: skip
+        if kind == "overview":
+            return record("overviews", {"test_run_id": run_id, "data": data})
+        if kind == "check":
+            return record("checks", {"test_run_id": run_id, **data})
+        return record("other", {"test_run_id": run_id, "record_type": kind, "data": data})
+
+    def _run_row(self, splitter: PointsSplitter, summary: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "test_run_id": splitter.run_id,
+            "test_id": splitter.test_id,
+            "project_id": splitter.project_id,
+            "complete": bool(summary.get("complete")),
+            "incomplete_reason": summary.get("incomplete_reason"),
+            "error": summary.get("error"),
+            "run": self._runs.get(splitter.run_id),
+            "summary": summary,
+        }
+
+    def commit(self, run_id: int) -> bytes:
+        """The run is whole (its records are all out): a STATE that lists it."""
+        self._forget(run_id)
+        self.done.add(run_id)
+        return self.state()
+
+    def abort(self, run_id: int) -> bytes:
+        """A failed run: its records are out (stdout cannot take them back) but it is not
+        done, so no STATE names it and a resumed pipeline harvests it again."""
+        self._forget(run_id)
+        return b""
+
+    def close(self) -> bytes:
+        """The last message: the state, so a target that emits only a final STATE (as
+        target-jsonl does when records follow the last one) still has it."""
+        return self.state()
+
+    def state(self) -> bytes:
+        return message("STATE", value={"bookmarks": {"runs": {"done": sorted(self.done)}}})
+
+    def _forget(self, run_id: int) -> None:
+        self._splitters.pop(run_id, None)
+        self._runs.pop(run_id, None)
+
+
+def read_state(path: str) -> set[int]:
+    """The runs a Singer state (`--singer-state`, a STATE message's value) lists as done."""
+    where = f"--singer-state {path}"
+    try:
+        doc = orjson.loads(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"{where} does not exist; give the last STATE a target emitted") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {where}: {exc.strerror}") from None
+    except orjson.JSONDecodeError:
+        raise ConfigError(f"{where} is not JSON; give the last STATE's value") from None
+    done: Any = doc
+    for key in ("bookmarks", "runs", "done"):  # a state without them names no run
+        done = done.get(key, [] if key == "done" else {}) if isinstance(done, dict) else None
+    if not isinstance(done, list) or not all(isinstance(i, int) for i in done):
+        raise ConfigError(
+            f"{where} is not a harvester state: expected "
+            '{"bookmarks": {"runs": {"done": [run ids]}}}'
+        )
+    return set(done)

@@ -1,0 +1,85 @@
+"""`tap-harvester`: the harvester called as a Singer tap, the way Meltano calls one.
+
+Meltano runs an extractor as `EXECUTABLE --config CONFIG.json [--state STATE.json]`,
+with no subcommand and a JSON config. `harvest_argv` turns that into a harvester command
+line: `harvest --format singer --out -`, each config key a setting of the same name as in
+the TOML file (`projects`, `since`, `methods` ...) given as its flag, `--state` given as
+`--singer-state`. The token goes through the environment (K6_CLOUD_TOKEN), never argv,
+which `ps` shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .cli_flags import SETTINGS_FLAGS
+from .errors import ConfigError
+from .sources import TOKEN_ENV, flag_name
+
+#: What the tap decides itself: Singer messages, on stdout, resumed from Singer's state.
+OWN = ("out", "format", "singer_state")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="tap-harvester",
+        description="harvest k6 Cloud runs as a Singer tap: `harvester harvest --format "
+        "singer` with Singer's --config JSON (the harvester's settings) and --state",
+    )
+    parser.add_argument("--config", required=True, metavar="FILE", help="settings as JSON")
+    parser.add_argument("--state", metavar="FILE", help="the last STATE's value (resume)")
+    return parser.parse_args(argv)
+
+
+def read_config(path: str) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the tap's --config {path}: {exc.strerror}") from None
+    except orjson.JSONDecodeError:
+        raise ConfigError(f"the tap's --config {path} is not JSON") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"the tap's --config {path} is not a JSON object of settings")
+    return doc
+
+
+def config_flags(config: dict[str, Any], path: str) -> list[str]:
+    """The flags of a config's settings (booleans as switches, lists as repeated flags)."""
+    argv: list[str] = []
+    for name, value in config.items():
+        if name in OWN:
+            raise ConfigError(f"{path}: tap-harvester sets {name!r} itself; remove it")
+        if name not in SETTINGS_FLAGS:
+            known = ", ".join(sorted(n for n in SETTINGS_FLAGS if n not in OWN))
+            raise ConfigError(f"{path}: unknown setting {name!r}; settings are {known}")
+        if value is None or value is False:
+            continue
+        if name == "log_level":  # its flags are --quiet and --verbose
+            argv += [f"--{value}"] if value != "info" else []
+            continue
+        if value is True:
+            argv.append(flag_name(name))
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            argv += [flag_name(name), str(item)]
+    return argv
+
+
+def harvest_argv(argv: Sequence[str], environ: dict[str, str] | None = None) -> list[str]:
+    """The harvester command line for this tap invocation; the config's token is put in
+    `environ` (default: this process's environment)."""
+    args = parse_args(argv)
+    config = read_config(args.config)
+    token = config.pop("token", None)
+    if token:
+        (os.environ if environ is None else environ)[TOKEN_ENV] = str(token)
+    command = ["harvest", "--format", "singer", "--out", "-", *config_flags(config, args.config)]
+    if args.state:
+        command += ["--singer-state", args.state]
+    return command

@@ -1,0 +1,301 @@
+"""--format singer: Singer messages on stdout, piped into the real target-jsonl (from the
+package index, in .venv-singer: see scripts/_env.sh), hold exactly the points of a
+--format points harvest; the last STATE resumes with nothing harvested again. Outside CI
+a missing target-jsonl skips the pipe tests; in CI (CI=true) it fails them."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+from jsonschema import Draft4Validator
+
+from harvester.cli import main
+from harvester.formats.singer import STREAMS
+from harvester.job import harvest_job
+from harvester.scheduler import RunTarget
+from harvester.simulator.generated import generate_cloud
+from harvester.simulator.server import Simulator
+from tests.harvest_helpers import parse_lines, settings_for
+from tests.process_helpers import ROOT, cli_command, cli_env
+
+METHODS = ["default", "mean", "max", "min", "p95", "0.99", "count", "rps", "last"]
+TARGET = ROOT / ".venv-singer" / "bin" / "target-jsonl"
+MISSING_RUN = 999_999
+
+
+def target_jsonl() -> Path:
+    if not TARGET.exists():
+        reason = f"{TARGET} is missing (scripts/_env.sh installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}: CI needs it")
+        pytest.skip(reason)
+    return TARGET
+
+
+def canonical_rows(rows: list[dict[str, Any]]) -> Counter[bytes]:
+    return Counter(orjson.dumps(row, option=orjson.OPT_SORT_KEYS) for row in rows)
+
+
+async def points_harvest(sim: Simulator, out: Path, **how: Any) -> Counter[bytes]:
+    """The points of the simulator's runs by --format points, as a multiset of rows."""
+    targets = [RunTarget(r) for r in sorted(sim.cloud.runs)]
+    result = await harvest_job(settings_for(sim, out, format="points", **how), targets)
+    assert not result.report.failed
+    rows = [
+        row
+        for path in sorted(out.glob("*.points.ndjson"))
+        for row in parse_lines(path.read_bytes())
+    ]
+    assert rows
+    return canonical_rows(rows)
+
+
+async def pipe_into_target(
+    command: list[str], env: dict[str, str], dest: Path, tmp: Path
+) -> tuple[int, int, list[dict[str, Any]]]:
+    """`command | target-jsonl` through a real pipe: (harvester's exit status, target's,
+    the states the target emitted). The target writes dest/<stream>.jsonl."""
+    config = tmp / "target-config.json"
+    config.write_bytes(orjson.dumps({"destination_path": str(dest), "do_timestamp_file": False}))
+    read_end, write_end = os.pipe()
+    with (
+        open(tmp / "harvester.err", "wb") as harvester_err,
+        open(tmp / "target.out", "wb") as target_out,
+        open(tmp / "target.err", "wb") as target_err,
+    ):
+        harvester = await anyio.open_process(
+            command, stdin=subprocess.DEVNULL, stdout=write_end, stderr=harvester_err,
+            env=env, cwd=ROOT,
+        )  # fmt: skip
+        target = await anyio.open_process(
+            [str(target_jsonl()), "-c", str(config)], stdin=read_end, stdout=target_out,
+            stderr=target_err, cwd=tmp,
+        )  # fmt: skip
+        os.close(read_end)
+        os.close(write_end)
+        with anyio.fail_after(60):
+            statuses = (await harvester.wait(), await target.wait())
+    assert statuses[1] == 0, (tmp / "target.err").read_text()
+    return statuses[0], statuses[1], parse_lines((tmp / "target.out").read_bytes())
+
+
+def read_stream(dest: Path, stream: str) -> list[dict[str, Any]]:
+    path = dest / f"{stream}.jsonl"
+    return parse_lines(path.read_bytes()) if path.exists() else []
+
+
+def snapshot(dest: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(dest.glob("*.jsonl"))}
+
+
+async def test_singer_into_target_jsonl_holds_the_points_of_a_points_harvest(
+    tmp_path: Path,
+) -> None:
+    cloud = generate_cloud(runs=3, metrics=12, points=10)
+    async with Simulator(cloud) as sim:
+        expected = await points_harvest(sim, tmp_path / "points", methods=METHODS)
+        runs = [str(r) for r in sorted(cloud.runs)]
+        flags = [a for r in runs for a in ("--run", r)] + [
+            a for m in METHODS for a in ("--method", m)
+        ]
+        command = cli_command(sim, "harvest", "--format", "singer", "--quiet", *flags)
+        dest = tmp_path / "jsonl"
+        status, _, states = await pipe_into_target(command, cli_env(sim), dest, tmp_path)
+        assert status == 0, (tmp_path / "harvester.err").read_text()
+        assert canonical_rows(read_stream(dest, "points")) == expected
+        got_runs = read_stream(dest, "runs")
+        assert sorted(r["test_run_id"] for r in got_runs) == sorted(cloud.runs)
+        assert all(r["complete"] for r in got_runs)
+        assert states[-1] == {"bookmarks": {"runs": {"done": sorted(cloud.runs)}}}
+        for stream in ("metrics", "thresholds", "overviews"):
+            assert {r["test_run_id"] for r in read_stream(dest, stream)} == set(cloud.runs), stream
+        # Resuming from the last STATE harvests nothing: no record reaches the target.
+        state = tmp_path / "state.json"
+        state.write_bytes(orjson.dumps(states[-1]))
+        before, asked = snapshot(dest), len(sim.requests_for("metrics", "series"))
+        status, _, again = await pipe_into_target(
+            [*command, "--singer-state", str(state)], cli_env(sim), dest, tmp_path
+        )
+        assert status == 0
+        assert snapshot(dest) == before
+        assert again == states[-1:]  # the state goes on, unchanged
+        assert len(sim.requests_for("metrics", "series")) == asked  # no run fetched
+
+
+async def test_tap_harvester_from_v6_into_target_jsonl_resumes_from_its_state(
+    tmp_path: Path,
+) -> None:
+    """The Meltano calling convention (`tap-harvester --config JSON --state JSON`), v6:
+    the same points as --format points, check records in `checks`, then a resume."""
+    cloud = generate_cloud(runs=2, metrics=40, points=6)
+    async with Simulator(cloud) as sim:
+        how: dict[str, Any] = {"api": "v6", "stack_id": sim.stack_id, "step": 3}
+        expected = await points_harvest(sim, tmp_path / "points", methods=["avg", "p95"], **how)
+        config = {**how, "base_url": sim.base_url, "token": sim.token, "rate": 1000,
+                  "runs": sorted(cloud.runs), "methods": ["avg", "p95"],
+                  "log_level": "quiet"}  # fmt: skip
+        config_path = tmp_path / "tap.config.json"
+        config_path.write_bytes(orjson.dumps(config))
+        env = {k: v for k, v in cli_env(sim).items() if k != "K6_CLOUD_TOKEN"}
+        tap = [str(Path(sys.executable).parent / "tap-harvester"), "--config", str(config_path)]
+        dest = tmp_path / "jsonl"
+        status, _, states = await pipe_into_target(tap, env, dest, tmp_path)
+        assert status == 0, (tmp_path / "harvester.err").read_text()
+        assert canonical_rows(read_stream(dest, "points")) == expected
+        checks = read_stream(dest, "checks")
+        assert checks and {c["test_run_id"] for c in checks} == set(cloud.runs)
+        assert all(c["passes"] + c["fails"] > 0 for c in checks)
+        assert states[-1] == {"bookmarks": {"runs": {"done": sorted(cloud.runs)}}}
+        state = tmp_path / "state.json"
+        state.write_bytes(orjson.dumps(states[-1]))
+        before = snapshot(dest)
+        status, _, again = await pipe_into_target(
+            [*tap, "--state", str(state)], env, dest, tmp_path
+        )
+        assert status == 0 and snapshot(dest) == before and again == states[-1:]
+
+
+async def test_every_message_fits_its_schema_and_a_failed_run_is_never_done(
+    tmp_path: Path,
+) -> None:
+    """SCHEMA before any RECORD of its stream, every record valid against it (draft 4),
+    keys among the properties; a STATE after each finished run, listing the runs of the
+    state given too; a run that failed gets a `runs` row (complete false) and is in no
+    STATE; the last message is a STATE."""
+    cloud = generate_cloud(runs=2, metrics=8, points=4)
+    state = tmp_path / "state.json"
+    state.write_bytes(orjson.dumps({"bookmarks": {"runs": {"done": [7]}}}))
+    async with Simulator(cloud) as sim:
+        out = io.BytesIO()
+        targets = [RunTarget(r) for r in (*sorted(cloud.runs), MISSING_RUN)]
+        settings = settings_for(sim, "-", format="singer", singer_state=str(state), details=True)
+        result = await harvest_job(settings, targets, stdout=out)
+    assert [o.run_id for o in result.report.failed] == [MISSING_RUN]
+    messages = parse_lines(out.getvalue())
+    validators: dict[str, Draft4Validator] = {}
+    states, rows = [], Counter[str]()
+    for message in messages:
+        if message["type"] == "SCHEMA":
+            Draft4Validator.check_schema(message["schema"])
+            assert set(message["key_properties"]) <= set(message["schema"]["properties"])
+            validators[message["stream"]] = Draft4Validator(message["schema"])
+        elif message["type"] == "RECORD":
+            validators[message["stream"]].validate(message["record"])
+            rows[message["stream"]] += 1
+        else:
+            states.append(message["value"]["bookmarks"]["runs"]["done"])
+    assert set(validators) == set(STREAMS)
+    assert rows["points"] and rows["metrics"] and rows["overviews"] and rows["runs"] == 3
+    done = sorted(cloud.runs)
+    assert states[0] in ([7, done[0]], [7, done[1]])
+    assert states[-2:] == [[7, *done], [7, *done]] and messages[-1]["type"] == "STATE"
+    failed = [r for r in records_of(messages, "runs") if r["test_run_id"] == MISSING_RUN]
+    assert failed and not failed[0]["complete"] and failed[0]["error"]
+    metrics = Counter(r["record_type"] for r in records_of(messages, "metrics"))
+    assert metrics["metric"] == metrics["metric_detail"] > 0 and metrics["threshold_metric"]
+
+
+def records_of(messages: list[dict[str, Any]], stream: str) -> list[dict[str, Any]]:
+    return [m["record"] for m in messages if m["type"] == "RECORD" and m["stream"] == stream]
+
+
+@pytest.mark.parametrize(
+    ("args", "files", "said"),
+    [
+        (["--format", "singer", "--out", "{tmp}/out"], {},
+         "--format singer writes Singer messages to stdout"),
+        (["--singer-state", "{tmp}/s.json"], {"s.json": b"{}"},
+         "--singer-state resumes --format singer"),
+        (["--format", "singer", "--singer-state", "{tmp}/none.json"], {}, "does not exist"),
+        (["--format", "singer", "--singer-state", "{tmp}/s.json"], {"s.json": b"{not json"},
+         "is not JSON"),
+        (["--format", "singer", "--singer-state", "{tmp}/s.json"],
+         {"s.json": b'{"bookmarks": {"runs": {"done": ["x"]}}}'}, "is not a harvester state"),
+        (["--format", "singer", "--singer-state", "{tmp}"], {}, "cannot read"),
+    ],
+)  # fmt: skip
+def test_bad_singer_input_is_one_line_and_exit_2(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    files: dict[str, bytes],
+    said: str,
+) -> None:
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    argv = ["harvest", "--run", "1", "--token", "t", "--base-url", "http://127.0.0.1:9"]
+    status = main([*argv, *(a.replace("{tmp}", str(tmp_path)) for a in args)])
+    err = capsys.readouterr().err
+    assert status == 2 and said in err and err.count("\n") == 1, err
+
+
+def test_meltano_snippet_is_the_readme_s_and_its_settings_are_real_flags(tmp_path: Path) -> None:
+    """config/meltano.yml is the README's snippet; its extractor runs the console script
+    `tap-harvester`, each of its settings is a harvester setting with a `harvest` flag,
+    and its config, made into a command line by the tap, parses; the loader is the
+    target-jsonl the tests use."""
+    import tomllib
+
+    import yaml
+
+    from harvester.cli import build_parser
+    from harvester.singer_tap import harvest_argv
+    from harvester.sources import flag_name
+
+    text = (ROOT / "config" / "meltano.yml").read_text()
+    assert f"```yaml\n{text}```" in (ROOT / "README.md").read_text()
+    project = yaml.safe_load(text)
+    (tap,) = project["plugins"]["extractors"]
+    (loader,) = project["plugins"]["loaders"]
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert tap["executable"] in pyproject["project"]["scripts"]
+    assert tap["capabilities"] == ["state"]
+    flags = build_parser("harvest").known_options  # type: ignore[attr-defined]
+    names = [setting["name"] for setting in tap["settings"]]
+    assert all(flag_name(name) in flags for name in names), names
+    assert set(tap["config"]) <= set(names)
+    config = tmp_path / "config.json"
+    config.write_bytes(orjson.dumps({**tap["config"], "token": "t", "details": True}))
+    env: dict[str, str] = {}
+    argv = harvest_argv(["--config", str(config), "--state", "s.json"], env)
+    assert env == {"K6_CLOUD_TOKEN": "t"} and "t" not in argv
+    ns = build_parser("harvest").parse_args(argv)
+    assert (ns.format, ns.out, ns.singer_state, ns.since) == ("singer", "-", "s.json", "7d")
+    assert ns.projects == [str(p) for p in tap["config"]["projects"]] and ns.details
+    assert [loader["name"], loader["pip_url"]] == [
+        "target-jsonl",
+        *pyproject["project"]["optional-dependencies"]["singer-target"],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        (b"[1]", "is not a JSON object of settings"),
+        (b"{oops", "is not JSON"),
+        (b'{"out": "dir"}', "tap-harvester sets 'out' itself"),
+        (b'{"colour": "blue"}', "unknown setting 'colour'"),
+    ],
+)
+def test_tap_harvester_bad_config_is_one_line_and_exit_2(
+    tmp_path: Path, config: bytes, said: str
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(config)
+    tap = Path(sys.executable).parent / "tap-harvester"
+    done = subprocess.run([tap, "--config", path], capture_output=True, check=False, timeout=30)
+    err = done.stderr.decode()
+    assert done.returncode == 2 and said in err and err.count("\n") == 1, err
+    missing = subprocess.run(
+        [tap, "--config", tmp_path / "none.json"], capture_output=True, check=False, timeout=30
+    )
+    assert missing.returncode == 2 and b"cannot read the tap's --config" in missing.stderr
