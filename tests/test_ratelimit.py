@@ -81,6 +81,25 @@ def test_a_rate_change_keeps_the_history_of_the_last_window() -> None:
     assert max_in_window(times, 1.0) <= 5
 
 
+def test_a_fast_gate_admits_a_timer_ticks_worth_at_once() -> None:
+    """Waits shorter than the loop's 1 ms timer tick cost a whole tick each: above 500/s
+    the gate admits at once what the rate allows in a tick, and still no window holds
+    more than the rate."""
+    for rate, at_once in ((1_000_000.0, 1001), (5000.0, 6), (500.0, 1), (5.0, 1)):
+        clock = FakeClock()
+        gate = RateGate(rate, clock=clock)
+        admitted = 0
+        while gate.try_acquire() == 0:
+            admitted += 1
+        assert admitted == at_once, rate
+    clock = FakeClock()
+    gate = RateGate(2000, clock=clock)
+    times: list[float] = []
+    for _ in range(10_000):
+        admit_next(gate, clock, times)
+    assert max_in_window(times, 1.0) <= 2000
+
+
 @pytest.mark.parametrize("ceiling", [5.0, 10.0, 50.0])
 def test_no_window_holds_more_than_the_ceiling_whatever_the_rate_changes(ceiling: float) -> None:
     """Thousands of admissions as fast as allowed, with 429s (some with a pause) and
