@@ -17,12 +17,13 @@ the rate allows in one tick, since a shorter wait is a whole tick late (uvloop c
 timers in milliseconds): at `--rate 1000000` each request sat ~10 ms in the gate, holding
 a connection slot, and the v6 bench ran at half its concurrency.
 
-Proof (it needs e <= r*m/2 only): let n admissions fall at s_1 <= ... <= s_n within [t, t + 1), and let R' be the
-highest rate in force from s_1 to s_n (R' <= R). Right after s_1 the level is at least
-1, the n - 2 admissions between add n - 2, and the drain from s_1 to s_n is at most
-R'(1 - m)(s_n - s_1) < R'(1 - m) (stopping at 0 only keeps the level higher). So just
-before s_n the level exceeds n - 1 - R'(1 - m), and it is at most e(s_n) <= R'm/2 since
-s_n was admitted. Hence n - 1 < R'(1 - m/2): n < R' + 1, so n <= ceil(R') <= ceil(R).
+Proof (it needs e <= r*m/2 only): let n admissions fall at s_1 <= ... <= s_n within
+[t, t + 1), and let R' be the highest rate in force from s_1 to s_n (R' <= R). Right
+after s_1 the level is at least 1, the n - 2 admissions between add n - 2, and the drain
+from s_1 to s_n is at most R'(1 - m)(s_n - s_1) < R'(1 - m) (stopping at 0 only keeps
+the level higher). So just before s_n the level exceeds n - 1 - R'(1 - m), and it is at
+most e(s_n) <= R'm/2 since s_n was admitted. Hence n - 1 < R'(1 - m/2): n < R' + 1, so
+n <= ceil(R') <= ceil(R).
 A deeper bucket (`AsyncLimiter(R, 1)`) would admit R at once and R more within the same
 second (LESSONS #1).
 

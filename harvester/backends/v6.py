@@ -214,7 +214,7 @@ class V6Backend:
         await resolve_stack(self.transport, self.settings)
 
     async def discover(self, selection: Selection, *, state: HarvestState | None) -> Discovery:
-        return await discover_v6(self.api, selection)
+        return await discover_v6(self.api, selection, parallel=self.settings.concurrency)
 
     def fetcher(self, places: Places | None = None) -> V6Fetcher:
         return V6Fetcher(self.transport, self.settings)  # v6 writes no files of its own

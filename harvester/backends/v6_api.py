@@ -109,13 +109,22 @@ class V6Api:
         return result
 
 
+#: Stack ids `--stack-url`s resolved to, by (API base URL, stack URL): asked once per
+#: process, not per transport (a CLI job's discovery and harvest, a worker's cycles).
+_RESOLVED: dict[tuple[str, str], int] = {}
+
+
 async def resolve_stack(transport: Transport, settings: Settings) -> None:
     """With `--stack-url` and no stack id: ask `GET /cloud/v6/auth` once for the id."""
-    if settings.api != "v6" or transport.stack_id is not None or not settings.stack_url:
+    if transport.stack_id is not None or not settings.stack_url:
+        return
+    key = (settings.base_url, settings.stack_url)
+    if key in _RESOLVED:
+        transport.stack_id = _RESOLVED[key]
         return
     url = transport.url(f"{V6}/auth")
     doc = await transport.get("v6_auth", url, headers={"X-Stack-Url": settings.stack_url})
     stack = doc.get("stack_id") if isinstance(doc, dict) else None
     if not isinstance(stack, int):
         raise ApiStatusError(f"no stack id for {settings.stack_url} in the answer", url=str(url))
-    transport.stack_id = stack
+    transport.stack_id = _RESOLVED[key] = stack

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import anyio
+
+from ..errors import NotFound
+from ..paging import each
 from ..runstatus import PendingRun
 from ..scheduler import RunTarget
 from ..selection import Discovery, Selection
@@ -22,34 +26,27 @@ def _iso(moment: datetime) -> str:
 
 
 async def discover_v6(
-    api: V6Api, selection: Selection, *, now: datetime | None = None
+    api: V6Api, selection: Selection, *, parallel: int = 4, now: datetime | None = None
 ) -> Discovery:
+    """The runs of the selected tests and of the tests of the selected projects, listed
+    `parallel` tests at a time; a project or test v6 does not know is named in
+    `not_found` and the rest is harvested."""
     before = api.transport.stats.request_count
+    found = Discovery()
     top = min(selection.page_size, MAX_TOP)
-    names: dict[int, str] = {}
-    test_ids: dict[int, None] = dict.fromkeys(selection.tests)
-    projects = list(selection.projects)
-    if selection.all_projects:
-        projects += [p["id"] for p in await api.pages("v6_projects", f"{V6}/projects", {}, top)
-                     if isinstance(p.get("id"), int)]  # fmt: skip
-    for project_id in dict.fromkeys(projects):
-        path = f"{V6}/projects/{project_id}/load_tests"
-        for test in await api.pages("v6_tests", path, {}, top):
-            if isinstance(test.get("id"), int):
-                test_ids.setdefault(test["id"], None)
-                names[test["id"]] = str(test.get("name", ""))
-    pinned = now or datetime.now(UTC)
-    until = min(selection.until, pinned) if selection.until else pinned
-    params = {"$orderby": "created", "created_before": _iso(until)}
-    if selection.since is not None:
-        params["created_after"] = _iso(selection.since)
-    runs: dict[int, JsonObject] = {}
-    for test_id in test_ids:
-        path = f"{V6}/load_tests/{test_id}/test_runs"
-        for run in await api.pages("v6_runs", path, params, top):
-            if isinstance(run.get("id"), int):
-                runs[run["id"]] = run
-    found = Discovery(test_names=names)
+    test_ids = await _test_ids(api, selection, top, found)
+    params = _window(selection, now or datetime.now(UTC))
+    listed: dict[int, list[JsonObject]] = {}
+    slots = anyio.CapacityLimiter(parallel)
+
+    async def one_test(test_id: int) -> None:
+        async with slots:
+            path = f"{V6}/load_tests/{test_id}/test_runs"
+            listed[test_id] = await _listing(api, path, params, top, found, f"test {test_id}")
+
+    await each(one_test, test_ids)
+    runs = {run["id"]: run for test_id in test_ids for run in listed[test_id]
+            if isinstance(run.get("id"), int)}  # fmt: skip
     for run_id in sorted(runs):
         ready, reason = readiness(runs[run_id])
         if ready:
@@ -58,3 +55,42 @@ async def discover_v6(
             found.pending.append(PendingRun(run_id, reason or "", runs[run_id]))
     found.requests = api.transport.stats.request_count - before
     return found
+
+
+async def _test_ids(api: V6Api, selection: Selection, top: int, found: Discovery) -> list[int]:
+    """`--test`s first, then the load tests of each selected project (with
+    `--all-projects`, of every project of the stack), once each; their names noted."""
+    test_ids: dict[int, None] = dict.fromkeys(selection.tests)
+    projects = list(selection.projects)
+    if selection.all_projects:
+        projects += [p["id"] for p in await api.pages("v6_projects", f"{V6}/projects", {}, top)
+                     if isinstance(p.get("id"), int)]  # fmt: skip
+    for project_id in dict.fromkeys(projects):
+        path = f"{V6}/projects/{project_id}/load_tests"
+        for test in await _listing(api, path, {}, top, found, f"project {project_id}"):
+            if isinstance(test.get("id"), int):
+                test_ids.setdefault(test["id"], None)
+                found.test_names[test["id"]] = str(test.get("name", ""))
+    return list(test_ids)
+
+
+def _window(selection: Selection, now: datetime) -> dict[str, str]:
+    """`created_after` (inclusive) from --since; `created_before` (exclusive) from
+    --until, never later than the job's start, so the pages do not shift."""
+    until = min(selection.until, now) if selection.until else now
+    params = {"$orderby": "created", "created_before": _iso(until)}
+    if selection.since is not None:
+        params["created_after"] = _iso(selection.since)
+    return params
+
+
+async def _listing(
+    api: V6Api, path: str, params: dict[str, str], top: int, found: Discovery, what: str
+) -> list[JsonObject]:
+    """Every row of a project's or test's listing; one v6 does not know is named."""
+    endpoint = "v6_runs" if path.endswith("/test_runs") else "v6_tests"
+    try:
+        return await api.pages(endpoint, path, params, top)
+    except NotFound:
+        found.not_found.append(f"{what} does not exist (the API answered 404)")
+        return []

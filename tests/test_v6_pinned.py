@@ -1,0 +1,74 @@
+"""Issue 10's "Choosing the API" and "Pinned details", one quick check each where no other
+test pins them: the API from the config file, `--stack-url` asked once per job,
+`--since`/`--until` as dates, and an unknown project or test named, not fatal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harvester.config import Settings, load_settings
+from harvester.discovery import Selection, discover_runs
+from harvester.simulator.cloud import SimCloud
+from harvester.simulator.generated import FIRST_PROJECT_ID, FIRST_TEST_ID
+from harvester.simulator.server import Simulator
+from tests.harvest_helpers import read_dir, settings_for
+from tests.process_helpers import run_cli
+
+
+def v6_settings(sim: Simulator, out: Path | str, **overrides: Any) -> Settings:
+    return settings_for(sim, out, api="v6", stack_id=sim.stack_id, step=3, **overrides)
+
+
+def test_the_api_and_the_stack_come_from_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "harvester.toml"
+    config.write_text('[api]\napi = "v6"\nstack_url = "https://acme.grafana.net"\n')
+    settings = load_settings(config_file=str(config), environ={})
+    assert (settings.api, settings.stack_url) == ("v6", "https://acme.grafana.net")
+    flagged = load_settings({"api": "v2"}, config_file=str(config), environ={})
+    assert flagged.api == "v2"  # a flag beats the file
+
+
+async def test_the_stack_url_is_asked_once_per_job_discovery_included(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    done = await run_cli(simulator, "harvest", "--api", "v6", "--stack-url",
+                         simulator.state.v6.stack_url, "--project", str(FIRST_PROJECT_ID),
+                         "--step", "3", "--out", str(tmp_path))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert read_dir(tmp_path)  # discovered and harvested
+    assert len(simulator.requests_for("v6_auth")) == 1
+
+
+async def test_since_as_a_date_is_midnight_utc_inclusive_and_until_exclusive(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    first, second, third = sorted(cloud.runs)
+    cloud.update_run(first, created="2024-06-01T23:59:59Z")
+    cloud.update_run(second, created="2024-06-02T00:00:00Z")  # the --since day's first second
+    cloud.update_run(third, created="2024-06-03T00:00:00Z")  # the --until day: left out
+    settings = v6_settings(simulator, tmp_path, since="2024-06-02", until="2024-06-03",
+                           tests=[str(FIRST_TEST_ID + t) for t in range(3)])  # fmt: skip
+    found = await discover_runs(settings, Selection.from_settings(settings))
+    assert [t.run_id for t in found.targets] == [second]
+    assert found.pending == []
+
+
+async def test_an_unknown_project_or_test_is_named_and_the_rest_harvested(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    settings = v6_settings(simulator, tmp_path, projects=["4242"],
+                           tests=[str(FIRST_TEST_ID), "979797"])  # fmt: skip
+    found = await discover_runs(settings, Selection.from_settings(settings))
+    assert found.not_found == [
+        "project 4242 does not exist (the API answered 404)",
+        "test 979797 does not exist (the API answered 404)",
+    ]
+    assert found.targets and {t.run.get("test_id") for t in found.targets if t.run} == {
+        FIRST_TEST_ID
+    }
+    done = await run_cli(simulator, "harvest", "--api", "v6", "--stack-id",
+                         str(simulator.stack_id), "--project", "4242", "--step", "3",
+                         "--out", str(tmp_path))  # fmt: skip
+    assert done.returncode == 1 and b"project 4242 does not exist" in done.stderr
+    assert b"Traceback" not in done.stderr
