@@ -49,7 +49,9 @@ async def discover_runs(
     async with Transport(settings, gate=gate, stats=stats) as transport:
         backend = backend_for(settings, transport)
         await backend.prepare()
-        return await backend.discover(selection, state=state)
+        found = await backend.discover(selection, state=state)
+        await backend.after_job()  # only 404s, and so is a plain listing: v2 is gone
+        return found
 
 
 # --- listing (`harvester runs`) ---------------------------------------------------------

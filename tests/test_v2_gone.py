@@ -44,3 +44,22 @@ async def test_an_unknown_run_on_a_live_v2_is_just_unknown(
     assert [o.run_id for o in result.report.failed] == [999]
     assert "looks gone" not in (result.report.failed[0].reason or "")
     assert len(simulator.requests_for("runs")) == 1  # the probe answered: v2 is there
+
+
+async def test_v2_gone_is_named_when_discovery_met_only_404s(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    async def gone(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "gone"}}, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", gone)
+    async with TestServer(app, host="127.0.0.1") as server:
+        base = str(server.make_url("")).rstrip("/")
+        done = await run_cli(simulator, "harvest", "--base-url", base, "--project", "7",
+                             "--out", str(tmp_path))  # fmt: skip
+        listed = await run_cli(simulator, "runs", "--base-url", base, "--project", "7")
+    assert done.returncode == 2, done.stderr
+    assert b"v2 API looks gone" in done.stderr and b"--api v6 --stack-id" in done.stderr
+    assert listed.returncode == 2, listed.stderr
+    assert b"v2 API looks gone" in listed.stderr

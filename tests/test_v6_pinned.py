@@ -72,3 +72,15 @@ async def test_an_unknown_project_or_test_is_named_and_the_rest_harvested(
                          "--out", str(tmp_path))  # fmt: skip
     assert done.returncode == 1 and b"project 4242 does not exist" in done.stderr
     assert b"Traceback" not in done.stderr
+
+
+async def test_a_foreign_stack_ends_discovery_and_projects_with_2_naming_it(
+    simulator: Simulator,
+) -> None:
+    for args in (("runs", "--project", str(FIRST_PROJECT_ID)), ("projects",),
+                 ("harvest", "--all-projects", "--out", "-")):  # fmt: skip
+        done = await run_cli(simulator, args[0], "--api", "v6", "--stack-id", "77", *args[1:])
+        assert done.returncode == 2, (args, done.stderr)
+        assert b"X-Stack-Id 77" in done.stderr and b"Traceback" not in done.stderr
+        assert simulator.token.encode() not in done.stderr + done.stdout
+    assert simulator.requests_for("v6_runs") == []  # stopped at the first refusal

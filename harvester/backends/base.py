@@ -59,5 +59,6 @@ class Backend(Protocol):
         ...
 
     async def after_job(self) -> None:
-        """Told when a job ends uninterrupted: raise when the API looks gone (v2)."""
+        """Told when a job or a discovery ends uninterrupted: raise when the API looks
+        gone (v2: every answer so far a 404 or 410)."""
         ...
