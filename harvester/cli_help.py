@@ -62,13 +62,15 @@ exit status:
 
 PROJECTS = """\
 List the organizations the token sees and their projects, one row per project with its
-number of tests: the ids to give --organization and --project. A table on a terminal,
+number of tests: the ids to give --organization and --project (with --api v6: the
+stack's projects, the stack id where v2 has the organization). A table on a terminal,
 NDJSON otherwise."""
 
 PROJECTS_EPILOG = """\
 examples:
   harvester projects
   harvester projects --organization 5001 --output csv
+  harvester projects --api v6 --stack-id 12345
 
 exit status:
   0    listed
