@@ -16,27 +16,20 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
+from typing import Any, BinaryIO, Protocol
 
 import anyio
 
 from . import manifest
-from .compression import CODECS, HashingWriter, compressing, published_data, suffix
+from .compression import CODECS, published_data, suffix
 from .errors import ConfigError, OutputError
-from .formats.parquet import ParquetPoints
-from .formats.points import PointsSplitter
 from .layout import Places, make_dirs
 from .outdir import create_temp, discard, publish
+from .runfiles import KINDS, RunFiles, codec_for
 
 FILE_MODE = 0o600  # metric tags can name internal hosts: owner-only by default (--file-mode)
 WRITE_BUFFER = 1 << 20
 WRITEBACK_AFTER = 1 << 20  # bytes of a run written between two writeback hints
-#: The files of a run in each --format, in the order they are published.
-KINDS = {
-    "raw": ("ndjson",),
-    "points": ("points.ndjson", "meta.ndjson"),
-    "parquet": ("parquet", "meta.ndjson"),
-}
 
 
 class Sink(Protocol):
@@ -111,15 +104,14 @@ def prepare_output_dir(path: str) -> Path:
 
 
 @dataclass
-class _RunFile:
-    """A run's file being written: the file, what hashes its bytes, where lines go (the
-    hasher or a compressor in front of it), its temporary name."""
+class _Run:
+    """A run being written: its write stack, the temporary files under it, and the bytes
+    written since the last writeback hint."""
 
-    fh: BinaryIO
-    hashing: HashingWriter
-    stream: BinaryIO
-    temp: Path
-    parquet: ParquetPoints | None = None
+    files: RunFiles
+    handles: dict[str, BinaryIO]
+    temps: dict[str, Path]
+    unsynced: int = 0
 
 
 class DirectorySink:
@@ -128,7 +120,8 @@ class DirectorySink:
     `outdir`: a temporary file of this writer's own, never replacing what another writer
     published (unless `replace`, for --force). With `codec` gzip or zstd the lines are
     compressed on their way to the file (`.ndjson.gz`, `.ndjson.zst`). The manifest comes
-    last (`manifest`)."""
+    last (`manifest`). Everything a write does (split, compress, hash, write) runs in a
+    worker thread, never on the event loop (`runfiles`)."""
 
     def __init__(
         self,
@@ -154,53 +147,42 @@ class DirectorySink:
         self.format = output_format
         #: What the job's settings say about every run's data, for the manifests.
         self.facts = dict(facts or {"format": output_format, "compression": codec})
-        self._files: dict[int, dict[str, _RunFile]] = {}
-        self._splitters: dict[int, PointsSplitter] = {}
-        self._unsynced: dict[int, int] = {}  # bytes written since the last writeback hint
+        self._runs: dict[int, _Run] = {}
 
     async def begin(self, run_id: int) -> None:
-        files: dict[str, _RunFile] = {}
-        self._files[run_id] = files
-        if self.format != "raw":
-            self._splitters[run_id] = PointsSplitter(run_id)
         with writing_to(self.out_dir):
             where = make_dirs(self.out_dir, self.places.relative(run_id))
-        for kind in KINDS[self.format]:
-            codec = self._codec(kind)
-            with writing_to(where):
-                fd, temp = create_temp(where, run_id, suffix(codec, kind)[1:])
-                os.fchmod(fd, self.file_mode)  # exactly the mode asked, whatever the umask
-            fh = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
-            hashing = HashingWriter(fh)
-            stream = compressing(cast(BinaryIO, hashing), codec, self.level)
-            points = ParquetPoints(hashing) if kind == "parquet" else None
-            files[kind] = _RunFile(fh, hashing, stream, temp, points)
+        with writing_to(where):
+            self._runs[run_id] = await anyio.to_thread.run_sync(self._open, run_id, where)
 
-    def _codec(self, kind: str) -> str:
-        # Parquet compresses its own pages (zstd): the file is not wrapped again.
-        return "none" if kind == "parquet" else self.codec
+    def _open(self, run_id: int, where: Path) -> _Run:
+        handles: dict[str, BinaryIO] = {}
+        temps: dict[str, Path] = {}
+        try:
+            for kind in KINDS[self.format]:
+                name = suffix(codec_for(kind, self.codec), kind)[1:]
+                fd, temps[kind] = create_temp(where, run_id, name)
+                handles[kind] = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
+                os.fchmod(fd, self.file_mode)  # exactly the mode asked, whatever the umask
+            files = RunFiles(run_id, self.format, self.codec, self.level, handles)
+        except BaseException:
+            _close_all(handles, temps)
+            raise
+        return _Run(files, handles, temps)
 
     async def write(self, run_id: int, data: bytes) -> None:
-        # Buffered: most writes land in memory; the buffer spills at 1 MiB.
-        files = self._files[run_id]
-        splitter = self._splitters.get(run_id)
-        parquet = files["parquet"].parquet if "parquet" in files else None
+        run = self._runs[run_id]
         with writing_to(self.out_dir):
-            if splitter is None:
-                files["ndjson"].stream.write(data)
-            elif parquet is not None:
-                rows, meta = splitter.split(data)
-                parquet.add(rows)
-                files["meta.ndjson"].stream.write(meta)
-            else:
-                points, meta = splitter.feed(data)
-                files["points.ndjson"].stream.write(points)
-                files["meta.ndjson"].stream.write(meta)
-        self._unsynced[run_id] = self._unsynced.get(run_id, 0) + len(data)
-        if self._unsynced[run_id] >= WRITEBACK_AFTER:
-            self._unsynced[run_id] = 0
-            for run_file in files.values():
-                start_writeback(run_file.fh)
+            await anyio.to_thread.run_sync(self._write, run, data)
+
+    @staticmethod
+    def _write(run: _Run, data: bytes) -> None:
+        run.files.write(data)  # buffered: the file's buffer spills at 1 MiB
+        run.unsynced += len(data)
+        if run.unsynced >= WRITEBACK_AFTER:
+            run.unsynced = 0
+            for fh in run.handles.values():
+                start_writeback(fh)
 
     async def commit(
         self,
@@ -211,45 +193,45 @@ class DirectorySink:
         """The run's (first) final path: published now, or found published whole by another
         writer. `counts`: the records of each type written (else the files are read to
         count them); `summary`: the run's summary record, for its manifest."""
-        files = self._files.pop(run_id)
-        splitter = self._splitters.pop(run_id, None)
-        self._unsynced.pop(run_id, None)
+        run = self._runs.pop(run_id)
         where = self.places.directory(run_id)
-        finals = {kind: final_path(where, run_id, self._codec(kind), kind) for kind in files}
+        finals = {
+            kind: final_path(where, run_id, codec_for(kind, self.codec), kind)
+            for kind in run.handles
+        }
         first = next(iter(finals.values()))
         with writing_to(first):
-            won = True
-            for kind, run_file in files.items():
-                won = await anyio.to_thread.run_sync(self._publish, run_file, finals[kind])
+            won = await anyio.to_thread.run_sync(self._publish, run, finals)
             if self.replace:
                 self._remove_others(run_id, set(finals.values()))
             if won:
-                known = _known_counts(counts, splitter)
+                known = None if counts is None else run.files.counts(counts)
                 await anyio.to_thread.run_sync(
-                    self._seal, run_id, files, finals, known, dict(summary or {})
+                    self._seal, run_id, run, finals, known, dict(summary or {})
                 )
         return str(first)
 
-    def _publish(self, run: _RunFile, final: Path) -> bool:
-        fh = run.fh
+    def _publish(self, run: _Run, finals: dict[str, Path]) -> bool:
+        """Each file whole (stack ended, flushed, fsynced) under its name, in order; False
+        when another writer had published the run."""
+        won = True
         try:
-            with fh:  # closed (and its flock dropped) only once the name is settled
-                if run.parquet is not None:
-                    run.parquet.close()  # the last row group and the footer
-                run.stream.close()  # a compressor's end (trailer, last frame)
-                fh.flush()
-                os.fsync(fh.fileno())
-                won = publish(run.temp, final, replace=self.replace)
+            run.files.finish()  # the last row group and footer, a compressor's end
+            for kind, fh in run.handles.items():
+                with fh:  # closed (and its flock dropped) only once the name is settled
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    won = publish(run.temps[kind], finals[kind], replace=self.replace)
         except BaseException:
-            discard(run.temp)  # a full disk fails the flush: leave no partial file behind
+            _close_all(run.handles, run.temps)  # a full disk fails the flush: no partial file
             raise
-        fsync_directory(final.parent)
+        fsync_directory(next(iter(finals.values())).parent)
         return won
 
     def _seal(
         self,
         run_id: int,
-        files: dict[str, _RunFile],
+        run: _Run,
         finals: dict[str, Path],
         counts: dict[str, Counter[str]] | None,
         summary: dict[str, Any],
@@ -258,12 +240,12 @@ class DirectorySink:
         written, and the CSV export the summary names (published before the data file)."""
         where = self.places.directory(run_id)
         entries = []
-        for kind, run_file in files.items():
+        for kind, final in finals.items():
             known = None
             if counts is not None:
-                sha = run_file.hashing.sha.hexdigest()
-                known = manifest.Scan(run_file.hashing.size, sha, counts[kind])
-            entries.append(manifest.file_entry(finals[kind], known))
+                size, sha = run.files.written(kind)
+                known = manifest.Scan(size, sha, counts[kind])
+            entries.append(manifest.file_entry(final, known))
         csv = published_data(where, run_id, "csv") if summary.get("export_file") else None
         if csv is not None:
             entries.append(manifest.file_entry(csv))
@@ -288,32 +270,24 @@ class DirectorySink:
                 discard(old / name)
 
     async def abort(self, run_id: int) -> None:
-        files = self._files.pop(run_id, {})
-        self._splitters.pop(run_id, None)
-        self._unsynced.pop(run_id, None)
-        for entry in files.values():
-            with contextlib.suppress(OSError):  # a full disk may refuse the last flush too
-                entry.stream.close()
-            with contextlib.suppress(OSError):
-                entry.fh.close()
-            discard(entry.temp)
+        run = self._runs.pop(run_id, None)
+        if run is not None:
+            run.files.discard()
+            _close_all(run.handles, run.temps)
 
     async def close(self) -> None:
-        for run_id in list(self._files):
+        for run_id in list(self._runs):
             await self.abort(run_id)
 
 
-def _known_counts(
-    counts: Mapping[str, int] | None, splitter: PointsSplitter | None
-) -> dict[str, Counter[str]] | None:
-    """Each file's records by type, from what the writer counted (None: read the files)."""
-    if counts is None:
-        return None
-    if splitter is None:
-        return {"ndjson": Counter(counts)}
-    meta = Counter({kind: n for kind, n in counts.items() if kind != "series"})
-    points = Counter({"point": splitter.points})
-    return {"points.ndjson": points, "parquet": points, "meta.ndjson": meta}
+def _close_all(handles: Mapping[str, BinaryIO], temps: Mapping[str, Path]) -> None:
+    """Close a run's temporary files and remove them (a full disk may refuse the last
+    flush too: that error is moot now)."""
+    for fh in handles.values():
+        with contextlib.suppress(OSError):
+            fh.close()
+    for temp in temps.values():
+        discard(temp)
 
 
 class StreamEncoder(Protocol):

@@ -4,7 +4,8 @@ This process hosts the simulator (pre-rendered bodies, no faults, no rate limit)
 thread of its own; each contender runs as a child process, measured from the OS (wall
 clock, CPU and peak RSS from `os.wait4`), its requests counted in the simulator's log.
 Contenders run interleaved, `--repeat` times each, and medians are reported, so the
-ratios hold on a noisy machine. `--rate R` measures the rate-limited case instead.
+ratios hold on a noisy machine. `--rate R` measures the rate-limited case instead;
+`--format`/`--compress`/`--verify` the archive formats' cost (`bench_formats.py`).
 The machinery is in `bench_run.py`, the contenders in `bench_floor.py`/`bench_naive.py`.
 """
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from bench_formats import add_format_arguments, report_formats, run_formats
 from bench_run import HERE, SIZES, Bench, DataSet, Sample, SimHost, Spawner, say
 from bench_throttle import DEFAULT_RATE, Check, report_throttled, run_throttled
 from bench_v6 import report_v6, run_v6
@@ -150,6 +152,9 @@ def report(ns: argparse.Namespace, results: dict[str, Any], startup: float) -> l
     check = checker(targets)
     if ns.throttle:
         report_throttled(ns, results, check)
+        results = {}
+    if ns.formats:
+        report_formats(ns, results, check)
         results = {}
     for name, r in results.items():
         d, ra = r["dataset"], r["ratios"]
@@ -334,10 +339,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--api", choices=("v2", "v6"), default="v2", help="which API the harvester speaks"
     )
+    add_format_arguments(p)
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     ns = p.parse_args(argv)
     ns.size = ns.size or ["small" if ns.throttle else "medium"]
+    ns.formats = bool(ns.format or ns.compress or ns.verify)
     if ns.repeat < 1 or (ns.rate is not None and ns.rate <= 0):
         p.error("--repeat and --rate must be positive")
     if ns.throttle is not None:
@@ -353,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     spawner = Spawner()  # first, while this process is still small
     try:
         run = run_throttled if ns.throttle else run_v6 if ns.api == "v6" else run_size
+        run = run_formats if ns.formats else run
         results = {name: run(ns, name, work, spawner) for name in dict.fromkeys(ns.size)}
         startup = startup_seconds()
     finally:
@@ -363,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
     mode = f"--rate {ns.rate:g}" if ns.rate else "no rate limit"
     mode += f", 429s on {ns.throttle:.0%} of requests" if ns.throttle else ""
+    mode += ", formats against raw" if ns.formats else ""
     print(
         f"harvester bench ({mode}) at {git_commit()}, {os.cpu_count()} CPUs, "
         f"Python {sys.version.split()[0]}"
@@ -373,7 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "commit": git_commit(),
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
-            "mode": "throttle" if ns.throttle else "rate" if ns.rate else "throughput",
+            "mode": next(m for m in ("formats", "throttle", "rate") if getattr(ns, m))
+            if ns.formats or ns.throttle or ns.rate
+            else "throughput",
             "rate": ns.rate,
             "repeat": ns.repeat,
             "concurrency": ns.concurrency,

@@ -20,6 +20,7 @@ import orjson
 from yarl import URL
 
 from harvester.batching import PROBE_IDS, SeriesBatcher, series_query
+from harvester.compression import run_id_of
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.requestlog import LoggedRequest, max_in_window
@@ -273,13 +274,14 @@ class Spawner:
 
 
 def output_size(out_dir: Path) -> tuple[int, int]:
-    """(bytes, lines) of the NDJSON files in `out_dir`."""
-    size = lines = 0
-    for path in out_dir.glob("*.ndjson"):
-        data = path.read_bytes()
-        size += len(data)
-        lines += data.count(b"\n")
-    return size, lines
+    """(bytes, lines) of the run files in `out_dir` (lines of the uncompressed NDJSON)."""
+    lines = sum(path.read_bytes().count(b"\n") for path in out_dir.glob("*.ndjson"))
+    return data_bytes(out_dir), lines
+
+
+def data_bytes(out_dir: Path) -> int:
+    """Bytes of the run files in `out_dir` in any format and compression (no manifests)."""
+    return sum(p.stat().st_size for p in out_dir.iterdir() if run_id_of(p) is not None)
 
 
 class Bench:
@@ -347,9 +349,11 @@ class Bench:
         child = self.spawner.measure(cmd, self.work, "naive", self.env)
         return self._finish("naive", child, int(orjson.loads(child.stdout)["records"]))
 
-    def harvester(self) -> Sample:
+    def harvester(self, extra: Sequence[str] = (), name: str = "harvester") -> Sample:
+        """`harvester harvest` of the data set; `extra`: more flags (`--format`...), `name`:
+        of its output directory and logs."""
         self.sim.take_log()
-        out = self._fresh_out("harvester")
+        out = self._fresh_out(name)
         exe = shutil.which("harvester", path=str(Path(sys.executable).parent)) or "harvester"
         cmd = [exe, "harvest", "--base-url", self.sim.base_url, "--runs-file", str(self.runs_file)]
         cmd += ["--out", str(out), "--rate", str(self.ns.rate or UNLIMITED), "--force", "--quiet"]
@@ -357,6 +361,6 @@ class Bench:
         cmd += ["--runs-in-flight", str(self.ns.runs_in_flight)]
         cmd += ["--max-url-length", str(self.ns.max_url_length)]
         cmd += ["--rate-recovery", str(self.ns.rate_recovery)] if self.ns.throttle else []
-        child = self.spawner.measure(cmd, self.work, "harvester", self.env)
+        child = self.spawner.measure([*cmd, *extra], self.work, name, self.env)
         _, lines = output_size(out)
-        return self._finish("harvester", child, lines - self.data.runs)  # less the summaries
+        return self._finish(name, child, lines - self.data.runs)  # less the summaries

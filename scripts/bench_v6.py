@@ -16,6 +16,7 @@ import asyncio
 import shutil
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -84,18 +85,18 @@ class V6Bench(Bench):
         child = self.spawner.measure(cmd, self.work, "floor", self.env)
         return self._finish("floor", child, int(orjson.loads(child.stdout)["records"]))
 
-    def harvester(self) -> Sample:
+    def harvester(self, extra: Sequence[str] = (), name: str = "harvester") -> Sample:
         self.sim.take_log()
-        out = self._fresh_out("harvester")
+        out = self._fresh_out(name)
         exe = shutil.which("harvester", path=str(Path(sys.executable).parent)) or "harvester"
         cmd = [exe, "harvest", "--api", "v6", "--stack-id", str(STACK), "--step", str(STEP)]
         cmd += ["--base-url", self.sim.base_url, "--runs-file", str(self.runs_file)]
         cmd += ["--out", str(out), "--rate", str(UNLIMITED), "--force", "--quiet"]
         cmd += ["--concurrency", str(self.ns.concurrency)]
         cmd += ["--runs-in-flight", str(self.ns.runs_in_flight)]
-        child = self.spawner.measure(cmd, self.work, "harvester", self.env)
+        child = self.spawner.measure([*cmd, *extra], self.work, name, self.env)
         lines = sum(p.read_bytes().count(b"\n") for p in out.glob("*.ndjson"))
-        return self._finish("harvester", child, lines - self.data.runs)
+        return self._finish(name, child, lines - self.data.runs)
 
 
 def run_v6(ns: argparse.Namespace, name: str, work: Path, spawner: Spawner) -> dict[str, Any]:

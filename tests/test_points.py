@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from harvester.compression import open_data
+from harvester.formats.points import PointsSplitter, Serie, _number
 from harvester.job import harvest_job
+from harvester.records import encode
 from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.generated import generate_cloud
@@ -114,3 +117,83 @@ async def test_points_from_v6_hold_the_raw_v6_points(tmp_path: Path) -> None:
         )  # fmt: skip
         assert got and got == points_from_v6_raw(raw[run_id])
         assert all(p["metric_type"] in ("counter", "gauge", "rate", "trend") for p in points)
+
+
+METRIC = {"id": "m1", "name": "http_req_duration", "type": "trend", "project_id": 7,
+          "tags": {"url": "https://shop/", "status": "200"}}  # fmt: skip
+
+
+def split_serie(serie: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+    """The points lines a splitter makes of one v2 serie, and whether it took the fast path
+    (the values array's bytes used as they are)."""
+    splitter = PointsSplitter(5)
+    data = encode("metric", 5, [METRIC]) + encode("series", 5, [serie])
+    items = list(splitter.split(data))
+    [found] = [item for item in items if isinstance(item, Serie)]
+    assert splitter.points == found.count
+    return parse_lines(found.ndjson()), found.pairs is None
+
+
+def expected_points(serie: dict[str, Any], values: list[tuple[Any, Any]]) -> list[dict[str, Any]]:
+    head = {"test_run_id": 5, "test_id": None, "project_id": 7, "metric": "http_req_duration",
+            "metric_type": "trend", "tags": METRIC["tags"], "method": serie["method"]}  # fmt: skip
+    return [{**head, "time": time, "value": value} for time, value in values]
+
+
+def test_a_plain_v2_serie_is_split_from_its_bytes_the_same_as_parsed() -> None:
+    values = [{"timestamp": f"2026-11-28T22:00:0{i}Z", "value": v}
+              for i, v in enumerate([1.5, 2, None, 1e-7, -3.25, True])]  # fmt: skip
+    serie = {"agg": {}, "id": "s1", "method": "p95", "metric_id": "m1", "values": values}
+    got, fast = split_serie(serie)
+    assert fast
+    want = [(v["timestamp"], v["value"]) for v in values]
+    assert got == expected_points(serie, want)
+    # Byte for byte what the slow path (a dict per point) writes.
+    slow = PointsSplitter(5)
+    list(slow.split(encode("metric", 5, [METRIC])))
+    parsed = slow._parsed({"type": "series", "data": serie})
+    fast_serie = next(iter(slow.split(encode("series", 5, [serie]))))
+    assert isinstance(fast_serie, Serie) and parsed is not None
+    assert fast_serie.ndjson() == parsed.ndjson()
+    assert parsed.pairs is not None  # the same times and values for Parquet's columns
+    csv = b"".join(b"%s,%s\n" % (t.encode(), orjson.dumps(v)) for t, v in parsed.pairs)
+    assert fast_serie.csv() == csv
+    empty = {**serie, "values": []}
+    assert split_serie(empty) == ([], True)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [{"timestamp": "2026-11-28T22:00:00Z", "value": 1, "extra": 2}],  # another key
+        [{"value": 1, "timestamp": "2026-11-28T22:00:00Z"}],  # other order
+        [{"timestamp": "2026-11-28T22:00:00Z", "value": "1.5"}],  # a string (v5 style)
+        [{"timestamp": "2026-11-28T22:00:00Z", "value": [1]}],  # an array
+        [{"timestamp": "a]b", "value": 1}, {"timestamp": "c", "value": 2}],
+        [{"timestamp": 'x},{"timestamp":"y', "value": 1}],
+        [{"timestamp": "t{", "value": 1}, {"timestamp": 'q,"value":', "value": 2}],
+        [{"timestamp": None, "value": 1}],
+        [{"timestamp": "2026-11-28T22:00:00Z", "value": {"timestamp": "y", "value": 2}}],
+        [{"timestamp": "2026-11-28T22:00:00Z"}],
+        [3, {"timestamp": "2026-11-28T22:00:00Z", "value": 1}],
+    ],
+)
+def test_any_other_values_shape_is_parsed_and_gives_the_same_points(
+    values: list[Any],
+) -> None:
+    serie = {"agg": {}, "id": "s1", "method": "mean", "metric_id": "m1", "values": values}
+    got, fast = split_serie(serie)
+    assert not fast
+    # What is not an object is no point (3 above); a missing key is null.
+    want = [(v.get("timestamp"), _number(v.get("value"))) for v in values if isinstance(v, dict)]
+    assert got == expected_points(serie, want)
+
+
+def test_a_values_key_elsewhere_in_the_serie_is_not_taken_for_its_points() -> None:
+    points = [{"timestamp": "2026-11-28T22:00:00Z", "value": 4.0}]
+    decoy = [{"timestamp": "1999-01-01T00:00:00Z", "value": 9.0}]
+    for agg, values in (({"values": decoy}, points), ({"values": decoy}, [])):
+        serie = {"agg": agg, "id": "s1", "method": "max", "metric_id": "m1", "values": values}
+        got, fast = split_serie(serie)
+        assert not fast
+        assert got == expected_points(serie, [(p["timestamp"], p["value"]) for p in values])

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -21,6 +23,7 @@ from harvester.cli import main
 from harvester.errors import OutputError
 from harvester.job import harvest_job, remove_leftovers
 from harvester.outdir import LOCK_FILE_NAME, DirectoryLock
+from harvester.runfiles import RunFiles
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
@@ -248,3 +251,30 @@ async def test_a_harvest_started_with_stderr_closed_publishes_and_records_every_
     assert sorted(int(p.stem) for p in tmp_path.glob("*.ndjson")) == sorted(cloud.runs)
     with HarvestState.open(tmp_path / STATE_FILE_NAME) as state:
         assert state.done_runs(cloud.runs) == set(cloud.runs)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "codec"), [("raw", "none"), ("raw", "zstd"), ("points", "gzip"), ("parquet", "zstd")]
+)
+async def test_splitting_compressing_and_hashing_never_run_on_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, codec: str
+) -> None:
+    """Every call into a run's write stack (split, compress, hash, write, the Parquet
+    footer) happens in a worker thread: the loop keeps fetching meanwhile."""
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    loop_thread, seen = threading.get_ident(), Counter[str]()
+    for name in ("write", "finish"):
+        real = getattr(RunFiles, name)
+
+        def spy(self: RunFiles, *args: object, _real: Any = real, _name: str = name) -> None:
+            seen[f"{_name} {'loop' if threading.get_ident() == loop_thread else 'thread'}"] += 1
+            _real(self, *args)
+
+        monkeypatch.setattr(RunFiles, name, spy)
+    cloud = generate_cloud(runs=2, metrics=5, points=3)
+    async with Simulator(cloud) as sim:
+        settings = settings_for(sim, tmp_path, format=fmt, compress=codec)
+        assert not (await harvest_job(settings, targets(cloud))).report.failed
+    assert seen["write thread"] >= 2 * 3 and seen["finish thread"] == 2
+    assert seen["write loop"] == seen["finish loop"] == 0

@@ -13,18 +13,27 @@ The columns of `--format points`, typed:
 Tags are a map rather than a JSON string: DuckDB (`tags['url']`), Spark, BigQuery and
 ClickHouse read a Parquet map natively, so a filter on one tag needs no JSON parsing;
 both APIs give tag values as strings (v5 labels always are; v2 tags are stringified).
-Rows are buffered up to `ROW_GROUP` and written as one row group, so memory holds one row
-group, never a run; pages are zstd-compressed. The file is written into the sink's own
-temporary file and published like every other (fsync, link, then the manifest).
+A row group is built without a Python object per point: each serie's shared columns
+are kept once (and repeated by Arrow's `take`), the times and values of plain v2 series
+as `time,value` lines (`Serie.csv`) parsed by Arrow's CSV reader straight into the typed
+columns (in C, without the GIL); converted series (v6, odd shapes) and what the reader
+cannot take (rare) are converted by Python: times by `datetime.fromisoformat`, null when
+none; values null unless numbers. A group is written once `ROW_GROUP` rows are held
+(whole series, unless one alone is longer), so memory holds one row group, never a run.
+Pages are zstd-compressed. The file is written into the sink's own temporary file and
+published like every other (fsync, link, then the manifest).
 """
 
 from __future__ import annotations
 
 import importlib.util
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from ..errors import ConfigError
+from .points import Serie
 
 ROW_GROUP = 100_000
 INSTALL = "--format parquet needs pyarrow: pip install 'k6-harvester[parquet]'"
@@ -48,10 +57,15 @@ def schema() -> Any:
             ("metric_type", pa.string()),
             ("tags", pa.map_(pa.string(), pa.string())),
             ("method", pa.string()),
-            ("time", pa.timestamp("ms", tz="UTC")),
+            ("time", _time_type()),
             ("value", pa.float64()),
         ]
     )
+
+
+#: The columns a serie's points share, as `Serie.head` names them.
+SHARED = ("test_run_id", "test_id", "project_id", "metric", "metric_type", "tags", "method")
+IDS = ("test_run_id", "test_id", "project_id")
 
 
 class ParquetPoints:
@@ -62,33 +76,120 @@ class ParquetPoints:
 
         self._schema = schema()
         self._writer = pq.ParquetWriter(sink, self._schema, compression="zstd")
-        self._rows: list[dict[str, Any]] = []
+        self._start()
 
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        self._rows.extend(rows)
-        if len(self._rows) >= ROW_GROUP:
+    def _start(self) -> None:
+        self._rows = 0
+        self._heads: list[dict[str, Any]] = []  # one per serie of the group
+        self._serie_of_row: list[int] = []  # the index in `_heads` of each row's serie
+        self._csv = bytearray()  # `time,value` lines of the plain series not yet parsed
+        self._chunks: list[tuple[Any, Any]] = []  # (times, values) arrays, in row order
+
+    def add(self, serie: Serie) -> None:
+        if self._rows and self._rows + serie.count > ROW_GROUP:
+            self._flush()  # groups of whole series, unless one alone is longer
+        self._serie_of_row += [len(self._heads)] * serie.count
+        self._heads.append(serie.head)
+        if serie.pairs is None:
+            self._csv += serie.csv()
+        else:
+            self._parse_csv()
+            self._chunks.append(_converted(serie.pairs))
+        self._rows += serie.count
+        if self._rows >= ROW_GROUP:
             self._flush()
+
+    def _parse_csv(self) -> None:
+        if self._csv:
+            self._chunks.append(_from_csv(bytes(self._csv)))
+            self._csv = bytearray()
 
     def _flush(self) -> None:
         import pyarrow as pa
 
+        self._parse_csv()
         if not self._rows:
             return
-        for row in self._rows:
-            row["tags"] = [(str(k), str(v)) for k, v in (row["tags"] or {}).items()]
-            row["time"] = _moment(row["time"])
-            value = row["value"]
-            row["value"] = float(value) if isinstance(value, int | float) else None
-        table = pa.Table.from_pylist(self._rows, schema=self._schema)
+        rows = pa.array(self._serie_of_row, pa.int32())
+        columns = [self._shared(name).take(rows) for name in SHARED]
+        columns.append(pa.chunked_array([times for times, _ in self._chunks], _time_type()))
+        columns.append(pa.chunked_array([values for _, values in self._chunks], pa.float64()))
+        table = pa.Table.from_arrays(columns, schema=self._schema)
         self._writer.write_table(table, row_group_size=ROW_GROUP)
-        self._rows = []
+        self._start()
+
+    def _shared(self, name: str) -> Any:
+        """One entry per serie of the group."""
+        import pyarrow as pa
+
+        kind = self._schema.field(name).type
+        if name == "tags":
+            return pa.array([_tags(h[name]) for h in self._heads], kind)
+        convert = _int if name in IDS else _text
+        return pa.array([convert(h[name]) for h in self._heads], kind)
 
     def close(self) -> None:
         self._flush()
         self._writer.close()
 
 
+def _time_type() -> Any:
+    import pyarrow as pa
+
+    return pa.timestamp("ms", tz="UTC")
+
+
+def _from_csv(lines: bytes) -> tuple[Any, Any]:
+    """(times, values) arrays of `time,value` lines."""
+    import pyarrow as pa
+    import pyarrow.csv as pc
+
+    try:
+        table = pc.read_csv(
+            pa.py_buffer(lines),
+            read_options=pc.ReadOptions(
+                use_threads=False, column_names=["time", "value"], block_size=len(lines) + 1
+            ),
+            convert_options=pc.ConvertOptions(
+                column_types={"time": _time_type(), "value": pa.float64()}, null_values=["null"]
+            ),
+        )
+    except pa.ArrowInvalid:  # a time or value Arrow cannot take (true, a time zone name...)
+        pairs = [line.rsplit(b",", 1) for line in lines.splitlines()]
+        return _converted([(time.decode(), orjson.loads(value)) for time, value in pairs])
+    return table.column("time").combine_chunks(), table.column("value").combine_chunks()
+
+
+def _converted(pairs: list[tuple[Any, Any]]) -> tuple[Any, Any]:
+    import pyarrow as pa
+
+    times = pa.array([_moment(time) for time, _ in pairs], _time_type())
+    return times, pa.array([_float(value) for _, value in pairs], pa.float64())
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _tags(tags: Any) -> list[tuple[str, str]]:
+    return [(str(k), str(v)) for k, v in tags.items()] if isinstance(tags, dict) else []
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
 def _moment(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
-    return datetime.fromisoformat(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,110 @@
+"""A run's write stack: its lines in, through the format, the compressor and the hash, to
+its files (`--format`, `--compress`).
+
+`DirectorySink` keeps one `RunFiles` per run in flight and calls it from a worker thread
+(`anyio.to_thread`), one call at a time per run, so none of this runs on the event loop:
+splitting points and building Parquet columns hold the GIL, but zlib, zstd, hashlib and
+the file writes release it, and the fetchers keep going meanwhile. The stack writes into
+file objects it is given (the sink's temporary files), which stay open for their owner
+to fsync and publish.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO, cast
+
+from .compression import HashingWriter, compressing
+from .formats.parquet import ParquetPoints
+from .formats.points import PointsSplitter, Serie
+
+#: The files of a run in each --format, in the order they are published.
+KINDS = {
+    "raw": ("ndjson",),
+    "points": ("points.ndjson", "meta.ndjson"),
+    "parquet": ("parquet", "meta.ndjson"),
+}
+
+
+def codec_for(kind: str, codec: str) -> str:
+    """Parquet compresses its own pages (zstd): its file is not wrapped again."""
+    return "none" if kind == "parquet" else codec
+
+
+@dataclass
+class _Stack:
+    """One file's stack: what hashes its bytes, and where lines go (the hasher or a
+    compressor in front of it, or the Parquet writer)."""
+
+    hashing: HashingWriter
+    stream: BinaryIO
+    parquet: ParquetPoints | None = None
+
+
+class RunFiles:
+    """One run's files being written, in its `--format`: `write` its lines, then `finish`
+    (ends compressed streams and Parquet's footer; the files stay open)."""
+
+    def __init__(
+        self,
+        run_id: int,
+        output_format: str,
+        codec: str,
+        level: int | None,
+        files: Mapping[str, BinaryIO],
+    ) -> None:
+        self.splitter = PointsSplitter(run_id) if output_format != "raw" else None
+        self._stacks: dict[str, _Stack] = {}
+        for kind, fh in files.items():
+            hashing = HashingWriter(fh)
+            stream = compressing(cast(BinaryIO, hashing), codec_for(kind, codec), level)
+            points = ParquetPoints(hashing) if kind == "parquet" else None
+            self._stacks[kind] = _Stack(hashing, stream, points)
+
+    def write(self, data: bytes) -> None:
+        if self.splitter is None:
+            self._stacks["ndjson"].stream.write(data)
+            return
+        meta = self._stacks["meta.ndjson"].stream
+        parquet = self._stacks["parquet"].parquet if "parquet" in self._stacks else None
+        points = self._stacks["points.ndjson"].stream if parquet is None else None
+        for item in self.splitter.split(data):
+            if isinstance(item, Serie):
+                if parquet is not None:
+                    parquet.add(item)
+                elif points is not None:
+                    points.write(item.ndjson())
+            else:
+                meta.write(item)
+
+    def finish(self) -> None:
+        """The last row group and footer, the compressors' ends; each file's bytes are
+        then all written and hashed."""
+        for stack in self._stacks.values():
+            if stack.parquet is not None:
+                stack.parquet.close()
+            stack.stream.close()
+
+    def discard(self) -> None:
+        """Drop what is buffered (the run is aborted); errors of a full disk are moot."""
+        for stack in self._stacks.values():
+            try:
+                stack.stream.close()
+            except OSError:
+                pass
+
+    def written(self, kind: str) -> tuple[int, str]:
+        """(bytes, sha256) of a file as written."""
+        hashing = self._stacks[kind].hashing
+        return hashing.size, hashing.sha.hexdigest()
+
+    def counts(self, counts: Mapping[str, int]) -> dict[str, Counter[str]]:
+        """Each file's records by type, from the writer's counts of the run's records."""
+        if self.splitter is None:
+            return {"ndjson": Counter(counts)}
+        meta = Counter({kind: n for kind, n in counts.items() if kind != "series"})
+        points = Counter({"point": self.splitter.points})
+        found: dict[str, Any] = {"points.ndjson": points, "parquet": points, "meta.ndjson": meta}
+        return {kind: found[kind] for kind in self._stacks}
