@@ -158,6 +158,8 @@ def test_a_plain_v2_serie_is_split_from_its_bytes_the_same_as_parsed() -> None:
     assert parsed.pairs is not None  # the same times and values for Parquet's columns
     csv = b"".join(b"%s,%s\n" % (t.encode(), orjson.dumps(v)) for t, v in parsed.pairs)
     assert fast_serie.csv() == csv
+    # ... and the same rows for record consumers (Singer).
+    assert fast_serie.rows() == parsed.rows() == parse_lines(parsed.ndjson())
     empty = {**serie, "values": []}
     assert split_serie(empty) == ([], True)
 

@@ -69,6 +69,14 @@ class Serie:
         prefix = orjson.dumps(self.head)[:-1] + TIME
         return prefix + self.body[len(FIRST) : -1].replace(NEXT, b"\n" + prefix) + b"\n"
 
+    def rows(self) -> list[dict[str, Any]]:
+        """The points as dicts, the columns of their lines (for consumers of records)."""
+        if self.pairs is None:
+            pairs = [(p["timestamp"], p["value"]) for p in orjson.loads(self.body)]
+        else:
+            pairs = self.pairs
+        return [{**self.head, "time": time, "value": value} for time, value in pairs]
+
     def csv(self) -> bytes:
         """A plain v2 serie's times and values as `time,value` lines, what Arrow's CSV
         reader turns into typed columns without a Python object a point."""

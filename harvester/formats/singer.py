@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from ..errors import ConfigError
-from .points import PointsSplitter
+from .points import PointsSplitter, Serie
 
 NEWLINE = orjson.OPT_APPEND_NEWLINE
 INTEGER, TEXT, NUMBER = {"type": "integer"}, {"type": "string"}, {"type": "number"}
@@ -101,12 +101,14 @@ class SingerEncoder:
 
     def feed(self, run_id: int, data: bytes) -> bytes:
         splitter = self._splitters[run_id]
-        points, meta = splitter.split(data)
         out = io.BytesIO()
-        for row in points:
-            out.write(record("points", row))
-        for line in meta.splitlines():
-            out.write(self._row(splitter, orjson.loads(line)))
+        for item in splitter.split(data):
+            if isinstance(item, Serie):
+                for row in item.rows():
+                    out.write(record("points", row))
+                continue
+            for line in item.splitlines():
+                out.write(self._row(splitter, orjson.loads(line)))
         return out.getvalue()
 
     def _row(self, splitter: PointsSplitter, line: dict[str, Any]) -> bytes:
