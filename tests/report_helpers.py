@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio.from_thread
@@ -31,11 +33,23 @@ def harvest_cloud(cloud: SimCloud, out: Path, *args: str) -> Path:
             return harvest(sim.base_url, sim.token, out, *runs, *args)
 
 
-def harvest_recording(name: str, out: Path, *args: str) -> Path:
-    """A real k6 recording from ../shared/data served by `harvester simulate --from-k6` and
-    harvested with its run record and `K6_METHODS`."""
+@contextmanager
+def serving(name: str) -> Iterator[str]:
+    """A real k6 recording from ../shared/data served by `harvester simulate --from-k6`
+    (v2 and v6) as run `K6_RUN_ID`: its base URL."""
     run_file, summary_file = recording(name)
-    methods = [arg for method in K6_METHODS for arg in ("--method", method)]
     with simulate("--from-k6", str(run_file), "--summary", str(summary_file),
                   "--run-id", str(K6_RUN_ID)) as (base_url, _):  # fmt: skip
-        return harvest(base_url, SIM_TOKEN, out, "--run", str(K6_RUN_ID), *methods, *args)
+        yield base_url
+
+
+def harvest_k6(base_url: str, out: Path, *args: str) -> Path:
+    """The served recording harvested with `K6_METHODS` into `out`."""
+    methods = [arg for method in K6_METHODS for arg in ("--method", method)]
+    return harvest(base_url, SIM_TOKEN, out, "--run", str(K6_RUN_ID), *methods, *args)
+
+
+def harvest_recording(name: str, out: Path, *args: str) -> Path:
+    """A real k6 recording harvested with its run record and `K6_METHODS`."""
+    with serving(name) as base_url:
+        return harvest_k6(base_url, out, *args)

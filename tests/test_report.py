@@ -94,10 +94,15 @@ def test_a_real_k6_run_shows_k6s_own_totals_thresholds_and_checks(shop: Path) ->
     assert crossed == sorted(crossed, reverse=True) and crossed[0]  # crossed ones first
     checks = {row["check"]: (row["passes"], row["fails"]) for row in report.checks}
     assert checks == {name: (float(p), float(f)) for name, (p, f) in k6_checks(summary).items()}
-    assert report.figures["requests"] == figures["http_reqs"]["count"]
-    assert report.figures["p95"] and report.figures["mean"]
+    got = report.figures.values
+    assert got["requests"] == figures["http_reqs"]["count"]
     failed = figures["http_req_failed"]
-    assert report.figures["error_rate"] == failed["passes"] / (failed["passes"] + failed["fails"])
+    assert got["error_rate"] == failed["passes"] / (failed["passes"] + failed["fails"])
+    # Exact, not estimated: the mean weighted by requests, p95 from the threshold.
+    duration = figures["http_req_duration"]
+    assert got["mean"] == pytest.approx(duration["avg"], rel=1e-9)
+    assert got["p95"] == pytest.approx(duration["p(95)"], rel=1e-9)
+    assert report.figures.estimated == {}
 
 
 def test_every_chart_of_a_real_run_has_data_and_each_aggregation_is_labelled_once(
@@ -199,10 +204,9 @@ def test_downsampling_keeps_every_buckets_extremes() -> None:
 
 def test_a_line_folds_series_by_timestamp() -> None:
     line = Line("mean")
-    stamp = "2024-06-02T16:08:10Z"
-    line.add([{"timestamp": stamp, "value": 1}, {"timestamp": stamp, "value": None}])
-    line.add([{"timestamp": stamp, "value": 3}])
-    assert list(line.folded().values()) == [2.0]
+    line.add([(10.0, 1.0), (11.0, 5.0)])
+    line.add([(10.0, 3.0)])
+    assert line.folded() == {10.0: 2.0, 11.0: 5.0}
     with pytest.raises(ValueError):
         Line("median")
 

@@ -53,7 +53,8 @@ def build_page(directory: str | Path, options: ReportOptions) -> dict[str, Any]:
     groups: dict[Any, list[tuple[RunPoint, dict[str, Any]]]] = defaultdict(list)
     for run, data in chosen:
         report = read_run(run)
-        point = RunPoint(run.run_id, _created(data), report.figures)
+        point = RunPoint(run.run_id, _created(data), report.figures.values,
+                         report.figures.estimated)  # fmt: skip
         groups[(data or {}).get("test_id")].append((point, report.as_json()))
     trends, details, found = [], [], []
     for test, members in groups.items():

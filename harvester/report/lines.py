@@ -12,7 +12,6 @@ import math
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
 
 #: Points a chart draws at most (two a line per bucket: its lowest and highest).
 MAX_POINTS = 1200
@@ -26,41 +25,66 @@ def epoch(stamp: str) -> float:
 
 
 class Line:
-    """One value per timestamp, folded from any number of series with `how`."""
+    """One value per timestamp, folded from any number of series with `how`.
+
+    Sums are exact (Shewchuk's partials, as `math.fsum` keeps them, a few floats per
+    timestamp): the folded value does not depend on the order the series come in, which
+    differs between two harvests of one run, so equal archives give equal pages."""
 
     def __init__(self, how: str) -> None:
         if how not in ("sum", "mean", "max", "min"):
             raise ValueError(f"unknown fold {how!r}")
         self.how = how
-        self.values: dict[float, float] = {}
+        self._extremes: dict[float, float] = {}
+        self._partials: dict[float, list[float]] = {}
         self._counts: dict[float, int] = {}
 
-    def add(self, points: Iterable[dict[str, Any]]) -> None:
-        values, counts, how = self.values, self._counts, self.how
-        for point in points:
-            value = point.get("value")
-            if not isinstance(value, int | float) or isinstance(value, bool):
-                continue  # a gap in the serie stays a gap
-            moment = epoch(point["timestamp"])
+    def add(self, points: Iterable[tuple[float, float]]) -> None:
+        """Fold in one serie's (epoch seconds, value) points."""
+        if self.how in ("sum", "mean"):
+            partials, counts = self._partials, self._counts
+            for moment, value in points:
+                found = partials.get(moment)
+                if found is None:
+                    partials[moment], counts[moment] = [value], 1
+                else:
+                    add_exactly(found, value)
+                    counts[moment] += 1
+            return
+        values, pick = self._extremes, max if self.how == "max" else min
+        for moment, value in points:
             old = values.get(moment)
-            if old is None:
-                values[moment], counts[moment] = float(value), 1
-            elif how in ("sum", "mean"):
-                values[moment] = old + value
-                counts[moment] += 1
-            elif how == "max":
-                values[moment] = max(old, value)
-            else:
-                values[moment] = min(old, value)
+            values[moment] = value if old is None else pick(old, value)
+
+    @property
+    def moments(self) -> Iterable[float]:
+        return self._partials.keys() if self.how in ("sum", "mean") else self._extremes.keys()
 
     def folded(self) -> dict[float, float]:
         """Timestamp to value (a mean divided out)."""
-        if self.how != "mean":
-            return dict(self.values)
-        return {t: v / self._counts[t] for t, v in self.values.items()}
+        if self.how == "sum":
+            return {t: math.fsum(p) for t, p in self._partials.items()}
+        if self.how == "mean":
+            return {t: math.fsum(p) / self._counts[t] for t, p in self._partials.items()}
+        return dict(self._extremes)
 
     def __bool__(self) -> bool:
-        return bool(self.values)
+        return bool(self._partials or self._extremes)
+
+
+def add_exactly(partials: list[float], x: float) -> None:
+    """Add `x` to a sum kept as non-overlapping partials (`math.fsum`'s own algorithm)."""
+    i = 0
+    for y in partials:
+        if abs(x) < abs(y):
+            x, y = y, x
+        high = x + y
+        low = y - (high - x)
+        if low:
+            partials[i] = low
+            i += 1
+        x = high
+    partials[i:] = [x]
 
 
 def interval(moments: Iterable[float]) -> float:

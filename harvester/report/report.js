@@ -35,8 +35,10 @@
   }
 
   function chart(parent, spec) {
+    var approx = spec.estimated && spec.estimated.length ? (spec.estimated.length === spec.x.length ? " ≈ estimate" : " (≈ estimated for some runs)") : "";
     var box = el("div", { "class": "chart", "id": "chart-" + spec.id, "data-chart": spec.id },
-      [el("h3", {}, [spec.title + " (" + spec.unit + ")"])]);
+      [el("h3", {}, [spec.title + " (" + spec.unit + ")" + approx])]);
+    if (approx) box.appendChild(el("p", { "class": "muted estimate" }, ["≈ " + spec.estimate + " (runs " + spec.estimated.join(", ") + ")."]));
     parent.appendChild(box);
     var series = [{}];
     spec.series.forEach(function (s, i) {
@@ -72,23 +74,36 @@
       ["started", when(h.started)], ["requests (http_reqs)", num(h.http_reqs, 0)],
       ["ended", when(h.ended)], ["iterations", num(h.iterations, 0)],
     ];
+    var f = h.figures || {}, est = h.estimated || {};
+    function figure(key, text) { return f[key] === null || f[key] === undefined ? "—" : (est[key] ? "≈ " + text + " (estimate)" : text); }
+    items.push(["http_req_duration mean", figure("mean", num(f.mean) + " ms")], ["http_req_duration p95", figure("p95", num(f.p95) + " ms")],
+      ["failed requests", figure("error_rate", pct(f.error_rate))], ["checks passed", figure("checks", pct(f.checks))]);
     var dl = el("dl", { "class": "facts" });
     items.forEach(function (it) { dl.appendChild(el("dt", {}, [it[0]])); dl.appendChild(el("dd", {}, [String(it[1])])); });
     return dl;
   }
+  function estimates(h) {
+    var est = h.estimated || {}, names = { mean: "mean", p95: "p95", error_rate: "failed requests", requests: "requests", checks: "checks passed" };
+    return Object.keys(est).map(function (k) { return "≈ " + names[k] + ": " + est[k] + "."; });
+  }
 
+  function verdict(t) {
+    if (t.crossed === null || t.crossed === undefined) return { text: "? not evaluated: " + (t.reason || "no value"), cls: "verdict unknown" };
+    return { text: t.crossed ? "✗ crossed" : "✓ passed", cls: "verdict " + (t.crossed ? "crossed" : "passed") };
+  }
   function runSection(run) {
     var sec = el("section", { "class": "run", "id": "run-" + run.run_id }, [el("h2", {}, ["Run " + run.run_id])]);
     sec.appendChild(facts(run.header));
     run.unknown.forEach(function (u) { sec.appendChild(el("p", { "class": "note" }, ["Not in the archive: " + u])); });
+    var approx = estimates(run.header);
+    if (approx.length) sec.appendChild(el("p", { "class": "note estimate" }, ["Estimates (the archive has no exact figure): " + approx.join(" ")]));
     if (run.header.complete === false) sec.appendChild(el("p", { "class": "note" }, ["k6 Cloud could not process this run fully: figures may be incomplete."]));
     sec.appendChild(el("h3", {}, ["Thresholds"]));
     if (run.thresholds.length) {
       sec.appendChild(table("thresholds", ["metric", "expression", { text: "value", num: true }, "verdict"],
         run.thresholds.map(function (t) {
           return row([t.metric, t.expression, { text: num(t.value), cls: "num" },
-            { text: t.crossed ? "✗ crossed" : "✓ passed", cls: "verdict " + (t.crossed ? "crossed" : "passed") }],
-            t.crossed ? "crossed" : "passed");
+            verdict(t)], t.crossed ? "crossed" : (t.crossed === false ? "passed" : "unknown"));
         })));
     } else sec.appendChild(el("p", { "class": "muted" }, ["No thresholds archived."]));
     var charts = el("div", { "class": "charts" });
@@ -136,7 +151,7 @@
     if (page.regressions.length) {
       root.appendChild(table("regressions", ["run", "date", "trend", { text: "value", num: true }, { text: "median before", num: true }, { text: "change", num: true }],
         page.regressions.map(function (r) {
-          return row([r.run, when(r.created), r.title + " (" + r.unit + ")", { text: num(r.value), cls: "num" }, { text: num(r.median), cls: "num" },
+          return row([r.run, when(r.created), r.title + " (" + r.unit + ")", { text: (r.estimated ? "≈ " : "") + num(r.value), cls: "num" }, { text: num(r.median), cls: "num" },
             { text: r.change === null ? "from 0" : (r.change > 0 ? "+" : "") + num(r.change * 100, 1) + " %", cls: "num" }], "crossed");
         })));
     } else root.appendChild(el("p", {}, ["✓ No run regressed."]));

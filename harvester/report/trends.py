@@ -9,7 +9,7 @@ A median of 0 is exceeded by any value above 0.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .lines import epoch
@@ -29,6 +29,8 @@ class RunPoint:
     run_id: int
     created: str | None
     figures: dict[str, float | None]
+    #: trend key -> how the figure was estimated (absent when exact).
+    estimated: dict[str, str] = field(default_factory=dict)
 
 
 def regressed(value: float, previous: list[float], margin: float, higher_is_worse: bool) -> bool:
@@ -62,6 +64,7 @@ def regressions(points: list[RunPoint], margin: float, baseline: int) -> list[di
                         "value": value * scale,
                         "median": median * scale,
                         "change": (value - median) / median if median else None,
+                        "estimated": key in point.estimated,
                     }
                 )
             history.append(value)
@@ -83,8 +86,11 @@ def trend_charts(points: list[RunPoint], found: list[dict[str, Any]]) -> dict[st
         series: list[dict[str, Any]] = [{"label": title, "values": values}]
         if any(flag is not None for flag in flags):
             series.append({"label": "regression", "values": flags, "marker": True})
+        estimated = [p.run_id for p in points if key in p.estimated]
+        how = sorted({p.estimated[key] for p in points if key in p.estimated})
         charts.append({"id": f"trend-{key}", "title": title, "unit": unit, "x": xs,
-                       "series": series, "time": dated,
+                       "series": series, "time": dated, "estimated": estimated,
+                       "estimate": "; ".join(how),
                        "labels": [str(p.run_id) for p in points]})  # fmt: skip
     return {"dated": dated, "runs": [p.run_id for p in points], "charts": charts}
 

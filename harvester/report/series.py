@@ -1,0 +1,175 @@
+"""One shape for every archived serie, whatever the API and the format that archived it.
+
+A `Serie` is a metric name, its tags, the aggregation (`method`) and its points as
+(epoch seconds, value). The report draws from this shape only, so a v2 `k6-serie`, a v6
+`query_range_k6` result and the rows of `--format points` or `parquet` give one report.
+
+Methods are named as v2 names them: a v5 method becomes the v2 method it replaced (v6.md,
+"previous method"), so `histogram_avg` is `mean`, `histogram_quantile(0.95)` is `p95`,
+a Counter's `increase` is `sum`, a Rate's `increase_nz` (passes) is `sum`,
+`increase_total` is `count` and `ratio` is `mean`. `increase_z` (fails) has no v2 name
+and is `fails`. Running totals (`value`, `cumrate`, `*_value`, `rate_nz`...) are no
+per-interval figure and are left out (None).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .lines import epoch
+
+Tags = tuple[tuple[str, str], ...]
+
+#: v5 method -> v2 name; methods absent here and not v2 names already are skipped.
+V5_TO_V2 = {
+    "histogram_avg": "mean", "histogram_min": "min", "histogram_max": "max",
+    "histogram_stddev": "stddev", "histogram_count_increase": "count",
+    "increase": "sum", "increase_nz": "sum", "increase_z": "fails", "increase_total": "count",
+    "ratio": "mean",
+}  # fmt: skip
+SKIPPED = frozenset(
+    {"histogram_count_value", "value", "cumrate", "value_total", "value_nz", "value_z"}
+    | {"rate_total", "rate_nz", "rate_z"}
+)
+_QUANTILE = re.compile(r"histogram_quantile\((0?\.\d+)\)")
+#: Labels every v5 series carries that say nothing about the series itself.
+NOT_TAGS = frozenset({"__name__", "test_run_id"})
+
+
+@dataclass(slots=True)
+class Serie:
+    name: str
+    tags: Tags
+    method: str
+    points: list[tuple[float, float]]
+
+
+def method_name(method: Any) -> str | None:
+    """The v2 name of an archived method (None for a running total, not drawn)."""
+    text = str(method or "default")
+    if text in SKIPPED:
+        return None
+    if match := _QUANTILE.fullmatch(text):
+        return f"p{float(match.group(1)) * 100:g}"
+    return V5_TO_V2.get(text, text)
+
+
+def tags_key(tags: Any) -> Tags:
+    """Tags as a sorted tuple of strings; the run's id (a v5 label) left out."""
+    pairs = tags.items() if isinstance(tags, dict) else tags or ()
+    return tuple(sorted((str(k), str(v)) for k, v in pairs if k not in NOT_TAGS))
+
+
+def number(value: Any) -> float | None:
+    """A point's value as a float, None for a gap: v5 may send strings ("1.5", "NaN"),
+    and NaN or an infinity is no figure to add up or draw."""
+    if type(value) is float:  # the common case, first
+        return value if math.isfinite(value) else None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        figure = float(value)
+    except ValueError:
+        return None
+    return figure if math.isfinite(figure) else None
+
+
+def from_v2(data: dict[str, Any], metrics: dict[str, dict[str, Any]]) -> Serie | None:
+    """A v2 `k6-serie`, its name and tags from the `metric` record of its `metric_id`."""
+    metric = metrics.get(str(data.get("metric_id")))
+    method = method_name(data.get("method"))
+    if metric is None or method is None:
+        return None
+    points = []
+    for point in data.get("values") or ():
+        value = number(point.get("value"))
+        if value is not None and isinstance(point.get("timestamp"), str):
+            points.append((epoch(point["timestamp"]), value))
+    return Serie(str(metric.get("name", "")), tags_key(metric.get("tags")), method, points)
+
+
+def from_v6(query: dict[str, Any], data: dict[str, Any]) -> Serie | None:
+    """A v5 range result, named by the `query` the harvester kept beside it."""
+    method = method_name(query.get("method"))
+    labels = data.get("metric")
+    if method is None or not isinstance(labels, dict):
+        return None
+    points = []
+    for pair in data.get("values") or ():
+        value = number(pair[1]) if len(pair) == 2 else None
+        if value is not None:
+            points.append((float(pair[0]), value))
+    name = str(query.get("metric") or labels.get("__name__", ""))
+    return Serie(name, tags_key(labels), method, points)
+
+
+class SerieJoiner:
+    """Series back from points, one point a row (`--format points` and `parquet`): the
+    writer puts a serie's points together in time order, so a serie ends where the key
+    (metric, tags, method) changes or time stops increasing (the same aggregation asked
+    twice, `default` and its name, comes as two series; the report keeps the first)."""
+
+    def __init__(self) -> None:
+        self._key: tuple[str, Tags, str | None] | None = None
+        self._points: list[tuple[float, float]] = []
+        self._last = float("-inf")
+
+    def add(
+        self, key: tuple[str, Tags, str | None], moment: float, value: float | None
+    ) -> Serie | None:
+        """Add one point; the serie it ended, if it ended one."""
+        done = None
+        if key != self._key or moment <= self._last:
+            done = self.end()
+            self._key = key
+        self._last = moment
+        if value is not None:
+            self._points.append((moment, value))
+        return done
+
+    def extend(
+        self, key: tuple[str, Tags, str | None], moments: list[float], values: list[Any]
+    ) -> Serie | None:
+        """Add a stretch of one serie's points (time increasing); the serie it ended."""
+        done = None
+        if key != self._key or moments[0] <= self._last:
+            done = self.end()
+            self._key = key
+        self._last = moments[-1]
+        self._points.extend(
+            (moment, value)
+            for moment, value in zip(moments, values, strict=True)
+            if value is not None and math.isfinite(value)
+        )
+        return done
+
+    def end(self) -> Serie | None:
+        key, points = self._key, self._points
+        self._key, self._points, self._last = None, [], float("-inf")
+        if key is None or key[2] is None:
+            return None
+        return Serie(key[0], key[1], key[2], points)
+
+
+def join_rows(rows: Iterable[dict[str, Any]]) -> Iterator[Serie]:
+    """Series from points rows as `--format points` writes them (`time` RFC 3339)."""
+    joiner = SerieJoiner()
+    raw: tuple[Any, ...] = ()
+    key: tuple[str, Tags, str | None] = ("", (), None)
+    for row in rows:
+        stamp = row.get("time")
+        if not isinstance(stamp, str):
+            continue
+        # A serie's rows repeat its metric, tags and method: normalise them once a serie.
+        now = (row.get("metric"), row.get("tags"), row.get("method"))
+        if now != raw:
+            raw, key = now, (str(now[0]), tags_key(now[1]), method_name(now[2]))
+        done = joiner.add(key, epoch(stamp), number(row.get("value")))
+        if done is not None:
+            yield done
+    if (last := joiner.end()) is not None:
+        yield last
