@@ -43,6 +43,7 @@ examples:
   harvester harvest --run 123456 --run https://app.k6.io/runs/123457 --out archive/
   harvester harvest --project 3458575 --since 7d --out /srv/k6-archive
   cut -f1 runs.tsv | harvester harvest --runs-file - --out - | gzip > runs.ndjson.gz
+  harvester harvest --project 3458575 --since 7d --format singer | target-jsonl
 
 {EXIT_STATUSES}"""
 

@@ -299,3 +299,32 @@ def test_tap_harvester_bad_config_is_one_line_and_exit_2(
         [tap, "--config", tmp_path / "none.json"], capture_output=True, check=False, timeout=30
     )
     assert missing.returncode == 2 and b"cannot read the tap's --config" in missing.stderr
+
+
+V6_METHODS = ["default", "avg", "min", "max", "last", "p95", "histogram_quantile(0.99)",
+              "histogram_count_increase", "histogram_stddev", "increase", "rate", "value",
+              "cumrate", "ratio", "increase_nz", "increase_z", "rate_total"]  # fmt: skip
+
+
+@pytest.mark.parametrize(("api", "methods"), [("v2", METHODS), ("v6", V6_METHODS)])
+async def test_singer_points_are_the_points_format_s_for_every_method(
+    tmp_path: Path, api: str, methods: list[str]
+) -> None:
+    cloud = generate_cloud(runs=2, metrics=16, points=5)
+    async with Simulator(cloud) as sim:
+        how: dict[str, Any] = {"methods": methods}
+        if api == "v6":
+            how.update(api="v6", stack_id=sim.stack_id, step=3)
+        expected = await points_harvest(sim, tmp_path / "points", **how)
+        out = io.BytesIO()
+        targets = [RunTarget(r) for r in sorted(cloud.runs)]
+        await harvest_job(settings_for(sim, "-", format="singer", **how), targets, stdout=out)
+    messages = parse_lines(out.getvalue())
+    assert canonical_rows(records_of(messages, "points")) == expected
+    assert {row["method"] for row in records_of(messages, "points")} >= set(methods) - {
+        "default",
+        "p95",
+        "histogram_quantile(0.99)",
+        "mean",
+        "0.99",
+    }
