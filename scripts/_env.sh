@@ -11,20 +11,24 @@ if [ ! -f "$stamp" ]; then
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
-# The Singer target of tests/test_singer.py: pyproject's singer-target extra (alone: its
-# pins clash with dev's), in a venv of its own.
-SINGER_VENV="$ROOT/.venv-singer"
-singer_reqs="$(python3 -c 'import tomllib, sys
-print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"]["singer-target"]))' \
-  "$ROOT/pyproject.toml")"
-singer_stamp="$SINGER_VENV/.installed-$(echo "$singer_reqs" | sha1sum | cut -c1-12)"
-if [ ! -f "$singer_stamp" ]; then
-  echo "setting up $SINGER_VENV (one time) ..." >&2
-  python3 -m venv "$SINGER_VENV"
-  # shellcheck disable=SC2086  # one word per requirement
-  "$SINGER_VENV/bin/python" -m pip install --quiet $singer_reqs >&2
-  rm -f "$SINGER_VENV"/.installed-*
-  touch "$singer_stamp"
-fi
+# Tools of tests/test_singer.py whose pins clash with dev's (target-jsonl pins jsonschema
+# 2.6.0): each a pyproject extra installed alone into a venv of its own.
+side_venv() {  # DIR EXTRA
+  local reqs stamp
+  reqs="$(python3 -c 'import tomllib, sys
+print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-dependencies"][sys.argv[2]]))' \
+    "$ROOT/pyproject.toml" "$2")"
+  stamp="$1/.installed-$(echo "$reqs" | sha1sum | cut -c1-12)"
+  if [ ! -f "$stamp" ]; then
+    echo "setting up $1 (one time) ..." >&2
+    python3 -m venv "$1"
+    # shellcheck disable=SC2086  # one word per requirement
+    "$1/bin/python" -m pip install --quiet $reqs >&2
+    rm -f "$1"/.installed-*
+    touch "$stamp"
+  fi
+}
+side_venv "$ROOT/.venv-singer" singer-target
+side_venv "$ROOT/.venv-meltano" meltano
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"

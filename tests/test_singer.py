@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -328,3 +329,60 @@ async def test_singer_points_are_the_points_format_s_for_every_method(
         "mean",
         "0.99",
     }
+
+
+MELTANO = ROOT / ".venv-meltano" / "bin" / "meltano"
+
+
+@pytest.mark.timeout(400)
+async def test_meltano_runs_the_snippet_and_resumes_from_its_state(tmp_path: Path) -> None:
+    """The real Meltano on config/meltano.yml (the plugin installed from this checkout):
+    `meltano run tap-harvester target-jsonl` loads the project's runs of the last 7 days,
+    the same points as --format points; run again, Meltano hands the tap its state and
+    nothing more is loaded."""
+    if not MELTANO.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{MELTANO} is missing: CI needs it (scripts/_env.sh installs it)")
+        pytest.skip(f"{MELTANO} is missing (scripts/_env.sh installs it)")
+    import yaml
+
+    project = tmp_path / "project"
+    project.mkdir()
+    text = (ROOT / "config" / "meltano.yml").read_text()
+    (project / "meltano.yml").write_text(text.replace("-e ../harvester", f"-e {ROOT}"))
+    config = yaml.safe_load(text)["plugins"]["extractors"][0]["config"]
+    cloud = generate_cloud(runs=3, metrics=8, points=5, anchor=datetime.now(UTC))
+    async with Simulator(cloud) as sim:
+        chosen = [r for r, run in sorted(cloud.runs.items())
+                  if run.run["project_id"] in config["projects"]]  # fmt: skip
+        settings = settings_for(sim, tmp_path / "points", format="points",
+                                methods=config["methods"], run_record=True)  # fmt: skip
+        assert not (await harvest_job(settings, [RunTarget(r) for r in chosen])).report.failed
+        expected = canonical_rows(
+            [row for p in (tmp_path / "points").glob("*.points.ndjson")
+             for row in parse_lines(p.read_bytes())]
+        )  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HARVESTER_")}
+        env.update(MELTANO_SEND_ANONYMOUS_USAGE_STATS="false", TAP_HARVESTER_RATE="1000",
+                   TAP_HARVESTER_BASE_URL=sim.base_url, TAP_HARVESTER_TOKEN=sim.token)  # fmt: skip
+
+        async def meltano(*args: str) -> str:
+            with anyio.fail_after(300):
+                done = await anyio.run_process([str(MELTANO), *args], env=env, cwd=project,
+                                               check=False)  # fmt: skip
+            assert done.returncode == 0, done.stderr.decode()[-3000:]
+            return done.stdout.decode()
+
+        await meltano("install")
+        await meltano("run", "tap-harvester", "target-jsonl")
+        output = project / "output"
+        assert canonical_rows(read_stream(output, "points")) == expected
+        assert sorted(r["test_run_id"] for r in read_stream(output, "runs")) == chosen
+        state = await meltano("state", "get", "dev:tap-harvester-to-target-jsonl")
+        assert orjson.loads(state.strip().splitlines()[-1]) == {
+            "singer_state": {"bookmarks": {"runs": {"done": chosen}}}
+        }
+        before, asked = snapshot(output), len(sim.requests_for("metrics", "series"))
+        await meltano("run", "tap-harvester", "target-jsonl")
+        assert snapshot(output) == before
+        assert len(sim.requests_for("metrics", "series")) == asked
