@@ -1,19 +1,26 @@
 """Runs left waiting: discovery saw them still running or processing, the state file
 remembers them, and every later job whose selectors cover them asks about each one
-(`GET /loadtests/v2/runs/{id}`, through the same rate gate) whatever its --since/--until,
-until it is final. So a run still processing at 02:30 is not lost when it has left the
-next night's `--since 1d` window."""
+(the backend's run by id: `GET /loadtests/v2/runs/{id}` or `/cloud/v6/test_runs/{id}`,
+through the same rate gate) whatever its --since/--until, until it is final. So a run
+still processing at 02:30 is not lost when it has left the next night's `--since 1d`
+window. Whether a run is final is the backend's `Judge`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 
-from .api import CloudApi
+from .api import JsonObject
 from .errors import JOB_FATAL, ApiError, NotFound
-from .runstatus import PendingRun, classify, int_field
+from .runstatus import PendingRun, int_field
 from .scheduler import RunTarget
+from .selection import Discovery, Selection
 from .state import HarvestState, WaitingRun
+
+#: A run object -> a run to harvest now, or one left for later (the API's rule).
+Judge = Callable[[JsonObject], RunTarget | PendingRun]
+#: A run's object by id.
+GetRun = Callable[[int], Awaitable[JsonObject]]
 
 
 def waiting_run(pending: PendingRun, tests: Sequence[int]) -> WaitingRun:
@@ -24,8 +31,22 @@ def waiting_run(pending: PendingRun, tests: Sequence[int]) -> WaitingRun:
     return WaitingRun(pending.run_id, pending.reason, test_id, project_id, selector)
 
 
+async def follow_waiting(
+    state: HarvestState, selection: Selection, found: Discovery, get_run: GetRun, judge: Judge
+) -> None:
+    """Remember the runs left for later; add those earlier jobs left that are final now."""
+    state.remember_waiting(waiting_run(p, selection.tests) for p in found.pending)
+    seen = [t.run_id for t in found.targets] + [p.run_id for p in found.pending]
+    ready, pending, found.rechecked = await recheck(
+        get_run, judge, state, selection.projects, selection.tests, seen
+    )
+    found.targets = sorted([*found.targets, *ready], key=lambda t: t.run_id)
+    found.pending = sorted([*found.pending, *pending], key=lambda p: p.run_id)
+
+
 async def recheck(
-    api: CloudApi,
+    get_run: GetRun,
+    judge: Judge,
     state: HarvestState,
     projects: Sequence[int],
     tests: Sequence[int],
@@ -41,7 +62,7 @@ async def recheck(
     pending: list[PendingRun] = []
     for waiting in earlier.values():  # few, and the rate gate paces them anyway
         try:
-            verdict = classify(await api.get_run(waiting.run_id))
+            verdict = judge(await get_run(waiting.run_id))
         except NotFound:
             state.forget(waiting.run_id)
             continue

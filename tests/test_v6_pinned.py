@@ -4,14 +4,18 @@ test pins them: the API from the config file, `--stack-url` asked once per job,
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from harvester.config import Settings, load_settings
 from harvester.discovery import Selection, discover_runs
+from harvester.job import harvest_job
 from harvester.simulator.cloud import SimCloud
-from harvester.simulator.generated import FIRST_PROJECT_ID, FIRST_TEST_ID
+from harvester.simulator.generated import FIRST_PROJECT_ID, FIRST_TEST_ID, generate_cloud
 from harvester.simulator.server import Simulator
+from harvester.state import STATE_FILE_NAME, HarvestState
 from tests.harvest_helpers import read_dir, settings_for
 from tests.process_helpers import run_cli
 
@@ -84,3 +88,28 @@ async def test_a_foreign_stack_ends_discovery_and_projects_with_2_naming_it(
         assert b"X-Stack-Id 77" in done.stderr and b"Traceback" not in done.stderr
         assert simulator.token.encode() not in done.stderr + done.stdout
     assert simulator.requests_for("v6_runs") == []  # stopped at the first refusal
+
+
+async def test_a_run_left_waiting_is_asked_for_by_id_once_outside_the_window(
+    tmp_path: Path,
+) -> None:
+    """A v6 run still processing at one job is remembered in the state; when a later
+    job's --since no longer covers it, it is asked for by id and harvested once final."""
+    cloud = generate_cloud(runs=1, metrics=3, points=2, pending_runs=1, projects=1, tests=1)
+    waiting = max(cloud.runs)
+    async with Simulator(cloud) as sim:
+        settings = v6_settings(sim, tmp_path, projects=[str(FIRST_PROJECT_ID)])
+        with HarvestState.open(tmp_path / STATE_FILE_NAME) as state:
+            found = await discover_runs(settings, Selection.from_settings(settings), state=state)
+            assert [p.run_id for p in found.pending] == [waiting]
+            cloud.update_run(waiting, processing_status=2)  # final now
+            sim.log.clear()
+            later = replace(Selection.from_settings(settings), since=datetime.now(UTC))
+            found = await discover_runs(settings, later, state=state)
+            assert found.rechecked == 1 and [t.run_id for t in found.targets] == [waiting]
+            assert [r.path for r in sim.requests_for("v6_run")] == [
+                f"/cloud/v6/test_runs/{waiting}"
+            ]
+            await harvest_job(settings, found.targets, state=state)
+            assert state.waiting([FIRST_PROJECT_ID], []) == []
+    assert waiting in read_dir(tmp_path)

@@ -19,9 +19,10 @@ from ..api import CloudApi, JsonObject
 from ..errors import NotFound
 from ..paging import each, read_pages
 from ..projects import selected_projects
+from ..runstatus import classify
 from ..selection import Discovery, Selection, sort_runs
 from ..state import HarvestState
-from ..waiting import recheck, waiting_run
+from ..waiting import follow_waiting
 
 
 async def _tests_of(
@@ -107,20 +108,8 @@ async def discover(
     found = sort_runs(runs, selection)
     found.not_found = not_found
     if state is not None:  # the organizations' projects are watched like --projects
-        await _follow_waiting(api, state, replace(selection, projects=tuple(projects)), found)
+        watched = replace(selection, projects=tuple(projects))
+        await follow_waiting(state, watched, found, api.get_run, classify)
     found.requests = api.transport.stats.request_count - before
     found.test_names = names
     return found
-
-
-async def _follow_waiting(
-    api: CloudApi, state: HarvestState, selection: Selection, found: Discovery
-) -> None:
-    """Remember the runs left for later; add those earlier jobs left that are final now."""
-    state.remember_waiting(waiting_run(p, selection.tests) for p in found.pending)
-    seen = [t.run_id for t in found.targets] + [p.run_id for p in found.pending]
-    ready, pending, found.rechecked = await recheck(
-        api, state, selection.projects, selection.tests, seen
-    )
-    found.targets = sorted([*found.targets, *ready], key=lambda t: t.run_id)
-    found.pending = sorted([*found.pending, *pending], key=lambda p: p.run_id)

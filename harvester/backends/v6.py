@@ -214,7 +214,8 @@ class V6Backend:
         await resolve_stack(self.transport, self.settings)
 
     async def discover(self, selection: Selection, *, state: HarvestState | None) -> Discovery:
-        return await discover_v6(self.api, selection, parallel=self.settings.concurrency)
+        parallel = self.settings.concurrency
+        return await discover_v6(self.api, selection, parallel=parallel, state=state)
 
     def fetcher(self, places: Places | None = None) -> V6Fetcher:
         return V6Fetcher(self.transport, self.settings)  # v6 writes no files of its own

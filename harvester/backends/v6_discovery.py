@@ -9,6 +9,7 @@ aborted runs too (incomplete), every other run waits for the next time.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import anyio
@@ -18,6 +19,8 @@ from ..paging import each
 from ..runstatus import PendingRun
 from ..scheduler import RunTarget
 from ..selection import Discovery, Selection
+from ..state import HarvestState
+from ..waiting import follow_waiting
 from .v6_api import MAX_TOP, V6, JsonObject, V6Api, readiness
 
 
@@ -25,16 +28,31 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def judge(run: JsonObject) -> RunTarget | PendingRun:
+    """A v6 run to harvest now (completed; aborted, incomplete), or one left for later."""
+    ready, reason = readiness(run)
+    if ready:
+        return RunTarget(int(run["id"]), run=run, incomplete_reason=reason)
+    return PendingRun(int(run["id"]), reason or "", run)
+
+
 async def discover_v6(
-    api: V6Api, selection: Selection, *, parallel: int = 4, now: datetime | None = None
+    api: V6Api,
+    selection: Selection,
+    *,
+    parallel: int = 4,
+    state: HarvestState | None = None,
+    now: datetime | None = None,
 ) -> Discovery:
     """The runs of the selected tests and of the tests of the selected projects, listed
     `parallel` tests at a time; a project or test v6 does not know is named in
-    `not_found` and the rest is harvested."""
+    `not_found` and the rest is harvested. With `state`, runs left for later are
+    remembered, and those earlier jobs left are asked about by id (`waiting.py`)."""
     before = api.transport.stats.request_count
     found = Discovery()
     top = min(selection.page_size, MAX_TOP)
-    test_ids = await _test_ids(api, selection, top, found)
+    projects = await _project_ids(api, selection, top)
+    test_ids = await _test_ids(api, selection, projects, top, found)
     params = _window(selection, now or datetime.now(UTC))
     listed: dict[int, list[JsonObject]] = {}
     slots = anyio.CapacityLimiter(parallel)
@@ -48,24 +66,33 @@ async def discover_v6(
     runs = {run["id"]: run for test_id in test_ids for run in listed[test_id]
             if isinstance(run.get("id"), int)}  # fmt: skip
     for run_id in sorted(runs):
-        ready, reason = readiness(runs[run_id])
-        if ready:
-            found.targets.append(RunTarget(run_id, run=runs[run_id], incomplete_reason=reason))
+        verdict = judge(runs[run_id])
+        if isinstance(verdict, RunTarget):
+            found.targets.append(verdict)
         else:
-            found.pending.append(PendingRun(run_id, reason or "", runs[run_id]))
+            found.pending.append(verdict)
+    if state is not None:  # the stack's projects are watched like --projects
+        watched = replace(selection, projects=tuple(projects))
+        await follow_waiting(state, watched, found, api.get_run, judge)
     found.requests = api.transport.stats.request_count - before
     return found
 
 
-async def _test_ids(api: V6Api, selection: Selection, top: int, found: Discovery) -> list[int]:
-    """`--test`s first, then the load tests of each selected project (with
-    `--all-projects`, of every project of the stack), once each; their names noted."""
-    test_ids: dict[int, None] = dict.fromkeys(selection.tests)
+async def _project_ids(api: V6Api, selection: Selection, top: int) -> list[int]:
+    """The `--project`s, and with `--all-projects` every project of the stack, once each."""
     projects = list(selection.projects)
     if selection.all_projects:
         projects += [p["id"] for p in await api.pages("v6_projects", f"{V6}/projects", {}, top)
                      if isinstance(p.get("id"), int)]  # fmt: skip
-    for project_id in dict.fromkeys(projects):
+    return list(dict.fromkeys(projects))
+
+
+async def _test_ids(
+    api: V6Api, selection: Selection, projects: list[int], top: int, found: Discovery
+) -> list[int]:
+    """`--test`s first, then the load tests of each project, once each; names noted."""
+    test_ids: dict[int, None] = dict.fromkeys(selection.tests)
+    for project_id in projects:
         path = f"{V6}/projects/{project_id}/load_tests"
         for test in await _listing(api, path, {}, top, found, f"project {project_id}"):
             if isinstance(test.get("id"), int):
