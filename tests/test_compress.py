@@ -11,7 +11,7 @@ import zstandard
 
 from harvester.archive import open_archive
 from harvester.cli import main
-from harvester.compression import codec_of, open_data, published_data
+from harvester.compression import codec_of, compressing, open_data, published_data
 from harvester.config import load_settings
 from harvester.errors import ConfigError
 from harvester.job import harvest_job
@@ -97,3 +97,23 @@ def test_the_cli_refuses_bad_compress_flags(
     assert "--out DIR" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="needs --compress gzip"):
         load_settings({"out": str(tmp_path), "compress_level": 3}, environ={})
+
+
+@pytest.mark.parametrize("level", [3, 19])
+def test_zstd_frames_keep_a_small_window_at_every_level(tmp_path: Path, level: int) -> None:
+    """Each open run file holds a compressor: a window of at most 512 KiB keeps it at
+    about 2 MB (3.6 MB at level 3's own 2 MiB window), and any zstd reader reads it."""
+    data = b"".join(
+        b'{"type":"series","n":%d,"v":"%s"}\n' % (i, b"x" * (i % 97)) for i in range(40_000)
+    )
+    path = tmp_path / "1.ndjson.zst"
+    with path.open("wb") as fh:
+        stream = compressing(fh, "zstd", level)
+        stream.write(data)
+        stream.close()
+    packed = path.read_bytes()
+    frame = zstandard.get_frame_parameters(packed)
+    assert frame.window_size <= 1 << 19 and frame.has_checksum
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(packed) == data
+    with open_data(path) as lines:
+        assert b"".join(lines) == data
