@@ -7,6 +7,7 @@ heavy modules load only when the command runs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -62,7 +63,7 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
     from .tables import print_table, write_rows
     from .verify import PROBLEMS, intact, verify
 
-    rows = list(verify(ns.directory))
+    rows = list(verify(ns.directory, workers=os.cpu_count() or 1))
     output = ns.output or ("table" if sys.stdout.isatty() else "json")
     if output == "json":
         write_rows(sys.stdout, rows, "json")

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 from pathlib import Path
 
+import anyio
 import orjson
 import pytest
 
@@ -77,6 +79,12 @@ async def test_verify_names_a_corrupt_a_truncated_a_missing_file_and_an_orphan(
         f"{third}.ndjson.gz": "missing",
         "notes.txt": "orphan",
     }
+    # The command scans ahead in one process per CPU: the same rows, in the same order.
+    argv = [sys.executable, "-m", "harvester", "verify", str(tmp_path), "--output", "json"]
+    with anyio.fail_after(60):
+        done = await anyio.run_process(argv, check=False)
+    assert done.returncode == 1, done.stderr.decode()
+    assert [orjson.loads(line) for line in done.stdout.splitlines()] == list(verify(tmp_path))
 
 
 async def test_a_line_that_no_longer_parses_is_corrupt_even_with_a_matching_size(
