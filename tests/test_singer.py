@@ -23,6 +23,7 @@ from harvester.cli import main
 from harvester.formats.singer import STREAMS
 from harvester.job import harvest_job
 from harvester.scheduler import RunTarget
+from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
 from tests.harvest_helpers import parse_lines, settings_for
@@ -386,3 +387,33 @@ async def test_meltano_runs_the_snippet_and_resumes_from_its_state(tmp_path: Pat
         await meltano("run", "tap-harvester", "target-jsonl")
         assert snapshot(output) == before
         assert len(sim.requests_for("metrics", "series")) == asked
+
+
+async def test_a_stopped_job_ends_with_a_state_naming_no_run_it_cut(tmp_path: Path) -> None:
+    """Stopped (a signal, the worker's stop) while every run waits on its overview: the
+    runs are cut, their records already out are in no STATE, and the last message is the
+    STATE of the runs done before (the Singer state given)."""
+    cloud = generate_cloud(runs=2, metrics=4, points=3)
+    state = tmp_path / "state.json"
+    state.write_bytes(orjson.dumps({"bookmarks": {"runs": {"done": [7]}}}))
+    plan = FaultPlan(p_delay=1.0, delay_seconds=60.0, fault_endpoints=frozenset({"overview"}))
+    async with Simulator(cloud, faults=plan) as sim:
+        stop, out = anyio.Event(), io.BytesIO()
+        settings = settings_for(sim, "-", format="singer", singer_state=str(state))
+        targets = [RunTarget(r) for r in sorted(cloud.runs)]
+        async with anyio.create_task_group() as tg:
+
+            async def stop_when_stuck() -> None:
+                while sim.fault_counts["delay"] < len(cloud.runs):
+                    await anyio.sleep(0.02)
+                stop.set()
+
+            tg.start_soon(stop_when_stuck)
+            with anyio.fail_after(30):
+                result = await harvest_job(settings, targets, stdout=out, stop=stop, grace=0)
+    assert sorted(result.not_done) == sorted(cloud.runs)
+    messages = parse_lines(out.getvalue())
+    assert records_of(messages, "metrics")  # the cut runs' records are out ...
+    states = [m["value"] for m in messages if m["type"] == "STATE"]
+    assert states == [{"bookmarks": {"runs": {"done": [7]}}}]  # ... but named by no STATE
+    assert messages[-1]["type"] == "STATE"
