@@ -21,6 +21,7 @@ from .formats.parquet import ParquetPoints
 from .formats.points import PointsSplitter, Serie
 
 #: The files of a run in each --format, in the order they are published.
+SUMMARY = b'{"type":"summary"'
 KINDS = {
     "raw": ("ndjson",),
     "points": ("points.ndjson", "meta.ndjson"),
@@ -78,6 +79,11 @@ class RunFiles:
                     points.write(item.ndjson())
             else:
                 meta.write(item)
+        if parquet is not None and data.startswith(SUMMARY):
+            # The summary is a run's last line: its last row group is written now, in the
+            # writer's turn, rather than at commit (while runs wait to be published, each
+            # would hold its rows: 457 MB at large).
+            parquet.flush()
 
     def finish(self) -> None:
         """The last row group and footer, the compressors' ends; each file's bytes are

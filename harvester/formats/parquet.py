@@ -87,7 +87,7 @@ class ParquetPoints:
 
     def add(self, serie: Serie) -> None:
         if self._rows and self._rows + serie.count > ROW_GROUP:
-            self._flush()  # groups of whole series, unless one alone is longer
+            self.flush()  # groups of whole series, unless one alone is longer
         self._serie_of_row += [len(self._heads)] * serie.count
         self._heads.append(serie.head)
         if serie.pairs is None:
@@ -97,14 +97,15 @@ class ParquetPoints:
             self._chunks.append(_converted(serie.pairs))
         self._rows += serie.count
         if self._rows >= ROW_GROUP:
-            self._flush()
+            self.flush()
 
     def _parse_csv(self) -> None:
         if self._csv:
             self._chunks.append(_from_csv(bytes(self._csv)))
             self._csv = bytearray()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the rows held as a row group now."""
         import pyarrow as pa
 
         self._parse_csv()
@@ -117,6 +118,10 @@ class ParquetPoints:
         table = pa.Table.from_arrays(columns, schema=self._schema)
         self._writer.write_table(table, row_group_size=ROW_GROUP)
         self._start()
+        # Arrow's allocator keeps what a thread freed for that thread; row groups are built
+        # in whichever worker thread writes, so hand it back (in-process, 4 runs at a time:
+        # 140 MB -> 111 MB).
+        pa.default_memory_pool().release_unused()
 
     def _shared(self, name: str) -> Any:
         """One entry per serie of the group."""
@@ -129,7 +134,7 @@ class ParquetPoints:
         return pa.array([convert(h[name]) for h in self._heads], kind)
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._writer.close()
 
 
