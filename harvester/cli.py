@@ -391,9 +391,13 @@ def entrypoint() -> NoReturn:
 
 def tap_entrypoint() -> NoReturn:
     """`tap-harvester --config FILE.json [--state FILE]`: a Singer tap (`singer_tap`)."""
-    from .singer_tap import harvest_argv
+    from .singer_tap import discover, harvest_argv
 
     try:
+        found = discover(sys.argv[1:])
+        if found is not None:
+            sys.stdout.buffer.write(found)
+            sys.exit(EXIT_OK)
         argv = harvest_argv(sys.argv[1:])
     except Exception as exc:
         sys.exit(_report_error(exc, debug=False))

@@ -112,6 +112,14 @@ def add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> No
         help="--format singer: the last STATE a target emitted; the runs it lists are skipped",
     )
     g.add_argument(
+        "--singer-stream",
+        dest="singer_streams",
+        action="append",
+        metavar="NAME",
+        help="--format singer: only this stream (runs, metrics, points, thresholds, "
+        "overviews, checks, other); repeatable",
+    )
+    g.add_argument(
         "--compress",
         choices=("none", "gzip", "zstd"),
         help="compress each run's file: <id>.ndjson.gz or .ndjson.zst (directory output only)",
@@ -215,4 +223,5 @@ SETTINGS_FLAGS = (
     "api", "stack_id", "stack_url", "step", "all_projects",
     "export_csv", "export_timeout", "organizations", "s3_endpoint_url",
     "compress", "compress_level", "format", "layout", "singer_state",
+    "singer_streams",
 )  # fmt: skip

@@ -23,6 +23,8 @@ from .values import Parser
 
 #: --format: the API's records, flat points (+ meta), Parquet, Singer messages on stdout.
 FORMATS = ("raw", "points", "parquet", "singer")
+#: The streams of --format singer (`formats.singer.STREAMS`).
+SINGER_STREAMS = ("runs", "metrics", "points", "thresholds", "overviews", "checks", "other")
 
 
 class Secret:
@@ -111,6 +113,10 @@ class Settings:
     format: str = _section("harvest", "raw", values.choice(*FORMATS))
     #: --format singer: a Singer state (the last STATE's value); the runs it lists are done.
     singer_state: str | None = _section("harvest", None, values.optional(values.path))
+    #: --format singer: only these streams (default: all).
+    singer_streams: tuple[str, ...] = _section(
+        "harvest", (), values.many(values.choice(*SINGER_STREAMS))
+    )
     compress_level: int | None = _section("harvest", None, values.optional(values.whole(1, 22)))
     #: Where each run's files go under --out: flat (the root) or date (YYYY/MM/DD/).
     layout: str = _section("harvest", "flat", values.choice(*LAYOUTS))
@@ -222,8 +228,8 @@ def _validate_output(s: Settings) -> None:
             "--format singer writes Singer messages to stdout for a target to read: drop "
             "--out (or give --out -) and pipe into the target"
         )
-    if s.singer_state and s.format != "singer":
-        raise ConfigError("--singer-state resumes --format singer: add --format singer")
+    if (s.singer_state or s.singer_streams) and s.format != "singer":
+        raise ConfigError("--singer-state and --singer-stream are for --format singer: add it")
     if s.format not in ("raw", "singer") and not s.on_disk:
         raise ConfigError(f"--format {s.format} writes files: give --out DIR")
     if s.format == "parquet":

@@ -89,7 +89,8 @@ def make_sink(
     holds it already (the worker, for its whole life); `done`: runs a Singer state
     listed, carried into the STATE messages of --format singer."""
     if settings.to_stdout:
-        encoder = SingerEncoder(done) if settings.format == "singer" else None
+        singer = settings.format == "singer"
+        encoder = SingerEncoder(done, settings.singer_streams) if singer else None
         yield StreamSink(stdout if stdout is not None else sys.stdout.buffer, encoder=encoder)
         return
     if settings.to_object_store:

@@ -20,10 +20,11 @@ import orjson
 
 from .cli_flags import SETTINGS_FLAGS
 from .errors import ConfigError
+from .formats.singer import catalog, selected_streams
 from .sources import TOKEN_ENV, flag_name
 
 #: What the tap decides itself: Singer messages, on stdout, resumed from Singer's state.
-OWN = ("out", "format", "singer_state")
+OWN = ("out", "format", "singer_state", "singer_streams")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -34,16 +35,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--config", required=True, metavar="FILE", help="settings as JSON")
     parser.add_argument("--state", metavar="FILE", help="the last STATE's value (resume)")
+    parser.add_argument("--catalog", metavar="FILE", help="the streams to send (selected)")
+    parser.add_argument("--properties", metavar="FILE", help="--catalog's older name")
+    parser.add_argument("--discover", action="store_true", help="print the catalog")
     return parser.parse_args(argv)
 
 
-def read_config(path: str) -> dict[str, Any]:
+def read_json(flag: str, path: str) -> Any:
     try:
-        doc = orjson.loads(Path(path).read_bytes())
+        return orjson.loads(Path(path).read_bytes())
     except OSError as exc:
-        raise ConfigError(f"cannot read the tap's --config {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read the tap's {flag} {path}: {exc.strerror}") from None
     except orjson.JSONDecodeError:
-        raise ConfigError(f"the tap's --config {path} is not JSON") from None
+        raise ConfigError(f"the tap's {flag} {path} is not JSON") from None
+
+
+def read_config(path: str) -> dict[str, Any]:
+    doc = read_json("--config", path)
     if not isinstance(doc, dict):
         raise ConfigError(f"the tap's --config {path} is not a JSON object of settings")
     return doc
@@ -82,4 +90,14 @@ def harvest_argv(argv: Sequence[str], environ: dict[str, str] | None = None) -> 
     command = ["harvest", "--format", "singer", "--out", "-", *config_flags(config, args.config)]
     if args.state:
         command += ["--singer-state", args.state]
+    chosen = args.catalog or args.properties
+    if chosen:
+        where = f"the tap's catalog {chosen}"
+        streams = selected_streams(read_json("--catalog", chosen), where)
+        command += [arg for name in streams for arg in ("--singer-stream", name)]
     return command
+
+
+def discover(argv: Sequence[str]) -> bytes | None:
+    """The catalog when the tap is asked `--discover`, else None."""
+    return orjson.dumps(catalog()) + b"\n" if parse_args(argv).discover else None

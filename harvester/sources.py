@@ -32,6 +32,7 @@ FLAG_NAMES = {
     "projects": "project",
     "tests": "test",
     "organizations": "organization",
+    "singer_streams": "singer-stream",
 }
 ENV_PREFIX = "HARVESTER_"
 CONFIG_ENV = "HARVESTER_CONFIG"
@@ -56,7 +57,9 @@ def env_names() -> dict[str, str]:
     """Variable -> setting: HARVESTER_ and the flag's name (HARVESTER_PROJECT, like
     --project) or the file's key (HARVESTER_PROJECTS), upper case."""
     names = {ENV_PREFIX + name.upper(): name for name in FIELDS}
-    names.update({ENV_PREFIX + flag.upper(): name for name, flag in FLAG_NAMES.items()})
+    names.update(
+        {ENV_PREFIX + flag.upper().replace("-", "_"): name for name, flag in FLAG_NAMES.items()}
+    )
     return names
 
 

@@ -216,13 +216,15 @@ def records_of(messages: list[dict[str, Any]], stream: str) -> list[dict[str, An
         (["--format", "singer", "--out", "{tmp}/out"], {},
          "--format singer writes Singer messages to stdout"),
         (["--singer-state", "{tmp}/s.json"], {"s.json": b"{}"},
-         "--singer-state resumes --format singer"),
+         "--singer-state and --singer-stream are for --format singer"),
         (["--format", "singer", "--singer-state", "{tmp}/none.json"], {}, "does not exist"),
         (["--format", "singer", "--singer-state", "{tmp}/s.json"], {"s.json": b"{not json"},
          "is not JSON"),
         (["--format", "singer", "--singer-state", "{tmp}/s.json"],
          {"s.json": b'{"bookmarks": {"runs": {"done": ["x"]}}}'}, "is not a harvester state"),
         (["--format", "singer", "--singer-state", "{tmp}"], {}, "cannot read"),
+        (["--singer-stream", "points"], {}, "are for --format singer"),
+        (["--format", "singer", "--singer-stream", "series"], {}, "--singer-stream 'series'"),
     ],
 )  # fmt: skip
 def test_bad_singer_input_is_one_line_and_exit_2(
@@ -260,7 +262,7 @@ def test_meltano_snippet_is_the_readme_s_and_its_settings_are_real_flags(tmp_pat
     (loader,) = project["plugins"]["loaders"]
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert tap["executable"] in pyproject["project"]["scripts"]
-    assert tap["capabilities"] == ["state"]
+    assert tap["capabilities"] == ["state", "catalog", "discover"]
     flags = build_parser("harvest").known_options  # type: ignore[attr-defined]
     names = [setting["name"] for setting in tap["settings"]]
     assert all(flag_name(name) in flags for name in names), names
@@ -416,4 +418,44 @@ async def test_a_stopped_job_ends_with_a_state_naming_no_run_it_cut(tmp_path: Pa
     assert records_of(messages, "metrics")  # the cut runs' records are out ...
     states = [m["value"] for m in messages if m["type"] == "STATE"]
     assert states == [{"bookmarks": {"runs": {"done": [7]}}}]  # ... but named by no STATE
+    assert messages[-1]["type"] == "STATE"
+
+
+def test_discover_prints_the_catalog_and_a_catalog_chooses_the_streams(tmp_path: Path) -> None:
+    from harvester.config import SINGER_STREAMS
+    from harvester.singer_tap import harvest_argv
+
+    assert tuple(STREAMS) == SINGER_STREAMS
+    tap = Path(sys.executable).parent / "tap-harvester"
+    config = tmp_path / "config.json"
+    config.write_bytes(b"{}")
+    done = subprocess.run([tap, "--config", config, "--discover"], capture_output=True,
+                          check=True, timeout=30)  # fmt: skip
+    catalog = orjson.loads(done.stdout)
+    assert [s["tap_stream_id"] for s in catalog["streams"]] == list(STREAMS)
+    assert all(s["schema"] == STREAMS[s["stream"]][0] for s in catalog["streams"])
+    # Meltano's `select`: the chosen streams marked selected, the others not.
+    for stream in catalog["streams"]:
+        stream["metadata"][0]["metadata"]["selected"] = stream["stream"] in ("runs", "points")
+    chosen = tmp_path / "catalog.json"
+    chosen.write_bytes(orjson.dumps(catalog))
+    argv = harvest_argv(["--config", str(config), "--catalog", str(chosen)], {})
+    assert argv[-4:] == ["--singer-stream", "runs", "--singer-stream", "points"]
+    for stream in catalog["streams"]:
+        stream["metadata"][0]["metadata"]["selected"] = False
+    chosen.write_bytes(orjson.dumps(catalog))
+    refused = subprocess.run([tap, "--config", config, "--properties", chosen],
+                             capture_output=True, check=False, timeout=30)  # fmt: skip
+    assert refused.returncode == 2 and b"selects none of the streams" in refused.stderr
+
+
+async def test_singer_stream_sends_only_those_streams(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=1, metrics=4, points=3)
+    async with Simulator(cloud) as sim:
+        out = io.BytesIO()
+        settings = settings_for(sim, "-", format="singer", singer_streams=["points", "runs"])
+        await harvest_job(settings, [RunTarget(r) for r in cloud.runs], stdout=out)
+    messages = parse_lines(out.getvalue())
+    assert {m["stream"] for m in messages if m["type"] == "SCHEMA"} == {"points", "runs"}
+    assert {m["stream"] for m in messages if m["type"] == "RECORD"} == {"points", "runs"}
     assert messages[-1]["type"] == "STATE"

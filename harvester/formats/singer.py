@@ -83,8 +83,10 @@ class SingerEncoder:
     """Raw lines of interleaved runs in, Singer messages out (whole lines each time).
     `done`: the runs a Singer state said were done, carried into every STATE."""
 
-    def __init__(self, done: Iterable[int] = ()) -> None:
+    def __init__(self, done: Iterable[int] = (), streams: Iterable[str] = ()) -> None:
         self.done = set(done)
+        #: The streams sent (`--singer-stream`, a catalog's selection); none said: all.
+        self.streams = set(streams) or set(STREAMS)
         self._splitters: dict[int, PointsSplitter] = {}
         self._runs: dict[int, Any] = {}  # each run's run record, for its `runs` row
         self._schemas_sent = False
@@ -97,42 +99,46 @@ class SingerEncoder:
         return b"".join(
             message("SCHEMA", stream=name, schema=schema, key_properties=keys)
             for name, (schema, keys) in STREAMS.items()
+            if name in self.streams
         )
 
     def feed(self, run_id: int, data: bytes) -> bytes:
         splitter = self._splitters[run_id]
         out = io.BytesIO()
+        points = "points" in self.streams
         for item in splitter.split(data):
             if isinstance(item, Serie):
-                for row in item.rows():
+                for row in item.rows() if points else ():
                     out.write(record("points", row))
                 continue
             for line in item.splitlines():
-                out.write(self._row(splitter, orjson.loads(line)))
+                stream, row = self._row(splitter, orjson.loads(line))
+                if stream in self.streams:
+                    out.write(record(stream, row))
         return out.getvalue()
 
-    def _row(self, splitter: PointsSplitter, line: dict[str, Any]) -> bytes:
+    def _row(self, splitter: PointsSplitter, line: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """(stream, row) of a record (stream "" for the run record, only remembered)."""
         kind, run_id, data = line["type"], line["test_run_id"], line.get("data")
         data = data if isinstance(data, dict) else {"value": data}
         if kind == "run":
             self._runs[run_id] = data
-            return b""
+            return "", {}
         if kind == "summary":
-            return record("runs", self._run_row(splitter, data))
+            return "runs", self._run_row(splitter, data)
         if kind in METRIC_TYPES:
             metric_id = str(data.get("id", data.get("name")))
-            return record("metrics", {"test_run_id": run_id, "record_type": kind,
-                                      "metric_id": metric_id, "name": data.get("name"),
-                                      "type": data.get("type"), "data": data})  # fmt: skip
+            return "metrics", {"test_run_id": run_id, "record_type": kind,
+                               "metric_id": metric_id, "name": data.get("name"),
+                               "type": data.get("type"), "data": data}  # fmt: skip
         if kind == "threshold":
             key = data.get("id", f"{data.get('metric')} {data.get('expression')}")
-            return record("thresholds", {"test_run_id": run_id, "threshold_id": str(key),
-                                         "data": data})  # fmt: skip
+            return "thresholds", {"test_run_id": run_id, "threshold_id": str(key), "data": data}
         if kind == "overview":
-            return record("overviews", {"test_run_id": run_id, "data": data})
+            return "overviews", {"test_run_id": run_id, "data": data}
         if kind == "check":
-            return record("checks", {"test_run_id": run_id, **data})
-        return record("other", {"test_run_id": run_id, "record_type": kind, "data": data})
+            return "checks", {"test_run_id": run_id, **data}
+        return "other", {"test_run_id": run_id, "record_type": kind, "data": data}
 
     def _run_row(self, splitter: PointsSplitter, summary: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -191,3 +197,36 @@ def read_state(path: str) -> set[int]:
             '{"bookmarks": {"runs": {"done": [run ids]}}}'
         )
     return set(done)
+
+
+def catalog() -> dict[str, Any]:
+    """The Singer catalog of the streams (`tap-harvester --discover`): every one selected
+    by default, so `meltano select` can leave some out."""
+    return {
+        "streams": [
+            {"tap_stream_id": name, "stream": name, "schema": schema, "key_properties": keys,
+             "metadata": [{"breadcrumb": [], "metadata": {
+                 "inclusion": "available", "selected-by-default": True,
+                 "table-key-properties": keys}}]}
+            for name, (schema, keys) in STREAMS.items()
+        ]
+    }  # fmt: skip
+
+
+def selected_streams(doc: Any, where: str) -> list[str]:
+    """The streams a catalog (`--catalog`, or the older `--properties`) selects: by the
+    stream's own metadata (`selected`, else `selected-by-default`) or its schema's
+    `selected` (the older form)."""
+    chosen: list[str] = []
+    streams = doc.get("streams") if isinstance(doc, dict) else None
+    for stream in streams if isinstance(streams, list) else []:
+        if not isinstance(stream, dict) or stream.get("tap_stream_id") not in STREAMS:
+            continue
+        top = [m.get("metadata", {}) for m in stream.get("metadata", []) if not m.get("breadcrumb")]
+        marks = top[0] if top else {}
+        schema = stream.get("schema") or {}
+        if marks.get("selected", marks.get("selected-by-default", schema.get("selected"))):
+            chosen.append(stream["tap_stream_id"])
+    if not chosen:
+        raise ConfigError(f"{where} selects none of the streams {', '.join(STREAMS)}")
+    return chosen
