@@ -68,6 +68,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     runs.add_argument(
         "--out", metavar="DIR", help="archive directory: runs already in it are marked skip"
     )
+    runs.add_argument(
+        "--s3-endpoint-url", metavar="URL", help="for --out s3://: S3-compatible store"
+    )
     add_output_flag(runs)
     add_log_flags(runs, quiet=False)
     add_api_flags(runs)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from . import cli
 from . import cli_help as text
+from .objectstore.location import is_s3
 
 REPORT_HELP = (
     "Write an archive (the --out DIR of a harvest) as one self-contained HTML page: one "
@@ -27,7 +28,12 @@ def add_archive_commands(add: AddCommand, command: str | None) -> None:
     status = add("status", "what the state file says", text.STATUS, text.STATUS_EPILOG)
     where = status.add_mutually_exclusive_group()
     where.add_argument("--state", metavar="FILE", help="the state file to read")
-    where.add_argument("--out", metavar="DIR", help="archive directory (its state file)")
+    where.add_argument(
+        "--out", metavar="DIR", help="archive directory (its state file), or s3://BUCKET/PREFIX/"
+    )
+    status.add_argument(
+        "--s3-endpoint-url", metavar="URL", help="S3-compatible store (else AWS_ENDPOINT_URL)"
+    )
     status.add_argument(
         "--output", choices=("table", "json"), help="table (default on a terminal) or json"
     )
@@ -52,7 +58,12 @@ def _cmd_status(ns: argparse.Namespace) -> int:
     """Read the state file (read-only: a running harvester may hold its lock)."""
     from .status import read_status, status_path, write_status
 
-    report = read_status(status_path(ns.state, ns.out))
+    if ns.out and is_s3(ns.out):
+        from .objectstore.status import archive_status
+
+        report = archive_status(ns.out, ns.s3_endpoint_url)
+    else:
+        report = read_status(status_path(ns.state, ns.out))
     output = ns.output or ("table" if sys.stdout.isatty() else "json")
     write_status(sys.stdout, report, output)
     return cli.EXIT_OK

@@ -94,6 +94,8 @@ class Settings:
     state: str | None = _section("harvest", None, values.optional(values.path))
     #: S3-compatible store for --out s3://... (else AWS_ENDPOINT_URL, else AWS itself).
     s3_endpoint_url: str | None = _section("harvest", None)
+    #: Seconds a job's lease on an object-store prefix lasts unrenewed (objectstore.leases).
+    s3_lease: float = _section("harvest", 60.0, _POSITIVE)
     methods: tuple[str, ...] = _section("harvest", (), values.many(values.nonempty))
     details: bool = _section("harvest", False)
     run_record: bool = _section("harvest", False)
@@ -208,8 +210,6 @@ def _validate(s: Settings) -> None:
         )
     _validate_api(s)
     _validate_base_url(s.base_url, s.allow_insecure)
-    if s.export_csv and s.to_object_store:
-        raise ConfigError("--export-csv writes beside the NDJSON files: give --out DIR, not a URL")
     if s.export_csv and s.to_stdout:
         raise ConfigError(
             "--export-csv writes <test_run_id>.csv files beside the NDJSON: give --out DIR"
@@ -230,16 +230,16 @@ def _validate_output(s: Settings) -> None:
         )
     if (s.singer_state or s.singer_streams) and s.format != "singer":
         raise ConfigError("--singer-state and --singer-stream are for --format singer: add it")
-    if s.format not in ("raw", "singer") and not s.on_disk:
-        raise ConfigError(f"--format {s.format} writes files: give --out DIR")
+    if s.format not in ("raw", "singer") and s.to_stdout:
+        raise ConfigError(f"--format {s.format} writes files: give --out DIR or s3://")
     if s.format == "parquet":
         from .formats.parquet import require_pyarrow
 
         require_pyarrow()
-    if s.compress != "none" and not s.on_disk:
+    if s.compress != "none" and s.to_stdout:
         raise ConfigError(
-            f"--compress {s.compress} compresses the files of --out DIR; on stdout pipe "
-            "through gzip or zstd instead (object stores: not yet)"
+            f"--compress {s.compress} compresses the files of --out DIR or s3://; on stdout "
+            "pipe through gzip or zstd instead"
         )
     if s.layout != "flat" and s.to_stdout:
         raise ConfigError(f"--layout {s.layout} places files under --out DIR; give a directory")

@@ -62,6 +62,10 @@ def archived_in(settings: Settings) -> Callable[[int], bool]:
     truth). The state file is not read: a running worker holds its lock."""
     if settings.to_stdout:
         return lambda _run_id: False
+    if settings.to_object_store:
+        from .objectstore.listing import list_archive
+
+        return list_archive(settings).__contains__  # one listing of the prefix
     places = Places(settings.layout, Path(settings.out))
 
     def archived(run_id: int) -> bool:  # in either --layout

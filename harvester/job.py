@@ -213,8 +213,8 @@ async def _open_store(
     """For an object store: connect, check the bucket, and say which runs are stored."""
     if not isinstance(sink, ObjectSink):
         return None
-    stack.push_async_callback(sink.close)  # also when the job fails before its writer ends
-    await sink.open()
+    # Closed also when the job fails before its writer ends.
+    await stack.enter_async_context(sink)
     stored = await sink.archived(t.run_id for t in targets)
     await sink.abort_stale(t.run_id for t in targets if t.run_id not in stored)
     return stored

@@ -179,7 +179,11 @@ class Scheduler:
         publish, to_publish = anyio.create_memory_object_stream[RunOutcome](PUBLISH_QUEUE)
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._publisher, to_publish)
+                # A commit to an object store waits on the network: a sink may ask for
+                # several at once (`ObjectSink.commits_at_once`); a directory's is one.
+                with to_publish:
+                    for _ in range(getattr(self.sink, "commits_at_once", 1)):
+                        tg.start_soon(self._publisher, to_publish.clone())
                 async with publish, receive:
                     while (message := await _next(receive)) is not None:
                         await self._handle(message, publish)

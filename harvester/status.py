@@ -30,9 +30,14 @@ class StatusReport:
     state: str
     counts: dict[str, int] = field(default_factory=dict)
     runs: dict[str, list[Row]] = field(default_factory=dict)  # by status, for LISTED
+    #: An object-store archive's runs, read from the store (the truth): where, and rows.
+    archive: tuple[str, list[Row]] | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return {"state": self.state, "counts": self.counts, **self.runs}
+        shown = {"state": self.state, "counts": self.counts, **self.runs}
+        if self.archive is not None:
+            shown["archive"] = {"url": self.archive[0], "runs": self.archive[1]}
+        return shown
 
 
 def status_path(state: str | None, out: str | None) -> Path:
@@ -89,6 +94,9 @@ def write_status(stream: TextIO, report: StatusReport, output: str) -> None:
     total = sum(report.counts.values())
     by_state = ", ".join(f"{n} {status}" for status, n in report.counts.items()) or "no runs"
     stream.write(f"{report.state}: {plural(total, 'run')} ({by_state})\n")
+    if report.archive is not None:
+        url, archived = report.archive
+        stream.write(f"{url}: {plural(len(archived), 'run')} archived\n")
     stream.flush()
     for status in LISTED:
         rows = [{**row, "updated": row.get("updated", "").replace("T", " ")[:16]}

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from bench_formats import add_format_arguments, report_formats, run_formats
 from bench_run import HERE, SIZES, Bench, DataSet, Sample, SimHost, Spawner, say
+from bench_s3 import report_s3, run_s3
 from bench_throttle import DEFAULT_RATE, Check, report_throttled, run_throttled
 from bench_v6 import report_v6, run_v6
 
@@ -340,6 +341,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--api", choices=("v2", "v6"), default="v2", help="which API the harvester speaks"
     )
     add_format_arguments(p)
+    p.add_argument(
+        "--out",
+        choices=("dir", "s3"),
+        default="dir",
+        help="s3: the harvester to --out s3:// (moto's server, started here) against --out DIR",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     ns = p.parse_args(argv)
@@ -361,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run = run_throttled if ns.throttle else run_v6 if ns.api == "v6" else run_size
         run = run_formats if ns.formats else run
+        run = run_s3 if ns.out == "s3" else run
         results = {name: run(ns, name, work, spawner) for name in dict.fromkeys(ns.size)}
         startup = startup_seconds()
     finally:
@@ -376,7 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"harvester bench ({mode}) at {git_commit()}, {os.cpu_count()} CPUs, "
         f"Python {sys.version.split()[0]}"
     )
-    targets = report_v6(ns, results) if ns.api == "v6" else report(ns, results, startup)
+    if ns.out == "s3":
+        targets = report_s3(ns, results)
+    else:
+        targets = report_v6(ns, results) if ns.api == "v6" else report(ns, results, startup)
     if ns.json:
         doc = {
             "commit": git_commit(),

@@ -46,6 +46,16 @@ class S3Server:
         return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
                 for o in listed}  # fmt: skip
 
+    def archive(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
+        """The objects, without the live jobs' leases."""
+        objects = self.objects(bucket, prefix)
+        return {k: v for k, v in objects.items() if ".harvester-live/" not in k}
+
+    def runs(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
+        """The runs' data objects: the archive without its manifests."""
+        archive = self.archive(bucket, prefix)
+        return {k: v for k, v in archive.items() if not k.endswith(".manifest.json")}
+
     def uploads(self, bucket: str) -> list[dict[str, Any]]:
         answer = self.client().list_multipart_uploads(Bucket=bucket)
         return list(answer.get("Uploads", []))

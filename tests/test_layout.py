@@ -366,13 +366,13 @@ def test_object_keys_follow_the_layout_and_either_layout_counts_as_archived(
             args = cli_args(sim, "s3://archive/nightly/", "--s3-endpoint-url", s3.url, *runs)
             assert main([*args, "--state", state, "--layout", "date"]) == 0
             want = {f"nightly/{day_of(cloud, r)}/{r}.ndjson" for r in cloud.runs}
-            assert set(s3.objects("archive")) == want
+            assert set(s3.runs("archive")) == want
             sim.log.clear()
             capfd.readouterr()
             other_state = str(tmp_path / "s2.sqlite")  # the objects are the truth
             assert main([*args, "--state", other_state, "--layout", "flat"]) == 0
             assert "2 already done" in capfd.readouterr().err and not list(sim.log)
-            assert set(s3.objects("archive")) == want
+            assert set(s3.runs("archive")) == want
 
 
 async def test_the_worker_places_runs_by_date_and_asks_for_each_run_once(tmp_path: Path) -> None:

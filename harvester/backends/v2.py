@@ -6,7 +6,6 @@ After a job whose every answer was 404/410 it tells whether v2 is gone (`v2_gone
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -16,6 +15,7 @@ from ..api import CloudApi, JsonObject
 from ..config import Settings
 from ..export import CsvExporter, ExportedFile, summary_fields
 from ..layout import Places
+from ..objectstore.location import export_dir
 from ..projects import project_rows
 from ..records import Message
 from ..run_harvest import RunHarvest
@@ -64,11 +64,11 @@ class V2Fetcher:
         self._exporter = (
             CsvExporter(
                 api,
-                Path(settings.out),
+                export_dir(settings),
                 timeout=settings.export_timeout,
                 replace=settings.force,
                 file_mode=settings.file_mode_bits,
-                places=places,
+                places=places if settings.on_disk else None,  # s3: a flat local spool
             )
             if settings.export_csv
             else None

@@ -1,0 +1,16 @@
+"""`--out s3://BUCKET/PREFIX/`: each run's files as objects, visible only whole, never
+replaced (see `sink`). The client is aiobotocore, loaded only when a store is opened."""
+
+from .failures import StoreRefused
+from .location import Location, default_state_path, export_dir, is_s3, parse_location
+from .sink import ObjectSink
+
+__all__ = [
+    "Location",
+    "ObjectSink",
+    "StoreRefused",
+    "default_state_path",
+    "export_dir",
+    "is_s3",
+    "parse_location",
+]

@@ -1,0 +1,69 @@
+"""What an object-store archive holds, read back from one listing of its prefix: the runs
+whose data object is stored (in any format, compression and --layout), for a job's
+resume, `harvester runs --out s3://` and `harvester status --out s3://`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import anyio
+
+from ..compression import ARCHIVED_BY, DATA_NAME
+from ..config import Settings
+from .store import Store
+
+#: A run's directory below the prefix in --layout date (`YYYY/MM/DD/`, `undated/`).
+DATED = r"(?:(?P<dir>[0-9]{4}/[0-9]{2}/[0-9]{2}|undated)/)?"
+RUN_OF = re.compile(DATED + r"([0-9]+)\.")
+DATA_KEY = re.compile(DATED + DATA_NAME.pattern)
+CSV_KEY = re.compile(DATED + r"([0-9]+)\.csv(?:\.gz)?")
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """An archived run: its data object (the one whose presence says the run is whole)."""
+
+    run_id: int
+    key: str
+    bytes: int
+    modified: datetime
+    directory: str  # below the prefix ('' in the flat layout)
+
+    def row(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "key": self.key, "bytes": self.bytes,
+                "modified": self.modified.isoformat(timespec="seconds")}  # fmt: skip
+
+
+async def stored_runs(store: Store, *, export_csv: bool = False) -> dict[int, StoredRun]:
+    """The runs archived under the prefix (with `export_csv`: those with their CSV too)."""
+    data: dict[int, StoredRun] = {}
+    csvs: set[int] = set()
+    prefix = store.loc.prefix
+    async for page in store.pages("list_objects_v2"):
+        for item in page.get("Contents", []):
+            name = item["Key"][len(prefix) :]
+            if (found := DATA_KEY.fullmatch(name)) and found.group(3) in ARCHIVED_BY:
+                run_id = int(found.group(2))
+                data[run_id] = StoredRun(
+                    run_id, item["Key"], item["Size"], item["LastModified"], found["dir"] or ""
+                )
+            elif found_csv := CSV_KEY.fullmatch(name):
+                csvs.add(int(found_csv.group(2)))
+    return {r: run for r, run in data.items() if not export_csv or r in csvs}
+
+
+def list_archive(settings: Settings) -> dict[int, StoredRun]:
+    """`stored_runs` for the commands that are not async: connect, list once, close."""
+
+    async def listed() -> dict[int, StoredRun]:
+        store = Store(settings)
+        await store.open()
+        try:
+            return await stored_runs(store, export_csv=settings.export_csv)
+        finally:
+            await store.close()
+
+    return anyio.run(listed)

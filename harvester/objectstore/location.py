@@ -1,0 +1,84 @@
+"""Where an object-store archive is: the bucket and prefix of `--out s3://BUCKET/PREFIX/`,
+the endpoint to reach it, and the local state file named after them."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..config import Settings, is_loopback
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Location:
+    bucket: str
+    prefix: str  # "" or ends with "/"
+
+    def key(self, name: str) -> str:
+        """The key of the archive's file `name` (`5.ndjson`, `5.manifest.json`)."""
+        return f"{self.prefix}{name}"
+
+    def url(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.key(name)}"
+
+
+def is_s3(out: str) -> bool:
+    return out.lower().startswith("s3://")
+
+
+def parse_location(out: str) -> Location:
+    parts = urlsplit(out)
+    if not parts.netloc:
+        raise ConfigError(f"--out {out!r} names no bucket; use s3://BUCKET/PREFIX/")
+    prefix = parts.path.lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return Location(parts.netloc, prefix)
+
+
+def default_state_path(out: str) -> Path:
+    """$XDG_STATE_HOME/harvester/<bucket>-<prefix>.sqlite (its directory created): the
+    state stays local, the objects are the truth."""
+    loc = parse_location(out)
+    base = Path(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"))
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{loc.bucket}-{loc.prefix}".rstrip("/-"))
+    path = base / "harvester" / f"{name}.sqlite"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {path.parent} for the state: {exc.strerror}") from None
+    return path
+
+
+def endpoint_url(settings: Settings) -> str | None:
+    """--s3-endpoint-url, else AWS_ENDPOINT_URL (botocore reads it too, but we check it)."""
+    url = settings.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"S3 endpoint {url!r} is not an http(s) URL")
+    if parts.scheme == "http" and not settings.allow_insecure and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"refusing to send S3 credentials in clear text to {parts.hostname}: use https, "
+            "or pass --allow-insecure if you really mean it"
+        )
+    return url
+
+
+def export_dir(settings: Settings) -> Path:
+    """Where runs' CSV exports are downloaded: --out DIR itself; for an object store a
+    local spool beside its default state file, from which each is uploaded with its run
+    (an export left there by a job that stopped is used by the next one)."""
+    if not is_s3(settings.out):
+        return Path(settings.out)
+    spool = default_state_path(settings.out).with_suffix(".spool")
+    try:
+        spool.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create {spool} for the exports: {exc.strerror}") from None
+    return spool

@@ -1,0 +1,135 @@
+"""A file's bytes on their way to the store, in parts: `PartBuffer` cuts what the encoder
+writes into parts of at least `PART_SIZE`; `Upload` sends them as a multipart upload from
+tasks of their own, at most `PARTS_IN_FLIGHT` parts at once for the whole job, so the
+writer goes on while a part travels and memory holds a bounded number of parts."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .failures import StoreError
+from .store import PRECONDITION, Store
+
+PART_SIZE = 8 << 20  # S3's minimum part is 5 MiB; 8 MiB is what the AWS CLI uses
+#: Parts uploading at once, for the whole job: the writer waits for a slot, so memory
+#: holds at most this many parts in flight, one waiting, and each file's unfinished part.
+PARTS_IN_FLIGHT = 2
+
+
+class PartBuffer:
+    """A byte destination (a file for the encoder stack) that keeps what is written and
+    cuts it into parts of at least `part_size` bytes. A part is the buffer itself (a
+    small run's one PUT sends it without a copy)."""
+
+    def __init__(self, part_size: int = PART_SIZE) -> None:
+        self.part_size = part_size
+        self.ready: deque[bytearray] = deque()
+        self._buffer = bytearray()
+
+    def write(self, data: Any) -> int:
+        self._buffer += data
+        if len(self._buffer) >= self.part_size:
+            self.ready.append(self.rest())
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing to flush: parts go out when `Upload.send` takes them."""
+
+    def rest(self) -> bytearray:
+        """What is not yet a part (the last part, at the end)."""
+        rest, self._buffer = self._buffer, bytearray()
+        return rest
+
+
+class Upload:
+    """One object's multipart upload; created by the first part, completed last."""
+
+    def __init__(
+        self,
+        store: Store,
+        key: str,
+        tasks: TaskGroup,
+        slots: anyio.Semaphore,
+        before_create: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.upload_id: str | None = None
+        self._tasks = tasks
+        self._slots = slots
+        self._before_create = before_create  # the job's lease claims the run first
+        self._parts: list[dict[str, Any]] = []
+        self._sent: list[anyio.Event] = []
+        self._error: StoreError | None = None
+
+    async def send(self, part: bytes | bytearray) -> None:
+        """Start uploading `part` once a slot is free (the writer waits for it)."""
+        self._raise_if_failed()
+        if self.upload_id is None:
+            await self._before_create()
+            answer = await self.store.call("create_multipart_upload", Key=self.key)
+            self.upload_id = answer["UploadId"]
+        await self._slots.acquire()
+        part = bytes(part)  # UploadPart takes no bytearray (PutObject does)
+        done = anyio.Event()
+        self._sent.append(done)
+        self._tasks.start_soon(self._upload_part, len(self._sent), part, done)
+
+    async def _upload_part(self, number: int, part: bytes, done: anyio.Event) -> None:
+        try:
+            answer = await self.store.call(
+                "upload_part", Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=part
+            )
+            self._parts.append({"ETag": answer["ETag"], "PartNumber": number})
+        except StoreError as exc:  # said by the writer's next send, or by complete
+            self._error = exc
+        finally:
+            self._slots.release()
+            done.set()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    async def settle(self) -> None:
+        """Wait for every part sent; a part that failed for good fails the run here."""
+        for done in self._sent:
+            await done.wait()
+        self._raise_if_failed()
+
+    async def complete(self, *, create_only: bool) -> bool:
+        """Make the object of the parts sent; False when `create_only` and it exists."""
+        await self.settle()
+        condition = {"IfNoneMatch": "*"} if create_only else {}
+        parts = sorted(self._parts, key=lambda part: int(part["PartNumber"]))
+        try:
+            await self.store.call(
+                "complete_multipart_upload",
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": parts},
+                **condition,
+            )
+        except StoreError as exc:
+            if exc.code not in PRECONDITION:
+                raise
+            return False  # the upload stays, for `abort`
+        self.upload_id = None
+        return True
+
+    async def abort(self) -> None:
+        """Best effort, once its parts are settled: what fails here the lifecycle rule
+        removes (README)."""
+        for done in self._sent:
+            await done.wait()
+        if self.upload_id is not None:
+            upload_id, self.upload_id = self.upload_id, None
+            try:
+                await self.store.call("abort_multipart_upload", Key=self.key, UploadId=upload_id)
+            except StoreError:
+                pass

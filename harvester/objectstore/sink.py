@@ -1,0 +1,334 @@
+"""`ObjectSink`: each run's files as objects under the prefix, named as in `--out DIR`, in
+every `--format` and `--compress`, with the manifest; the run's data object last.
+
+A run's lines go through the same write stack as a directory's (`runfiles`), into a
+`PartBuffer` per file instead of a temporary file: a small file is one PUT, a larger one
+a multipart upload whose parts go out from tasks of their own as they fill (`parts`).
+When the run is whole, in this order (each step only once the previous one is stored):
+
+1. the manifest, create-only: it is the run's claim. When another job's manifest is there
+   the run is that job's while its lease is fresh (`leases`), or once its data object
+   exists; either way this job counts the run done and drops its copy. A manifest left
+   by a dead job is replaced (`If-Match` its ETag: of two jobs replacing it, one wins);
+2. the CSV export (`--export-csv`, downloaded into a local spool beforehand);
+3. the other data files (`points.ndjson`, `parquet`);
+4. the file whose presence says the run is archived (`ndjson`, or `meta.ndjson` for
+   points and parquet), create-only (`If-None-Match: *`).
+
+So a run's data object exists only when everything else of the run is stored whole;
+nothing temporary is ever listed under the prefix (incomplete multipart uploads are not
+objects). `--force` writes without conditions and removes the run's objects of another
+format or compression.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+import orjson
+from anyio.abc import TaskGroup
+
+from .. import manifest, outdir
+from ..compression import CODECS, suffix
+from ..config import Settings
+from ..errors import OutputError
+from ..layout import Places
+from ..runfiles import KINDS, RunFiles, codec_for
+from .leases import Lease, is_live, stale_uploads
+from .listing import RUN_OF, stored_runs
+from .location import export_dir
+from .parts import PART_SIZE, PARTS_IN_FLIGHT, PartBuffer, Upload
+from .store import Store
+
+#: Seconds the job's last requests (aborts, the lease's removal) may take at its end.
+CLEANUP_TIMEOUT = 30.0
+
+
+@dataclass
+class _Run:
+    files: RunFiles
+    buffers: dict[str, PartBuffer]
+    uploads: dict[str, Upload] = field(default_factory=dict)
+
+
+class ObjectSink:
+    """The sink of `--out s3://BUCKET/PREFIX/`; see the module's docstring. An async
+    context manager: connected, the bucket checked and the lease taken while open."""
+
+    #: Runs the scheduler commits at once: each commit waits on a few requests in turn,
+    #: and finished runs hold their last part in memory until they are committed.
+    commits_at_once = 4
+
+    def __init__(
+        self, settings: Settings, *, part_size: int = PART_SIZE, places: Places | None = None
+    ) -> None:
+        self.store = Store(settings)
+        #: --layout date: a run's keys are `<prefix>YYYY/MM/DD/<name>`.
+        self.places = places if places is not None else Places(settings.layout)
+        #: Where (the directory below the prefix) each archived run was found.
+        self._found: dict[int, str] = {}
+        self.loc = self.store.loc
+        self.part_size = part_size
+        self.create_only = not settings.force  # --force replaces archived runs on purpose
+        self.format = settings.format
+        self.codec = settings.compress
+        self.level = settings.compress_level
+        self.export_csv = settings.export_csv
+        self.facts = manifest.job_facts(settings)
+        self.spool = export_dir(settings) if settings.export_csv else None
+        self.lease = Lease(self.store, settings.s3_lease)
+        self._runs: dict[int, _Run] = {}
+        self._slots = anyio.Semaphore(PARTS_IN_FLIGHT)
+        self._tasks: TaskGroup | None = None
+        # Plain lines are copied as they are; compressing and Parquet take a thread.
+        self._inline = self.format == "raw" and self.codec == "none"
+
+    # --- the job's connection -----------------------------------------------------------
+
+    async def __aenter__(self) -> ObjectSink:
+        await self.store.open()
+        try:
+            await self.lease.renew()
+            tasks = anyio.create_task_group()
+            await tasks.__aenter__()
+            self._tasks = tasks
+            tasks.start_soon(self.lease.keep)
+        except BaseException:
+            await self.store.close()
+            raise
+        if self.spool is not None:
+            outdir.remove_leftovers(self.spool)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+                await self.close()  # the uploads of unfinished runs aborted
+            if self._tasks is not None:
+                tasks, self._tasks = self._tasks, None
+                tasks.cancel_scope.cancel()  # the lease's renewals
+                await tasks.__aexit__(None, None, None)  # (outside other scopes: its own)
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
+                await self.lease.end()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.store.close()
+
+    async def archived(self, run_ids: Iterable[int]) -> set[int]:
+        """Which of `run_ids` are archived (one listing): their data object is there (in
+        any format and compression) and, with --export-csv, their CSV."""
+        stored = await stored_runs(self.store, export_csv=self.export_csv)
+        self._found = {run_id: run.directory for run_id, run in stored.items()}
+        return set(run_ids) & set(stored)
+
+    async def abort_stale(self, run_ids: Iterable[int]) -> int:
+        """Abort the incomplete uploads of `run_ids`' objects that no live job owns (a job
+        killed mid-upload left them: invisible, but billed). Returns how many."""
+        stale = await stale_uploads(self.store, _run_of(self.loc.prefix), run_ids, self.lease)
+        for key, upload_id in stale:
+            await self.store.call("abort_multipart_upload", Key=key, UploadId=upload_id)
+        return len(stale)
+
+    # --- a run's lines ------------------------------------------------------------------
+
+    def _name(self, run_id: int, kind: str) -> str:
+        return f"{run_id}{suffix(codec_for(kind, self.codec), kind)}"
+
+    def _key(self, run_id: int, name: str) -> str:
+        """The key of the run's file `name`, in the run's directory (--layout)."""
+        return self.loc.prefix + self.places.key(run_id, name)
+
+    async def begin(self, run_id: int) -> None:
+        buffers = {kind: PartBuffer(self.part_size) for kind in KINDS[self.format]}
+        destinations: dict[str, Any] = buffers  # file objects for the stack
+        files = RunFiles(run_id, self.format, self.codec, self.level, destinations)
+        self._runs[run_id] = _Run(files, buffers)
+
+    async def write(self, run_id: int, data: bytes) -> None:
+        run = self._runs[run_id]
+        await self._encode(run.files.write, data)
+        await self._send_parts(run_id, run)
+
+    async def _encode(self, step: Any, *args: Any) -> None:
+        if self._inline:
+            step(*args)
+        else:
+            await anyio.to_thread.run_sync(step, *args)
+
+    async def _send_parts(self, run_id: int, run: _Run) -> None:
+        """The parts that filled up, each to its upload (the writer waits for a slot)."""
+        for kind, buffer in run.buffers.items():
+            while buffer.ready:
+                await self._upload(run_id, run, kind).send(buffer.ready.popleft())
+
+    def _upload(self, run_id: int, run: _Run, kind: str) -> Upload:
+        if kind not in run.uploads:
+            assert self._tasks is not None, "ObjectSink used outside `async with`"
+            key = self._key(run_id, self._name(run_id, kind))
+            claim = functools.partial(self.lease.claim, run_id)
+            run.uploads[kind] = Upload(self.store, key, self._tasks, self._slots, claim)
+        return run.uploads[kind]
+
+    # --- publication --------------------------------------------------------------------
+
+    async def commit(
+        self,
+        run_id: int,
+        counts: Mapping[str, int] | None = None,
+        summary: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The URL of the run's first file: stored now (in the order of the module's
+        docstring), or found stored whole by another job."""
+        run = self._runs[run_id]
+        kinds = list(run.buffers)
+        csv = self._spooled(summary or {})
+        try:
+            await self._encode(run.files.finish)
+            await self._send_parts(run_id, run)
+            for upload in run.uploads.values():
+                await upload.settle()
+            body = await self._manifest(run_id, run, counts, summary or {}, csv)
+            if await self._claim(run_id, body):
+                if csv is not None:
+                    await self._put_file(run_id, csv)
+                for kind in kinds[:-1]:
+                    await self._store(run_id, run, kind, create_only=False)
+                won = await self._store(run_id, run, kinds[-1], create_only=self.create_only)
+                if won and not self.create_only:
+                    await self._remove_others(run_id, kinds, csv)
+        finally:
+            await self.abort(run_id)
+            if csv is not None:
+                csv.unlink(missing_ok=True)
+        return f"s3://{self.loc.bucket}/{self._key(run_id, self._name(run_id, kinds[0]))}"
+
+    def _spooled(self, summary: Mapping[str, Any]) -> Path | None:
+        name = summary.get("export_file")
+        if self.spool is None or not isinstance(name, str):
+            return None
+        return self.spool / name
+
+    async def _manifest(
+        self,
+        run_id: int,
+        run: _Run,
+        counts: Mapping[str, int] | None,
+        summary: Mapping[str, Any],
+        csv: Path | None,
+    ) -> bytes:
+        """The run's manifest, from what was hashed and counted on the way out."""
+        by_kind = run.files.counts(counts or {})
+        entries = [
+            manifest.file_entry(
+                Path(self._name(run_id, kind)), manifest.Scan(*run.files.written(kind), found)
+            )
+            for kind, found in by_kind.items()
+        ]
+        if csv is not None:
+            entries += await anyio.to_thread.run_sync(_csv_entry, csv)
+        built = manifest.build(run_id, entries, self.facts, summary)
+        return orjson.dumps(built, option=orjson.OPT_INDENT_2) + b"\n"
+
+    async def _claim(self, run_id: int, body: bytes) -> bool:
+        """Store the manifest, create-only: False when the run is another job's (see the
+        module's docstring)."""
+        key = self._key(run_id, f"{run_id}{manifest.SUFFIX}")
+        meta = {"Metadata": {"harvester-job": self.lease.job}}
+        if await self.store.put(key, body, create_only=self.create_only, **meta):
+            return True
+        found = await self.store.head(key)
+        if found is None:  # removed meanwhile: try once more, create-only
+            return await self.store.put(key, body, create_only=True, **meta)
+        owner = found.get("Metadata", {}).get("harvester-job", "")
+        if owner and await is_live(self.store, owner, self.lease.seconds):
+            return False
+        # (its lease checked first: a job that ended had stored its data object before)
+        last = self._key(run_id, self._name(run_id, KINDS[self.format][-1]))
+        if await self.store.head(last) is not None:
+            return False
+        return await self.store.put(key, body, create_only=False, IfMatch=found["ETag"], **meta)
+
+    async def _store(self, run_id: int, run: _Run, kind: str, *, create_only: bool) -> bool:
+        """Make `kind`'s object of what was written; False when it exists (create_only)."""
+        rest = run.buffers[kind].rest()
+        upload = run.uploads.get(kind)
+        if upload is None:
+            key = self._key(run_id, self._name(run_id, kind))
+            return await self.store.put(key, rest, create_only=create_only)
+        if rest:
+            await upload.send(rest)
+        return await upload.complete(create_only=create_only)
+
+    async def _put_file(self, run_id: int, path: Path) -> None:
+        """A local file (the CSV export) as the object of the same name, in parts."""
+        key = self._key(run_id, path.name)
+        try:
+            with path.open("rb") as fh:
+                first = await anyio.to_thread.run_sync(fh.read, self.part_size)
+                nxt = await anyio.to_thread.run_sync(fh.read, self.part_size)
+                if not nxt:
+                    await self.store.put(key, first, create_only=False)
+                    return
+                assert self._tasks is not None
+                claim = functools.partial(self.lease.claim, run_id)
+                upload = Upload(self.store, key, self._tasks, self._slots, claim)
+                try:
+                    while first:
+                        await upload.send(first)
+                        first, nxt = nxt, await anyio.to_thread.run_sync(fh.read, self.part_size)
+                    await upload.complete(create_only=False)
+                finally:
+                    await upload.abort()
+        except OSError as exc:
+            raise OutputError(f"cannot read the export {path}: {exc.strerror or exc}") from exc
+
+    async def _remove_others(self, run_id: int, kinds: list[str], csv: Path | None) -> None:
+        """--force with another format, compression or layout: one run is never archived
+        twice (its objects where it was found go too)."""
+        names = {f"{run_id}{suffix(codec, kind)}" for kind in KINDS["raw"] + KINDS["points"]
+                 + KINDS["parquet"] for codec in CODECS}  # fmt: skip
+        names |= {f"{run_id}.csv", f"{run_id}.csv.gz", f"{run_id}{manifest.SUFFIX}"}
+        here = self.places.relative(run_id)
+        kept = {self._key(run_id, self._name(run_id, kind)) for kind in kinds}
+        kept.add(self._key(run_id, f"{run_id}{manifest.SUFFIX}"))
+        if csv is not None:
+            kept.add(self._key(run_id, csv.name))
+        for directory in {here, self._found.get(run_id, here)}:
+            for name in sorted(names):
+                key = self.loc.prefix + (f"{directory}/{name}" if directory else name)
+                if key not in kept:
+                    await self.store.call("delete_object", Key=key)
+
+    async def abort(self, run_id: int) -> None:
+        run = self._runs.pop(run_id, None)
+        if run is None:
+            return
+        run.files.discard()
+        for upload in run.uploads.values():
+            await upload.abort()
+        self.lease.release(run_id)
+
+    async def close(self) -> None:
+        for run_id in list(self._runs):
+            await self.abort(run_id)
+
+
+def _csv_entry(csv: Path) -> list[dict[str, Any]]:
+    """The spooled export's manifest entry (none when another job took it meanwhile)."""
+    return [manifest.file_entry(csv)] if csv.exists() else []
+
+
+def _run_of(prefix: str) -> Any:
+    def run_of(key: str) -> int | None:
+        found = RUN_OF.match(key[len(prefix) :]) if key.startswith(prefix) else None
+        return int(found.group(2)) if found else None
+
+    return run_of

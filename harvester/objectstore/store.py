@@ -1,0 +1,98 @@
+"""The S3 client of one job, on one bucket: aiobotocore (botocore's credential chain,
+signing and standard retry mode, on aiohttp), every failure one `StoreError` line."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from ..config import Settings
+from ..errors import ConfigError
+from .failures import StoreError, StoreRefused, failing_as_output_error
+from .location import Location, endpoint_url, parse_location
+
+#: The store's answer when a conditional write finds the object there (or changed).
+PRECONDITION = ("PreconditionFailed", "412")
+
+
+def server_time(answer: dict[str, Any]) -> datetime | None:
+    """The store's clock at `answer` (its Date header): leases are judged by it, not ours."""
+    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    return parsedate_to_datetime(date) if date else None
+
+
+class Store:
+    """Connects on `open()` and checks the bucket (a wrong bucket, endpoint or credential
+    is one line before any run is fetched); `call`, `pages` and `put` on the bucket."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.loc: Location = parse_location(settings.out)
+        self.endpoint = endpoint_url(settings)
+        self._max_attempts = settings.max_attempts
+        self._client: Any = None
+        self._client_cm: Any = None
+
+    async def open(self) -> None:
+        try:
+            from aiobotocore.config import AioConfig
+            from aiobotocore.session import get_session
+        except ImportError:
+            raise ConfigError(
+                "--out s3:// needs the s3 extra: pip install 'k6-harvester[s3]'"
+            ) from None
+        # total_max_attempts counts every try: --max-attempts as for the API.
+        config = AioConfig(retries={"mode": "standard", "total_max_attempts": self._max_attempts})
+        self._client_cm = get_session().create_client(
+            "s3", endpoint_url=self.endpoint, config=config
+        )
+        self._client = await self._client_cm.__aenter__()
+        try:
+            await self.call("head_bucket")
+        except BaseException as exc:
+            await self.close()
+            if isinstance(exc, StoreError):
+                raise StoreRefused(str(exc)) from None
+            raise
+
+    async def close(self) -> None:
+        if self._client_cm is not None:
+            cm, self._client_cm = self._client_cm, None
+            await cm.__aexit__(None, None, None)
+
+    async def call(self, op: str, **kwargs: Any) -> Any:
+        """`op` on the bucket (`Bucket` is added); botocore's errors as `StoreError`."""
+        with failing_as_output_error(self.loc, self.endpoint):
+            return await getattr(self._client, op)(Bucket=self.loc.bucket, **kwargs)
+
+    async def pages(self, op: str, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        """The pages of a listing under the prefix (`Prefix` defaults to the archive's)."""
+        paginator = self._client.get_paginator(op)
+        kwargs.setdefault("Prefix", self.loc.prefix)
+        with failing_as_output_error(self.loc, self.endpoint):
+            async for page in paginator.paginate(Bucket=self.loc.bucket, **kwargs):
+                yield page
+
+    async def put(
+        self, key: str, body: bytes | bytearray, *, create_only: bool, **kwargs: Any
+    ) -> bool:
+        """PUT `body` at `key`; False when `create_only` and the object exists already."""
+        condition = {"IfNoneMatch": "*"} if create_only else {}
+        try:
+            await self.call("put_object", Key=key, Body=body, **condition, **kwargs)
+        except StoreError as exc:
+            if exc.code in PRECONDITION:
+                return False
+            raise
+        return True
+
+    async def head(self, key: str) -> dict[str, Any] | None:
+        """The object's metadata, None when there is none."""
+        try:
+            answer: dict[str, Any] = await self.call("head_object", Key=key)
+        except StoreError as exc:
+            if exc.code in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return answer
