@@ -370,6 +370,31 @@ async def test_a_slowdown_answer_is_retried(s3: S3Server, bucket: str) -> None:
     assert await anyio.to_thread.run_sync(s3.runs, bucket) == {"pre/3.ndjson": b"line\n"}
 
 
+async def test_the_data_object_is_stored_last_after_the_manifest_and_the_export(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """The order of the writes as the store sees them (a proxy records them)."""
+    cloud = generate_cloud(runs=1, metrics=5, points=5)
+    (run_id,) = cloud.runs
+    writes: list[str] = []
+
+    def record(request: web.Request) -> bool:
+        if request.method in ("PUT", "POST") and ".harvester-live/" not in request.path:
+            writes.append(request.path.rpartition("/")[2])
+        return False
+
+    async with Simulator(cloud) as sim, s3_proxy(s3, record) as url:
+        args = ["--out", f"s3://{bucket}/o/", "--s3-endpoint-url", url, "--run", str(run_id),
+                "--format", "points", "--export-csv"]  # fmt: skip
+        command = cli_command(sim, "harvest", *args, "--state", str(tmp_path / "s.sqlite"))
+        env = {**cli_env(sim), **CREDENTIALS}
+        done = await anyio.run_process(command, env=env, cwd=ROOT, check=False)
+        assert done.returncode == 0, done.stderr
+    csv = next(name for name in writes if ".csv" in name)
+    assert writes == [f"{run_id}.manifest.json", csv, f"{run_id}.points.ndjson",
+                      f"{run_id}.meta.ndjson"]  # fmt: skip
+
+
 async def test_an_upload_that_fails_for_good_fails_the_job_and_the_next_job_archives_the_run(
     s3: S3Server, bucket: str, tmp_path: Path
 ) -> None:
