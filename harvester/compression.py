@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import re
+import zlib
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -143,10 +144,12 @@ def run_id_of(path: Path) -> int | None:
     return int(found.group(1)) if found else None
 
 
-#: Errors that a damaged compressed file raises while it is read.
+#: Errors that a damaged compressed file raises while it is read (gzip's deflate stream
+#: raises zlib.error, which is none of the others).
 READ_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     EOFError,
     gzip.BadGzipFile,
+    zlib.error,
     zstandard.ZstdError,
 )
