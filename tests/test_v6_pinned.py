@@ -113,3 +113,25 @@ async def test_a_run_left_waiting_is_asked_for_by_id_once_outside_the_window(
             await harvest_job(settings, found.targets, state=state)
             assert state.waiting([FIRST_PROJECT_ID], []) == []
     assert waiting in read_dir(tmp_path)
+
+
+async def test_a_stack_url_the_api_does_not_know_is_named_not_a_stack_id_of_none(
+    simulator: Simulator,
+) -> None:
+    done = await run_cli(simulator, "harvest", "--api", "v6", "--stack-url",
+                         "https://other.grafana.net", "--run", "100001", "--out", "-")  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    err = done.stderr.decode()
+    assert "None" not in err and "Traceback" not in err
+    assert "https://other.grafana.net" in err and "--stack-url" in err
+    assert simulator.requests_for("v6_runs") == []
+
+
+async def test_a_stack_url_pasted_from_the_web_app_is_its_stack(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    pasted = simulator.state.v6.stack_url + "/a/k6-app/runs/100001"
+    done = await run_cli(simulator, "harvest", "--api", "v6", "--stack-url", pasted,
+                         "--run", "100001", "--step", "3", "--out", str(tmp_path))  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()
+    assert list(read_dir(tmp_path)) == [100001]

@@ -6,10 +6,10 @@ When a run is ready to harvest (`readiness`) is v6's word too: `status`."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from ..config import Settings
-from ..errors import ApiStatusError, HarvesterError, NotFound
+from ..errors import ApiStatusError, AuthRejected, HarvesterError, NotFound
 from ..transport import Transport
 from . import v5_query
 
@@ -123,7 +123,19 @@ async def resolve_stack(transport: Transport, settings: Settings) -> None:
         transport.stack_id = _RESOLVED[key]
         return
     url = transport.url(f"{V6}/auth")
-    doc = await transport.get("v6_auth", url, headers={"X-Stack-Url": settings.stack_url})
+    # The stack is its origin: a URL pasted from the web app (…/a/k6-app/runs/N) is too.
+    parts = urlsplit(settings.stack_url)
+    stack_url = f"{parts.scheme}://{parts.netloc}"
+    try:
+        doc = await transport.get("v6_auth", url, headers={"X-Stack-Url": stack_url})
+    except AuthRejected as exc:  # the transport's words name the stack id, not known yet
+        raise AuthRejected(
+            f"the API refused --stack-url {stack_url} (HTTP {exc.status}): the token has no "
+            "stack at that URL; check the URL (https://NAME.grafana.net) and the token, or "
+            "give --stack-id N",
+            status=exc.status,
+            url=exc.url,
+        ) from None
     stack = doc.get("stack_id") if isinstance(doc, dict) else None
     if not isinstance(stack, int):
         raise ApiStatusError(f"no stack id for {settings.stack_url} in the answer", url=str(url))
