@@ -39,6 +39,10 @@ ROW_GROUP = 100_000
 INSTALL = "--format parquet needs pyarrow: pip install 'k6-harvester[parquet]'"
 
 
+#: The range of Parquet's int64 columns.
+INT64 = (-(2**63), 2**63 - 1)
+
+
 def require_pyarrow() -> None:
     """A one-line ConfigError when the extra is not installed."""
     if importlib.util.find_spec("pyarrow") is None:
@@ -173,9 +177,12 @@ def _converted(pairs: list[tuple[Any, Any]]) -> tuple[Any, Any]:
 
 
 def _int(value: Any) -> int | None:
+    """An id as int64, or null: a digit string is a number, one past int64 is not."""
     if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and INT64[0] <= value <= INT64[1]:
+        return value
+    return None
 
 
 def _text(value: Any) -> str | None:
