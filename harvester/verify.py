@@ -13,7 +13,7 @@ parsed. One row per file, with its status:
   compressed stream that breaks, other counts, or a manifest that does not parse;
 - `orphan`: a file no manifest names. The state file (and its SQLite companions and
   lock), the directory lock and hidden temporary files are the harvester's own, not
-  orphans.
+  orphans, and so are the files scripts/demo lists in its `.harvester-demo` (its report).
 
 With `--layout date` every `YYYY/MM/DD/` (and `undated/`) is walked as well as the root
 (`layout.run_dirs`); a run's manifest names files beside it, and rows name files by
@@ -44,7 +44,9 @@ Row = dict[str, Any]
 PROBLEMS = ("missing", "truncated", "corrupt", "orphan")
 #: The harvester's own files beside the runs: the state (SQLite's -wal/-shm and its lock
 #: included), the directory lock, the demo's list of its files.
-OWN_FILES = (STATE_FILE_NAME, LOCK_FILE_NAME, ".harvester-demo")
+#: scripts/demo's list of the files it made in its --out.
+DEMO_MARKER = ".harvester-demo"
+OWN_FILES = (STATE_FILE_NAME, LOCK_FILE_NAME, DEMO_MARKER)
 
 
 def verify(directory: str | Path, *, workers: int = 1) -> Iterator[Row]:
@@ -53,9 +55,21 @@ def verify(directory: str | Path, *, workers: int = 1) -> Iterator[Row]:
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory: give the --out directory of a harvest")
+    demo = _demo_files(root)
     with Scanner(workers) as scanner:
         for where in run_dirs(root):
-            yield from _verify_dir(where, where.relative_to(root), scanner)
+            for row in _verify_dir(where, where.relative_to(root), scanner):
+                if row["status"] != "orphan" or row["file"] not in demo:
+                    yield row
+
+
+def _demo_files(root: Path) -> set[str]:
+    """The files scripts/demo made at the root (its report.html), as its marker lists them:
+    the demo's own, not orphans."""
+    try:
+        return set((root / DEMO_MARKER).read_text(encoding="utf-8").split())
+    except (OSError, UnicodeDecodeError):
+        return set()
 
 
 class Scanner:

@@ -45,3 +45,23 @@ def test_a_second_demo_removes_only_the_files_the_first_created(tmp_path: Path) 
     assert "notes.txt" not in (out / ".harvester-demo").read_text().split()
     assert demo(out, "--runs", "1").returncode == 0
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_harvester_verify_finds_the_demos_archive_intact_its_report_included(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "demo"
+    assert demo(out, "--runs", "2").returncode == 0
+    assert (out / "report.html").is_file()
+    checked = subprocess.run(
+        [sys.executable, "-m", "harvester", "verify", str(out), "--output", "json"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert '"orphan"' not in checked.stdout
+    (out / "notes.txt").write_text("mine")  # a file the demo did not make is still named
+    again = subprocess.run(
+        [sys.executable, "-m", "harvester", "verify", str(out), "--output", "json"],
+        capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
+    )  # fmt: skip
+    assert again.returncode == 1 and '"file":"notes.txt","status":"orphan"' in again.stdout
