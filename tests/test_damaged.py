@@ -58,3 +58,12 @@ async def test_a_damaged_gzip_file_is_named_by_verify_report_and_the_next_job(
                           *[f"--run={r}" for r in sorted(cloud.runs)])  # fmt: skip
     assert b"internal error" not in again.stderr, again.stderr.decode()
     assert again.returncode == 0, again.stderr.decode()
+
+
+def test_report_on_a_directory_without_runs_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "2026").mkdir()
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"harvester: no archived run in {tmp_path}: give the --out DIR of a harvest\n"

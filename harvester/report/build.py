@@ -41,6 +41,8 @@ def choose_runs(
         if options.since and not _since(data, options.since):
             continue
         chosen.append((run, data))
+    if not runs:  # nothing asked for, nothing there: not an archive (or an empty one)
+        raise ConfigError(f"no archived run in {directory}: give the --out DIR of a harvest")
     if not chosen:
         raise ConfigError(f"no archived run in {directory} matches: {_asked(options)}")
     return sorted(chosen, key=lambda pair: (_created(pair[1]) or "", pair[0].run_id))
