@@ -77,8 +77,8 @@ def open_archive(directory: str | Path) -> list[ArchivedRun]:
     paths = (path for where in run_dirs(root) for path in where.glob("*.ndjson*"))
     for path in paths:
         run_id = run_id_of(path)
-        # --format points: the sidecar (`.meta.`) holds the run's records but its series
-        # are in the points file, which this reader does not read.
+        # --format points/parquet: the sidecar (`.meta.`) holds the run's records; its
+        # series are in the points or Parquet file beside it (`report/source.py`).
         if run_id is not None and path.is_file() and ".points." not in path.name:
             runs[run_id] = ArchivedRun(run_id, path)
     return [runs[run_id] for run_id in sorted(runs)]

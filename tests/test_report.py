@@ -4,6 +4,7 @@ selection of runs, regressions, downsampling and the size of the page (issue 12)
 from __future__ import annotations
 
 import re
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -168,6 +169,23 @@ def test_a_run_worse_than_the_median_of_the_previous_runs_is_a_regression() -> N
     assert regressions(points, margin=0.25, baseline=3) == found[:1]  # -19% and +18% pass
 
 
+def test_the_regression_margin_decides_which_runs_are_marked(nightly: Path, tmp_path: Path) -> None:
+    marked = {}
+    for margin in ("50%", "1%"):
+        out = tmp_path / f"{margin[:-1]}.html"
+        assert main(["report", str(nightly), "--regression", margin, "--out", str(out)]) == 0
+        data = page_data(out.read_text())
+        assert data["margin"] == float(margin[:-1]) / 100
+        marked[margin] = {(row["run"], row["trend"]) for row in data["regressions"]}
+        # Each listed regression is a marker on its trend chart, at its run.
+        [trend] = data["trends"]
+        drawn = {(int(trend["charts"][0]["labels"][at]), chart["id"].removeprefix("trend-"))
+                 for chart in trend["charts"] for series in chart["series"][1:]
+                 for at, value in enumerate(series["values"]) if value is not None}  # fmt: skip
+        assert drawn == marked[margin]
+    assert marked["50%"] < marked["1%"]
+
+
 def test_run_selection_by_test_and_date_needs_run_records(nightly: Path, tmp_path: Path) -> None:
     runs = open_archive(nightly)
     test_id = runs[0].first("run")["data"]["test_id"]  # type: ignore[index]
@@ -233,3 +251,12 @@ def test_the_demo_ends_by_writing_a_report_of_what_it_harvested(tmp_path: Path) 
     data = page_data(page.read_text())
     assert len(data["trends"]) == 2  # two tests, two runs each, with their run records
     assert all(run["header"].get("created") for run in data["runs"])
+
+
+def test_the_readme_shows_a_small_screenshot_of_a_report() -> None:
+    readme = (ROOT / "README.md").read_text()
+    [image] = re.findall(r"!\[A report of a real k6 run\]\((\S+\.png)\)", readme)
+    data = (ROOT / image).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000
+    width, height = struct.unpack(">II", data[16:24])  # IHDR
+    assert width >= 800 and height >= 600

@@ -11,9 +11,11 @@ missing browser skips these tests with the reason; in CI (CI=true) it fails them
 from __future__ import annotations
 
 import os
-import subprocess
+import struct
 import sys
+import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +23,17 @@ import orjson
 import pytest
 
 from harvester.cli import main
+from harvester.report import png
 from harvester.report.browser import ARGS, executable
 from harvester.simulator.generated import generate_cloud
-from tests.k6_helpers import recording
-from tests.report_helpers import harvest_cloud, harvest_recording
+from tests.k6_helpers import SIM_TOKEN, recording
+from tests.report_helpers import (
+    K6_RUN_ID,
+    harvest,
+    harvest_cloud,
+    harvest_recording,
+    serving,
+)
 from tests.test_k6_roundtrip import k6_threshold_results
 
 if TYPE_CHECKING:
@@ -49,7 +58,39 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def shop_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = tmp_path_factory.mktemp("shop-report")
+    archive = harvest_recording("k6-shop-run", where / "archive", "--run-record")
+    assert main(["report", str(archive), "--out", str(where / "report.html")]) == 0
+    return where / "report.html"
+
+
+@pytest.fixture(scope="module")
+def trends_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Five runs of one test harvested by id (no run records), with their p95."""
+    where = tmp_path_factory.mktemp("trends-report")
+    cloud = generate_cloud(runs=5, metrics=30, points=30, tests=1, projects=1)
+    archive = harvest_cloud(cloud, where / "archive", "--method", "default", "--method", "p95")
+    assert main(["report", str(archive), "--out", str(where / "trends.html")]) == 0
+    return where / "trends.html"
+
+
+@pytest.fixture(scope="module")
+def v6_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real k6 run through v6 with mean, p95 and per-second series only: no counts
+    to weight the mean by, so the page must call its mean (and requests) an estimate."""
+    where = tmp_path_factory.mktemp("v6-report")
+    with serving("k6-shop-run") as base_url:
+        archive = harvest(base_url, SIM_TOKEN, where / "archive", "--run", str(K6_RUN_ID),
+                          "--api", "v6", "--stack-id", "1", "--step", "1",
+                          "--method", "mean", "--method", "p95", "--method", "rate")  # fmt: skip
+    assert main(["report", str(archive), "--out", str(where / "v6.html")]) == 0
+    return where / "v6.html"
+
+
+@pytest.fixture(scope="module")
+def browser(shop_page: Path, trends_page: Path, v6_page: Path) -> Iterator[Browser]:
+    """Chromium, once every page exists (they are made before its event loop runs)."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -79,8 +120,12 @@ def open_page(browser: Browser, html: Path) -> tuple[Page, list[str]]:
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url))
     page.goto(html.as_uri())
     page.wait_for_function("window.reportReady === true", timeout=20_000)
+    # Self-contained: the file itself is the only thing the page loads (no network).
+    assert [url for url in asked if not url.startswith("data:")] == [html.as_uri()]
     return page, errors
 
 
@@ -99,31 +144,9 @@ def assert_every_chart_drew_its_data(page: Page, expected: int) -> list[dict[str
     return charts
 
 
-@pytest.fixture(scope="module")
-def shop_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    where = tmp_path_factory.mktemp("shop-report")
-    archive = harvest_recording("k6-shop-run", where / "archive", "--run-record")
-    assert main(["report", str(archive), "--out", str(where / "report.html")]) == 0
-    return where / "report.html"
-
-
-@pytest.fixture(scope="module")
-def trends_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Five runs of one test harvested by id (no run records), with their p95."""
-    where = tmp_path_factory.mktemp("trends-report")
-    cloud = generate_cloud(runs=5, metrics=30, points=30, tests=1, projects=1)
-    archive = harvest_cloud(cloud, where / "archive", "--method", "default", "--method", "p95")
-    assert main(["report", str(archive), "--out", str(where / "trends.html")]) == 0
-    return where / "trends.html"
-
-
-def test_a_real_k6_run_draws_every_chart_and_shows_k6s_threshold_verdicts(
-    shop_page: Path, trends_page: Path, browser: Browser, artifacts: Path
-) -> None:
-    page, errors = open_page(browser, shop_page)
-    charts = assert_every_chart_drew_its_data(page, expected=6)
-    duration = next(chart for chart in charts if chart["id"] == "duration")
-    assert len(duration["lines"]) == 2  # default (mean) and p95, each once
+def threshold_verdicts(page: Page) -> dict[tuple[str, str], bool]:
+    """The thresholds table as shown: (metric, expression) -> crossed, each verdict in
+    words and the crossed rows red."""
     rows = page.locator("table.thresholds tbody tr")
     shown = {}
     for i in range(rows.count()):
@@ -133,12 +156,41 @@ def test_a_real_k6_run_draws_every_chart_and_shows_k6s_threshold_verdicts(
         shown[(metric, expression)] = verdict == "✗ crossed"
         color = rows.nth(i).locator("td").first.evaluate("e => getComputedStyle(e).color")
         assert (color == "rgb(176, 0, 32)") == shown[(metric, expression)]  # crossed: red
-    figures = orjson.loads(recording("k6-shop-run")[1].read_bytes())["metrics"]
-    assert shown == k6_threshold_results(figures)
     assert rows.first.get_attribute("class") == "crossed"  # crossed ones first
+    return shown
+
+
+def facts(page: Page) -> dict[str, str]:
+    """The run's header, term to value."""
+    terms = page.locator("dl.facts dt").all_inner_texts()
+    return dict(zip(terms, page.locator("dl.facts dd").all_inner_texts(), strict=True))
+
+
+SHOP = orjson.loads(recording("k6-shop-run")[1].read_bytes())
+
+
+def test_a_real_k6_run_draws_every_chart_and_shows_k6s_threshold_verdicts(
+    shop_page: Path, browser: Browser, artifacts: Path
+) -> None:
+    page, errors = open_page(browser, shop_page)
+    charts = assert_every_chart_drew_its_data(page, expected=6)
+    duration = next(chart for chart in charts if chart["id"] == "duration")
+    assert len(duration["lines"]) == 2  # default (mean) and p95, each once
+    assert threshold_verdicts(page) == k6_threshold_results(SHOP["metrics"])
+    shown = facts(page)  # k6's own mean and p95, exact: no estimate sign
+    k6 = SHOP["metrics"]["http_req_duration"]
+    assert shown["http_req_duration mean"] == f"{k6['avg']:.2f} ms"
+    assert shown["http_req_duration p95"] == f"{k6['p(95)']:.2f} ms"
+    assert "≈" not in page.inner_text("body")
     assert "Not in the archive" not in page.inner_text("body")
     page.screenshot(path=str(artifacts / "k6-shop-run.png"), full_page=True)
     assert errors == []
+
+
+# (run id, "title (unit)") of every regression marker drawn on the trend charts.
+MARKED = """() => window.reportCharts.flatMap(c => c.plot.series.flatMap((s, i) =>
+  s.label !== "regression" ? [] : c.plot.data[i].flatMap((v, at) =>
+    v == null ? [] : [[c.labels[at], c.title + " (" + c.unit + ")"]])))"""
 
 
 def test_many_runs_draw_their_trends_and_a_run_without_records_says_what_is_unknown(
@@ -150,18 +202,116 @@ def test_many_runs_draw_their_trends_and_a_run_without_records_says_what_is_unkn
     text = page.inner_text("body")
     assert "Regressions: worse than the median of the previous 5 runs" in text
     assert "Run dates unknown" in text and "Not in the archive: test, dates" in text
+    # Each regression listed at the top is marked on its trend chart at its run, and only
+    # those: the marker line's drawn points.
+    listed = page.locator("table.regressions tbody tr")
+    rows = {
+        (cells[0], cells[2])
+        for cells in (listed.nth(i).locator("td").all_inner_texts() for i in range(listed.count()))
+    }
+    assert rows == {tuple(marked) for marked in page.evaluate(MARKED)}
+    assert len(rows) >= 3
+    # Runs without a p95 threshold have their p95 estimated: the chart says so.
+    assert "≈ estimated for some runs" in page.inner_text("#chart-trend-p95 h3")
+    assert "≈" not in page.inner_text("#chart-trend-mean h3")
     page.screenshot(path=str(artifacts / "trends.png"), full_page=True)
     assert errors == []
 
 
-def test_png_output_is_the_pages_charts(shop_page: Path, browser: Browser, tmp_path: Path) -> None:
-    # Its own process: this thread's event loop belongs to the module's browser.
-    archive, out = shop_page.parent / "archive", tmp_path / "png"
-    command = [sys.executable, "-m", "harvester", "report", str(archive),
-               "--format", "png", "--out", str(out)]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.count("report written to") == 6
-    files = sorted(path.name for path in out.iterdir())
-    assert len(files) == 6 and all(name.startswith("run-") for name in files)
-    assert all((out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in files)
+def test_a_v6_archive_draws_the_same_page_and_says_which_figures_are_estimates(
+    v6_page: Path, browser: Browser, artifacts: Path
+) -> None:
+    page, errors = open_page(browser, v6_page)
+    assert_every_chart_drew_its_data(page, expected=6)
+    assert threshold_verdicts(page) == k6_threshold_results(SHOP["metrics"])
+    checks = page.locator("table.checks tbody tr")
+    assert checks.count() == 4  # from the v6 check records
+    shown = facts(page)
+    assert shown["http_req_duration mean"].startswith("≈ ")
+    assert shown["http_req_duration mean"].endswith(" ms (estimate)")
+    k6 = SHOP["metrics"]["http_req_duration"]
+    assert shown["http_req_duration p95"] == f"{k6['p(95)']:.2f} ms"  # from its threshold
+    assert shown["status"] == "completed"
+    assert shown["requests (http_reqs)"].endswith(" (estimate)")  # from per-second series
+    assert "Estimates (the archive has no exact figure): ≈ mean: estimated" in page.inner_text(
+        "body"
+    )
+    page.screenshot(path=str(artifacts / "v6.png"), full_page=True)
+    assert errors == []
+
+
+def png_facts(data: bytes) -> tuple[int, int, int]:
+    """(width, height, distinct pixel rows) of a PNG, read with the standard library: its
+    signature, every chunk's CRC, IHDR, and the IDAT stream inflated to exactly its rows."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", b""
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert zlib.crc32(kind + body) == crc, kind
+        header = body if kind == b"IHDR" else header
+        idat += body if kind == b"IDAT" else b""
+        pos += 12 + length
+    width, height, depth, colour = struct.unpack(">IIBB", header[:10])
+    stride = 1 + width * {0: 1, 2: 3, 4: 2, 6: 4}[colour] * depth // 8
+    pixels = zlib.decompress(idat)
+    assert len(pixels) == height * stride
+    return width, height, len({pixels[i : i + stride] for i in range(0, len(pixels), stride)})
+
+
+def test_png_output_is_one_drawn_file_per_chart(
+    trends_page: Path, browser: Browser, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive, out = trends_page.parent / "archive", tmp_path / "png"
+    args = ["report", str(archive), "--format", "png", "--out", str(out)]
+    # In a thread of its own: Playwright's sync API will not start where the module's
+    # browser already runs an event loop (this thread).
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(main, args).result() == 0
+    written = [line.removeprefix("report written to ") for line in
+               capsys.readouterr().out.splitlines()]  # fmt: skip
+    # The charts of the page as a person sees it at the PNG width, in page order.
+    page = browser.new_page(viewport={"width": png.WIDTH, "height": 800})
+    page.goto(trends_page.as_uri())
+    page.wait_for_function("window.reportReady === true")
+    charts = page.evaluate(CHART_BOXES)
+    assert len(charts) == 5 + 6  # the trends and the newest run's charts
+    assert written == [str(out / f"{c['section']}-{c['chart']}.png") for c in charts]
+    assert sorted(path.name for path in out.iterdir()) == sorted(Path(w).name for w in written)
+    for chart, path in zip(charts, written, strict=True):
+        width, height, rows = png_facts(Path(path).read_bytes())
+        # The element's box in CSS pixels (scale 1), to the whole pixels it touches.
+        assert abs(width - chart["width"]) < 2 and abs(height - chart["height"]) < 2, path
+        assert rows > 40, path  # axes, labels and lines drawn, not a blank box
+
+
+CHART_BOXES = """() => [...document.querySelectorAll("section .chart")].map(e => ({
+  section: e.closest("section").id, chart: e.dataset.chart,
+  width: e.getBoundingClientRect().width, height: e.getBoundingClientRect().height,
+}))"""
+
+
+def test_png_output_without_a_browser_or_a_writable_folder_is_one_line(
+    trends_page: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    archive = str(trends_page.parent / "archive")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("HARVESTER_CHROMIUM", str(tmp_path / "no-chromium"))
+    cases = [(tmp_path / "png", "not an executable", 2), (blocker / "png", "cannot create", 1)]
+    for out, said, code in cases:
+        assert main(["report", archive, "--format", "png", "--out", str(out)]) == code
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and said in err and "Traceback" not in err
+    monkeypatch.delenv("HARVESTER_CHROMIUM")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert main(["report", archive, "--format", "png", "--out", str(tmp_path / "p")]) == 2
+    assert "needs Chromium, which is not installed" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "playwright.sync_api", None)
+    assert main(["report", archive, "--format", "png", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "needs Playwright" in err and "pip install 'k6-harvester[png]'" in err

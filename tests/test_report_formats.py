@@ -18,7 +18,9 @@ from harvester.cli import main
 from harvester.formats import parquet as parquet_format
 from harvester.report import ReportOptions, build_page
 from harvester.report import source as report_source
+from harvester.report.facts import header_of, threshold_rows
 from harvester.report.run import read_run
+from harvester.report.series import Serie, from_v6, method_name, number
 from harvester.simulator.generated import generate_cloud
 from tests.k6_helpers import RECORDINGS, SIM_TOKEN, recording
 from tests.report_helpers import K6_RUN_ID, harvest, harvest_cloud, harvest_k6, serving
@@ -189,3 +191,45 @@ def test_points_missing_beside_their_sidecar_are_named(
     assert main(["report", str(archive), "--out", str(tmp_path / "r.html")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "4242.points.ndjson" in err and "Traceback" not in err
+
+
+def test_a_date_layout_archive_of_points_is_found_and_drawn(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=2, metrics=30, points=20, tests=2, projects=1)
+    archive = harvest_cloud(cloud, tmp_path, "--layout", "date", "--format", "points")
+    assert not list(tmp_path.glob("*.meta.ndjson"))  # the runs are under YYYY/MM/DD/
+    runs = runs_of(archive)
+    assert len(runs) == 2 and all(drawn(run) > 100 for run in runs)
+
+
+def test_v5_methods_are_shown_under_their_v2_names() -> None:
+    names = {"histogram_avg": "mean", "histogram_quantile(0.95)": "p95",
+             "histogram_quantile(0.999)": "p99.9", "histogram_count_increase": "count",
+             "increase": "sum", "increase_nz": "sum", "increase_z": "fails",
+             "increase_total": "count", "ratio": "mean", "last": "last", "p95": "p95",
+             None: "default", "value": None, "histogram_count_value": None}  # fmt: skip
+    assert {method: method_name(method) for method in names} == names
+    got = from_v6(
+        {"method": "histogram_avg", "metric": "http_req_duration"},
+        {"metric": {"__name__": "http_req_duration", "test_run_id": "7", "status": "200"},
+         "values": [[1, "1.5"], [2, "NaN"], [3, 2], [4, None], [5, "x"]]},
+    )  # fmt: skip
+    assert got == Serie("http_req_duration", (("status", "200"),), "mean", [(1.0, 1.5), (3.0, 2.0)])
+    assert [number(v) for v in (True, float("inf"), "1e3", [1])] == [None, None, 1000.0, None]
+
+
+def test_a_v6_threshold_it_could_not_compute_is_said_so_after_the_crossed_ones() -> None:
+    records: list[dict[str, Any]] = [
+        {"metric": "x", "expression": "p(95)<1", "query": None, "value": None,
+         "crossed": None, "computed": True, "reason": "the run has no metric 'x'"},
+        {"metric": "checks", "expression": "rate>0.9", "value": 0.5, "crossed": True},
+        {"metric": "a", "expression": "count>1", "value": 5.0, "crossed": False},
+    ]  # fmt: skip
+    rows = threshold_rows(records, [])
+    assert [row["metric"] for row in rows] == ["checks", "a", "x"]
+    assert rows[-1]["reason"] == "the run has no metric 'x'" and rows[-1]["crossed"] is None
+    run = {"id": 7, "status": "aborted", "result": "error", "created": "2026-01-01T00:00:00Z"}
+    header, unknown = header_of(7, {"run": [run], "metric": [], "summary": []},
+                                {"http_reqs": (None, False), "iterations": (None, False)},
+                                rows)  # fmt: skip
+    assert header["result"] == "error: the run did not complete" and header["started"] is None
+    assert header["status"] == "aborted" and unknown == []

@@ -34,6 +34,8 @@ def chromium() -> Iterator[Browser]:
         raise ConfigError(f"PNG output needs Playwright and Chromium: {INSTALL_HINT}") from None
     if path is None:
         raise ConfigError(f"PNG output needs Chromium, which is not installed: {INSTALL_HINT}")
+    if not os.access(path, os.X_OK):
+        raise ConfigError(f"the browser {path} is not an executable: {INSTALL_HINT}")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=path, args=ARGS)
         try:

@@ -50,7 +50,7 @@
           spanGaps: true, points: { show: spec.x.length < 60 } });
       }
     });
-    var record = { id: spec.id, title: spec.title, drawn: 0, plot: null };
+    var record = { id: spec.id, title: spec.title, unit: spec.unit, labels: spec.labels, drawn: 0, plot: null };
     var opts = {
       width: Math.max(600, parent.clientWidth - 8), height: 240, series: series,
       scales: { x: { time: spec.time !== false } },
@@ -71,7 +71,7 @@
       ["run", h.run], ["test", h.test === undefined ? "unknown" : (h.test_name ? h.test_name + " (" + h.test + ")" : h.test)],
       ["project", h.project === null || h.project === undefined ? "unknown" : h.project],
       ["status", h.status || "unknown"], ["created", when(h.created)], ["result", h.result || "unknown"],
-      ["started", when(h.started)], ["requests (http_reqs)", num(h.http_reqs, 0)],
+      ["started", when(h.started)], ["requests (http_reqs)", (h.estimated || {}).requests ? "≈ " + num(h.http_reqs, 0) + " (estimate)" : num(h.http_reqs, 0)],
       ["ended", when(h.ended)], ["iterations", num(h.iterations, 0)],
     ];
     var f = h.figures || {}, est = h.estimated || {};
