@@ -49,6 +49,10 @@ class RunOutcome:
 
 #: Finished runs waiting for their commit; each holds only a file handle.
 PUBLISH_QUEUE = 64
+#: Runs committed at once. A commit mostly waits on fsyncs, which the disk serves
+#: together; one at a time fell behind the fetchers on a busy disk (medium: 25 of 40 runs
+#: still to commit when the last answer came, half a second of the job's wall time).
+COMMITS_AT_ONCE = 4
 
 
 async def _next(receive: MemoryObjectReceiveStream[Message]) -> Message | None:
@@ -213,16 +217,38 @@ class Scheduler:
             await publish.send(RunOutcome(message.run_id, False, reason=message.reason))
 
     async def _publisher(self, outcomes: MemoryObjectReceiveStream[RunOutcome]) -> None:
-        """Commits (or aborts) runs in the order they ended; observers hear of a run only
-        once its file is published."""
-        async with outcomes:
+        """Commits (or aborts) runs, `COMMITS_AT_ONCE` at a time; observers hear of the runs
+        in the order they ended, each only once its files are published."""
+        slots = anyio.Semaphore(COMMITS_AT_ONCE)
+        told = anyio.Event()  # set once the run before has been dealt with
+        told.set()
+        async with outcomes, anyio.create_task_group() as tg:
             async for outcome in outcomes:
-                counts = self._counts.pop(outcome.run_id, None)
-                if outcome.ok:
-                    outcome.path = await self.sink.commit(outcome.run_id, counts, outcome.summary)
-                else:
-                    await self.sink.abort(outcome.run_id)
+                await slots.acquire()
+                turn = anyio.Event()
+                tg.start_soon(self._publish, outcome, slots, told, turn)
+                told = turn
+
+    async def _publish(
+        self, outcome: RunOutcome, slots: anyio.Semaphore, before: anyio.Event, turn: anyio.Event
+    ) -> None:
+        try:
+            # A commit begun is finished and told, whatever fails or is cancelled
+            # meanwhile: a published run is always in the state (its first observer).
+            with anyio.CancelScope(shield=True):
+                try:
+                    counts = self._counts.pop(outcome.run_id, None)
+                    if outcome.ok:
+                        path = await self.sink.commit(outcome.run_id, counts, outcome.summary)
+                        outcome.path = path
+                    else:
+                        await self.sink.abort(outcome.run_id)
+                finally:
+                    slots.release()
+                await before.wait()
                 self._ended(outcome)
+        finally:
+            turn.set()
 
     async def _write_summary(self, run_id: int, summary: dict[str, Any]) -> None:
         data = encode("summary", run_id, [summary])

@@ -8,8 +8,8 @@ import errno
 import os
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,13 @@ import pytest
 from aiohttp import web
 from anyio.abc import Process
 
-from harvester import outdir
+from harvester import job, outdir
 from harvester.cli import main
 from harvester.errors import OutputError
 from harvester.job import harvest_job, remove_leftovers
 from harvester.outdir import LOCK_FILE_NAME, DirectoryLock
 from harvester.runfiles import RunFiles
+from harvester.scheduler import RunOutcome
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
@@ -278,3 +279,59 @@ async def test_splitting_compressing_and_hashing_never_run_on_the_event_loop(
         assert not (await harvest_job(settings, targets(cloud))).report.failed
     assert seen["write thread"] >= 2 * 3 and seen["finish thread"] == 2
     assert seen["write loop"] == seen["finish loop"] == 0
+
+
+class SlowFirstCommit:
+    """Around the job's sink: the first run's commit waits until another run's commit
+    has begun (so it fails, after a while, if commits go one at a time)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.begun: list[int] = []
+        self.another_began = anyio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def commit(self, run_id: int, *args: Any) -> Any:
+        self.begun.append(run_id)
+        if len(self.begun) == 1:
+            with anyio.fail_after(10):
+                await self.another_began.wait()
+        else:
+            self.another_began.set()
+        return await self.inner.commit(run_id, *args)
+
+
+class EndOrder:
+    def __init__(self) -> None:
+        self.ended: list[int] = []
+
+    def run_started(self, run_id: int) -> None:
+        pass
+
+    def run_ended(self, outcome: RunOutcome) -> None:
+        self.ended.append(outcome.run_id)
+
+
+async def test_runs_commit_side_by_side_and_are_told_in_the_order_they_ended(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A commit waits on fsyncs: one at a time, a busy disk made the publisher fall behind.
+    wrapped: list[SlowFirstCommit] = []
+    make_sink = job.make_sink
+
+    @contextmanager
+    def slow_first(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        with make_sink(*args, **kwargs) as sink:
+            wrapped.append(SlowFirstCommit(sink))
+            yield wrapped[0]
+
+    monkeypatch.setattr(job, "make_sink", slow_first)
+    order = EndOrder()
+    settings = settings_for(simulator, tmp_path, state=str(tmp_path / "state.db"))
+    result = await harvest_job(settings, targets(cloud), observers=[order])
+    assert not result.report.failed and len(cloud.runs) > 1
+    # The first run waited for another's commit, and was still told of first.
+    assert order.ended == wrapped[0].begun and sorted(order.ended) == sorted(cloud.runs)
+    assert_exact(cloud, tmp_path)
