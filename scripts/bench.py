@@ -77,7 +77,7 @@ def run_size(ns: argparse.Namespace, name: str, work: Path, spawner: Spawner) ->
     if len(set(records.values())) > 1:
         say(f"WARNING: the contenders delivered different numbers of records: {records}")
     return {
-        "dataset": {k: v for k, v in asdict(data).items() if k not in ("urls", "run_ids")},
+        "dataset": data.facts(),
         "min_requests": data.min_requests,
         "naive_runs": bench.naive_runs,
         "median": {k: asdict(v) for k, v in medians.items()},

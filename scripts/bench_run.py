@@ -17,14 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from yarl import URL
 
-from harvester.batching import PROBE_IDS, SeriesBatcher, series_query
+from harvester.backends.v2 import V2Backend
+from harvester.backends.v2_plan import V2Plan
 from harvester.compression import run_id_of
+from harvester.config import load_settings
+from harvester.ratelimit import RateGate
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.requestlog import LoggedRequest, max_in_window
 from harvester.simulator.server import Simulator
+from harvester.stats import HarvestStats
+from harvester.transport import Transport
 
 HERE = Path(__file__).resolve().parent
 TOKEN = "bench-token"
@@ -50,13 +54,31 @@ class DataSet:
     urls: list[str] = field(default_factory=list)  # what the harvester needs, in order
     #: metrics of each run without a serie (k6 Cloud has none for a metric without samples)
     gaps: int = 0
-    ids_per_request: int = 0
-    #: series requests of the planned batches, all runs together (gaps' re-asks apart)
-    series_requests: int = 0
-    #: requests the job's first series request (at most PROBE_IDS ids) adds to its run
-    probe_extra: int = 0
-    #: series requests that re-ask the gaps, all runs together (one batch per run here)
-    reasks: int = 0
+    #: the v2 backend's plan of every run's requests (`V2Backend.minimum_plan`)
+    plan: V2Plan = field(default_factory=V2Plan)
+
+    @property
+    def ids_per_request(self) -> int:
+        return self.plan.ids_per_request
+
+    @property
+    def series_requests(self) -> int:
+        return self.plan.series_requests
+
+    @property
+    def probe_extra(self) -> int:
+        return self.plan.probe_extra
+
+    @property
+    def reasks(self) -> int:
+        return self.plan.reasks
+
+    def facts(self) -> dict[str, object]:
+        """The data set's shape and its plan's figures, for the bench's JSON."""
+        shape = {"name": self.name, "runs": self.runs, "metrics": self.metrics}
+        plan = {"series_requests": self.series_requests, "probe_extra": self.probe_extra}
+        plan |= {"reasks": self.reasks, "ids_per_request": self.ids_per_request}
+        return shape | {"points": self.points, "gaps": self.gaps} | plan
 
     @property
     def min_requests(self) -> int:
@@ -114,6 +136,7 @@ class SimHost:
         self._stop: asyncio.Event | None = None
         self._sim: Simulator | None = None
         self._error: BaseException | None = None
+        self._v2: V2Backend | None = None
         self._thread = threading.Thread(target=self._main, name="simulator", daemon=True)
 
     def __enter__(self) -> SimHost:
@@ -160,38 +183,23 @@ class SimHost:
             await self._stop.wait()
 
     def _plan_run(self, run_id: int, ids: list[str], gaps: list[str]) -> None:
-        """The URLs the harvester needs for a run, batched as the harvester batches: the
-        planned batches, then the ids without a serie asked again together."""
+        """The URLs the harvester needs for a run, as the v2 backend plans them
+        (`V2Backend.minimum_plan`): the planned batches, then the ids without a serie asked
+        again together."""
+        backend = self._backend()
+        before = len(self.data.plan.paths)
+        backend.minimum_plan(self.data.plan, run_id, ids, gaps, points=self.data.points)
+        self.data.urls += [self.base_url + p for p in self.data.plan.paths[before:]]
 
-        def url(path: str, query: str) -> URL:
-            return URL(f"{self.base_url}{V2}{path}?{query}", encoded=True)
-
-        batcher = SeriesBatcher(self.max_url_length)
-        fixed = len(url("/series", series_query(run_id, [], None)).raw_path_qs)
-        # The job's first run asks its smallest batch (at most PROBE_IDS ids) first, the
-        # others plan by the points it measured; then the rest is sized by the points.
-        first_run = not self.data.urls
-        batcher.guess(None if first_run else self.data.points)
-        batches = batcher.plan(ids, fixed)
-        if batches:
-            last = batches[-1]
-            first = last[: PROBE_IDS if first_run else None]
-            batcher.learn_points(self.data.points)
-            rest = ids[: len(ids) - len(last)] + last[len(first) :]
-            steady = len(batcher.plan(ids, fixed))  # as every other run plans
-            batches = [first, *batcher.plan(rest, fixed)]
-            if first_run:
-                self.data.probe_extra = max(0, len(batches) - steady)
-        reasks = batcher.plan(gaps, fixed)
-        self.data.reasks += len(reasks)
-        cost = batcher.id_cost(ids[0]) if ids else 1
-        self.data.ids_per_request = (self.max_url_length - fixed) // cost
-        self.data.series_requests += len(batches)
-        plain = f"test_run_id={run_id}"
-        urls = [url("/metrics", plain)]
-        urls += [url("/series", series_query(run_id, b, None)) for b in batches + reasks]
-        urls += [url("/thresholds", plain), url("/run-overviews", plain)]
-        self.data.urls += [str(u) for u in urls]
+    def _backend(self) -> V2Backend:
+        if self._v2 is None:
+            flags = {"base_url": self.base_url, "token": TOKEN}
+            settings = load_settings({**flags, "max_url_length": self.max_url_length}, environ={})
+            transport = Transport(
+                settings, gate=RateGate.for_settings(settings), stats=HarvestStats()
+            )  # fmt: skip  (never opened: no request)
+            self._v2 = V2Backend(settings, transport)
+        return self._v2
 
     def take_log(self) -> list[LoggedRequest]:
         """Every request answered since the last call (and forget them)."""

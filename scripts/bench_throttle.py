@@ -41,7 +41,7 @@ def run_throttled(
                 f"{sample.throttled} 429s, at most {sample.max_per_second} requests in 1 s"
             )
     return {
-        "dataset": {k: v for k, v in asdict(data).items() if k not in ("urls", "run_ids")},
+        "dataset": data.facts(),
         "min_requests": data.min_requests,
         "samples": [asdict(s) for s in samples],
         "max_per_second": max(s.max_per_second for s in samples),

@@ -11,9 +11,11 @@ from urllib.parse import unquote
 
 import orjson
 import pytest
+from yarl import URL
 
 from harvester.backends.choose import backend_for
 from harvester.backends.v2 import V2Backend
+from harvester.backends.v2_plan import V2Plan
 from harvester.backends.v6 import V6Backend
 from harvester.config import Settings
 from harvester.job import harvest_job
@@ -98,3 +100,22 @@ async def test_the_minimum_the_backend_names_is_what_it_asks(
     assert not result.report.failed
     assert Counter(r.path for r in simulator.log) == Counter(map(unquote, planned))
     assert len(planned) == (2 if given else 3) + len(simulator.requests_for("v5_query"))
+
+
+async def test_the_v2_minimum_the_backend_names_is_what_it_asks(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    """`V2Backend.minimum_plan` (the bench's v2 minimum) names exactly the requests of a
+    harvest, series batches included: the job's first probe of at most 16 ids, then the
+    rest in batches under the URL cap."""
+    settings = settings_for(simulator, tmp_path, max_url_length=400)
+    run_id = min(cloud.runs)
+    ids = [str(m["id"]) for m in cloud.runs[run_id].metrics()]
+    plan = V2Plan()
+    backend(settings).minimum_plan(plan, run_id, ids, [], points=4)
+    result = await harvest_job(settings, [RunTarget(run_id)])
+    assert not result.report.failed
+    wanted = Counter((URL(p).path, tuple(URL(p).query.getall("ids[]", ()))) for p in plan.paths)
+    asked = Counter((r.path, r.ids if r.endpoint == "series" else ()) for r in simulator.log)
+    assert asked == wanted
+    assert plan.series_requests >= 2  # the cap split the series

@@ -20,7 +20,7 @@ from ..projects import project_rows
 from ..records import Message
 from ..run_harvest import RunHarvest
 from ..transport import Transport
-from . import v2_discovery
+from . import v2_discovery, v2_plan
 from .v2_gone import check_v2_gone
 
 if TYPE_CHECKING:
@@ -52,6 +52,15 @@ class V2Backend:
 
     async def after_job(self) -> None:
         await check_v2_gone(self.transport, self.transport.stats)
+
+    def minimum_plan(
+        self, plan: v2_plan.V2Plan, run_id: int, ids: Sequence[str], gaps: Sequence[str], *,
+        points: int,
+    ) -> None:  # fmt: skip
+        """Add what harvesting run `run_id` asks at the least to `plan`, for the bench
+        (`v2_plan.plan_run`)."""
+        max_url = self.settings.max_url_length
+        v2_plan.plan_run(plan, run_id, ids, gaps, points=points, max_url_length=max_url)
 
 
 class V2Fetcher:
