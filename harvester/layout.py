@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .compression import published_run, run_id_of
+from .moments import utc_moment
 
 LAYOUTS = ("flat", "date")
 #: The date layout's directory for a run whose creation date is unknown.
@@ -35,14 +36,7 @@ _YEAR, _MONTH_OR_DAY = re.compile(r"[0-9]{4}"), re.compile(r"[0-9]{2}")
 def parse_created(run: Mapping[str, Any] | None) -> datetime | None:
     """The run's `created` moment (v2 and v6 both name it so), or None when it is missing
     or unreadable. A time without a zone is UTC."""
-    value = run.get("created") if run is not None else None
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return utc_moment(run.get("created") if run is not None else None)
 
 
 def run_dir(layout: str, created: datetime | None) -> str:

@@ -27,12 +27,12 @@ published like every other (fsync, link, then the manifest).
 from __future__ import annotations
 
 import importlib.util
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from ..errors import ConfigError
+from ..moments import utc_moment
 from .points import Serie
 
 ROW_GROUP = 100_000
@@ -172,7 +172,7 @@ def _from_csv(lines: bytes) -> tuple[Any, Any]:
 def _converted(pairs: list[tuple[Any, Any]]) -> tuple[Any, Any]:
     import pyarrow as pa
 
-    times = pa.array([_moment(time) for time, _ in pairs], _time_type())
+    times = pa.array([utc_moment(time) for time, _ in pairs], _time_type())
     return times, pa.array([_float(value) for _, value in pairs], pa.float64())
 
 
@@ -195,13 +195,3 @@ def _tags(tags: Any) -> list[tuple[str, str]]:
 
 def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
-
-
-def _moment(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
