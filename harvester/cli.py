@@ -360,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("harvester: interrupted", file=sys.stderr)
         return EXIT_SIGINT
     except Exception as exc:
-        return _report_error(exc, debug)
+        return report_error(exc, debug)
 
 
 def error_message(exc: BaseException) -> tuple[str, int]:
@@ -378,7 +378,7 @@ def error_message(exc: BaseException) -> tuple[str, int]:
     )
 
 
-def _report_error(exc: BaseException, debug: bool) -> int:
+def report_error(exc: BaseException, debug: bool) -> int:
     if debug:
         import traceback
 
@@ -390,18 +390,3 @@ def _report_error(exc: BaseException, debug: bool) -> int:
 
 def entrypoint() -> NoReturn:
     sys.exit(main())
-
-
-def tap_entrypoint() -> NoReturn:
-    """`tap-harvester --config FILE.json [--state FILE]`: a Singer tap (`singer_tap`)."""
-    from .singer_tap import discover, harvest_argv
-
-    try:
-        found = discover(sys.argv[1:])
-        if found is not None:
-            sys.stdout.buffer.write(found)
-            sys.exit(EXIT_OK)
-        argv = harvest_argv(sys.argv[1:])
-    except Exception as exc:
-        sys.exit(_report_error(exc, debug=False))
-    sys.exit(main(argv))

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -101,3 +102,19 @@ def harvest_argv(argv: Sequence[str], environ: dict[str, str] | None = None) -> 
 def discover(argv: Sequence[str]) -> bytes | None:
     """The catalog when the tap is asked `--discover`, else None."""
     return orjson.dumps(catalog()) + b"\n" if parse_args(argv).discover else None
+
+
+def entrypoint() -> NoReturn:
+    """`tap-harvester --config FILE.json [--state FILE]`: Meltano's call of a tap made a
+    `harvester harvest --format singer` command line, or the catalog for `--discover`."""
+    from .cli import EXIT_OK, main, report_error
+
+    try:
+        found = discover(sys.argv[1:])
+        if found is not None:
+            sys.stdout.buffer.write(found)
+            sys.exit(EXIT_OK)
+        argv = harvest_argv(sys.argv[1:])
+    except Exception as exc:
+        sys.exit(report_error(exc, debug=False))
+    sys.exit(main(argv))

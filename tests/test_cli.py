@@ -231,11 +231,11 @@ def test_an_unreachable_api_during_discovery_is_one_line_and_exit_2(
 def test_an_exception_group_that_reaches_the_exit_point_shows_its_error(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    from harvester.cli import _report_error
+    from harvester.cli import report_error
     from harvester.errors import ConfigError
 
     group = ExceptionGroup("unhandled errors in a TaskGroup", [ConfigError("bad thing")])
-    assert _report_error(ExceptionGroup("outer", [group]), debug=False) == 2
+    assert report_error(ExceptionGroup("outer", [group]), debug=False) == 2
     assert capfd.readouterr().err == "harvester: bad thing\n"
 
 
