@@ -4,6 +4,8 @@ the same run harvested through v2 gives the same totals (issue 10)."""
 
 from __future__ import annotations
 
+import gzip
+import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,8 @@ class HarvestedV6:
                        for r in records if r["type"] == "check"}  # fmt: skip
         self.thresholds = {(r["data"]["metric"], r["data"]["expression"]): r["data"]["crossed"]
                            for r in records if r["type"] == "threshold"}  # fmt: skip
+        self.threshold_values = {(r["data"]["metric"], r["data"]["expression"]): r["data"]["value"]
+                                 for r in records if r["type"] == "threshold"}  # fmt: skip
         assert all(r["data"]["computed"] for r in records if r["type"] == "threshold")
         self.summary = next(r["data"] for r in records if r["type"] == "summary")
 
@@ -89,3 +93,54 @@ def test_v6_harvest_gives_k6_summary_and_the_v2_totals(name: str, tmp_path: Path
     assert got.mean("http_req_duration") == pytest.approx(
         figures["http_req_duration"]["avg"], rel=1e-9
     )
+
+
+def k6_samples(run_file: Path, key: str) -> list[float]:
+    """The values of every Point of a k6 (sub)metric (`http_req_duration{scenario:buy}`)
+    in k6's JSON output: what k6 computes a statistic its summary leaves out from."""
+    name, _, selector = key.partition("{")
+    wanted = dict(part.split(":", 1) for part in selector.removesuffix("}").split(",") if part)
+    values = []
+    with gzip.open(run_file) as lines:
+        for line in lines:
+            item = orjson.loads(line)
+            tags = item["data"].get("tags") or {}
+            if item["type"] == "Point" and item["metric"] == name:
+                if all(tags.get(tag) == value for tag, value in wanted.items()):
+                    values.append(float(item["data"]["value"]))
+    return values
+
+
+def k6_figure(figures: dict[str, Any], key: str, expression: str, run_file: Path) -> float:
+    """k6's own figure for a threshold: the summary's statistic (`p(95)`, `avg`, a Rate's
+    `value`, a Counter's `count` or `rate`); a percentile the summary does not list
+    (`p(99)`) from the recorded points, interpolated between closest ranks as k6 does."""
+    stat = expression.split("<")[0].split(">")[0].split("=")[0].strip()
+    figure = figures[key]
+    if stat in figure:
+        return float(figure[stat])
+    if stat == "rate" and "value" in figure:
+        return float(figure["value"])  # a Rate's share of non-zero samples
+    percent = float(stat.removeprefix("p(").removesuffix(")"))
+    assert percent.is_integer(), stat
+    cuts = statistics.quantiles(k6_samples(run_file, key), n=100, method="inclusive")
+    return cuts[int(percent) - 1]
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_every_threshold_value_is_k6s_own_figure(name: str, tmp_path: Path) -> None:
+    """Not only the verdicts: the value the harvester computes through v5 is the figure
+    k6 printed, submetrics on tags v2 does not tell apart (`scenario`, `name`) included."""
+    run_file, summary_file = recording(name)
+    figures: dict[str, Any] = orjson.loads(summary_file.read_bytes())["metrics"]
+    with simulate("--from-k6", str(run_file), "--summary", str(summary_file),
+                  "--run-id", str(RUN_ID)) as (base_url, _):  # fmt: skip
+        got = harvest_v6(base_url, tmp_path / "v6", "--step", "5")
+    expected = {
+        (key, expression): k6_figure(figures, key, expression, run_file)
+        for key, expression in k6_threshold_results(figures)
+    }
+    assert any("{scenario:" in key for key, _ in expected)
+    assert got.threshold_values.keys() == expected.keys()
+    for threshold, value in expected.items():
+        assert got.threshold_values[threshold] == pytest.approx(value, rel=1e-9), threshold

@@ -9,9 +9,8 @@ Modelling decisions, after how k6 Cloud stores a run:
   group (`group_id`). Every other metric, built-in or custom, is one metric per name.
 - `tags` holds exactly the distinguishing tags, so (name, tags) identifies a metric.
   `group_id` is set on metrics split by group (the root group, path "", included).
-- Ids are 32 hex digits of a BLAKE2b hash of run id + kind + name + distinguishing tags:
-  stable across loads of the same file, distinct across run ids. Threshold ids are
-  31-bit integers hashed the same way.
+- Ids are 32 hex digits of a BLAKE2b hash of run id + kind + name + distinguishing tags
+  (`k6ids.py`): stable across loads of the same file, distinct across run ids.
 - `k6-group` name is the group path without its leading "::" ("home", "a::b"); a
   `k6-url` is (group, url, method, status) with `status` an integer (0: no response).
 - A metric declared but never sampled is listed with tags {} and has no serie.
@@ -21,16 +20,10 @@ Modelling decisions, after how k6 Cloud stores a run:
   rates, sum for counters and max for gauges (the bucket's peak). The `method` echoed is
   the one asked for. For an unknown method `supports_method()` is False and `serie()`
   raises ValueError (the app answers 400).
-- Thresholds come from the Metric lines, written as strings or as objects with
-  `abortOnFail`. k6 does not write thresholds on submetrics
-  (`http_req_duration{scenario:buy}`) into its JSON output, so those are taken from the
-  summary file when one is given, and named by `unserved_submetrics` when not. All
-  figures are computed from the points, over the whole run (for a submetric, over its
-  matching points), by `k6thresholds.py`'s rules (a metric without samples included).
-  `name` is the expression as written ("p(95)<50"), `stat` its aggregation ("p(95)"),
-  `value` its bound, `tainted` means crossed; `tainted_at` is the end of the run
-  (evaluated once, at the end). A threshold k6 does not evaluate (a Rate without
-  samples) has `calculated_value` null and is not tainted.
+- Thresholds: see `k6verdicts.py`.
+- The v5 view (`v5_series`, `v5_buckets`, read by `v5_data.py`): one series per metric
+  and distinct full tag set, every k6 tag a label (the v5 API keeps them all), and one
+  series without labels for a metric declared but never sampled.
 - The test run's duration (`seconds`) is the summary's (`state.testRunDurationMs`, or a
   Counter's count over its rate), else the span from the first to the last point. A
   Counter's `rate` threshold and the overview's `http_reqs_avg` are per second of it.
@@ -41,9 +34,11 @@ Modelling decisions, after how k6 Cloud stores a run:
   crossed and the run lasted past its `delayAbortEval`), processing_status 2,
   result_status 1 when a threshold was crossed, vus the peak of the `vus` gauge.
 
-Memory: the raw lines are not kept. Each sample costs 8 bytes (a float in an
-`array('d')` per metric and bucket, plus up to ~12% array slack), and each (metric,
-bucket) about 150 bytes; a sample that also matches a submetric threshold costs 8 more.
+Memory: the raw lines are not kept. Each sample costs 16 bytes (a float in an
+`array('d')` per bucket of its v2 metric and one of its v5 series, plus up to ~12% array
+slack), each (series, bucket) about 150 bytes, and each distinct tag set a tuple of
+references to (tag, value) pairs shared by all sets (`k6reader.Samples`); a sample that
+also matches a submetric threshold costs 8 more.
 Evaluating a threshold briefly copies its metric's samples (8 bytes each) and, for a
 percentile, holds the smaller side of the cut as Python floats (p(95): 5% of them, ~40
 bytes each). Everything a summary needs except percentiles is recoverable
@@ -52,15 +47,14 @@ from the series: count and sum add up, mean is the count-weighted mean, min/max 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import statistics
 from array import array
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from itertools import chain
 from pathlib import Path
 
+from harvester.simulator.k6ids import hex_id, iso
 from harvester.simulator.k6methods import DEFAULT_METHODS, aggregator, supports_method
 from harvester.simulator.k6reader import (
     K6OutputError,
@@ -71,13 +65,8 @@ from harvester.simulator.k6reader import (
     collect_samples,
     summary_facts,
 )
-from harvester.simulator.k6thresholds import (
-    SplitKey,
-    ThresholdDecl,
-    Verdict,
-    aborted,
-    judge_threshold,
-)
+from harvester.simulator.k6thresholds import SplitKey
+from harvester.simulator.k6verdicts import RunThresholds
 from harvester.simulator.model import JsonObject
 
 __all__ = ["DEFAULT_METHODS", "K6OutputError", "K6Run", "load_k6_run", "supports_method"]
@@ -90,28 +79,6 @@ _SPLIT_TAGS: dict[str, tuple[str, ...]] = {
     "checks": ("check", "group"),
     "group_duration": ("group",),
 }
-
-
-# --- ids and times --------------------------------------------------------------------
-
-
-def _hex_id(*parts: object) -> str:
-    return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).hexdigest()
-
-
-def _int_id(*parts: object) -> int:
-    return int(_hex_id(*parts)[:8], 16) & 0x7FFFFFFF
-
-
-def _iso(epoch: float, whole_seconds: bool = False) -> str:
-    moment = datetime.fromtimestamp(epoch, UTC)
-    spec = "seconds" if whole_seconds else "microseconds"
-    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
-
-
-def _pg_time(epoch: float, timespec: str = "seconds") -> str:
-    """Times in `calc_state` look like Python's str(datetime) in the docs' example."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(sep=" ", timespec=timespec)
 
 
 def split_tags(name: str, tags: dict[str, str]) -> SplitKey:
@@ -148,9 +115,14 @@ class K6Run:
         for key in sorted(samples.series):
             self._add_metric(key[0], samples.series[key].tags, samples.series[key])
         sampled = {s.name for s in samples.series.values()}
-        for name in sorted(samples.decls.keys() - sampled):
+        unsampled = sorted(samples.decls.keys() - sampled)
+        for name in unsampled:
             self._add_metric(name, {}, None)
-        self._verdicts = [(decl, self._judge(decl)) for decl in samples.thresholds]
+        self._labelled = sorted(samples.labelled.items())
+        self._labelled += [((name, ()), {}) for name in unsampled]
+        self._thresholds = RunThresholds(
+            samples, source=source, seconds=self.seconds, all_samples=self._all_samples
+        )
         self._run = self._build_run(test_id, organization_id)
 
     @property
@@ -179,14 +151,7 @@ class K6Run:
         a submetric for each one a threshold names, and writes those thresholds only to
         its summary. (It declares `http_req_duration{expected_response:true}` for its own
         end-of-test figures, threshold or not: that one is not named.)"""
-        served = {(t.metric, tuple(sorted(t.tags.items()))) for t, _ in self._verdicts}
-        return [
-            sub.name
-            for decl in self._samples.decls.values()
-            for sub in decl.submetrics
-            if (decl.name, tuple(sorted(sub.tags.items()))) not in served
-            and sub.tags != {"expected_response": "true"}
-        ]
+        return self._thresholds.unserved_submetrics()
 
     def metrics(self) -> list[JsonObject]:
         return [detail["k6-metric"] for detail in self._details.values()]
@@ -208,37 +173,40 @@ class K6Run:
             return None
         whole = float(width).is_integer()
         values = [
-            {"timestamp": _iso(round(index * width, 6), whole), "value": reduce(bucket)}
+            {"timestamp": iso(round(index * width, 6), whole), "value": reduce(bucket)}
             for index, bucket in sorted(series.buckets.items())
         ]
         return {
             "agg": {},
-            "id": _hex_id(self._run_id, "serie", metric_id, name),
+            "id": hex_id(self._run_id, "serie", metric_id, name),
             "method": name,
             "metric_id": metric_id,
             "test_run_id": self._run_id,
             "values": values,
         }
 
-    def sample_buckets(self, metric_id: str) -> list[tuple[float, Sequence[float]]] | None:
-        """The metric's samples per bucket, (bucket start in epoch seconds, samples) in
-        time order, for the v5 routes (`v5_data.py`); None for an unknown id."""
-        series = self._series.get(metric_id)
-        if series is None:
-            return None
+    def v5_series(self) -> list[tuple[str, str, SplitKey]]:
+        """(metric name, type, full k6 tag set) of each v5 series, for `v5_data.py`; the
+        series at index i has its samples from `v5_buckets(i)`."""
+        decls = self._samples.decls
+        return [(name, decls[name].type, tags) for (name, tags), _ in self._labelled]
+
+    def v5_buckets(self, index: int) -> list[tuple[float, Sequence[float]]]:
+        """The samples of v5 series `index` per bucket, (bucket start in epoch seconds,
+        samples in file order), in time order; the arrays are the run's own, not copies."""
+        buckets = self._labelled[index][1]
         width = self._samples.bucket_seconds
-        return [(round(i * width, 6), series.buckets[i]) for i in sorted(series.buckets)]
+        return [(round(i * width, 6), buckets[i]) for i in sorted(buckets)]
 
     def thresholds(self) -> tuple[list[JsonObject], list[JsonObject]]:
-        pairs = [self._threshold_objects(decl, verdict) for decl, verdict in self._verdicts]
-        return [metric for metric, _ in pairs], [threshold for _, threshold in pairs]
+        return self._thresholds.objects(self._run_id, self._metric_object)
 
     def overview(self) -> JsonObject:
         checks, urls = self._named("checks"), self._named("http_reqs")
         good_urls = [s for s in urls if 0 < _status(s.tags) < 400]
         durations = self._all_samples("http_req_duration")
         requests = sum(math.fsum(s.samples()) for s in urls)
-        crossed = sum(v.crossed for _, v in self._verdicts)
+        crossed = self._thresholds.crossed
         return {
             "checks_hits_successes": sum(1 for s in checks for v in s.samples() if v),
             "checks_hits_total": sum(s.count for s in checks),
@@ -247,8 +215,8 @@ class K6Run:
             "http_req_duration_avg": statistics.fmean(durations) if durations else 0.0,
             "http_reqs_avg": requests / self.seconds if self.seconds > 0 else 0.0,
             "test_run_id": self._run_id,
-            "thresholds_successes": len(self._verdicts) - crossed,
-            "thresholds_total": len(self._verdicts),
+            "thresholds_successes": len(self._thresholds.judged) - crossed,
+            "thresholds_total": len(self._thresholds.judged),
             "urls_hits_successes": int(sum(math.fsum(s.samples()) for s in good_urls)),
             "urls_hits_total": int(requests),
             "urls_successes": len(good_urls),
@@ -283,18 +251,18 @@ class K6Run:
 
     def _add_metric(self, name: str, tags: dict[str, str], series: SampleSeries | None) -> None:
         run = self._run_id
-        metric_id = _hex_id(run, "metric", name, *sorted(tags.items()))
+        metric_id = hex_id(run, "metric", name, *sorted(tags.items()))
         group = tags.get("group")
         detail: JsonObject = {}
         ids: dict[str, str | None] = {"check_id": None, "group_id": None, "url_id": None}
         if group is not None:
-            ids["group_id"] = _hex_id(run, "group", group)
+            ids["group_id"] = hex_id(run, "group", group)
             detail["k6-group"] = {"id": ids["group_id"], "name": group.removeprefix("::")}
         if "check" in tags:
-            ids["check_id"] = _hex_id(run, "check", group, tags["check"])
+            ids["check_id"] = hex_id(run, "check", group, tags["check"])
             detail["k6-check"] = {"id": ids["check_id"], "name": tags["check"]}
         if "url" in tags:
-            ids["url_id"] = _hex_id(run, "url", group, tags["method"], tags["status"], tags["url"])
+            ids["url_id"] = hex_id(run, "url", group, tags["method"], tags["status"], tags["url"])
             url = {"method": tags["method"], "status": _status(tags), "url": tags["url"]}
             detail["k6-url"] = {"id": ids["url_id"], **url}
         detail["k6-metric"] = self._metric_object(metric_id, name, tags, **ids)
@@ -302,60 +270,21 @@ class K6Run:
         if series is not None:
             self._series[metric_id] = series
 
-    def _judge(self, decl: ThresholdDecl) -> Verdict:
-        known = self._samples.decls.get(decl.metric)
-        if decl.tags:
-            wanted = tuple(sorted(decl.tags.items()))
-            values: Sequence[float] = self._samples.submetric_samples[decl.metric][wanted]
-        else:
-            values = self._all_samples(decl.metric)
-        try:
-            return judge_threshold(
-                decl.expression, known.type if known else None, values, self.seconds
-            )
-        except ValueError as exc:
-            raise K6OutputError(f"{exc} on {decl.metric}", path=self._source) from None
-
-    def _threshold_objects(
-        self, decl: ThresholdDecl, verdict: Verdict
-    ) -> tuple[JsonObject, JsonObject]:
-        first, last = self._samples.first, self._samples.last
-        threshold_id = _int_id(self._run_id, "threshold", *decl.key)
-        metric = self._metric_object(f"threshold_{threshold_id}", decl.metric, decl.tags)
-        threshold = {
-            "calc_state": {
-                "max_created_at": _pg_time(last, "microseconds"),
-                "max_time": _pg_time(last),
-                "min_time": _pg_time(first),
-                "tainted_value": verdict.calculated if verdict.crossed else None,
-            },
-            "calculated_value": verdict.calculated,
-            "id": threshold_id,
-            "metric_id": metric["id"],
-            "name": decl.expression,
-            "stat": verdict.stat,
-            "tainted": verdict.crossed,
-            "tainted_at": _iso(last) if verdict.crossed else None,
-            "testrun_id": self._run_id,
-            "value": verdict.bound,
-        }
-        return metric, threshold
-
     def _build_run(self, test_id: int, organization_id: int) -> JsonObject:
         first, last = self._samples.first, self._samples.last
-        by_threshold = aborted(self._verdicts, self.seconds)
+        by_threshold = self._thresholds.aborted
         return {
             "id": self._run_id,
             "test_id": test_id,
             "project_id": self._project_id,
             "organization_id": organization_id,
-            "created": _iso(first),
-            "started": _iso(first),
-            "ended": _iso(last),
+            "created": iso(first),
+            "started": iso(first),
+            "ended": iso(last),
             "duration": round(self.seconds),
             "run_status": 8 if by_threshold else 3,
             "processing_status": 2,
-            "result_status": int(any(v.crossed for _, v in self._verdicts)),
+            "result_status": int(self._thresholds.crossed > 0),
             "vus": int(max(self._all_samples("vus"), default=0)),
             "note": f"imported from k6 output {self._source.name}",
             "export": None,

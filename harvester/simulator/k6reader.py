@@ -178,6 +178,8 @@ def _point(obj: dict[str, Any]) -> Point:
     tags = data.get("tags") or {}
     if not isinstance(tags, dict):
         raise TypeError("tags is not an object")
+    if not all(type(v) is str for v in tags.values()):  # k6 writes strings; labels are
+        tags = {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in tags.items()}
     moment = datetime.fromisoformat(data["time"])
     if moment.tzinfo is None:  # k6 always writes an offset; read a bare time as UTC
         moment = moment.replace(tzinfo=UTC)
@@ -225,19 +227,33 @@ class SampleSeries:
             yield from self.buckets[index]
 
 
+#: One distinct k6 tag set, sorted by key: a v5 series of its metric.
+LabelKey = tuple[tuple[str, str], ...]
+#: The time buckets of one series: bucket index -> its samples in file order.
+Buckets = dict[int, "array[float]"]
+
+
 @dataclass(slots=True)
 class Samples:
-    """What one pass over a k6 output file keeps: declarations and bucketed samples."""
+    """What one pass over a k6 output file keeps: declarations and bucketed samples, once
+    per metric and distinguishing tags (`series`, the v2 view) and once per metric and
+    full tag set (`labelled`, the v5 view: every k6 tag is a label)."""
 
     bucket_seconds: float
     stats: ReadStats = field(default_factory=ReadStats)
     decls: dict[str, MetricDecl] = field(default_factory=dict)
     series: dict[tuple[str, SplitKey], SampleSeries] = field(default_factory=dict)
+    labelled: dict[tuple[str, LabelKey], Buckets] = field(default_factory=dict)
     thresholds: list[ThresholdDecl] = field(default_factory=list)
     #: metric -> submetric tags -> samples, for submetrics that carry thresholds.
     submetric_samples: dict[str, dict[SplitKey, array[float]]] = field(default_factory=dict)
     first: float = math.inf
     last: float = -math.inf
+    #: (metric, full tag set) -> where its samples go: found with one lookup per sample.
+    _routes: dict[tuple[str, LabelKey], tuple[Buckets, Buckets]] = field(default_factory=dict)
+    #: One shared copy of each (tag, value) pair, so that many tag sets that differ in
+    #: one tag cost a tuple of references each, not copies of every pair and string.
+    _pairs: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
 
     def watch(self, threshold: ThresholdDecl, *, listed: bool = True) -> None:
         """Keep the samples matching a submetric threshold's tags from now on, and list
@@ -248,16 +264,19 @@ class Samples:
         if listed and threshold.key not in {t.key for t in self.thresholds}:
             self.thresholds.append(threshold)
 
-    def add(self, point: Point, key: SplitKey) -> None:
-        """Keep one sample under its metric, distinguishing tags and time bucket."""
-        series = self.series.get((point.metric, key))
-        if series is None:
-            series = self.series[point.metric, key] = SampleSeries(point.metric, dict(key))
+    def add(self, point: Point, split: Callable[[str, dict[str, str]], SplitKey]) -> None:
+        """Keep one sample under its time bucket in both views; `split` picks the
+        distinguishing tags of a tag set not seen before."""
+        full = tuple(sorted(point.tags.items()))
+        routes = self._routes.get((point.metric, full))
+        if routes is None:
+            routes = self._route(point.metric, full, split(point.metric, point.tags))
         index = math.floor(point.time / self.bucket_seconds)
-        bucket = series.buckets.get(index)
-        if bucket is None:
-            bucket = series.buckets[index] = array("d")
-        bucket.append(point.value)
+        for buckets in routes:
+            bucket = buckets.get(index)
+            if bucket is None:
+                bucket = buckets[index] = array("d")
+            bucket.append(point.value)
         if point.time < self.first:  # plain comparisons: this runs once per sample
             self.first = point.time
         if point.time > self.last:
@@ -265,6 +284,15 @@ class Samples:
         for wanted, samples in self.submetric_samples.get(point.metric, {}).items():
             if all(point.tags.get(k) == v for k, v in wanted):
                 samples.append(point.value)
+
+    def _route(self, metric: str, full: LabelKey, key: SplitKey) -> tuple[Buckets, Buckets]:
+        shared = tuple(self._pairs.setdefault(pair, pair) for pair in full)
+        series = self.series.get((metric, key))
+        if series is None:
+            series = self.series[metric, key] = SampleSeries(metric, dict(key))
+        routes = series.buckets, self.labelled.setdefault((metric, shared), {})
+        self._routes[metric, shared] = routes
+        return routes
 
 
 def collect_samples(
@@ -294,7 +322,7 @@ def collect_samples(
                 for spec in sub.thresholds:
                     got.watch(ThresholdDecl(item.name, dict(sub.tags), spec))
         elif item.metric in got.decls:
-            got.add(item, split(item.metric, item.tags))
+            got.add(item, split)
         elif skip_bad_lines:
             got.stats.bad_lines += 1
         else:

@@ -1,16 +1,23 @@
 """A run's data as the v5 metrics API sees it: metric names, labels, and query results.
 
 Built over the same `RunData` the v2 routes serve, so one run reads the same through
-either API. Each v2 metric (a name and its distinguishing tags) is one v5 series whose
-labels are its tags, with keys that are not label names (`région`) sanitized to `_`.
+either API. A recorded k6 run (`HasLabelSets`, `K6Run.v5_series`) has one v5 series per
+metric and distinct full k6 tag set, as the live API keeps every k6 tag as a label
+(`scenario`, `name`, `expected_response`, custom tags ...); a generated run has one per
+v2 metric (a name and its distinguishing tags). Tag keys that are not label names
+(`région`) are sanitized to `_`.
+
 Per time bucket the simulator keeps count, sum, min, max, last, non-zero count and sum of
-squares; a recorded k6 run (`K6Run.sample_buckets`) also keeps the samples, so every
-method is exact there, quantiles included. Generated runs take the figures from their v2
-series of each aggregation; their quantiles interpolate between min and max.
+squares; a recorded k6 run also keeps the samples (references to the run's own arrays,
+not copies), so every method is exact there, quantiles included. Generated runs take the
+figures from their v2 series of each aggregation; their quantiles interpolate between
+min and max.
 
 A range query merges buckets into epoch-aligned windows of `step` seconds and series
 into one per combination of the `by` labels; an aggregate query is one window over
-[start, end).
+[start, end). Each window is combined once from all its buckets (the samples are joined
+only for a quantile), so a query costs time linear in the buckets it reads, however
+many label sets the run has; `last` is the latest bucket's.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 from typing import Protocol, runtime_checkable
 
 from harvester.simulator.k6thresholds import quantile
@@ -41,8 +49,13 @@ def label_name(key: str) -> str:
 
 
 @runtime_checkable
-class HasSamples(Protocol):
-    def sample_buckets(self, metric_id: str) -> list[tuple[float, Sequence[float]]] | None:
+class HasLabelSets(Protocol):
+    """A run that keeps its samples per full label set (a recorded k6 run)."""
+
+    def v5_series(self) -> Sequence[tuple[str, str, Sequence[tuple[str, str]]]]:
+        """(metric name, type, tags) of each series; `v5_buckets(i)` is the i-th's."""
+
+    def v5_buckets(self, index: int) -> list[tuple[float, Sequence[float]]]:
         """(bucket start in epoch seconds, the bucket's samples), in time order."""
 
 
@@ -57,7 +70,8 @@ class Bucket:
     last: float
     nonzero: int
     sumsq: float
-    samples: list[float] | None = None
+    #: The samples, as the run's own sequences (never copied); None: not kept.
+    parts: tuple[Sequence[float], ...] | None = None
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Bucket:
@@ -69,27 +83,29 @@ class Bucket:
             values[-1],
             sum(1 for v in values if v),
             math.fsum(v * v for v in values),
-            list(values),
+            (values,),
         )
 
-    def merge(self, other: Bucket) -> Bucket:
-        both = None if self.samples is None or other.samples is None else self.samples
-        if both is not None and other.samples is not None:
-            both = both + other.samples
-        return Bucket(
-            self.count + other.count,
-            self.total + other.total,
-            min(self.low, other.low),
-            max(self.high, other.high),
-            other.last,
-            self.nonzero + other.nonzero,
-            self.sumsq + other.sumsq,
-            both,
+    @classmethod
+    def combined(cls, buckets: Sequence[Bucket]) -> Bucket:
+        """One bucket of several, in time order (the last one's `last` is the latest)."""
+        if len(buckets) == 1:
+            return buckets[0]
+        kept = [b.parts for b in buckets]
+        return cls(
+            sum(b.count for b in buckets),
+            math.fsum(b.total for b in buckets),
+            min(b.low for b in buckets),
+            max(b.high for b in buckets),
+            buckets[-1].last,
+            sum(b.nonzero for b in buckets),
+            math.fsum(b.sumsq for b in buckets),
+            None if None in kept else tuple(chain.from_iterable(p for p in kept if p)),
         )
 
     def quantile(self, q: float) -> float:
-        if self.samples is not None:
-            return quantile(sorted(self.samples), q)
+        if self.parts is not None:
+            return quantile(sorted(chain.from_iterable(self.parts)), q)
         return self.low + q * (self.high - self.low)
 
     def stddev(self) -> float:
@@ -180,27 +196,37 @@ def _from_v2(data: RunData, metric_id: str) -> list[tuple[float, Bucket]]:
     return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Series:
-    """One v2 metric as a v5 series."""
+    """One v5 series: a k6 tag set of a recorded run (`source` its index), or a v2
+    metric of a generated one (`source` its id)."""
 
-    metric_id: str
+    source: str | int
     name: str
     type: str
     labels: dict[str, str]
 
 
+def _series_of(data: RunData) -> list[Series]:
+    if isinstance(data, HasLabelSets):
+        return [
+            Series(at, name, kind, {label_name(k): v for k, v in tags})
+            for at, (name, kind, tags) in enumerate(data.v5_series())
+        ]
+    return [
+        Series(m["id"], m["name"], m["type"], {label_name(k): str(v) for k, v in tags.items()})
+        for m in data.metrics()
+        if isinstance(m.get("type"), str) and isinstance(tags := m.get("tags") or {}, dict)
+    ]
+
+
 class V5View:
-    """The v5 answers of one run, computed on demand; buckets are kept per metric."""
+    """The v5 answers of one run, computed on demand; buckets are kept per series."""
 
     def __init__(self, data: RunData) -> None:
         self.data = data
-        self.series = [
-            Series(m["id"], m["name"], m["type"], {label_name(k): str(v) for k, v in tags.items()})
-            for m in data.metrics()
-            if isinstance(m.get("type"), str) and isinstance(tags := m.get("tags") or {}, dict)
-        ]
-        self._buckets: dict[str, list[tuple[float, Bucket]]] = {}
+        self.series = _series_of(data)
+        self._buckets: dict[str | int, list[tuple[float, Bucket]]] = {}
 
     def metrics(self) -> list[JsonObject]:
         seen: dict[str, JsonObject] = {}
@@ -237,14 +263,14 @@ class V5View:
         ]
 
     def buckets(self, s: Series) -> list[tuple[float, Bucket]]:
-        found = self._buckets.get(s.metric_id)
+        found = self._buckets.get(s.source)
         if found is None:
-            if isinstance(self.data, HasSamples):
-                raw = self.data.sample_buckets(s.metric_id) or []
+            if isinstance(s.source, int) and isinstance(self.data, HasLabelSets):
+                raw = self.data.v5_buckets(s.source)
                 found = [(start, Bucket.of(values)) for start, values in raw if values]
             else:
-                found = _from_v2(self.data, s.metric_id)
-            self._buckets[s.metric_id] = found
+                found = _from_v2(self.data, str(s.source))
+            self._buckets[s.source] = found
         return found
 
     def query(
@@ -267,21 +293,21 @@ class V5View:
         start = -math.inf if window[0] is None else window[0]
         end = math.inf if window[1] is None else window[1]
         stamp_end = span[1] if window[1] is None else window[1]
-        groups: dict[tuple[tuple[str, str], ...], dict[float, Bucket]] = {}
+        groups: dict[tuple[tuple[str, str], ...], dict[float, list[tuple[float, Bucket]]]] = {}
         for s in chosen:
             key = tuple((label, s.labels[label]) for label in expr.by or () if label in s.labels)
             slots = groups.setdefault(key, {})
             for stamp, bucket in self.buckets(s):
-                if not start <= stamp < end:
-                    continue
-                at = stamp_end if step is None else math.floor(stamp / step) * step
-                slots[at] = slots[at].merge(bucket) if at in slots else bucket
+                if start <= stamp < end:
+                    at = stamp_end if step is None else math.floor(stamp / step) * step
+                    slots.setdefault(at, []).append((stamp, bucket))
         run_start = span[0] if window[0] is None else start
         width = step or max(stamp_end - run_start, 1e-9)
         result = []
         for key, slots in sorted(groups.items()):
             if slots:
-                points = _points(method, slots, width, run_start + (width if step is None else 0))
+                merged = {at: _in_time_order(found) for at, found in slots.items()}
+                points = _points(method, merged, width, run_start + (width if step is None else 0))
                 result.append({"metric": self._result_labels(name, key), "values": points})
         if expr.wrap is not None:
             result = _wrapped(expr.wrap, expr.outer_by or (), result, name, self.data.run_id)
@@ -289,6 +315,11 @@ class V5View:
 
     def _result_labels(self, name: str, key: Iterable[tuple[str, str]]) -> dict[str, str]:
         return {"__name__": name, **dict(key), "test_run_id": str(self.data.run_id)}
+
+
+def _in_time_order(found: list[tuple[float, Bucket]]) -> Bucket:
+    """One window's buckets combined, sorted by start (stable: series order on ties)."""
+    return Bucket.combined([bucket for _, bucket in sorted(found, key=lambda f: f[0])])
 
 
 def _stamp(at: float) -> float | int:
