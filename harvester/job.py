@@ -23,7 +23,7 @@ from . import outdir
 from .archived import Notify, archived_short, places_for, split_done, warn_short
 from .backends.choose import backend_for
 from .config import Settings
-from .errors import unwrap
+from .errors import HarvesterError, StateError, unwrap
 from .formats.singer import SingerEncoder
 from .formats.singer import read_state as read_singer_state
 from .layout import Places
@@ -193,7 +193,12 @@ async def harvest_job(
             fetcher = backend.fetcher(places)  # bad --method first: before any request
             await backend.prepare()
             scheduler = Scheduler(settings, fetcher, sink, stats, watchers, places)
-            interrupted = await _run(scheduler, todo, handle_signals, grace, stop, listener)
+            try:
+                interrupted = await _run(scheduler, todo, handle_signals, grace, stop, listener)
+            except BaseException as exc:
+                _cut_short(state, exc)
+                raise
+            _cut_short(state, interrupted)
             if interrupted is None:
                 await backend.after_job()
     done = {o.run_id for o in scheduler.report.outcomes}
@@ -205,6 +210,22 @@ async def harvest_job(
         not_done=[t.run_id for t in todo if t.run_id not in done],
         interrupted_by=interrupted,
     )
+
+
+def _cut_short(state: HarvestState | None, why: BaseException | int | None) -> None:
+    """Record the runs the job started and did not finish as failed, saying why: the
+    job's error (a closed stdout), the signal, or a stop. A state that cannot be written
+    now does not hide the error that ended the job."""
+    if state is None:
+        return
+    if isinstance(why, HarvesterError):
+        reason = f"cut short: {why}"
+    elif isinstance(why, int):
+        reason = f"cut short: stopped by {signal.Signals(why).name}"
+    else:
+        reason = "cut short: the job stopped before it finished"
+    with contextlib.suppress(StateError):
+        state.cut_short(reason)
 
 
 async def _open_store(

@@ -111,6 +111,8 @@ class HarvestState:
         self._db = db
         self._lock = lock
         self._owns_lock = owns
+        #: Runs this job recorded as running and has not seen end (`cut_short`).
+        self._running: set[int] = set()
 
     @classmethod
     def open(cls, path: str | Path, lock: StateLock | None = None) -> HarvestState:
@@ -216,8 +218,10 @@ class HarvestState:
                 " attempts = attempts + 1, reason = NULL, updated_at = excluded.updated_at",
                 (run_id, time.time()),
             )
+        self._running.add(run_id)
 
     def run_ended(self, outcome: RunOutcome) -> None:
+        self._running.discard(outcome.run_id)
         counts = outcome.summary.get("counts", {})
         how = outcome.summary.get("harvest")
         with self._guard(f"recording that run {outcome.run_id} ended"), self._db:
@@ -234,6 +238,20 @@ class HarvestState:
                     time.time(),
                     outcome.run_id,
                 ),
+            )
+
+    def cut_short(self, reason: str) -> None:
+        """The job ended with runs it started unfinished (a closed stdout, a stop): they
+        are failed, with why, not left `running` for `harvester status` to misreport. Not
+        done, so the next job harvests them again."""
+        cut, self._running = sorted(self._running), set()
+        if not cut:
+            return
+        with self._guard("recording the runs the job cut short"), self._db:
+            self._db.executemany(
+                "UPDATE runs SET status = 'failed', reason = ?, updated_at = ?"
+                " WHERE run_id = ? AND status = 'running'",
+                [(reason, time.time(), run_id) for run_id in cut],
             )
 
     def forget(self, run_id: int) -> None:
