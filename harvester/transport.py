@@ -18,7 +18,7 @@ import orjson
 from yarl import URL
 
 from . import __version__
-from .answers import check_shape, classify, error_message
+from .answers import check_shape, classify, error_message, parse_body
 from .config import Secret, Settings
 from .errors import (
     ApiError,
@@ -223,12 +223,7 @@ class Transport:
             self._ever_allowed = True
             if method == "POST" and not body:
                 return None  # a POST that started something may answer 202/204 with nothing
-            try:
-                doc = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise TruncatedBody(
-                    f"HTTP {status} with a body that is not whole JSON", url=short_url(url)
-                ) from exc
+            doc = parse_body(body, status, endpoint, lambda: short_url(url))
             check_shape(doc, endpoint, lambda: short_url(url), *shape)
             return doc
         error = classify(status, body, headers, short_url(url))

@@ -258,3 +258,12 @@ async def test_the_same_seeded_plan_replays_the_same_faults_over_http() -> None:
 def test_every_fault_kind_has_a_probability_field() -> None:
     plan = FaultPlan()
     assert all(plan.probability(kind) == 0.0 for kind in FAULT_KINDS)
+
+
+async def test_a_latin1_answer_is_json_but_not_utf8(simulator: Simulator) -> None:
+    simulator.faults = FaultPlan(p_latin1=1.0)
+    status, _, body = await fetch(simulator)
+    assert status == 200 and simulator.log[-1].fault == "latin1"
+    with pytest.raises(UnicodeDecodeError):
+        body.decode("utf-8")
+    assert "ék6-metrics" in orjson.loads(body.decode("latin-1").encode())  # whole JSON

@@ -24,6 +24,7 @@ from harvester.simulator.faults import (
     FaultPlan,
     cut_point,
     format_retry_after,
+    latin1_body,
     url_too_long,
 )
 from harvester.simulator.requestlog import LoggedRequest
@@ -163,6 +164,10 @@ async def _answer(
         return await _broken_body(request, response, fault)
     if fault.kind == "unlisted":
         return json_body(b"{}")
+    if fault.kind == "latin1":
+        if isinstance(response.body, bytes):  # every endpoint answers with rendered bytes
+            response.body = latin1_body(response.body)
+        return response
     await asyncio.sleep(state.plan.delay_seconds)  # a delay: the right answer, late
     return response
 

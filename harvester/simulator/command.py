@@ -21,7 +21,18 @@ from harvester.simulator.server import Simulator
 
 DEFAULT_PORT = 8080
 DEFAULT_RUNS = 5
-_FAULT_FLAGS = ("500", "502", "503", "504", "429", "reset", "truncate", "delay", "unlisted")
+_FAULT_FLAGS = (
+    "500",
+    "502",
+    "503",
+    "504",
+    "429",
+    "reset",
+    "truncate",
+    "delay",
+    "unlisted",
+    "latin1",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

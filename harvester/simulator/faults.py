@@ -29,7 +29,7 @@ V6_ENDPOINTS = frozenset(
 #: Injected faults, in the order their probabilities are stacked on one uniform draw.
 STATUS_FAULTS = ("500", "502", "503", "504", "429")
 BODY_FAULTS = ("reset", "truncate")
-FAULT_KINDS = (*STATUS_FAULTS, *BODY_FAULTS, "delay", "unlisted")
+FAULT_KINDS = (*STATUS_FAULTS, *BODY_FAULTS, "delay", "unlisted", "latin1")
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,9 @@ class FaultPlan:
     p_delay: float = 0.0
     #: A 200 whose JSON object lacks the endpoint's list (`{}`): a glitch, not a refusal.
     p_unlisted: float = 0.0
+    #: A 200 whose body has a Latin-1 byte where UTF-8 was due (`latin1_body`): what a
+    #: server encoding text as Latin-1 sends, every time.
+    p_latin1: float = 0.0
     delay_seconds: float = 1.0
     #: Retry-After of injected 429s, in seconds.
     retry_after: float = 1.0
@@ -186,6 +189,12 @@ def format_retry_after(seconds: float, *, as_date: bool = False, wall: float = 0
 def cut_point(length: int, cut: float) -> int:
     """How many body bytes a reset or truncation writes: always fewer than `length`."""
     return min(max(length - 1, 0), int(length * cut))
+
+
+def latin1_body(body: bytes) -> bytes:
+    """`body` with an "é" as Latin-1 writes it (the byte 0xe9, not UTF-8's 0xc3 0xa9) at
+    the start of its first string: whole JSON, but not UTF-8."""
+    return body.replace(b'"', b'"\xe9', 1)
 
 
 def url_too_long(plan: FaultPlan, raw_target: str) -> bool:

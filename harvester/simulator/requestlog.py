@@ -23,7 +23,7 @@ class LoggedRequest:
     method: str | None
     status: int
     #: What went wrong on purpose: an injected fault kind ("500", "502", "503", "504",
-    #: "429", "reset", "truncate", "delay", "unlisted"), or "rate_limit", "outage",
+    #: "429", "reset", "truncate", "delay", "unlisted", "latin1"), or "rate_limit", "outage",
     #: "url_too_long", "fail_metric_ids", "refuse_methods", "refuse_runs",
     #: "forbidden_runs"; None for an honest answer.
     fault: str | None
