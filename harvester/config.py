@@ -8,7 +8,7 @@ the values come from (file, environment, flags, k6's stored token) is `sources.p
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -255,12 +255,20 @@ V6_NO_ORGANIZATIONS = (
 )
 
 
+def check_methods(api: str, methods: Sequence[str], origin: str = "--method") -> None:
+    """Each of `methods` a spelling `api` is known to accept; `origin` says where they
+    were written (a flag, or a config file's key)."""
+    if api == "v2":
+        for method in methods:
+            check_method(method, origin)
+    else:
+        check_v5_methods(methods, origin)
+
+
 def _validate_api(s: Settings) -> None:
+    check_methods(s.api, s.methods)
     if s.api == "v2":
-        for method in s.methods:
-            check_method(method)
         return
-    check_v5_methods(s.methods)
     if s.organizations:
         raise ConfigError(V6_NO_ORGANIZATIONS)
     if s.stack_url is not None:

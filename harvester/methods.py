@@ -24,14 +24,15 @@ _PERCENTILE = re.compile(r"p(?:100|[1-9]?\d(?:\.\d+)?)")  # p95, p99.9
 _FRACTION = re.compile(r"0\.\d*[1-9]\d*")  # 0 < q < 1: 0.95, 0.999
 
 
-def check_method(method: str) -> None:
-    """ConfigError unless `method` is a spelling the API is known to accept."""
+def check_method(method: str, origin: str = "--method") -> None:
+    """ConfigError unless `method` is a spelling the API is known to accept; `origin` says
+    where it was written (a flag, or a config file's key)."""
     if method in (DEFAULT_METHOD, *SEEN, *NAMED):
         return
     if _PERCENTILE.fullmatch(method) or _FRACTION.fullmatch(method):
         return
     raise ConfigError(
-        f"--method {method!r} is not an aggregation the series API is known to accept; use "
+        f"{origin} {method!r} is not an aggregation the series API is known to accept; use "
         f"{', '.join((*SEEN, *NAMED))}, a percentile (p95, p99.9), a quantile (0.95) or "
         f"{DEFAULT_METHOD}"
     )

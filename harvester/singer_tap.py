@@ -20,9 +20,11 @@ from typing import Any, NoReturn
 import orjson
 
 from .cli_flags import SETTINGS_FLAGS
+from .config import Settings, check_methods, parse_value
 from .errors import ConfigError
 from .formats.singer import catalog, selected_streams
 from .sources import TOKEN_ENV, flag_name
+from .values import did_you_mean
 
 #: What the tap decides itself: Singer messages, on stdout, resumed from Singer's state.
 OWN = ("out", "format", "singer_state", "singer_streams")
@@ -59,25 +61,39 @@ def read_config(path: str) -> dict[str, Any]:
 
 
 def config_flags(config: dict[str, Any], path: str) -> list[str]:
-    """The flags of a config's settings (booleans as switches, lists as repeated flags)."""
+    """The flags of a config's settings (booleans as switches, lists as repeated flags).
+    Each value is checked here, so that a bad one is named by the key the user wrote
+    (`config.json: projects = 'abc' is not a project id`), not by the flag it becomes."""
+    checked = {name: check_setting(name, value, path) for name, value in config.items()}
+    if checked.get("methods"):
+        api = checked.get("api") or Settings.api
+        check_methods(api, checked["methods"], f"{path}: methods =")
     argv: list[str] = []
     for name, value in config.items():
-        if name in OWN:
-            raise ConfigError(f"{path}: tap-harvester sets {name!r} itself; remove it")
-        if name not in SETTINGS_FLAGS:
-            known = ", ".join(sorted(n for n in SETTINGS_FLAGS if n not in OWN))
-            raise ConfigError(f"{path}: unknown setting {name!r}; settings are {known}")
-        if value is None or value is False:
+        if checked[name] is None or checked[name] is False:
             continue
         if name == "log_level":  # its flags are --quiet and --verbose
-            argv += [f"--{value}"] if value != "info" else []
+            argv += [f"--{checked[name]}"] if checked[name] != "info" else []
             continue
-        if value is True:
+        if checked[name] is True:  # a switch ("details": "yes" too, as in the TOML file)
             argv.append(flag_name(name))
             continue
         for item in value if isinstance(value, list) else [value]:
             argv += [flag_name(name), str(item)]
     return argv
+
+
+def check_setting(name: str, value: Any, path: str) -> Any:
+    """The config's `value` of setting `name`, parsed as any setting is (None: not set)."""
+    if name in OWN:
+        raise ConfigError(f"{path}: tap-harvester sets {name!r} itself; remove it")
+    if name not in SETTINGS_FLAGS:
+        known = sorted(n for n in SETTINGS_FLAGS if n not in OWN)
+        raise ConfigError(
+            f"{path}: unknown setting {name!r}{did_you_mean(name, known)}; settings are "
+            + ", ".join(known)
+        )
+    return None if value is None else parse_value(name, value, f"{path}: {name} =")
 
 
 def harvest_argv(argv: Sequence[str], environ: dict[str, str] | None = None) -> list[str]:

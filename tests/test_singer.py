@@ -288,6 +288,17 @@ def test_meltano_snippet_is_the_readme_s_and_its_settings_are_real_flags(tmp_pat
         (b"{oops", "is not JSON"),
         (b'{"out": "dir"}', "tap-harvester sets 'out' itself"),
         (b'{"colour": "blue"}', "unknown setting 'colour'"),
+        (b'{"project": 1}', "unknown setting 'project' (did you mean projects?)"),
+        # A bad value is named by the key written, not by the flag it becomes (--project).
+        (b'{"projects": ["abc"]}', "config.json: projects = 'abc' is not a project id"),
+        (b'{"projects": {"a": 1}}', "config.json: projects = {'a': 1} is not a project id"),
+        (b'{"rate": "nan"}', "config.json: rate = 'nan' is not a number"),
+        (b'{"since": "yesterday"}', "config.json: since = 'yesterday' is not a date"),
+        (b'{"runs": [1], "methods": ["x"]}', "config.json: methods = 'x' is not an aggregation"),
+        (
+            b'{"runs": [1], "api": "v6", "stack_id": 1, "methods": ["x"]}',
+            "config.json: methods = 'x' fits no metric type of the v6 API",
+        ),
     ],
 )
 def test_tap_harvester_bad_config_is_one_line_and_exit_2(
@@ -299,10 +310,21 @@ def test_tap_harvester_bad_config_is_one_line_and_exit_2(
     done = subprocess.run([tap, "--config", path], capture_output=True, check=False, timeout=30)
     err = done.stderr.decode()
     assert done.returncode == 2 and said in err and err.count("\n") == 1, err
+    assert "--" not in err.replace("the tap's --config", ""), err  # the flags are ours
     missing = subprocess.run(
         [tap, "--config", tmp_path / "none.json"], capture_output=True, check=False, timeout=30
     )
     assert missing.returncode == 2 and b"cannot read the tap's --config" in missing.stderr
+
+
+def test_tap_config_switches_take_what_the_toml_file_takes(tmp_path: Path) -> None:
+    from harvester.singer_tap import harvest_argv
+
+    config = tmp_path / "config.json"
+    config.write_bytes(b'{"runs": [1], "details": "yes", "force": false, "run_record": "off"}')
+    argv = harvest_argv(["--config", str(config)], {})
+    assert "--details" in argv and "yes" not in argv
+    assert "--force" not in argv and "--run-record" not in argv
 
 
 V6_METHODS = ["default", "avg", "min", "max", "last", "p95", "histogram_quantile(0.99)",

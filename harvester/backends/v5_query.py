@@ -118,12 +118,13 @@ def v5_method(name: str, metric_type: str) -> str | None:
     return V2_NAMES.get(metric_type, {}).get(text.lower())
 
 
-def check_methods(names: Sequence[str]) -> None:
-    """Refuse at start-up a `--method` that fits no metric type at all (exit 2)."""
+def check_methods(names: Sequence[str], origin: str = "--method") -> None:
+    """Refuse at start-up a `--method` that fits no metric type at all (exit 2); `origin`
+    says where it was written."""
     for name in names:
         if name != "default" and not any(v5_method(name, t) for t in V5_METHODS):
             raise ConfigError(
-                f"--method {name!r} fits no metric type of the v6 API; use a v2 name (mean, "
+                f"{origin} {name!r} fits no metric type of the v6 API; use a v2 name (mean, "
                 "p95, 0.99, count, sum, rate ...) or a v5 method (histogram_quantile(0.999))"
             )
 
