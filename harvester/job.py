@@ -190,7 +190,8 @@ async def harvest_job(
         watchers = [*([state] if state else []), *observers]
         async with Transport(settings, gate=gate, stats=stats) as transport:
             backend = backend_for(settings, transport)
-            fetcher = backend.fetcher(places)  # bad --method first: before any request
+            spool = sink.spool if isinstance(sink, ObjectSink) else None
+            fetcher = backend.fetcher(places, spool)  # bad --method first: before any request
             await backend.prepare()
             scheduler = Scheduler(settings, fetcher, sink, stats, watchers, places)
             try:

@@ -45,7 +45,7 @@ TEMP_NAME = re.compile(r"\.\d+\.(?:[a-z0-9_]+\.)?(?:ndjson|csv|manifest)(?:\.[a-
 NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 
 
-def _try_flock(fd: int) -> bool:
+def try_flock(fd: int) -> bool:
     """An exclusive flock on `fd` if nobody else holds one, without waiting."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -63,7 +63,7 @@ class DirectoryLock:
         # Read-only: held by a long job, it does not keep the filesystem from going
         # read-only; flock needs no write access.
         fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o600)
-        if not _try_flock(fd):
+        if not try_flock(fd):
             os.close(fd)
             raise OutputBusy(
                 f"another harvester is writing to {out_dir}; wait for it to finish, or give "
@@ -97,7 +97,7 @@ def create_temp(out_dir: Path, run_id: int, kind: str = "ndjson") -> tuple[int, 
         fd, name = tempfile.mkstemp(prefix=f".{run_id}.", suffix=suffix, dir=out_dir)
         # Between mkstemp and flock a `remove_leftovers` elsewhere may have taken the lock
         # (it then deletes the file) or already deleted it: take another name.
-        if _try_flock(fd) and os.fstat(fd).st_nlink > 0:
+        if try_flock(fd) and os.fstat(fd).st_nlink > 0:
             return fd, Path(name)
         os.close(fd)  # pragma: no cover (a race of microseconds with another process)
 
@@ -153,7 +153,7 @@ def _remove_if_abandoned(path: Path) -> bool:
     except OSError:
         return False  # gone meanwhile, or not a plain file of ours
     try:
-        if not _try_flock(fd):
+        if not try_flock(fd):
             return False  # a live writer holds it
         # Still the file we locked (names are random: a new one is a new writer's)?
         if os.stat(path, follow_symlinks=False).st_ino != os.fstat(fd).st_ino:

@@ -1,5 +1,10 @@
 """A real S3-compatible server for the tests: moto's server in a child process on
-127.0.0.1, stopped by its PID; and a plain boto3 client to look at what is stored."""
+127.0.0.1, stopped by its PID; and a plain boto3 client to look at what is stored.
+
+Nothing here can hang a test run: the server ends when its stdin closes (so a pytest
+killed by its timeout leaves no server behind), its start and stop are bounded, and the
+client's requests time out and are tried twice at most (a stalled server fails a test
+in seconds instead of holding each test for pytest-timeout's minute)."""
 
 from __future__ import annotations
 
@@ -10,12 +15,24 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
+import anyio
 import pytest
+from aiohttp import web
+
+from harvester.config import load_settings
+from harvester.simulator.server import Simulator
+from tests.harvest_helpers import cli_args, serve
+from tests.process_helpers import ROOT, cli_command, cli_env
+
+if TYPE_CHECKING:
+    from harvester.objectstore import ObjectSink
 
 #: moto accepts any key pair; these are what the tests' harvester and boto3 use.
 CREDENTIALS = {
@@ -25,20 +42,38 @@ CREDENTIALS = {
 }
 
 
+#: moto's server, ended by its stdin's end (the test process gone, or `moto_server` done).
+SERVER = """
+import os, sys, threading
+from moto.server import main
+threading.Thread(target=lambda: (sys.stdin.buffer.read(), os._exit(0)), daemon=True).start()
+main(sys.argv[1:])
+"""
+
+
 @dataclass
 class S3Server:
     url: str
     process: subprocess.Popen[bytes]
+    _client: Any = field(default=None, repr=False)
 
     def client(self) -> Any:
-        boto3 = pytest.importorskip("boto3")
-        return boto3.client(
-            "s3",
-            endpoint_url=self.url,
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            region_name="us-east-1",
-        )
+        """One boto3 client (made once: that takes a tenth of a second), each request
+        bounded in time."""
+        if self._client is None:
+            boto3 = pytest.importorskip("boto3")
+            from botocore.config import Config
+
+            bounded = Config(connect_timeout=5, read_timeout=30, retries={"total_max_attempts": 2})
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self.url,
+                aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                region_name="us-east-1",
+                config=bounded,
+            )
+        return self._client
 
     def objects(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
         client = self.client()
@@ -46,19 +81,26 @@ class S3Server:
         return {o["Key"]: client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
                 for o in listed}  # fmt: skip
 
-    def archive(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
-        """The objects, without the live jobs' leases."""
-        objects = self.objects(bucket, prefix)
-        return {k: v for k, v in objects.items() if ".harvester-live/" not in k}
+    def sizes(self, bucket: str, prefix: str = "") -> dict[str, int]:
+        """Each object's key and size (one listing)."""
+        answer = self.client().list_objects_v2(Bucket=bucket, Prefix=prefix)
+        return {o["Key"]: o["Size"] for o in answer.get("Contents", [])}
 
     def runs(self, bucket: str, prefix: str = "") -> dict[str, bytes]:
-        """The runs' data objects: the archive without its manifests."""
-        archive = self.archive(bucket, prefix)
-        return {k: v for k, v in archive.items() if not k.endswith(".manifest.json")}
+        """The runs' data objects: the objects without their manifests."""
+        objects = self.objects(bucket, prefix)
+        return {k: v for k, v in objects.items() if not k.endswith(".manifest.json")}
 
     def uploads(self, bucket: str) -> list[dict[str, Any]]:
+        """The incomplete multipart uploads of runs' objects (the jobs' leases, which are
+        uploads too, left out)."""
         answer = self.client().list_multipart_uploads(Bucket=bucket)
-        return list(answer.get("Uploads", []))
+        return [up for up in answer.get("Uploads", []) if ".harvester-live/" not in up["Key"]]
+
+    def leases(self, bucket: str) -> list[str]:
+        """The keys of the jobs' leases and claims (incomplete uploads, never objects)."""
+        answer = self.client().list_multipart_uploads(Bucket=bucket)
+        return [up["Key"] for up in answer.get("Uploads", []) if ".harvester-live/" in up["Key"]]
 
 
 def _free_port() -> int:
@@ -77,7 +119,8 @@ def moto_server(*, authenticate: bool = False) -> Iterator[S3Server]:
     if authenticate:
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-c", SERVER, "-H", "127.0.0.1", "-p", str(port)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -95,5 +138,100 @@ def moto_server(*, authenticate: bool = False) -> Iterator[S3Server]:
                 time.sleep(0.05)
         yield S3Server(url, process)
     finally:
-        process.terminate()
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Ask (stdin closed, SIGTERM), then insist (SIGKILL): bounded, and never left running."""
+    assert process.stdin is not None
+    process.stdin.close()
+    process.terminate()
+    try:
         process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+RUNS = ("--run", "100001", "--run", "100002")
+
+
+@dataclass
+class S3Cli:
+    """What a test of the CLI on an object store holds: the simulator, the store, its
+    bucket, a state file, and the captured output (the `s3cli` fixture)."""
+
+    sim: Simulator
+    s3: S3Server
+    bucket: str
+    tmp_path: Path
+    capfd: pytest.CaptureFixture[str]
+
+    @property
+    def state(self) -> Path:
+        return self.tmp_path / "s.sqlite"
+
+    def args(self, out: str, *extra: str) -> list[str]:
+        """`harvest` of `out` on the store, with the state file and `extra`."""
+        return s3_args(self.sim, self.s3, out, self.state, *extra)
+
+    def main(self, args: list[str]) -> tuple[int, str]:
+        """`harvester ARGS` in this process: its exit status and what it wrote to stderr."""
+        from harvester.cli import main
+
+        code = main(args)
+        return code, self.capfd.readouterr().err
+
+
+def s3_args(sim: Simulator, s3: S3Server, out: str, state: Path, *extra: str) -> list[str]:
+    return cli_args(sim, out, "--s3-endpoint-url", s3.url, "--state", str(state), *extra)
+
+
+def sink_on(s3: S3Server, bucket: str, **flags: str) -> ObjectSink:
+    """An `ObjectSink` on `s3://BUCKET/pre/` with `flags` as settings."""
+    from harvester.objectstore import ObjectSink
+
+    settings = load_settings(
+        {"out": f"s3://{bucket}/pre/", "s3_endpoint_url": s3.url, "token": "t", **flags}
+    )
+    return ObjectSink(settings)
+
+
+async def harvest(
+    sim: Simulator, *args: str, env: dict[str, str] | None = None, within: float = 90.0
+) -> subprocess.CompletedProcess[bytes]:
+    """`harvester harvest ARGS` in a child process with the tests' credentials (and `env`),
+    to its end, killed after `within` seconds."""
+    full = {**cli_env(sim), **CREDENTIALS, **(env or {})}
+    with anyio.fail_after(within):
+        return await anyio.run_process(
+            cli_command(sim, "harvest", *args), env=full, cwd=ROOT, check=False
+        )
+
+
+PASSED = {"content-type", "etag", "date", "x-amz-request-id", "last-modified"}
+SLOW_DOWN = b"<Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>"
+
+
+@asynccontextmanager
+async def s3_proxy(s3: S3Server, refuse: Callable[[web.Request], bool]) -> AsyncIterator[str]:
+    """A proxy in front of moto that answers 503 SlowDown, as S3 does, to the requests
+    `refuse` picks, and passes the others on; yields its URL."""
+
+    async def forward(request: web.Request) -> web.Response:
+        body = await request.read()
+        if refuse(request):
+            return web.Response(status=503, body=SLOW_DOWN, content_type="application/xml")
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with aiohttp.ClientSession() as session:
+            async with session.request(
+                request.method, s3.url + request.path_qs, headers=headers, data=body
+            ) as answer:
+                data = await answer.read()
+                kept = {k: v for k, v in answer.headers.items() if k.lower() in PASSED}
+                return web.Response(status=answer.status, body=data, headers=kept)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    async with serve(app) as url:
+        yield url

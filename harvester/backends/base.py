@@ -10,6 +10,7 @@ sinks, state, progress and the worker never learn which one they serve.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from anyio.streams.memory import MemoryObjectSendStream
@@ -48,9 +49,10 @@ class Backend(Protocol):
         """The runs `selection` leads to, sorted into targets and runs left for later."""
         ...
 
-    def fetcher(self, places: Places | None = None) -> RunFetcher:
+    def fetcher(self, places: Places | None = None, spool: Path | None = None) -> RunFetcher:
         """What fetches one run's records for the scheduler (`places`: where the job's
-        runs go, for files a backend writes beside the records: v2's CSV export)."""
+        runs go, for files a backend writes beside the records: v2's CSV export; `spool`:
+        the local directory for those files when the runs go to an object store)."""
         ...
 
     async def project_rows(self, only: Sequence[int]) -> list[JsonObject]:

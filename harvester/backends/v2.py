@@ -6,6 +6,7 @@ After a job whose every answer was 404/410 it tells whether v2 is gone (`v2_gone
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -15,7 +16,6 @@ from ..api import CloudApi, JsonObject
 from ..config import Settings
 from ..export import CsvExporter, ExportedFile, summary_fields
 from ..layout import Places
-from ..objectstore.location import export_dir
 from ..projects import project_rows
 from ..records import Message
 from ..run_harvest import RunHarvest
@@ -43,8 +43,8 @@ class V2Backend:
         parallel = self.settings.concurrency
         return await v2_discovery.discover(self.api, selection, parallel=parallel, state=state)
 
-    def fetcher(self, places: Places | None = None) -> V2Fetcher:
-        return V2Fetcher(self.settings, self.api, places)
+    def fetcher(self, places: Places | None = None, spool: Path | None = None) -> V2Fetcher:
+        return V2Fetcher(self.settings, self.api, places, spool)
 
     async def project_rows(self, only: Sequence[int]) -> list[JsonObject]:
         s = self.settings
@@ -66,14 +66,20 @@ class V2Backend:
 class V2Fetcher:
     """Fetches one run through `/loadtests/v2` into the channel."""
 
-    def __init__(self, settings: Settings, api: CloudApi, places: Places | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        api: CloudApi,
+        places: Places | None = None,
+        spool: Path | None = None,
+    ) -> None:
         self.settings = settings
         self.api = api
         self._batch_slots = anyio.CapacityLimiter(settings.concurrency)
         self._exporter = (
             CsvExporter(
                 api,
-                export_dir(settings),
+                spool if spool is not None else Path(settings.out),
                 timeout=settings.export_timeout,
                 replace=settings.force,
                 file_mode=settings.file_mode_bits,

@@ -17,6 +17,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -217,7 +218,7 @@ class V6Backend:
         parallel = self.settings.concurrency
         return await discover_v6(self.api, selection, parallel=parallel, state=state)
 
-    def fetcher(self, places: Places | None = None) -> V6Fetcher:
+    def fetcher(self, places: Places | None = None, spool: Path | None = None) -> V6Fetcher:
         return V6Fetcher(self.transport, self.settings)  # v6 writes no files of its own
 
     async def project_rows(self, only: Sequence[int]) -> list[JsonObject]:

@@ -2,7 +2,7 @@
 replaced (see `sink`). The client is aiobotocore, loaded only when a store is opened."""
 
 from .failures import StoreRefused
-from .location import Location, default_state_path, export_dir, is_s3, parse_location
+from .location import Location, default_state_path, is_s3, parse_location
 from .sink import ObjectSink
 
 __all__ = [
@@ -10,7 +10,6 @@ __all__ = [
     "ObjectSink",
     "StoreRefused",
     "default_state_path",
-    "export_dir",
     "is_s3",
     "parse_location",
 ]

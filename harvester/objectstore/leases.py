@@ -1,56 +1,73 @@
-"""Which jobs on a prefix are alive, so that no job ever aborts a live job's upload.
+"""Which jobs on a prefix are alive, so that no job ever aborts a live job's upload, with
+nothing of it ever listed among the prefix's objects: a lease is an incomplete multipart
+upload, which only ListMultipartUploads shows (and which is never completed).
 
-Each job keeps a lease: the object `PREFIX.harvester-live/<job id>`, rewritten every
-third of `--s3-lease` seconds (`s3_lease`) while the job runs and deleted when it ends.
-It lists the runs whose multipart uploads the job has begun; a run is added (and the
-lease rewritten) *before* its first upload is created. A lease is fresh while its
-LastModified is within `s3_lease` of the store's clock (the Date of the same answer, so
-the hosts' clocks do not matter).
+Each job keeps one: an upload at `PREFIX.harvester-live/<job id>` whose part 1 it
+uploads again every third of `--s3-lease` seconds (`s3_lease`) while it runs, and aborts
+when it ends. The job is live while that part's LastModified (ListParts) is within
+`s3_lease` of the store's clock (the Date of the same answer, so the hosts' clocks do not
+matter). Before a run's first upload is created, the job names the run with a claim: an
+upload without parts at `PREFIX.harvester-live/<job id>/<run id>`, aborted when the run
+is done.
 
 A job about to write runs aborts their incomplete uploads except those of runs that a
-fresh lease other than its own names (`stale_uploads`). It lists the uploads first and
-the leases second: an upload listed was created after its job's lease named the run,
-so that lease is listed too. A job killed with SIGKILL stops renewing its lease; once
-the lease is stale its uploads are aborted by the next job. The objects' own create-only
+live job other than itself claims (`stale_uploads`). It lists the uploads first and the
+claims second: an upload listed was created after its job's claim, so that claim is
+listed too. A job killed with SIGKILL stops renewing its lease; once the lease is stale,
+the next job aborts its uploads, its claims and its lease. The objects' own create-only
 writes keep two live jobs apart; the leases only say whose uploads are whose.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import anyio
-import orjson
 
 from .failures import StoreError
 from .store import Store, server_time
 
 LIVE_DIR = ".harvester-live/"
+#: The store's answers for an upload that is not there (aborted, or never was).
+NO_UPLOAD = ("NoSuchUpload", "404")
 
 
 @dataclass
 class Lease:
-    """This job's lease (see the module's docstring)."""
+    """This job's lease and claims (see the module's docstring)."""
 
     store: Store
     seconds: float
     job: str = field(default_factory=lambda: uuid.uuid4().hex)
-    runs: set[int] = field(default_factory=set)
+    #: The runs claimed: run id -> the claim's upload id.
+    runs: dict[int, str] = field(default_factory=dict)
+    _upload_id: str | None = None
 
     @property
     def key(self) -> str:
         return self.store.loc.key(LIVE_DIR + self.job)
 
     async def renew(self) -> None:
-        body = {"job": self.job, "host": socket.gethostname(), "pid": os.getpid(),
-                "lease_seconds": self.seconds, "runs": sorted(self.runs)}  # fmt: skip
-        await self.store.put(self.key, orjson.dumps(body), create_only=False)
+        """Upload part 1 again (the lease's upload made first, or again if it was aborted:
+        by a bucket's lifecycle rule, or by a job that found it stale)."""
+        if self._upload_id is None:
+            self._upload_id = await _create(self.store, self.key)
+        try:
+            await self._beat()
+        except StoreError as exc:
+            if exc.code not in NO_UPLOAD:
+                raise
+            self._upload_id = await _create(self.store, self.key)
+            await self._beat()
+
+    async def _beat(self) -> None:
+        await self.store.call(
+            "upload_part", Key=self.key, UploadId=self._upload_id, PartNumber=1, Body=b"live\n"
+        )
 
     async def keep(self) -> None:
         """Renew the lease until cancelled. A renewal that fails is tried again at the next
@@ -64,75 +81,105 @@ class Lease:
                 pass
 
     async def claim(self, run_id: int) -> None:
-        """Name `run_id` in the lease before creating one of its uploads."""
+        """Claim `run_id` before creating one of its uploads."""
         if run_id not in self.runs:
-            self.runs.add(run_id)
-            await self.renew()
+            self.runs[run_id] = await _create(self.store, f"{self.key}/{run_id}")
 
-    def release(self, run_id: int) -> None:
-        self.runs.discard(run_id)  # said at the next renewal
+    async def release(self, run_id: int) -> None:
+        upload_id = self.runs.pop(run_id, None)
+        if upload_id is not None:
+            await _abort(self.store, f"{self.key}/{run_id}", upload_id)
 
     async def end(self) -> None:
-        try:
-            await self.store.call("delete_object", Key=self.key)
-        except StoreError:
-            pass  # a stale lease names no live upload; the next job deletes it
+        """The claims and the lease aborted (best effort: a stale lease protects nothing,
+        and the next job aborts what is left)."""
+        for run_id in list(self.runs):
+            await self.release(run_id)
+        if self._upload_id is not None:
+            upload_id, self._upload_id = self._upload_id, None
+            await _abort(self.store, self.key, upload_id)
 
 
-async def live_runs(store: Store, seconds: float, mine: str) -> dict[str, set[int]]:
-    """The runs named by each fresh lease but `mine` (job -> runs); stale leases are
-    deleted on the way."""
-    found: dict[str, set[int]] = {}
+async def _create(store: Store, key: str) -> str:
+    answer = await store.call("create_multipart_upload", Key=key)
+    return str(answer["UploadId"])
+
+
+async def _abort(store: Store, key: str, upload_id: str) -> None:
+    try:
+        await store.call("abort_multipart_upload", Key=key, UploadId=upload_id)
+    except StoreError:
+        pass  # gone already, or left to the next job and the lifecycle rule
+
+
+@dataclass
+class _Job:
+    """Another job's lease and claims, as listed."""
+
+    lease: tuple[str, str] | None = None  # (key, upload id)
+    claims: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+
+async def _jobs(store: Store, under: str) -> dict[str, _Job]:
+    """The leases and claims listed under `LIVE_DIR + under`, by job."""
+    jobs: dict[str, _Job] = {}
     prefix = store.loc.key(LIVE_DIR)
-    async for page in store.pages("list_objects_v2", Prefix=prefix):
-        now = server_time(page)
-        for item in page.get("Contents", []):
-            job = item["Key"][len(prefix) :]
-            if job == mine:
-                continue
-            if now is not None and item["LastModified"] < now - timedelta(seconds=seconds):
-                await _forget(store, item["Key"])
-                continue
-            runs = await _runs_of(store, item["Key"])
-            if runs is not None:
-                found[job] = runs
-    return found
+    async for page in store.pages("list_multipart_uploads", Prefix=prefix + under):
+        for up in page.get("Uploads", []):
+            job, _, run = up["Key"][len(prefix) :].partition("/")
+            found = jobs.setdefault(job, _Job())
+            if not run:
+                found.lease = (up["Key"], up["UploadId"])
+            elif run.isdigit():
+                found.claims[int(run)] = (up["Key"], up["UploadId"])
+    return jobs
 
 
-async def _runs_of(store: Store, key: str) -> set[int] | None:
+async def _fresh(store: Store, lease: tuple[str, str], seconds: float) -> bool:
+    """Whether the lease's part is recent by the store's clock. A lease without a part
+    yet is stale: its job claims nothing before its first beat, and should its lease be
+    aborted meanwhile, that beat makes another (`Lease.renew`)."""
+    key, upload_id = lease
     try:
-        answer = await store.call("get_object", Key=key)
-        async with answer["Body"] as body:
-            lease: Any = orjson.loads(await body.read())
-    except StoreError:
-        return None  # ended meanwhile
-    except orjson.JSONDecodeError:
-        return set()
-    return {int(run) for run in lease.get("runs", []) if isinstance(run, int)}
+        answer = await store.call("list_parts", Key=key, UploadId=upload_id)
+    except StoreError as exc:
+        if exc.code in NO_UPLOAD:
+            return False  # ended meanwhile
+        raise
+    parts = answer.get("Parts", [])
+    if not parts:
+        return False
+    now = server_time(answer)
+    modified = max(part["LastModified"] for part in parts)
+    return now is None or modified >= now - timedelta(seconds=seconds)
 
 
-async def _forget(store: Store, key: str) -> None:
-    try:
-        await store.call("delete_object", Key=key)
-    except StoreError:
-        pass
+async def live_runs(store: Store, seconds: float, mine: str) -> set[int]:
+    """The runs claimed by the live jobs but `mine`; the stale jobs' claims and leases are
+    aborted on the way."""
+    busy: set[int] = set()
+    for job, found in (await _jobs(store, "")).items():
+        if job == mine:
+            continue
+        if found.lease and await _fresh(store, found.lease, seconds):
+            busy.update(found.claims)
+            continue
+        for key, upload_id in [*found.claims.values(), *([found.lease] if found.lease else [])]:
+            await _abort(store, key, upload_id)
+    return busy
 
 
 async def is_live(store: Store, job: str, seconds: float) -> bool:
     """Whether `job`'s lease is fresh (by the store's clock)."""
-    answer = await store.head(store.loc.key(LIVE_DIR + job))
-    if answer is None:
-        return False
-    now = server_time(answer)
-    modified: datetime = answer["LastModified"]
-    return now is None or modified >= now - timedelta(seconds=seconds)
+    lease = (await _jobs(store, job)).get(job, _Job()).lease
+    return lease is not None and await _fresh(store, lease, seconds)
 
 
 async def stale_uploads(
     store: Store, run_of: Any, run_ids: Iterable[int], lease: Lease
 ) -> list[tuple[str, str]]:
-    """(key, upload id) of the incomplete uploads of `run_ids`' objects that no fresh lease
-    of another job names; `run_of(key)` is the run id of a key (or None)."""
+    """(key, upload id) of the incomplete uploads of `run_ids`' objects that no live job
+    but this one claims; `run_of(key)` is the run id of a key (or None)."""
     wanted = set(run_ids)
     uploads: list[tuple[str, str, int]] = []
     async for page in store.pages("list_multipart_uploads"):
@@ -143,5 +190,5 @@ async def stale_uploads(
     if not uploads:
         return []
     # Listed after the uploads: see the module's docstring.
-    busy = set().union(*(await live_runs(store, lease.seconds, lease.job)).values())
+    busy = await live_runs(store, lease.seconds, lease.job)
     return [(key, upload_id) for key, upload_id, run_id in uploads if run_id not in busy]

@@ -68,17 +68,3 @@ def endpoint_url(settings: Settings) -> str | None:
             "or pass --allow-insecure if you really mean it"
         )
     return url
-
-
-def export_dir(settings: Settings) -> Path:
-    """Where runs' CSV exports are downloaded: --out DIR itself; for an object store a
-    local spool beside its default state file, from which each is uploaded with its run
-    (an export left there by a job that stopped is used by the next one)."""
-    if not is_s3(settings.out):
-        return Path(settings.out)
-    spool = default_state_path(settings.out).with_suffix(".spool")
-    try:
-        spool.mkdir(exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create {spool} for the exports: {exc.strerror}") from None
-    return spool

@@ -34,7 +34,7 @@ import anyio
 import orjson
 from anyio.abc import TaskGroup
 
-from .. import manifest, outdir
+from .. import manifest
 from ..compression import CODECS, suffix
 from ..config import Settings
 from ..errors import OutputError
@@ -42,8 +42,8 @@ from ..layout import Places
 from ..runfiles import KINDS, RunFiles, codec_for
 from .leases import Lease, is_live, stale_uploads
 from .listing import RUN_OF, stored_runs
-from .location import export_dir
 from .parts import PART_SIZE, PARTS_IN_FLIGHT, PartBuffer, Upload
+from .spool import Spool
 from .store import Store
 
 #: Seconds the job's last requests (aborts, the lease's removal) may take at its end.
@@ -81,7 +81,10 @@ class ObjectSink:
         self.level = settings.compress_level
         self.export_csv = settings.export_csv
         self.facts = manifest.job_facts(settings)
-        self.spool = export_dir(settings) if settings.export_csv else None
+        self._out = settings.out
+        #: This job's own directory for the CSV exports (`spool`), while open.
+        self.spool: Path | None = None
+        self._spool: Spool | None = None
         self.lease = Lease(self.store, settings.s3_lease)
         self._runs: dict[int, _Run] = {}
         self._slots = anyio.Semaphore(PARTS_IN_FLIGHT)
@@ -102,8 +105,10 @@ class ObjectSink:
         except BaseException:
             await self.store.close()
             raise
-        if self.spool is not None:
-            outdir.remove_leftovers(self.spool)
+        if self.export_csv:
+            self._spool = Spool(self._out)
+            self._spool.remove_abandoned()
+            self.spool = self._spool.path
         return self
 
     async def __aexit__(
@@ -119,6 +124,9 @@ class ObjectSink:
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
                 await self.lease.end()
         finally:
+            if self._spool is not None:
+                spool, self._spool, self.spool = self._spool, None, None
+                spool.close()
             with anyio.CancelScope(shield=True):
                 await self.store.close()
 
@@ -314,7 +322,7 @@ class ObjectSink:
         run.files.discard()
         for upload in run.uploads.values():
             await upload.abort()
-        self.lease.release(run_id)
+        await self.lease.release(run_id)
 
     async def close(self) -> None:
         for run_id in list(self._runs):

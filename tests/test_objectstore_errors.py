@@ -1,0 +1,185 @@
+"""`--out s3://`: what goes wrong at the store is retried (SlowDown) or said in one line
+with the right exit status, loses nothing, and never shows a credential."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from unittest.mock import ANY
+
+import anyio
+import anyio.from_thread
+import orjson
+import pytest
+from aiohttp import web
+
+from harvester.cli import main
+from harvester.config import load_settings
+from harvester.objectstore import ObjectSink
+from harvester.simulator.generated import generate_cloud
+from harvester.simulator.server import Simulator
+from tests.harvest_helpers import (
+    canonical,
+    cli_args,
+    expected_records,
+    parse_lines,
+)
+from tests.process_helpers import ROOT, cli_command, cli_env
+from tests.s3_helpers import (
+    CREDENTIALS,
+    RUNS,
+    S3Cli,
+    S3Server,
+    moto_server,
+    s3_args,
+    s3_proxy,
+)
+
+pytest.importorskip("aiobotocore")
+
+pytest.importorskip("aiobotocore")
+#: Bounded hard (the thread method ends the session): a stalled store never holds the run.
+pytestmark = pytest.mark.timeout(120, method="thread")
+
+
+async def test_a_slowdown_answer_is_retried(s3: S3Server, bucket: str) -> None:
+    puts: list[str] = []
+
+    def first_put(request: web.Request) -> bool:
+        if request.method == "PUT" and request.path.endswith("/3.ndjson"):
+            puts.append(request.path)
+            return len(puts) == 1
+        return False
+
+    async with s3_proxy(s3, first_put) as url:
+        settings = load_settings(
+            {"out": f"s3://{bucket}/pre/", "s3_endpoint_url": url, "token": "t"}
+        )
+        async with ObjectSink(settings) as sink:
+            await sink.begin(3)
+            await sink.write(3, b"line\n")
+            await sink.commit(3)
+    assert len(puts) == 2
+    assert await anyio.to_thread.run_sync(s3.runs, bucket) == {"pre/3.ndjson": b"line\n"}
+
+
+async def test_the_data_object_is_stored_last_after_the_manifest_and_the_export(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """The order of the writes as the store sees them (a proxy records them)."""
+    cloud = generate_cloud(runs=1, metrics=5, points=5)
+    (run_id,) = cloud.runs
+    writes: list[str] = []
+
+    def record(request: web.Request) -> bool:
+        if request.method in ("PUT", "POST") and ".harvester-live/" not in request.path:
+            writes.append(request.path.rpartition("/")[2])
+        return False
+
+    async with Simulator(cloud) as sim, s3_proxy(s3, record) as url:
+        args = ["--out", f"s3://{bucket}/o/", "--s3-endpoint-url", url, "--run", str(run_id),
+                "--format", "points", "--export-csv"]  # fmt: skip
+        command = cli_command(sim, "harvest", *args, "--state", str(tmp_path / "s.sqlite"))
+        env = {**cli_env(sim), **CREDENTIALS}
+        done = await anyio.run_process(command, env=env, cwd=ROOT, check=False)
+        assert done.returncode == 0, done.stderr
+    csv = next(name for name in writes if ".csv" in name)
+    assert writes == [f"{run_id}.manifest.json", csv, f"{run_id}.points.ndjson",
+                      f"{run_id}.meta.ndjson"]  # fmt: skip
+
+
+async def test_an_upload_that_fails_for_good_fails_the_job_and_the_next_job_archives_the_run(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    cloud = generate_cloud(runs=1, metrics=5, points=5)
+    (run_id,) = cloud.runs
+
+    def data_puts(request: web.Request) -> bool:
+        return request.method == "PUT" and request.path.endswith(f"/{run_id}.ndjson")
+
+    async with Simulator(cloud) as sim, s3_proxy(s3, data_puts) as url:
+        env = {**cli_env(sim), **CREDENTIALS}
+        args = ["--out", f"s3://{bucket}/f/", "--run", str(run_id), "--max-attempts", "2"]
+        state = ("--state", str(tmp_path / "s.sqlite"))
+        failing = cli_command(sim, "harvest", *args, *state, "--s3-endpoint-url", url)
+        done = await anyio.run_process(failing, env=env, cwd=ROOT, check=False)
+        assert done.returncode == 1 and b"SlowDown" in done.stderr
+        assert await anyio.to_thread.run_sync(s3.objects, bucket, "f/") == {
+            f"f/{run_id}.manifest.json": ANY
+        }  # its claim, but no data object: the run is not archived
+        working = cli_command(sim, "harvest", *args, *state, "--s3-endpoint-url", s3.url)
+        done = await anyio.run_process(working, env=env, cwd=ROOT, check=False)
+        assert done.returncode == 0, done.stderr
+    stored = s3.objects(bucket, "f/")
+    data = stored[f"f/{run_id}.ndjson"]
+    assert canonical(parse_lines(data)) == canonical(expected_records(cloud, run_id))
+    # The dead job's manifest was replaced by this job's, which names these bytes.
+    (entry,) = orjson.loads(stored[f"f/{run_id}.manifest.json"])["files"]
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("out", "extra", "message"),
+    [
+        ("s3://no-such-bucket/p/", (), "bucket no-such-bucket does not exist"),
+        ("s3:///p/", (), "names no bucket"),
+    ],
+)
+def test_bad_bucket_is_one_line_exit_2(
+    s3cli: S3Cli, out: str, extra: tuple[str, ...], message: str
+) -> None:
+    code, err = s3cli.main(s3cli.args(out, "--run", "100001", *extra))
+    assert code == 2 and err.count(message) == 1 and "Traceback" not in err
+    assert not s3cli.sim.log  # nothing fetched
+
+
+def test_wrong_endpoint_and_clear_text_endpoint_are_one_line_exit_2(
+    sim: Simulator, bucket: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    state = str(tmp_path / "s.sqlite")
+    base = cli_args(sim, f"s3://{bucket}/p/", "--state", state, "--run", "100001")
+    assert main([*base, "--s3-endpoint-url", "http://127.0.0.1:9", "--max-attempts", "1"]) == 2
+    assert "cannot reach the S3 endpoint http://127.0.0.1:9" in capfd.readouterr().err
+    assert main([*base, "--s3-endpoint-url", "http://s3.example.com"]) == 2
+    assert "refusing to send S3 credentials in clear text" in capfd.readouterr().err
+
+
+def test_rejected_credentials_are_one_line_exit_2_without_the_secret(
+    sim: Simulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # A server that checks signatures against its IAM users: ours are unknown to it.
+    with moto_server(authenticate=True) as strict:
+        for key, value in CREDENTIALS.items():
+            monkeypatch.setenv(key, value)
+        args = s3_args(sim, strict, "s3://any/p/", tmp_path / "s.sqlite", "--run", "100001")
+        assert main(args) == 2
+    err = capfd.readouterr().err
+    assert "access to s3://any denied" in err
+    assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in err
+
+
+def test_no_credentials_at_all_is_one_line_exit_2(
+    s3cli: S3Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(s3cli.tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(s3cli.tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    code, err = s3cli.main(s3cli.args(f"s3://{s3cli.bucket}/p/", "--run", "100001"))
+    assert code == 2 and err.count("no AWS credentials found") == 1 and "Traceback" not in err
+
+
+def test_no_credential_reaches_the_logs_the_state_or_the_objects(s3cli: S3Cli) -> None:
+    bucket = s3cli.bucket
+    logged, err = s3cli.main([*s3cli.args(f"s3://{bucket}/secret/", *RUNS), "--verbose"])
+    missing, said = s3cli.main(s3cli.args(f"s3://{bucket}-missing/p/", *RUNS))
+    assert (logged, missing) == (0, 2)
+    stored = b"".join(s3cli.s3.objects(bucket).values())
+    secret, key_id = CREDENTIALS["AWS_SECRET_ACCESS_KEY"], CREDENTIALS["AWS_ACCESS_KEY_ID"]
+    assert "run_done" in err  # the logs were written, at debug level
+    for where in (err + said, s3cli.state.read_bytes().decode("latin-1"), stored.decode()):
+        assert secret not in where and key_id not in where

@@ -1,0 +1,219 @@
+"""`--out s3://`: jobs at once and jobs killed: nothing but whole runs is ever listed,
+a live job's upload is never aborted, a killed job's is, two jobs on one prefix store
+every run once, each with its own export spool."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import anyio
+import anyio.from_thread
+import orjson
+import pytest
+from aiohttp import web
+from anyio.abc import Process
+
+from harvester.simulator.faults import FaultPlan
+from harvester.simulator.generated import generate_cloud
+from harvester.simulator.server import Simulator
+from tests.harvest_helpers import (
+    canonical,
+    expected_records,
+    parse_lines,
+    serve,
+)
+from tests.process_helpers import ROOT, cli_command, cli_env
+from tests.s3_helpers import CREDENTIALS, S3Server, harvest
+
+pytest.importorskip("aiobotocore")
+#: Bounded hard (the thread method ends the session): a stalled store never holds the run.
+pytestmark = pytest.mark.timeout(120, method="thread")
+
+
+async def _upload_seen(process: Process, s3: S3Server, bucket: str) -> bool:
+    """Whether a multipart upload appeared while `process` ran."""
+    with anyio.fail_after(30):
+        while process.returncode is None:
+            if await anyio.to_thread.run_sync(s3.uploads, bucket):
+                return True
+    return False
+
+
+async def test_after_a_sigkill_mid_upload_a_rerun_is_exact_and_leaves_no_upload(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    cloud = generate_cloud(runs=1, metrics=200, points=2000)  # ~20 MB: several parts
+    (run_id,) = cloud.runs
+    async with Simulator(cloud) as sim:
+        env = {**cli_env(sim), **CREDENTIALS, "HARVESTER_S3_LEASE": "1"}
+        args = ["--out", f"s3://{bucket}/k/", "--s3-endpoint-url", s3.url, "--run", str(run_id),
+                "--state", str(tmp_path / "s.sqlite")]  # fmt: skip
+        process = await anyio.open_process(cli_command(sim, "harvest", *args), env=env, cwd=ROOT)
+        async with process:
+            uploading = await _upload_seen(process, s3, bucket)
+            process.kill()
+        assert uploading, "the job ended before an upload could be seen"
+        assert s3.objects(bucket) == {}  # killed mid-upload: nothing visible
+        assert s3.leases(bucket)  # its lease and its claim, left behind
+        await anyio.sleep(1.5)  # its lease (1 s here) goes stale: nobody renews it
+        done = await harvest(sim, *args, env={"HARVESTER_S3_LEASE": "1"})
+        assert done.returncode == 0, done.stderr
+    records = parse_lines(s3.objects(bucket)[f"k/{run_id}.ndjson"])
+    assert canonical(records) == canonical(expected_records(cloud, run_id))
+    assert s3.uploads(bucket) == [] and s3.leases(bucket) == []  # the dead job's aborted too
+    assert sorted(s3.objects(bucket)) == [f"k/{run_id}.manifest.json", f"k/{run_id}.ndjson"]
+
+
+@asynccontextmanager
+async def _killed_at_the_end(process: Process) -> AsyncIterator[None]:
+    """A failed assertion must not leave the test waiting for a process held at the gate."""
+    try:
+        yield
+    finally:
+        if process.returncode is None:
+            process.kill()
+
+
+class Gate:
+    """A proxy in front of the simulator that closes once it has passed `close_after`
+    bytes of answers, and then holds every request until `opened` is set."""
+
+    def __init__(self, target: str, close_after: int) -> None:
+        self.target = target
+        self.left = close_after
+        self.opened = anyio.Event()
+
+    async def forward(self, request: web.Request) -> web.Response:
+        if self.left <= 0:
+            await self.opened.wait()
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with aiohttp.ClientSession() as session:
+            async with session.request(
+                request.method, self.target + request.path_qs, headers=headers,
+                data=await request.read(),
+            ) as answer:  # fmt: skip
+                kept = {k: v for k, v in answer.headers.items() if k.lower() == "content-type"}
+                body = await answer.read()
+                self.left -= len(body)
+                return web.Response(status=answer.status, body=body, headers=kept)
+
+
+async def test_a_live_job_s_upload_is_never_aborted_by_a_later_job(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """Job B waits for the API mid-upload (its lease renewed); job A harvests the same run
+    meanwhile and must leave B's upload alone; B, let go, finds the run stored by A."""
+    cloud = generate_cloud(runs=1, metrics=200, points=2000)  # ~20 MB
+    (run_id,) = cloud.runs
+    async with Simulator(cloud) as sim:
+        gate = Gate(sim.base_url, close_after=10 << 20)  # past the first 8 MiB part
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", gate.forward)
+        env = {**cli_env(sim), **CREDENTIALS}
+        # Many small requests (a short URL cap): the gate holds some of them.
+        args = ["--out", f"s3://{bucket}/l/", "--s3-endpoint-url", s3.url, "--run", str(run_id),
+                "--max-url-length", "400"]  # fmt: skip
+        async with serve(app) as proxy:
+            b_command = cli_command(sim, "harvest", *args, "--state", str(tmp_path / "b.sqlite"))
+            b_command[b_command.index(sim.base_url)] = proxy
+            b = await anyio.open_process(b_command, env=env, cwd=ROOT)
+            async with b, _killed_at_the_end(b):
+                assert await _upload_seen(b, s3, bucket), "B ended before an upload was seen"
+                (b_upload,) = await anyio.to_thread.run_sync(s3.uploads, bucket)
+                a_state = ("--state", str(tmp_path / "a.sqlite"))
+                a = await anyio.run_process(
+                    cli_command(sim, "harvest", *args, *a_state), env=env, cwd=ROOT, check=False
+                )
+                assert a.returncode == 0, a.stderr
+                uploads = await anyio.to_thread.run_sync(s3.uploads, bucket)
+                assert [u["UploadId"] for u in uploads] == [b_upload["UploadId"]]
+                gate.opened.set()
+                with anyio.fail_after(30):
+                    assert await b.wait() == 0
+    records = parse_lines(s3.objects(bucket)[f"l/{run_id}.ndjson"])
+    assert canonical(records) == canonical(expected_records(cloud, run_id))
+    assert s3.uploads(bucket) == []
+    assert sorted(s3.objects(bucket)) == [f"l/{run_id}.manifest.json", f"l/{run_id}.ndjson"]
+
+
+async def test_two_jobs_on_one_prefix_archive_every_run_exactly_once_each_with_its_spool(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """Two jobs at once on one host, with --export-csv: each downloads the exports into a
+    spool of its own (a shared one let a job upload, then delete, the other's CSV)."""
+    cloud = generate_cloud(runs=6, metrics=10, points=5)
+    codes: list[int] = []
+    state_home = tmp_path / "xdg-state"
+    async with Simulator(cloud) as sim:
+        runs = [arg for run_id in sorted(cloud.runs) for arg in ("--run", str(run_id))]
+        out = ["--out", f"s3://{bucket}/both/", "--s3-endpoint-url", s3.url, "--export-csv"]
+
+        async def job(name: str) -> None:
+            state = ["--state", str(tmp_path / f"{name}.sqlite")]
+            done = await harvest(sim, *out, *state, *runs, env={"XDG_STATE_HOME": str(state_home)})
+            codes.append(done.returncode)
+            assert done.returncode == 0, done.stderr
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(job, "a")
+            tg.start_soon(job, "b")
+    assert codes == [0, 0]
+    objects = s3.runs(bucket)
+    assert sorted(objects) == sorted(
+        f"both/{run_id}.{kind}" for run_id in cloud.runs for kind in ("ndjson", "csv")
+    )
+    manifests = s3.objects(bucket)
+    for run_id in cloud.runs:
+        data = objects[f"both/{run_id}.ndjson"]
+        assert canonical(parse_lines(data)) == canonical(expected_records(cloud, run_id))
+        # The manifest describes the objects stored (the loser's never replaced it).
+        found = orjson.loads(manifests[f"both/{run_id}.manifest.json"])["files"]
+        for entry in found:
+            body = objects[f"both/{entry['name']}"]
+            assert entry["sha256"] == hashlib.sha256(body).hexdigest()
+        assert {entry["name"] for entry in found} == {f"{run_id}.ndjson", f"{run_id}.csv"}
+    assert s3.uploads(bucket) == [] and s3.leases(bucket) == []
+    # Each job's spool was its own, and is gone with it.
+    assert [p.name for p in (state_home / "harvester").iterdir() if "spool" in p.name] == []
+
+
+async def test_nothing_but_whole_runs_is_ever_listed_under_the_prefix(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """The prefix listed again and again while a slow job uploads runs in parts: every
+    object seen is one of the runs' final objects at its final size, a data object only
+    beside its manifest, and nothing else (no lease, no temporary object)."""
+    cloud = generate_cloud(runs=2, metrics=120, points=2000)  # ~12 MB a run: in parts
+    slow = FaultPlan(p_delay=1.0, delay_seconds=0.05, fault_endpoints=frozenset({"series"}))
+    listings: list[dict[str, int]] = []
+    busy = 0  # listings taken while the job had uploads or leases open
+    async with Simulator(cloud, faults=slow) as sim:
+        runs = [arg for run_id in cloud.runs for arg in ("--run", str(run_id))]
+        args = ["--out", f"s3://{bucket}/v/", "--s3-endpoint-url", s3.url, "--state",
+                str(tmp_path / "s.sqlite"), *runs]  # fmt: skip
+        finished = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_harvested, sim, args, finished)
+            while not finished.is_set():
+                open_now = await anyio.to_thread.run_sync(s3.leases, bucket)
+                listings.append(await anyio.to_thread.run_sync(s3.sizes, bucket, "v/"))
+                busy += bool(open_now)
+    final = s3.sizes(bucket, "v/")
+    assert sorted(final) == sorted(
+        f"v/{run_id}.{name}" for run_id in cloud.runs for name in ("ndjson", "manifest.json")
+    )
+    assert busy >= 3, "the job ended before the prefix could be listed while it ran"
+    for listed in listings:
+        assert all(final.get(key) == size for key, size in listed.items()), listed
+        for key in listed:
+            assert key.replace(".ndjson", ".manifest.json") in listed, listed
+
+
+async def _harvested(sim: Simulator, args: list[str], finished: anyio.Event) -> None:
+    done = await harvest(sim, *args)
+    finished.set()
+    assert done.returncode == 0, done.stderr
