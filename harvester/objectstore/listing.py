@@ -37,14 +37,20 @@ class StoredRun:
                 "modified": self.modified.isoformat(timespec="seconds")}  # fmt: skip
 
 
-async def stored_runs(store: Store, *, export_csv: bool = False) -> dict[int, StoredRun]:
-    """The runs archived under the prefix (with `export_csv`: those with their CSV too)."""
+async def stored_runs(
+    store: Store, *, export_csv: bool = False, places: dict[int, set[str]] | None = None
+) -> dict[int, StoredRun]:
+    """The runs archived under the prefix (with `export_csv`: those with their CSV too);
+    `places` is filled with the directories where each run has any object (a run archived
+    in both layouts, or only partly, has several)."""
     data: dict[int, StoredRun] = {}
     csvs: set[int] = set()
     prefix = store.loc.prefix
     async for page in store.pages("list_objects_v2"):
         for item in page.get("Contents", []):
             name = item["Key"][len(prefix) :]
+            if places is not None and (of_run := RUN_OF.match(name)):
+                places.setdefault(int(of_run.group(2)), set()).add(of_run["dir"] or "")
             if (found := DATA_KEY.fullmatch(name)) and found.group(3) in ARCHIVED_BY:
                 run_id = int(found.group(2))
                 data[run_id] = StoredRun(

@@ -71,8 +71,8 @@ class ObjectSink:
         self.store = Store(settings)
         #: --layout date: a run's keys are `<prefix>YYYY/MM/DD/<name>`.
         self.places = places if places is not None else Places(settings.layout)
-        #: Where (the directory below the prefix) each archived run was found.
-        self._found: dict[int, str] = {}
+        #: Where (the directories below the prefix) each run has objects.
+        self._found: dict[int, set[str]] = {}
         self.loc = self.store.loc
         self.part_size = part_size
         self.create_only = not settings.force  # --force replaces archived runs on purpose
@@ -133,8 +133,8 @@ class ObjectSink:
     async def archived(self, run_ids: Iterable[int]) -> set[int]:
         """Which of `run_ids` are archived (one listing): their data object is there (in
         any format and compression) and, with --export-csv, their CSV."""
-        stored = await stored_runs(self.store, export_csv=self.export_csv)
-        self._found = {run_id: run.directory for run_id, run in stored.items()}
+        self._found = {}
+        stored = await stored_runs(self.store, export_csv=self.export_csv, places=self._found)
         return set(run_ids) & set(stored)
 
     async def abort_stale(self, run_ids: Iterable[int]) -> int:
@@ -309,7 +309,7 @@ class ObjectSink:
         kept.add(self._key(run_id, f"{run_id}{manifest.SUFFIX}"))
         if csv is not None:
             kept.add(self._key(run_id, csv.name))
-        for directory in {here, self._found.get(run_id, here)}:
+        for directory in {here, *self._found.get(run_id, ())}:
             for name in sorted(names):
                 key = self.loc.prefix + (f"{directory}/{name}" if directory else name)
                 if key not in kept:
