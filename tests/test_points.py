@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from harvester.compression import open_data
-from harvester.formats.points import PointsSplitter, Serie, _number
+from harvester.formats.points import PointsSplitter, Serie
+from harvester.formats.pointvalue import point_value
 from harvester.job import harvest_job
 from harvester.records import encode
 from harvester.scheduler import RunTarget
@@ -142,7 +143,7 @@ def expected_points(serie: dict[str, Any], values: list[tuple[Any, Any]]) -> lis
 
 def test_a_plain_v2_serie_is_split_from_its_bytes_the_same_as_parsed() -> None:
     values = [{"timestamp": f"2026-11-28T22:00:0{i}Z", "value": v}
-              for i, v in enumerate([1.5, 2, None, 1e-7, -3.25, True])]  # fmt: skip
+              for i, v in enumerate([1.5, 2, None, 1e-7, -3.25, 0])]  # fmt: skip
     serie = {"agg": {}, "id": "s1", "method": "p95", "metric_id": "m1", "values": values}
     got, fast = split_serie(serie)
     assert fast
@@ -171,6 +172,7 @@ def test_a_plain_v2_serie_is_split_from_its_bytes_the_same_as_parsed() -> None:
         [{"value": 1, "timestamp": "2026-11-28T22:00:00Z"}],  # other order
         [{"timestamp": "2026-11-28T22:00:00Z", "value": "1.5"}],  # a string (v5 style)
         [{"timestamp": "2026-11-28T22:00:00Z", "value": [1]}],  # an array
+        [{"timestamp": "2026-11-28T22:00:00Z", "value": True}],  # not a number: null
         [{"timestamp": "a]b", "value": 1}, {"timestamp": "c", "value": 2}],
         [{"timestamp": 'x},{"timestamp":"y', "value": 1}],
         [{"timestamp": "t{", "value": 1}, {"timestamp": 'q,"value":', "value": 2}],
@@ -187,7 +189,9 @@ def test_any_other_values_shape_is_parsed_and_gives_the_same_points(
     got, fast = split_serie(serie)
     assert not fast
     # What is not an object is no point (3 above); a missing key is null.
-    want = [(v.get("timestamp"), _number(v.get("value"))) for v in values if isinstance(v, dict)]
+    want = [
+        (v.get("timestamp"), point_value(v.get("value"))) for v in values if isinstance(v, dict)
+    ]
     assert got == expected_points(serie, want)
 
 

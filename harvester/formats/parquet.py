@@ -8,7 +8,7 @@ The columns of `--format points`, typed:
 | metric, metric_type, method | string |
 | tags | map<string, string> |
 | time | timestamp[ms, tz=UTC] |
-| value | float64 (null for NaN and infinities) |
+| value | float64 (null when not a finite number: `pointvalue`) |
 
 Tags are a map rather than a JSON string: DuckDB (`tags['url']`), Spark, BigQuery and
 ClickHouse read a Parquet map natively, so a filter on one tag needs no JSON parsing;
@@ -35,6 +35,7 @@ import orjson
 from ..errors import ConfigError
 from ..moments import utc_moment
 from .points import Serie
+from .pointvalue import point_value
 
 ROW_GROUP = 100_000
 INSTALL = "--format parquet needs pyarrow: pip install 'k6-harvester[parquet]'"
@@ -203,4 +204,5 @@ def _tags(tags: Any) -> list[tuple[str, str]]:
 
 
 def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) else None
+    number = point_value(value)
+    return None if number is None else float(number)

@@ -19,10 +19,11 @@ the `metric` record of that name, and the Unix time becomes RFC 3339 UTC. `test_
 Speed (why a v2 serie is not parsed point by point): a medium harvest holds 1.9 million
 points, and a Python dict per point cost about 4 microseconds each, more than the whole
 raw harvest. A v2 serie's `values` array, as `records` wrote it, is already the points'
-last two columns: when it is exactly `[{"timestamp": "<string>", "value": <number, null or
-bool>}, ...]` (checked by counting its structural bytes, `_checked_points`), each
+last two columns: when it is exactly `[{"timestamp": "<string>", "value": <number or
+null>}, ...]` (checked by counting its structural bytes, `_checked_points`), each
 `{"timestamp":` is replaced by the point's head and the array's bytes are the lines. Any
-other shape is parsed and converted point by point (the same lines, slower).
+other shape (a value `true`, `"abc"`...) is parsed and converted point by point, each
+value by `pointvalue.point_value` (the same lines, slower).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from typing import Any
 
 import orjson
 
+from .pointvalue import point_value
+
 SERIES = b'{"type":"series"'
 REMEMBERED = (b'{"type":"metric"', b'{"type":"run"')
 NEWLINE = orjson.OPT_APPEND_NEWLINE
@@ -42,7 +45,9 @@ VALUES_KEY = b'"values":['
 FIRST = b'[{"timestamp":'
 NEXT = b',{"timestamp":'
 TIME = b',"time":'
-_POINT = rb'\{"timestamp":"[^"\\{},]*+","value":[^",{}\[\]]++\}'
+#: A value the fast path copies: a number or null (`pointvalue`'s rule: anything else is
+#: parsed and made null).
+_POINT = rb'\{"timestamp":"[^"\\{},]*+","value":(?:-?[0-9][0-9.eE+-]*+|null)\}'
 PLAIN_POINTS = re.compile(rb"\[" + _POINT + rb"(?:," + _POINT + rb")*+\]")
 
 
@@ -181,7 +186,7 @@ class PointsSplitter:
             labels = data.get("metric")
             tags = {k: v for k, v in (labels or {}).items() if k != "__name__"}
             pairs: list[tuple[Any, Any]] = [
-                (self._unix_time(v[0]), _number(v[1]))
+                (self._unix_time(v[0]), point_value(v[1]))
                 for v in data.get("values") or []
                 if len(v) == 2
             ]
@@ -192,7 +197,7 @@ class PointsSplitter:
         metric = self.metrics.get(str(data.get("metric_id")), {})
         values = data.get("values") or []
         pairs = [
-            (v.get("timestamp"), _number(v.get("value"))) for v in values if isinstance(v, dict)
+            (v.get("timestamp"), point_value(v.get("value"))) for v in values if isinstance(v, dict)
         ]
         head = self._head(metric, metric.get("name"), data.get("method"), metric.get("tags") or {})
         return Serie(head, len(pairs), pairs=pairs)
@@ -209,23 +214,12 @@ class PointsSplitter:
 
 def _checked_points(body: bytes) -> int | None:
     """How many points `body` holds when it is exactly `[{"timestamp": <string>, "value":
-    <number, null or bool>}, ...]`, else None. `body` is part of a line orjson wrote, so
+    <number or null>}, ...]`, else None. `body` is part of a line orjson wrote, so
     it is valid JSON up to its end, the first `]` after its `[`: a time without `"`, `\\`,
-    braces or commas and a value without quotes, braces, brackets or commas leave the
+    braces or commas and a value of digits, signs, `.`, `e` or `null` leave the
     bytes `{`, `},{"timestamp":"` and `","value":` to the structure alone."""
     if body == b"[]":
         return 0
     if PLAIN_POINTS.fullmatch(body) is None:
         return None
     return body.count(b"{")
-
-
-def _number(value: Any) -> Any:
-    """v5 answers carry values as strings ("1.5", "NaN"): a number when it is one."""
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        return number if number == number and abs(number) != float("inf") else None
-    return value
