@@ -18,28 +18,23 @@ manifests are sealed the same way by their next job.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import os
-import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any
 
 import orjson
-import zstandard
 
 from . import __version__
 from .compression import codec_of, published_data, published_run
 from .outdir import create_temp, discard, publish
 from .provenance import API, methods_of, summary_of
+from .scan import Scan as Scan  # sinks and verify take the scan from here
+from .scan import scan as scan
 
 SUFFIX = ".manifest.json"
 FORMAT_VERSION = 1
-CHUNK = 1 << 20
 
 
 def manifest_path(out_dir: Path, run_id: int) -> Path:
@@ -61,88 +56,9 @@ def job_facts(settings: Any) -> dict[str, Any]:
     return facts
 
 
-@dataclass
-class Scan:
-    """One pass over a file: its size and sha256 and, for NDJSON, its records by type."""
-
-    bytes: int = 0
-    sha256: str = ""
-    counts: Counter[str] = field(default_factory=Counter)
-    #: What is wrong with the content (a line that does not parse, a broken stream), if any.
-    problem: str | None = None
-
-
-class _Hashing(io.RawIOBase):
-    """Reads through to `raw`, hashing and counting every byte on its way."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        count = self.raw.readinto(buffer)  # type: ignore[attr-defined]
-        if count:
-            self.sha.update(memoryview(buffer)[:count])
-            self.size += count
-        return int(count or 0)
-
-
-def _lines(hashing: _Hashing, codec: str) -> BinaryIO:
-    if codec == "gzip":
-        return cast(BinaryIO, gzip.GzipFile(fileobj=hashing, mode="rb"))
-    if codec == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(
-            cast(BinaryIO, hashing), read_across_frames=True
-        )
-        return cast(BinaryIO, io.BufferedReader(cast(io.RawIOBase, reader), CHUNK))
-    return cast(BinaryIO, io.BufferedReader(hashing, CHUNK))
-
-
-def scan(path: Path, *, ndjson: bool) -> Scan:
-    """Read `path` once, streaming: memory holds a chunk and a line, never the file."""
-    result = Scan()
-    with path.open("rb") as raw:
-        hashing = _Hashing(raw)
-        if ndjson:
-            try:
-                _count_lines(_lines(hashing, codec_of(path)), result)
-            except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
-                result.problem = f"cannot be decompressed: {exc}"
-        while hashing.read(CHUNK):  # the rest (or all, for a CSV): every byte is hashed
-            pass
-    result.bytes = hashing.size
-    result.sha256 = hashing.sha.hexdigest()
-    return result
-
-
-def _count_lines(lines: BinaryIO, result: Scan) -> None:
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            kind = _kind(orjson.loads(line))
-        except (orjson.JSONDecodeError, TypeError, KeyError):
-            result.problem = f"line {number} is not a harvester record"
-            return
-        result.counts[str(kind)] += 1
-
-
 def _format_of(files: list[dict[str, Any]]) -> str:
     names = " ".join(entry["name"] for entry in files)
     return "parquet" if ".parquet" in names else "points" if ".points." in names else "raw"
-
-
-def _kind(record: dict[str, Any]) -> str:
-    """A record's type; a line of `--format points` (no type, a time) is a `point`."""
-    if "type" in record:
-        return str(record["type"])
-    if "time" in record and "value" in record:
-        return "point"
-    raise KeyError("type")
 
 
 def file_entry(path: Path, known: Scan | None = None) -> dict[str, Any]:

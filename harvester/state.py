@@ -21,13 +21,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
 from .errors import StateError
-from .scheduler import RunOutcome
 from .state_errors import from_os_error, from_sqlite_error
+
+if TYPE_CHECKING:  # only a type here: `harvester verify` needs no HTTP stack
+    from .scheduler import RunOutcome
 
 SCHEMA_VERSION = 2
 STATE_FILE_NAME = ".harvester-state.sqlite"

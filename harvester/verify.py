@@ -19,17 +19,16 @@ With `--layout date` every `YYYY/MM/DD/` (and `undated/`) is walked as well as t
 (`layout.run_dirs`); a run's manifest names files beside it, and rows name files by
 their path under DIR.
 
-Speed: parsing every line (orjson, holding the GIL) is most of the work, so with
-`workers` above 1 (the command: one per CPU) the files of each directory are scanned
-ahead by that many forked processes, and the rows still come in order.
+Speed: with `workers` above 1 (the command: one per CPU) the files of each directory are
+scanned ahead by that many threads, and the rows still come in order. A file's scan
+(`scan.py`) spends most of its time hashing, reading and decompressing, which release
+the GIL, and parses its lines with msgspec in bulk, so two threads keep two cores busy.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,7 @@ OWN_FILES = (STATE_FILE_NAME, LOCK_FILE_NAME, DEMO_MARKER)
 
 def verify(directory: str | Path, *, workers: int = 1) -> Iterator[Row]:
     """One row per file of the archive (and per file a manifest names that is absent);
-    `workers` > 1: files are scanned ahead by that many processes."""
+    `workers` > 1: files are scanned ahead by that many threads."""
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory: give the --out directory of a harvest")
@@ -73,14 +72,11 @@ def _demo_files(root: Path) -> set[str]:
 
 
 class Scanner:
-    """`manifest.scan` of a file, here or, with a pool, scanned ahead by other processes
-    (forked: only from a process with one thread, else scanned here)."""
+    """`manifest.scan` of a file, here or, with `workers` > 1, scanned ahead by that many
+    threads (hashing and decompressing release the GIL: see `scan`)."""
 
     def __init__(self, workers: int) -> None:
-        self._pool: ProcessPoolExecutor | None = None
-        if workers > 1 and threading.active_count() == 1:
-            context = multiprocessing.get_context("fork")
-            self._pool = ProcessPoolExecutor(workers, mp_context=context)
+        self._pool = ThreadPoolExecutor(workers) if workers > 1 else None
         self._ahead: dict[Path, Future[manifest.Scan]] = {}
 
     def __enter__(self) -> Scanner:

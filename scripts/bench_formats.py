@@ -3,7 +3,7 @@
 Each variant is `harvester harvest` with `--format F` and/or `--compress C` over the same
 data set, interleaved with plain raw in the same run, `--repeat` times (medians): its wall
 against raw's (a compressed variant: against its format uncompressed), its CPU, peak RSS
-and bytes on disk. `--verify`: `harvester verify` over each raw variant's archive right
+and bytes on disk. `--verify`: `harvester verify` over each variant's archive right
 after it is written (its files read once beforehand, so the figure is verify's own work, not
 the disk's), as MB/s of the archive's data files.
 """
@@ -44,7 +44,7 @@ def add_format_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--verify",
         action="store_true",
-        help="harvester verify over the archive of each raw variant (raw, raw+zstd...), "
+        help="harvester verify over the archive of each variant (raw, raw+zstd, points...), "
         "as MB/s of its data",
     )
 
@@ -93,7 +93,7 @@ def run_formats(ns: argparse.Namespace, name: str, work: Path, spawner: Spawner)
                 sample = bench.harvester(flags(*pair), name=name_of)
                 samples[name_of].append(sample)
                 shown = f"{name} {rep}/{ns.repeat} {name_of:<14} {sample.wall:7.2f} s"
-                if ns.verify and pair[0] == "raw":
+                if ns.verify:
                     verifies[name_of].append(verify_once(bench, name_of))
                     shown += f", verify {verifies[name_of][-1]['mbps']:.0f} MB/s"
                 say(shown)
