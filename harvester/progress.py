@@ -86,6 +86,7 @@ class Reporter:
         self._display: LiveDisplay | None = None
         self._discovering = False
         self._in_flight: set[int] = set()
+        self._gone = False  # the stream's reader went away: nothing more is written
         self.stats: HarvestStats | None = None
         self.started = time.monotonic()  # the summary's time: discovery included
 
@@ -145,6 +146,17 @@ class Reporter:
             await anyio.sleep(TICK)
 
     def event(self, event: str, message: str, **fields: Any) -> None:
+        if self._gone:
+            return
+        try:
+            self._write(event, message, fields)
+        except BrokenPipeError:
+            # Whoever read stderr went away (`2>&1 | head -1`). As with a stderr closed
+            # from the start (`cli`), the messages are lost and the harvest goes on: its
+            # files and its state say what happened.
+            self._gone = True
+
+    def _write(self, event: str, message: str, fields: dict[str, Any]) -> None:
         if self.json_lines:
             doc = {
                 "time": now_iso(),

@@ -1,5 +1,6 @@
 """Runs a job starts and cannot finish (stdout closed under it, a signal) are recorded as
-failed with why, never left `running` in the state file, and the next job takes them."""
+failed with why, never left `running` in the state file, and the next job takes them. A
+reader of stderr going away costs only the messages."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import anyio
+from anyio.abc import Process
 
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
@@ -22,6 +24,28 @@ def state_rows(path: Path) -> dict[int, tuple[str, str | None]]:
     return {run_id: (status, reason) for run_id, status, reason in rows}
 
 
+async def start_piped(
+    command: list[str], env: dict[str, str], stderr: bool = False
+) -> tuple[Process, int]:
+    """The process, its stdout (or `stderr`) a pipe of ours: (process, its read end)."""
+    read_end, write_end = os.pipe()
+    try:
+        if stderr:
+            process = await anyio.open_process(command, env=env, cwd=ROOT, stderr=write_end)
+        else:
+            process = await anyio.open_process(command, env=env, cwd=ROOT, stdout=write_end)
+    finally:
+        os.close(write_end)  # the child's now
+    return process, read_end
+
+
+async def read_one_chunk_and_leave(read_end: int) -> None:
+    """What `| head -1` does: read a line or so, then close the pipe."""
+    first = await anyio.to_thread.run_sync(os.read, read_end, 1 << 16)
+    assert b"\n" in first
+    os.close(read_end)
+
+
 async def test_a_reader_gone_after_one_line_leaves_no_run_running_and_the_next_job_takes_them(
     tmp_path: Path,
 ) -> None:
@@ -33,19 +57,11 @@ async def test_a_reader_gone_after_one_line_leaves_no_run_running_and_the_next_j
     args = ["--out", "-", "--state", str(state), *runs]
     async with Simulator(cloud) as sim:
         command = cli_command(sim, "harvest", *args)
-        read_end, write_end = os.pipe()
-        try:
-            process = await anyio.open_process(
-                command, env=cli_env(sim), cwd=ROOT, stdout=write_end
-            )
-        finally:
-            os.close(write_end)  # the child's now
+        process, read_end = await start_piped(command, cli_env(sim))
         async with process:
             assert process.stderr is not None
             with anyio.fail_after(20):
-                first = await anyio.to_thread.run_sync(os.read, read_end, 1 << 16)
-                assert b"\n" in first
-                os.close(read_end)
+                await read_one_chunk_and_leave(read_end)
                 assert await process.wait() == 1
             err = b"".join([chunk async for chunk in process.stderr]).decode()
         assert "cannot write to stdout: Broken pipe" in err and "Traceback" not in err
@@ -78,3 +94,23 @@ async def test_runs_a_second_sigterm_cuts_are_failed_with_the_signal_not_running
                 assert await process.wait() == 143
     rows = state_rows(tmp_path / ".harvester-state.sqlite")
     assert rows == dict.fromkeys(cloud.runs, ("failed", "cut short: stopped by SIGTERM"))
+
+
+async def test_a_reader_of_stderr_gone_costs_the_messages_not_the_harvest(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=3, metrics=5, points=3)
+    # One run at a time, each a while: the later runs' lines come after the reader left.
+    slow = FaultPlan(p_delay=1.0, delay_seconds=0.3, fault_endpoints=frozenset({"overview"}))
+    runs = [arg for run_id in sorted(cloud.runs) for arg in ("--run", str(run_id))]
+    async with Simulator(cloud, faults=slow) as sim:
+        args = ["--out", str(tmp_path), "--runs-in-flight", "1", *runs]
+        command = cli_command(sim, "harvest", *args)
+        process, read_end = await start_piped(command, cli_env(sim), stderr=True)
+        async with process:
+            with anyio.fail_after(20):
+                await read_one_chunk_and_leave(read_end)  # like `2>&1 | head -1`
+                assert await process.wait() == 0
+    assert sorted(int(p.name.split(".")[0]) for p in tmp_path.glob("*.ndjson")) == sorted(
+        cloud.runs
+    )
+    rows = state_rows(tmp_path / ".harvester-state.sqlite")
+    assert rows == dict.fromkeys(cloud.runs, ("done", None))
