@@ -25,6 +25,7 @@ from .cli_flags import (
 )
 from .cli_help import Parser as _Parser
 from .cli_help import UsageError
+from .cli_streams import reader_gone, stderr_to_devnull_if_closed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -321,23 +322,8 @@ def _run_async(func: Any, *args: Any, **kwargs: Any) -> Any:
     return anyio.run(functools.partial(func, *args, **kwargs), backend_options=options)
 
 
-def _stderr_to_devnull_if_closed() -> None:
-    """Started with stderr closed (`2>&-`): Python leaves `sys.stderr` None, and the next
-    file opened would take descriptor 2, so a stray write to stderr could land in an
-    archive. Give descriptor 2 to /dev/null: messages are dropped, the harvest goes on."""
-    if sys.stderr is not None:
-        return
-    import os
-
-    try:
-        os.fstat(2)
-    except OSError:
-        os.open(os.devnull, os.O_WRONLY)  # the lowest free descriptor: 2
-    sys.stderr = open(2, "w", closefd=False)  # for the life of the process
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _stderr_to_devnull_if_closed()
+    stderr_to_devnull_if_closed()
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(next((a for a in args if not a.startswith("-")), None))
     debug = "--debug" in args
@@ -359,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("harvester: interrupted", file=sys.stderr)
         return EXIT_SIGINT
+    except BrokenPipeError:  # `harvester projects | head -1`
+        return reader_gone(EXIT_FAILED)
     except Exception as exc:
         return report_error(exc, debug)
 

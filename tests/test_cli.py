@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -261,3 +264,23 @@ def test_a_proxy_from_the_environment_is_used_and_no_proxy_bypasses_it(
     monkeypatch.setenv("NO_PROXY", "api.k6.test")
     assert main([*args, "--max-attempts", "1", "--force"]) == 2
     assert "cannot reach the API at http://api.k6.test" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["config", "show"], ["config", "init", "-"]])
+def test_a_reader_of_stdout_gone_is_one_line_and_exit_1_not_an_internal_error(
+    command: list[str],
+) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `| head -0`: the listing has nowhere to go
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "harvester", *command],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            check=False,
+            timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 1
+    assert done.stderr.decode() == "harvester: cannot write to stdout: Broken pipe\n"
