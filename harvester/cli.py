@@ -39,13 +39,17 @@ class Reported(Exception):
         self.exit_status = exit_status
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+class _Version(argparse.Action):
+    """`--version`: the version is read only when asked (reading it costs ~0.06 s)."""
 
-    try:
-        return version("k6-harvester")
-    except PackageNotFoundError:  # pragma: no cover
-        return "unknown"
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> NoReturn:
+        from . import version
+
+        print(f"harvester {version()}")
+        parser.exit()
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -53,7 +57,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from . import cli_help as text
 
     parser = _Parser(prog="harvester", description=text.MAIN, epilog=text.MAIN_EPILOG)
-    parser.add_argument("--version", action="version", version=f"harvester {_version()}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, summary: str, description: str, epilog: str) -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from . import __version__
+from . import version
 from .compression import codec_of, published_data, published_run
 from .outdir import create_temp, discard, publish
 from .provenance import API, methods_of, summary_of
@@ -83,7 +83,7 @@ def build(
     return {
         "manifest": FORMAT_VERSION,
         "test_run_id": run_id,
-        "harvester": (harvest or {}).get("harvester", __version__),
+        "harvester": (harvest or {}).get("harvester", version()),
         "time": (harvest or {}).get("time"),
         **facts,
         "complete": summary.get("complete"),

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from . import __version__
+from . import version
 from .compression import READ_ERRORS, codec_of, open_data
 from .config import Settings
 from .methods import DEFAULT_METHOD
@@ -38,7 +38,7 @@ def harvest_block(settings: Settings, now: datetime | None = None) -> dict[str, 
     """The summary's record of how the run was harvested."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     return {
-        "harvester": __version__,
+        "harvester": version(),
         "api": settings.api,
         "methods": methods_of(settings),
         "details": settings.details,

@@ -17,7 +17,7 @@ import anyio
 import orjson
 from yarl import URL
 
-from . import __version__
+from . import version
 from .answers import check_shape, classify, error_message, parse_body
 from .config import Secret, Settings
 from .errors import (
@@ -39,11 +39,14 @@ from .retry import RetryPolicy, current_budget, pauses_everyone
 from .stats import HarvestStats
 from .tables import plural
 
-USER_AGENT = f"k6-harvester/{__version__} aiohttp/{aiohttp.__version__}"
 MAX_REDIRECTS = 3
 #: 403s, with not one request allowed before them, after which the token is to blame.
 FORBIDDEN_IS_THE_TOKEN = 3
 T = TypeVar("T")
+
+
+def user_agent() -> str:
+    return f"k6-harvester/{version()} aiohttp/{aiohttp.__version__}"
 
 
 def env_proxy(url: URL) -> str | None:
@@ -100,7 +103,7 @@ class Transport:
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            headers={"User-Agent": user_agent(), "Accept": "application/json"},
             json_serialize=lambda obj: orjson.dumps(obj).decode(),
         )
         return self

@@ -341,3 +341,17 @@ async def test_a_fatal_worker_error_is_a_json_line_then_the_summary(
     assert "rejected the token" in error["message"]
     assert summary["event"] == "summary" and summary["runs_done"] == 0
     assert all("time" in e and "level" in e for e in events)
+
+
+@pytest.mark.parametrize("command", [["config", "show"], ["harvest", "--help"]])
+def test_commands_that_never_show_the_version_do_not_read_it(command: list[str]) -> None:
+    """importlib.metadata costs ~0.06 s a start: only --version and a harvest pay it."""
+    probe = (
+        "import sys\nfrom harvester.cli import main\n"
+        f"try:\n    main({command!r})\nexcept SystemExit:\n    pass\n"
+        "print('importlib.metadata' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, cwd=ROOT, timeout=20, check=True
+    )
+    assert done.stdout.decode().splitlines()[-1] == "False"
