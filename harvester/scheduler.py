@@ -118,11 +118,15 @@ class Scheduler:
 
     async def harvest(self, targets: Iterable[RunTarget]) -> HarvestReport:
         send, receive = anyio.create_memory_object_stream[Message](self.settings.channel_size)
-        pending = iter(targets)
+        todo = list(targets)
+        pending = iter(todo)
+        # No more workers than runs: `--runs-in-flight 1000000` for one run had started a
+        # million tasks (3.6 GB, four minutes) before asking anything.
+        workers = min(self.settings.runs_in_flight, len(todo))
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._writer, receive)
             async with send:
-                for _ in range(self.settings.runs_in_flight):
+                for _ in range(workers):
                     tg.start_soon(self._run_worker, pending, send.clone())
         return self.report
 
