@@ -9,12 +9,14 @@ import asyncio
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -118,6 +120,27 @@ class Sample:
 def say(text: str) -> None:
     sys.stderr.write(f"bench: {text}\n")
     sys.stderr.flush()
+
+
+def medians(samples: dict[str, list[Sample]]) -> dict[str, dict[str, float]]:
+    """Each contender's median of each figure over its `--repeat` samples."""
+    return {name: {f: statistics.median(getattr(s, f) for s in taken) for f in asdict(taken[0])}
+            for name, taken in samples.items()}  # fmt: skip
+
+
+#: A target: (what, measured value, most allowed, the value as shown).
+Check = tuple[str, float, float, str]
+
+
+def verdicts(name: str, checks: Sequence[Check]) -> list[dict[str, Any]]:
+    """Print each target's verdict as `[ok] NAME: what: shown` (or MISSED) and return them
+    for the bench's JSON."""
+    targets = []
+    for label, value, limit, shown in checks:
+        ok = value <= limit + 1e-9
+        targets.append({"target": f"{name}: {label}", "value": round(value, 4), "ok": ok})
+        print(f"  [{'ok' if ok else 'MISSED'}] {name}: {label}: {shown}")
+    return targets
 
 
 # --- the simulator, on a thread of this process ---------------------------------------

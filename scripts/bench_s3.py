@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import bench_run
 from bench_run import HERE, SIZES, UNLIMITED, Bench, DataSet, Sample, SimHost, Spawner, say
 
 TARGETS = {"vs_dir": 1.3, "rss_mb": 150.0}
@@ -89,13 +88,16 @@ def run_s3(ns: argparse.Namespace, name: str, work: Path, spawner: Spawner) -> d
                 samples[contender].append(sample)
                 say(f"{name} {rep}/{ns.repeat} {contender:<9} {sample.wall:7.2f} s "
                     f"{sample.rss_mb:6.1f} MB")  # fmt: skip
-    medians = {k: {f: statistics.median(getattr(s, f) for s in v) for f in asdict(v[0])}
-               for k, v in samples.items()}  # fmt: skip
-    return {"runs": runs, "metrics": metrics, "points": points, "median": medians}
+    return {
+        "runs": runs,
+        "metrics": metrics,
+        "points": points,
+        "median": bench_run.medians(samples),
+    }
 
 
 def report_s3(ns: argparse.Namespace, results: dict[str, Any]) -> list[dict[str, Any]]:
-    targets = []
+    targets: list[dict[str, Any]] = []
     for name, r in results.items():
         directory, s3 = r["median"]["directory"], r["median"]["s3"]
         shape = f"{r['runs']} runs x {r['metrics']} metrics x {r['points']} points"
@@ -113,10 +115,7 @@ def report_s3(ns: argparse.Namespace, results: dict[str, Any]) -> list[dict[str,
             (f"peak RSS <= {TARGETS['rss_mb']:g} MB", s3["rss_mb"], TARGETS["rss_mb"],
              f"{s3['rss_mb']:.1f} MB (directory: {directory['rss_mb']:.1f} MB)"),
         ]  # fmt: skip
-        for label, value, limit, shown in checks:
-            ok = value <= limit + 1e-9
-            targets.append({"target": f"{name} s3: {label}", "value": round(value, 4), "ok": ok})
-            print(f"  [{'ok' if ok else 'MISSED'}] {name} s3: {label}: {shown}")
+        targets += bench_run.verdicts(f"{name} s3", checks)
     return targets
 
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import statistics
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import bench_run
 import orjson
 from bench_run import HERE, SIZES, TOKEN, UNLIMITED, Bench, DataSet, Sample, SimHost, Spawner, say
 
@@ -111,14 +110,12 @@ def run_v6(ns: argparse.Namespace, name: str, work: Path, spawner: Spawner) -> d
                 sample = getattr(bench, contender)()
                 samples[contender].append(sample)
                 say(f"{name} {rep}/{ns.repeat} {contender:<9} {sample.wall:7.2f} s")
-    medians = {k: {f: statistics.median(getattr(s, f) for s in v) for f in asdict(v[0])}
-               for k, v in samples.items()}  # fmt: skip
     return {"min_requests": data.min_requests, "runs": runs, "metrics": metrics,
-            "points": points, "median": medians}  # fmt: skip
+            "points": points, "median": bench_run.medians(samples)}  # fmt: skip
 
 
 def report_v6(ns: argparse.Namespace, results: dict[str, Any]) -> list[dict[str, Any]]:
-    targets = []
+    targets: list[dict[str, Any]] = []
     for name, r in results.items():
         floor, harvester = r["median"]["floor"], r["median"]["harvester"]
         print(f"\n== {name} via v6: {r['runs']} runs x {r['metrics']} metrics x "
@@ -135,8 +132,5 @@ def report_v6(ns: argparse.Namespace, results: dict[str, Any]) -> list[dict[str,
             (f"peak RSS <= {TARGETS['rss_mb']:g} MB", harvester["rss_mb"], TARGETS["rss_mb"],
              f"{harvester['rss_mb']:.1f} MB"),
         ]  # fmt: skip
-        for label, value, limit, shown in checks:
-            ok = value <= limit + 1e-9
-            targets.append({"target": f"{name} v6: {label}", "value": round(value, 4), "ok": ok})
-            print(f"  [{'ok' if ok else 'MISSED'}] {name} v6: {label}: {shown}")
+        targets += bench_run.verdicts(f"{name} v6", checks)
     return targets
