@@ -96,31 +96,42 @@ BOM = b"\xef\xbb\xbf"
 
 def parse_body(body: bytes, status: int, endpoint: str, where: Callable[[], str]) -> Any:
     """The JSON of a 2xx body. One that does not parse was cut short (`TruncatedBody`,
-    retried), unless it is not UTF-8, as JSON must be (RFC 8259): that is what the server
-    sends every time, so the request fails at once (`UnusableAnswer`) instead of spending
-    the retry budget. A body cut inside a character is cut short, not a wrong encoding.
-    A byte-order mark is skipped, as RFC 8259 allows. Checked only when parsing fails:
-    every answer passes here."""
+    retried), unless it is no JSON at all (`never_json`): that is what the server sends
+    every time, so the request fails at once (`UnusableAnswer`) instead of spending the
+    retry budget. A byte-order mark is skipped, as RFC 8259 allows. Checked only when
+    parsing fails: every answer passes here."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         failed = exc
     if body.startswith(BOM):
         return parse_body(body[len(BOM) :], status, endpoint, where)
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        if bad.reason != "unexpected end of data":  # a bad byte, not a cut one at the end
-            url, byte = where(), body[bad.start]
-            raise UnusableAnswer(
-                f"{endpoint} {url}: HTTP {status} answer is not UTF-8 (byte 0x{byte:02x} at "
-                f"offset {bad.start} of {len(body)}); JSON must be UTF-8, so asking again "
-                "would bring the same",
-                url=url,
-            ) from failed
+    problem = never_json(body)
+    if problem is not None:
+        url = where()
+        raise UnusableAnswer(f"{endpoint} {url}: HTTP {status} {problem}", url=url) from failed
     raise TruncatedBody(
         f"HTTP {status} with a body that is not whole JSON", url=where()
     ) from failed
+
+
+def never_json(body: bytes) -> str | None:
+    """Why `body`, which did not parse, is no JSON cut short, or None. Not UTF-8, as JSON
+    must be (RFC 8259), unless cut inside its last character; or HTML (a proxy's or a
+    login page answering for the API)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        if bad.reason == "unexpected end of data":  # a character cut, not a wrong one
+            return None
+        return (
+            f"answer is not UTF-8 (byte 0x{body[bad.start]:02x} at offset {bad.start} of "
+            f"{len(body)}); JSON must be UTF-8, so asking again would bring the same"
+        )
+    if text.lstrip().startswith("<"):
+        shown = " ".join(text.split())[:60]
+        return f"answer is HTML, not JSON ({shown!r}): a proxy's or login page? check --base-url"
+    return None
 
 
 def check_shape(

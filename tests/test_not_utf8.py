@@ -1,6 +1,7 @@
-"""An answer that is not UTF-8 (a server writing Latin-1) fails its request at once,
-naming the problem, on both APIs: asked again, it would come back the same. A body cut
-inside a character is cut short, retried as before; a byte-order mark is skipped."""
+"""An answer that is no JSON at all fails its request at once, naming the problem, on both
+APIs: not UTF-8 (a server writing Latin-1), or an HTML page (a proxy's or login page).
+Asked again, it would come back the same. A body cut inside a character is cut short,
+retried as before; a byte-order mark is skipped."""
 
 from __future__ import annotations
 
@@ -58,3 +59,20 @@ async def test_a_byte_order_mark_before_the_json_is_skipped(tmp_path: Path) -> N
     async with tiny_api(marked) as (url, asked):
         assert await harvest_one(url, tmp_path) is None
     assert asked.count("/loadtests/v2/metrics") == 1
+
+
+async def test_an_html_page_answering_for_the_api_fails_its_run_once_asked(
+    tmp_path: Path,
+) -> None:
+    page = web.Response(
+        text="<!DOCTYPE html>\n<html><head><title>Sign in</title></head><body></body></html>",
+        content_type="text/html",
+    )
+    async with tiny_api(page) as (url, asked):
+        reason = await harvest_one(url, tmp_path)
+    assert reason is not None and reason.startswith("unusable answer: metrics /loadtests/v2/")
+    assert (
+        "HTTP 200 answer is HTML, not JSON ('<!DOCTYPE html> <html><head><title>Sign in" in reason
+    )
+    assert "check --base-url" in reason
+    assert asked.count("/loadtests/v2/metrics") == 1  # a login page does not go away
