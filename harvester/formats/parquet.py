@@ -20,6 +20,9 @@ columns (in C, without the GIL); converted series (v6, odd shapes) and what the 
 cannot take (rare) are converted by Python: times by `datetime.fromisoformat`, null when
 none; values null unless numbers. A group is written once `ROW_GROUP` rows are held
 (whole series, unless one alone is longer), so memory holds one row group, never a run.
+Groups are small (16,384 rows) since each run in flight holds one and several are built
+at once: Arrow's peak was 12 MB (medium) and 22 MB (large) with groups of 100,000, 5 MB
+so, for 1.1x the bytes on disk and 1.1x the writer's CPU.
 Pages are zstd-compressed. The file is written into the sink's own temporary file and
 published like every other (fsync, link, then the manifest).
 """
@@ -37,7 +40,7 @@ from ..moments import utc_moment
 from .points import Serie
 from .pointvalue import point_value
 
-ROW_GROUP = 100_000
+ROW_GROUP = 16_384
 INSTALL = "--format parquet needs pyarrow: pip install 'k6-harvester[parquet]'"
 
 
