@@ -76,7 +76,8 @@ class RunFiles:
                 if parquet is not None:
                     parquet.add(item)
                 elif points is not None:
-                    points.write(item.ndjson())
+                    for chunk in item.chunks():
+                        points.write(chunk)
             else:
                 meta.write(item)
         if parquet is not None and data.startswith(SUMMARY):

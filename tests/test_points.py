@@ -173,6 +173,7 @@ def test_a_plain_v2_serie_is_split_from_its_bytes_the_same_as_parsed() -> None:
         [{"timestamp": "2026-11-28T22:00:00Z", "value": "1.5"}],  # a string (v5 style)
         [{"timestamp": "2026-11-28T22:00:00Z", "value": [1]}],  # an array
         [{"timestamp": "2026-11-28T22:00:00Z", "value": True}],  # not a number: null
+        [{"timestamp": "2026-11-28T22:00:00Z", "value": 1}, {"timestamp": "x", "value": False}],
         [{"timestamp": "a]b", "value": 1}, {"timestamp": "c", "value": 2}],
         [{"timestamp": 'x},{"timestamp":"y', "value": 1}],
         [{"timestamp": "t{", "value": 1}, {"timestamp": 'q,"value":', "value": 2}],
@@ -180,6 +181,11 @@ def test_a_plain_v2_serie_is_split_from_its_bytes_the_same_as_parsed() -> None:
         [{"timestamp": "2026-11-28T22:00:00Z", "value": {"timestamp": "y", "value": 2}}],
         [{"timestamp": "2026-11-28T22:00:00Z"}],
         [3, {"timestamp": "2026-11-28T22:00:00Z", "value": 1}],
+        # The same structural bytes as plain points, other keys or an escape:
+        [{"stamp": "2026-11-28T22:00:00Z", "value": 1}],
+        [{"timestamp": "x", "value": 1}, {"stamp": "y", "value": 2}],
+        [{"timestamp": "x", "value": 1}, {"timestamp": "y", "valve": 2}],
+        [{"timestamp": 'x\\"y', "value": 1}],
     ],
 )
 def test_any_other_values_shape_is_parsed_and_gives_the_same_points(
