@@ -4,6 +4,7 @@ recognised as archived by resume, `runs` and provenance."""
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import zstandard
 
 from harvester.archive import open_archive
 from harvester.cli import main
-from harvester.compression import codec_of, compressing, open_data, published_data
+from harvester.compression import IDLE_ZSTD, codec_of, compressing, open_data, published_data
 from harvester.config import load_settings
 from harvester.errors import ConfigError
 from harvester.job import harvest_job
@@ -117,3 +118,30 @@ def test_zstd_frames_keep_a_small_window_at_every_level(tmp_path: Path, level: i
     assert zstandard.ZstdDecompressor().decompressobj().decompress(packed) == data
     with open_data(path) as lines:
         assert b"".join(lines) == data
+
+
+def test_a_zstd_compressor_is_reused_for_the_next_file_and_makes_the_same_bytes() -> None:
+    """A run file's compressor (~2 MB of tables) goes back to a pool when its stream ends
+    whole; the next file's stream is the same as a new compressor's, byte for byte."""
+
+    def packed(data: bytes) -> tuple[bytes, object]:
+        out = io.BytesIO()
+        stream = compressing(out, "zstd", 5)
+        stream.write(data)
+        used = stream._compressor  # type: ignore[attr-defined]
+        stream.close()
+        stream.close()  # a second close is a no-op (the compressor is not pooled twice)
+        return out.getvalue(), used
+
+    first = b"".join(b'{"n":%d,"v":"%s"}\n' % (i, b"y" * (i % 31)) for i in range(20_000))
+    second = b"".join(b'{"m":%d}\n' % i for i in range(5_000))
+    IDLE_ZSTD.clear()
+    fresh, made = packed(second)
+    assert IDLE_ZSTD[5] == [made]
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(packed(first)[0]) == first
+    again, reused = packed(second)
+    assert reused is made and again == fresh
+    # A stream left unended (a run aborted mid-write) keeps its compressor out of the pool.
+    abandoned = compressing(io.BytesIO(), "zstd", 5)
+    abandoned.write(first)
+    assert IDLE_ZSTD[5] == []
