@@ -209,3 +209,23 @@ def test_a_values_key_elsewhere_in_the_serie_is_not_taken_for_its_points() -> No
         got, fast = split_serie(serie)
         assert not fast
         assert got == expected_points(serie, [(p["timestamp"], p["value"]) for p in values])
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [("2026-11-28T22:00:00.000Z", 1.5), ("2026-11-28T22:00:03.000Z", None),
+         ("2026-11-28T22:00:06.000Z", 1e-7), ("x", 0), ("y", -3)],  # the fast path
+        [("a", 'x",y'), ("b", [1]), ("c", 2)],  # the slow path: a string, an array
+        [(None, 2.0), ('q"],["', 3), ("t", {"a": 1})],  # a null and an escaped time, an object
+        [("a", 1), ("b", []), ("c", 2)],
+    ],
+)  # fmt: skip
+def test_converted_pairs_make_the_lines_of_a_dict_a_point(pairs: list[tuple[Any, Any]]) -> None:
+    """A v6 serie's pairs become lines by two replaces over one orjson array when each is
+    a string and a scalar; any other pair is a dict a point. Both are the same lines."""
+    head = {"test_run_id": 5, "test_id": 3, "project_id": 7, "metric": "vus",
+            "metric_type": "gauge", "tags": {"k": 'v"],['}, "method": "avg"}  # fmt: skip
+    lines = Serie(head, len(pairs), pairs=pairs).ndjson()
+    want = [{**head, "time": time, "value": value} for time, value in pairs]
+    assert lines == b"".join(orjson.dumps(w, option=orjson.OPT_APPEND_NEWLINE) for w in want)

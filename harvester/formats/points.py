@@ -55,6 +55,8 @@ NOT_KEPT = bytes(sorted(set(range(256)) - set(KEPT)))
 #: What a point the fast path copies keeps: `{"timestamp":"<time>","value":<number or
 #: null>}` (`pointvalue`'s rule: anything else is parsed and made null).
 POINT_SHAPE = b'{"timestamp":"2026","value":1}'.translate(None, NOT_KEPT)
+#: A converted pair's: `["<time>",<number or null>]`.
+PAIR_SHAPE = b'["2026",1]'.translate(None, NOT_KEPT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,17 +77,31 @@ class Serie:
         """The points' lines in pieces, whose concatenation is `ndjson()`: a plain serie's
         lines are made by one replace over its array, and written without another copy."""
         if self.pairs is not None:
-            head, dumps = self.head, orjson.dumps
-            converted = (
-                dumps({**head, "time": time, "value": value}, option=NEWLINE)
-                for time, value in self.pairs
-            )
-            return [b"".join(converted)]
+            return self._pair_lines(self.pairs)
         if not self.count:
             return []
         prefix = orjson.dumps(self.head)[:-1] + TIME
         lines = memoryview(self.body.replace(NEXT, b"\n" + prefix))
         return [prefix, lines[len(FIRST) : -1], b"\n"]
+
+    def _pair_lines(self, pairs: list[tuple[Any, Any]]) -> list[bytes | memoryview]:
+        """Converted pairs' lines: one orjson call makes `[["<time>",<value>],...]` and,
+        when each pair is a string and a number or null (`PAIR_SHAPE`: v6's times and values),
+        two replaces make it the lines, as for a v2 serie; else a dict a point."""
+        if not pairs:
+            return []
+        array = orjson.dumps(pairs)
+        shape = b"[" + PAIR_SHAPE + (b"," + PAIR_SHAPE) * (len(pairs) - 1) + b"]"
+        if array.translate(None, NOT_KEPT) != shape:
+            head, dumps = self.head, orjson.dumps
+            converted = (
+                dumps({**head, "time": time, "value": value}, option=NEWLINE)
+                for time, value in pairs
+            )
+            return [b"".join(converted)]
+        prefix = orjson.dumps(self.head)[:-1] + TIME
+        lines = array.replace(b'",', VALUE).replace(b"],[", b"}\n" + prefix)
+        return [prefix, memoryview(lines)[2:-2], b"}\n"]
 
     def rows(self) -> list[dict[str, Any]]:
         """The points as dicts, the columns of their lines (for consumers of records)."""
