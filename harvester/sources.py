@@ -150,6 +150,8 @@ def read_runs_file(path: str, stdin: BinaryIO | None = None) -> tuple[int, ...]:
     """One run id (or run URL) a line; blank lines and `#` comments are skipped.
     `-` reads standard input."""
     name = "stdin" if path == "-" else f"runs file {path}"
+    if path == "-" and stdin is None and sys.stdin is None:  # started with `<&-`
+        raise ConfigError("--runs-file - reads stdin, which is closed; pipe the run ids in")
     try:
         data = (stdin or sys.stdin.buffer).read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:

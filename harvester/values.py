@@ -43,6 +43,13 @@ def text(raw: Any) -> str:
     turned into a folder named `False`."""
     if not isinstance(raw, str):
         raise ValueError(f"must be text in quotes, not a {_toml_type(raw)}")
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError:  # a byte the locale could not decode (`--out $'o\xff'`)
+        raise ValueError(
+            "is not UTF-8: the state file, the manifests and the log keep it as text; "
+            "use a name in UTF-8"
+        ) from None
     return raw
 
 

@@ -3,6 +3,9 @@ one line on stderr that names where the value came from, before any request is m
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +196,19 @@ CASES = [
         "HARVESTER_INTERVAL = 'nan' is not a duration",
         env={"HARVESTER_INTERVAL": "nan"},
     ),
+    # `--out $'o\xff'`: argv as Python gets it. The path would go into the state, the
+    # manifests and the JSON log as text (it ended in an internal error, run published).
+    case(
+        "out not UTF-8",
+        ["harvest", "--run", "1", "--out", "{tmp}/o\udcff"],
+        "is not UTF-8: the state file, the manifests and the log keep it as text",
+    ),
+    case(
+        "env state not UTF-8",
+        ["harvest", "--run", "1", "--out", "{tmp}"],
+        "HARVESTER_STATE = '/s\\udcff' is not UTF-8",
+        env={"HARVESTER_STATE": "/s\udcff"},
+    ),
 ]
 
 
@@ -216,3 +232,18 @@ def test_bad_input_is_exit_2_and_one_line_naming_its_origin(
     assert message in err, err
     assert err.count("\n") == 1 and err.startswith("harvester: "), err
     assert "Traceback" not in err and "internal error" not in err
+
+
+def test_runs_from_a_closed_stdin_is_exit_2_and_one_line() -> None:
+    """`harvester harvest --runs-file - <&-`: Python starts with no sys.stdin at all."""
+    done = subprocess.run(
+        [sys.executable, "-m", "harvester", "harvest", *BASE, "--runs-file", "-"],
+        preexec_fn=lambda: os.close(0),  # the child starts with no fd 0
+        capture_output=True,
+        check=False,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.decode() == (
+        "harvester: --runs-file - reads stdin, which is closed; pipe the run ids in\n"
+    )
