@@ -84,6 +84,7 @@ class StateLock:
 
     @classmethod
     def acquire(cls, path: Path) -> StateLock:
+        refuse_foreign(path)  # before a lock file is made beside someone's file
         lock_path = path.with_name(path.name + ".lock")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -260,6 +261,27 @@ class HarvestState:
         """The state said done but the file is gone, or a waiting run no longer exists."""
         with self._guard(f"forgetting run {run_id}"), self._db:
             self._db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+
+#: The first bytes of every SQLite database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def refuse_foreign(path: Path) -> None:
+    """A file that is no SQLite database at all is more likely someone's file given as
+    --state (a runs file?) than a damaged state: it is refused untouched, and the message
+    says both. An empty file, or one SQLite may have begun, is left to SQLite."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except OSError:
+        return  # missing (created later), or unreadable: the lock or SQLite says why
+    if head and not SQLITE_MAGIC.startswith(head):
+        raise StateError(
+            f"{path} is not a harvester state file (not an SQLite database; it begins "
+            f"{head!r}): give --state a path of its own, or if it is a damaged state "
+            "file, move it aside and run again (the archived files are the truth)"
+        )
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -51,7 +51,22 @@ def test_a_garbage_state_file_is_damaged_exit_2_with_what_to_do(
     err = capfd.readouterr().err
     [line] = [line for line in err.splitlines() if "state file" in line]
     assert "Traceback" not in err and "move it aside" in line
-    assert "is damaged (file is not a database)" in line
+    assert "is not a harvester state file (not an SQLite database; it begins b'this" in line
+    assert not (tmp_path / f"{STATE_FILE_NAME}.lock").exists()  # nothing made beside it
+
+
+def test_someone_elses_file_as_state_is_refused_untouched(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    runs = tmp_path / "runs.txt"  # --state where --runs-file was meant
+    runs.write_bytes(b"101\n102\n")
+    assert main(harvest_args(tmp_path / "out", "--state", str(runs))) == 2
+    err = capfd.readouterr().err
+    assert f"{runs} is not a harvester state file" in err and "give --state a path" in err
+    assert runs.read_bytes() == b"101\n102\n" and sorted(tmp_path.iterdir()) == [
+        tmp_path / "out",
+        runs,
+    ]
 
 
 def test_a_full_disk_at_start_is_exit_1_and_says_so(
