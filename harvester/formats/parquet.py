@@ -14,9 +14,10 @@ Tags are a map rather than a JSON string: DuckDB (`tags['url']`), Spark, BigQuer
 ClickHouse read a Parquet map natively, so a filter on one tag needs no JSON parsing;
 both APIs give tag values as strings (v5 labels always are; v2 tags are stringified).
 A row group is built without a Python object per point: each serie's shared columns
-are kept once (and repeated by Arrow's `take`), the times and values of plain v2 series
-as `time,value` lines (`Serie.csv`) parsed by Arrow's CSV reader straight into the typed
-columns (in C, without the GIL); converted series (v6, odd shapes) and what the reader
+are kept once (repeated by Arrow's `take`, or `repeat` when all of the group's series
+share it, as a run's ids), the times and values of plain v2 series as `time,value` lines
+(`Serie.csv`) parsed by Arrow's CSV reader straight into the typed columns (in C,
+without the GIL); converted series (v6, odd shapes) and what the reader
 cannot take (rare) are converted by Python: times by `datetime.fromisoformat`, null when
 none; values null unless numbers. A group is written once `ROW_GROUP` rows are held
 (whole series, unless one alone is longer), so memory holds one row group, never a run.
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from array import array
 from typing import Any
 
 import orjson
@@ -101,14 +103,14 @@ class ParquetPoints:
     def _start(self) -> None:
         self._rows = 0
         self._heads: list[dict[str, Any]] = []  # one per serie of the group
-        self._serie_of_row: list[int] = []  # the index in `_heads` of each row's serie
+        self._serie_of_row = array("i")  # the index in `_heads` of each row's serie (int32)
         self._csv = bytearray()  # `time,value` lines of the plain series not yet parsed
         self._chunks: list[tuple[Any, Any]] = []  # (times, values) arrays, in row order
 
     def add(self, serie: Serie) -> None:
         if self._rows and self._rows + serie.count > ROW_GROUP:
             self.flush()  # groups of whole series, unless one alone is longer
-        self._serie_of_row += [len(self._heads)] * serie.count
+        self._serie_of_row += array("i", [len(self._heads)]) * serie.count
         self._heads.append(serie.head)
         if serie.pairs is None:
             self._csv += serie.csv()
@@ -131,8 +133,10 @@ class ParquetPoints:
         self._parse_csv()
         if not self._rows:
             return
-        rows = pa.array(self._serie_of_row, pa.int32())
-        columns = [self._shared(name).take(rows) for name in SHARED]
+        rows = pa.Array.from_buffers(
+            pa.int32(), self._rows, [None, pa.py_buffer(self._serie_of_row)]
+        )
+        columns = [self._column(name, rows) for name in SHARED]
         columns.append(pa.chunked_array([times for times, _ in self._chunks], _time_type()))
         columns.append(pa.chunked_array([values for _, values in self._chunks], pa.float64()))
         table = pa.Table.from_arrays(columns, schema=self._schema)
@@ -140,15 +144,18 @@ class ParquetPoints:
         self._start()
         pa.default_memory_pool().release_unused()  # malloc_trim: see __init__
 
-    def _shared(self, name: str) -> Any:
-        """One entry per serie of the group."""
+    def _column(self, name: str, rows: Any) -> Any:
+        """A shared column of the group: each serie's entry, repeated for its rows."""
         import pyarrow as pa
 
         kind = self._schema.field(name).type
         if name == "tags":
-            return pa.array([_tags(h[name]) for h in self._heads], kind)
+            return pa.array([_tags(h[name]) for h in self._heads], kind).take(rows)
         convert = _int if name in IDS else _text
-        return pa.array([convert(h[name]) for h in self._heads], kind)
+        entries = [convert(h[name]) for h in self._heads]
+        if entries.count(entries[0]) == len(entries):  # the run's ids: one for all rows
+            return pa.repeat(pa.scalar(entries[0], kind), self._rows)
+        return pa.array(entries, kind).take(rows)
 
     def close(self) -> None:
         self.flush()
