@@ -22,7 +22,7 @@ import orjson
 from .cli_flags import SETTINGS_FLAGS
 from .config import Settings, check_methods, parse_value
 from .errors import ConfigError
-from .formats.singer import catalog, selected_streams
+from .formats.singer import catalog, read_state, selected_streams
 from .sources import TOKEN_ENV, flag_name
 from .values import did_you_mean
 
@@ -106,6 +106,7 @@ def harvest_argv(argv: Sequence[str], environ: dict[str, str] | None = None) -> 
         (os.environ if environ is None else environ)[TOKEN_ENV] = str(token)
     command = ["harvest", "--format", "singer", "--out", "-", *config_flags(config, args.config)]
     if args.state:
+        read_state(args.state, "the tap's --state")  # a bad one named as the user gave it
         command += ["--singer-state", args.state]
     chosen = args.catalog or args.properties
     if chosen:

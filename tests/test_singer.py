@@ -270,10 +270,12 @@ def test_meltano_snippet_is_the_readme_s_and_its_settings_are_real_flags(tmp_pat
     config = tmp_path / "config.json"
     config.write_bytes(orjson.dumps({**tap["config"], "token": "t", "details": True}))
     env: dict[str, str] = {}
-    argv = harvest_argv(["--config", str(config), "--state", "s.json"], env)
+    state = tmp_path / "s.json"  # the last STATE's value, as Meltano hands it over
+    state.write_bytes(b'{"bookmarks": {"runs": {"done": [1]}}}')
+    argv = harvest_argv(["--config", str(config), "--state", str(state)], env)
     assert env == {"K6_CLOUD_TOKEN": "t"} and "t" not in argv
     ns = build_parser("harvest").parse_args(argv)
-    assert (ns.format, ns.out, ns.singer_state, ns.since) == ("singer", "-", "s.json", "7d")
+    assert (ns.format, ns.out, ns.singer_state, ns.since) == ("singer", "-", str(state), "7d")
     assert ns.projects == [str(p) for p in tap["config"]["projects"]] and ns.details
     assert [loader["name"], loader["pip_url"]] == [
         "target-jsonl",
@@ -315,6 +317,26 @@ def test_tap_harvester_bad_config_is_one_line_and_exit_2(
         [tap, "--config", tmp_path / "none.json"], capture_output=True, check=False, timeout=30
     )
     assert missing.returncode == 2 and b"cannot read the tap's --config" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("state", "said"),
+    [(b"garbage", "is not JSON"), (None, "does not exist"), (b'{"bookmarks": 1}', "is not a")],
+)
+def test_tap_harvester_bad_state_is_named_by_the_taps_own_flag(
+    tmp_path: Path, state: bytes | None, said: str
+) -> None:
+    config, path = tmp_path / "config.json", tmp_path / "state.json"
+    config.write_bytes(b'{"runs": [1]}')
+    if state is not None:
+        path.write_bytes(state)
+    tap = Path(sys.executable).parent / "tap-harvester"
+    done = subprocess.run(
+        [tap, "--config", config, "--state", path], capture_output=True, check=False, timeout=30
+    )
+    err = done.stderr.decode()
+    assert done.returncode == 2 and err.count("\n") == 1, err
+    assert f"the tap's --state {path} {said}" in err and "--singer-state" not in err, err
 
 
 def test_tap_config_switches_take_what_the_toml_file_takes(tmp_path: Path) -> None:

@@ -177,9 +177,10 @@ class SingerEncoder:
         self._runs.pop(run_id, None)
 
 
-def read_state(path: str) -> set[int]:
-    """The runs a Singer state (`--singer-state`, a STATE message's value) lists as done."""
-    where = f"--singer-state {path}"
+def read_state(path: str, flag: str = "--singer-state") -> set[int]:
+    """The runs a Singer state (`--singer-state`, a STATE message's value) lists as done;
+    `flag` names it in errors as the user gave it (tap-harvester's `--state`)."""
+    where = f"{flag} {path}"
     try:
         doc = orjson.loads(Path(path).read_bytes())
     except FileNotFoundError:
