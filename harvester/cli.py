@@ -246,8 +246,9 @@ def _cmd_runs(ns: argparse.Namespace) -> int:
             "nothing to list: give --project P, --test T, --organization O or --all-projects"
         )
     _require_token(settings)
+    archived = archived_in(settings)  # a bad --out is said before any request
     found = _run_async(discover_runs, settings, selection)
-    _show_rows(ns.output, listing(found, archived_in(settings)), runs_table)
+    _show_rows(ns.output, listing(found, archived), runs_table)
     reporter = Reporter.for_settings(settings, live_allowed=False)
     reporter.discovered(found)
     return EXIT_FAILED if _say_not_found(reporter, found) else EXIT_OK

@@ -15,6 +15,7 @@ from pathlib import Path
 from .api import JsonObject
 from .backends.choose import backend_for
 from .config import Settings
+from .errors import ConfigError
 from .export import run_archived
 from .layout import Places
 from .layout import parse_created as parse_created
@@ -66,7 +67,12 @@ def archived_in(settings: Settings) -> Callable[[int], bool]:
         from .objectstore.listing import list_archive
 
         return list_archive(settings).__contains__  # one listing of the prefix
-    places = Places(settings.layout, Path(settings.out))
+    out = Path(settings.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {settings.out} is a file; give the directory a harvest writes")
+    if not out.is_dir():
+        return lambda _run_id: False  # no archive yet: a harvest would take every run
+    places = Places(settings.layout, out)
 
     def archived(run_id: int) -> bool:  # in either --layout
         where = places.locate(run_id, None)

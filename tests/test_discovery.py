@@ -279,6 +279,26 @@ async def test_runs_lists_what_a_harvest_would_do_as_ndjson_without_harvesting(
     assert parse_lines(result.stderr)[-1]["event"] == "discovered"
 
 
+async def test_runs_into_an_archive_not_made_yet_would_harvest_every_ready_run(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    new = tmp_path / "archive"  # what a first harvest would do, asked before it
+    result = await run_cli(simulator, "runs", "--project", str(PROJECT_A), "--out", str(new))
+    assert result.returncode == 0, result.stderr.decode()
+    rows = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert rows and {row["action"] for row in rows if row["reason"] == ""} == {"harvest"}
+    assert not new.exists()  # only listed
+    a_file = tmp_path / "a-file"
+    a_file.write_bytes(b"")
+    simulator.log.clear()
+    refused = await run_cli(simulator, "runs", "--project", str(PROJECT_A), "--out", str(a_file))
+    assert refused.returncode == 2 and not simulator.log  # before any request
+    assert (
+        refused.stderr.decode()
+        == f"harvester: --out {a_file} is a file; give the directory a harvest writes\n"
+    )
+
+
 async def test_runs_shows_words_test_names_and_results_as_csv_and_in_80_columns(
     simulator: Simulator, cloud: SimCloud, tmp_path: Path
 ) -> None:
