@@ -208,6 +208,21 @@ def test_bad_report_flags_are_one_line_and_exit_2(
         assert err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_out_dash_is_the_page_on_stdout_not_a_file_named_dash(
+    nightly: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfdbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", str(nightly), "--out", "-"]) == 0
+    page = capfdbinary.readouterr().out.decode()
+    assert page_data(page)["runs"] and page.rstrip().endswith("</html>")
+    assert main(["report", str(nightly), "--format", "png", "--out", "-"]) == 2
+    assert b"give --out a directory" in capfdbinary.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- drawing budget -----------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--since", help="runs created at or after: 2026-01-31 or an age like 30d")
     p.add_argument("--format", choices=("html", "png"), default="html", help="default html")
     p.add_argument(
-        "--out", help="the HTML file (default report.html), or the directory for --format png"
+        "--out",
+        help="the HTML file (default report.html; - for stdout), or the directory for --format png",
     )
     p.add_argument(
         "--regression",
@@ -57,9 +59,16 @@ def options_from(ns: argparse.Namespace) -> ReportOptions:
 
 
 def make_report(ns: argparse.Namespace) -> list[Path]:
-    """Write the report; the files written."""
+    """Write the report; the files written (none for `--out -`: the page went to stdout,
+    as `config init -` writes the example)."""
+    if ns.format == "png" and ns.out == "-":
+        raise ConfigError("--format png writes one file per chart: give --out a directory")
     options = options_from(ns)
     page = build_page(ns.archive, options)
+    if ns.out == "-":  # not a file named `-` in the working directory
+        sys.stdout.buffer.write(render(page).encode())
+        sys.stdout.flush()
+        return []
     if ns.format == "png":
         from .png import write_pngs
 
