@@ -46,7 +46,12 @@ def cmd_config_init(ns: argparse.Namespace) -> int:
     try:
         with open(path, "x", encoding="utf-8") as fh:
             fh.write(example)
-    except FileExistsError:
+    except (FileExistsError, IsADirectoryError):
+        if os.path.isdir(path):  # not something to remove
+            example_path = os.path.join(path, "harvester.toml")
+            raise ConfigError(
+                f"{path} is a directory; give a file such as {example_path}"
+            ) from None
         raise ConfigError(f"{path} exists; remove it or give another path") from None
     except OSError as exc:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from None

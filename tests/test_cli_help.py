@@ -85,6 +85,10 @@ def test_config_init_writes_the_example_and_never_over_a_file(
     assert f"{target} exists" in capfd.readouterr().err
     assert main(["config", "init", "-"]) == 0
     assert tomllib.loads(capfd.readouterr().out)["api"]["rate"] == 5.0
+    assert main(["config", "init", str(tmp_path)]) == 2  # a directory is not "remove it"
+    err = capfd.readouterr().err
+    suggested = tmp_path / "harvester.toml"
+    assert err == f"harvester: {tmp_path} is a directory; give a file such as {suggested}\n"
 
 
 def test_config_show_prints_each_setting_with_its_origin_and_masks_the_token(
