@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 from . import cli
 from . import cli_help as text
-from .objectstore.location import is_s3
 
 REPORT_HELP = (
     "Write an archive (the --out DIR of a harvest) as one self-contained HTML page: one "
@@ -56,6 +55,7 @@ def add_archive_commands(add: AddCommand, command: str | None) -> None:
 
 def _cmd_status(ns: argparse.Namespace) -> int:
     """Read the state file (read-only: a running harvester may hold its lock)."""
+    from .objectstore.location import is_s3
     from .status import read_status, status_path, write_status
 
     if ns.out and is_s3(ns.out):

@@ -48,16 +48,26 @@ class Scan:
     problem: str | None = None
 
 
-class Kind(msgspec.Struct):
+class Kind(msgspec.Struct, gc=False):
     """What says a line's kind (a record's `type` is text); every other key is checked and
-    skipped."""
+    skipped. (gc=False: a points file makes millions, none in a cycle.)"""
 
     type: str | msgspec.UnsetType = msgspec.UNSET
     time: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     value: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
 
 
-_DECODER = msgspec.json.Decoder(Kind)
+class Point(msgspec.Struct, gc=False):
+    """A line of a points file: its `time` and `value` must be there (msgspec checks it,
+    not a Python loop over the lines)."""
+
+    time: msgspec.Raw
+    value: msgspec.Raw
+    type: str | msgspec.UnsetType = msgspec.UNSET
+
+
+_KINDS = msgspec.json.Decoder(Kind)
+_POINTS = msgspec.json.Decoder(Point)
 _TYPE = attrgetter("type")
 
 
@@ -96,7 +106,8 @@ def scan(path: Path, *, ndjson: bool) -> Scan:
         hashing = _Hashing(cast(BinaryIO, raw))
         if ndjson:
             try:
-                count_records(_decompressed(hashing, codec_of(path)), result.counts)
+                lines = _decompressed(hashing, codec_of(path))
+                count_records(lines, result.counts, points=".points." in path.name)
             except NotRecords as exc:
                 result.problem = f"line {_line_at(path, exc.offset)} is not a harvester record"
             except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
@@ -116,10 +127,11 @@ class NotRecords(ValueError):
         self.offset = offset
 
 
-def count_records(stream: BinaryIO, counts: Counter[str]) -> None:
-    """Count the records of the NDJSON `stream` by type into `counts`. Each chunk read is
-    parsed where it lies (a memoryview of its whole lines, no copy); only the line cut by
-    its end is carried into the next."""
+def count_records(stream: BinaryIO, counts: Counter[str], *, points: bool = False) -> None:
+    """Count the records of the NDJSON `stream` by type into `counts` (`points`: lines of
+    a points file, expected to be points). Each chunk read is parsed where it lies (a
+    memoryview of its whole lines, no copy); only the line cut by its end is carried into
+    the next."""
     carry, offset = b"", 0  # offset: of `carry` in the stream
     while chunk := stream.read(CHUNK):
         first = chunk.find(b"\n") + 1
@@ -128,33 +140,50 @@ def count_records(stream: BinaryIO, counts: Counter[str]) -> None:
             continue
         last = chunk.rfind(b"\n") + 1
         head = carry + chunk[:first]
-        _count(head, offset, counts, head.isascii())
-        _count(memoryview(chunk)[first:last], offset + len(head), counts, chunk.isascii())
+        _count(head, offset, counts, head.isascii(), points)
+        middle = memoryview(chunk)[first:last]
+        _count(middle, offset + len(head), counts, chunk.isascii(), points)
         offset += len(carry) + last
         carry = chunk[last:]
     if carry:
-        _count(carry, offset, counts, carry.isascii())
+        _count(carry, offset, counts, carry.isascii(), points)
 
 
-def _count(block: bytes | memoryview, offset: int, counts: Counter[str], ascii: bool) -> None:
+def _count(
+    block: bytes | memoryview, offset: int, counts: Counter[str], ascii: bool, points: bool
+) -> None:
     """The records of whole lines, `offset` bytes into the stream."""
     try:
         if not ascii:  # msgspec does not check UTF-8 in the strings it skips
             codecs.utf_8_decode(block, "strict", True)
-        kinds = _DECODER.decode_lines(block)
+        kinds = _kinds(block, points)
     except (msgspec.DecodeError, UnicodeDecodeError):
         raise NotRecords(offset + _first_bad(bytes(block))) from None
     found: Counter[Any] = Counter(map(_TYPE, kinds))
-    points = found.pop(msgspec.UNSET, 0)
-    if points and sum(1 for k in kinds if k.type is msgspec.UNSET and _point(k)) != points:
+    untyped = found.pop(msgspec.UNSET, 0)
+    if untyped and not isinstance(kinds[0], Point) and not all(map(_point, kinds)):
         raise NotRecords(offset + _first_bad(bytes(block)))
     counts.update(found)
+    if untyped:
+        counts["point"] += untyped
+
+
+def _kinds(block: bytes | memoryview, points: bool) -> list[Kind] | list[Point]:
+    """The kind of each line: as points when they should be (each must have a time and a
+    value), else, or when one is not a point, as any record."""
     if points:
-        counts["point"] += points
+        try:
+            return _POINTS.decode_lines(block)
+        except msgspec.ValidationError:  # a line that is not a point: is it a record?
+            pass
+    return _KINDS.decode_lines(block)
 
 
-def _point(kind: Kind) -> bool:
-    return kind.time is not msgspec.UNSET and kind.value is not msgspec.UNSET
+def _point(kind: Kind | Point) -> bool:
+    """A record (it has a type) or a point (a time and a value)."""
+    return kind.type is not msgspec.UNSET or (
+        kind.time is not msgspec.UNSET and kind.value is not msgspec.UNSET
+    )
 
 
 def _first_bad(block: bytes) -> int:
@@ -164,10 +193,9 @@ def _first_bad(block: bytes) -> int:
         if line.strip():
             try:
                 line.decode("utf-8")
-                kind = _DECODER.decode(line)
+                if not _point(_KINDS.decode(line)):
+                    return start
             except (msgspec.DecodeError, UnicodeDecodeError):
-                return start
-            if kind.type is msgspec.UNSET and not _point(kind):
                 return start
         start += len(line) + 1
     return 0  # not reached: the block as a whole was not records

@@ -95,7 +95,9 @@ def run_formats(ns: argparse.Namespace, name: str, work: Path, spawner: Spawner)
                 shown = f"{name} {rep}/{ns.repeat} {name_of:<14} {sample.wall:7.2f} s"
                 if ns.verify:
                     verifies[name_of].append(verify_once(bench, name_of))
-                    shown += f", verify {verifies[name_of][-1]['mbps']:.0f} MB/s"
+                    v = verifies[name_of][-1]
+                    shown += f", verify {v['mbps']:.0f} MB/s ({v['cpu']:.2f} s CPU, "
+                    shown += f"{v['rss_mb']:.0f} MB)"
                 say(shown)
     mid = statistics.median
     return {

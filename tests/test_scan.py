@@ -38,12 +38,15 @@ def write(path: Path, data: bytes) -> Path:
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1 << 20])
 @pytest.mark.parametrize("ending", ["", ".gz", ".zst"])
+@pytest.mark.parametrize("kind", ["ndjson", "points.ndjson"])
 def test_records_are_counted_the_same_however_the_chunks_cut_the_lines(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, ending: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int, ending: str, kind: str
 ) -> None:
+    """Typed records and points mixed, in a raw or a points file (whose lines are read as
+    points first)."""
     monkeypatch.setattr(scan_module, "CHUNK", chunk)
     data = b"\n".join(LINES)  # the last line without its newline
-    path = write(tmp_path / f"1.ndjson{ending}", data)
+    path = write(tmp_path / f"1.{kind}{ending}", data)
     found = scan(path, ndjson=True)
     assert found.problem is None and all(is_record(line) for line in LINES if line)
     assert found.counts == WANT
@@ -76,13 +79,14 @@ def is_record(line: bytes) -> bool:
     ],
 )
 @pytest.mark.parametrize("chunk", [7, 1 << 20])
+@pytest.mark.parametrize("kind", ["ndjson", "points.ndjson"])
 def test_the_first_line_that_is_not_a_record_is_named_by_its_number(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: bytes, chunk: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: bytes, chunk: int, kind: str
 ) -> None:
     monkeypatch.setattr(scan_module, "CHUNK", chunk)
     assert not is_record(bad)  # orjson refuses it too
     lines = [*LINES, bad, *LINES]
-    path = write(tmp_path / "1.ndjson.zst", b"\n".join(lines) + b"\n")
+    path = write(tmp_path / f"1.{kind}.zst", b"\n".join(lines) + b"\n")
     found = scan(path, ndjson=True)
     assert found.problem == f"line {len(LINES) + 1} is not a harvester record"
     assert found.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import sys
 from pathlib import Path
 
@@ -136,3 +137,17 @@ async def test_the_harvesters_own_files_are_not_orphans_and_the_cli_exits_by_int
     assert "stray.ndjson" in out and "orphan" in out
     assert main(["verify", str(tmp_path / "nope")]) == 2
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_verify_starts_without_the_http_stack_or_package_metadata(tmp_path: Path) -> None:
+    """Start-up is part of verify's MB/s: it loads neither aiohttp/anyio (the harvest's) nor
+    importlib.metadata (~50 ms reading every installed package's metadata)."""
+    probe = (
+        "import sys\nfrom harvester.cli import main\n"
+        f"assert main(['verify', {str(tmp_path)!r}, '--output', 'json']) == 0\n"
+        "print(sorted(m for m in ('aiohttp', 'anyio', 'importlib.metadata') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, timeout=20, check=True
+    )
+    assert done.stdout.decode().splitlines()[-1] == "[]"
