@@ -30,20 +30,17 @@ def add_archive_commands(add: AddCommand, command: str | None) -> None:
     where.add_argument(
         "--out", metavar="DIR", help="archive directory (its state file), or s3://BUCKET/PREFIX/"
     )
-    status.add_argument(
-        "--s3-endpoint-url", metavar="URL", help="S3-compatible store (else AWS_ENDPOINT_URL)"
-    )
-    status.add_argument(
-        "--output", choices=("table", "json"), help="table (default on a terminal) or json"
-    )
+    _add_store_and_output(status)
     status.set_defaults(handler=_cmd_status)
     verify = add(
         "verify", "check an archive against its manifests", text.VERIFY, text.VERIFY_EPILOG
     )
-    verify.add_argument("directory", metavar="DIR", help="the --out directory of a harvest")
     verify.add_argument(
-        "--output", choices=("table", "json"), help="table (default on a terminal) or json"
+        "directory",
+        metavar="DIR",
+        help="the --out of a harvest: a directory or s3://BUCKET/PREFIX/",
     )
+    _add_store_and_output(verify)
     verify.set_defaults(handler=_cmd_verify)
     report = add("report", "an archive as one HTML page, or PNG charts", REPORT_HELP, "")
     if command == "report":
@@ -51,6 +48,15 @@ def add_archive_commands(add: AddCommand, command: str | None) -> None:
 
         report_command.add_arguments(report)
         report.set_defaults(handler=_cmd_report)
+
+
+def _add_store_and_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--s3-endpoint-url", metavar="URL", help="S3-compatible store (else AWS_ENDPOINT_URL)"
+    )
+    parser.add_argument(
+        "--output", choices=("table", "json"), help="table (default on a terminal) or json"
+    )
 
 
 def _cmd_status(ns: argparse.Namespace) -> int:
@@ -74,7 +80,14 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
     from .tables import print_table, write_rows
     from .verify import PROBLEMS, intact, verify
 
-    rows = list(verify(ns.directory, workers=os.cpu_count() or 1))
+    if ns.directory.lower().startswith("s3://"):  # (objectstore.is_s3: its package loads anyio)
+        from .config import load_settings
+        from .objectstore.verify import verify_store
+
+        settings = load_settings({"out": ns.directory, "s3_endpoint_url": ns.s3_endpoint_url})
+        rows = list(verify_store(settings))
+    else:
+        rows = list(verify(ns.directory, workers=os.cpu_count() or 1))
     output = ns.output or ("table" if sys.stdout.isatty() else "json")
     if output == "json":
         write_rows(sys.stdout, rows, "json")

@@ -179,16 +179,18 @@ class Parser(argparse.ArgumentParser):
 VERIFY = """\
 Check every run of an archive against its manifest (<id>.manifest.json): each file is
 there, of the size and sha256 the manifest says, every line parses, and the records of
-each type are as many. Files are read streaming, one at a time.
+each type are as many. Files are read streaming, one at a time. An object-store
+archive (s3://BUCKET/PREFIX/) is checked the same way, its objects read as they come.
 """
 VERIFY_EPILOG = """\
 statuses: ok, missing (a named file, or a data file's manifest), truncated, corrupt,
 orphan (a file no manifest names; the state file, locks and temporary files are not)
 
 exit status: 0 every file intact, 1 anything missing, truncated, corrupt or orphan,
-2 bad usage (DIR not a directory)
+2 bad usage (DIR not a directory; a missing bucket, denied access)
 
 examples:
   harvester verify ./archive
+  harvester verify s3://archive/k6/ --s3-endpoint-url http://127.0.0.1:9000
   harvester verify ./archive --output json | jq 'select(.status != "ok")'
 """

@@ -139,7 +139,12 @@ def seal(out_dir: Path, run_id: int, file_mode: int) -> bool:
 
 def read(path: Path) -> dict[str, Any]:
     """A manifest, parsed; ValueError when it is not one."""
-    manifest = orjson.loads(path.read_bytes())
+    return parse(path.read_bytes())
+
+
+def parse(data: bytes) -> dict[str, Any]:
+    """A manifest's bytes, parsed; ValueError when they are not one."""
+    manifest = orjson.loads(data)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
         raise ValueError("not a harvester manifest")
     return manifest

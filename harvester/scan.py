@@ -24,6 +24,8 @@ import gzip
 import hashlib
 import zlib
 from collections import Counter
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
@@ -101,15 +103,28 @@ def _decompressed(hashing: _Hashing, codec: str) -> BinaryIO:
 
 def scan(path: Path, *, ndjson: bool) -> Scan:
     """Read `path` once, streaming: memory holds a chunk and a line, never the file."""
+    opener = lambda: path.open("rb", buffering=0)  # noqa: E731
+    points = ".points." in path.name
+    return scan_opened(opener, codec_of(path), ndjson=ndjson, points=points)
+
+
+#: Opens a file's bytes from the start (a local file, or an object's body for `verify
+#: s3://`); a bad line's number is found by reading them again.
+Opener = Callable[[], AbstractContextManager[BinaryIO]]
+
+
+def scan_opened(opener: Opener, codec: str, *, ndjson: bool, points: bool = False) -> Scan:
+    """`scan` of the bytes `opener` gives, compressed with `codec` (`points`: a points
+    file's lines)."""
     result = Scan()
-    with path.open("rb", buffering=0) as raw:
-        hashing = _Hashing(cast(BinaryIO, raw))
+    with opener() as raw:
+        hashing = _Hashing(raw)
         if ndjson:
             try:
-                lines = _decompressed(hashing, codec_of(path))
-                count_records(lines, result.counts, points=".points." in path.name)
+                count_records(_decompressed(hashing, codec), result.counts, points=points)
             except NotRecords as exc:
-                result.problem = f"line {_line_at(path, exc.offset)} is not a harvester record"
+                line = _line_at(opener, codec, exc.offset)
+                result.problem = f"line {line} is not a harvester record"
             except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
                 result.problem = f"cannot be decompressed: {exc}"
         while hashing.read(CHUNK):  # the rest (or all, for a CSV): every byte is hashed
@@ -201,12 +216,12 @@ def _first_bad(block: bytes) -> int:
     return 0  # not reached: the block as a whole was not records
 
 
-def _line_at(path: Path, offset: int) -> int:
+def _line_at(opener: Opener, codec: str, offset: int) -> int:
     """The number (from 1) of the line starting `offset` bytes into the file's lines: read
     again only when one is bad, so the pass over a sound file counts no line ends."""
     lines = 1
-    with path.open("rb", buffering=0) as raw:
-        stream = _decompressed(_Hashing(cast(BinaryIO, raw)), codec_of(path))
+    with opener() as raw:
+        stream = _decompressed(_Hashing(raw), codec)
         while offset > 0 and (chunk := stream.read(min(CHUNK, offset))):
             lines += chunk.count(b"\n")
             offset -= len(chunk)

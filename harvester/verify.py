@@ -27,7 +27,7 @@ the GIL, and parses its lines with msgspec in bulk, so two threads keep two core
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from . import manifest
 from .compression import run_id_of
 from .errors import ConfigError
 from .layout import run_dirs
+from .manifest import Scan
 from .outdir import LOCK_FILE_NAME, TEMP_NAME
 from .state import STATE_FILE_NAME
 
@@ -115,9 +116,9 @@ def _verify_dir(where: Path, under: Path, scanner: Scanner) -> Iterator[Row]:
             shown = (under / name).as_posix()
             data_of = run_id_of(where / name)
             if data_of is not None:
-                yield _row(data_of, shown, "missing", f"no manifest ({data_of}{manifest.SUFFIX})")
+                yield row(data_of, shown, "missing", f"no manifest ({data_of}{manifest.SUFFIX})")
             else:
-                yield _row(_leading_id(name), shown, "orphan", "named by no manifest")
+                yield row(_leading_id(name), shown, "orphan", "named by no manifest")
 
 
 def _check_run(
@@ -128,9 +129,9 @@ def _check_run(
     try:
         found = manifest.read(path)
     except ValueError as exc:  # orjson's JSONDecodeError is a ValueError
-        yield _row(run_id, shown, "corrupt", f"manifest does not parse: {exc}")
+        yield row(run_id, shown, "corrupt", f"manifest does not parse: {exc}")
         return
-    yield _row(run_id, shown, "ok", "")
+    yield row(run_id, shown, "ok", "")
     for entry in manifest.named_files(found):
         named.add(entry["name"])
         shown = (under / entry["name"]).as_posix()
@@ -140,24 +141,32 @@ def _check_run(
 def _check_file(
     path: Path, shown: str, run_id: int, entry: dict[str, Any], scanner: Scanner
 ) -> Row:
-    if not path.is_file():
-        return _row(run_id, shown, "missing", "named by the manifest, not there")
+    size = path.stat().st_size if path.is_file() else None
+    return judge(run_id, shown, entry, size, lambda: scanner.scan(path))
+
+
+def judge(
+    run_id: int, shown: str, entry: dict[str, Any], size: int | None, scan: Callable[[], Scan]
+) -> Row:
+    """The row of a file a manifest `entry` names, from its `size` (None: not there) and,
+    when that is right, its `scan` (also `verify s3://`'s, for an object)."""
+    if size is None:
+        return row(run_id, shown, "missing", "named by the manifest, not there")
     want = entry.get("bytes")
-    size = path.stat().st_size
     if isinstance(want, int) and size < want:
-        return _row(run_id, shown, "truncated", f"{size} of {want} bytes")
+        return row(run_id, shown, "truncated", f"{size} of {want} bytes")
     if isinstance(want, int) and size > want:
-        return _row(run_id, shown, "corrupt", f"{size} bytes, the manifest says {want}")
-    ndjson = ".ndjson" in path.name
-    facts = scanner.scan(path)
+        return row(run_id, shown, "corrupt", f"{size} bytes, the manifest says {want}")
+    ndjson = ".ndjson" in shown.rpartition("/")[2]
+    facts = scan()
     if facts.sha256 != entry.get("sha256"):
         detail = facts.problem or "sha256 differs from the manifest's"
-        return _row(run_id, shown, "corrupt", detail)
+        return row(run_id, shown, "corrupt", detail)
     if facts.problem:
-        return _row(run_id, shown, "corrupt", facts.problem)
+        return row(run_id, shown, "corrupt", facts.problem)
     if ndjson and dict(facts.counts) != entry.get("counts", {}):
-        return _row(run_id, shown, "corrupt", f"records {dict(facts.counts)}")
-    return _row(run_id, shown, "ok", f"{size} bytes")
+        return row(run_id, shown, "corrupt", f"records {dict(facts.counts)}")
+    return row(run_id, shown, "ok", f"{size} bytes")
 
 
 def _own(name: str) -> bool:
@@ -173,7 +182,7 @@ def _leading_id(name: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-def _row(run_id: int | None, name: str, status: str, detail: str) -> Row:
+def row(run_id: int | None, name: str, status: str, detail: str) -> Row:
     return {"test_run_id": run_id, "file": name, "status": status, "detail": detail}
 
 
