@@ -24,12 +24,12 @@ from tests.harvest_helpers import (
     expected_records,
     parse_lines,
 )
-from tests.process_helpers import ROOT, cli_command, cli_env
 from tests.s3_helpers import (
     CREDENTIALS,
     RUNS,
     S3Cli,
     S3Server,
+    harvest,
     moto_server,
     s3_args,
     s3_proxy,
@@ -79,9 +79,7 @@ async def test_the_data_object_is_stored_last_after_the_manifest_and_the_export(
     async with Simulator(cloud) as sim, s3_proxy(s3, record) as url:
         args = ["--out", f"s3://{bucket}/o/", "--s3-endpoint-url", url, "--run", str(run_id),
                 "--format", "points", "--export-csv"]  # fmt: skip
-        command = cli_command(sim, "harvest", *args, "--state", str(tmp_path / "s.sqlite"))
-        env = {**cli_env(sim), **CREDENTIALS}
-        done = await anyio.run_process(command, env=env, cwd=ROOT, check=False)
+        done = await harvest(sim, *args, "--state", str(tmp_path / "s.sqlite"))
         assert done.returncode == 0, done.stderr
     csv = next(name for name in writes if ".csv" in name)
     assert writes == [f"{run_id}.manifest.json", csv, f"{run_id}.points.ndjson",
@@ -98,17 +96,14 @@ async def test_an_upload_that_fails_for_good_fails_the_job_and_the_next_job_arch
         return request.method == "PUT" and request.path.endswith(f"/{run_id}.ndjson")
 
     async with Simulator(cloud) as sim, s3_proxy(s3, data_puts) as url:
-        env = {**cli_env(sim), **CREDENTIALS}
         args = ["--out", f"s3://{bucket}/f/", "--run", str(run_id), "--max-attempts", "2"]
         state = ("--state", str(tmp_path / "s.sqlite"))
-        failing = cli_command(sim, "harvest", *args, *state, "--s3-endpoint-url", url)
-        done = await anyio.run_process(failing, env=env, cwd=ROOT, check=False)
+        done = await harvest(sim, *args, *state, "--s3-endpoint-url", url)
         assert done.returncode == 1 and b"SlowDown" in done.stderr
         assert await anyio.to_thread.run_sync(s3.objects, bucket, "f/") == {
             f"f/{run_id}.manifest.json": ANY
         }  # its claim, but no data object: the run is not archived
-        working = cli_command(sim, "harvest", *args, *state, "--s3-endpoint-url", s3.url)
-        done = await anyio.run_process(working, env=env, cwd=ROOT, check=False)
+        done = await harvest(sim, *args, *state, "--s3-endpoint-url", s3.url)
         assert done.returncode == 0, done.stderr
     stored = s3.objects(bucket, "f/")
     data = stored[f"f/{run_id}.ndjson"]
@@ -140,8 +135,14 @@ def test_wrong_endpoint_and_clear_text_endpoint_are_one_line_exit_2(
     base = cli_args(sim, f"s3://{bucket}/p/", "--state", state, "--run", "100001")
     assert main([*base, "--s3-endpoint-url", "http://127.0.0.1:9", "--max-attempts", "1"]) == 2
     assert "cannot reach the S3 endpoint http://127.0.0.1:9" in capfd.readouterr().err
-    assert main([*base, "--s3-endpoint-url", "http://s3.example.com"]) == 2
+    assert main([*base, "--s3-endpoint-url", "http://s3.example.invalid"]) == 2
     assert "refusing to send S3 credentials in clear text" in capfd.readouterr().err
+    # With --allow-insecure the endpoint is tried (`.invalid` never resolves: unreachable).
+    insecure = ["--s3-endpoint-url", "http://s3.example.invalid", "--allow-insecure"]
+    assert main([*base, *insecure, "--max-attempts", "1"]) == 2
+    err = capfd.readouterr().err
+    assert "cannot reach the S3 endpoint http://s3.example.invalid" in err
+    assert "clear text" not in err
 
 
 def test_rejected_credentials_are_one_line_exit_2_without_the_secret(

@@ -125,9 +125,7 @@ async def test_a_live_job_s_upload_is_never_aborted_by_a_later_job(
                 assert await _upload_seen(b, s3, bucket), "B ended before an upload was seen"
                 (b_upload,) = await anyio.to_thread.run_sync(s3.uploads, bucket)
                 a_state = ("--state", str(tmp_path / "a.sqlite"))
-                a = await anyio.run_process(
-                    cli_command(sim, "harvest", *args, *a_state), env=env, cwd=ROOT, check=False
-                )
+                a = await harvest(sim, *args, *a_state)
                 assert a.returncode == 0, a.stderr
                 uploads = await anyio.to_thread.run_sync(s3.uploads, bucket)
                 assert [u["UploadId"] for u in uploads] == [b_upload["UploadId"]]
