@@ -192,6 +192,37 @@ def test_stale_uploads_of_the_runs_to_write_are_aborted_and_others_kept(
     assert [u["UploadId"] for u in s3.uploads(bucket)] == [other]
 
 
+def test_a_lease_is_an_upload_renewed_and_made_again_when_aborted_and_gone_at_the_end(
+    s3: S3Server, bucket: str
+) -> None:
+    """A bucket's lifecycle rule (or a job that found the lease stale) may abort a lease:
+    the next beat makes another, so the job is seen live again."""
+    from harvester.objectstore.leases import is_live
+
+    client = s3.client()
+
+    async def go() -> None:
+        async with sink_on(s3, bucket) as sink:
+            lease = sink.lease
+            (first,) = client.list_multipart_uploads(Bucket=bucket)["Uploads"]
+            assert first["Key"] == f"pre/.harvester-live/{lease.job}"
+            assert await is_live(sink.store, lease.job, lease.seconds)
+            client.abort_multipart_upload(
+                Bucket=bucket, Key=first["Key"], UploadId=first["UploadId"]
+            )
+            assert not await is_live(sink.store, lease.job, lease.seconds)
+            await lease.renew()
+            (again,) = client.list_multipart_uploads(Bucket=bucket)["Uploads"]
+            assert again["Key"] == first["Key"] and again["UploadId"] != first["UploadId"]
+            assert await is_live(sink.store, lease.job, lease.seconds)
+            await lease.claim(8)
+            assert sorted(s3.leases(bucket)) == [first["Key"], f"{first['Key']}/8"]
+        assert s3.objects(bucket) == {}
+
+    anyio.run(go)
+    assert s3.leases(bucket) == []
+
+
 def test_an_aborted_run_leaves_no_object_and_no_upload(s3: S3Server, bucket: str) -> None:
     async def go() -> None:
         async with sink_on(s3, bucket) as sink:

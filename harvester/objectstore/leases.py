@@ -58,8 +58,10 @@ class Lease:
             self._upload_id = await _create(self.store, self.key)
         try:
             await self._beat()
-        except StoreError as exc:
-            if exc.code not in NO_UPLOAD:
+        except StoreError:
+            # Some stores answer a part of an aborted upload with a 500 (moto): asked
+            # whether the upload is there, every store says NoSuchUpload.
+            if await _exists(self.store, self.key, self._upload_id):
                 raise
             self._upload_id = await _create(self.store, self.key)
             await self._beat()
@@ -103,6 +105,16 @@ class Lease:
 async def _create(store: Store, key: str) -> str:
     answer = await store.call("create_multipart_upload", Key=key)
     return str(answer["UploadId"])
+
+
+async def _exists(store: Store, key: str, upload_id: str) -> bool:
+    try:
+        await store.call("list_parts", Key=key, UploadId=upload_id, MaxParts=1)
+    except StoreError as exc:
+        if exc.code in NO_UPLOAD:
+            return False
+        raise
+    return True
 
 
 async def _abort(store: Store, key: str, upload_id: str) -> None:
