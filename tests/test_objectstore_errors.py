@@ -4,6 +4,7 @@ with the right exit status, loses nothing, and never shows a credential."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from unittest.mock import ANY
 
@@ -117,6 +118,7 @@ async def test_an_upload_that_fails_for_good_fails_the_job_and_the_next_job_arch
     ("out", "extra", "message"),
     [
         ("s3://no-such-bucket/p/", (), "bucket no-such-bucket does not exist"),
+        ("s3://no-such-bucket/p/", ("--export-csv",), "bucket no-such-bucket does not exist"),
         ("s3:///p/", (), "names no bucket"),
     ],
 )
@@ -126,6 +128,8 @@ def test_bad_bucket_is_one_line_exit_2(
     code, err = s3cli.main(s3cli.args(out, "--run", "100001", *extra))
     assert code == 2 and err.count(message) == 1 and "Traceback" not in err
     assert not s3cli.sim.log  # nothing fetched
+    spools = Path(os.environ["XDG_STATE_HOME"]).glob("harvester/*.spool-*")
+    assert list(spools) == []  # the job's export spool, made first, is gone with it
 
 
 def test_wrong_endpoint_and_clear_text_endpoint_are_one_line_exit_2(

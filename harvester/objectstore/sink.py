@@ -95,7 +95,15 @@ class ObjectSink:
     # --- the job's connection -----------------------------------------------------------
 
     async def __aenter__(self) -> ObjectSink:
-        await self.store.open()
+        if self.export_csv:  # local, first: a state directory we cannot write is said early
+            self._spool = Spool(self._out)
+            self._spool.remove_abandoned()
+            self.spool = self._spool.path
+        try:
+            await self.store.open()
+        except BaseException:
+            self._close_spool()
+            raise
         try:
             await self.lease.renew()
             tasks = anyio.create_task_group()
@@ -103,13 +111,15 @@ class ObjectSink:
             self._tasks = tasks
             tasks.start_soon(self.lease.keep)
         except BaseException:
+            self._close_spool()
             await self.store.close()
             raise
-        if self.export_csv:
-            self._spool = Spool(self._out)
-            self._spool.remove_abandoned()
-            self.spool = self._spool.path
         return self
+
+    def _close_spool(self) -> None:
+        if self._spool is not None:
+            spool, self._spool, self.spool = self._spool, None, None
+            spool.close()
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -124,9 +134,7 @@ class ObjectSink:
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
                 await self.lease.end()
         finally:
-            if self._spool is not None:
-                spool, self._spool, self.spool = self._spool, None, None
-                spool.close()
+            self._close_spool()
             with anyio.CancelScope(shield=True):
                 await self.store.close()
 
