@@ -178,8 +178,8 @@ def test_without_the_s3_extra_the_message_names_it(
 def test_stale_uploads_of_the_runs_to_write_are_aborted_and_others_kept(
     s3: S3Server, bucket: str
 ) -> None:
-    # (moto reports one fixed, old `Initiated` for every upload, so an upload begun
-    # after the job opened the store cannot be told apart here: that part is unproven.)
+    # Uploads no live job claims (left by a job that is gone): the run's is aborted.
+    # A live job's claimed upload is kept: test_objectstore_jobs.
     client = s3.client()
     client.create_multipart_upload(Bucket=bucket, Key="pre/5.ndjson")
     other = client.create_multipart_upload(Bucket=bucket, Key="pre/6.ndjson")["UploadId"]
