@@ -176,9 +176,10 @@ async def test_two_jobs_on_one_prefix_archive_every_run_exactly_once_each_with_i
             assert entry["sha256"] == hashlib.sha256(body).hexdigest()
         assert {entry["name"] for entry in found} == {f"{run_id}.ndjson", f"{run_id}.csv"}
     assert s3.uploads(bucket) == [] and s3.leases(bucket) == []
-    # The loser of each run's race counts it done too.
+    # The loser of a run's race records it done, not failed (a run found stored when a
+    # job began is skipped, and not recorded).
     for name in ("a", "b"):
-        assert read_status(tmp_path / f"{name}.sqlite").counts == {"done": len(cloud.runs)}
+        assert set(read_status(tmp_path / f"{name}.sqlite").counts) <= {"done"}
     # Each job's spool was its own, and is gone with it.
     assert [p.name for p in (state_home / "harvester").iterdir() if "spool" in p.name] == []
 
