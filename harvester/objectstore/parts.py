@@ -1,10 +1,11 @@
 """A file's bytes on their way to the store, in parts: `PartBuffer` cuts what the encoder
-writes into parts of at least `PART_SIZE`; `Upload` sends them as a multipart upload from
+writes into parts of exactly `PART_SIZE`; `Upload` sends them as a multipart upload from
 tasks of their own, at most `PARTS_IN_FLIGHT` parts at once for the whole job, so the
 writer goes on while a part travels and memory holds a bounded number of parts."""
 
 from __future__ import annotations
 
+import io
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,28 +23,44 @@ PARTS_IN_FLIGHT = 2
 
 
 class PartBuffer:
-    """A byte destination (a file for the encoder stack) that keeps what is written and
-    cuts it into parts of at least `part_size` bytes. A part is the buffer itself (a
-    small run's one PUT sends it without a copy)."""
+    """A byte destination (a file for the encoder stack) that cuts what is written into
+    parts of exactly `part_size` bytes (the last one shorter).
+
+    A part is an `io.BytesIO` of its own, sent as it is: its bytes are held once. (Bytes
+    are wrapped by botocore in a `BytesIO` sharing them, which aiohttp then copies whole
+    to read it: each part in flight was held twice, and three times while `bytes()` took
+    it out of a `bytearray`.)"""
 
     def __init__(self, part_size: int = PART_SIZE) -> None:
         self.part_size = part_size
-        self.ready: deque[bytearray] = deque()
-        self._buffer = bytearray()
+        self.ready: deque[io.BytesIO] = deque()
+        self._part = io.BytesIO()
 
     def write(self, data: Any) -> int:
-        self._buffer += data
-        if len(self._buffer) >= self.part_size:
-            self.ready.append(self.rest())
-        return len(data)
+        view = memoryview(data).cast("B")
+        written = view.nbytes
+        while view:
+            room = self.part_size - self._part.tell()
+            self._part.write(view[:room])
+            view = view[room:]
+            if self._part.tell() == self.part_size:
+                self.ready.append(self.rest())
+        return written
 
     def flush(self) -> None:
         """Nothing to flush: parts go out when `Upload.send` takes them."""
 
-    def rest(self) -> bytearray:
-        """What is not yet a part (the last part, at the end)."""
-        rest, self._buffer = self._buffer, bytearray()
+    def rest(self) -> io.BytesIO:
+        """What is not yet a part (the last part, at the end), rewound for reading."""
+        rest, self._part = self._part, io.BytesIO()
+        rest.seek(0)
         return rest
+
+
+def size_of(part: io.BytesIO) -> int:
+    """Bytes of a part (its view released at once: a live view pins the buffer)."""
+    with part.getbuffer() as view:
+        return view.nbytes
 
 
 class Upload:
@@ -67,7 +84,7 @@ class Upload:
         self._sent: list[anyio.Event] = []
         self._error: StoreError | None = None
 
-    async def send(self, part: bytes | bytearray) -> None:
+    async def send(self, part: io.BytesIO) -> None:
         """Start uploading `part` once a slot is free (the writer waits for it)."""
         self._raise_if_failed()
         if self.upload_id is None:
@@ -75,12 +92,11 @@ class Upload:
             answer = await self.store.call("create_multipart_upload", Key=self.key)
             self.upload_id = answer["UploadId"]
         await self._slots.acquire()
-        part = bytes(part)  # UploadPart takes no bytearray (PutObject does)
         done = anyio.Event()
         self._sent.append(done)
         self._tasks.start_soon(self._upload_part, len(self._sent), part, done)
 
-    async def _upload_part(self, number: int, part: bytes, done: anyio.Event) -> None:
+    async def _upload_part(self, number: int, part: io.BytesIO, done: anyio.Event) -> None:
         try:
             answer = await self.store.call(
                 "upload_part", Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=part

@@ -24,6 +24,7 @@ format or compression.
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from ..layout import Places
 from ..runfiles import KINDS, RunFiles, codec_for
 from .leases import Lease, is_live, stale_uploads
 from .listing import RUN_OF, stored_runs
-from .parts import PART_SIZE, PARTS_IN_FLIGHT, PartBuffer, Upload
+from .parts import PART_SIZE, PARTS_IN_FLIGHT, PartBuffer, Upload, size_of
 from .spool import Spool
 from .store import Store
 
@@ -279,7 +280,7 @@ class ObjectSink:
         if upload is None:
             key = self._key(run_id, self._name(run_id, kind))
             return await self.store.put(key, rest, create_only=create_only)
-        if rest:
+        if size_of(rest):
             await upload.send(rest)
         return await upload.complete(create_only=create_only)
 
@@ -298,7 +299,7 @@ class ObjectSink:
                 upload = Upload(self.store, key, self._tasks, self._slots, claim)
                 try:
                     while first:
-                        await upload.send(first)
+                        await upload.send(io.BytesIO(first))
                         first, nxt = nxt, await anyio.to_thread.run_sync(fh.read, self.part_size)
                     await upload.complete(create_only=False)
                 finally:

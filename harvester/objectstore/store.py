@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from ..config import Settings
 from ..errors import ConfigError
@@ -42,8 +42,12 @@ class Store:
             raise ConfigError(
                 "--out s3:// needs the s3 extra: pip install 'k6-harvester[s3]'"
             ) from None
-        # total_max_attempts counts every try: --max-attempts as for the API.
-        config = AioConfig(retries={"mode": "standard", "total_max_attempts": self._max_attempts})
+        # total_max_attempts counts every try: --max-attempts as for the API. A body's
+        # integrity is its CRC32 checksum, which botocore sends and the store checks; a
+        # SHA-256 of it in the signature would be a second pass over every byte (botocore
+        # leaves it out over https, not over http, loopback included).
+        retries = {"mode": "standard", "total_max_attempts": self._max_attempts}
+        config = AioConfig(retries=retries, s3={"payload_signing_enabled": False})
         self._client_cm = get_session().create_client(
             "s3", endpoint_url=self.endpoint, config=config
         )
@@ -75,7 +79,7 @@ class Store:
                 yield page
 
     async def put(
-        self, key: str, body: bytes | bytearray, *, create_only: bool, **kwargs: Any
+        self, key: str, body: bytes | BinaryIO, *, create_only: bool, **kwargs: Any
     ) -> bool:
         """PUT `body` at `key`; False when `create_only` and the object exists already."""
         condition = {"IfNoneMatch": "*"} if create_only else {}

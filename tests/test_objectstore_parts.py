@@ -1,0 +1,109 @@
+"""A run's bytes on their way to the store (`objectstore.parts`): parts of exactly the
+part size whatever the writes' sizes, each sent without a copy of its own."""
+
+from __future__ import annotations
+
+import base64
+import io
+import zlib
+from collections.abc import Iterator
+
+import anyio
+import pytest
+from aiohttp import web
+
+from harvester.config import load_settings
+from harvester.objectstore import ObjectSink
+from harvester.objectstore.parts import PartBuffer, size_of
+from harvester.objectstore.store import Store
+from tests.harvest_helpers import serve
+from tests.s3_helpers import CREDENTIALS, S3Server, moto_server
+
+pytest.importorskip("aiobotocore")
+MIB = 1 << 20
+
+
+def test_writes_are_cut_into_parts_of_exactly_the_part_size() -> None:
+    buffer = PartBuffer(part_size=10)
+    written = [bytes([65 + i]) * n for i, n in enumerate((4, 9, 25, 1))]  # 39 bytes
+    for data in written:
+        assert buffer.write(data) == len(data)
+    parts = list(buffer.ready)
+    rest = buffer.rest()
+    assert [size_of(part) for part in parts] == [10, 10, 10]
+    assert size_of(rest) == 9
+    assert b"".join(part.read() for part in [*parts, rest]) == b"".join(written)
+
+
+def test_a_write_that_fills_a_part_exactly_leaves_an_empty_rest() -> None:
+    buffer = PartBuffer(part_size=8)
+    buffer.write(memoryview(b"12345678"))
+    assert [part.read() for part in buffer.ready] == [b"12345678"]
+    assert size_of(buffer.rest()) == 0
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Server]:
+    with moto_server() as server:
+        yield server
+
+
+def test_the_store_receives_parts_of_the_part_size_not_of_the_writes(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writes of 3 MiB into 5 MiB parts: the parts are 5, 5 and the last 2 MiB (parts
+    grown by whole writes were 6 and 6 MiB: the memory a part holds followed the writes)."""
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    s3.client().create_bucket(Bucket="parts")
+    flags = {"out": "s3://parts/pre/", "s3_endpoint_url": s3.url, "token": "t"}
+    chunk = b"x" * (3 * MIB - 1) + b"\n"
+    sizes: list[int] = []
+
+    async def go() -> None:
+        async with ObjectSink(load_settings(flags), part_size=5 * MIB) as sink:
+            await sink.begin(7)
+            for _ in range(4):
+                await sink.write(7, chunk)
+            upload = sink._runs[7].uploads["ndjson"]
+            await upload.settle()
+            listed = s3.client().list_parts(
+                Bucket="parts", Key="pre/7.ndjson", UploadId=upload.upload_id
+            )
+            sizes.extend(part["Size"] for part in listed["Parts"])
+            await sink.commit(7)
+
+    anyio.run(go)
+    assert sizes == [5 * MIB, 5 * MIB]
+    assert s3.runs("parts") == {"pre/7.ndjson": chunk * 4}
+
+
+async def test_a_body_is_checksummed_once_with_crc32_and_not_hashed_into_the_signature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store checks each body's CRC32; a SHA-256 of it in the signature too was a
+    second pass over every byte (botocore's default over http, even to loopback)."""
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    seen: list[dict[str, str]] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        seen.append({k.lower(): v for k, v in request.headers.items()})
+        return web.Response(headers={"ETag": '"0"'})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    body = b"line\n" * 1000
+    async with serve(app) as url:
+        flags = {"out": "s3://plain/pre/", "s3_endpoint_url": url, "token": "t"}
+        store = Store(load_settings(flags))
+        await store.open()
+        try:
+            assert await store.put("pre/1.ndjson", io.BytesIO(body), create_only=True)
+        finally:
+            await store.close()
+    put = seen[-1]
+    assert put["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+    assert put["x-amz-checksum-crc32"] == crc
