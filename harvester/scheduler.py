@@ -117,7 +117,9 @@ class Scheduler:
         self._stopping = True
 
     async def harvest(self, targets: Iterable[RunTarget]) -> HarvestReport:
-        send, receive = anyio.create_memory_object_stream[Message](self.settings.channel_size)
+        # A sink whose writes wait on the network may queue fewer (`ObjectSink.channel_size`).
+        size = min(self.settings.channel_size, getattr(self.sink, "channel_size", 1 << 30))
+        send, receive = anyio.create_memory_object_stream[Message](size)
         todo = list(targets)
         pending = iter(todo)
         # No more workers than runs: `--runs-in-flight 1000000` for one run had started a

@@ -6,16 +6,22 @@ from __future__ import annotations
 import base64
 import io
 import zlib
+from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 import anyio
 import pytest
 from aiohttp import web
+from anyio import wait_all_tasks_blocked
 
 from harvester.config import load_settings
 from harvester.objectstore import ObjectSink
 from harvester.objectstore.parts import PartBuffer, size_of
 from harvester.objectstore.store import Store
+from harvester.records import Lines
+from harvester.scheduler import RunTarget, Scheduler
+from harvester.stats import HarvestStats
 from tests.harvest_helpers import serve
 from tests.s3_helpers import CREDENTIALS, S3Server, moto_server
 
@@ -107,3 +113,55 @@ async def test_a_body_is_checksummed_once_with_crc32_and_not_hashed_into_the_sig
     assert put["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
     crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
     assert put["x-amz-checksum-crc32"] == crc
+
+
+class _WaitingSink:
+    """A sink whose writes wait until `go` is set, like one waiting on upload slots."""
+
+    channel_size = 2
+
+    def __init__(self) -> None:
+        self.go = anyio.Event()
+
+    async def begin(self, run_id: int) -> None:
+        pass
+
+    async def write(self, run_id: int, data: bytes) -> None:
+        await self.go.wait()
+
+    async def commit(self, run_id: int, counts: Any = None, summary: Any = None) -> str:
+        return ""
+
+    async def abort(self, run_id: int) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+class _TenBatches:
+    sent = 0
+
+    async def run_object(self, run_id: int) -> dict[str, Any]:
+        return {}
+
+    async def fetch(self, run_id: int, run: Any, send: Any) -> dict[str, Any]:
+        for _ in range(10):
+            await send.send(Lines(run_id, b"{}\n", Counter(metric=1)))
+            self.sent += 1
+        return {}
+
+
+async def test_while_the_object_sink_s_write_waits_only_its_channel_size_of_lines_queue() -> None:
+    """Each queued message is a batch of lines (4 MB for long series): a sink whose writes
+    wait on the network caps how many queue, below the channel's 16."""
+    assert ObjectSink.channel_size < 16
+    settings = load_settings({"out": "o", "token": "t", "runs_in_flight": 1})
+    sink, fetcher = _WaitingSink(), _TenBatches()
+    scheduler = Scheduler(settings, fetcher, sink, HarvestStats())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(scheduler.harvest, [RunTarget(1)])
+        await wait_all_tasks_blocked()
+        assert fetcher.sent == 1 + sink.channel_size  # one in the writer's hands
+        sink.go.set()
+    assert fetcher.sent == 10
