@@ -165,3 +165,36 @@ async def test_while_the_object_sink_s_write_waits_only_its_channel_size_of_line
         assert fetcher.sent == 1 + sink.channel_size  # one in the writer's hands
         sink.go.set()
     assert fetcher.sent == 10
+
+
+def test_a_run_begins_only_while_fewer_than_runs_in_flight_and_commits_at_once_are_held(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished run holds its bytes until its commit: when commits fall behind, the
+    next run waits to begin (and the fetchers with it) rather than memory growing."""
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    s3.client().create_bucket(Bucket="held")
+    flags = {"out": "s3://held/pre/", "s3_endpoint_url": s3.url, "token": "t"}
+    began: list[int] = []
+
+    async def begin(sink: ObjectSink, run_id: int) -> None:
+        await sink.begin(run_id)
+        began.append(run_id)
+
+    async def go() -> None:
+        settings = load_settings({**flags, "runs_in_flight": 2})
+        async with ObjectSink(settings) as sink, anyio.create_task_group() as tg:
+            held = 2 + sink.commits_at_once
+            for run_id in range(1, held + 2):
+                tg.start_soon(begin, sink, run_id)
+                await wait_all_tasks_blocked()
+            assert began == list(range(1, held + 1))
+            await sink.write(1, b"{}\n")
+            await sink.commit(1)
+            await wait_all_tasks_blocked()
+            assert began[-1] == held + 1
+            await sink.close()
+
+    anyio.run(go)
+    assert s3.runs("held") == {"pre/1.ndjson": b"{}\n"}

@@ -94,6 +94,12 @@ class ObjectSink:
         self.lease = Lease(self.store, settings.s3_lease)
         self._runs: dict[int, _Run] = {}
         self._slots = anyio.Semaphore(PARTS_IN_FLIGHT)
+        #: Runs begun and not yet committed or aborted: each holds its files' unfinished
+        #: parts (a run below the part size whole) until its commit, so `begin` waits
+        #: while there are this many (large: 70 runs of 5 MB waited on slow commits). At
+        #: most `runs_in_flight` of them are still being fetched: the others end without
+        #: the writer, which therefore never waits for itself.
+        self._held = anyio.Semaphore(settings.runs_in_flight + self.commits_at_once)
         self._tasks: TaskGroup | None = None
         # Plain lines are copied as they are; compressing and Parquet take a thread.
         self._inline = self.format == "raw" and self.codec == "none"
@@ -169,6 +175,7 @@ class ObjectSink:
         return self.loc.prefix + self.places.key(run_id, name)
 
     async def begin(self, run_id: int) -> None:
+        await self._held.acquire()
         buffers = {kind: PartBuffer(self.part_size) for kind in KINDS[self.format]}
         destinations: dict[str, Any] = buffers  # file objects for the stack
         files = RunFiles(run_id, self.format, self.codec, self.level, destinations)
@@ -333,6 +340,7 @@ class ObjectSink:
         run = self._runs.pop(run_id, None)
         if run is None:
             return
+        self._held.release()
         run.files.discard()
         for upload in run.uploads.values():
             await upload.abort()
