@@ -290,7 +290,8 @@ def _generated_lines(count: int) -> Iterator[bytes]:
 
 
 def test_reader_streams_and_memory_stays_bounded(tmp_path: Path) -> None:
-    """200k lines: the reader is a lazy generator and the model keeps ~8 bytes a sample."""
+    """200k lines: the reader is a lazy generator and the model keeps ~20 bytes a sample
+    (8 in the v2 view's bucket, 12 in the v5 view's tag set), growing arrays included."""
     path = tmp_path / "big.json"
     with path.open("wb") as out:
         out.writelines(_generated_lines(200_000))
@@ -307,7 +308,7 @@ def test_reader_streams_and_memory_stays_bounded(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     size = path.stat().st_size  # ~25 MB; 200k samples kept as floats are 1.6 MB
-    assert size > 16_000_000 and peak < 30 * 200_000, (size, peak)
+    assert size > 16_000_000 and peak < 40 * 200_000, (size, peak)
     assert _total(run, "lat", "count") == 200_000
     assert math.isclose(run.thresholds()[1][0]["calculated_value"], 989.0, rel_tol=0.01)
 

@@ -34,11 +34,13 @@ Modelling decisions, after how k6 Cloud stores a run:
   crossed and the run lasted past its `delayAbortEval`), processing_status 2,
   result_status 1 when a threshold was crossed, vus the peak of the `vus` gauge.
 
-Memory: the raw lines are not kept. Each sample costs 16 bytes (a float in an
-`array('d')` per bucket of its v2 metric and one of its v5 series, plus up to ~12% array
-slack), each (series, bucket) about 150 bytes, and each distinct tag set a tuple of
-references to (tag, value) pairs shared by all sets (`k6reader.Samples`); a sample that
-also matches a submetric threshold costs 8 more.
+Memory: the raw lines are not kept. Each sample costs 20 bytes, plus up to ~12% array
+slack: 8 as a float in an `array('d')` per bucket of its v2 metric (each v2 metric and
+bucket about 150 bytes more), and 12 in its v5 series (bucket index and value in two
+flat arrays per full tag set, grouped into buckets only while a v5 query reads them).
+Each distinct tag set costs a few hundred bytes: its arrays and a tuple of references to
+(tag, value) pairs shared by all sets (`k6reader.Samples`). A sample that also matches a
+submetric threshold costs 8 more.
 Evaluating a threshold briefly copies its metric's samples (8 bytes each) and, for a
 percentile, holds the smaller side of the cut as Python floats (p(95): 5% of them, ~40
 bytes each). Everything a summary needs except percentiles is recoverable
@@ -62,6 +64,7 @@ from harvester.simulator.k6reader import (
     Samples,
     SampleSeries,
     SummaryFacts,
+    TaggedSamples,
     collect_samples,
     summary_facts,
 )
@@ -119,7 +122,7 @@ class K6Run:
         for name in unsampled:
             self._add_metric(name, {}, None)
         self._labelled = sorted(samples.labelled.items())
-        self._labelled += [((name, ()), {}) for name in unsampled]
+        self._labelled += [((name, ()), TaggedSamples()) for name in unsampled]
         self._thresholds = RunThresholds(
             samples, source=source, seconds=self.seconds, all_samples=self._all_samples
         )
@@ -193,8 +196,8 @@ class K6Run:
 
     def v5_buckets(self, index: int) -> list[tuple[float, Sequence[float]]]:
         """The samples of v5 series `index` per bucket, (bucket start in epoch seconds,
-        samples in file order), in time order; the arrays are the run's own, not copies."""
-        buckets = self._labelled[index][1]
+        samples in file order), in time order; made on demand, not kept."""
+        buckets = self._labelled[index][1].by_bucket()
         width = self._samples.bucket_seconds
         return [(round(i * width, 6), buckets[i]) for i in sorted(buckets)]
 

@@ -229,8 +229,35 @@ class SampleSeries:
 
 #: One distinct k6 tag set, sorted by key: a v5 series of its metric.
 LabelKey = tuple[tuple[str, str], ...]
-#: The time buckets of one series: bucket index -> its samples in file order.
-Buckets = dict[int, "array[float]"]
+
+
+@dataclass(slots=True)
+class TaggedSamples:
+    """The samples of one metric and full tag set in file order, each with its bucket
+    index: two flat arrays (12 bytes a sample), however sparse the set's samples are.
+    Indexes are kept as 32-bit offsets from the set's first one (`base`)."""
+
+    base: int | None = None
+    offsets: array[int] = field(default_factory=lambda: array("i"))
+    values: array[float] = field(default_factory=lambda: array("d"))
+
+    def add(self, index: int, value: float) -> None:
+        if self.base is None:
+            self.base = index
+        self.offsets.append(index - self.base)
+        self.values.append(value)
+
+    def by_bucket(self) -> dict[int, array[float]]:
+        """bucket index -> its samples in file order, made on demand."""
+        grouped: dict[int, array[float]] = {}
+        base = self.base or 0
+        for offset, value in zip(self.offsets, self.values, strict=True):
+            index = base + offset
+            found = grouped.get(index)
+            if found is None:
+                found = grouped[index] = array("d")
+            found.append(value)
+        return grouped
 
 
 @dataclass(slots=True)
@@ -243,14 +270,16 @@ class Samples:
     stats: ReadStats = field(default_factory=ReadStats)
     decls: dict[str, MetricDecl] = field(default_factory=dict)
     series: dict[tuple[str, SplitKey], SampleSeries] = field(default_factory=dict)
-    labelled: dict[tuple[str, LabelKey], Buckets] = field(default_factory=dict)
+    labelled: dict[tuple[str, LabelKey], TaggedSamples] = field(default_factory=dict)
     thresholds: list[ThresholdDecl] = field(default_factory=list)
     #: metric -> submetric tags -> samples, for submetrics that carry thresholds.
     submetric_samples: dict[str, dict[SplitKey, array[float]]] = field(default_factory=dict)
     first: float = math.inf
     last: float = -math.inf
     #: (metric, full tag set) -> where its samples go: found with one lookup per sample.
-    _routes: dict[tuple[str, LabelKey], tuple[Buckets, Buckets]] = field(default_factory=dict)
+    _routes: dict[tuple[str, LabelKey], tuple[dict[int, array[float]], TaggedSamples]] = field(
+        default_factory=dict
+    )
     #: One shared copy of each (tag, value) pair, so that many tag sets that differ in
     #: one tag cost a tuple of references each, not copies of every pair and string.
     _pairs: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
@@ -271,12 +300,13 @@ class Samples:
         routes = self._routes.get((point.metric, full))
         if routes is None:
             routes = self._route(point.metric, full, split(point.metric, point.tags))
+        buckets, tagged = routes
         index = math.floor(point.time / self.bucket_seconds)
-        for buckets in routes:
-            bucket = buckets.get(index)
-            if bucket is None:
-                bucket = buckets[index] = array("d")
-            bucket.append(point.value)
+        bucket = buckets.get(index)
+        if bucket is None:
+            bucket = buckets[index] = array("d")
+        bucket.append(point.value)
+        tagged.add(index, point.value)
         if point.time < self.first:  # plain comparisons: this runs once per sample
             self.first = point.time
         if point.time > self.last:
@@ -285,12 +315,19 @@ class Samples:
             if all(point.tags.get(k) == v for k, v in wanted):
                 samples.append(point.value)
 
-    def _route(self, metric: str, full: LabelKey, key: SplitKey) -> tuple[Buckets, Buckets]:
+    def routed(self) -> None:
+        """The file is read: forget the routing tables (a few hundred bytes a tag set)."""
+        self._routes.clear()
+        self._pairs.clear()
+
+    def _route(
+        self, metric: str, full: LabelKey, key: SplitKey
+    ) -> tuple[dict[int, array[float]], TaggedSamples]:
         shared = tuple(self._pairs.setdefault(pair, pair) for pair in full)
         series = self.series.get((metric, key))
         if series is None:
             series = self.series[metric, key] = SampleSeries(metric, dict(key))
-        routes = series.buckets, self.labelled.setdefault((metric, shared), {})
+        routes = series.buckets, self.labelled.setdefault((metric, shared), TaggedSamples())
         self._routes[metric, shared] = routes
         return routes
 
@@ -330,6 +367,7 @@ def collect_samples(
             raise K6OutputError(message, path=path, line_no=got.stats.lines)
     for threshold in extra:
         got.watch(threshold)
+    got.routed()
     return got
 
 

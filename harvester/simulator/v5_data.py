@@ -7,17 +7,19 @@ metric and distinct full k6 tag set, as the live API keeps every k6 tag as a lab
 v2 metric (a name and its distinguishing tags). Tag keys that are not label names
 (`région`) are sanitized to `_`.
 
-Per time bucket the simulator keeps count, sum, min, max, last, non-zero count and sum of
-squares; a recorded k6 run also keeps the samples (references to the run's own arrays,
-not copies), so every method is exact there, quantiles included. Generated runs take the
-figures from their v2 series of each aggregation; their quantiles interpolate between
-min and max.
+Per time bucket a query reads count, sum, min, max, last, non-zero count and sum of
+squares. A recorded k6 run has its samples, so every method is exact there, quantiles
+included; its buckets are made from them for each query and not kept (a run can have
+many sparse tag sets: keeping an object per set and bucket would cost far more than the
+samples). Generated runs take the figures from their v2 series of each aggregation, kept
+per series once made; their quantiles interpolate between min and max.
 
 A range query merges buckets into epoch-aligned windows of `step` seconds and series
 into one per combination of the `by` labels; an aggregate query is one window over
-[start, end). Each window is combined once from all its buckets (the samples are joined
-only for a quantile), so a query costs time linear in the buckets it reads, however
-many label sets the run has; `last` is the latest bucket's.
+[start, end). Each window folds its buckets in as they are read (`Window`; samples are
+kept only for a quantile), so a query costs time linear in the buckets it reads and
+memory in the windows it answers, however many label sets the run has; `last` is the
+latest bucket's (series order on ties).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class Bucket:
     last: float
     nonzero: int
     sumsq: float
-    #: The samples, as the run's own sequences (never copied); None: not kept.
+    #: The samples, as the sequences they came in (not copied); None: not kept.
     parts: tuple[Sequence[float], ...] | None = None
 
     @classmethod
@@ -86,23 +88,6 @@ class Bucket:
             (values,),
         )
 
-    @classmethod
-    def combined(cls, buckets: Sequence[Bucket]) -> Bucket:
-        """One bucket of several, in time order (the last one's `last` is the latest)."""
-        if len(buckets) == 1:
-            return buckets[0]
-        kept = [b.parts for b in buckets]
-        return cls(
-            sum(b.count for b in buckets),
-            math.fsum(b.total for b in buckets),
-            min(b.low for b in buckets),
-            max(b.high for b in buckets),
-            buckets[-1].last,
-            sum(b.nonzero for b in buckets),
-            math.fsum(b.sumsq for b in buckets),
-            None if None in kept else tuple(chain.from_iterable(p for p in kept if p)),
-        )
-
     def quantile(self, q: float) -> float:
         if self.parts is not None:
             return quantile(sorted(chain.from_iterable(self.parts)), q)
@@ -111,6 +96,37 @@ class Bucket:
     def stddev(self) -> float:
         mean = self.total / self.count
         return math.sqrt(max(0.0, self.sumsq / self.count - mean * mean))
+
+
+class Window:
+    """One answer window of one group, folded bucket by bucket."""
+
+    __slots__ = ("count", "total", "low", "high", "last", "latest", "nonzero", "sumsq", "parts")
+
+    def __init__(self, keep_samples: bool) -> None:
+        self.count = self.nonzero = 0
+        self.total = self.sumsq = self.last = 0.0
+        self.low, self.high, self.latest = math.inf, -math.inf, -math.inf
+        self.parts: list[Sequence[float]] | None = [] if keep_samples else None
+
+    def add(self, stamp: float, b: Bucket) -> None:
+        self.count += b.count
+        self.nonzero += b.nonzero
+        self.total += b.total
+        self.sumsq += b.sumsq
+        self.low, self.high = min(self.low, b.low), max(self.high, b.high)
+        if stamp >= self.latest:
+            self.latest, self.last = stamp, b.last
+        if self.parts is not None:
+            if b.parts is None:
+                self.parts = None  # a bucket without samples: the estimate for all
+            else:
+                self.parts.extend(b.parts)
+
+    def bucket(self) -> Bucket:
+        parts = None if self.parts is None else tuple(self.parts)
+        return Bucket(self.count, self.total, self.low, self.high, self.last, self.nonzero,
+                      self.sumsq, parts)  # fmt: skip
 
 
 Reducer = Callable[[Bucket], float]
@@ -153,6 +169,7 @@ _QUANTILE = re.compile(r"histogram_quantile\((0?\.\d+|0)\)")
 class Method:
     reduce: Reducer
     how: str = "plain"
+    samples: bool = False  # a quantile: its windows keep the samples
 
 
 def method_for(method: str, metric_type: str) -> Method:
@@ -166,7 +183,7 @@ def method_for(method: str, metric_type: str) -> Method:
     match = _QUANTILE.fullmatch(method)
     if metric_type == "trend" and match and 0 < float(match.group(1)) < 1:
         q = float(match.group(1))
-        return Method(lambda b: b.quantile(q))
+        return Method(lambda b: b.quantile(q), samples=True)
     raise Invalid(f"Metric query expression not found: {method} for metric type {metric_type}")
 
 
@@ -263,14 +280,12 @@ class V5View:
         ]
 
     def buckets(self, s: Series) -> list[tuple[float, Bucket]]:
+        if isinstance(s.source, int) and isinstance(self.data, HasLabelSets):
+            raw = self.data.v5_buckets(s.source)
+            return [(start, Bucket.of(values)) for start, values in raw if values]
         found = self._buckets.get(s.source)
         if found is None:
-            if isinstance(s.source, int) and isinstance(self.data, HasLabelSets):
-                raw = self.data.v5_buckets(s.source)
-                found = [(start, Bucket.of(values)) for start, values in raw if values]
-            else:
-                found = _from_v2(self.data, str(s.source))
-            self._buckets[s.source] = found
+            found = self._buckets[s.source] = _from_v2(self.data, str(s.source))
         return found
 
     def query(
@@ -293,20 +308,22 @@ class V5View:
         start = -math.inf if window[0] is None else window[0]
         end = math.inf if window[1] is None else window[1]
         stamp_end = span[1] if window[1] is None else window[1]
-        groups: dict[tuple[tuple[str, str], ...], dict[float, list[tuple[float, Bucket]]]] = {}
+        groups: dict[tuple[tuple[str, str], ...], dict[float, Window]] = {}
         for s in chosen:
             key = tuple((label, s.labels[label]) for label in expr.by or () if label in s.labels)
             slots = groups.setdefault(key, {})
             for stamp, bucket in self.buckets(s):
                 if start <= stamp < end:
                     at = stamp_end if step is None else math.floor(stamp / step) * step
-                    slots.setdefault(at, []).append((stamp, bucket))
+                    if (found := slots.get(at)) is None:
+                        found = slots[at] = Window(method.samples)
+                    found.add(stamp, bucket)
         run_start = span[0] if window[0] is None else start
         width = step or max(stamp_end - run_start, 1e-9)
         result = []
         for key, slots in sorted(groups.items()):
             if slots:
-                merged = {at: _in_time_order(found) for at, found in slots.items()}
+                merged = {at: found.bucket() for at, found in slots.items()}
                 points = _points(method, merged, width, run_start + (width if step is None else 0))
                 result.append({"metric": self._result_labels(name, key), "values": points})
         if expr.wrap is not None:
@@ -315,11 +332,6 @@ class V5View:
 
     def _result_labels(self, name: str, key: Iterable[tuple[str, str]]) -> dict[str, str]:
         return {"__name__": name, **dict(key), "test_run_id": str(self.data.run_id)}
-
-
-def _in_time_order(found: list[tuple[float, Bucket]]) -> Bucket:
-    """One window's buckets combined, sorted by start (stable: series order on ties)."""
-    return Bucket.combined([bucket for _, bucket in sorted(found, key=lambda f: f[0])])
 
 
 def _stamp(at: float) -> float | int:
