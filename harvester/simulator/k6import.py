@@ -63,11 +63,10 @@ from harvester.simulator.k6reader import (
     ReadStats,
     Samples,
     SampleSeries,
-    SummaryFacts,
     TaggedSamples,
     collect_samples,
-    summary_facts,
 )
+from harvester.simulator.k6summary import SummaryFacts, summary_facts
 from harvester.simulator.k6thresholds import SplitKey
 from harvester.simulator.k6verdicts import RunThresholds
 from harvester.simulator.model import JsonObject
