@@ -15,7 +15,15 @@ import pytest
 
 from harvester.cli import main
 from tests.harvest_helpers import Record, read_dir
-from tests.k6_helpers import RECORDINGS, SIM_TOKEN, recording, simulate
+from tests.k6_helpers import (
+    RECORDINGS,
+    SIM_TOKEN,
+    metric_line,
+    point_line,
+    recording,
+    simulate,
+    write_lines,
+)
 from tests.test_k6_roundtrip import RUN_ID, harvest, k6_checks, k6_threshold_results
 
 
@@ -144,3 +152,23 @@ def test_every_threshold_value_is_k6s_own_figure(name: str, tmp_path: Path) -> N
     assert got.threshold_values.keys() == expected.keys()
     for threshold, value in expected.items():
         assert got.threshold_values[threshold] == pytest.approx(value, rel=1e-9), threshold
+
+
+def test_a_counters_rate_and_a_gauges_value_are_k6s_figures(tmp_path: Path) -> None:
+    """A Counter's rate is over the test run's duration (the summary's 10 s, not the 4 s
+    between samples); a Gauge's value is its latest sample, whichever tag set has it."""
+    lines = [
+        metric_line("hits", "counter", ["rate<100"]),
+        metric_line("level", "gauge", ["value>0"]),
+    ]
+    lines += [point_line("hits", second, 1, scenario="ab"[second % 2]) for second in range(1, 6)]
+    lines += [point_line("level", 2, 3.0, scenario="b"), point_line("level", 4, 7.0, scenario="a")]
+    run_file = write_lines(tmp_path / "run.json", lines)
+    summary = {"metrics": {"hits": {"count": 5, "rate": 0.5, "thresholds": {"rate<100": False}},
+                           "level": {"value": 7, "min": 3, "max": 7}}}  # fmt: skip
+    summary_file = tmp_path / "summary.json"
+    summary_file.write_bytes(orjson.dumps(summary))
+    with simulate("--from-k6", str(run_file), "--summary", str(summary_file),
+                  "--run-id", str(RUN_ID)) as (base_url, _):  # fmt: skip
+        got = harvest_v6(base_url, tmp_path / "v6")
+    assert got.threshold_values == {("hits", "rate<100"): 0.5, ("level", "value>0"): 7.0}
