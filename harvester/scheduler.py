@@ -189,11 +189,7 @@ class Scheduler:
         publish, to_publish = anyio.create_memory_object_stream[RunOutcome](PUBLISH_QUEUE)
         try:
             async with anyio.create_task_group() as tg:
-                # A commit to an object store waits on the network: a sink may ask for
-                # several at once (`ObjectSink.commits_at_once`); a directory's is one.
-                with to_publish:
-                    for _ in range(getattr(self.sink, "commits_at_once", 1)):
-                        tg.start_soon(self._publisher, to_publish.clone())
+                tg.start_soon(self._publisher, to_publish)
                 async with publish, receive:
                     while (message := await _next(receive)) is not None:
                         await self._handle(message, publish)
@@ -223,9 +219,13 @@ class Scheduler:
             await publish.send(RunOutcome(message.run_id, False, reason=message.reason))
 
     async def _publisher(self, outcomes: MemoryObjectReceiveStream[RunOutcome]) -> None:
-        """Commits (or aborts) runs, `COMMITS_AT_ONCE` at a time; observers hear of the runs
-        in the order they ended, each only once its files are published."""
-        slots = anyio.Semaphore(COMMITS_AT_ONCE)
+        """Commits (or aborts) runs, `COMMITS_AT_ONCE` (or the sink's figure) at a time;
+        observers hear of the runs in the order they ended, each only once its files are
+        published."""
+        # A sink may name its own figure (`ObjectSink.commits_at_once`, whose held runs
+        # are bounded by it): one publisher with that many slots, so runs are still told
+        # in order (several publishers multiplied the slots and each told its own order).
+        slots = anyio.Semaphore(getattr(self.sink, "commits_at_once", COMMITS_AT_ONCE))
         told = anyio.Event()  # set once the run before has been dealt with
         told.set()
         async with outcomes, anyio.create_task_group() as tg:
