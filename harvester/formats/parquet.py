@@ -6,24 +6,29 @@ The columns of `--format points`, typed:
 |---|---|
 | test_run_id, test_id, project_id | int64 (test_id, project_id nullable) |
 | metric, metric_type, method | string |
-| tags | map<string, string> |
+| tags | string: the serie's tags as a JSON object (`{}` when none) |
 | time | timestamp[ms, tz=UTC] |
 | value | float64 (null when not a finite number: `pointvalue`) |
 
-Tags are a map rather than a JSON string: DuckDB (`tags['url']`), Spark, BigQuery and
-ClickHouse read a Parquet map natively, so a filter on one tag needs no JSON parsing;
-both APIs give tag values as strings (v5 labels always are; v2 tags are stringified).
-A row group is built without a Python object per point: each serie's shared columns
-are kept once (repeated by Arrow's `take`, or `repeat` when all of the group's series
-share it, as a run's ids), the times and values of plain v2 series as `time,value` lines
-(`Serie.csv`) parsed by Arrow's CSV reader straight into the typed columns (in C,
-without the GIL); converted series (v6, odd shapes) and what the reader
-cannot take (rare) are converted by Python: times by `datetime.fromisoformat`, null when
-none; values null unless numbers. A group is written once `ROW_GROUP` rows are held
-(whole series, unless one alone is longer), so memory holds one row group, never a run.
-Groups are small (16,384 rows) since each run in flight holds one and several are built
-at once: Arrow's peak was 12 MB (medium) and 22 MB (large) with groups of 100,000, 5 MB
-so, for 1.1x the bytes on disk and 1.1x the writer's CPU.
+Tags are JSON text rather than a Parquet map: a map is a nested column whose every key
+and value is a row of its own (8 million strings for a medium harvest's 1.9 million
+points), two thirds of the encoding's CPU; the JSON text is one dictionary entry per
+serie and an index per row, and every engine reads it in one function (DuckDB
+`tags->>'url'`). The string columns go to the writer dictionary-encoded and the file keeps
+no Arrow schema, so readers see plain strings.
+
+A row group is built without a Python object per point: each serie's shared columns are
+kept once, as the dictionary of a dictionary-encoded column whose indices repeat a
+serie's entry for its rows (no `pyarrow.compute`: 12 MB resident), the times and values
+of plain v2 series as `time,value` lines (`Serie.csv`) parsed by Arrow's CSV reader
+straight into the typed columns (in C, without the GIL); converted series (v6, odd
+shapes) and what the reader cannot take (rare) are converted by Python: times by
+`datetime.fromisoformat`, null when none; values null unless numbers. A group is written
+once `ROW_GROUP` rows are held (whole series, unless one alone is longer), so memory
+holds one row group, never a run. Groups are small (16,384 rows) since each run in
+flight holds one and several are built at once: Arrow's peak was 12 MB (medium) and 22
+MB (large) with groups of 100,000, 5 MB so, for 1.1x the bytes on disk and 1.1x the
+writer's CPU.
 Pages are zstd-compressed. The file is written into the sink's own temporary file and
 published like every other (fsync, link, then the manifest).
 """
@@ -57,6 +62,7 @@ def require_pyarrow() -> None:
 
 
 def schema() -> Any:
+    """The file's columns as a reader sees them."""
     import pyarrow as pa
 
     return pa.schema(
@@ -66,10 +72,24 @@ def schema() -> Any:
             ("project_id", pa.int64()),
             ("metric", pa.string()),
             ("metric_type", pa.string()),
-            ("tags", pa.map_(pa.string(), pa.string())),
+            ("tags", pa.string()),
             ("method", pa.string()),
             ("time", _time_type()),
             ("value", pa.float64()),
+        ]
+    )
+
+
+def _written_schema() -> Any:
+    """The columns as handed to the writer: a serie's shared columns dictionary-encoded
+    (each distinct entry once, a row its index), which Parquet stores as its own
+    dictionary pages; the file keeps no Arrow schema, so readers see `schema()`."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            (f.name, pa.dictionary(pa.int32(), f.type) if f.name in SHARED else f.type)
+            for f in schema()
         ]
     )
 
@@ -94,24 +114,32 @@ class ParquetPoints:
         # tests): `pyarrow.parquet` imports `pyarrow.fs` (S3, TLS...), 13 MB resident.
         from pyarrow._parquet import ParquetWriter
 
-        self._schema = schema()
+        self._schema = _written_schema()
         self._writer = ParquetWriter(
-            sink, self._schema, compression="zstd", writer_engine_version="V2"
+            sink,
+            self._schema,
+            compression="zstd",
+            writer_engine_version="V2",
+            store_schema=False,
         )
         self._start()
 
     def _start(self) -> None:
         self._rows = 0
-        self._heads: list[dict[str, Any]] = []  # one per serie of the group
-        self._serie_of_row = array("i")  # the index in `_heads` of each row's serie (int32)
+        self._counts: list[int] = []  # each serie's rows, in order
+        self._shared = {name: _Dictionary() for name in SHARED}
         self._csv = bytearray()  # `time,value` lines of the plain series not yet parsed
         self._chunks: list[tuple[Any, Any]] = []  # (times, values) arrays, in row order
 
     def add(self, serie: Serie) -> None:
         if self._rows and self._rows + serie.count > ROW_GROUP:
             self.flush()  # groups of whole series, unless one alone is longer
-        self._serie_of_row += array("i", [len(self._heads)]) * serie.count
-        self._heads.append(serie.head)
+        if not serie.count:
+            return
+        head = serie.head
+        for name, column in self._shared.items():
+            column.add(head[name], name)
+        self._counts.append(serie.count)
         if serie.pairs is None:
             self._csv += serie.csv()
         else:
@@ -133,10 +161,11 @@ class ParquetPoints:
         self._parse_csv()
         if not self._rows:
             return
-        rows = pa.Array.from_buffers(
-            pa.int32(), self._rows, [None, pa.py_buffer(self._serie_of_row)]
-        )
-        columns = [self._column(name, rows) for name in SHARED]
+        columns = [
+            self._shared[f.name].array(f.type, self._counts, self._rows)
+            for f in self._schema
+            if f.name in SHARED
+        ]
         columns.append(pa.chunked_array([times for times, _ in self._chunks], _time_type()))
         columns.append(pa.chunked_array([values for _, values in self._chunks], pa.float64()))
         table = pa.Table.from_arrays(columns, schema=self._schema)
@@ -144,22 +173,45 @@ class ParquetPoints:
         self._start()
         pa.default_memory_pool().release_unused()  # malloc_trim: see __init__
 
-    def _column(self, name: str, rows: Any) -> Any:
-        """A shared column of the group: each serie's entry, repeated for its rows."""
-        import pyarrow as pa
-
-        kind = self._schema.field(name).type
-        if name == "tags":
-            return pa.array([_tags(h[name]) for h in self._heads], kind).take(rows)
-        convert = _int if name in IDS else _text
-        entries = [convert(h[name]) for h in self._heads]
-        if entries.count(entries[0]) == len(entries):  # the run's ids: one for all rows
-            return pa.repeat(pa.scalar(entries[0], kind), self._rows)
-        return pa.array(entries, kind).take(rows)
-
     def close(self) -> None:
         self.flush()
         self._writer.close()
+
+
+class _Dictionary:
+    """One shared column of a row group: each distinct entry once, and each serie's index
+    (-1 for null). Built without Arrow's compute functions (`take`...): importing
+    `pyarrow.compute` costs 12 MB resident."""
+
+    def __init__(self) -> None:
+        self.entries: list[Any] = []
+        self.codes: list[int] = []
+        self._known: dict[Any, int] = {}
+
+    def add(self, value: Any, name: str) -> None:
+        entry = _int(value) if name in IDS else _tags(value) if name == "tags" else _text(value)
+        code = -1 if entry is None else self._known.setdefault(entry, len(self._known))
+        if code == len(self.entries):
+            self.entries.append(entry)
+        self.codes.append(code)
+
+    def array(self, kind: Any, counts: list[int], rows: int) -> Any:
+        """The column: a serie's index repeated for each of its rows."""
+        import pyarrow as pa
+
+        dictionary = pa.array(self.entries, kind.value_type)
+        first = self.codes[0]
+        if first >= 0 and self.codes.count(first) == len(self.codes):  # a run's ids
+            indices = array("i", [first]) * rows
+        else:
+            indices = array("i")
+            for code, count in zip(self.codes, counts, strict=True):
+                indices += array("i", [code]) * count
+            if -1 in self.codes:  # rare (a serie without its metric): nulls by Python
+                nulls = pa.array([None if i < 0 else i for i in indices], pa.int32())
+                return pa.DictionaryArray.from_arrays(nulls, dictionary)
+        codes = pa.Array.from_buffers(pa.int32(), rows, [None, pa.py_buffer(indices)])
+        return pa.DictionaryArray.from_arrays(codes, dictionary)
 
 
 def _time_type() -> Any:
@@ -209,8 +261,9 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _tags(tags: Any) -> list[tuple[str, str]]:
-    return [(str(k), str(v)) for k, v in tags.items()] if isinstance(tags, dict) else []
+def _tags(tags: Any) -> str:
+    """A serie's tags as the JSON object the points lines hold (`{}` when not an object)."""
+    return orjson.dumps(tags if isinstance(tags, dict) else {}).decode()
 
 
 def _float(value: Any) -> float | None:

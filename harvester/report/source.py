@@ -86,7 +86,7 @@ def _parquet(path: Path) -> Iterator[Serie]:
             for key, moments, values in _stretches(batch):
                 if (done := joiner.extend(key, moments, values)) is not None:
                     yield done
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, pa.ArrowException, orjson.JSONDecodeError) as exc:
         raise ArchiveError(f"cannot read {path}: {exc}") from exc
     if (last := joiner.end()) is not None:
         yield last
@@ -103,9 +103,8 @@ def _stretches(batch: Any) -> Iterator[tuple[Any, list[float], list[Any]]]:
     if not rows:
         return
     millis = batch.column("time").cast(pa.int64())
-    tags = pa.concat_arrays([batch.column("tags")])  # unsliced: offsets start at 0
-    columns = [batch.column("metric"), batch.column("method"),
-               _joined(tags, tags.keys), _joined(tags, tags.items)]  # fmt: skip
+    tags = batch.column("tags")  # a serie's tags as JSON text, compared as strings
+    columns = [batch.column("metric"), batch.column("method"), tags]
     ends = pc.less_equal(millis[1:], millis[:-1])
     for column in columns:
         ends = pc.or_(ends, pc.not_equal(column[1:], column[:-1]).fill_null(True))
@@ -114,13 +113,6 @@ def _stretches(batch: Any) -> Iterator[tuple[Any, list[float], list[Any]]]:
     values = batch.column("value").to_pylist()
     names, methods = batch.column("metric").to_pylist(), batch.column("method").to_pylist()
     for start, stop in zip(cuts, cuts[1:], strict=False):
-        key = (str(names[start]), tags_key(tags[start].as_py()), method_name(methods[start]))
+        key = (str(names[start]), tags_key(orjson.loads(tags[start].as_py() or "{}")),
+               method_name(methods[start]))  # fmt: skip
         yield key, moments[start:stop], values[start:stop]
-
-
-def _joined(tags: Any, part: Any) -> Any:
-    """Each row's tag keys (or values) as one string, to compare rows by Arrow."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    return pc.binary_join(pa.ListArray.from_arrays(tags.offsets, part), "\x1f")
