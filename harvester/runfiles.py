@@ -109,9 +109,18 @@ class RunFiles:
 
     def counts(self, counts: Mapping[str, int]) -> dict[str, Counter[str]]:
         """Each file's records by type, from the writer's counts of the run's records."""
-        if self.splitter is None:
-            return {"ndjson": Counter(counts)}
-        meta = Counter({kind: n for kind, n in counts.items() if kind != "series"})
-        points = Counter({"point": self.splitter.points})
-        found: dict[str, Any] = {"points.ndjson": points, "parquet": points, "meta.ndjson": meta}
-        return {kind: found[kind] for kind in self._stacks}
+        points = self.splitter.points if self.splitter is not None else 0
+        return file_counts(list(self._stacks), points, counts)
+
+
+def file_counts(
+    kinds: list[str], points: int, counts: Mapping[str, int]
+) -> dict[str, Counter[str]]:
+    """Each file's records by type: the writer's counts of the run's records, and the
+    points the splitter made of its series."""
+    if kinds == ["ndjson"]:
+        return {"ndjson": Counter(counts)}
+    meta = Counter({kind: n for kind, n in counts.items() if kind != "series"})
+    made = Counter({"point": points})
+    found: dict[str, Any] = {"points.ndjson": made, "parquet": made, "meta.ndjson": meta}
+    return {kind: found[kind] for kind in kinds}

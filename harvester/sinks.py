@@ -26,6 +26,7 @@ from .errors import ConfigError, OutputError
 from .layout import Places, make_dirs
 from .outdir import create_temp, discard, publish
 from .runfiles import KINDS, RunFiles, codec_for
+from .writeproc import ChildRunFiles, WriterProcess
 
 FILE_MODE = 0o600  # metric tags can name internal hosts: owner-only by default (--file-mode)
 WRITE_BUFFER = 1 << 20
@@ -108,7 +109,7 @@ class _Run:
     """A run being written: its write stack, the temporary files under it, and the bytes
     written since the last writeback hint."""
 
-    files: RunFiles
+    files: RunFiles | ChildRunFiles
     handles: dict[str, BinaryIO]
     temps: dict[str, Path]
     unsynced: int = 0
@@ -148,6 +149,8 @@ class DirectorySink:
         #: What the job's settings say about every run's data, for the manifests.
         self.facts = dict(facts or {"format": output_format, "compression": codec})
         self._runs: dict[int, _Run] = {}
+        #: `--format points`: the process that writes the runs' files (`writeproc`).
+        self._child: WriterProcess | None = None
 
     async def begin(self, run_id: int) -> None:
         with writing_to(self.out_dir):
@@ -164,7 +167,15 @@ class DirectorySink:
                 fd, temps[kind] = create_temp(where, run_id, name)
                 handles[kind] = os.fdopen(fd, "wb", buffering=WRITE_BUFFER)
                 os.fchmod(fd, self.file_mode)  # exactly the mode asked, whatever the umask
-            files = RunFiles(run_id, self.format, self.codec, self.level, handles)
+            files: RunFiles | ChildRunFiles
+            if self.format == "points":
+                if self._child is None:
+                    self._child = WriterProcess()
+                files = ChildRunFiles(
+                    self._child, run_id, self.format, self.codec, self.level, temps
+                )
+            else:
+                files = RunFiles(run_id, self.format, self.codec, self.level, handles)
         except BaseException:
             _close_all(handles, temps)
             raise
@@ -173,6 +184,11 @@ class DirectorySink:
     async def write(self, run_id: int, data: bytes) -> None:
         run = self._runs[run_id]
         with writing_to(self.out_dir):
+            if isinstance(run.files, ChildRunFiles):
+                # Queued for the writer process: the writer task waits only on a full queue.
+                if not run.files.write_nowait(data):
+                    await anyio.to_thread.run_sync(run.files.write, data)
+                return
             await anyio.to_thread.run_sync(self._write, run, data)
 
     @staticmethod
@@ -278,6 +294,9 @@ class DirectorySink:
     async def close(self) -> None:
         for run_id in list(self._runs):
             await self.abort(run_id)
+        if self._child is not None:
+            await anyio.to_thread.run_sync(self._child.close)
+            self._child = None
 
 
 def _close_all(handles: Mapping[str, BinaryIO], temps: Mapping[str, Path]) -> None:

@@ -30,6 +30,8 @@ from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
 from harvester.sinks import DirectorySink
 from harvester.state import STATE_FILE_NAME, HarvestState
+from harvester.verify import intact, verify
+from harvester.writeproc import ChildRunFiles
 from tests.fs_helpers import fill
 from tests.harvest_helpers import assert_exact, parse_lines, settings_for, targets
 from tests.process_helpers import ROOT, cli_command, cli_env, wait_for
@@ -254,9 +256,7 @@ async def test_a_harvest_started_with_stderr_closed_publishes_and_records_every_
         assert state.done_runs(cloud.runs) == set(cloud.runs)
 
 
-@pytest.mark.parametrize(
-    ("fmt", "codec"), [("raw", "none"), ("raw", "zstd"), ("points", "gzip"), ("parquet", "zstd")]
-)
+@pytest.mark.parametrize(("fmt", "codec"), [("raw", "none"), ("raw", "zstd"), ("parquet", "zstd")])
 async def test_splitting_compressing_and_hashing_never_run_on_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, codec: str
 ) -> None:
@@ -279,6 +279,32 @@ async def test_splitting_compressing_and_hashing_never_run_on_the_event_loop(
         assert not (await harvest_job(settings, targets(cloud))).report.failed
     assert seen["write thread"] >= 2 * 3 and seen["finish thread"] == 2
     assert seen["write loop"] == seen["finish loop"] == 0
+
+
+async def test_points_are_split_compressed_and_hashed_in_the_writer_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--format points: the write stack runs in a child process (`writeproc`), never in
+    this one; here a run's files are only opened, waited for in a worker thread, and
+    published."""
+    loop_thread, seen = threading.get_ident(), Counter[str]()
+    monkeypatch.setattr(RunFiles, "write", lambda *args: seen.update(["RunFiles here"]))
+    real_finish = ChildRunFiles.finish
+
+    def finish(self: ChildRunFiles) -> None:
+        seen["finish " + ("loop" if threading.get_ident() == loop_thread else "thread")] += 1
+        real_finish(self)
+
+    monkeypatch.setattr(ChildRunFiles, "finish", finish)
+    cloud = generate_cloud(runs=2, metrics=5, points=3)
+    async with Simulator(cloud) as sim:
+        settings = settings_for(sim, tmp_path, format="points", compress="gzip")
+        assert not (await harvest_job(settings, targets(cloud))).report.failed
+    assert seen == {"finish thread": 2}
+    assert intact(verify(tmp_path))
+    assert sorted(p.name for p in tmp_path.glob("*.points.ndjson.gz")) == [
+        f"{r}.points.ndjson.gz" for r in sorted(cloud.runs)
+    ]
 
 
 class SlowFirstCommit:

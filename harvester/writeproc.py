@@ -1,0 +1,335 @@
+"""`--format points` into a directory: each run's write stack (`runfiles.RunFiles`: split,
+build the point lines, compress, hash, write) in a child process of its own.
+
+Why a process: the point lines are 5x raw's bytes (medium: 511 MB for 103 MB), and
+building them holds the GIL (bytes.replace, translate, count), so in a worker thread they
+took turns with the event loop that parses the answers, and hashing and writing them,
+though they release the GIL, waited for it after each piece: a points harvest cost the
+sum of both, 1.7x raw's wall time on two cores with one of them nearly idle. The child
+has an interpreter and a GIL of its own, so the two run side by side.
+
+The parent keeps everything about publication (`sinks.DirectorySink`): it creates each
+temporary file, holds its flock and its descriptor, fsyncs, renames and writes the
+manifest. The child opens the same temporary files by path, writes into them and, at
+`finish`, closes them and answers with each file's size and sha256 and the points
+counted. Requests go down the child's stdin and answers come up its stdout, pickled
+(only this package's two ends speak on that pipe): `write` is sent without waiting (a
+full pipe makes the parent wait, which is the back pressure), `finish` waits for its
+answer, by which time every write before it has been done.
+
+A write that failed in the child (a full disk) fails the run at its `finish` with that
+error, as a failed flush at commit would; a child that died fails every run after it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import pickle
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, BinaryIO, cast
+
+from .runfiles import RunFiles, file_counts
+
+#: Bytes the pipe to the child holds (Linux F_SETPIPE_SZ): a run's batch of lines (~2 MB)
+#: goes in a few system calls instead of one per 64 KiB.
+PIPE_SIZE = 1 << 20
+#: Requests (a batch of lines each) queued for the pipe: the writer task goes on while
+#: the child works, and the child finds the next batch waiting.
+QUEUED = 8
+
+
+@dataclass
+class Finished:
+    """What the child says of a run it finished: each file's (bytes, sha256), the points
+    written, or the error that stopped it."""
+
+    written: dict[str, tuple[int, str]] = field(default_factory=dict)
+    points: int = 0
+    error: OSError | None = None
+
+
+class WriterProcess:
+    """The child process and the pipe to it. `send` queues a request and returns (a full
+    queue makes it wait: call it from a worker thread, or `send_nowait` from anywhere); a
+    thread of its own writes the queue into the pipe, another reads the answers."""
+
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "harvester.writeproc"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        self._pipe = cast(BinaryIO, self._proc.stdin)
+        self._answers = cast(BinaryIO, self._proc.stdout)
+        _grow_pipe(self._pipe)
+        self._queue: queue.Queue[_Request | None] = queue.Queue(QUEUED)
+        self._waiting: collections.deque[Future[Any]] = collections.deque()
+        self.failed: OSError | None = None
+        self._lock = threading.Lock()  # `_waiting` and `_closed` between the two threads
+        self._closed = False  # no more answers come
+        self._threads = [
+            threading.Thread(target=self._feed, name="points-feed", daemon=True),
+            threading.Thread(target=self._read, name="points-answers", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def send(self, request: _Request) -> None:
+        self._check()
+        self._queue.put(request)
+
+    def send_nowait(self, request: _Request) -> bool:
+        """Queue `request` if there is room; False if not (then `send` it from a thread)."""
+        self._check()
+        try:
+            self._queue.put_nowait(request)
+        except queue.Full:
+            return False
+        return True
+
+    def ask(self, request: _Request) -> Any:
+        """Send `request` and wait for its answer (after every request queued before it)."""
+        request.answer = Future()
+        self.send(request)
+        return request.answer.result()
+
+    def _check(self) -> None:
+        if self.failed is not None:
+            raise self.failed
+
+    def _feed(self) -> None:
+        while (request := self._queue.get()) is not None:
+            if request.answer is not None and not self._expect(request.answer):
+                continue
+            if self.failed is not None:
+                continue
+            try:
+                header = (request.op, request.run_id, request.args, len(request.data))
+                pickle.dump(header, self._pipe)
+                self._pipe.write(request.data)
+                self._pipe.flush()
+            except OSError as exc:
+                self.failed = OSError(exc.errno, f"the points writer process stopped: {exc}")
+        with contextlib.suppress(OSError):
+            self._pipe.close()
+
+    def _expect(self, answer: Future[Any]) -> bool:
+        """Wait for an answer in turn; False (and the answer failed) once none can come."""
+        with self._lock:
+            if self.failed is None and not self._closed:
+                self._waiting.append(answer)
+                return True
+        answer.set_exception(self.failed or OSError("the points writer process stopped"))
+        return False
+
+    def _read(self) -> None:
+        while True:
+            try:
+                answer = pickle.load(self._answers)
+            except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                with self._lock:
+                    self._closed = True
+                    self.failed = self.failed or OSError(
+                        f"the points writer process stopped ({exc!r})"
+                    )
+                break
+            self._waiting.popleft().set_result(answer)
+        while self._waiting:
+            self._waiting.popleft().set_exception(self.failed)
+
+    def close(self) -> None:
+        """End the child (it closes what it still has open) and wait for it."""
+        self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        self._proc.wait()
+        self._answers.close()
+
+
+@dataclass
+class _Request:
+    op: str
+    run_id: int
+    args: Any = None
+    data: bytes = b""
+    answer: Future[Any] | None = None
+
+
+class ChildRunFiles:
+    """`RunFiles`' calls for one run, done by the child (`WriterProcess`)."""
+
+    def __init__(
+        self,
+        child: WriterProcess,
+        run_id: int,
+        output_format: str,
+        codec: str,
+        level: int | None,
+        paths: Mapping[str, Path],
+    ) -> None:
+        self._child = child
+        self.run_id = run_id
+        self._kinds = list(paths)
+        self._done = Finished()
+        child.send(
+            _Request(
+                "open", run_id, (output_format, codec, level, {k: str(p) for k, p in paths.items()})
+            )
+        )
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Queue `data` if there is room, without waiting (the event loop may call it)."""
+        return self._child.send_nowait(_Request("write", self.run_id, data=data))
+
+    def write(self, data: bytes) -> None:
+        self._child.send(_Request("write", self.run_id, data=data))
+
+    def finish(self) -> None:
+        self._done = self._child.ask(_Request("finish", self.run_id))
+        if self._done.error is not None:
+            raise self._done.error
+
+    def discard(self) -> None:
+        if self._child.failed is None:  # else the child has closed them, or is gone
+            self._child.send(_Request("discard", self.run_id))
+
+    def written(self, kind: str) -> tuple[int, str]:
+        return self._done.written[kind]
+
+    def counts(self, counts: Mapping[str, int]) -> dict[str, Counter[str]]:
+        return file_counts(self._kinds, self._done.points, counts)
+
+
+def _grow_pipe(pipe: IO[bytes]) -> None:
+    """A larger pipe where the system lets us (Linux); a smaller one only costs calls."""
+    with contextlib.suppress(ImportError, AttributeError, OSError):
+        import fcntl
+
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
+# --- the child ---------------------------------------------------------------------------
+
+
+@dataclass
+class _ChildRun:
+    """A run's files in the child: its write stack, or the error that stopped it."""
+
+    files: RunFiles | None
+    handles: dict[str, BinaryIO]
+    error: OSError | None = None
+    unsynced: int = 0  # bytes in since the last writeback hint
+
+
+def serve(requests: BinaryIO, answers: BinaryIO) -> None:
+    """The child's loop: requests in until the pipe closes; each run's files by path."""
+    runs: dict[int, _ChildRun] = {}
+    while True:
+        try:
+            op, run_id, args, size = pickle.load(requests)
+        except EOFError:
+            break
+        data = requests.read(size) if size else b""
+        if op == "open":
+            runs[run_id] = _open(run_id, *args)
+        elif op == "write":
+            _write(runs[run_id], data)
+        elif op == "finish":
+            pickle.dump(_finish(runs.pop(run_id)), answers)
+            answers.flush()
+        else:  # discard
+            _close(runs.pop(run_id))
+    for run in runs.values():  # the parent ended without committing them
+        _close(run)
+
+
+def _open(
+    run_id: int, output_format: str, codec: str, level: int | None, paths: dict[str, str]
+) -> _ChildRun:
+    from .sinks import WRITE_BUFFER  # (sinks imports this module)
+
+    run = _ChildRun(None, {})
+    try:
+        for kind, path in paths.items():
+            run.handles[kind] = os.fdopen(os.open(path, os.O_WRONLY), "wb", WRITE_BUFFER)
+        run.files = RunFiles(run_id, output_format, codec, level, run.handles)
+    except Exception as exc:  # told at the run's finish, as the parent's own error
+        run.error = _as_os_error(exc)
+    return run
+
+
+def _write(run: _ChildRun, data: bytes) -> None:
+    from .sinks import WRITEBACK_AFTER, start_writeback
+
+    if run.files is None or run.error is not None:
+        return  # the run has failed: its finish says so
+    try:
+        run.files.write(data)
+    except Exception as exc:
+        run.error = _as_os_error(exc)
+        return
+    run.unsynced += len(data)
+    if run.unsynced >= WRITEBACK_AFTER:
+        run.unsynced = 0
+        for fh in run.handles.values():
+            start_writeback(fh)
+
+
+def _finish(run: _ChildRun) -> Finished:
+    """End the run's streams and close its files; what was written, or why it failed."""
+    if run.files is not None and run.error is None:
+        try:
+            run.files.finish()
+            for fh in run.handles.values():
+                fh.close()  # flushed: the parent's fsync then finds every byte
+        except Exception as exc:
+            run.error = _as_os_error(exc)
+    _close(run)
+    if run.files is None or run.error is not None:
+        return Finished(error=run.error)
+    written = {kind: run.files.written(kind) for kind in run.handles}
+    points = run.files.splitter.points if run.files.splitter is not None else 0
+    return Finished(written, points)
+
+
+def _close(run: _ChildRun) -> None:
+    if run.files is not None:
+        run.files.discard()
+    for fh in run.handles.values():
+        with contextlib.suppress(OSError):
+            fh.close()
+
+
+def _as_os_error(exc: Exception) -> OSError:
+    """An error the parent can unpickle and report as the output's (`sinks.writing_to`)."""
+    if isinstance(exc, OSError):
+        return OSError(exc.errno, exc.strerror or str(exc))
+    return OSError(f"{type(exc).__name__}: {exc}")
+
+
+def main() -> None:
+    # The parent handles ^C and SIGTERM (it finishes or aborts its runs, then closes the
+    # pipe): the child ends when the pipe does, never halfway through a run's write.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    answers = sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but answers on the pipe
+    serve(sys.stdin.buffer, answers)
+
+
+if __name__ == "__main__":
+    # As the module, not `__main__`: the answers' classes must unpickle by their names.
+    from harvester.writeproc import main as module_main
+
+    module_main()

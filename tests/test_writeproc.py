@@ -1,0 +1,136 @@
+"""--format points writes each run's files from a child process (`writeproc`): the same
+bytes, sizes, sha256 and counts as the write stack in this process, and every failure of
+the child (a full disk, a file it cannot open, its death) fails the run, never silently."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, cast
+
+import pytest
+
+from harvester.records import encode
+from harvester.runfiles import RunFiles
+from harvester.simulator.generated import generate_cloud
+from harvester.writeproc import ChildRunFiles, WriterProcess
+
+KINDS = ("points.ndjson", "meta.ndjson")
+
+
+def run_lines(run_id: int = 1) -> list[bytes]:
+    """A generated run's records, as the writer hands them on (a batch a record type)."""
+    cloud = generate_cloud(runs=1, metrics=6, points=30, seed=3)
+    run = next(iter(cloud.runs.values()))
+    metrics = run.metrics()
+    series = [run.serie(str(m["id"]), None) for m in metrics]
+    return [encode("metric", run_id, metrics), encode("series", run_id, series),
+            encode("summary", run_id, [{"complete": True}])]  # fmt: skip
+
+
+@pytest.fixture
+def child() -> Iterator[WriterProcess]:
+    process = WriterProcess()
+    yield process
+    process.close()
+
+
+def temp_paths(where: Path, run_id: int) -> dict[str, Path]:
+    paths = {kind: where / f"{run_id}.{kind}" for kind in KINDS}
+    for path in paths.values():
+        path.touch()
+    return paths
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd", "gzip"])
+def test_the_child_writes_the_same_files_as_the_write_stack_in_this_process(
+    child: WriterProcess, tmp_path: Path, codec: str
+) -> None:
+    lines = run_lines()
+    here = {kind: io.BytesIO() for kind in KINDS}
+    local = RunFiles(1, "points", codec, None, cast(dict[str, BinaryIO], here))
+    paths = temp_paths(tmp_path, 1)
+    remote = ChildRunFiles(child, 1, "points", codec, None, paths)
+    for data in lines:
+        local.write(data)
+        assert remote.write_nowait(data)
+    local.finish()
+    remote.finish()
+    counts = {"metric": 6, "series": 6, "summary": 1}
+    for kind in KINDS:
+        assert paths[kind].read_bytes() == here[kind].getvalue() != b""
+        assert remote.written(kind) == local.written(kind)
+    assert remote.counts(counts) == local.counts(counts)
+    assert remote.counts(counts)["points.ndjson"]["point"] == 6 * 30
+
+
+def test_a_full_disk_in_the_child_fails_the_run_at_its_finish(
+    child: WriterProcess, tmp_path: Path
+) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    paths = {"points.ndjson": Path("/dev/full"), "meta.ndjson": tmp_path / "meta"}
+    paths["meta.ndjson"].touch()
+    files = ChildRunFiles(child, 1, "points", "none", None, paths)
+    for data in run_lines():
+        files.write(data)
+    with pytest.raises(OSError) as failed:
+        files.finish()
+    assert failed.value.errno == errno.ENOSPC
+    # The child goes on with the other runs.
+    ok = ChildRunFiles(child, 2, "points", "none", None, temp_paths(tmp_path, 2))
+    ok.write(run_lines(2)[0])
+    ok.finish()
+    assert ok.written("meta.ndjson")[0] == (tmp_path / "2.meta.ndjson").stat().st_size > 0
+
+
+def test_a_file_the_child_cannot_open_fails_the_run_at_its_finish(
+    child: WriterProcess, tmp_path: Path
+) -> None:
+    paths = {kind: tmp_path / "gone" / kind for kind in KINDS}
+    files = ChildRunFiles(child, 1, "points", "none", None, paths)
+    files.write(run_lines()[0])
+    with pytest.raises(OSError) as failed:
+        files.finish()
+    assert failed.value.errno == errno.ENOENT
+
+
+def test_a_discarded_run_is_dropped_and_the_others_go_on(
+    child: WriterProcess, tmp_path: Path
+) -> None:
+    dropped = ChildRunFiles(child, 1, "points", "zstd", None, temp_paths(tmp_path, 1))
+    kept = ChildRunFiles(child, 2, "points", "zstd", None, temp_paths(tmp_path, 2))
+    dropped.write(run_lines(1)[0])
+    kept.write(run_lines(2)[0])
+    dropped.discard()
+    kept.finish()
+    assert kept.counts({"metric": 6})["meta.ndjson"] == {"metric": 6}
+
+
+def test_a_child_that_died_fails_every_run_after_it(tmp_path: Path) -> None:
+    child = WriterProcess()
+    try:
+        files = ChildRunFiles(child, 1, "points", "none", None, temp_paths(tmp_path, 1))
+        child._proc.kill()
+        child._proc.wait()
+        with pytest.raises(OSError, match="points writer process stopped"):
+            for data in run_lines() * 50:  # the pipe takes some before it breaks
+                files.write(data)
+            files.finish()
+        with pytest.raises(OSError, match="points writer process stopped"):
+            ChildRunFiles(child, 2, "points", "none", None, temp_paths(tmp_path, 2))
+        files.discard()  # nothing to drop: the child is gone
+    finally:
+        child.close()
+
+
+def test_runs_left_open_are_closed_when_the_pipe_closes(tmp_path: Path) -> None:
+    child = WriterProcess()
+    files = ChildRunFiles(child, 1, "points", "gzip", None, temp_paths(tmp_path, 1))
+    files.write(run_lines()[0])
+    child.close()
+    assert child._proc.returncode == 0
+    assert os.path.exists(tmp_path / "1.meta.ndjson")
