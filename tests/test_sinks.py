@@ -301,7 +301,7 @@ async def test_points_are_split_compressed_and_hashed_in_the_writer_process(
         settings = settings_for(sim, tmp_path, format="points", compress="gzip")
         assert not (await harvest_job(settings, targets(cloud))).report.failed
     assert seen == {"finish thread": 2}
-    assert intact(verify(tmp_path))
+    assert intact(list(verify(tmp_path)))
     assert sorted(p.name for p in tmp_path.glob("*.points.ndjson.gz")) == [
         f"{r}.points.ndjson.gz" for r in sorted(cloud.runs)
     ]
