@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import orjson
 
 from .errors import (
@@ -113,6 +114,42 @@ def parse_body(body: bytes, status: int, endpoint: str, where: Callable[[], str]
     raise TruncatedBody(
         f"HTTP {status} with a body that is not whole JSON", url=where()
     ) from failed
+
+
+#: Reads a 2xx body: (body, status, endpoint, where) -> what the request returns.
+Parser = Callable[[bytes, int, str, Callable[[], str]], Any]
+
+
+class _Result(msgspec.Struct):
+    result: list[msgspec.Raw]
+
+
+class _Query(msgspec.Struct):
+    data: _Result
+
+
+_QUERY = msgspec.json.Decoder(_Query)
+
+
+def raw_result(
+    body: bytes, status: int, endpoint: str, where: Callable[[], str]
+) -> list[msgspec.Raw] | None:
+    """The `data.result` list of a v5 query answer, each entry as its JSON text (a view
+    into `body`, not parsed), or None when the answer has no such list. The whole body is
+    checked to be JSON before anything is returned, so that a cut body is retried before
+    one of its entries is delivered. One answer can hold every series of a metric: parsed
+    whole, its Python objects cost several times its bytes. Any other body goes the way
+    of `parse_body` (the same errors; a BOM skipped)."""
+    try:
+        return _QUERY.decode(body).data.result
+    except msgspec.DecodeError:  # not JSON, or not this shape: as any other answer
+        pass
+    doc = parse_body(body, status, endpoint, where)
+    data = doc.get("data") if isinstance(doc, dict) else None
+    result = data.get("result") if isinstance(data, dict) else None
+    if not isinstance(result, list):
+        return None
+    return [msgspec.Raw(orjson.dumps(entry)) for entry in result]
 
 
 def never_json(body: bytes) -> str | None:

@@ -18,7 +18,7 @@ import orjson
 from yarl import URL
 
 from . import version
-from .answers import check_shape, classify, error_message, parse_body
+from .answers import Parser, check_shape, classify, error_message, parse_body
 from .config import Secret, Settings
 from .errors import (
     ApiError,
@@ -126,15 +126,17 @@ class Transport:
         lists: tuple[str, ...] = (),
         objects: tuple[str, ...] = (),
         headers: dict[str, str] | None = None,
+        parse: Parser = parse_body,
     ) -> Any:
         """GET `url` with retries and return the parsed JSON; `endpoint` names it in stats
         and errors. An answer must be an object holding each of `lists` as a list of
         objects and each of `objects` as an object (`answers.check_shape`): one without
         them is a transient fault, tried again; a list item that is not an object fails.
-        `headers` are sent besides the token's."""
+        `headers` are sent besides the token's. `parse` reads a 2xx body instead of
+        `answers.parse_body` (its errors are retried alike)."""
         shape = (lists, objects)
         return await self._retrying(
-            endpoint, lambda: self._attempt(endpoint, url, shape=shape, extra=headers)
+            endpoint, lambda: self._attempt(endpoint, url, shape=shape, extra=headers, parse=parse)
         )
 
     def _auth_headers(self) -> dict[str, str]:
@@ -213,6 +215,7 @@ class Transport:
         method: str = "GET",
         shape: tuple[tuple[str, ...], tuple[str, ...]] = ((), ()),
         extra: dict[str, str] | None = None,
+        parse: Parser = parse_body,
     ) -> Any:
         assert self._session is not None, "use Transport as an async context manager"
         async with self._slots:
@@ -226,7 +229,7 @@ class Transport:
             self._ever_allowed = True
             if method == "POST" and not body:
                 return None  # a POST that started something may answer 202/204 with nothing
-            doc = parse_body(body, status, endpoint, lambda: short_url(url))
+            doc = parse(body, status, endpoint, lambda: short_url(url))
             check_shape(doc, endpoint, lambda: short_url(url), *shape)
             return doc
         error = classify(status, body, headers, short_url(url))

@@ -29,7 +29,7 @@ from bench_formats import add_format_arguments, report_formats, run_formats
 from bench_run import HERE, SIZES, Bench, DataSet, Sample, SimHost, Spawner, say
 from bench_s3 import report_s3, run_s3
 from bench_throttle import DEFAULT_RATE, Check, report_throttled, run_throttled
-from bench_v6 import report_v6, run_v6
+from bench_v6 import WIDE, report_v6, run_v6
 
 from harvester.batching import POINTS_PER_REQUEST
 
@@ -297,9 +297,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--size",
         action="append",
-        choices=sorted(SIZES),
+        choices=sorted(SIZES.keys() | WIDE.keys()),
         help="data set (repeatable; default medium): "
-        + ", ".join(f"{k} = {r}x{m}x{pt}" for k, (r, m, pt) in SIZES.items()),
+        + ", ".join(f"{k} = {r}x{m}x{pt}" for k, (r, m, pt) in SIZES.items())
+        + ", wide = one k6 run of 20,000 tag sets (--api v6 only)",
     )
     p.add_argument(
         "--gaps",
@@ -352,6 +353,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ns = p.parse_args(argv)
     ns.size = ns.size or ["small" if ns.throttle else "medium"]
     ns.formats = bool(ns.format or ns.compress or ns.verify)
+    if WIDE.keys() & set(ns.size) and (
+        ns.api != "v6" or ns.formats or ns.throttle or ns.out == "s3"
+    ):
+        p.error("--size wide is for --api v6 alone")
     if ns.repeat < 1 or (ns.rate is not None and ns.rate <= 0):
         p.error("--repeat and --rate must be positive")
     if ns.throttle is not None:

@@ -7,6 +7,10 @@ per metric name and default method, the two check aggregates and one aggregate p
 threshold. The floor (`bench_floor.py --stack-id`) GETs exactly those URLs, parses and discards the
 answers; the harvester (`harvest --api v6 --runs-file`) writes the NDJSON. Reported:
 requests against the minimum, wall against the floor, peak RSS; medians of `--repeat`.
+
+`--size wide` (v6 only) serves a synthetic k6 recording instead (`k6wide.py`): one run
+with 20,000 tag sets, so that each HTTP metric's range query answers 20,000 series in
+one answer (~5 MB of JSON): peak RSS must not follow the number of series.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from harvester.backends.v6 import V6Backend
 from harvester.config import Settings, load_settings
 from harvester.ratelimit import RateGate
 from harvester.simulator.generated import generate_cloud
+from harvester.simulator.k6import import load_k6_run
+from harvester.simulator.k6wide import write_k6_wide
 from harvester.simulator.server import Simulator
 from harvester.simulator.state import SimState
 from harvester.simulator.v6_model import v6_run
@@ -36,6 +42,9 @@ from harvester.transport import Transport
 TARGETS = {"requests": 1.0, "vs_floor": 1.5, "rss_mb": 150.0}
 STEP = 60
 STACK = 1
+#: v6-only sizes: one recorded run of this many tag sets (`k6wide.py`).
+WIDE = {"wide": 20_000}
+WIDE_RUN = 1
 
 
 def bench_settings(base_url: str) -> Settings:
@@ -57,9 +66,19 @@ def plan_run(state: SimState, run_id: int, backend: V6Backend) -> list[str]:
 class V6Host(SimHost):
     """The simulator with the v6 plan instead of v2's."""
 
+    def __init__(self, data: DataSet, max_url_length: int, work: Path) -> None:
+        super().__init__(data, max_url_length)
+        self.work = work
+
     async def _serve(self) -> None:
         d = self.data
-        cloud = generate_cloud(d.runs, d.metrics, d.points, seed=0)
+        if d.name in WIDE:
+            recording = self.work / f"k6-{d.name}.json.gz"
+            write_k6_wide(recording, WIDE[d.name])
+            cloud = generate_cloud(0)
+            cloud.add_run(load_k6_run(recording, run_id=WIDE_RUN, bucket_seconds=STEP))
+        else:
+            cloud = generate_cloud(d.runs, d.metrics, d.points, seed=0)
         self._stop = asyncio.Event()
         async with Simulator(cloud, token=TOKEN) as sim:
             sim.state.v6.stack_id = STACK
@@ -99,11 +118,12 @@ class V6Bench(Bench):
 
 
 def run_v6(ns: argparse.Namespace, name: str, work: Path, spawner: Spawner) -> dict[str, Any]:
-    runs, metrics, points = SIZES[name]
+    runs, metrics, points = (1, WIDE[name], 0) if name in WIDE else SIZES[name]
     data = DataSet(name, runs, metrics, points)
-    say(f"{name} (v6): generating {data.describe()} ...")
+    shown = f"1 k6 recording of {metrics:,} tag sets" if name in WIDE else data.describe()
+    say(f"{name} (v6): generating {shown} ...")
     samples: dict[str, list[Sample]] = {"floor": [], "harvester": []}
-    with V6Host(data, ns.max_url_length) as sim:
+    with V6Host(data, ns.max_url_length, work) as sim:
         bench = V6Bench(ns, data, sim, work, spawner)
         for rep in range(1, ns.repeat + 1):
             for contender in samples:
@@ -118,8 +138,12 @@ def report_v6(ns: argparse.Namespace, results: dict[str, Any]) -> list[dict[str,
     targets: list[dict[str, Any]] = []
     for name, r in results.items():
         floor, harvester = r["median"]["floor"], r["median"]["harvester"]
-        print(f"\n== {name} via v6: {r['runs']} runs x {r['metrics']} metrics x "
-              f"{r['points']} points, step {STEP} s, repeat {ns.repeat} (medians)")  # fmt: skip
+        shape = (
+            f"1 k6 run of {r['metrics']:,} tag sets"
+            if name in WIDE
+            else f"{r['runs']} runs x {r['metrics']} metrics x {r['points']} points"
+        )
+        print(f"\n== {name} via v6: {shape}, step {STEP} s, repeat {ns.repeat} (medians)")
         print(f"   {'contender':<12}{'wall s':>8}{'requests':>10}{'records':>9}{'peak RSS MB':>13}")
         for label, m in (("floor", floor), ("harvester", harvester)):
             print(f"   {label:<12}{m['wall']:8.2f}{m['requests']:10.0f}{m['records']:9.0f}"

@@ -58,6 +58,7 @@ V2_NAMES: dict[str, dict[str, str]] = {
 _PERCENTILE = re.compile(r"p\(?(\d{1,2}(?:\.\d+)?)\)?")
 _FRACTION = re.compile(r"0?\.\d+")
 _QUANTILE = re.compile(r"histogram_quantile\((0?\.\d+)\)")
+_NOT_LABEL = re.compile(r"[^A-Za-z0-9_]")
 
 
 def encode_path(text: str) -> str:
@@ -69,6 +70,12 @@ def encode_path(text: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+def label_name(key: str) -> str:
+    """A k6 tag key as the v5 API's label name: characters outside [A-Za-z0-9_] become
+    `_` (`région` -> `r_gion`); the simulator sanitizes its tags with this too."""
+    return _NOT_LABEL.sub("_", key)
 
 
 def quote(text: str) -> str:

@@ -8,6 +8,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import msgspec
+
+from ..answers import Parser, parse_body, raw_result
 from ..config import Settings
 from ..errors import ApiStatusError, AuthRejected, HarvesterError, NotFound
 from ..transport import Transport
@@ -16,6 +19,7 @@ from . import v5_query
 JsonObject = dict[str, Any]
 V6 = "/cloud/v6"
 MAX_TOP = 1000
+NO_RESULT = "unexpected answer: no 'data.result' list"
 
 
 class NotReady(HarvesterError):
@@ -74,10 +78,10 @@ class V6Api:
         count = doc.get("@count") if isinstance(doc, dict) else None
         return count if isinstance(count, int) else None
 
-    async def _v5(self, endpoint: str, path: str) -> Any:
+    async def _v5(self, endpoint: str, path: str, parse: Parser = parse_body) -> Any:
         url = self.transport.url(path)
         try:
-            return await self.transport.get(endpoint, url)
+            return await self.transport.get(endpoint, url, parse=parse)
         except NotFound as exc:
             raise ApiStatusError(
                 f"{exc} (v5 answers 404 only for a URL it cannot parse: a harvester bug, "
@@ -105,7 +109,15 @@ class V6Api:
         data = doc.get("data") if isinstance(doc, dict) else None
         result = data.get("result") if isinstance(data, dict) else None
         if not isinstance(result, list):
-            raise ApiStatusError("unexpected answer: no 'data.result' list")
+            raise ApiStatusError(NO_RESULT)
+        return result
+
+    async def raw_result(self, endpoint: str, path: str) -> list[msgspec.Raw]:
+        """`result`'s entries each as its JSON text, none parsed yet (`answers.raw_result`):
+        a range query's answer holds every series of a metric."""
+        result: list[msgspec.Raw] | None = await self._v5(endpoint, path, raw_result)
+        if result is None:
+            raise ApiStatusError(NO_RESULT)
         return result
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .v5_query import quantile_method, selector
+from .v5_query import label_name, quantile_method, selector
 
 _EXPRESSION = re.compile(
     r"\s*([a-z]+(?:\(\d+(?:\.\d+)?\))?)\s*(<=|>=|===|==|!=|<|>)\s*(-?[\d.]+(?:e-?\d+)?)\s*"
@@ -31,10 +31,6 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }  # fmt: skip
 _TREND = {"avg": "histogram_avg", "min": "histogram_min", "max": "histogram_max",
           "med": "histogram_quantile(0.5)", "count": "histogram_count_increase"}  # fmt: skip
-
-
-def label_name(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", key)
 
 
 def split_key(key: str) -> tuple[str, list[tuple[str, str]]]:

@@ -33,6 +33,7 @@ from datetime import datetime
 from itertools import chain
 from typing import Protocol, runtime_checkable
 
+from harvester.backends.v5_query import label_name
 from harvester.simulator.k6thresholds import quantile
 from harvester.simulator.model import JsonObject, RunData
 from harvester.simulator.v5_parse import Expression, Invalid, Matcher
@@ -43,11 +44,6 @@ BUILTIN = frozenset(
     "http_req_connecting http_req_tls_handshaking http_req_sending http_req_waiting "
     "http_req_receiving".split()
 )
-
-
-def label_name(key: str) -> str:
-    """A k6 tag key as a label name: characters outside [A-Za-z0-9_] become `_`."""
-    return re.sub(r"[^A-Za-z0-9_]", "_", key)
 
 
 @runtime_checkable

@@ -1,0 +1,137 @@
+"""A v5 query answer holds every series of a metric: it is checked whole, then read and
+handed to the writer series by series, in pieces (`answers.raw_result`,
+`v6.series_chunks`), with the records exactly those of the answer parsed whole."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+import pytest
+
+from harvester.answers import raw_result
+from harvester.backends import v6, v6_plan
+from harvester.errors import TruncatedBody, UnusableAnswer
+from harvester.job import harvest_job
+from harvester.ratelimit import RateGate
+from harvester.scheduler import RunTarget
+from harvester.simulator.cloud import SimCloud
+from harvester.simulator.generated import generate_cloud
+from harvester.simulator.k6import import load_k6_run
+from harvester.simulator.k6wide import write_k6_wide
+from harvester.simulator.server import Simulator
+from harvester.stats import HarvestStats
+from harvester.transport import Transport
+from tests.harvest_helpers import read_dir, settings_for
+
+RUN = 7
+TAG_SETS = 150
+STEP = 60
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("wide") / "wide.json.gz"
+    write_k6_wide(path, TAG_SETS, seconds=180)
+    return path
+
+
+@pytest.fixture
+def cloud(recording: Path) -> SimCloud:
+    cloud = generate_cloud(0)
+    cloud.add_run(load_k6_run(recording, run_id=RUN, bucket_seconds=STEP))
+    return cloud
+
+
+def where() -> str:
+    return "/cloud/v5/test_runs/7/query_range_k6(...)"
+
+
+def answer(result: list[Any]) -> bytes:
+    return orjson.dumps({"status": "success", "data": {"resultType": "matrix", "result": result}})
+
+
+async def whole_answers(sim: Simulator, out: Path) -> dict[tuple[str, str], list[Any]]:
+    """Each range query's `data.result`, parsed whole as before: (metric, method) -> entries."""
+    settings = settings_for(sim, out, api="v6", stack_id=sim.stack_id, step=STEP)
+    view = sim.state.v5_view(RUN)
+    assert view is not None
+    types = v6_plan.metric_types(view.metrics())
+    labels = v6_plan.grouping(view.label_names())
+    answers = {}
+    async with Transport(settings, gate=RateGate.for_settings(settings),
+                         stats=HarvestStats()) as transport:  # fmt: skip
+        for name, method, path in v6_plan.series_queries(RUN, types, labels, (), STEP):
+            doc = await transport.get("v5_query", transport.url(path))
+            answers[(name, method)] = doc["data"]["result"]
+    return answers
+
+
+async def test_a_wide_answer_goes_to_the_writer_in_pieces_and_the_records_are_unchanged(
+    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(v6, "SERIES_CHUNK", 2000)  # a few series a piece
+    pieces: list[int] = []
+    chunks = v6.series_chunks
+
+    def counted(*args: Any) -> Any:
+        for data, count in chunks(*args):
+            pieces.append(count)
+            yield data, count
+
+    monkeypatch.setattr(v6, "series_chunks", counted)
+    settings = settings_for(simulator, tmp_path, api="v6", stack_id=simulator.stack_id, step=STEP)
+    result = await harvest_job(settings, [RunTarget(RUN)])
+    assert not result.report.failed
+    records = read_dir(tmp_path)[RUN]
+    got: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for r in records:
+        if r["type"] == "series":
+            assert r["test_run_id"] == RUN and r["query"]["step"] == STEP
+            got[(r["query"]["metric"], r["query"]["method"])].append(r["data"])
+    expected = await whole_answers(simulator, tmp_path / "whole")
+    assert dict(got) == expected
+    http = expected[("http_req_duration", "histogram_avg")]
+    assert len(http) >= TAG_SETS  # every tag set its own series (404s apart)
+    assert len(pieces) > len(expected) and max(pieces) < len(http)
+    summary = records[-1]["data"]
+    assert summary["counts"]["series"] == sum(map(len, expected.values())) == sum(pieces)
+
+
+def test_raw_result_keeps_each_entry_as_its_text_and_checks_the_whole_body() -> None:
+    entries = [{"metric": {"name": "a"}, "values": [[1, 2.5]]}, {"metric": {}, "values": []}]
+    body = answer(entries)
+    raw = raw_result(body, 200, "v5_query", where)
+    assert raw is not None and [orjson.loads(bytes(r)) for r in raw] == entries
+    with pytest.raises(TruncatedBody):  # cut inside its last series: retried, none written
+        raw_result(body[:-12], 200, "v5_query", where)
+    with pytest.raises(UnusableAnswer, match="HTML"):
+        raw_result(b"<html>login</html>", 200, "v5_query", where)
+    bom = raw_result(b"\xef\xbb\xbf" + body, 200, "v5_query", where)
+    assert bom is not None and [orjson.loads(bytes(r)) for r in bom] == entries
+    assert raw_result(b'{"data": {"result": 5}}', 200, "v5_query", where) is None
+    assert raw_result(b'{"status": "error"}', 200, "v5_query", where) is None
+
+
+def test_series_chunks_write_each_entry_as_parsed_whole() -> None:
+    entries = [{"metric": {"name": f"u{i}"}, "values": [[60 * i, i / 3]]} for i in range(500)]
+    raw = raw_result(answer(entries), 200, "v5_query", where)
+    assert raw is not None
+    query = {"method": "increase", "metric": "http_reqs", "step": 60}
+    chunks = list(v6.series_chunks(3, query, raw))
+    assert len(chunks) == 1 and chunks[0][1] == 500
+    lines = chunks[0][0].splitlines()
+    assert [orjson.loads(line) for line in lines] == [
+        {"type": "series", "test_run_id": 3, "query": query, "data": e} for e in entries
+    ]
+
+
+def test_a_series_that_is_json_but_not_utf8_fails_the_run() -> None:
+    body = answer([{"metric": {"name": "ok"}}]).replace(b'"ok"', b'"\xff"')
+    raw = raw_result(body, 200, "v5_query", where)  # whole JSON to a check of its shape
+    assert raw is not None and isinstance(raw[0], msgspec.Raw)
+    with pytest.raises(UnusableAnswer, match="does not parse"):
+        list(v6.series_chunks(3, {}, raw))
