@@ -60,6 +60,10 @@ def _section(name: str, default: Any, parse: Parser | None = None, *, repr_: boo
 
 _POSITIVE = values.number(above=0)
 _COUNT = values.whole(1)
+#: The lowest --rate: one request every 100 s. Below it a job waits for ever in effect
+#: (`--rate 1e-300` is one request every 10^300 s): a typo, not a wish.
+MIN_RATE = 0.01
+_RATE = values.number(MIN_RATE, hint=" (requests a second; 0.01 is one every 100 s)")
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,7 @@ class Settings:
     # [api]
     base_url: str = _section("api", "https://api.k6.io", values.nonempty)
     token: Secret = _section("api", Secret(""), repr_=False)
-    rate: float = _section("api", 5.0, _POSITIVE)
+    rate: float = _section("api", 5.0, _RATE)
     rate_recovery: float = _section("api", 5.0, _POSITIVE)
     concurrency: int = _section("api", 8, _COUNT)
     max_url_length: int = _section("api", 8000, values.whole(200))

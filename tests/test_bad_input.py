@@ -58,6 +58,19 @@ CASES = [
     ),
     case("rate nan", ["harvest", "--run", "1", "--rate", "nan"], "--rate 'nan' is not a number"),
     case("rate inf", ["harvest", "--run", "1", "--rate", "inf"], "--rate 'inf' is not a number"),
+    *[
+        case(
+            f"rate {rate}",
+            ["harvest", "--run", "1", f"--rate={rate}"],
+            f"--rate '{rate}' must be at least 0.01 (requests a second; 0.01 is one every 100 s)",
+        )
+        for rate in ("1e-300", "0", "-5", "0.001")
+    ],
+    case(
+        "worker rate tiny",
+        [*WORKER, "--rate", "1e-300"],
+        "--rate '1e-300' must be at least 0.01",
+    ),
     case(
         "rate huge",
         ["harvest", "--run", "1", "--rate", "1e999"],
@@ -145,7 +158,14 @@ CASES = [
         "h.toml: [api] rate = nan must be a finite number",
     ),
     config_case(
-        "config rate = 0", b"[api]\nrate = 0\n", "h.toml: [api] rate = 0 must be greater than 0"
+        "config rate = 0", b"[api]\nrate = 0\n", "h.toml: [api] rate = 0 must be at least 0.01"
+    ),
+    # A rate so low that the second request waits for ever (it was accepted, the job hung).
+    config_case(
+        "config rate = 1e-300",
+        b"[api]\nrate = 1e-300\n",
+        "h.toml: [api] rate = 1e-300 must be at least 0.01 (requests a second",
+        WORKER,
     ),
     config_case(
         "config details = 2",
@@ -180,6 +200,12 @@ CASES = [
         ["harvest", "--run", "1"],
         "HARVESTER_RATE = 'nan' is not a number",
         env={"HARVESTER_RATE": "nan"},
+    ),
+    case(
+        "env rate tiny",
+        [*WORKER],
+        "HARVESTER_RATE = '1e-300' must be at least 0.01",
+        env={"HARVESTER_RATE": "1e-300"},
     ),
     case(
         "env listen port",

@@ -65,7 +65,7 @@ def test_broken_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
     ("flags", "message"),
     [
         ({"runs": ["abc"]}, "--run 'abc' is not a run id"),
-        ({"rate": "0"}, "--rate '0' must be greater than 0"),
+        ({"rate": "0"}, "--rate '0' must be at least 0.01"),
         ({"concurrency": "1.5"}, "--concurrency '1.5' is not a whole number"),
         ({"max_url_length": "50"}, "--max-url-length '50' must be at least 200"),
         ({"base_url": "ftp://x"}, "is not an http"),
