@@ -28,6 +28,10 @@ def add_api_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--connect-timeout", metavar="SECONDS", help="to connect (default 10)")
     g.add_argument("--read-timeout", metavar="SECONDS", help="between bytes of an answer (60)")
+    g.add_argument(
+        "--request-timeout", metavar="SECONDS", help="for a whole request, its body included (300)"
+    )
+    g.add_argument("--max-answer-size", metavar="MB", help="largest answer read (default 512)")
     g.add_argument("--max-attempts", metavar="N", help="tries per request when transient (6)")
     g.add_argument(
         "--retry-budget", metavar="SECONDS", help="a run may spend waiting to retry (1200)"
@@ -216,7 +220,8 @@ def add_worker_flags(p: argparse.ArgumentParser) -> None:
 
 SETTINGS_FLAGS = (
     "base_url", "token", "rate", "rate_recovery", "concurrency", "max_url_length",
-    "connect_timeout", "read_timeout", "max_attempts", "retry_budget", "max_retry_after",
+    "connect_timeout", "read_timeout", "request_timeout", "max_answer_size", "max_attempts",
+    "retry_budget", "max_retry_after",
     "allow_insecure", "runs", "runs_file", "out", "methods", "details", "run_record",
     "runs_in_flight", "state", "force", "file_mode", "log_level", "progress", "projects",
     "tests", "since", "until", "page_size", "interval", "listen_host", "listen_port",

@@ -79,6 +79,11 @@ class Settings:
     max_url_length: int = _section("api", 8000, values.whole(200))
     connect_timeout: float = _section("api", 10.0, _POSITIVE)
     read_timeout: float = _section("api", 60.0, _POSITIVE)
+    #: Seconds a whole request may take, its body included (a trickling server ends).
+    request_timeout: float = _section("api", 300.0, _POSITIVE)
+    #: MB an answer may hold (the largest the benches see is ~15 MB): past it the rest
+    #: is not read and the run fails.
+    max_answer_size: int = _section("api", 512, values.whole(1, 1 << 20))
     allow_insecure: bool = _section("api", False)
     #: Which API: "v2" (/loadtests/v2) or "v6" (/cloud/v6 runs, /cloud/v5 metrics).
     api: str = _section("api", "v2", values.choice("v2", "v6"))

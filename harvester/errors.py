@@ -123,6 +123,16 @@ class RequestTimeout(RetryableError, TimeoutError):
     """No complete answer within the connect or read timeout."""
 
 
+class AnswerTooSlow(RetryableError):
+    """A request not whole within `--request-timeout`, its body included (a server that
+    trickles its bytes): retried; an API that only does this is slow, not unreachable."""
+
+
+class AnswerTooLarge(UnusableAnswer):
+    """An answer larger than `--max-answer-size`: the rest is not read, and asking again
+    would bring as much. Fails the run."""
+
+
 class ApiUnreachable(ApiError):
     """Not one connection to the API could be made: a wrong --base-url or no network.
     Ends the whole job (every run would fail the same way)."""

@@ -1,15 +1,16 @@
 """How bytes move: one aiohttp session, the rate gate, retries, and errors made ours.
 
-This is the only module that touches aiohttp's client or its exceptions: every failure
-leaves here as a `harvester.errors` exception (`raise ... from exc`). Every request, first
-try or retry, passes the shared `RateGate` and a bound on requests in flight.
+This module and `wire.py` (an answer read within its size cap, aiohttp's exceptions made
+ours) are the only ones that touch aiohttp's client: every failure leaves here as a
+`harvester.errors` exception (`raise ... from exc`). Every request, first try or retry,
+passes the shared `RateGate` and a bound on requests in flight, and ends within
+`--request-timeout` seconds, its whole body included.
 """
 
 from __future__ import annotations
 
-import contextlib
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
@@ -31,15 +32,14 @@ from .errors import (
     RetriesExhausted,
     RetryableError,
     RetryAfterTooLong,
-    TruncatedBody,
     UnusableAnswer,
 )
 from .ratelimit import RateGate
 from .retry import RetryPolicy, current_budget, pauses_everyone
 from .stats import HarvestStats
 from .tables import plural
+from .wire import MAX_REDIRECTS, MB, errors_made_ours, read_capped
 
-MAX_REDIRECTS = 3
 #: 403s, with not one request allowed before them, after which the token is to blame.
 FORBIDDEN_IS_THE_TOKEN = 3
 T = TypeVar("T")
@@ -73,9 +73,13 @@ class Transport:
     ) -> None:
         self._base = URL(settings.base_url)
         self._token: Secret = settings.token
+        self._deadline = settings.request_timeout
         self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+            total=self._deadline,
+            sock_connect=settings.connect_timeout,
+            sock_read=settings.read_timeout,
         )
+        self._max_answer = settings.max_answer_size * MB
         self._concurrency = settings.concurrency
         self._slots = anyio.CapacityLimiter(settings.concurrency)
         self.gate = gate
@@ -266,11 +270,11 @@ class Transport:
         target = url
         for _ in range(MAX_REDIRECTS + 1):
             headers = {**self._auth_headers(), **(extra or {})}
-            with errors_made_ours(endpoint, url, short_url):
+            with errors_made_ours(endpoint, url, short_url, deadline=self._deadline):
                 async with self._session.request(
                     method, target, headers=headers, allow_redirects=False, proxy=env_proxy(target)
                 ) as resp:
-                    body = await resp.read()
+                    body = await read_capped(resp, self._max_answer, endpoint, short_url(url))
                     if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                         target = self._follow(target, resp.headers["Location"])
                         continue
@@ -310,7 +314,7 @@ class Transport:
         size = 0
         async with self._slots:
             await self.gate.acquire()
-            with errors_made_ours(FILE_ENDPOINT, url, file_where):
+            with errors_made_ours(FILE_ENDPOINT, url, file_where, deadline=self._deadline):
                 async with self._session.get(
                     url,
                     headers={"Accept": "*/*"},
@@ -320,7 +324,8 @@ class Transport:
                 ) as resp:
                     self.stats.requests[(FILE_ENDPOINT, resp.status)] += 1
                     if not 200 <= resp.status < 300:
-                        raise download_error(resp.status, await resp.read(), resp.headers, shown)
+                        body = await read_capped(resp, self._max_answer, FILE_ENDPOINT, shown)
+                        raise download_error(resp.status, body, resp.headers, shown)
                     async for chunk in resp.content.iter_chunked(FILE_CHUNK):
                         into.write(chunk)
                         size += len(chunk)
@@ -347,42 +352,6 @@ def file_where(url: URL) -> str:
     """A file URL for messages: host and path, never the query (a signed URL's query is
     its credential)."""
     return f"{url.host}{url.path}"
-
-
-@contextlib.contextmanager
-def errors_made_ours(endpoint: str, url: URL, where: Callable[[URL], str]) -> Iterator[None]:
-    """aiohttp's exceptions as ours: timeouts, cut bodies and broken connections are
-    retryable; too many redirects is not. `where(url)` names the request in messages,
-    made only for an error (a series URL's ids are parsed to be counted)."""
-    try:
-        yield
-    except aiohttp.ConnectionTimeoutError as exc:
-        # Before the generic timeouts: a connect that times out (packets dropped) is a
-        # connection failure, as a refused one is.
-        raise ConnectionFailed(
-            f"cannot connect to {url.host}:{url.port} (timed out)", url=where(url)
-        ) from exc
-    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-        raise RequestTimeout(f"{endpoint}: no answer in time", url=where(url)) from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise TruncatedBody(f"{endpoint}: the body was cut short", url=where(url)) from exc
-    except aiohttp.ClientConnectorError as exc:
-        raise ConnectionFailed(
-            f"cannot connect to {url.host}:{url.port} ({exc.strerror or exc})", url=where(url)
-        ) from exc
-    except aiohttp.InvalidURL as exc:
-        # A redirect aiohttp followed itself (a download) to a URL that does not parse.
-        raise UnusableAnswer(
-            f"{endpoint}: redirected to a malformed URL ({exc})", url=where(url)
-        ) from exc
-    except aiohttp.TooManyRedirects as exc:
-        raise ApiStatusError(
-            f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=where(url)
-        ) from exc
-    except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as exc:
-        raise ConnectionFailed(
-            f"{endpoint}: connection broke ({str(exc) or 'closed'})", url=where(url)
-        ) from exc
 
 
 def short_url(url: URL) -> str:

@@ -15,7 +15,7 @@ one stops at once. A cycle cut short so is neither done nor failed (`cycle_stopp
 
 Health: `GET /healthz` is 200 while the loop runs and has shown a sign of life (a cycle
 began or ended, a run started or ended, a request was answered) within `stale_after`
-seconds (default 2 x interval + max_retry_after + read_timeout: the longest a healthy
+seconds (default 2 x interval + max_retry_after + request_timeout: the longest a healthy
 worker stays quiet), 503 otherwise. `GET /metrics` is the Prometheus text format.
 """
 
@@ -84,7 +84,7 @@ class Worker:
         self.settings = settings
         self.interval = parse_duration(settings.interval, "--interval")
         self.stale_after = stale_after or (
-            2 * self.interval + settings.max_retry_after + settings.read_timeout
+            2 * self.interval + settings.max_retry_after + settings.request_timeout
         )
         self.reporter = reporter or Reporter(sys.stderr, json_lines=True, level="info")
         self.handle_signals = handle_signals

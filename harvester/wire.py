@@ -1,0 +1,99 @@
+"""An answer off the wire: read within its size cap, aiohttp's exceptions made ours.
+
+With `transport.py`, the only module that touches aiohttp's client or its exceptions.
+The per-request deadline is aiohttp's own (`ClientTimeout.total`, set on the session):
+it covers connecting, sending and reading the whole body, so a server that trickles a
+byte every few seconds (never long enough apart for `--read-timeout`) still ends. Its
+`TimeoutError` is told apart here from the time-between-bytes one (`ServerTimeoutError`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import aiohttp
+from yarl import URL
+
+from .errors import (
+    AnswerTooLarge,
+    AnswerTooSlow,
+    ApiStatusError,
+    ConnectionFailed,
+    RequestTimeout,
+    TruncatedBody,
+    UnusableAnswer,
+)
+
+MAX_REDIRECTS = 3
+MB = 1 << 20
+
+
+async def read_capped(resp: aiohttp.ClientResponse, cap: int, endpoint: str, where: str) -> bytes:
+    """The whole body (decompressed), or `AnswerTooLarge` as soon as it passes `cap` bytes:
+    what is left is not read (the connection is closed, not drained). A Content-Length
+    over the cap is refused before the first byte; it cannot be trusted to be all, since
+    a compressed body grows when read, so the bytes are counted as they come."""
+    declared = resp.content_length
+    if declared is not None and declared > cap:
+        raise too_large(cap, endpoint, where, f"it says {declared:,} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await resp.content.readany():
+        size += len(chunk)
+        if size > cap:
+            raise too_large(cap, endpoint, where, "its first bytes only were read")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large(cap: int, endpoint: str, where: str, detail: str) -> AnswerTooLarge:
+    return AnswerTooLarge(
+        f"{endpoint}: answer larger than {cap // MB} MB ({detail}); raise --max-answer-size "
+        "if the API's answers are really that big",
+        url=where,
+    )
+
+
+@contextlib.contextmanager
+def errors_made_ours(
+    endpoint: str, url: URL, where: Callable[[URL], str], *, deadline: float | None = None
+) -> Iterator[None]:
+    """aiohttp's exceptions as ours: timeouts, cut bodies and broken connections are
+    retryable; too many redirects is not. `where(url)` names the request in messages,
+    made only for an error (a series URL's ids are parsed to be counted); `deadline`: the
+    seconds a whole request may take (the session's `ClientTimeout.total`)."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        # Before the generic timeouts: a connect that times out (packets dropped) is a
+        # connection failure, as a refused one is.
+        raise ConnectionFailed(
+            f"cannot connect to {url.host}:{url.port} (timed out)", url=where(url)
+        ) from exc
+    except aiohttp.ServerTimeoutError as exc:  # --read-timeout between bytes
+        raise RequestTimeout(f"{endpoint}: no answer in time", url=where(url)) from exc
+    except TimeoutError as exc:  # the whole request's deadline (ClientTimeout.total)
+        raise AnswerTooSlow(
+            f"{endpoint}: the answer was not whole within {deadline:g} s (--request-timeout)",
+            url=where(url),
+        ) from exc
+    except aiohttp.ClientPayloadError as exc:
+        raise TruncatedBody(f"{endpoint}: the body was cut short", url=where(url)) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise ConnectionFailed(
+            f"cannot connect to {url.host}:{url.port} ({exc.strerror or exc})", url=where(url)
+        ) from exc
+    except aiohttp.InvalidURL as exc:
+        # A redirect aiohttp followed itself (a download) to a URL that does not parse.
+        raise UnusableAnswer(
+            f"{endpoint}: redirected to a malformed URL ({exc})", url=where(url)
+        ) from exc
+    except aiohttp.TooManyRedirects as exc:
+        raise ApiStatusError(
+            f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=where(url)
+        ) from exc
+    except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as exc:
+        raise ConnectionFailed(
+            f"{endpoint}: connection broke ({str(exc) or 'closed'})", url=where(url)
+        ) from exc
