@@ -56,7 +56,8 @@ class RunFiles:
         level: int | None,
         files: Mapping[str, BinaryIO],
     ) -> None:
-        self.splitter = PointsSplitter(run_id) if output_format != "raw" else None
+        lines = output_format == "points"  # its lines built by the splitter
+        self.splitter = PointsSplitter(run_id, lines=lines) if output_format != "raw" else None
         self._stacks: dict[str, _Stack] = {}
         for kind, fh in files.items():
             hashing = HashingWriter(fh)

@@ -124,10 +124,11 @@ METRIC = {"id": "m1", "name": "http_req_duration", "type": "trend", "project_id"
           "tags": {"url": "https://shop/", "status": "200"}}  # fmt: skip
 
 
-def split_serie(serie: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+def split_serie(serie: dict[str, Any], lines: bool = False) -> tuple[list[dict[str, Any]], bool]:
     """The points lines a splitter makes of one v2 serie, and whether it took the fast path
-    (the values array's bytes used as they are)."""
-    splitter = PointsSplitter(5)
+    (the values array's bytes used as they are); `lines`: built by the splitter, as for
+    the points file."""
+    splitter = PointsSplitter(5, lines=lines)
     data = encode("metric", 5, [METRIC]) + encode("series", 5, [serie])
     items = list(splitter.split(data))
     [found] = [item for item in items if isinstance(item, Serie)]
@@ -141,16 +142,17 @@ def expected_points(serie: dict[str, Any], values: list[tuple[Any, Any]]) -> lis
     return [{**head, "time": time, "value": value} for time, value in values]
 
 
-def test_a_plain_v2_serie_is_split_from_its_bytes_the_same_as_parsed() -> None:
+@pytest.mark.parametrize("lines", [False, True])
+def test_a_plain_v2_serie_is_split_from_its_bytes_the_same_as_parsed(lines: bool) -> None:
     values = [{"timestamp": f"2026-11-28T22:00:0{i}Z", "value": v}
               for i, v in enumerate([1.5, 2, None, 1e-7, -3.25, 0])]  # fmt: skip
     serie = {"agg": {}, "id": "s1", "method": "p95", "metric_id": "m1", "values": values}
-    got, fast = split_serie(serie)
+    got, fast = split_serie(serie, lines)
     assert fast
     want = [(v["timestamp"], v["value"]) for v in values]
     assert got == expected_points(serie, want)
     # Byte for byte what the slow path (a dict per point) writes.
-    slow = PointsSplitter(5)
+    slow = PointsSplitter(5, lines=lines)
     list(slow.split(encode("metric", 5, [METRIC])))
     parsed = slow._parsed({"type": "series", "data": serie})
     fast_serie = next(iter(slow.split(encode("series", 5, [serie]))))
@@ -161,8 +163,9 @@ def test_a_plain_v2_serie_is_split_from_its_bytes_the_same_as_parsed() -> None:
     assert fast_serie.csv() == csv
     # ... and the same rows for record consumers (Singer).
     assert fast_serie.rows() == parsed.rows() == parse_lines(parsed.ndjson())
+    assert (fast_serie.lines is not None) == lines
     empty = {**serie, "values": []}
-    assert split_serie(empty) == ([], True)
+    assert split_serie(empty, lines) == ([], True)
 
 
 @pytest.mark.parametrize(
@@ -184,15 +187,18 @@ def test_a_plain_v2_serie_is_split_from_its_bytes_the_same_as_parsed() -> None:
         # The same structural bytes as plain points, other keys or an escape:
         [{"stamp": "2026-11-28T22:00:00Z", "value": 1}],
         [{"timestamp": "x", "value": 1}, {"stamp": "y", "value": 2}],
+        [{"timestamp": "x", "value": 1}, {"timestamq": "y", "value": 2}],  # as long
+        [{"timestamq": "x", "value": 1}, {"timestamp": "y", "value": 2}],
         [{"timestamp": "x", "value": 1}, {"timestamp": "y", "valve": 2}],
         [{"timestamp": 'x\\"y', "value": 1}],
     ],
 )
+@pytest.mark.parametrize("lines", [False, True])
 def test_any_other_values_shape_is_parsed_and_gives_the_same_points(
-    values: list[Any],
+    values: list[Any], lines: bool
 ) -> None:
     serie = {"agg": {}, "id": "s1", "method": "mean", "metric_id": "m1", "values": values}
-    got, fast = split_serie(serie)
+    got, fast = split_serie(serie, lines)
     assert not fast
     # What is not an object is no point (3 above); a missing key is null.
     want = [
