@@ -28,7 +28,7 @@ from .cli_help import UsageError
 from .cli_streams import reader_gone, stderr_to_devnull_if_closed
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+EXIT_SIGINT = 130
 
 
 class Reported(Exception):
@@ -277,7 +277,7 @@ def _cmd_projects(ns: argparse.Namespace) -> int:
 
 
 def _cmd_worker(ns: argparse.Namespace) -> int:
-    """Runs until SIGTERM/SIGINT; a worker stopped by a signal exits 0 (its normal end)."""
+    """Runs until SIGTERM/SIGINT/SIGHUP; a worker stopped by a signal exits 0 (its normal end)."""
     from .errors import ConfigError
     from .progress import Reporter
     from .worker import run_worker
@@ -295,12 +295,12 @@ def _cmd_worker(ns: argparse.Namespace) -> int:
 
 
 def exit_status(result: Any) -> int:
-    """130/143 when a signal stopped the job, 1 when any run failed or a selected project
-    or test does not exist, else 0."""
+    """128 + the signal when one stopped the job (129 SIGHUP, 130 SIGINT, 143 SIGTERM), 1
+    when any run failed or a selected project or test does not exist, else 0."""
     import signal
 
     if result.interrupted_by is not None:
-        return EXIT_SIGTERM if result.interrupted_by == signal.SIGTERM else EXIT_SIGINT
+        return 128 + signal.Signals(result.interrupted_by)  # the shell's 128+N: 129, 130, 143
     return EXIT_FAILED if result.report.failed or result.not_found else EXIT_OK
 
 

@@ -15,7 +15,7 @@ exit status:
   1    at least one run failed (each named on stderr), or the output could not be written
   2    bad input (a flag, variable, config or runs file; named in one line), no token,
        the token rejected (401/403), or the API unreachable
-  130  stopped by SIGINT (Ctrl-C); 143: stopped by SIGTERM"""
+  130  stopped by SIGINT (Ctrl-C); 143: by SIGTERM; 129: by SIGHUP (the terminal closed)"""
 
 MAIN = """\
 Archive k6 Cloud test runs as NDJSON: every metric, its time series, the thresholds and
@@ -80,7 +80,8 @@ exit status:
 
 WORKER = """\
 Discover and harvest new runs in a loop, every --interval, into --out DIR. Serves
-/healthz and /metrics (Prometheus). An outage is waited out; SIGTERM stops it cleanly."""
+/healthz and /metrics (Prometheus). An outage is waited out; SIGTERM (or SIGHUP) stops
+it cleanly."""
 
 WORKER_EPILOG = """\
 examples:
@@ -88,7 +89,7 @@ examples:
   harvester worker --test 720001 --out archive/ --listen-host 0.0.0.0 --listen-port 9464
 
 exit status:
-  0    stopped by SIGTERM or SIGINT (its normal end)
+  0    stopped by SIGTERM, SIGINT or SIGHUP (its normal end)
   2    bad input, no token, the token rejected, or an unusable state file"""
 
 STATUS = """\

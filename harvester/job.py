@@ -40,6 +40,7 @@ from .sinks import (
 )
 from .state import STATE_FILE_NAME, HarvestState, StateLock
 from .stats import HarvestStats
+from .stopsignals import STOP_SIGNALS
 from .transport import Transport
 
 SHUTDOWN_GRACE = 10.0
@@ -278,7 +279,7 @@ async def _watch_stop(
 async def until_signal(
     func: Callable[[], Awaitable[T]], listener: StopListener | None = None
 ) -> tuple[T | None, int | None]:
-    """Run `func()`; SIGINT/SIGTERM cancel it. (its result, None) or (None, the signal).
+    """Run `func()`; SIGINT/SIGTERM/SIGHUP cancel it. (its result, None) or (None, the signal).
     For work that writes nothing, such as discovery: there is nothing to finish."""
     result: T | None = None
     received: list[int] = []
@@ -286,7 +287,7 @@ async def until_signal(
         async with anyio.create_task_group() as tg:
 
             async def watch() -> None:
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
                     async for signum in signals:
                         received.append(signum)
                         if listener is not None:
@@ -308,7 +309,7 @@ async def _watch_signals(
     received: list[int],
     listener: StopListener | None = None,
 ) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async for signum in signals:
             received.append(signum)
             scheduler.stop()

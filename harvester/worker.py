@@ -10,8 +10,9 @@ read-only or busy state file: `StateUnavailable`) is logged and counted, and the
 one comes after a backoff that grows up to the interval: transient errors never end the
 worker. A rejected token (`AuthRejected`) and broken settings or state (`ConfigError`,
 any other `StateError`) do, since waiting will not fix them. The first SIGTERM/SIGINT
-stops cleanly: no new cycle or run starts, runs in flight get `grace` seconds; a second
-one stops at once. A cycle cut short so is neither done nor failed (`cycle_stopped`).
+(or SIGHUP: `stopsignals.py`) stops cleanly: no new cycle or run starts, runs in flight
+get `grace` seconds; a second one stops at once. A cycle cut short so is neither done
+nor failed (`cycle_stopped`).
 
 Health: `GET /healthz` is 200 while the loop runs and has shown a sign of life (a cycle
 began or ended, a run started or ended, a request was answered) within `stale_after`
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -43,6 +43,7 @@ from .ratelimit import RateGate
 from .scheduler import RunOutcome
 from .state import StateLock
 from .stats import HarvestStats
+from .stopsignals import STOP_SIGNALS
 from .tables import plural
 from .telemetry import CONTENT_TYPE, Telemetry, WorkerStatus
 
@@ -153,7 +154,7 @@ class Worker:
                 raise unwrap(group) from None
 
     async def _watch_signals(self, scope: anyio.CancelScope) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
             async for signum in signals:
                 self.stopped_by = signum
                 self.reporter.stopping(signum, self.grace)

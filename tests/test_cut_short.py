@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import anyio
+import pytest
 from anyio.abc import Process
 
 from harvester.simulator.faults import FaultPlan
@@ -77,9 +78,11 @@ async def test_a_reader_gone_after_one_line_leaves_no_run_running_and_the_next_j
     assert len(state_rows(state)) == len(cloud.runs)
 
 
-async def test_runs_a_second_sigterm_cuts_are_failed_with_the_signal_not_running(
-    tmp_path: Path,
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+async def test_runs_a_second_signal_cuts_are_failed_with_the_signal_not_running(
+    tmp_path: Path, signum: signal.Signals
 ) -> None:
+    """SIGHUP (a closed terminal) as SIGTERM: it used to kill the job, runs left running."""
     cloud = generate_cloud(runs=2, metrics=5, points=3)
     # The overviews never come: both runs are in flight when the signals arrive.
     hang = FaultPlan(p_delay=1.0, delay_seconds=60.0, fault_endpoints=frozenset({"overview"}))
@@ -88,12 +91,12 @@ async def test_runs_a_second_sigterm_cuts_are_failed_with_the_signal_not_running
         command = cli_command(sim, "harvest", "--out", str(tmp_path), *runs)
         async with await anyio.open_process(command, env=cli_env(sim), cwd=ROOT) as process:
             await wait_for(lambda: sim.fault_counts["delay"] == len(cloud.runs), within=20)
-            process.send_signal(signal.SIGTERM)
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signum)
+            process.send_signal(signum)
             with anyio.fail_after(20):
-                assert await process.wait() == 143
+                assert await process.wait() == 128 + signum  # 143, 129
     rows = state_rows(tmp_path / ".harvester-state.sqlite")
-    assert rows == dict.fromkeys(cloud.runs, ("failed", "cut short: stopped by SIGTERM"))
+    assert rows == dict.fromkeys(cloud.runs, ("failed", f"cut short: stopped by {signum.name}"))
 
 
 async def test_a_reader_of_stderr_gone_costs_the_messages_not_the_harvest(tmp_path: Path) -> None:

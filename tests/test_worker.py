@@ -263,7 +263,10 @@ async def read_event(stream: BufferedByteReceiveStream, name: str) -> dict[str, 
             return event
 
 
-async def test_sigterm_stops_the_worker_process_cleanly(cloud: SimCloud, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+async def test_sigterm_or_sighup_stops_the_worker_process_cleanly(
+    cloud: SimCloud, tmp_path: Path, signum: signal.Signals
+) -> None:
     async with Simulator(cloud) as sim:
         args = ("--project", str(FIRST_PROJECT_ID), "--out", str(tmp_path), "--interval", "1h",
                 "--listen-port", "0")  # fmt: skip
@@ -279,14 +282,14 @@ async def test_sigterm_stops_the_worker_process_cleanly(cloud: SimCloud, tmp_pat
                 status, _health, samples = await scrape(f"http://127.0.0.1:{port}")
                 assert status == 200
                 assert value(samples, "harvester_runs_harvested_total") == 3
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signum)
                 stopped = await read_event(stderr, "stopped")
                 assert await process.wait() == 0
         finally:
             if process.returncode is None:
                 process.kill()
             await process.aclose()
-    assert stopped["signal"] == "SIGTERM"
+    assert stopped["signal"] == signum.name
     assert sorted(read_dir(tmp_path)) == ready_runs(cloud)
     assert not list(tmp_path.glob(".*.partial"))
 

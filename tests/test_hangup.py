@@ -1,0 +1,66 @@
+"""SIGHUP (a closed terminal or ssh session) stops a job as SIGTERM does: finished runs
+kept, runs in flight given their grace or recorded cut short, exit 129. It killed the job
+outright, leaving its runs `running`. Under nohup it stays ignored. (A second SIGHUP
+cutting the runs in flight: test_cut_short.py; the worker: test_worker.py.)"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import anyio
+
+from harvester.simulator.faults import FaultPlan
+from harvester.simulator.generated import generate_cloud
+from harvester.simulator.server import Simulator
+from harvester.state import STATE_FILE_NAME, HarvestState
+from tests.process_helpers import ROOT, cli_command, cli_env, wait_for
+from tests.test_cut_short import state_rows
+
+SLOW = FaultPlan(p_delay=1.0, delay_seconds=0.2, fault_endpoints=frozenset({"overview"}))
+#: The overviews never come: every run started is in flight when the signals arrive.
+HANG = FaultPlan(p_delay=1.0, delay_seconds=60.0, fault_endpoints=frozenset({"overview"}))
+
+
+async def test_sighup_stops_cleanly_keeping_finished_runs_with_129(tmp_path: Path) -> None:
+    cloud = generate_cloud(runs=10, metrics=20, points=5)
+    runs = [arg for run_id in sorted(cloud.runs) for arg in ("--run", str(run_id))]
+    async with Simulator(cloud, faults=SLOW) as sim:
+        args = ["--out", str(tmp_path), "--runs-in-flight", "2", *runs]
+        command = cli_command(sim, "harvest", *args)
+        async with await anyio.open_process(command, env=cli_env(sim), cwd=ROOT) as process:
+            await wait_for(lambda: len(list(tmp_path.glob("*.ndjson"))) >= 2, within=20)
+            process.send_signal(signal.SIGHUP)
+            with anyio.fail_after(20):
+                assert await process.wait() == 129
+            assert process.stderr is not None
+            err = b"".join([chunk async for chunk in process.stderr]).decode()
+    assert "stopping (SIGHUP): " in err and "stopped by SIGHUP" in err and "Traceback" not in err
+    done = {int(p.stem) for p in tmp_path.glob("*.ndjson")}
+    assert 2 <= len(done) < len(cloud.runs) and not list(tmp_path.glob(".*.partial"))
+    with HarvestState.open(tmp_path / STATE_FILE_NAME) as state:
+        assert state.done_runs(cloud.runs) == done
+    rows = state_rows(tmp_path / STATE_FILE_NAME)
+    assert all(status != "running" for status, _ in rows.values()), rows
+
+
+async def test_under_nohup_sighup_stays_ignored(tmp_path: Path) -> None:
+    """`nohup harvester ...` asks to outlive the session: a SIGHUP does not stop it (the
+    SIGTERMs sent after it do, and it is they the job names)."""
+    cloud = generate_cloud(runs=2, metrics=5, points=3)
+    runs = [arg for run_id in sorted(cloud.runs) for arg in ("--run", str(run_id))]
+    async with Simulator(cloud, faults=HANG) as sim:
+        command = ["nohup", *cli_command(sim, "harvest", "--out", str(tmp_path), *runs)]
+        async with await anyio.open_process(command, env=cli_env(sim), cwd=ROOT) as process:
+            await wait_for(lambda: sim.fault_counts["delay"] == len(cloud.runs), within=20)
+            process.send_signal(signal.SIGHUP)
+            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(20):
+                assert await process.wait() == 143
+            assert process.stderr is not None
+            err = b"".join([chunk async for chunk in process.stderr]).decode()
+    # Watched, it would be named, first ("stopping (SIGHUP)") or second ("SIGHUP again").
+    assert "SIGHUP" not in err and "stopped by SIGTERM" in err
+    rows = state_rows(tmp_path / STATE_FILE_NAME)
+    assert rows == dict.fromkeys(cloud.runs, ("failed", "cut short: stopped by SIGTERM"))
