@@ -13,6 +13,7 @@ read-only filesystem is an outage (`StateUnavailable`), a damaged file is `State
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -33,6 +34,9 @@ if TYPE_CHECKING:  # only a type here: `harvester verify` needs no HTTP stack
 
 SCHEMA_VERSION = 2
 STATE_FILE_NAME = ".harvester-state.sqlite"
+#: Seconds a job waits for a state lock that is taken: `harvester status` holds it for an
+#: instant (`StateLock.held`), and a job starting then must not be refused for that.
+LOCK_PATIENCE = 0.5
 
 _META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 _RUNS = """
@@ -91,18 +95,50 @@ class StateLock:
             handle = os.fdopen(os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o600), "rb")
         except OSError as exc:
             raise from_os_error(exc, path, "taking its lock") from None
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_within(handle.fileno(), LOCK_PATIENCE):
             handle.close()
             raise StateError(
                 f"another harvester is already using the state file {path}; wait for it to "
                 "finish, or give this one its own --state (and --out)"
-            ) from None
+            )
         return cls(path, handle)
+
+    @staticmethod
+    def held(path: Path) -> bool:
+        """Whether a live job (or worker) holds the lock of the state file `path` now: the
+        kernel drops a flock with its process, so a job killed with SIGKILL holds none.
+        Asked by taking a shared lock and dropping it at once (a job starting meanwhile
+        waits, `LOCK_PATIENCE`); a lock file that cannot be read says "held", so nothing
+        is called stale on a guess. Never creates the lock file."""
+        lock_path = path.with_name(path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False  # no job ever locked it
+        except OSError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: a job holds it
+            return True
+        finally:
+            os.close(fd)  # (releases the shared lock, if taken)
+        return False
 
     def release(self) -> None:
         self._handle.close()
+
+
+def _lock_within(fd: int, seconds: float) -> bool:
+    """Take the exclusive flock on `fd`, waiting up to `seconds` for it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 class HarvestState:

@@ -3,7 +3,9 @@ failure with its reason, the runs waiting for a later harvest.
 
 The file is opened read-only (an SQLite `mode=ro` URI): a harvester or worker may be
 using it, and its lock is a flock on a separate `.lock` file that reading does not take.
-Whatever statuses the file holds are counted; none is assumed.
+Whatever statuses the file holds are counted; none is assumed, except that a `running`
+run is shown `interrupted` when no live job holds the lock (`StateLock.held`): its job
+was killed (SIGKILL, the OOM killer, a power cut) before it could record anything.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from urllib.parse import quote
 import orjson
 
 from .errors import ConfigError
-from .state import STATE_FILE_NAME
+from .state import STATE_FILE_NAME, StateLock
 from .tables import Row, plural, print_table
 
+#: A run the state calls running that no live job holds.
+INTERRUPTED = "interrupted"
 #: Statuses listed run by run (the others are only counted).
-LISTED = ("failed", "waiting", "running")
+LISTED = ("failed", "waiting", "running", INTERRUPTED)
+INTERRUPTED_WHY = "its job ended without recording it (killed?); the next harvest takes it again"
 
 
 @dataclass
@@ -60,21 +65,29 @@ def read_status(path: Path) -> StatusReport:
         raise ConfigError(f"cannot read state file {path}: {exc}") from None
     try:
         db.row_factory = sqlite3.Row
-        return _report(db, path)
+        return _report(db, path, live=StateLock.held(path))
     except sqlite3.DatabaseError as exc:
         raise ConfigError(f"{path} is not a harvester state file ({exc})") from None
     finally:
         db.close()
 
 
-def _report(db: sqlite3.Connection, path: Path) -> StatusReport:
+def _report(db: sqlite3.Connection, path: Path, *, live: bool) -> StatusReport:
+    """`live`: a job holds the state now, so its `running` runs are in flight."""
     report = StatusReport(str(path))
+
+    def shown(status: str) -> str:
+        return INTERRUPTED if status == "running" and not live else status
+
     for row in db.execute("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status"):
-        report.counts[row[0]] = row[1]
-    for status in LISTED:
-        if status in report.counts:
-            rows = db.execute("SELECT * FROM runs WHERE status = ? ORDER BY run_id", (status,))
-            report.runs[status] = [_run(dict(row)) for row in rows]
+        report.counts[shown(row[0])] = row[1]
+    for status in ("failed", "waiting", "running"):  # (LISTED as the file spells them)
+        rows = db.execute("SELECT * FROM runs WHERE status = ? ORDER BY run_id", (status,))
+        found = [_run(dict(row)) for row in rows]
+        if found and shown(status) == INTERRUPTED:
+            found = [{**row, "status": INTERRUPTED, "reason": INTERRUPTED_WHY} for row in found]
+        if found:
+            report.runs[shown(status)] = found
     return report
 
 

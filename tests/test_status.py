@@ -6,6 +6,7 @@ import io
 import sqlite3
 from pathlib import Path
 
+import anyio
 import orjson
 import pytest
 
@@ -14,10 +15,12 @@ from harvester.job import harvest_job
 from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.faults import FaultPlan
+from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
 from harvester.state import STATE_FILE_NAME, HarvestState
 from harvester.status import read_status, write_status
 from tests.harvest_helpers import settings_for
+from tests.process_helpers import ROOT, cli_command, cli_env, wait_for
 
 
 async def test_status_counts_runs_and_names_failures_while_the_state_is_locked(
@@ -93,3 +96,38 @@ def test_status_of_a_file_that_is_not_a_state_file_is_exit_2(
     (tmp_path / STATE_FILE_NAME).write_bytes(b"not sqlite at all" * 64)
     assert main(["status", "--out", str(tmp_path)]) == 2
     assert "is not a harvester state file" in capfd.readouterr().err
+
+
+def status_of(out: Path) -> dict[str, object]:
+    stream = io.StringIO()
+    write_status(stream, read_status(out / STATE_FILE_NAME), "json")
+    shown: dict[str, object] = orjson.loads(stream.getvalue())
+    return shown
+
+
+async def test_a_killed_jobs_running_runs_show_as_interrupted_a_live_jobs_as_running(
+    tmp_path: Path,
+) -> None:
+    """A job killed with SIGKILL records nothing: its runs stay `running` in the file.
+    While a job holds the state they are in flight; once no live job does, they were cut."""
+    cloud = generate_cloud(runs=2, metrics=5, points=3)
+    runs = [arg for run_id in sorted(cloud.runs) for arg in ("--run", str(run_id))]
+    hang = FaultPlan(p_delay=1.0, delay_seconds=60.0, fault_endpoints=frozenset({"overview"}))
+    async with Simulator(cloud, faults=hang) as sim:
+        command = cli_command(sim, "harvest", "--out", str(tmp_path), *runs)
+        async with await anyio.open_process(command, env=cli_env(sim), cwd=ROOT) as process:
+            await wait_for(lambda: sim.fault_counts["delay"] == len(cloud.runs), within=20)
+            live = status_of(tmp_path)
+            process.kill()
+            await process.wait()
+    killed = status_of(tmp_path)
+    assert live["counts"] == {"running": 2} and "interrupted" not in live
+    assert killed["counts"] == {"interrupted": 2} and "running" not in killed
+    assert isinstance(killed["interrupted"], list)
+    assert [row["run_id"] for row in killed["interrupted"]] == sorted(cloud.runs)
+    assert {row["reason"] for row in killed["interrupted"]} == {
+        "its job ended without recording it (killed?); the next harvest takes it again"
+    }
+    # The file itself is untouched: reading never writes.
+    with sqlite3.connect(tmp_path / STATE_FILE_NAME) as db:
+        assert {status for (status,) in db.execute("SELECT status FROM runs")} == {"running"}
