@@ -77,6 +77,7 @@ def _cmd_status(ns: argparse.Namespace) -> int:
 
 def _cmd_verify(ns: argparse.Namespace) -> int:
     """Every file checked against its manifest; 1 when anything is not intact."""
+    from .errors import HarvesterError
     from .tables import print_table, write_rows
     from .verify import PROBLEMS, intact, verify
 
@@ -88,6 +89,12 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
         rows = list(verify_store(settings))
     else:
         rows = list(verify(ns.directory, workers=os.cpu_count() or 1))
+    if not rows:
+        # Most likely a wrong path (a nightly check of it would pass for ever): say so.
+        raise HarvesterError(
+            f"nothing to verify in {ns.directory}: no run's manifest or data file there; "
+            "give the --out directory (or s3:// prefix) of a harvest"
+        )
     output = ns.output or ("table" if sys.stdout.isatty() else "json")
     if output == "json":
         write_rows(sys.stdout, rows, "json")

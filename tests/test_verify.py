@@ -15,7 +15,7 @@ import pytest
 from harvester import __version__
 from harvester.cli import main
 from harvester.job import harvest_job
-from harvester.manifest import manifest_path
+from harvester.manifest import manifest_path, seal
 from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.server import Simulator
@@ -142,6 +142,8 @@ async def test_the_harvesters_own_files_are_not_orphans_and_the_cli_exits_by_int
 def test_verify_starts_without_the_http_stack_or_package_metadata(tmp_path: Path) -> None:
     """Start-up is part of verify's MB/s: it loads neither aiohttp/anyio (the harvest's) nor
     importlib.metadata (~50 ms reading every installed package's metadata)."""
+    (tmp_path / "1.ndjson").write_bytes(b'{"type": "metric", "id": "a"}\n')
+    assert seal(tmp_path, 1, 0o600)  # a run sealed by hand: verify has a file to read
     probe = (
         "import sys\nfrom harvester.cli import main\n"
         f"assert main(['verify', {str(tmp_path)!r}, '--output', 'json']) == 0\n"
@@ -151,3 +153,21 @@ def test_verify_starts_without_the_http_stack_or_package_metadata(tmp_path: Path
         [sys.executable, "-c", probe], capture_output=True, timeout=20, check=True
     )
     assert done.stdout.decode().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("output", ["json", "table"])
+@pytest.mark.parametrize("holding", [[], [".harvester-state.sqlite", ".harvester.lock"]])
+def test_a_directory_with_nothing_to_verify_is_exit_1_and_one_line(
+    tmp_path: Path, output: str, holding: list[str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An empty directory, or one holding only the harvester's own files, is most likely a
+    wrong path: a nightly `harvester verify` of it printed nothing and exited 0."""
+    for name in holding:
+        (tmp_path / name).write_bytes(b"")
+    assert main(["verify", str(tmp_path), "--output", output]) == 1
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert err == (
+        f"harvester: nothing to verify in {tmp_path}: no run's manifest or data file there; "
+        "give the --out directory (or s3:// prefix) of a harvest\n"
+    )
