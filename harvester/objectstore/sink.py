@@ -63,8 +63,11 @@ class ObjectSink:
     context manager: connected, the bucket checked and the lease taken while open."""
 
     #: Runs the scheduler commits at once: each commit waits on a few requests in turn,
-    #: and finished runs hold their last part in memory until they are committed.
-    commits_at_once = 4
+    #: and finished runs hold their last part in memory until they are committed. Two
+    #: keep up with the fetchers (a commit is two PUTs of a run below the part size,
+    #: 20-40 ms against moto) and bound what is held: large peaked at ~160 MB with 4
+    #: (8 runs of 5.5 MB held), ~144 MB with 2, at the same wall and CPU.
+    commits_at_once = 2
     #: Messages of lines queued for the writer at most: a write waits while the job's
     #: upload slots are busy, and each message queued meanwhile holds a batch of lines
     #: (4 MB for series of 20,000 points: 16 of them took 70 MB, which the directory's
