@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # only a type here: `harvester verify` needs no HTTP stack
 
 SCHEMA_VERSION = 2
 STATE_FILE_NAME = ".harvester-state.sqlite"
+#: Why a run a killed job left `running` is failed, as the next job to open the state says.
+KILLED = "cut short: the job running it was killed before it could record why (SIGKILL?)"
 #: Seconds a job waits for a state lock that is taken: `harvester status` holds it for an
 #: instant (`StateLock.held`), and a job starting then must not be refused for that.
 LOCK_PATIENCE = 0.5
@@ -164,7 +166,9 @@ class HarvestState:
             if lock is None:
                 held.release()
             raise
-        return cls(path, db, held, owns=lock is None)
+        state = cls(path, db, held, owns=lock is None)
+        state._left_by_a_killed_job()
+        return state
 
     def __enter__(self) -> HarvestState:
         return self
@@ -278,6 +282,20 @@ class HarvestState:
                     outcome.run_id,
                 ),
             )
+
+    def _left_by_a_killed_job(self) -> None:
+        """Runs still `running` when a job opens the state were left by one that died
+        without a word (SIGKILL, the OOM killer, a power cut): this job holds the lock, so
+        none is in flight. Failed with why, as `cut_short` would have, so that `running`
+        means in flight while this job lives. Best effort: a state that cannot be written
+        now says so at the first run this job records."""
+        with contextlib.suppress(StateError), self._guard("recording runs a killed job left"):
+            with self._db:
+                self._db.execute(
+                    "UPDATE runs SET status = 'failed', reason = ?, updated_at = ?"
+                    " WHERE status = 'running'",
+                    (KILLED, time.time()),
+                )
 
     def cut_short(self, reason: str) -> None:
         """The job ended with runs it started unfinished (a closed stdout, a stop): they

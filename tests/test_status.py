@@ -9,6 +9,7 @@ from pathlib import Path
 import anyio
 import orjson
 import pytest
+from anyio.abc import Process
 
 from harvester.cli import main
 from harvester.job import harvest_job
@@ -17,7 +18,7 @@ from harvester.simulator.cloud import SimCloud
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
-from harvester.state import STATE_FILE_NAME, HarvestState
+from harvester.state import KILLED, STATE_FILE_NAME, HarvestState
 from harvester.status import read_status, write_status
 from tests.harvest_helpers import settings_for
 from tests.process_helpers import ROOT, cli_command, cli_env, wait_for
@@ -105,29 +106,67 @@ def status_of(out: Path) -> dict[str, object]:
     return shown
 
 
+#: The overviews never come: every run a job starts stays in flight.
+HANG = FaultPlan(p_delay=1.0, delay_seconds=60.0, fault_endpoints=frozenset({"overview"}))
+
+
+async def hung_job(sim: Simulator, out: Path, *run_ids: int) -> Process:
+    """A harvest child of `run_ids`, returned once they are all in flight (hung)."""
+    before = sim.fault_counts["delay"]
+    runs = [arg for run_id in run_ids for arg in ("--run", str(run_id))]
+    command = cli_command(sim, "harvest", "--out", str(out), *runs)
+    process = await anyio.open_process(command, env=cli_env(sim), cwd=ROOT)
+    try:
+        await wait_for(lambda: sim.fault_counts["delay"] == before + len(run_ids), within=20)
+    except BaseException:
+        await killed(process)
+        raise
+    return process
+
+
+async def killed(process: Process) -> None:
+    async with process:
+        process.kill()
+        await process.wait()
+
+
 async def test_a_killed_jobs_running_runs_show_as_interrupted_a_live_jobs_as_running(
     tmp_path: Path,
 ) -> None:
     """A job killed with SIGKILL records nothing: its runs stay `running` in the file.
     While a job holds the state they are in flight; once no live job does, they were cut."""
     cloud = generate_cloud(runs=2, metrics=5, points=3)
-    runs = [arg for run_id in sorted(cloud.runs) for arg in ("--run", str(run_id))]
-    hang = FaultPlan(p_delay=1.0, delay_seconds=60.0, fault_endpoints=frozenset({"overview"}))
-    async with Simulator(cloud, faults=hang) as sim:
-        command = cli_command(sim, "harvest", "--out", str(tmp_path), *runs)
-        async with await anyio.open_process(command, env=cli_env(sim), cwd=ROOT) as process:
-            await wait_for(lambda: sim.fault_counts["delay"] == len(cloud.runs), within=20)
-            live = status_of(tmp_path)
-            process.kill()
-            await process.wait()
-    killed = status_of(tmp_path)
+    async with Simulator(cloud, faults=HANG) as sim:
+        job = await hung_job(sim, tmp_path, *sorted(cloud.runs))
+        live = status_of(tmp_path)
+        await killed(job)
+    dead = status_of(tmp_path)
     assert live["counts"] == {"running": 2} and "interrupted" not in live
-    assert killed["counts"] == {"interrupted": 2} and "running" not in killed
-    assert isinstance(killed["interrupted"], list)
-    assert [row["run_id"] for row in killed["interrupted"]] == sorted(cloud.runs)
-    assert {row["reason"] for row in killed["interrupted"]} == {
+    assert dead["counts"] == {"interrupted": 2} and "running" not in dead
+    assert isinstance(dead["interrupted"], list)
+    assert [row["run_id"] for row in dead["interrupted"]] == sorted(cloud.runs)
+    assert {row["reason"] for row in dead["interrupted"]} == {
         "its job ended without recording it (killed?); the next harvest takes it again"
     }
     # The file itself is untouched: reading never writes.
     with sqlite3.connect(tmp_path / STATE_FILE_NAME) as db:
         assert {status for (status,) in db.execute("SELECT status FROM runs")} == {"running"}
+
+
+async def test_the_next_job_fails_the_runs_a_killed_job_left_running(tmp_path: Path) -> None:
+    """While a later job lives, `running` is its own runs in flight only: those a killed
+    job left are failed with why when the next job opens the state."""
+    cloud = generate_cloud(runs=3, metrics=5, points=3)
+    first, second, third = sorted(cloud.runs)
+    async with Simulator(cloud, faults=HANG) as sim:
+        await killed(await hung_job(sim, tmp_path, first, second))
+        later = await hung_job(sim, tmp_path, third)
+        live = status_of(tmp_path)
+        await killed(later)
+    assert live["counts"] == {"failed": 2, "running": 1}
+    assert isinstance(live["running"], list) and isinstance(live["failed"], list)
+    assert [row["run_id"] for row in live["running"]] == [third]
+    assert [(row["run_id"], row["reason"]) for row in live["failed"]] == [
+        (first, KILLED),
+        (second, KILLED),
+    ]
