@@ -150,9 +150,8 @@ def test_the_writer_writes_what_pyarrow_parquet_writes() -> None:
     public module costs 13 MB resident): the file is byte for byte the one it writes."""
     ours = one_serie_file()
     again = io.BytesIO()
-    with pq.ParquetWriter(
-        again, parquet_format.schema(), compression="zstd", store_schema=False
-    ) as writer:
+    options = {"store_schema": False, "use_dictionary": list(parquet_format.SHARED)}
+    with pq.ParquetWriter(again, parquet_format.schema(), compression="zstd", **options) as writer:
         writer.write_table(pq.read_table(io.BytesIO(ours)))
     assert ours == again.getvalue()
 
