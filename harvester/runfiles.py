@@ -71,6 +71,8 @@ class RunFiles:
             return
         meta = self._stacks["meta.ndjson"].stream
         parquet = self._stacks["parquet"].parquet if "parquet" in self._stacks else None
+        if parquet is not None and parquet.add_lines(data, self.splitter):
+            return  # an answer's v2 series, parsed whole (never a summary)
         points = self._stacks["points.ndjson"].stream if parquet is None else None
         for item in self.splitter.split(data):
             if isinstance(item, Serie):

@@ -16,8 +16,9 @@ import pytest
 
 from harvester.cli import main
 from harvester.formats import parquet as parquet_format
-from harvester.formats.points import Serie
+from harvester.formats.points import PointsSplitter, Serie
 from harvester.job import harvest_job
+from harvester.moments import utc_moment
 from harvester.records import encode
 from harvester.runfiles import KINDS, RunFiles
 from harvester.scheduler import RunTarget
@@ -176,3 +177,73 @@ def test_arrow_allocates_with_malloc_and_pyarrow_fs_and_compute_are_not_imported
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert done.stdout.split() == ["system", "[False,", "False]"], done.stderr
+
+
+METRIC = {"id": "m1", "name": "vus", "type": "gauge", "tags": {"a": "b"}}
+PLAIN = {"metric_id": "m1", "method": "mean",
+         "values": [{"timestamp": "2026-11-28T22:00:00Z", "value": 1}]}  # fmt: skip
+
+
+def moment(point: dict[str, Any]) -> datetime | None:
+    """A point line's time as Parquet holds it (null when it is no ISO 8601 text)."""
+    found = utc_moment(point["time"])
+    return found and found.astimezone(UTC)
+
+
+def rows_of(fmt: str, series: list[object]) -> tuple[list[bytes], int]:
+    """The points of one answer's `series` written in `fmt`, as comparable keys, and the
+    count the manifest gets."""
+    files = {kind: io.BytesIO() for kind in KINDS[fmt]}
+    run = RunFiles(5, fmt, "none", None, files)
+    run.write(encode("metric", 5, [METRIC]))
+    run.write(encode("series", 5, series))
+    run.finish()
+    count = run.counts({})[KINDS[fmt][0]]["point"]
+    if fmt == "parquet":
+        table = pq.read_table(io.BytesIO(files["parquet"].getvalue())).to_pylist()
+        rows = [(r["metric"], orjson.loads(r["tags"]), r["method"], r["time"], r["value"])
+                for r in table]  # fmt: skip
+        return sorted(key(*r) for r in rows), count
+    lines = [orjson.loads(line) for line in files["points.ndjson"].getvalue().splitlines()]
+    rows = [(p["metric"], p["tags"], p["method"], moment(p), p["value"] and float(p["value"]))
+            for p in lines]  # fmt: skip
+    return sorted(key(*r) for r in rows), count
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"metric_id": "m1", "method": "max", "values": [PLAIN["values"][0], None]},
+        {
+            "metric_id": "m1",
+            "method": "max",
+            "values": [{"timestamp": "2026-11-28T22:00:01Z", "value": True}],
+        },  # fmt: skip
+        {"metric_id": "m1", "method": "max", "values": [{"timestamp": "not a time", "value": 1}]},
+        {"metric_id": 1, "method": "max", "values": PLAIN["values"]},
+        None,
+    ],
+)
+def test_an_answers_series_arrow_does_not_take_go_the_splitters_way(odd: object) -> None:
+    """An answer's v2 series are parsed whole by Arrow's JSON reader; when one is of
+    another shape (a null point, a value true, a time Arrow does not read, a number for
+    an id, no data) the answer goes the splitter's way: Parquet holds what points holds."""
+    parquet, points = rows_of("parquet", [PLAIN, odd]), rows_of("points", [PLAIN, odd])
+    assert parquet == points and parquet[1] >= 1
+
+
+def test_an_answers_plain_series_are_not_split_point_by_point(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def split(*args: object) -> None:
+        raise AssertionError("split")
+
+    files = {kind: io.BytesIO() for kind in KINDS["parquet"]}
+    run = RunFiles(5, "parquet", "none", None, files)
+    run.write(encode("metric", 5, [METRIC]))
+    monkeypatch.setattr(PointsSplitter, "split", split)
+    run.write(encode("series", 5, [PLAIN, {**PLAIN, "method": "max", "values": []}, PLAIN]))
+    run.finish()
+    assert run.counts({})["parquet"]["point"] == 2
+    table = pq.read_table(io.BytesIO(files["parquet"].getvalue()))
+    assert table.column("method").to_pylist() == ["mean", "mean"]

@@ -19,10 +19,12 @@ no Arrow schema, so readers see plain strings.
 
 A row group is built without a Python object per point: each serie's shared columns are
 kept once, as the dictionary of a dictionary-encoded column whose indices repeat a
-serie's entry for its rows (no `pyarrow.compute`: 12 MB resident), the times and values
-of plain v2 series as `time,value` lines (`Serie.csv`) parsed by Arrow's CSV reader
-straight into the typed columns (in C, without the GIL); converted series (v6, odd
-shapes) and what the reader cannot take (rare) are converted by Python: times by
+serie's entry for its rows (no `pyarrow.compute`: 12 MB resident). An answer's v2 series
+lines are parsed whole by Arrow's JSON reader (`add_lines`), in C++ without the GIL,
+straight into the time and value columns, so the event loop keeps fetching meanwhile;
+when one of them is of another shape, the answer goes the splitter's way: plain v2
+series as `time,value` lines (`Serie.csv`) read by Arrow's CSV reader, converted series
+(v6, odd shapes) and what the readers cannot take (rare) by Python: times by
 `datetime.fromisoformat`, null when none; values null unless numbers. A group is written
 once `ROW_GROUP` rows are held (whole series, unless one alone is longer), so memory
 holds one row group, never a run. Groups are small (16,384 rows) since each run in
@@ -44,7 +46,7 @@ import orjson
 
 from ..errors import ConfigError
 from ..moments import utc_moment
-from .points import Serie
+from .points import SERIES, PointsSplitter, Serie
 from .pointvalue import point_value
 
 ROW_GROUP = 16_384
@@ -140,17 +142,54 @@ class ParquetPoints:
             self.flush()  # groups of whole series, unless one alone is longer
         if not serie.count:
             return
-        self._serie_of_row += array("i", [len(self._heads)]) * serie.count
-        self._heads.append(serie.head)
-        self._counts.append(serie.count)
+        self._hold(serie.head, serie.count)
         if serie.pairs is None:
             self._csv += serie.csv()
         else:
             self._parse_csv()
             self._chunks.append(_converted(serie.pairs))
-        self._rows += serie.count
         if self._rows >= ROW_GROUP:
             self.flush()
+
+    def add_lines(self, data: bytes, splitter: PointsSplitter) -> bool:
+        """A batch of v2 `series` lines (as `records` writes an answer's), parsed whole by
+        Arrow's JSON reader; False, with nothing taken, when a line is of another shape
+        (v6, a value that is not a number, a time Arrow does not read...): `add` then takes
+        its series one by one, as `splitter` makes them."""
+        parsed = _read_series(data)
+        if parsed is None:
+            return False
+        ids, methods, offsets, times, values = parsed
+        self._parse_csv()  # rows in order
+        taken = 0  # the batch's rows already in `_chunks`
+
+        def hand_on(end: int) -> None:
+            nonlocal taken
+            if end > taken:
+                self._chunks.append(
+                    (times.slice(taken, end - taken), values.slice(taken, end - taken))
+                )
+                taken = end
+
+        for metric_id, method, start, end in zip(ids, methods, offsets, offsets[1:], strict=False):
+            if self._rows and self._rows + end - start > ROW_GROUP:
+                hand_on(start)
+                self.flush()  # as `add`: groups of whole series
+            if end > start:
+                self._hold(splitter.v2_head(metric_id, method), end - start)
+                splitter.points += end - start
+            if self._rows >= ROW_GROUP:
+                hand_on(end)
+                self.flush()
+        hand_on(offsets[-1])
+        return True
+
+    def _hold(self, head: dict[str, Any], count: int) -> None:
+        """A serie's rows joining the group (its times and values go to `_chunks`)."""
+        self._serie_of_row += array("i", [len(self._heads)]) * count
+        self._heads.append(head)
+        self._counts.append(count)
+        self._rows += count
 
     def _parse_csv(self) -> None:
         if self._csv:
@@ -206,6 +245,55 @@ def _time_type() -> Any:
     import pyarrow as pa
 
     return pa.timestamp("ms", tz="UTC")
+
+
+def _read_series(data: bytes) -> tuple[list[Any], list[Any], list[int], Any, Any] | None:
+    """Each serie's metric id and method, its points' offsets (`offsets[i]:offsets[i+1]`)
+    and the points' times and values, of lines that are all v2 series with points of
+    `{"timestamp": <ISO 8601 text>, "value": <number or null>}`; None otherwise.
+
+    Arrow parses them in C++ without the GIL, so the event loop keeps fetching: a medium
+    harvest's 1.9 million points, which the splitter and Arrow's CSV reader took about
+    0.7 s of the GIL to make typed columns of. Any other shape (a value `true` or `"1.5"`,
+    a point that is not an object, a key twice) is an error of Arrow's, and the lines go
+    the splitter's way, point by point where needed (`pointvalue`'s rule)."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    lines = data.count(b"\n")
+    if not data.startswith(SERIES) or data.count(b"\n" + SERIES) != lines - 1:
+        return None
+    if b'"query":' in data:  # v6: a query_range result, converted by the splitter
+        return None
+    try:
+        table = pj.read_json(
+            pa.py_buffer(data),
+            read_options=pj.ReadOptions(use_threads=False, block_size=len(data) + 1),
+            parse_options=pj.ParseOptions(
+                explicit_schema=_series_schema(), unexpected_field_behavior="ignore"
+            ),
+        )
+    except pa.ArrowInvalid:
+        return None
+    series = pa.concat_arrays(table.column("data").chunks)
+    lists = series.field("values")
+    offsets = lists.offsets.to_pylist()
+    # Not `flatten()` (it imports pyarrow.compute): the lists' values from the first offset.
+    points = lists.values.slice(offsets[0], offsets[-1] - offsets[0])
+    if series.null_count or points.null_count:  # a line without data, a null point
+        return None
+    offsets = [o - offsets[0] for o in offsets]
+    ids, methods = series.field("metric_id").to_pylist(), series.field("method").to_pylist()
+    return ids, methods, offsets, points.field("timestamp"), points.field("value")
+
+
+def _series_schema() -> Any:
+    """What Arrow's JSON reader takes of a v2 `series` line (the rest it skips)."""
+    import pyarrow as pa
+
+    point = pa.struct([("timestamp", _time_type()), ("value", pa.float64())])
+    fields = [("metric_id", pa.string()), ("method", pa.string()), ("values", pa.list_(point))]
+    return pa.schema([("data", pa.struct(fields))])
 
 
 def _from_csv(lines: bytes) -> tuple[Any, Any]:

@@ -214,12 +214,16 @@ class PointsSplitter:
             return None
         if "query" in record:
             return None
-        metric = self.metrics.get(str(serie.get("metric_id")), {})
-        head = self._head(metric, metric.get("name"), serie.get("method"), metric.get("tags") or {})
+        head = self.v2_head(serie.get("metric_id"), serie.get("method"))
         if not self._lines or not count:
             return Serie(head, count, body=body)
         lines = _built_lines(head, body, count)
         return Serie(head, count, body=body, lines=lines) if lines is not None else None
+
+    def v2_head(self, metric_id: Any, method: Any) -> dict[str, Any]:
+        """The shared columns of a v2 serie's points (its metric joined by id)."""
+        metric = self.metrics.get(str(metric_id), {})
+        return self._head(metric, metric.get("name"), method, metric.get("tags") or {})
 
     def _parsed(self, record: dict[str, Any]) -> Serie | None:
         data = record.get("data")
@@ -240,12 +244,11 @@ class PointsSplitter:
                 self._head(metric, name, query.get("method"), tags), len(pairs), pairs=pairs
             )
         # v2: a k6-serie of a shape the fast path does not take
-        metric = self.metrics.get(str(data.get("metric_id")), {})
         values = data.get("values") or []
         pairs = [
             (v.get("timestamp"), point_value(v.get("value"))) for v in values if isinstance(v, dict)
         ]
-        head = self._head(metric, metric.get("name"), data.get("method"), metric.get("tags") or {})
+        head = self.v2_head(data.get("metric_id"), data.get("method"))
         return Serie(head, len(pairs), pairs=pairs)
 
     def _unix_time(self, seconds: Any) -> str:
