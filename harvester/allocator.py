@@ -1,0 +1,31 @@
+"""The C library's allocator, set once at start-up: a large buffer (an answer's body, a
+batch of lines, Arrow's arrays) gets a mapping of its own, handed back when it is freed.
+
+glibc's malloc maps an allocation of 128 KiB or more on its own, but each time such a
+mapping is freed it raises that threshold to the freed size (up to 32 MiB): from then on
+answers of megabytes come from the heap, whose holes stay resident after they are freed.
+A fixed threshold (`mallopt(M_MMAP_THRESHOLD)`, what `MALLOC_MMAP_THRESHOLD_=131072`
+does) keeps every such buffer mapped: the large bench's heap at peak went from 42 MB to
+10 MB (`--format parquet`: 175 -> 143 MB peak RSS). A user's own MALLOC_MMAP_THRESHOLD_
+stands; other C libraries (musl, macOS) are left as they are.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+#: glibc's `mallopt` parameter number, and its own default threshold, kept fixed.
+M_MMAP_THRESHOLD = -3
+THRESHOLD = 128 * 1024
+
+
+def fix_mmap_threshold() -> bool:
+    """Fix glibc's mmap threshold; False where there is no glibc `mallopt` to call."""
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: its C library's
+    except (OSError, AttributeError):  # pragma: no cover (not glibc)
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD))
