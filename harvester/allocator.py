@@ -1,13 +1,16 @@
-"""The C library's allocator, set once at start-up: a large buffer (an answer's body, a
-batch of lines, Arrow's arrays) gets a mapping of its own, handed back when it is freed.
+"""The C library's allocator, set once: a large buffer (an answer's body, a batch of
+lines, Arrow's arrays) gets a mapping of its own, handed back when it is freed.
 
 glibc's malloc maps an allocation of 128 KiB or more on its own, but each time such a
-mapping is freed it raises that threshold to the freed size (up to 32 MiB): from then on
-answers of megabytes come from the heap, whose holes stay resident after they are freed.
-A fixed threshold (`mallopt(M_MMAP_THRESHOLD)`, what `MALLOC_MMAP_THRESHOLD_=131072`
-does) keeps every such buffer mapped: the large bench's heap at peak went from 42 MB to
-10 MB (`--format parquet`: 175 -> 143 MB peak RSS). A user's own MALLOC_MMAP_THRESHOLD_
-stands; other C libraries (musl, macOS) are left as they are.
+mapping is freed it raises that threshold to the freed size (up to 32 MiB) and its heap's
+trim threshold to twice that: from then on answers of megabytes come from the heap, whose
+freed memory stays resident. A fixed threshold (`mallopt(M_MMAP_THRESHOLD)`, what
+`MALLOC_MMAP_THRESHOLD_=131072` does) keeps every such buffer mapped: the large bench's
+heap at peak went from 42 MB to 10 MB (`--format parquet`: 175 -> 143 MB peak RSS).
+It costs CPU (each buffer's pages are faulted in afresh: raw large 4.4 -> 5.4 s), so
+only `--format parquet` sets it (`formats/parquet.py`), whose peak is over 150 MB
+without. A user's own MALLOC_MMAP_THRESHOLD_ stands; other C libraries (musl, macOS)
+are left as they are.
 """
 
 from __future__ import annotations

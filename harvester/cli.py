@@ -13,7 +13,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from .allocator import fix_mmap_threshold
 from .cli_flags import (
     SETTINGS_FLAGS,
     add_api_flags,
@@ -330,7 +329,6 @@ def _run_async(func: Any, *args: Any, **kwargs: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     stderr_to_devnull_if_closed()
-    fix_mmap_threshold()  # big buffers handed back when freed (allocator.py)
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(next((a for a in args if not a.startswith("-")), None))
     debug = "--debug" in args

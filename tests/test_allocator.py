@@ -20,6 +20,10 @@ CODE = """
 import ctypes, sys
 from harvester.allocator import fix_mmap_threshold
 fixed = sys.argv[1] == "fix" and fix_mmap_threshold()
+if sys.argv[1] == "parquet":  # --format parquet's writer sets it
+    import io
+    from harvester.formats.parquet import ParquetPoints
+    fixed = bool(ParquetPoints(io.BytesIO()))
 first = bytearray(8 << 20)
 del first
 second = bytearray(8 << 20)
@@ -42,6 +46,7 @@ def second_buffer(how: str, **environ: str) -> list[str]:
 def test_a_big_buffer_is_mapped_on_its_own_after_another_was_freed() -> None:
     assert second_buffer("leave") == ["False", "True"]  # glibc alone: in the heap
     assert second_buffer("fix") == ["True", "False"]
+    assert second_buffer("parquet") == ["True", "False"]
 
 
 def test_a_users_own_threshold_stands(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,6 +44,7 @@ from typing import Any
 
 import orjson
 
+from ..allocator import fix_mmap_threshold
 from ..errors import ConfigError
 from ..moments import utc_moment
 from .points import SERIES, PointsSplitter, Serie
@@ -112,6 +113,7 @@ class ParquetPoints:
         # hands back every arena (medium harvest: 240 MB peak with mimalloc, 221 MB with
         # jemalloc, 190 MB so). A user's own choice stands.
         os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+        fix_mmap_threshold()  # and big buffers handed back when freed (`allocator`)
         # The class behind `pyarrow.parquet.ParquetWriter` (the same bytes, see the
         # tests): `pyarrow.parquet` imports `pyarrow.fs` (S3, TLS...), 13 MB resident.
         from pyarrow._parquet import ParquetWriter
