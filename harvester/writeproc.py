@@ -45,8 +45,12 @@ from .runfiles import RunFiles, file_counts
 #: goes in a few system calls instead of one per 64 KiB.
 PIPE_SIZE = 1 << 20
 #: Requests (a batch of lines each) queued for the pipe: the writer task goes on while
-#: the child works, and the child finds the next batch waiting.
-QUEUED = 8
+#: the child works, and the child finds the next batch waiting. Few: each holds its
+#: batch, and the channel before the writer holds more (8 cost ~15 MB at medium's peak).
+QUEUED = 2
+#: The child's write buffer of a points file: its lines come a serie at a time (~60 KB),
+#: which a smaller buffer writes through without copying; each run open holds its own.
+POINTS_BUFFER = 1 << 14
 
 
 @dataclass
@@ -262,7 +266,8 @@ def _open(
     run = _ChildRun(None, {})
     try:
         for kind, path in paths.items():
-            run.handles[kind] = os.fdopen(os.open(path, os.O_WRONLY), "wb", WRITE_BUFFER)
+            size = POINTS_BUFFER if kind == "points.ndjson" else WRITE_BUFFER
+            run.handles[kind] = os.fdopen(os.open(path, os.O_WRONLY), "wb", size)
         run.files = RunFiles(run_id, output_format, codec, level, run.handles)
     except Exception as exc:  # told at the run's finish, as the parent's own error
         run.error = _as_os_error(exc)

@@ -255,7 +255,8 @@ class Child:
 #: Linux counts the RSS of the process that spawns a child in that child's `ru_maxrss`
 #: (exec records the old address space's high-water mark), so spawning from this process,
 #: which holds the simulator's rendered bodies, would report hundreds of MB for anyone.
-#: A contender with processes of its own (`--format points` writes in a child) is sampled
+#: A contender with processes of its own (`--format points` writes in a child, started by
+#: a worker thread: each thread's children are listed apart) is sampled
 #: every 50 ms: the peak is then the larger of its `ru_maxrss` (the largest one process
 #: reached: wait4 does not add a child's to its parent's) and the peak sum of the tree's
 #: PSS (shared pages counted once), what a container's memory limit would see.
@@ -266,10 +267,15 @@ flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 def tree(pid):
     pids = [pid]
     for p in pids:
-        try:  # the main thread's children (the harvester starts its own from there)
-            pids += [int(k) for k in open(f"/proc/{p}/task/{p}/children").read().split()]
+        try:  # every thread's children (the harvester starts its writer from a worker)
+            tasks = os.listdir(f"/proc/{p}/task")
         except OSError:
-            pass
+            continue
+        for t in tasks:
+            try:
+                pids += [int(k) for k in open(f"/proc/{p}/task/{t}/children").read().split()]
+            except OSError:
+                pass
     return pids
 
 def pss_kb(pids):
