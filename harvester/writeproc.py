@@ -324,10 +324,12 @@ def _as_os_error(exc: Exception) -> OSError:
 
 
 def main() -> None:
-    # The parent handles ^C and SIGTERM (it finishes or aborts its runs, then closes the
-    # pipe): the child ends when the pipe does, never halfway through a run's write.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The parent handles ^C, SIGTERM and SIGHUP (`stopsignals`: it finishes or aborts its
+    # runs, then closes the pipe), which reach the whole process group: the child ends
+    # when the pipe does, never halfway through a run's write.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     answers = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but answers on the pipe
     serve(sys.stdin.buffer, answers)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -135,3 +136,19 @@ def test_runs_left_open_are_closed_when_the_pipe_closes(tmp_path: Path) -> None:
     child.close()
     assert child._proc.returncode == 0
     assert os.path.exists(tmp_path / "1.meta.ndjson")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_the_stop_signals_are_the_parents_to_handle_not_the_childs(
+    child: WriterProcess, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """^C, SIGTERM and a closed terminal reach the whole process group; the harvester
+    finishes its runs in flight, so its writer must outlive them."""
+    files = ChildRunFiles(child, 1, "points", "none", None, temp_paths(tmp_path, 1))
+    files.write(run_lines()[0])
+    files.finish()  # the child is up (its handlers set) before the signal comes
+    child._proc.send_signal(sig)
+    again = ChildRunFiles(child, 2, "points", "none", None, temp_paths(tmp_path, 2))
+    again.write(run_lines(2)[0])
+    again.finish()  # a child the signal ended answers nothing: this raises
+    assert again.written("meta.ndjson")[0] > 0 and child._proc.poll() is None
