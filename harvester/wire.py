@@ -57,7 +57,7 @@ def too_large(cap: int, endpoint: str, where: str, detail: str) -> AnswerTooLarg
 
 @contextlib.contextmanager
 def errors_made_ours(
-    endpoint: str, url: URL, where: Callable[[URL], str], *, deadline: float | None = None
+    endpoint: str, url: URL, where: Callable[[URL], str], *, deadline: float
 ) -> Iterator[None]:
     """aiohttp's exceptions as ours: timeouts, cut bodies and broken connections are
     retryable; too many redirects is not. `where(url)` names the request in messages,
