@@ -144,12 +144,15 @@ def raw_result(
         return _QUERY.decode(body).data.result
     except msgspec.DecodeError:  # not JSON, or not this shape: as any other answer
         pass
-    doc = parse_body(body, status, endpoint, where)
+    result = result_list(parse_body(body, status, endpoint, where))
+    return None if result is None else [msgspec.Raw(orjson.dumps(entry)) for entry in result]
+
+
+def result_list(doc: Any) -> list[Any] | None:
+    """A parsed v5 query answer's `data.result` list, or None when it has none."""
     data = doc.get("data") if isinstance(doc, dict) else None
     result = data.get("result") if isinstance(data, dict) else None
-    if not isinstance(result, list):
-        return None
-    return [msgspec.Raw(orjson.dumps(entry)) for entry in result]
+    return result if isinstance(result, list) else None
 
 
 def never_json(body: bytes) -> str | None:

@@ -10,7 +10,7 @@ from urllib.parse import urlencode, urlsplit
 
 import msgspec
 
-from ..answers import Parser, parse_body, raw_result
+from ..answers import Parser, parse_body, raw_result, result_list
 from ..config import Settings
 from ..errors import ApiStatusError, AuthRejected, HarvesterError, NotFound
 from ..transport import Transport
@@ -105,10 +105,8 @@ class V6Api:
         return [str(label) for label in data]
 
     async def result(self, endpoint: str, path: str) -> list[JsonObject]:
-        doc = await self._v5(endpoint, path)
-        data = doc.get("data") if isinstance(doc, dict) else None
-        result = data.get("result") if isinstance(data, dict) else None
-        if not isinstance(result, list):
+        result = result_list(await self._v5(endpoint, path))
+        if result is None:
             raise ApiStatusError(NO_RESULT)
         return result
 
