@@ -25,8 +25,10 @@ from .tables import Row, plural, print_table
 
 #: A run the state calls running that no live job holds.
 INTERRUPTED = "interrupted"
-#: Statuses listed run by run (the others are only counted).
-LISTED = ("failed", "waiting", "running", INTERRUPTED)
+#: Statuses the file holds that are listed run by run (the others are only counted),
+#: and all listed: a `running` one may be shown as interrupted.
+LISTED_IN_FILE = ("failed", "waiting", "running")
+LISTED = (*LISTED_IN_FILE, INTERRUPTED)
 INTERRUPTED_WHY = "its job ended without recording it (killed?); the next harvest takes it again"
 
 
@@ -81,7 +83,7 @@ def _report(db: sqlite3.Connection, path: Path, *, live: bool) -> StatusReport:
 
     for row in db.execute("SELECT status, count(*) FROM runs GROUP BY status ORDER BY status"):
         report.counts[shown(row[0])] = row[1]
-    for status in ("failed", "waiting", "running"):  # (LISTED as the file spells them)
+    for status in LISTED_IN_FILE:
         rows = db.execute("SELECT * FROM runs WHERE status = ? ORDER BY run_id", (status,))
         found = [_run(dict(row)) for row in rows]
         if found and shown(status) == INTERRUPTED:
