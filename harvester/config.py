@@ -64,6 +64,12 @@ _COUNT = values.whole(1)
 #: (`--rate 1e-300` is one request every 10^300 s): a typo, not a wish.
 MIN_RATE = 0.01
 _RATE = values.number(MIN_RATE, hint=" (requests a second; 0.01 is one every 100 s)")
+#: --rate-recovery's bounds: below 10 ms no calm is waited for at all (a 429's halving is
+#: undone by the next answers: `1e-300` is a typo, not a wish), and past a day the rate
+#: never steps back up in effect (`1e300`).
+_RECOVERY = values.number(
+    0.01, maximum=86_400, hint=" (seconds without a 429 before the rate steps up: 0.01 to 86400)"
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ class Settings:
     base_url: str = _section("api", "https://api.k6.io", values.nonempty)
     token: Secret = _section("api", Secret(""), repr_=False)
     rate: float = _section("api", 5.0, _RATE)
-    rate_recovery: float = _section("api", 5.0, _POSITIVE)
+    rate_recovery: float = _section("api", 5.0, _RECOVERY)
     concurrency: int = _section("api", 8, _COUNT)
     max_url_length: int = _section("api", 8000, values.whole(200))
     connect_timeout: float = _section("api", 10.0, _POSITIVE)

@@ -131,10 +131,16 @@ def whole(minimum: int = -INT64_MAX - 1, maximum: int = INT64_MAX) -> Parser:
     return parse
 
 
-def number(minimum: float = -math.inf, *, above: float | None = None, hint: str = "") -> Parser:
-    """A finite number, at least `minimum` (or greater than `above`); `hint` follows the
-    complaint of a number out of range. nan and inf are refused: every comparison with
-    nan is false, so it would slip past any bound."""
+def number(
+    minimum: float = -math.inf,
+    *,
+    above: float | None = None,
+    maximum: float = math.inf,
+    hint: str = "",
+) -> Parser:
+    """A finite number, at least `minimum` (or greater than `above`) and at most `maximum`;
+    `hint` follows the complaint of a number out of range. nan and inf are refused: every
+    comparison with nan is false, so it would slip past any bound."""
 
     def parse(raw: Any) -> float:
         if isinstance(raw, str) and _NUMBER.fullmatch(raw.strip()):
@@ -147,7 +153,7 @@ def number(minimum: float = -math.inf, *, above: float | None = None, hint: str 
         try:
             if above is not None and value <= above:
                 raise ValueError(f"must be greater than {_show(above)}")
-            return float(_within(value, minimum, math.inf))
+            return float(_within(value, minimum, maximum))
         except ValueError as exc:
             raise ValueError(f"{exc}{hint}") from None
 

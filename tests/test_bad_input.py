@@ -76,6 +76,27 @@ CASES = [
         ["harvest", "--run", "1", "--rate", "1e999"],
         "--rate '1e999' must be a finite number",
     ),
+    # Below 10 ms no calm is waited for (a 429's halving undone at once), past a day never.
+    *[
+        case(
+            f"rate recovery {value}",
+            ["harvest", "--run", "1", f"--rate-recovery={value}"],
+            f"--rate-recovery '{value}' must be at {bound} (seconds without a 429 before the"
+            " rate steps up: 0.01 to 86400)",
+        )
+        for value, bound in (
+            ("1e-300", "least 0.01"),
+            ("0.001", "least 0.01"),
+            ("1e300", "most 86400"),
+            ("86401", "most 86400"),
+        )  # fmt: skip
+    ],
+    case(
+        "rate recovery tiny in the environment",
+        ["harvest", "--run", "1"],
+        "HARVESTER_RATE_RECOVERY = '1e-9' must be at least 0.01",
+        env={"HARVESTER_RATE_RECOVERY": "1e-9"},
+    ),
     case(
         "read timeout nan",
         ["harvest", "--run", "1", "--read-timeout", "nan"],
