@@ -38,7 +38,7 @@ from .ratelimit import RateGate
 from .retry import RetryPolicy, current_budget, pauses_everyone
 from .stats import HarvestStats
 from .tables import plural
-from .wire import MAX_REDIRECTS, MB, errors_made_ours, read_capped
+from .wire import MAX_REDIRECTS, MB, copy_capped, errors_made_ours, read_capped
 
 #: 403s, with not one request allowed before them, after which the token is to blame.
 FORBIDDEN_IS_THE_TOKEN = 3
@@ -330,7 +330,6 @@ class Transport:
         into.seek(0)
         into.truncate()
         shown = file_where(url)
-        size = 0
         async with self._slots:
             await self.gate.acquire()
             with errors_made_ours(FILE_ENDPOINT, url, file_where, deadline=self._deadline):
@@ -345,15 +344,15 @@ class Transport:
                     if not 200 <= resp.status < 300:
                         body = await read_capped(resp, self._max_answer, FILE_ENDPOINT, shown)
                         raise download_error(resp.status, body, resp.headers, shown)
-                    async for chunk in resp.content.iter_chunked(FILE_CHUNK):
-                        into.write(chunk)
-                        size += len(chunk)
+                    # Capped as an API answer is: a file without end fills no disk.
+                    size = await copy_capped(
+                        resp, into.write, self._max_answer, FILE_ENDPOINT, shown
+                    )
         self.stats.bytes_received += size
         return size
 
 
 FILE_ENDPOINT = "export_file"
-FILE_CHUNK = 1 << 16
 
 
 def download_error(status: int, body: bytes, headers: Any, shown: str) -> ApiError:

@@ -30,21 +30,35 @@ MB = 1 << 20
 
 
 async def read_capped(resp: aiohttp.ClientResponse, cap: int, endpoint: str, where: str) -> bytes:
-    """The whole body (decompressed), or `AnswerTooLarge` as soon as it passes `cap` bytes:
-    what is left is not read (the connection is closed, not drained). A Content-Length
-    over the cap is refused before the first byte; it cannot be trusted to be all, since
-    a compressed body grows when read, so the bytes are counted as they come."""
+    """The whole body (decompressed), or `AnswerTooLarge` as soon as it passes `cap` bytes
+    (`copy_capped`)."""
+    chunks: list[bytes] = []
+    await copy_capped(resp, chunks.append, cap, endpoint, where)
+    return b"".join(chunks)
+
+
+async def copy_capped(
+    resp: aiohttp.ClientResponse,
+    write: Callable[[bytes], object],
+    cap: int,
+    endpoint: str,
+    where: str,
+) -> int:
+    """Each chunk of the body to `write`, and their size; `AnswerTooLarge` as soon as it
+    passes `cap` bytes: what is left is not read (the connection is closed, not drained).
+    A Content-Length over the cap is refused before the first byte; it cannot be trusted
+    to be all, since a compressed body grows when read, so the bytes are counted as they
+    come. An API answer and a downloaded file (a CSV export) alike."""
     declared = resp.content_length
     if declared is not None and declared > cap:
         raise too_large(cap, endpoint, where, f"it says {declared:,} bytes")
-    chunks: list[bytes] = []
     size = 0
     while chunk := await resp.content.readany():
         size += len(chunk)
         if size > cap:
             raise too_large(cap, endpoint, where, "its first bytes only were read")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        write(chunk)
+    return size
 
 
 def too_large(cap: int, endpoint: str, where: str, detail: str) -> AnswerTooLarge:

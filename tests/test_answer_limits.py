@@ -18,7 +18,7 @@ from yarl import URL
 
 from harvester.cli import main
 from harvester.config import Settings, load_settings
-from harvester.errors import RetriesExhausted
+from harvester.errors import AnswerTooLarge, RetriesExhausted
 from harvester.job import harvest_job
 from harvester.ratelimit import RateGate
 from harvester.scheduler import RunTarget
@@ -163,6 +163,46 @@ async def test_a_content_length_past_the_cap_is_refused_before_its_body(tmp_path
     async with api_with(big) as (url, _):
         reason = await failed_reason(url, tmp_path, max_answer_size=1)
     assert "answer larger than 1 MB (it says 2,097,152 bytes)" in reason
+
+
+async def download_from(handler: Handler, out: Path, **more: Any) -> int:
+    """`Transport.download` of the one file `handler` serves (`--max-answer-size` 1 MB)."""
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return await handler(request)
+
+    app = web.Application()
+    app.router.add_get("/f.csv", answer)
+    async with serve(app) as base_url:
+        flags = settings(base_url, out, max_answer_size=1, **more)
+        async with Transport(flags, gate=RateGate(1000), stats=HarvestStats()) as transport:
+            with anyio.fail_after(HANG_GUARD):
+                return await transport.download(URL(f"{base_url}/f.csv?sig=s3cr3t"), io.BytesIO())
+
+
+async def test_a_csv_download_past_the_cap_fails_as_an_answer_does(tmp_path: Path) -> None:
+    """The CSV export's file is capped by --max-answer-size like an API answer: it was
+    written to disk without end. Not asked again (it would bring as much); the signed
+    URL's query stays out of the message."""
+    flood = Flood()
+    with pytest.raises(AnswerTooLarge) as raised:
+        await download_from(flood, tmp_path)
+    assert str(raised.value) == (
+        "export_file: answer larger than 1 MB (its first bytes only were read); raise "
+        "--max-answer-size if the API's answers are really that big"
+    )
+    assert raised.value.url == "127.0.0.1/f.csv" and flood.sent < 32 * MB
+
+    async def big(_: web.Request) -> web.Response:
+        return web.Response(body=b" " * (2 * MB), content_type="text/csv")
+
+    with pytest.raises(AnswerTooLarge, match=r"larger than 1 MB \(it says 2,097,152 bytes\)"):
+        await download_from(big, tmp_path)
+
+    async def exactly(_: web.Request) -> web.Response:
+        return web.Response(body=b"x" * MB, content_type="text/csv")
+
+    assert await download_from(exactly, tmp_path) == MB
 
 
 async def test_an_answer_within_the_cap_is_read_whole(tmp_path: Path) -> None:
