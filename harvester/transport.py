@@ -9,6 +9,7 @@ passes the shared `RateGate` and a bound on requests in flight, and ends within
 
 from __future__ import annotations
 
+import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO, TypeVar
@@ -283,6 +284,9 @@ class Transport:
     ) -> tuple[int, bytes, Any]:
         assert self._session is not None
         target = url
+        # One deadline for the request, its redirects included: each hop is its own
+        # aiohttp request, whose `total` would start afresh (four deadlines in all).
+        ends = time.monotonic() + self._deadline
         for _ in range(MAX_REDIRECTS + 1):
             headers = {**self._auth_headers(), **(extra or {})}
             with errors_made_ours(endpoint, url, short_url, deadline=self._deadline):
@@ -292,6 +296,7 @@ class Transport:
                     headers=headers,
                     allow_redirects=False,
                     proxy=self._proxy(target),
+                    timeout=self._timeout_until(ends),
                 ) as resp:
                     body = await read_capped(resp, self._max_answer, endpoint, short_url(url))
                     if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
@@ -299,6 +304,14 @@ class Transport:
                         continue
                     return resp.status, body, resp.headers
         raise UnusableAnswer(f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=short_url(url))
+
+    def _timeout_until(self, ends: float) -> aiohttp.ClientTimeout:
+        """The session's timeouts with what is left of the request's deadline as `total`
+        (a hop begun past it times out at once: aiohttp takes 0 as no limit)."""
+        left = max(ends - time.monotonic(), 1e-6)
+        return aiohttp.ClientTimeout(
+            total=left, sock_connect=self._timeout.sock_connect, sock_read=self._timeout.sock_read
+        )
 
     def _follow(self, current: URL, location: str) -> URL:
         try:

@@ -1,8 +1,9 @@
 """An answer off the wire: read within its size cap, aiohttp's exceptions made ours.
 
 With `transport.py`, the only module that touches aiohttp's client or its exceptions.
-The per-request deadline is aiohttp's own (`ClientTimeout.total`, set on the session):
-it covers connecting, sending and reading the whole body, so a server that trickles a
+The per-request deadline is aiohttp's own (`ClientTimeout.total`; for each redirect hop
+the transport follows, what is left of it): it covers connecting, sending and reading the
+whole body, so a server that trickles a
 byte every few seconds (never long enough apart for `--read-timeout`) still ends. Its
 `TimeoutError` is told apart here from the time-between-bytes one (`ServerTimeoutError`).
 """

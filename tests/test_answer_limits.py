@@ -102,6 +102,23 @@ def test_a_trickling_server_is_exit_1_with_one_line_naming_the_run(
     assert "not whole within 0.3 s (--request-timeout)" in line and "Traceback" not in err
 
 
+async def test_the_deadline_is_the_whole_requests_not_each_redirect_hops(tmp_path: Path) -> None:
+    """Three redirects, each hop well within --request-timeout and all four past it: one
+    deadline for the request (each hop had its own: four times the deadline in all)."""
+
+    async def redirects(request: web.Request) -> web.StreamResponse:
+        hop = int(request.query.get("hop", "0"))
+        await anyio.sleep(0.4)
+        if hop < 3:
+            raise web.HTTPFound(f"{request.path}?test_run_id=1&hop={hop + 1}")
+        return web.json_response({"k6-metrics": []})
+
+    async with api_with(redirects) as (url, asked):
+        reason = await failed_reason(url, tmp_path, request_timeout=1, max_attempts=1)
+    assert "metrics: the answer was not whole within 1 s (--request-timeout)" in reason
+    assert asked.count("/loadtests/v2/metrics") <= 3  # the last hop was never asked
+
+
 async def test_a_download_that_trickles_ends_too(tmp_path: Path) -> None:
     app = web.Application()
     app.router.add_get("/f.csv", trickle)
