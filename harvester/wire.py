@@ -3,9 +3,9 @@
 With `transport.py`, the only module that touches aiohttp's client or its exceptions.
 The per-request deadline is aiohttp's own (`ClientTimeout.total`; for each redirect hop
 the transport follows, what is left of it): it covers connecting, sending and reading the
-whole body, so a server that trickles a
-byte every few seconds (never long enough apart for `--read-timeout`) still ends. Its
-`TimeoutError` is told apart here from the time-between-bytes one (`ServerTimeoutError`).
+whole body, so a server that trickles a byte every few seconds (never long enough apart
+for `--read-timeout`) still ends. Its `TimeoutError` is told apart here from the
+time-between-bytes one (`ServerTimeoutError`).
 """
 
 from __future__ import annotations
