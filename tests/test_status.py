@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sqlite3
 from pathlib import Path
@@ -110,14 +111,28 @@ def status_of(out: Path) -> dict[str, object]:
 HANG = FaultPlan(p_delay=1.0, delay_seconds=60.0, fault_endpoints=frozenset({"overview"}))
 
 
+def recorded_running(out: Path) -> set[int]:
+    """The runs the state file holds as `running` (none before the job created it)."""
+    path = out / STATE_FILE_NAME
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT run_id FROM runs WHERE status = 'running'").fetchall()
+    except sqlite3.Error:  # not created yet, or its schema not yet
+        return set()
+    return {run_id for (run_id,) in rows}
+
+
 async def hung_job(sim: Simulator, out: Path, *run_ids: int) -> Process:
-    """A harvest child of `run_ids`, returned once they are all in flight (hung)."""
+    """A harvest child of `run_ids`, returned once they are all in flight (hung) and the
+    state file records them so. The job's writer task records a run after its fetch has
+    begun: the simulator may see the hung request first (a race under load)."""
     before = sim.fault_counts["delay"]
     runs = [arg for run_id in run_ids for arg in ("--run", str(run_id))]
     command = cli_command(sim, "harvest", "--out", str(out), *runs)
     process = await anyio.open_process(command, env=cli_env(sim), cwd=ROOT)
     try:
         await wait_for(lambda: sim.fault_counts["delay"] == before + len(run_ids), within=20)
+        await wait_for(lambda: set(run_ids) <= recorded_running(out), within=20)
     except BaseException:
         await killed(process)
         raise
