@@ -116,7 +116,7 @@ examples:
   K6_CLOUD_TOKEN=sim-token harvester harvest --base-url http://127.0.0.1:8080 --run 100001
 
 exit status:
-  0    stopped by SIGINT or SIGTERM
+  0    stopped by SIGINT, SIGTERM or SIGHUP (a closed terminal; ignored under nohup)
   2    bad input (a flag or an unreadable k6 output file)"""
 
 CONFIG = """\

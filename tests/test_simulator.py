@@ -493,26 +493,51 @@ def test_simulate_serves_k6_files_instead_of_generated_runs_unless_runs_is_given
     assert command.describe_runs([1, 2, 3, 7, 9, 10]) == "1-3, 7, 9-10"
 
 
-def test_simulate_command_serves_until_sigterm_and_exits_0() -> None:
-    script = (
-        "import argparse, sys\n"
-        "from harvester.simulator import command\n"
-        "p = argparse.ArgumentParser(); command.add_arguments(p)\n"
-        "sys.exit(command.run(p.parse_args(sys.argv[1:])))\n"
+def simulate(*before: str) -> subprocess.Popen[str]:
+    """`harvester simulate` on a free port (`before`: a command that runs it, as nohup)."""
+    argv = [*before, sys.executable, "-m", "harvester", "simulate", "--port", "0", "--runs",
+            "2", "--token", "t0k"]  # fmt: skip
+    return subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env={**os.environ})
+
+
+def serving(proc: subprocess.Popen[str]) -> None:
+    """Wait for the start line (the signal handlers are in place by then), then ask it."""
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    match = re.search(r"listening on (http://\S+) \(token: t0k\); runs: 100001-100002", line)
+    assert match, line
+    request = urllib.request.Request(
+        f"{match.group(1)}/loadtests/v2/runs/100002", headers={"Authorization": "Token t0k"}
     )
-    argv = [sys.executable, "-c", script, "--port", "0", "--runs", "2", "--token", "t0k"]
-    with subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env={**os.environ}) as proc:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        match = re.search(r"listening on (http://\S+) \(token: t0k\); runs: 100001-100002", line)
-        assert match, line
-        request = urllib.request.Request(
-            f"{match.group(1)}/loadtests/v2/runs/100002", headers={"Authorization": "Token t0k"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert orjson.loads(response.read())["k6-run"]["id"] == 100002
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert orjson.loads(response.read())["k6-run"]["id"] == 100002
+
+
+def stopped(proc: subprocess.Popen[str]) -> str:
+    """Its exit status checked (0: being stopped is how a server ends), its last words."""
+    assert proc.wait(timeout=20) == 0
+    assert proc.stderr is not None
+    err = proc.stderr.read()
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_simulate_command_serves_until_a_stop_signal_and_exits_0(sig: signal.Signals) -> None:
+    """SIGHUP (a closed terminal) too: it killed the simulator outright (status -1)."""
+    with simulate() as proc:
+        serving(proc)
+        proc.send_signal(sig)
+        assert stopped(proc).endswith(f"\nsimulator stopped by {sig.name}\n")
+
+
+def test_under_nohup_the_simulator_outlives_a_sighup() -> None:
+    with simulate("nohup") as proc:
+        serving(proc)
+        proc.send_signal(signal.SIGHUP)
+        proc.send_signal(signal.SIGTERM)  # watched, the SIGHUP would stop it first
+        err = stopped(proc)
+    assert err.endswith("\nsimulator stopped by SIGTERM\n") and "SIGHUP" not in err
 
 
 def test_sim_cloud_creates_missing_entries_for_an_added_run() -> None:

@@ -18,6 +18,7 @@ from harvester.simulator.faults import DATA_ENDPOINTS, FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.model import RunData
 from harvester.simulator.server import Simulator
+from harvester.stopsignals import STOP_SIGNALS
 
 DEFAULT_PORT = 8080
 DEFAULT_RUNS = 5
@@ -319,7 +320,9 @@ def _check_host(host: str, allowed: bool) -> None:
 
 
 async def _serve(sim: Simulator) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    # The harvester's stop signals: SIGHUP (a closed terminal) too, unless nohup ignores
+    # it; unwatched, it killed the simulator outright.
+    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with sim:
             runs = describe_runs(sim.cloud.runs)
             sys.stderr.write(
@@ -327,12 +330,14 @@ async def _serve(sim: Simulator) -> None:
                 f"{describe_cloud(sim.cloud)}\n"
             )
             sys.stderr.flush()
-            async for _ in signals:
+            async for signum in signals:
+                sys.stderr.write(f"simulator stopped by {signal.Signals(signum).name}\n")
                 return
 
 
 def run(ns: argparse.Namespace) -> int:
-    """Serve until SIGINT or SIGTERM; 0 then. Bad flags raise ConfigError."""
+    """Serve until SIGINT, SIGTERM or SIGHUP (not under nohup); 0 then, as being stopped
+    is how a server ends (the worker's way too). Bad flags raise ConfigError."""
     _check_host(ns.host, ns.allow_non_loopback)
     plan = fault_plan(ns)
     cloud = build_cloud(ns)
