@@ -86,6 +86,36 @@ def test_points_and_parquet_give_the_same_report_as_raw(tmp_path: Path) -> None:
     assert pages["parquet"] == raw
 
 
+def with_map_tags(path: Path) -> None:
+    """Rewrite a Parquet file with its tags as a `map<string, string>` column, as the
+    first --format parquet wrote them (bb1d41a, before they became JSON text)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    tags = [list(orjson.loads(text).items()) for text in table.column("tags").to_pylist()]
+    column = pa.array(tags, pa.map_(pa.string(), pa.string()))
+    where = table.schema.get_field_index("tags")
+    table = table.set_column(where, pa.field("tags", column.type), column)
+    pq.write_table(table, path, compression="zstd", row_group_size=500)
+
+
+def test_an_old_parquet_archive_with_map_tags_gives_the_same_report(tmp_path: Path) -> None:
+    """`harvester report` read only tags as JSON text: an archive the first Parquet writer
+    left (tags a map) was 'cannot read'. Both are read, to the same page."""
+    cloud = generate_cloud(runs=2, metrics=30, points=40, tests=1, projects=1)
+    archive = harvest_cloud(cloud, tmp_path / "parquet", "--method", "p95", *FORMATS["parquet"])
+    new = build_page(archive, ReportOptions())
+    files = sorted(archive.glob("*.parquet"))
+    assert len(files) == 2
+    for path in files:
+        with_map_tags(path)
+    old = build_page(archive, ReportOptions())
+    del new["generated"], old["generated"]
+    assert old == new and all(drawn(run) > 100 for run in new["runs"])
+    assert main(["report", str(archive), "--out", str(tmp_path / "r.html")]) == 0
+
+
 def test_every_format_of_a_real_run_gives_the_same_report(shop: dict[str, Path]) -> None:
     for api in ("v2", "v6"):
         [raw] = runs_of(shop[f"{api}-raw"])

@@ -4,7 +4,7 @@
   `k6-serie`s joined with their `metric` records by id, or v6 results with their `query`.
 - `--format points`: `<id>.points.ndjson[.gz|.zst]`, one point a line.
 - `--format parquet`: `<id>.parquet`, read one record batch at a time (pyarrow, the
-  `[parquet]` extra).
+  `[parquet]` extra); its tags JSON text, or a map in the first writer's files.
 
 The other records (run, metrics, thresholds, checks, overview, summary) are in the
 run's `ArchivedRun` file either way: `<id>.ndjson` itself, or the `<id>.meta.ndjson`
@@ -104,6 +104,8 @@ def _stretches(batch: Any) -> Iterator[tuple[Any, list[float], list[Any]]]:
         return
     millis = batch.column("time").cast(pa.int64())
     tags = batch.column("tags")  # a serie's tags as JSON text, compared as strings
+    if pa.types.is_map(tags.type):
+        tags = _map_as_text(tags)
     columns = [batch.column("metric"), batch.column("method"), tags]
     ends = pc.less_equal(millis[1:], millis[:-1])
     for column in columns:
@@ -116,3 +118,13 @@ def _stretches(batch: Any) -> Iterator[tuple[Any, list[float], list[Any]]]:
         key = (str(names[start]), tags_key(orjson.loads(tags[start].as_py() or "{}")),
                method_name(methods[start]))  # fmt: skip
         yield key, moments[start:stop], values[start:stop]
+
+
+def _map_as_text(tags: Any) -> Any:
+    """Tags as the first Parquet writer wrote them (a `map<string, string>`, which Arrow
+    cannot compare) made the JSON text written since: an old archive still reads."""
+    import pyarrow as pa
+
+    pairs = tags.to_pylist()
+    texts = [None if p is None else orjson.dumps(dict(p)).decode() for p in pairs]
+    return pa.array(texts, pa.string())
