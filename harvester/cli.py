@@ -178,9 +178,20 @@ def _reporting(reporter: Any, func: Any, *args: Any) -> Any:
 
 
 async def _harvest(settings: Any, reporter: Any) -> Any:
-    """Discover (when selectors are given), then harvest, under one rate gate."""
+    """Discover (when selectors are given), then harvest, under one rate gate and one
+    watch of the stop signals (`stopsignals.StopSignals`: none falls between the two)."""
+    import functools
+
+    from .job import SHUTDOWN_GRACE
+    from .stopsignals import watching_stop_signals
+
+    work = functools.partial(_discover_and_harvest, settings, reporter)
+    return await watching_stop_signals(work, reporter, SHUTDOWN_GRACE)
+
+
+async def _discover_and_harvest(settings: Any, reporter: Any, signals: Any) -> Any:
     from .discovery import Selection, discover_runs, with_explicit
-    from .job import JobResult, harvest_job, open_state, until_signal
+    from .job import JobResult, harvest_job, open_state
     from .ratelimit import RateGate
     from .scheduler import HarvestReport, RunTarget
     from .stats import HarvestStats
@@ -195,12 +206,12 @@ async def _harvest(settings: Any, reporter: Any) -> Any:
             targets = [RunTarget(run_id) for run_id in settings.runs]
             if selection.active:
                 reporter.discovering()
-                found, signum = await until_signal(
-                    lambda: discover_runs(settings, selection, gate=gate, stats=stats, state=state),
-                    reporter,
-                )
-                if found is None:  # stopped while listing: nothing was written
-                    return JobResult(HarvestReport(), stats, 0.0, interrupted_by=signum)
+                with signals.cutting():  # listing writes nothing: a signal ends it at once
+                    found = await discover_runs(
+                        settings, selection, gate=gate, stats=stats, state=state
+                    )
+                if signals.signum is not None:  # stopped while listing: nothing was written
+                    return JobResult(HarvestReport(), stats, 0.0, interrupted_by=signals.signum)
                 reporter.discovered(found)
                 not_found = _say_not_found(reporter, found)
                 targets = with_explicit(found, settings.runs)
@@ -210,8 +221,7 @@ async def _harvest(settings: Any, reporter: Any) -> Any:
                 observers=[reporter],
                 stats=stats,
                 gate=gate,
-                handle_signals=True,
-                listener=reporter,
+                signals=signals,
                 state=state,
                 notify=reporter.event,
             )

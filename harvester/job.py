@@ -12,10 +12,10 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol, TypeVar
+from typing import BinaryIO
 
 import anyio
 
@@ -40,18 +40,10 @@ from .sinks import (
 )
 from .state import STATE_FILE_NAME, HarvestState, StateLock
 from .stats import HarvestStats
-from .stopsignals import STOP_SIGNALS
+from .stopsignals import StopSignals
 from .transport import Transport
 
 SHUTDOWN_GRACE = 10.0
-T = TypeVar("T")
-
-
-class StopListener(Protocol):
-    """Told at once when a signal stops the job (the reporter says what happens next)."""
-
-    def stopping(self, signum: int, grace: float) -> None: ...
-    def stopping_now(self, signum: int) -> None: ...
 
 
 @dataclass
@@ -150,16 +142,17 @@ async def harvest_job(
     observers: Sequence[RunObserver] = (),
     stats: HarvestStats | None = None,
     gate: RateGate | None = None,
-    handle_signals: bool = False,
+    signals: StopSignals | None = None,
     grace: float = SHUTDOWN_GRACE,
     stop: anyio.Event | None = None,
-    listener: StopListener | None = None,
     state: HarvestState | None = None,
     notify: Notify | None = None,
     out_locked: bool = False,
 ) -> JobResult:
     """Harvest `targets` as `settings` say and return what happened. One failed run does
     not raise; a rejected token raises `AuthRejected`, bad settings `ConfigError`.
+    `signals`: the command's stop signals (`stopsignals.watching_stop_signals`): the first
+    starts no more runs and gives those in flight `grace` seconds, a second cuts them.
     Setting `stop` (the worker's own signal handling) acts like a first signal. `state`:
     the caller's open state (else the job opens the one `settings` name); `notify` hears
     of archived runs that lack what is asked; `out_locked`: the caller holds the output
@@ -193,13 +186,18 @@ async def harvest_job(
             backend = backend_for(settings, transport)
             spool = sink.spool if isinstance(sink, ObjectSink) else None
             fetcher = backend.fetcher(places, spool)  # bad --method first: before any request
-            await backend.prepare()
+            with signals.cutting() if signals else contextlib.nullcontext():
+                await backend.prepare()  # (v6: may ask the stack id: nothing written yet)
             scheduler = Scheduler(settings, fetcher, sink, stats, watchers, places)
+            now = None
+            if signals is not None:
+                stop, now = signals.first, signals.again
             try:
-                interrupted = await _run(scheduler, todo, handle_signals, grace, stop, listener)
+                await _run(scheduler, todo, grace, stop, now)
             except BaseException as exc:
                 _cut_short(state, exc)
                 raise
+            interrupted = signals.signum if signals else None
             _cut_short(state, interrupted)
             if interrupted is None:
                 await backend.after_job()
@@ -246,80 +244,35 @@ async def _open_store(
 async def _run(
     scheduler: Scheduler,
     todo: list[RunTarget],
-    handle_signals: bool,
     grace: float,
-    stop: anyio.Event | None = None,
-    listener: StopListener | None = None,
-) -> int | None:
-    received: list[int] = []
+    stop: anyio.Event | None,
+    now: anyio.Event | None,
+) -> None:
+    """The harvest; once `stop` is set, no new runs, and those in flight are cut after
+    `grace` seconds, or when `now` is set."""
     try:
         async with anyio.create_task_group() as tg:
             with anyio.CancelScope() as harvest_scope:
-                if handle_signals:
-                    watch = _watch_signals
-                    tg.start_soon(watch, scheduler, harvest_scope, grace, received, listener)
                 if stop is not None:
-                    tg.start_soon(_watch_stop, scheduler, harvest_scope, grace, stop)
+                    if stop.is_set():  # before the harvest began: it starts nothing
+                        scheduler.stop()
+                    tg.start_soon(_watch_stop, scheduler, harvest_scope, grace, stop, now)
                 await scheduler.harvest(todo)
-            tg.cancel_scope.cancel()  # the harvest is over: stop watching for signals
+            tg.cancel_scope.cancel()  # the harvest is over: stop watching
     except ExceptionGroup as group:
         raise unwrap(group) from None
-    return received[0] if received else None
 
 
 async def _watch_stop(
-    scheduler: Scheduler, harvest_scope: anyio.CancelScope, grace: float, stop: anyio.Event
-) -> None:
-    await stop.wait()
-    scheduler.stop()
-    await anyio.sleep(grace)  # runs in flight may finish meanwhile; then they are cut
-    harvest_scope.cancel()
-
-
-async def until_signal(
-    func: Callable[[], Awaitable[T]], listener: StopListener | None = None
-) -> tuple[T | None, int | None]:
-    """Run `func()`; SIGINT/SIGTERM/SIGHUP cancel it. (its result, None) or (None, the signal).
-    For work that writes nothing, such as discovery: there is nothing to finish."""
-    result: T | None = None
-    received: list[int] = []
-    try:
-        async with anyio.create_task_group() as tg:
-
-            async def watch() -> None:
-                with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
-                    async for signum in signals:
-                        received.append(signum)
-                        if listener is not None:
-                            listener.stopping(signum, 0.0)
-                        tg.cancel_scope.cancel()
-
-            tg.start_soon(watch)
-            result = await func()
-            tg.cancel_scope.cancel()
-    except ExceptionGroup as group:  # func's own error (e.g. ApiUnreachable), not the wrapper
-        raise unwrap(group) from None
-    return (None, received[0]) if received else (result, None)
-
-
-async def _watch_signals(
     scheduler: Scheduler,
     harvest_scope: anyio.CancelScope,
     grace: float,
-    received: list[int],
-    listener: StopListener | None = None,
+    stop: anyio.Event,
+    now: anyio.Event | None,
 ) -> None:
-    with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
-        async for signum in signals:
-            received.append(signum)
-            scheduler.stop()
-            if listener is not None:  # said at once: the stop may take `grace` seconds
-                listener.stopping(signum, grace)
-            break
-        # Runs in flight may finish within the grace period; a second signal ends it now.
-        with anyio.move_on_after(grace):
-            async for again in signals:
-                if listener is not None:
-                    listener.stopping_now(again)
-                break
-        harvest_scope.cancel()
+    await stop.wait()
+    scheduler.stop()
+    # Runs in flight may finish within the grace period; a second signal ends it now.
+    with anyio.move_on_after(grace):
+        await (now or anyio.Event()).wait()
+    harvest_scope.cancel()

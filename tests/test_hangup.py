@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 import anyio
+import pytest
 
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
@@ -64,3 +65,33 @@ async def test_under_nohup_sighup_stays_ignored(tmp_path: Path) -> None:
     assert "SIGHUP" not in err and "stopped by SIGTERM" in err
     rows = state_rows(tmp_path / STATE_FILE_NAME)
     assert rows == dict.fromkeys(cloud.runs, ("failed", "cut short: stopped by SIGTERM"))
+
+
+#: v6's `GET /cloud/v6/auth` (the stack id for --stack-url) never answers: the job is
+#: stuck after discovery, preparing the harvest (`harvest_job`, before any run starts).
+AUTH_HANGS = FaultPlan(p_delay=1.0, delay_seconds=60.0, fault_endpoints=frozenset({"v6_auth"}))
+
+
+@pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+async def test_a_signal_between_discovery_and_the_harvest_stops_the_job_cleanly(
+    tmp_path: Path, sig: signal.Signals, status: int
+) -> None:
+    """Discovery and the harvest each watched the signals with a receiver of their own,
+    and asyncio puts SIG_DFL back when one closes: between them (the state, the sink, the
+    transport and the backend made ready) SIGTERM or SIGHUP killed the job outright."""
+    cloud = generate_cloud(runs=2, metrics=5, points=3)
+    runs = [arg for run_id in sorted(cloud.runs) for arg in ("--run", str(run_id))]
+    async with Simulator(cloud, faults=AUTH_HANGS) as sim:
+        stack = ["--api", "v6", "--stack-url", sim.state.v6.stack_url]
+        command = cli_command(sim, "harvest", *stack, "--out", str(tmp_path), *runs)
+        async with await anyio.open_process(command, env=cli_env(sim), cwd=ROOT) as process:
+            await wait_for(lambda: sim.fault_counts["delay"] == 1, within=20)
+            process.send_signal(sig)
+            with anyio.fail_after(20):
+                assert await process.wait() == status
+            assert process.stderr is not None
+            err = b"".join([chunk async for chunk in process.stderr]).decode()
+    assert f"stopping ({sig.name}): nothing in flight" in err, err
+    assert f"stopped by {sig.name}" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*.ndjson")) and not list(tmp_path.glob(".*.partial"))
+    assert state_rows(tmp_path / STATE_FILE_NAME) == {}  # no run was started
