@@ -32,6 +32,7 @@ from tests.harvest_helpers import (
 )
 from tests.process_helpers import wait_for
 from tests.s3_helpers import (
+    CREDENTIALS,
     RUNS,
     S3Cli,
     S3Server,
@@ -274,6 +275,29 @@ def test_aws_endpoint_url_alone_points_at_the_store_and_the_flag_wins_over_it(
     assert main([*args, "--s3-endpoint-url", s3.url]) == 0
     assert sorted(s3.runs(bucket)) == ["env/100001.ndjson", "flag/100001.ndjson"]
     assert main(args) == 2  # without the flag: the variable's endpoint, unreachable
+
+
+def test_a_profile_that_assumes_a_role_gets_its_credentials_from_sts(
+    s3cli: S3Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The credential chain makes an STS client of its own (roles, web identity): the
+    # loader, asked only for S3 at first, must still know STS (moto's server serves both).
+    config = s3cli.tmp_path / "aws-config"
+    config.write_text(
+        "[profile archiver]\nrole_arn = arn:aws:iam::123456789012:role/archiver\n"
+        "source_profile = base\n[profile base]\n"
+        f"aws_access_key_id = {CREDENTIALS['AWS_ACCESS_KEY_ID']}\n"
+        f"aws_secret_access_key = {CREDENTIALS['AWS_SECRET_ACCESS_KEY']}\n"
+    )
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(s3cli.tmp_path / "none"))
+    monkeypatch.setenv("AWS_PROFILE", "archiver")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", s3cli.s3.url)
+    code, err = s3cli.main(s3cli.args(f"s3://{s3cli.bucket}/role/", "--run", "100001"))
+    assert code == 0, err
+    assert sorted(s3cli.s3.runs(s3cli.bucket)) == ["role/100001.ndjson"]
 
 
 def test_status_and_runs_read_the_archive_from_the_bucket(
