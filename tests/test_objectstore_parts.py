@@ -18,7 +18,7 @@ from anyio import wait_all_tasks_blocked
 from harvester.config import load_settings
 from harvester.objectstore import ObjectSink
 from harvester.objectstore.parts import PartBuffer, size_of
-from harvester.objectstore.store import Store
+from harvester.objectstore.store import THREADED_CHECKSUM, Store
 from harvester.records import Lines
 from harvester.scheduler import RunTarget, Scheduler
 from harvester.stats import HarvestStats
@@ -87,32 +87,36 @@ def test_the_store_receives_parts_of_the_part_size_not_of_the_writes(
 async def test_a_body_is_checksummed_once_with_crc32_and_not_hashed_into_the_signature(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The store checks each body's CRC32; a SHA-256 of it in the signature too was a
-    second pass over every byte (botocore's default over http, even to loopback)."""
+    """The store checks each body's CRC32, ours (a large body's from a worker thread);
+    a SHA-256 of it in the signature too was a second pass over every byte (botocore's
+    default over http, even to loopback)."""
     for key, value in CREDENTIALS.items():
         monkeypatch.setenv(key, value)
-    seen: list[dict[str, str]] = []
+    puts: list[tuple[dict[str, str], bytes]] = []
 
     async def answer(request: web.Request) -> web.Response:
-        await request.read()
-        seen.append({k.lower(): v for k, v in request.headers.items()})
+        body = await request.read()
+        if request.method == "PUT":
+            puts.append(({k.lower(): v for k, v in request.headers.items()}, body))
         return web.Response(headers={"ETag": '"0"'})
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", answer)
-    body = b"line\n" * 1000
+    small, large = b"line\n" * 1000, b"line\n" * (THREADED_CHECKSUM // 4)
     async with serve(app) as url:
         flags = {"out": "s3://plain/pre/", "s3_endpoint_url": url, "token": "t"}
         store = Store(load_settings(flags))
         await store.open()
         try:
-            assert await store.put("pre/1.ndjson", io.BytesIO(body), create_only=True)
+            assert await store.put("pre/1.manifest.json", small, create_only=True)
+            assert await store.put("pre/1.ndjson", io.BytesIO(large), create_only=True)
         finally:
             await store.close()
-    put = seen[-1]
-    assert put["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
-    crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
-    assert put["x-amz-checksum-crc32"] == crc
+    assert [body for _, body in puts] == [small, large]
+    for headers, body in puts:
+        assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+        crc = base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
+        assert headers["x-amz-checksum-crc32"] == crc
 
 
 class _WaitingSink:

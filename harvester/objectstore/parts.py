@@ -14,7 +14,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .failures import StoreError
-from .store import PRECONDITION, Store
+from .store import PRECONDITION, Store, checksum
 
 PART_SIZE = 8 << 20  # S3's minimum part is 5 MiB; 8 MiB is what the AWS CLI uses
 #: Parts uploading at once, for the whole job: the writer waits for a slot, so memory
@@ -99,7 +99,12 @@ class Upload:
     async def _upload_part(self, number: int, part: io.BytesIO, done: anyio.Event) -> None:
         try:
             answer = await self.store.call(
-                "upload_part", Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=part
+                "upload_part",
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=part,
+                **await checksum(part),
             )
             self._parts.append({"ETag": answer["ETag"], "PartNumber": number})
         except StoreError as exc:  # said by the writer's next send, or by complete

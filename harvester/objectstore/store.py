@@ -3,11 +3,16 @@ signing and standard retry mode, on aiohttp), every failure one `StoreError` lin
 
 from __future__ import annotations
 
+import base64
 import gc
+import io
+import zlib
 from collections.abc import AsyncIterator
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, BinaryIO
+from typing import Any
+
+import anyio
 
 from .. import version
 from ..config import Settings
@@ -17,6 +22,23 @@ from .location import Location, endpoint_url, parse_location
 
 #: The store's answer when a conditional write finds the object there (or changed).
 PRECONDITION = ("PreconditionFailed", "412")
+#: Bodies from this size are checksummed by a worker thread (zlib lets go of the GIL), so
+#: the event loop goes on fetching meanwhile.
+THREADED_CHECKSUM = 256 << 10
+
+
+async def checksum(body: bytes | io.BytesIO) -> dict[str, str]:
+    """The body's CRC32 as S3's checksum parameters. Given them, botocore sends them as
+    they are, rather than reading the body through once more on the event loop (1 MB
+    copies, then zlib: ~2 ms of the loop for 5 MB, 3x zlib's own time); the store still
+    checks the bytes it receives against it."""
+    with memoryview(body) if isinstance(body, bytes) else body.getbuffer() as view:
+        if view.nbytes < THREADED_CHECKSUM:
+            crc = zlib.crc32(view)
+        else:
+            crc = await anyio.to_thread.run_sync(zlib.crc32, view)
+    value = base64.b64encode(crc.to_bytes(4, "big")).decode()
+    return {"ChecksumAlgorithm": "CRC32", "ChecksumCRC32": value}
 
 
 def server_time(answer: dict[str, Any]) -> datetime | None:
@@ -92,10 +114,11 @@ class Store:
                 yield page
 
     async def put(
-        self, key: str, body: bytes | BinaryIO, *, create_only: bool, **kwargs: Any
+        self, key: str, body: bytes | io.BytesIO, *, create_only: bool, **kwargs: Any
     ) -> bool:
         """PUT `body` at `key`; False when `create_only` and the object exists already."""
         condition = {"IfNoneMatch": "*"} if create_only else {}
+        kwargs |= await checksum(body)
         try:
             await self.call("put_object", Key=key, Body=body, **condition, **kwargs)
         except StoreError as exc:
