@@ -27,7 +27,6 @@ import collections
 import contextlib
 import os
 import pickle
-import queue
 import signal
 import subprocess
 import sys
@@ -44,10 +43,13 @@ from .runfiles import RunFiles, file_counts
 #: Bytes the pipe to the child holds (Linux F_SETPIPE_SZ): a run's batch of lines (~2 MB)
 #: goes in a few system calls instead of one per 64 KiB.
 PIPE_SIZE = 1 << 20
-#: Requests (a batch of lines each) queued for the pipe: the writer task goes on while
-#: the child works, and the child finds the next batch waiting. Few: each holds its
-#: batch, and the channel before the writer holds more (8 cost ~15 MB at medium's peak).
-QUEUED = 2
+#: Bytes of lines queued for the pipe: the writer task goes on while the child works, and
+#: the child finds the next batches waiting while the event loop is busy elsewhere
+#: (parsing a 2 MB answer takes it ~20 ms, in which the child writes ~2 MB of a run's
+#: lines). Counted in bytes, not requests: a run's small requests (its metrics, its
+#: summary) took the places of big ones, and the child sat idle (a fifth of its time on
+#: large, in waits of 10-60 ms). Few: the channel before the writer holds more.
+QUEUED_BYTES = 6 << 20
 #: The child's write buffer of a points file: its lines come a serie at a time (~60 KB),
 #: which a smaller buffer writes through without copying; each run open holds its own.
 POINTS_BUFFER = 1 << 14
@@ -77,7 +79,9 @@ class WriterProcess:
         self._pipe = cast(BinaryIO, self._proc.stdin)
         self._answers = cast(BinaryIO, self._proc.stdout)
         _grow_pipe(self._pipe)
-        self._queue: queue.Queue[_Request | None] = queue.Queue(QUEUED)
+        self._queue: collections.deque[_Request | None] = collections.deque()
+        self._queued = 0  # bytes of the requests queued and not yet in the pipe
+        self._room = threading.Condition()
         self._waiting: collections.deque[Future[Any]] = collections.deque()
         self.failed: OSError | None = None
         self._lock = threading.Lock()  # `_waiting` and `_closed` between the two threads
@@ -91,16 +95,41 @@ class WriterProcess:
 
     def send(self, request: _Request) -> None:
         self._check()
-        self._queue.put(request)
+        with self._room:
+            while not self._fits(request):
+                self._room.wait()
+            self._push(request)
 
     def send_nowait(self, request: _Request) -> bool:
         """Queue `request` if there is room; False if not (then `send` it from a thread)."""
         self._check()
-        try:
-            self._queue.put_nowait(request)
-        except queue.Full:
-            return False
+        with self._room:
+            if not self._fits(request):
+                return False
+            self._push(request)
         return True
+
+    def _fits(self, request: _Request) -> bool:
+        """Room for it: within `QUEUED_BYTES`, or nothing queued (a larger one goes alone)."""
+        return not self._queued or self._queued + len(request.data) <= QUEUED_BYTES
+
+    def _push(self, request: _Request | None) -> None:
+        self._queue.append(request)
+        self._queued += len(request.data) if request is not None else 0
+        self._room.notify_all()
+
+    def _next(self) -> _Request | None:
+        with self._room:
+            while not self._queue:
+                self._room.wait()
+            return self._queue[0]
+
+    def _done(self, request: _Request) -> None:
+        """`request` is in the pipe (or dropped): its bytes make room."""
+        with self._room:
+            self._queue.popleft()
+            self._queued -= len(request.data)
+            self._room.notify_all()
 
     def ask(self, request: _Request) -> Any:
         """Send `request` and wait for its answer (after every request queued before it)."""
@@ -113,20 +142,28 @@ class WriterProcess:
             raise self.failed
 
     def _feed(self) -> None:
-        while (request := self._queue.get()) is not None:
-            if request.answer is not None and not self._expect(request.answer):
-                continue
-            if self.failed is not None:
-                continue
+        while (request := self._next()) is not None:
             try:
-                header = (request.op, request.run_id, request.args, len(request.data))
-                pickle.dump(header, self._pipe)
-                self._pipe.write(request.data)
-                self._pipe.flush()
-            except OSError as exc:
-                self.failed = OSError(exc.errno, f"the points writer process stopped: {exc}")
+                self._put(request)
+            finally:
+                self._done(request)
         with contextlib.suppress(OSError):
             self._pipe.close()
+
+    def _put(self, request: _Request) -> None:
+        """Into the pipe, unless the child is gone (then a request waiting for an answer
+        is told so)."""
+        if request.answer is not None and not self._expect(request.answer):
+            return
+        if self.failed is not None:
+            return
+        try:
+            header = (request.op, request.run_id, request.args, len(request.data))
+            pickle.dump(header, self._pipe)
+            self._pipe.write(request.data)
+            self._pipe.flush()
+        except OSError as exc:
+            self.failed = OSError(exc.errno, f"the points writer process stopped: {exc}")
 
     def _expect(self, answer: Future[Any]) -> bool:
         """Wait for an answer in turn; False (and the answer failed) once none can come."""
@@ -154,7 +191,8 @@ class WriterProcess:
 
     def close(self) -> None:
         """End the child (it closes what it still has open) and wait for it."""
-        self._queue.put(None)
+        with self._room:
+            self._push(None)
         for thread in self._threads:
             thread.join()
         self._proc.wait()

@@ -14,6 +14,7 @@ from typing import BinaryIO, cast
 
 import pytest
 
+from harvester import writeproc
 from harvester.records import encode
 from harvester.runfiles import RunFiles
 from harvester.simulator.generated import generate_cloud
@@ -152,3 +153,31 @@ def test_the_stop_signals_are_the_parents_to_handle_not_the_childs(
     again.write(run_lines(2)[0])
     again.finish()  # a child the signal ended answers nothing: this raises
     assert again.written("meta.ndjson")[0] > 0 and child._proc.poll() is None
+
+
+def test_the_queue_for_the_child_is_bounded_by_bytes_not_by_requests(tmp_path: Path) -> None:
+    """A run's small requests (its metrics, its summary) queue beside its big batches: the
+    queue takes `QUEUED_BYTES` of them, not two, so the child finds work waiting while the
+    event loop is busy; past that, `write_nowait` declines and the caller waits."""
+    child = WriterProcess()
+    try:
+        files = ChildRunFiles(child, 1, "points", "none", None, temp_paths(tmp_path, 1))
+        files.write(run_lines()[0])
+        files.finish()  # the child is up
+        files = ChildRunFiles(child, 2, "points", "none", None, temp_paths(tmp_path, 2))
+        child._proc.send_signal(signal.SIGSTOP)  # the child reads nothing more
+        small = run_lines(2)[0]
+        queued = 0
+        while files.write_nowait(small):
+            queued += len(small)
+        # The pipe took its share; the queue held up to its bound (in bytes) besides.
+        assert queued >= writeproc.QUEUED_BYTES - len(small)
+        child._proc.send_signal(signal.SIGCONT)
+        files.write(small)
+        files.finish()
+        lines = queued // len(small) + 1
+        assert files.counts({"metric": 6 * lines})["meta.ndjson"]["metric"] == 6 * lines
+        assert (tmp_path / "2.meta.ndjson").read_bytes() == small * lines
+    finally:
+        child._proc.send_signal(signal.SIGCONT)
+        child.close()
