@@ -238,6 +238,7 @@ async def _open_store(
     await stack.enter_async_context(sink)
     stored = await sink.archived(t.run_id for t in targets)
     await sink.abort_stale(t.run_id for t in targets if t.run_id not in stored)
+    await sink.leased()  # (taken meanwhile: its failure is said before any run is fetched)
     return stored
 
 

@@ -205,6 +205,7 @@ def test_a_lease_is_an_upload_renewed_and_made_again_when_aborted_and_gone_at_th
     async def go() -> None:
         async with sink_on(s3, bucket) as sink:
             lease = sink.lease
+            await sink.leased()  # taken while the job lists the prefix
             (first,) = client.list_multipart_uploads(Bucket=bucket)["Uploads"]
             assert first["Key"] == f"pre/.harvester-live/{lease.job}"
             assert await is_live(sink.store, lease.job, lease.seconds)

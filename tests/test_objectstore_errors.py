@@ -114,6 +114,19 @@ async def test_an_upload_that_fails_for_good_fails_the_job_and_the_next_job_arch
     assert entry["sha256"] == hashlib.sha256(data).hexdigest()
 
 
+async def test_a_lease_that_cannot_be_taken_fails_the_job_before_any_run_is_fetched(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """The lease is taken while the job lists the prefix; its failure still comes first."""
+    cloud = generate_cloud(runs=1, metrics=5, points=5)
+    flags = ["--max-attempts", "1", "--state", str(tmp_path / "s.sqlite"), "--run", "100001"]
+    async with Simulator(cloud) as sim, s3_proxy(s3, lambda r: "harvester-live" in r.path) as url:
+        done = await harvest(sim, "--out", f"s3://{bucket}/l/", "--s3-endpoint-url", url, *flags)
+        assert done.returncode == 1 and b"SlowDown" in done.stderr
+        assert not sim.log  # nothing fetched
+    assert await anyio.to_thread.run_sync(s3.objects, bucket, "l/") == {}
+
+
 @pytest.mark.parametrize(
     ("out", "extra", "message"),
     [

@@ -41,6 +41,7 @@ from ..config import Settings
 from ..errors import OutputError
 from ..layout import Places
 from ..runfiles import KINDS, RunFiles, codec_for
+from .failures import StoreError
 from .leases import Lease, is_live, stale_uploads
 from .listing import RUN_OF, stored_runs
 from .parts import PART_SIZE, PARTS_IN_FLIGHT, PartBuffer, Upload, size_of
@@ -60,14 +61,14 @@ class _Run:
 
 class ObjectSink:
     """The sink of `--out s3://BUCKET/PREFIX/`; see the module's docstring. An async
-    context manager: connected, the bucket checked and the lease taken while open."""
+    context manager: connected and the bucket checked as it opens, the lease taken from
+    then on (`leased`) and kept while open."""
 
-    #: Runs the scheduler commits at once: each commit waits on a few requests in turn,
-    #: and finished runs hold their last part in memory until they are committed. Two
-    #: keep up with the fetchers (a commit is two PUTs of a run below the part size,
-    #: 20-40 ms against moto) and bound what is held: large peaked at ~160 MB with 4
-    #: (8 runs of 5.5 MB held), ~144 MB with 2, at the same wall and CPU.
-    commits_at_once = 2
+    #: Finished runs held beyond the `runs_in_flight` being fetched (`_held`), each of them
+    #: committing at once (`commits_at_once`). Large, sampled under load: 2, 138-144 MB
+    #: and 1.2x the directory's wall; 1, 128-133 MB but 1.26x, the writer waiting on
+    #: commits more often; 4 (with 2 commits at once), ~160 MB.
+    finished_held = 2
     #: Messages of lines queued for the writer at most: a write waits while the job's
     #: upload slots are busy, and each message queued meanwhile holds a batch of lines
     #: (4 MB for series of 20,000 points: 16 of them took 70 MB, which the directory's
@@ -102,8 +103,15 @@ class ObjectSink:
         #: while there are this many (large: 70 runs of 5 MB waited on slow commits). At
         #: most `runs_in_flight` of them are still being fetched: the others end without
         #: the writer, which therefore never waits for itself.
-        self._held = anyio.Semaphore(settings.runs_in_flight + self.commits_at_once)
+        self._held = anyio.Semaphore(settings.runs_in_flight + self.finished_held)
+        #: Runs the scheduler commits at once: every run held. A commit waits on a few
+        #: requests in turn (manifest, then data object), so several overlap at the store;
+        #: 2 at a time, finished runs queued behind them (the writer waited to begin the
+        #: next run) and the job's last runs waited for each other at its end.
+        self.commits_at_once = settings.runs_in_flight + self.finished_held
         self._tasks: TaskGroup | None = None
+        self._leased: anyio.Event | None = None  # set once the lease is taken (or failed)
+        self._lease_failed: StoreError | None = None
         # Plain lines are copied as they are; compressing and Parquet take a thread.
         self._inline = self.format == "raw" and self.codec == "none"
 
@@ -120,16 +128,37 @@ class ObjectSink:
             self._close_spool()
             raise
         try:
-            await self.lease.renew()
+            self._leased = anyio.Event()
             tasks = anyio.create_task_group()
             await tasks.__aenter__()
             self._tasks = tasks
-            tasks.start_soon(self.lease.keep)
+            tasks.start_soon(self._keep_lease)
         except BaseException:
             self._close_spool()
             await self.store.close()
             raise
         return self
+
+    async def _keep_lease(self) -> None:
+        """The lease taken (while the job lists the prefix: a request less to wait for
+        before the first run), then renewed until the end."""
+        assert self._leased is not None
+        try:
+            await self.lease.renew()
+        except StoreError as exc:
+            self._lease_failed = exc
+            return
+        finally:
+            self._leased.set()
+        await self.lease.keep()
+
+    async def leased(self) -> None:
+        """Wait until the lease is taken (other jobs judge this one's manifests and uploads
+        by it: no run begins before); raises why it could not be."""
+        assert self._leased is not None, "ObjectSink used outside `async with`"
+        await self._leased.wait()
+        if self._lease_failed is not None:
+            raise self._lease_failed
 
     def _close_spool(self) -> None:
         if self._spool is not None:
@@ -178,6 +207,7 @@ class ObjectSink:
         return self.loc.prefix + self.places.key(run_id, name)
 
     async def begin(self, run_id: int) -> None:
+        await self.leased()
         await self._held.acquire()
         buffers = {kind: PartBuffer(self.part_size) for kind in KINDS[self.format]}
         destinations: dict[str, Any] = buffers  # file objects for the stack
