@@ -63,6 +63,7 @@ class Store:
             from aiobotocore.config import AioConfig
             from aiobotocore.session import get_session
             from botocore import __version__ as botocore_version
+            from botocore.handlers import add_expect_header
 
             from .models import quicken
         except ImportError:
@@ -83,6 +84,11 @@ class Store:
         quicken(session.get_component("data_loader"))  # (`models`: quicker and smaller)
         self._client_cm = session.create_client("s3", endpoint_url=self.endpoint, config=config)
         self._client = await self._client_cm.__aenter__()
+        # botocore asks for "Expect: 100-continue" on every body that is a file (each data
+        # object and part): the body then waits for the store's go-ahead, a round trip more
+        # in each commit, which spares only a body the store refuses (a create-only race
+        # lost: a run below the part size, sent for nothing). Ours go at once.
+        self._client.meta.events.unregister("before-call.s3", add_expect_header)
         # botocore's modules and the S3 model (~55,000 objects) live as long as the
         # process: out of the collector's sight, as start-up's are (`cli._run_async`), and
         # left to the process's end rather than torn down one by one (~0.1 s at exit).
