@@ -119,6 +119,20 @@ async def test_the_deadline_is_the_whole_requests_not_each_redirect_hops(tmp_pat
     assert asked.count("/loadtests/v2/metrics") <= 3  # the last hop was never asked
 
 
+async def test_a_downloads_redirects_share_its_deadline_too(tmp_path: Path) -> None:
+    """A CSV export's file follows its redirects inside aiohttp, under one deadline."""
+
+    async def redirects(request: web.Request) -> web.StreamResponse:
+        hop = int(request.query.get("hop", "0"))
+        await anyio.sleep(0.45)
+        if hop < 2:
+            raise web.HTTPFound(f"{request.path}?hop={hop + 1}")
+        return web.Response(body=b"metric_name\n", content_type="text/csv")
+
+    with pytest.raises(RetriesExhausted, match=r"not whole within 1 s \(--request-timeout\)"):
+        await download_from(redirects, tmp_path, request_timeout=1, max_attempts=1)
+
+
 async def test_a_download_that_trickles_ends_too(tmp_path: Path) -> None:
     app = web.Application()
     app.router.add_get("/f.csv", trickle)
