@@ -3,8 +3,10 @@ in-process simulator, and for waiting on conditions with a deadline (never bare 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import sysconfig
@@ -63,3 +65,15 @@ async def wait_for(condition: Callable[[], bool], within: float = 10.0) -> None:
     with anyio.fail_after(within):
         while not condition():
             await anyio.sleep(0.01)
+
+
+def recorded_running(path: Path) -> set[int]:
+    """The runs the state file at `path` holds as `running` (none before a job created
+    it), read only: a job records a run once its writer task has begun the run's files,
+    after the run's first requests, so a test that waits on those sees it unrecorded."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT run_id FROM runs WHERE status = 'running'").fetchall()
+    except sqlite3.Error:  # not created yet, or its schema not yet
+        return set()
+    return {run_id for (run_id,) in rows}

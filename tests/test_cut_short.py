@@ -16,7 +16,7 @@ from anyio.abc import Process
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
-from tests.process_helpers import ROOT, cli_command, cli_env, run_cli, wait_for
+from tests.process_helpers import ROOT, cli_command, cli_env, recorded_running, run_cli, wait_for
 
 
 def state_rows(path: Path) -> dict[int, tuple[str, str | None]]:
@@ -91,6 +91,8 @@ async def test_runs_a_second_signal_cuts_are_failed_with_the_signal_not_running(
         command = cli_command(sim, "harvest", "--out", str(tmp_path), *runs)
         async with await anyio.open_process(command, env=cli_env(sim), cwd=ROOT) as process:
             await wait_for(lambda: sim.fault_counts["delay"] == len(cloud.runs), within=20)
+            state = tmp_path / ".harvester-state.sqlite"  # and both recorded (a race else)
+            await wait_for(lambda: recorded_running(state) == set(cloud.runs), within=20)
             process.send_signal(signum)
             process.send_signal(signum)
             with anyio.fail_after(20):

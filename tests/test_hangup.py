@@ -15,7 +15,7 @@ from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
 from harvester.state import STATE_FILE_NAME, HarvestState
-from tests.process_helpers import ROOT, cli_command, cli_env, wait_for
+from tests.process_helpers import ROOT, cli_command, cli_env, recorded_running, wait_for
 from tests.test_cut_short import state_rows
 
 SLOW = FaultPlan(p_delay=1.0, delay_seconds=0.2, fault_endpoints=frozenset({"overview"}))
@@ -54,6 +54,8 @@ async def test_under_nohup_sighup_stays_ignored(tmp_path: Path) -> None:
         command = ["nohup", *cli_command(sim, "harvest", "--out", str(tmp_path), *runs)]
         async with await anyio.open_process(command, env=cli_env(sim), cwd=ROOT) as process:
             await wait_for(lambda: sim.fault_counts["delay"] == len(cloud.runs), within=20)
+            state = tmp_path / STATE_FILE_NAME  # and both recorded (a race else)
+            await wait_for(lambda: recorded_running(state) == set(cloud.runs), within=20)
             process.send_signal(signal.SIGHUP)
             process.send_signal(signal.SIGTERM)
             process.send_signal(signal.SIGTERM)

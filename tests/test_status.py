@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import sqlite3
 from pathlib import Path
@@ -22,7 +21,7 @@ from harvester.simulator.server import Simulator
 from harvester.state import KILLED, STATE_FILE_NAME, HarvestState
 from harvester.status import read_status, write_status
 from tests.harvest_helpers import settings_for
-from tests.process_helpers import ROOT, cli_command, cli_env, wait_for
+from tests.process_helpers import ROOT, cli_command, cli_env, recorded_running, wait_for
 
 
 async def test_status_counts_runs_and_names_failures_while_the_state_is_locked(
@@ -111,17 +110,6 @@ def status_of(out: Path) -> dict[str, object]:
 HANG = FaultPlan(p_delay=1.0, delay_seconds=60.0, fault_endpoints=frozenset({"overview"}))
 
 
-def recorded_running(out: Path) -> set[int]:
-    """The runs the state file holds as `running` (none before the job created it)."""
-    path = out / STATE_FILE_NAME
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
-            rows = db.execute("SELECT run_id FROM runs WHERE status = 'running'").fetchall()
-    except sqlite3.Error:  # not created yet, or its schema not yet
-        return set()
-    return {run_id for (run_id,) in rows}
-
-
 async def hung_job(sim: Simulator, out: Path, *run_ids: int) -> Process:
     """A harvest child of `run_ids`, returned once they are all in flight (hung) and the
     state file records them so. The job's writer task records a run after its fetch has
@@ -132,7 +120,8 @@ async def hung_job(sim: Simulator, out: Path, *run_ids: int) -> Process:
     process = await anyio.open_process(command, env=cli_env(sim), cwd=ROOT)
     try:
         await wait_for(lambda: sim.fault_counts["delay"] == before + len(run_ids), within=20)
-        await wait_for(lambda: set(run_ids) <= recorded_running(out), within=20)
+        state = out / STATE_FILE_NAME
+        await wait_for(lambda: set(run_ids) <= recorded_running(state), within=20)
     except BaseException:
         await killed(process)
         raise
