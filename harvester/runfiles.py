@@ -3,8 +3,9 @@ its files (`--format`, `--compress`).
 
 `DirectorySink` keeps one `RunFiles` per run in flight and calls it from a worker thread
 (`anyio.to_thread`), one call at a time per run, so none of this runs on the event loop:
-splitting points and building Parquet columns hold the GIL, but zlib, zstd, hashlib and
-the file writes release it, and the fetchers keep going meanwhile. The stack writes into
+zlib, zstd, hashlib and the file writes release the GIL, and the fetchers keep going
+meanwhile; for `--format points` and `parquet`, whose points hold the GIL to be built,
+the stack runs in the writer process instead (`writeproc`). The stack writes into
 file objects it is given (the sink's temporary files), which stay open for their owner
 to fsync and publish.
 """

@@ -1,12 +1,15 @@
-"""`--format points` into a directory: each run's write stack (`runfiles.RunFiles`: split,
-build the point lines, compress, hash, write) in a child process of its own.
+"""`--format points` and `parquet` into a directory: each run's write stack
+(`runfiles.RunFiles`: split, build the point lines or the Parquet row groups, compress,
+hash, write) in a child process of its own.
 
 Why a process: the point lines are 5x raw's bytes (medium: 511 MB for 103 MB), and
 building them holds the GIL (bytes.replace, translate, count), so in a worker thread they
 took turns with the event loop that parses the answers, and hashing and writing them,
 though they release the GIL, waited for it after each piece: a points harvest cost the
-sum of both, 1.7x raw's wall time on two cores with one of them nearly idle. The child
-has an interpreter and a GIL of its own, so the two run side by side.
+sum of both, 1.7x raw's wall time on two cores with one of them nearly idle. Parquet
+was worse (2.3x-2.5x): Arrow parses and encodes without the GIL, but the Python between
+its calls waited for the GIL behind the busy event loop. The child has an interpreter and
+a GIL of its own, so the two run side by side (and only the child imports pyarrow).
 
 The parent keeps everything about publication (`sinks.DirectorySink`): it creates each
 temporary file, holds its flock and its descriptor, fsyncs, renames and writes the
@@ -163,7 +166,7 @@ class WriterProcess:
             self._pipe.write(request.data)
             self._pipe.flush()
         except OSError as exc:
-            self.failed = OSError(exc.errno, f"the points writer process stopped: {exc}")
+            self.failed = OSError(exc.errno, f"the writer process stopped: {exc}")
 
     def _expect(self, answer: Future[Any]) -> bool:
         """Wait for an answer in turn; False (and the answer failed) once none can come."""
@@ -171,7 +174,7 @@ class WriterProcess:
             if self.failed is None and not self._closed:
                 self._waiting.append(answer)
                 return True
-        answer.set_exception(self.failed or OSError("the points writer process stopped"))
+        answer.set_exception(self.failed or OSError("the writer process stopped"))
         return False
 
     def _read(self) -> None:
@@ -181,9 +184,7 @@ class WriterProcess:
             except (OSError, EOFError, pickle.UnpicklingError) as exc:
                 with self._lock:
                     self._closed = True
-                    self.failed = self.failed or OSError(
-                        f"the points writer process stopped ({exc!r})"
-                    )
+                    self.failed = self.failed or OSError(f"the writer process stopped ({exc!r})")
                 break
             self._waiting.popleft().set_result(answer)
         while self._waiting:

@@ -24,6 +24,10 @@ if sys.argv[1] == "parquet":  # --format parquet's writer sets it
     import io
     from harvester.formats.parquet import ParquetPoints
     fixed = bool(ParquetPoints(io.BytesIO()))
+if sys.argv[1].endswith("-sink"):  # the harvester's own process, its writer a child
+    import pathlib
+    from harvester.sinks import DirectorySink
+    fixed = bool(DirectorySink(pathlib.Path("."), output_format=sys.argv[1][: -len("-sink")]))
 first = bytearray(8 << 20)
 del first
 second = bytearray(8 << 20)
@@ -47,6 +51,13 @@ def test_a_big_buffer_is_mapped_on_its_own_after_another_was_freed() -> None:
     assert second_buffer("leave") == ["False", "True"]  # glibc alone: in the heap
     assert second_buffer("fix") == ["True", "False"]
     assert second_buffer("parquet") == ["True", "False"]
+
+
+def test_the_harvesters_own_process_fixes_it_for_parquet_only() -> None:
+    """--format parquet builds its files in the writer process (`writeproc`); the
+    harvester's own process keeps the threshold fixed as when it built them itself."""
+    assert second_buffer("parquet-sink") == ["True", "False"]
+    assert second_buffer("points-sink") == ["True", "True"]
 
 
 def test_a_users_own_threshold_stands(monkeypatch: pytest.MonkeyPatch) -> None:

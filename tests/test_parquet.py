@@ -23,6 +23,7 @@ from harvester.records import encode
 from harvester.runfiles import KINDS, RunFiles
 from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
+from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
 from harvester.verify import intact, verify
 from tests.harvest_helpers import settings_for
@@ -36,9 +37,10 @@ def key(metric: object, tags: object, method: object, time: datetime, value: obj
 
 
 async def test_parquet_holds_the_same_points_typed_in_bounded_row_groups(
-    simulator: Simulator, cloud: SimCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(parquet_format, "ROW_GROUP", 100)  # several groups per run
+    """A harvest (its Parquet built in the writer process, `writeproc`) holds exactly the
+    points of `--format points`, typed."""
     targets = [RunTarget(r) for r in sorted(cloud.runs)]
     methods = ["default", "p95", "max"]
     for fmt in ("points", "parquet"):
@@ -51,10 +53,8 @@ async def test_parquet_holds_the_same_points_typed_in_bounded_row_groups(
         assert str(schema.field("time").type) == "timestamp[ms, tz=UTC]"
         assert str(schema.field("tags").type) == "string"  # JSON text, see formats/parquet.py
         assert str(schema.field("value").type) == "double"
-        assert meta.metadata.num_row_groups > 1
-        assert all(
-            meta.metadata.row_group(i).num_rows <= 100 for i in range(meta.metadata.num_row_groups)
-        )
+        groups = [meta.metadata.row_group(i) for i in range(meta.metadata.num_row_groups)]
+        assert all(group.num_rows <= parquet_format.ROW_GROUP for group in groups)
         assert meta.metadata.row_group(0).column(0).compression == "ZSTD"
         rows = meta.read().to_pylist()
         got = Counter(
@@ -80,6 +80,23 @@ def test_without_pyarrow_parquet_is_a_one_line_error(
     assert main([*args, "--out", str(tmp_path), "--format", "parquet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "pip install 'k6-harvester[parquet]'" in err and len(err.splitlines()) == 1
+
+
+def test_a_run_is_written_in_row_groups_of_at_most_row_group_rows_of_whole_series(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(parquet_format, "ROW_GROUP", 100)
+    cloud = generate_cloud(runs=1, metrics=6, points=30, seed=3)
+    run = next(iter(cloud.runs.values()))
+    metrics = run.metrics()
+    files = {kind: io.BytesIO() for kind in KINDS["parquet"]}
+    written = RunFiles(1, "parquet", "none", None, files)
+    written.write(encode("metric", 1, metrics))
+    written.write(encode("series", 1, [run.serie(str(m["id"]), None) for m in metrics]))
+    written.finish()
+    meta = pq.ParquetFile(io.BytesIO(files["parquet"].getvalue())).metadata
+    # 6 series of 30 points: 3 a group (90 rows), never a serie across two.
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [90, 90]
 
 
 def test_a_runs_last_row_group_is_written_when_its_summary_arrives_not_at_commit() -> None:

@@ -256,14 +256,12 @@ async def test_a_harvest_started_with_stderr_closed_publishes_and_records_every_
         assert state.done_runs(cloud.runs) == set(cloud.runs)
 
 
-@pytest.mark.parametrize(("fmt", "codec"), [("raw", "none"), ("raw", "zstd"), ("parquet", "zstd")])
+@pytest.mark.parametrize(("fmt", "codec"), [("raw", "none"), ("raw", "zstd")])
 async def test_splitting_compressing_and_hashing_never_run_on_the_event_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, codec: str
 ) -> None:
-    """Every call into a run's write stack (split, compress, hash, write, the Parquet
-    footer) happens in a worker thread: the loop keeps fetching meanwhile."""
-    if fmt == "parquet":
-        pytest.importorskip("pyarrow")
+    """Every call into a run's write stack (compress, hash, write) happens in a worker
+    thread: the loop keeps fetching meanwhile."""
     loop_thread, seen = threading.get_ident(), Counter[str]()
     for name in ("write", "finish"):
         real = getattr(RunFiles, name)
@@ -281,12 +279,17 @@ async def test_splitting_compressing_and_hashing_never_run_on_the_event_loop(
     assert seen["write loop"] == seen["finish loop"] == 0
 
 
+@pytest.mark.parametrize(("fmt", "codec", "data"), [("points", "gzip", "points.ndjson.gz"),
+                                                     ("parquet", "zstd", "parquet")])  # fmt: skip
 async def test_points_are_split_compressed_and_hashed_in_the_writer_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, codec: str, data: str
 ) -> None:
-    """--format points: the write stack runs in a child process (`writeproc`), never in
-    this one; here a run's files are only opened, waited for in a worker thread, and
+    """--format points and parquet: the write stack (split, build the lines or the
+    Parquet columns, compress, hash, write) runs in a child process (`writeproc`), never
+    in this one; here a run's files are only opened, waited for in a worker thread, and
     published."""
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
     loop_thread, seen = threading.get_ident(), Counter[str]()
     monkeypatch.setattr(RunFiles, "write", lambda *args: seen.update(["RunFiles here"]))
     real_finish = ChildRunFiles.finish
@@ -298,12 +301,12 @@ async def test_points_are_split_compressed_and_hashed_in_the_writer_process(
     monkeypatch.setattr(ChildRunFiles, "finish", finish)
     cloud = generate_cloud(runs=2, metrics=5, points=3)
     async with Simulator(cloud) as sim:
-        settings = settings_for(sim, tmp_path, format="points", compress="gzip")
+        settings = settings_for(sim, tmp_path, format=fmt, compress=codec)
         assert not (await harvest_job(settings, targets(cloud))).report.failed
     assert seen == {"finish thread": 2}
     assert intact(list(verify(tmp_path)))
-    assert sorted(p.name for p in tmp_path.glob("*.points.ndjson.gz")) == [
-        f"{r}.points.ndjson.gz" for r in sorted(cloud.runs)
+    assert sorted(p.name for p in tmp_path.glob(f"*.{data}")) == [
+        f"{r}.{data}" for r in sorted(cloud.runs)
     ]
 
 

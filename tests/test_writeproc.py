@@ -16,6 +16,7 @@ import pytest
 
 from harvester import writeproc
 from harvester.records import encode
+from harvester.runfiles import KINDS as FORMAT_KINDS
 from harvester.runfiles import RunFiles
 from harvester.simulator.generated import generate_cloud
 from harvester.writeproc import ChildRunFiles, WriterProcess
@@ -40,22 +41,28 @@ def child() -> Iterator[WriterProcess]:
     process.close()
 
 
-def temp_paths(where: Path, run_id: int) -> dict[str, Path]:
-    paths = {kind: where / f"{run_id}.{kind}" for kind in KINDS}
+def temp_paths(where: Path, run_id: int, kinds: tuple[str, ...] = KINDS) -> dict[str, Path]:
+    paths = {kind: where / f"{run_id}.{kind}" for kind in kinds}
     for path in paths.values():
         path.touch()
     return paths
 
 
-@pytest.mark.parametrize("codec", ["none", "zstd", "gzip"])
+@pytest.mark.parametrize(
+    ("fmt", "codec"),
+    [("points", "none"), ("points", "zstd"), ("points", "gzip"), ("parquet", "zstd")],
+)
 def test_the_child_writes_the_same_files_as_the_write_stack_in_this_process(
-    child: WriterProcess, tmp_path: Path, codec: str
+    child: WriterProcess, tmp_path: Path, fmt: str, codec: str
 ) -> None:
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    kinds = FORMAT_KINDS[fmt]
     lines = run_lines()
-    here = {kind: io.BytesIO() for kind in KINDS}
-    local = RunFiles(1, "points", codec, None, cast(dict[str, BinaryIO], here))
-    paths = temp_paths(tmp_path, 1)
-    remote = ChildRunFiles(child, 1, "points", codec, None, paths)
+    here = {kind: io.BytesIO() for kind in kinds}
+    local = RunFiles(1, fmt, codec, None, cast(dict[str, BinaryIO], here))
+    paths = temp_paths(tmp_path, 1, kinds)
+    remote = ChildRunFiles(child, 1, fmt, codec, None, paths)
     for data in lines:
         local.write(data)
         if not remote.write_nowait(data):  # a full queue: wait for room
@@ -63,11 +70,11 @@ def test_the_child_writes_the_same_files_as_the_write_stack_in_this_process(
     local.finish()
     remote.finish()
     counts = {"metric": 6, "series": 6, "summary": 1}
-    for kind in KINDS:
+    for kind in kinds:
         assert paths[kind].read_bytes() == here[kind].getvalue() != b""
         assert remote.written(kind) == local.written(kind)
     assert remote.counts(counts) == local.counts(counts)
-    assert remote.counts(counts)["points.ndjson"]["point"] == 6 * 30
+    assert remote.counts(counts)[kinds[0]]["point"] == 6 * 30
 
 
 def test_a_full_disk_in_the_child_fails_the_run_at_its_finish(
@@ -119,11 +126,11 @@ def test_a_child_that_died_fails_every_run_after_it(tmp_path: Path) -> None:
         files = ChildRunFiles(child, 1, "points", "none", None, temp_paths(tmp_path, 1))
         child._proc.kill()
         child._proc.wait()
-        with pytest.raises(OSError, match="points writer process stopped"):
+        with pytest.raises(OSError, match="the writer process stopped"):
             for data in run_lines() * 50:  # the pipe takes some before it breaks
                 files.write(data)
             files.finish()
-        with pytest.raises(OSError, match="points writer process stopped"):
+        with pytest.raises(OSError, match="the writer process stopped"):
             ChildRunFiles(child, 2, "points", "none", None, temp_paths(tmp_path, 2))
         files.discard()  # nothing to drop: the child is gone
     finally:
