@@ -87,9 +87,11 @@ def check_level(codec: str, level: int | None) -> str | None:
     return None
 
 
-def compressing(raw: BinaryIO, codec: str, level: int | None) -> BinaryIO:
+def compressing(raw: BinaryIO, codec: str, level: int | None, *, small: bool = False) -> BinaryIO:
     """A stream that compresses into `raw`; closing it ends the compressed stream (gzip's
-    trailer, zstd's frame) but leaves `raw` open for the sink to fsync and publish."""
+    trailer, zstd's frame) but leaves `raw` open for the sink to fsync and publish.
+    `small`: a file of a few hundred KB (a run's sidecar), which zstd takes whole at its
+    end while it is under `SMALL_FILE` (`ZstdStream`)."""
     chosen = level if level is not None else DEFAULT_LEVEL.get(codec, 0)
     if codec == "gzip":
         # mtime 0: the same records make the same bytes (a manifest's sha256 can be compared).
@@ -103,7 +105,7 @@ def compressing(raw: BinaryIO, codec: str, level: int | None) -> BinaryIO:
             params = zstandard.ZstdCompressionParameters.from_level(
                 chosen, write_checksum=True, window_log=ZSTD_WINDOW_LOG
             )
-        return cast(BinaryIO, ZstdStream(raw, chosen, params))
+        return cast(BinaryIO, ZstdStream(raw, chosen, params, SMALL_FILE if small else 0))
     return raw
 
 
@@ -112,31 +114,68 @@ class ZstdStream:
     for the next file (`ZSTD_POOL` of them at most): each holds about 2 MB of tables, and
     a new one for every run file left those megabytes behind in the malloc arena of
     whichever worker thread made it (points+zstd medium: 147 MB peak RSS, 105 MB with
-    reuse). A compressor starts each stream afresh: the bytes are those of a new one."""
+    reuse). A compressor starts each stream afresh: the bytes are those of a new one.
 
-    def __init__(self, raw: BinaryIO, level: int, params: zstandard.ZstdCompressionParameters):
+    With `held` > 0 the first `held` bytes are kept and the compressor taken only once
+    more come: a file that ends below is compressed whole at its close (one frame, with
+    its size), so an open sidecar of a few hundred KB holds those bytes, not a
+    compressor's 2 MB (Parquet+zstd: each run in flight held one for its `.meta.`)."""
+
+    def __init__(
+        self,
+        raw: BinaryIO,
+        level: int,
+        params: zstandard.ZstdCompressionParameters,
+        held: int = 0,
+    ) -> None:
+        self._raw, self._params, self._held = raw, params, held
         self._pool = IDLE_ZSTD.setdefault(level, [])
+        self._compressor: zstandard.ZstdCompressor | None = None
+        self._writer: BinaryIO | None = None
+        self._kept = bytearray()
+        self.closed = False
+        if not held:
+            self._stream()
+
+    def _take(self) -> zstandard.ZstdCompressor:
         try:
             self._compressor = self._pool.pop()
         except IndexError:
-            self._compressor = zstandard.ZstdCompressor(compression_params=params)
+            self._compressor = zstandard.ZstdCompressor(compression_params=self._params)
+        return self._compressor
+
+    def _stream(self) -> BinaryIO:
         # Typed as the file it is (zstandard's stubs leave `close` untyped).
-        self._writer = cast(BinaryIO, self._compressor.stream_writer(raw, closefd=False))
-        self.closed = False
+        self._writer = cast(BinaryIO, self._take().stream_writer(self._raw, closefd=False))
+        if self._kept:
+            self._writer.write(self._kept)
+            self._kept = bytearray()
+        return self._writer
 
     def write(self, data: bytes | memoryview) -> int:
+        if self._writer is None:
+            if len(self._kept) + len(data) <= self._held:
+                self._kept += data
+                return len(data)
+            self._stream()
+            assert self._writer is not None
         return self._writer.write(data)
 
     def flush(self) -> None:
-        self._writer.flush()
+        if self._writer is not None:
+            self._writer.flush()
 
     def close(self) -> None:
         """Ends the frame (`raw` stays open); the compressor is reused unless that failed."""
         if self.closed:
             return
         self.closed = True
-        self._writer.close()
-        if len(self._pool) < ZSTD_POOL:
+        if self._writer is not None:
+            self._writer.close()
+        else:
+            self._raw.write(self._take().compress(bytes(self._kept)))
+            self._kept = bytearray()
+        if self._compressor is not None and len(self._pool) < ZSTD_POOL:
             self._pool.append(self._compressor)
 
 
@@ -144,6 +183,9 @@ class ZstdStream:
 #: worker threads share them safely.
 IDLE_ZSTD: dict[int, list[zstandard.ZstdCompressor]] = {}
 ZSTD_POOL = 16
+#: Bytes of a small file (`compressing(small=True)`) kept to be compressed whole: a run's
+#: sidecar is 80 KB (medium) to 160 KB (large), with --details a few times that.
+SMALL_FILE = 1 << 20
 
 
 def open_data(path: Path) -> BinaryIO:

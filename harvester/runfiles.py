@@ -62,7 +62,10 @@ class RunFiles:
         self._stacks: dict[str, _Stack] = {}
         for kind, fh in files.items():
             hashing = HashingWriter(fh)
-            stream = compressing(cast(BinaryIO, hashing), codec_for(kind, codec), level)
+            small = kind == "meta.ndjson"  # a run's records but its points: kept whole
+            stream = compressing(
+                cast(BinaryIO, hashing), codec_for(kind, codec), level, small=small
+            )
             points = ParquetPoints(hashing) if kind == "parquet" else None
             self._stacks[kind] = _Stack(hashing, stream, points)
 

@@ -12,7 +12,14 @@ import zstandard
 
 from harvester.archive import open_archive
 from harvester.cli import main
-from harvester.compression import IDLE_ZSTD, codec_of, compressing, open_data, published_data
+from harvester.compression import (
+    IDLE_ZSTD,
+    SMALL_FILE,
+    codec_of,
+    compressing,
+    open_data,
+    published_data,
+)
 from harvester.config import load_settings
 from harvester.errors import ConfigError
 from harvester.job import harvest_job
@@ -145,3 +152,29 @@ def test_a_zstd_compressor_is_reused_for_the_next_file_and_makes_the_same_bytes(
     abandoned = compressing(io.BytesIO(), "zstd", 5)
     abandoned.write(first)
     assert IDLE_ZSTD[5] == []
+
+
+def test_a_small_file_holds_its_bytes_not_a_compressor_and_is_compressed_whole_at_its_end() -> None:
+    """A run's sidecar (`small`): up to SMALL_FILE bytes are kept and compressed whole at
+    its close, so while it is open it holds no compressor (~2 MB each); past that it
+    streams like any other file."""
+    unpack = zstandard.ZstdDecompressor().decompressobj
+    IDLE_ZSTD.clear()
+    lines = b"".join(b'{"type":"metric","n":%d}\n' % i for i in range(2_000))
+    out = io.BytesIO()
+    stream = compressing(out, "zstd", 3, small=True)
+    stream.write(lines)
+    assert out.getvalue() == b"" and stream._compressor is None  # type: ignore[attr-defined]
+    stream.close()
+    frame = zstandard.get_frame_parameters(out.getvalue())
+    assert frame.content_size == len(lines) and frame.has_checksum
+    assert unpack().decompress(out.getvalue()) == lines
+    assert len(IDLE_ZSTD[3]) == 1  # its compressor went back to the pool at once
+    more = lines * (SMALL_FILE // len(lines))
+    out = io.BytesIO()
+    stream = compressing(out, "zstd", 3, small=True)
+    stream.write(lines)
+    stream.write(more)
+    assert stream._compressor is not None  # type: ignore[attr-defined]
+    stream.close()
+    assert unpack().decompress(out.getvalue()) == lines + more
