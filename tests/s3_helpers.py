@@ -42,13 +42,8 @@ CREDENTIALS = {
 }
 
 
-#: moto's server, ended by its stdin's end (the test process gone, or `moto_server` done).
-SERVER = """
-import os, sys, threading
-from moto.server import main
-threading.Thread(target=lambda: (sys.stdin.buffer.read(), os._exit(0)), daemon=True).start()
-main(sys.argv[1:])
-"""
+#: moto's server keeping connections alive as a real store does, ended by its stdin's end.
+SERVER = Path(__file__).with_name("moto_keepalive.py")
 
 
 @dataclass
@@ -119,7 +114,7 @@ def moto_server(*, authenticate: bool = False) -> Iterator[S3Server]:
     if authenticate:
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
     process = subprocess.Popen(
-        [sys.executable, "-c", SERVER, "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, str(SERVER), "127.0.0.1", str(port)],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
