@@ -236,8 +236,7 @@ async def _open_store(
         return None
     # Closed also when the job fails before its writer ends.
     await stack.enter_async_context(sink)
-    stored = await sink.archived(t.run_id for t in targets)
-    await sink.abort_stale(t.run_id for t in targets if t.run_id not in stored)
+    stored = await sink.survey(t.run_id for t in targets)
     await sink.leased()  # (taken meanwhile: its failure is said before any run is fetched)
     return stored
 

@@ -179,18 +179,22 @@ def test_without_the_s3_extra_the_message_names_it(
 def test_stale_uploads_of_the_runs_to_write_are_aborted_and_others_kept(
     s3: S3Server, bucket: str
 ) -> None:
-    # Uploads no live job claims (left by a job that is gone): the run's is aborted.
-    # A live job's claimed upload is kept: test_objectstore_jobs.
+    # Uploads no live job claims (left by a job that is gone): those of the runs to write
+    # are aborted; of a run not asked for (6) or archived (7), kept. A live job's claimed
+    # upload is kept: test_objectstore_jobs.
     client = s3.client()
+    client.put_object(Bucket=bucket, Key="pre/7.ndjson", Body=b"{}\n")
     client.create_multipart_upload(Bucket=bucket, Key="pre/5.ndjson")
-    other = client.create_multipart_upload(Bucket=bucket, Key="pre/6.ndjson")["UploadId"]
+    client.create_multipart_upload(Bucket=bucket, Key="pre/5.points.ndjson")
+    kept = [client.create_multipart_upload(Bucket=bucket, Key=f"pre/{run}.ndjson")["UploadId"]
+            for run in (6, 7)]  # fmt: skip
 
     async def go() -> None:
         async with sink_on(s3, bucket) as sink:
-            assert await sink.abort_stale([5]) == 1
+            assert await sink.survey([5, 7]) == {7}
 
     anyio.run(go)
-    assert [u["UploadId"] for u in s3.uploads(bucket)] == [other]
+    assert sorted(u["UploadId"] for u in s3.uploads(bucket)) == sorted(kept)
 
 
 def test_a_lease_is_an_upload_renewed_and_made_again_when_aborted_and_gone_at_the_end(

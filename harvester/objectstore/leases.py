@@ -187,20 +187,29 @@ async def is_live(store: Store, job: str, seconds: float) -> bool:
     return lease is not None and await _fresh(store, lease, seconds)
 
 
-async def stale_uploads(
-    store: Store, run_of: Any, run_ids: Iterable[int], lease: Lease
-) -> list[tuple[str, str]]:
-    """(key, upload id) of the incomplete uploads of `run_ids`' objects that no live job
-    but this one claims; `run_of(key)` is the run id of a key (or None)."""
-    wanted = set(run_ids)
-    uploads: list[tuple[str, str, int]] = []
+#: (key, upload id, run id) of an incomplete upload of a run's object.
+RunUpload = tuple[str, str, int]
+
+
+async def run_uploads(store: Store, run_of: Any) -> list[RunUpload]:
+    """The incomplete uploads of runs' objects under the prefix; `run_of(key)` is the run
+    id of a key (or None)."""
+    found: list[RunUpload] = []
     async for page in store.pages("list_multipart_uploads"):
-        for up in page.get("Uploads", []):
-            run_id = run_of(up["Key"])
-            if run_id in wanted:
-                uploads.append((up["Key"], up["UploadId"], run_id))
-    if not uploads:
+        keys = [(up["Key"], up["UploadId"], run_of(up["Key"])) for up in page.get("Uploads", [])]
+        found.extend((key, upload_id, run) for key, upload_id, run in keys if run is not None)
+    return found
+
+
+async def stale_uploads(
+    store: Store, uploads: list[RunUpload], run_ids: Iterable[int], lease: Lease
+) -> list[tuple[str, str]]:
+    """(key, upload id) of those of `uploads` (listed before this is called) that are of
+    `run_ids`' objects and that no live job but this one claims."""
+    wanted = set(run_ids)
+    mine = [upload for upload in uploads if upload[2] in wanted]
+    if not mine:
         return []
     # Listed after the uploads: see the module's docstring.
     busy = await live_runs(store, lease.seconds, lease.job)
-    return [(key, upload_id) for key, upload_id, run_id in uploads if run_id not in busy]
+    return [(key, upload_id) for key, upload_id, run_id in mine if run_id not in busy]

@@ -40,9 +40,10 @@ from ..compression import CODECS, suffix
 from ..config import Settings
 from ..errors import OutputError
 from ..layout import Places
+from ..paging import each
 from ..runfiles import KINDS, RunFiles, codec_for
 from .failures import StoreError
-from .leases import Lease, is_live, stale_uploads
+from .leases import Lease, RunUpload, is_live, run_uploads, stale_uploads
 from .listing import RUN_OF, stored_runs
 from .parts import PART_SIZE, PARTS_IN_FLIGHT, PartBuffer, Upload, size_of
 from .spool import Spool
@@ -189,13 +190,24 @@ class ObjectSink:
         stored = await stored_runs(self.store, export_csv=self.export_csv, places=self._found)
         return set(run_ids) & set(stored)
 
-    async def abort_stale(self, run_ids: Iterable[int]) -> int:
-        """Abort the incomplete uploads of `run_ids`' objects that no live job owns (a job
-        killed mid-upload left them: invisible, but billed). Returns how many."""
-        stale = await stale_uploads(self.store, _run_of(self.loc.prefix), run_ids, self.lease)
-        for key, upload_id in stale:
+    async def survey(self, run_ids: Iterable[int]) -> set[int]:
+        """Which of `run_ids` are archived (`archived`); the incomplete uploads of the
+        others' objects that no live job owns are aborted (a job killed mid-upload left
+        them: invisible, but billed). The objects and the uploads are listed at once."""
+        wanted = set(run_ids)
+        uploads: list[RunUpload] = []
+        stored: set[int] = set()
+
+        async def list_uploads() -> None:
+            uploads.extend(await run_uploads(self.store, _run_of(self.loc.prefix)))
+
+        async def list_objects() -> None:
+            stored.update(await self.archived(wanted))
+
+        await each(lambda listing: listing(), [list_uploads, list_objects])
+        for key, upload_id in await stale_uploads(self.store, uploads, wanted - stored, self.lease):
             await self.store.call("abort_multipart_upload", Key=key, UploadId=upload_id)
-        return len(stale)
+        return stored
 
     # --- a run's lines ------------------------------------------------------------------
 
