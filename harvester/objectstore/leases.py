@@ -21,10 +21,9 @@ writes keep two live jobs apart; the leases only say whose uploads are whose.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 import anyio
 
@@ -191,7 +190,7 @@ async def is_live(store: Store, job: str, seconds: float) -> bool:
 RunUpload = tuple[str, str, int]
 
 
-async def run_uploads(store: Store, run_of: Any) -> list[RunUpload]:
+async def run_uploads(store: Store, run_of: Callable[[str], int | None]) -> list[RunUpload]:
     """The incomplete uploads of runs' objects under the prefix; `run_of(key)` is the run
     id of a key (or None)."""
     found: list[RunUpload] = []

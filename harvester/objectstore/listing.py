@@ -5,6 +5,7 @@ resume, `harvester runs --out s3://` and `harvester status --out s3://`."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,16 @@ DATED = r"(?:(?P<dir>[0-9]{4}/[0-9]{2}/[0-9]{2}|undated)/)?"
 RUN_OF = re.compile(DATED + r"([0-9]+)\.")
 DATA_KEY = re.compile(DATED + DATA_NAME.pattern)
 CSV_KEY = re.compile(DATED + r"([0-9]+)\.csv(?:\.gz)?")
+
+
+def run_of_key(prefix: str) -> Callable[[str], int | None]:
+    """The run a key under `prefix` belongs to (any file of it, in either layout), or None."""
+
+    def run_of(key: str) -> int | None:
+        found = RUN_OF.match(key[len(prefix) :]) if key.startswith(prefix) else None
+        return int(found.group(2)) if found else None
+
+    return run_of
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from ..paging import each
 from ..runfiles import KINDS, RunFiles, codec_for
 from .failures import StoreError
 from .leases import Lease, RunUpload, is_live, run_uploads, stale_uploads
-from .listing import RUN_OF, stored_runs
+from .listing import run_of_key, stored_runs
 from .parts import PART_SIZE, PARTS_IN_FLIGHT, PartBuffer, Upload, size_of
 from .spool import Spool
 from .store import Store
@@ -199,7 +199,7 @@ class ObjectSink:
         stored: set[int] = set()
 
         async def list_uploads() -> None:
-            uploads.extend(await run_uploads(self.store, _run_of(self.loc.prefix)))
+            uploads.extend(await run_uploads(self.store, run_of_key(self.loc.prefix)))
 
         async def list_objects() -> None:
             stored.update(await self.archived(wanted))
@@ -399,11 +399,3 @@ class ObjectSink:
 def _csv_entry(csv: Path) -> list[dict[str, Any]]:
     """The spooled export's manifest entry (none when another job took it meanwhile)."""
     return [manifest.file_entry(csv)] if csv.exists() else []
-
-
-def _run_of(prefix: str) -> Any:
-    def run_of(key: str) -> int | None:
-        found = RUN_OF.match(key[len(prefix) :]) if key.startswith(prefix) else None
-        return int(found.group(2)) if found else None
-
-    return run_of
