@@ -27,7 +27,7 @@ from .errors import ConfigError, OutputError
 from .layout import Places, make_dirs
 from .outdir import create_temp, discard, publish
 from .runfiles import KINDS, RunFiles, codec_for
-from .writeproc import ChildRunFiles, WriterProcess
+from .writeproc import ChildRunFiles, WriterProcess, writer_process
 
 FILE_MODE = 0o600  # metric tags can name internal hosts: owner-only by default (--file-mode)
 WRITE_BUFFER = 1 << 20
@@ -183,7 +183,7 @@ class DirectorySink:
             files: RunFiles | ChildRunFiles
             if self.format in CHILD_FORMATS:
                 if self._child is None:
-                    self._child = WriterProcess()
+                    self._child = writer_process()
                 files = ChildRunFiles(
                     self._child, run_id, self.format, self.codec, self.level, temps
                 )

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import os
 import pickle
 import signal
@@ -36,7 +37,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
@@ -51,8 +52,9 @@ PIPE_SIZE = 1 << 20
 #: (parsing a 2 MB answer takes it ~20 ms, in which the child writes ~2 MB of a run's
 #: lines). Counted in bytes, not requests: a run's small requests (its metrics, its
 #: summary) took the places of big ones, and the child sat idle (a fifth of its time on
-#: large, in waits of 10-60 ms). Few: the channel before the writer holds more.
-QUEUED_BYTES = 6 << 20
+#: large, in waits of 10-60 ms). As much as two big batches held before, no more: the
+#: channel before the writer holds more (6 MiB cost medium's peak ~10 MB).
+QUEUED_BYTES = 4 << 20
 #: The child's write buffer of a points file: its lines come a serie at a time (~60 KB),
 #: which a smaller buffer writes through without copying; each run open holds its own.
 POINTS_BUFFER = 1 << 14
@@ -200,6 +202,24 @@ class WriterProcess:
         self._answers.close()
 
 
+#: A writer process started before it was needed (`start_early`), for the first sink.
+_EARLY: list[WriterProcess] = []
+
+
+def start_early() -> None:
+    """Start the writer process now, while this process imports and sets the job up
+    (~0.2 s): its own start (an interpreter and its imports, ~0.1 s) then overlaps with
+    them instead of delaying the first lines, which a points harvest would wait for. A
+    process not taken ends with this one (its pipe closes)."""
+    if not _EARLY:
+        _EARLY.append(WriterProcess())
+
+
+def writer_process() -> WriterProcess:
+    """The writer process started early, once; else a new one."""
+    return _EARLY.pop() if _EARLY else WriterProcess()
+
+
 @dataclass
 class _Request:
     op: str
@@ -273,6 +293,7 @@ class _ChildRun:
     handles: dict[str, BinaryIO]
     error: OSError | None = None
     unsynced: int = 0  # bytes in since the last writeback hint
+    hint: Future[None] | None = None  # the writeback hint under way (`_hint`)
 
 
 def serve(requests: BinaryIO, answers: BinaryIO) -> None:
@@ -314,7 +335,7 @@ def _open(
 
 
 def _write(run: _ChildRun, data: bytes) -> None:
-    from .sinks import WRITEBACK_AFTER, start_writeback
+    from .sinks import WRITEBACK_AFTER
 
     if run.files is None or run.error is not None:
         return  # the run has failed: its finish says so
@@ -324,14 +345,40 @@ def _write(run: _ChildRun, data: bytes) -> None:
         run.error = _as_os_error(exc)
         return
     run.unsynced += len(data)
-    if run.unsynced >= WRITEBACK_AFTER:
+    if run.unsynced >= WRITEBACK_AFTER and (run.hint is None or run.hint.done()):
         run.unsynced = 0
-        for fh in run.handles.values():
-            start_writeback(fh)
+        run.hint = _hints().submit(_hint, list(run.handles.values()))
+
+
+def _hint(handles: list[BinaryIO]) -> None:
+    from .sinks import start_writeback
+
+    for fh in handles:
+        start_writeback(fh)
+
+
+@functools.cache
+def _hints() -> ThreadPoolExecutor:
+    """The thread that gives the kernel the child's writeback hints (`sinks.start_writeback`).
+
+    A hint starts writing a file's dirty pages out (~1 ms of the kernel's work a MB of
+    lines, ~0.3 s over a large harvest), and the system call lets go of the GIL: in a
+    thread of its own it takes that work off the child's main thread, which builds,
+    hashes and writes the lines, and is what a points harvest waits for. A run's files
+    are closed only once its hint is done (`_wait_hint`); one at a time per run (a hint
+    covers every page dirty when it runs)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="points-writeback")
+
+
+def _wait_hint(run: _ChildRun) -> None:
+    if run.hint is not None:
+        run.hint.result()
+        run.hint = None
 
 
 def _finish(run: _ChildRun) -> Finished:
     """End the run's streams and close its files; what was written, or why it failed."""
+    _wait_hint(run)
     if run.files is not None and run.error is None:
         try:
             run.files.finish()
@@ -348,6 +395,7 @@ def _finish(run: _ChildRun) -> Finished:
 
 
 def _close(run: _ChildRun) -> None:
+    _wait_hint(run)
     if run.files is not None:
         run.files.discard()
     for fh in run.handles.values():

@@ -8,6 +8,8 @@ import errno
 import io
 import os
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -15,6 +17,7 @@ from typing import BinaryIO, cast
 import pytest
 
 from harvester import writeproc
+from harvester.cli import main
 from harvester.records import encode
 from harvester.runfiles import KINDS as FORMAT_KINDS
 from harvester.runfiles import RunFiles
@@ -188,3 +191,56 @@ def test_the_queue_for_the_child_is_bounded_by_bytes_not_by_requests(tmp_path: P
     finally:
         child._proc.send_signal(signal.SIGCONT)
         child.close()
+
+
+def test_writeback_hints_run_beside_the_child_s_work_and_before_its_files_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child's main thread builds, hashes and writes the lines; the kernel's writeback
+    hints (~1 ms a MB) go to a thread of their own, and a run's files close only once its
+    hint is done (a hint on a closed descriptor could reach another file)."""
+    from harvester import sinks
+
+    seen: list[tuple[str, bool]] = []
+
+    def slow_hint(fh: BinaryIO) -> None:
+        time.sleep(0.05)  # still under way when the run finishes
+        seen.append((threading.current_thread().name, fh.closed))
+
+    monkeypatch.setattr(sinks, "start_writeback", slow_hint)
+    paths = temp_paths(tmp_path, 1)
+    run = writeproc._open(1, "points", "none", None, {k: str(p) for k, p in paths.items()})
+    lines = run_lines()
+    writeproc._write(run, lines[1] * (sinks.WRITEBACK_AFTER // len(lines[1]) + 1))
+    done = writeproc._finish(run)
+    assert done.error is None and done.points > 0
+    assert seen and all(name.startswith("points-writeback") for name, _ in seen)
+    assert not any(closed for _, closed in seen)
+
+
+def test_a_points_harvest_into_a_directory_starts_its_writer_process_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The writer process starts before the harvester's own imports and set-up, which its
+    start then overlaps; the first sink takes it, later ones start their own."""
+    early: list[str] = []
+    monkeypatch.setattr(writeproc, "start_early", lambda: early.append("started"))
+    for out, started in ((str(tmp_path), ["started"]), ("-", []), ("s3://bucket/p/", [])):
+        early.clear()
+        # No runs named: refused (exit 2) after the writer would have started.
+        assert main(["harvest", "--format", "points", "--out", out]) == 2
+        assert early == started, out
+    capsys.readouterr()
+    monkeypatch.undo()
+    writeproc.start_early()
+    child = writeproc.writer_process()
+    again = writeproc.writer_process()
+    try:
+        assert child is not again and not writeproc._EARLY
+        files = ChildRunFiles(child, 1, "points", "none", None, temp_paths(tmp_path, 1))
+        files.write(run_lines()[0])
+        files.finish()
+        assert files.written("meta.ndjson")[0] > 0
+    finally:
+        child.close()
+        again.close()
