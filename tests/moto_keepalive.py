@@ -67,7 +67,7 @@ class KeepAliveHandler(MotoRequestHandler):
         if self._body is None:
             self.close_connection = True  # a chunked body: where it ends is not known here
         else:
-            pass  # what the answer left unread, before the next request
+            self._body.exhaust()  # what the answer left unread, before the next request
 
 
 def serve(host: str, port: int) -> None:
