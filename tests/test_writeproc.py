@@ -16,7 +16,7 @@ from typing import BinaryIO, cast
 
 import pytest
 
-from harvester import writeproc
+from harvester import writechild, writeproc
 from harvester.cli import main
 from harvester.records import encode
 from harvester.runfiles import KINDS as FORMAT_KINDS
@@ -209,10 +209,10 @@ def test_writeback_hints_run_beside_the_child_s_work_and_before_its_files_close(
 
     monkeypatch.setattr(sinks, "start_writeback", slow_hint)
     paths = temp_paths(tmp_path, 1)
-    run = writeproc._open(1, "points", "none", None, {k: str(p) for k, p in paths.items()})
+    run = writechild._open(1, "points", "none", None, {k: str(p) for k, p in paths.items()})
     lines = run_lines()
-    writeproc._write(run, lines[1] * (sinks.WRITEBACK_AFTER // len(lines[1]) + 1))
-    done = writeproc._finish(run)
+    writechild._write(run, lines[1] * (sinks.WRITEBACK_AFTER // len(lines[1]) + 1))
+    done = writechild._finish(run)
     assert done.error is None and done.points > 0
     assert seen and all(name.startswith("points-writeback") for name, _ in seen)
     assert not any(closed for _, closed in seen)

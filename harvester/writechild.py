@@ -1,0 +1,162 @@
+"""The writer process's side (`writeproc`): requests in from the parent's pipe, each
+run's write stack (`runfiles.RunFiles`) over the temporary files the parent created, and
+at a run's `finish` its files' sizes, sha256 and points counted (`writeproc.Finished`)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import pickle
+import signal
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from .runfiles import RunFiles
+from .writeproc import POINTS_BUFFER, Finished
+
+
+@dataclass
+class _ChildRun:
+    """A run's files in the child: its write stack, or the error that stopped it."""
+
+    files: RunFiles | None
+    handles: dict[str, BinaryIO]
+    error: OSError | None = None
+    unsynced: int = 0  # bytes in since the last writeback hint
+    hint: Future[None] | None = None  # the writeback hint under way (`_hint`)
+
+
+def serve(requests: BinaryIO, answers: BinaryIO) -> None:
+    """The child's loop: requests in until the pipe closes; each run's files by path."""
+    runs: dict[int, _ChildRun] = {}
+    while True:
+        try:
+            op, run_id, args, size = pickle.load(requests)
+        except EOFError:
+            break
+        data = requests.read(size) if size else b""
+        if op == "open":
+            runs[run_id] = _open(run_id, *args)
+        elif op == "write":
+            _write(runs[run_id], data)
+        elif op == "finish":
+            pickle.dump(_finish(runs.pop(run_id)), answers)
+            answers.flush()
+        else:  # discard
+            _close(runs.pop(run_id))
+    for run in runs.values():  # the parent ended without committing them
+        _close(run)
+
+
+def _open(
+    run_id: int, output_format: str, codec: str, level: int | None, paths: dict[str, str]
+) -> _ChildRun:
+    from .sinks import WRITE_BUFFER  # (sinks imports this module)
+
+    run = _ChildRun(None, {})
+    try:
+        for kind, path in paths.items():
+            size = POINTS_BUFFER if kind == "points.ndjson" else WRITE_BUFFER
+            run.handles[kind] = os.fdopen(os.open(path, os.O_WRONLY), "wb", size)
+        run.files = RunFiles(run_id, output_format, codec, level, run.handles)
+    except Exception as exc:  # told at the run's finish, as the parent's own error
+        run.error = _as_os_error(exc)
+    return run
+
+
+def _write(run: _ChildRun, data: bytes) -> None:
+    from .sinks import WRITEBACK_AFTER
+
+    if run.files is None or run.error is not None:
+        return  # the run has failed: its finish says so
+    try:
+        run.files.write(data)
+    except Exception as exc:
+        run.error = _as_os_error(exc)
+        return
+    run.unsynced += len(data)
+    if run.unsynced >= WRITEBACK_AFTER and (run.hint is None or run.hint.done()):
+        run.unsynced = 0
+        run.hint = _hints().submit(_hint, list(run.handles.values()))
+
+
+def _hint(handles: list[BinaryIO]) -> None:
+    from .sinks import start_writeback
+
+    for fh in handles:
+        start_writeback(fh)
+
+
+@functools.cache
+def _hints() -> ThreadPoolExecutor:
+    """The thread that gives the kernel the child's writeback hints (`sinks.start_writeback`).
+
+    A hint starts writing a file's dirty pages out (~1 ms of the kernel's work a MB of
+    lines, ~0.3 s over a large harvest), and the system call lets go of the GIL: in a
+    thread of its own it takes that work off the child's main thread, which builds,
+    hashes and writes the lines, and is what a points harvest waits for. A run's files
+    are closed only once its hint is done (`_wait_hint`); one at a time per run (a hint
+    covers every page dirty when it runs)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="points-writeback")
+
+
+def _wait_hint(run: _ChildRun) -> None:
+    if run.hint is not None:
+        run.hint.result()
+        run.hint = None
+
+
+def _finish(run: _ChildRun) -> Finished:
+    """End the run's streams and close its files; what was written, or why it failed."""
+    _wait_hint(run)
+    if run.files is not None and run.error is None:
+        try:
+            run.files.finish()
+            for fh in run.handles.values():
+                fh.close()  # flushed: the parent's fsync then finds every byte
+        except Exception as exc:
+            run.error = _as_os_error(exc)
+    _close(run)
+    if run.files is None or run.error is not None:
+        return Finished(error=run.error)
+    written = {kind: run.files.written(kind) for kind in run.handles}
+    points = run.files.splitter.points if run.files.splitter is not None else 0
+    return Finished(written, points)
+
+
+def _close(run: _ChildRun) -> None:
+    _wait_hint(run)
+    if run.files is not None:
+        run.files.discard()
+    for fh in run.handles.values():
+        with contextlib.suppress(OSError):
+            fh.close()
+
+
+def _as_os_error(exc: Exception) -> OSError:
+    """An error the parent can unpickle and report as the output's (`sinks.writing_to`)."""
+    if isinstance(exc, OSError):
+        return OSError(exc.errno, exc.strerror or str(exc))
+    return OSError(f"{type(exc).__name__}: {exc}")
+
+
+def main() -> None:
+    # The parent handles ^C, SIGTERM and SIGHUP (`stopsignals`: it finishes or aborts its
+    # runs, then closes the pipe), which reach the whole process group: the child ends
+    # when the pipe does, never halfway through a run's write.
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    answers = sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but answers on the pipe
+    serve(sys.stdin.buffer, answers)
+
+
+if __name__ == "__main__":
+    # As the module, not `__main__`: the answers' classes must unpickle by their names.
+    from harvester.writechild import main as module_main
+
+    module_main()
