@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import pickle
 import subprocess
 import sys
@@ -52,6 +53,10 @@ PIPE_SIZE = 1 << 20
 #: large, in waits of 10-60 ms). As much as two big batches held before, no more: the
 #: channel before the writer holds more (6 MiB cost medium's peak ~10 MB).
 QUEUED_BYTES = 4 << 20
+#: Bytes the pipe's thread takes from the queue at once, written in one system call.
+FEED_BYTES = 2 << 20
+#: Pieces of one `writev` (Linux's IOV_MAX).
+IOV_MAX = 1024
 #: The child's write buffer of a points file: its lines come a serie at a time (~60 KB),
 #: which a smaller buffer writes through without copying; each run open holds its own.
 POINTS_BUFFER = 1 << 14
@@ -120,18 +125,22 @@ class WriterProcess:
         self._queued += len(request.data) if request is not None else 0
         self._room.notify_all()
 
-    def _next(self) -> _Request | None:
+    def _take(self) -> list[_Request | None]:
+        """The requests queued, up to `FEED_BYTES` (at least one): their bytes make room."""
         with self._room:
             while not self._queue:
                 self._room.wait()
-            return self._queue[0]
-
-    def _done(self, request: _Request) -> None:
-        """`request` is in the pipe (or dropped): its bytes make room."""
-        with self._room:
-            self._queue.popleft()
-            self._queued -= len(request.data)
+            taken: list[_Request | None] = []
+            size = 0
+            while self._queue and size < FEED_BYTES:
+                request = self._queue.popleft()
+                taken.append(request)
+                if request is None:
+                    break
+                size += len(request.data)
+            self._queued -= size
             self._room.notify_all()
+            return taken
 
     def ask(self, request: _Request) -> Any:
         """Send `request` and wait for its answer (after every request queued before it)."""
@@ -144,26 +153,34 @@ class WriterProcess:
             raise self.failed
 
     def _feed(self) -> None:
-        while (request := self._next()) is not None:
-            try:
-                self._put(request)
-            finally:
-                self._done(request)
+        while True:
+            taken = self._take()
+            requests = [r for r in taken if r is not None]
+            if requests:
+                self._put(requests)
+            if len(requests) < len(taken):
+                break
         with contextlib.suppress(OSError):
             self._pipe.close()
 
-    def _put(self, request: _Request) -> None:
-        """Into the pipe, unless the child is gone (then a request waiting for an answer
-        is told so)."""
-        if request.answer is not None and not self._expect(request.answer):
-            return
+    def _put(self, requests: list[_Request]) -> None:
+        """Into the pipe in one system call, unless the child is gone (then each request
+        waiting for an answer is told so). One call, not one a request: this thread takes
+        the GIL back after each, which can wait for the event loop's turn (a 2 MB answer
+        parsed, ~20 ms) while the child reads what the pipe holds (1 MiB, a few ms of its
+        work) and then waits too."""
+        pieces: list[bytes] = []
+        for request in requests:
+            if request.answer is not None and not self._expect(request.answer):
+                continue  # told: the child is gone, and nothing is written below
+            header = (request.op, request.run_id, request.args, len(request.data))
+            pieces.append(pickle.dumps(header))
+            if request.data:
+                pieces.append(request.data)
         if self.failed is not None:
             return
         try:
-            header = (request.op, request.run_id, request.args, len(request.data))
-            pickle.dump(header, self._pipe)
-            self._pipe.write(request.data)
-            self._pipe.flush()
+            _write_all(self._pipe.fileno(), pieces)
         except OSError as exc:
             self.failed = OSError(exc.errno, f"the writer process stopped: {exc}")
 
@@ -269,6 +286,24 @@ class ChildRunFiles:
 
     def counts(self, counts: Mapping[str, int]) -> dict[str, Counter[str]]:
         return file_counts(self._kinds, self._done.points, counts)
+
+
+def _write_all(fd: int, pieces: list[bytes]) -> None:
+    """Every byte of `pieces` into `fd`, in as few system calls as the system allows."""
+    if not hasattr(os, "writev"):  # pragma: no cover (Windows)
+        with open(fd, "wb", closefd=False) as out:
+            out.write(b"".join(pieces))
+        return
+    left: list[bytes | memoryview] = list(pieces)
+    while left:
+        done = os.writev(fd, left[:IOV_MAX])
+        first = 0
+        while first < len(left) and done >= len(left[first]):
+            done -= len(left[first])
+            first += 1
+        left = left[first:]
+        if done:  # a piece written in part (interrupted by a signal)
+            left[0] = memoryview(left[0])[done:]
 
 
 def _grow_pipe(pipe: IO[bytes]) -> None:

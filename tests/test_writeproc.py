@@ -244,3 +244,54 @@ def test_a_points_harvest_into_a_directory_starts_its_writer_process_first(
     finally:
         child.close()
         again.close()
+
+
+def test_the_requests_queued_go_into_the_pipe_in_one_system_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the pipe is full, requests pile up in the queue; the pipe's thread then
+    writes them all with one `writev`, not one write each: each call gives the GIL back
+    and takes it again, and the child starves while the event loop holds it."""
+    calls: list[int] = []
+    writev = os.writev
+
+    def counted(fd: int, pieces: list[bytes]) -> int:
+        calls.append(len(pieces))
+        return writev(fd, pieces)
+
+    monkeypatch.setattr(writeproc.os, "writev", counted)
+    child = WriterProcess()
+    try:
+        files = ChildRunFiles(child, 1, "points", "none", None, temp_paths(tmp_path, 1))
+        files.finish()  # the child is up
+        files = ChildRunFiles(child, 2, "points", "none", None, temp_paths(tmp_path, 2))
+        child._proc.send_signal(signal.SIGSTOP)  # the child reads nothing more
+        small = run_lines(2)[0]
+        files.write(small * (writeproc.PIPE_SIZE // len(small) + 1))  # more than the pipe holds
+        while child._queue:  # the pipe's thread took it, and waits for the child
+            time.sleep(0.01)
+        for _ in range(20):  # queued behind the big one, which waits for the child
+            files.write(small)
+        child._proc.send_signal(signal.SIGCONT)
+        files.finish()
+        assert max(calls) >= 2 * 20  # a header and the data of each, in one call
+        lines = writeproc.PIPE_SIZE // len(small) + 1 + 20
+        assert (tmp_path / "2.meta.ndjson").read_bytes() == small * lines
+    finally:
+        child._proc.send_signal(signal.SIGCONT)
+        child.close()
+
+
+def test_every_byte_goes_into_the_pipe_when_a_call_writes_only_part(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A signal can end a `writev` part-way: the rest follows, in order."""
+    writev = os.writev
+    monkeypatch.setattr(writeproc.os, "writev", lambda fd, pieces: writev(fd, [pieces[0][:3]]))
+    read, write = os.pipe()
+    try:
+        writeproc._write_all(write, [b"header", b"", b"the data"])
+        os.close(write)
+        assert os.read(read, 100) == b"headerthe data"
+    finally:
+        os.close(read)
