@@ -259,7 +259,7 @@ def test_the_requests_queued_go_into_the_pipe_in_one_system_call(
         calls.append(len(pieces))
         return writev(fd, pieces)
 
-    monkeypatch.setattr(writeproc.os, "writev", counted)
+    monkeypatch.setattr(os, "writev", counted)
     child = WriterProcess()
     try:
         files = ChildRunFiles(child, 1, "points", "none", None, temp_paths(tmp_path, 1))
@@ -287,7 +287,7 @@ def test_every_byte_goes_into_the_pipe_when_a_call_writes_only_part(
 ) -> None:
     """A signal can end a `writev` part-way: the rest follows, in order."""
     writev = os.writev
-    monkeypatch.setattr(writeproc.os, "writev", lambda fd, pieces: writev(fd, [pieces[0][:3]]))
+    monkeypatch.setattr(os, "writev", lambda fd, pieces: writev(fd, [pieces[0][:3]]))
     read, write = os.pipe()
     try:
         writeproc._write_all(write, [b"header", b"", b"the data"])
