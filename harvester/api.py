@@ -14,6 +14,7 @@ from urllib.parse import quote, urlencode
 import anyio
 from yarl import URL
 
+from .answers import SeriesAnswer, series_answer
 from .batching import series_query
 from .transport import Transport
 
@@ -55,11 +56,12 @@ class CloudApi:
         url = self.transport.url(f"{V2}/metrics", f"test_run_id={run_id}")
         return _list_of(await self.transport.get("metrics", url, ("k6-metrics",)), "k6-metrics")
 
-    async def series(self, url: URL, method: str | None) -> list[JsonObject]:
-        """One batch of series; build `url` with `series_url` (the batcher measures it)."""
-        series = _list_of(await self.transport.get("series", url, ("k6-serie",)), "k6-serie")
+    async def series(self, url: URL, method: str | None) -> SeriesAnswer:
+        """One batch of series, each as the API sent it (`answers.series_answer`); build
+        `url` with `series_url` (the batcher measures it)."""
+        answer: SeriesAnswer = await self.transport.get("series", url, parse=series_answer)
         self.methods_answered.add(method)
-        return series
+        return answer
 
     async def thresholds(self, run_id: int) -> tuple[list[JsonObject], list[JsonObject]]:
         url = self.transport.url(f"{V2}/thresholds", f"test_run_id={run_id}")

@@ -1,7 +1,8 @@
 """The output format: one JSON object a line, and the messages that carry lines to the writer.
 
 Every line is `{"type": T, "test_run_id": N, "data": OBJ}` with OBJ the API's object
-unchanged. Each line is serialised once, here, with orjson.
+unchanged. Each line is serialised once, here, with orjson; a v2 serie's `data` is the
+text the API sent (`encode_texts`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import orjson
 
 #: Record types, in the order they appear in a run's file.
@@ -41,6 +43,20 @@ def encode(kind: str, run_id: int, items: Iterable[Any]) -> bytes:
     write = out.write
     for item in items:
         write(dumps({"type": kind, "test_run_id": run_id, "data": item}, option=newline))
+    return out.getvalue()
+
+
+def encode_texts(kind: str, run_id: int, texts: Iterable[bytes | msgspec.Raw]) -> bytes:
+    """Lines for objects given as their JSON text (one line each: no line break in it),
+    each as `encode` writes it but its `data` the text unchanged: a serie as the API sent
+    it (`answers.series_answer`), never parsed nor encoded again."""
+    head = orjson.dumps({"type": kind, "test_run_id": run_id, "data": None})[: -len(b"null}")]
+    out = io.BytesIO()
+    write = out.write
+    for text in texts:
+        write(head)
+        write(text)
+        write(b"}\n")
     return out.getvalue()
 
 

@@ -22,7 +22,7 @@ from .api import CloudApi, JsonObject
 from .batching import PROBE_IDS, SeriesBatcher
 from .errors import ApiStatusError, MethodRefused, RequestRefused, UrlTooLong
 from .methods import DEFAULT_METHOD
-from .records import Lines, Message, encode
+from .records import Lines, Message, encode, encode_texts
 from .tables import plural
 
 
@@ -61,8 +61,11 @@ class RunHarvest:
         """The records' lines, counted; None when there are none."""
         if not items:
             return None
-        self.counts[kind] += len(items)
-        return Lines(self.run_id, encode(kind, self.run_id, items), Counter({kind: len(items)}))
+        return self._lines(kind, len(items), encode(kind, self.run_id, items))
+
+    def _lines(self, kind: str, count: int, data: bytes) -> Lines:
+        self.counts[kind] += count
+        return Lines(self.run_id, data, Counter({kind: count}))
 
     async def deliver(self, lines: Lines) -> None:
         """Hand lines to the writer; waits only while the channel is full."""
@@ -188,15 +191,16 @@ class RunHarvest:
             return None
         try:
             async with self._slots:
-                series = await self.api.series(url, method)
-                asked.returned.update(str(s.get("metric_id")) for s in series)
-                self._measure(series)
-                lines = self.encode("series", series)
-                # The parsed answer is ~5x its body in objects: free it before we may wait
+                answer = await self.api.series(url, method)
+                asked.returned.update(answer.metric_ids)
+                self._measure(answer.points)
+                count = len(answer.texts)
+                data = encode_texts("series", self.run_id, answer.texts)
+                # The answer's series are views into its body: free it before we may wait
                 # on a full channel, so a slow disk or pipe costs encoded bytes only.
-                del series
-                if lines is not None:
-                    await self.deliver(lines)
+                del answer
+                if count:
+                    await self.deliver(self._lines("series", count, data))
         except UrlTooLong:
             if len(ids) == 1:
                 raise
@@ -208,11 +212,11 @@ class RunHarvest:
             return exc
         return None
 
-    def _measure(self, series: list[JsonObject]) -> None:
-        """Learn how many points this run's series hold (and tell later runs)."""
-        points = [len(s["values"]) for s in series if isinstance(s.get("values"), list)]
-        if points:
-            self._batcher.learn_points(max(points))
+    def _measure(self, points: int | None) -> None:
+        """Learn how many points this run's series hold, from the longest of an answer (and
+        tell later runs)."""
+        if points is not None:
+            self._batcher.learn_points(points)
             self.api.serie_points = self._batcher.points_per_serie
 
     async def _bisect(self, ids: list[str], refusal: ApiStatusError, asked: _Asked) -> None:

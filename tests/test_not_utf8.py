@@ -21,7 +21,8 @@ LATIN1 = "answer is not UTF-8 (byte 0xe9 at offset "
 
 
 @pytest.mark.parametrize(
-    ("api", "endpoint"), [("v2", "thresholds"), ("v2", "metrics"), ("v6", "v5_metrics")]
+    ("api", "endpoint"),
+    [("v2", "thresholds"), ("v2", "metrics"), ("v2", "series"), ("v6", "v5_metrics")],
 )
 async def test_an_answer_in_latin1_fails_its_run_once_asked_naming_the_encoding(
     simulator: Simulator, tmp_path: Path, api: str, endpoint: str
