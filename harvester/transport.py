@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
@@ -298,7 +299,8 @@ class Transport:
                     proxy=self._proxy(target),
                     timeout=self._timeout_until(ends),
                 ) as resp:
-                    body = await read_capped(resp, self._max_answer, endpoint, short_url(url))
+                    where = partial(short_url, url)  # made for an error only
+                    body = await read_capped(resp, self._max_answer, endpoint, where)
                     if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                         target = self._follow(target, resp.headers["Location"])
                         continue
@@ -343,6 +345,7 @@ class Transport:
         into.seek(0)
         into.truncate()
         shown = file_where(url)
+        where = partial(file_where, url)
         async with self._slots:
             await self.gate.acquire()
             with errors_made_ours(FILE_ENDPOINT, url, file_where, deadline=self._deadline):
@@ -355,11 +358,11 @@ class Transport:
                 ) as resp:
                     self.stats.requests[(FILE_ENDPOINT, resp.status)] += 1
                     if not 200 <= resp.status < 300:
-                        body = await read_capped(resp, self._max_answer, FILE_ENDPOINT, shown)
+                        body = await read_capped(resp, self._max_answer, FILE_ENDPOINT, where)
                         raise download_error(resp.status, body, resp.headers, shown)
                     # Capped as an API answer is: a file without end fills no disk.
                     size = await copy_capped(
-                        resp, into.write, self._max_answer, FILE_ENDPOINT, shown
+                        resp, into.write, self._max_answer, FILE_ENDPOINT, where
                     )
         self.stats.bytes_received += size
         return size

@@ -30,7 +30,9 @@ MAX_REDIRECTS = 3
 MB = 1 << 20
 
 
-async def read_capped(resp: aiohttp.ClientResponse, cap: int, endpoint: str, where: str) -> bytes:
+async def read_capped(
+    resp: aiohttp.ClientResponse, cap: int, endpoint: str, where: Callable[[], str]
+) -> bytes:
     """The whole body (decompressed), or `AnswerTooLarge` as soon as it passes `cap` bytes
     (`copy_capped`)."""
     chunks: list[bytes] = []
@@ -43,13 +45,14 @@ async def copy_capped(
     write: Callable[[bytes], object],
     cap: int,
     endpoint: str,
-    where: str,
+    where: Callable[[], str],
 ) -> int:
     """Each chunk of the body to `write`, and their size; `AnswerTooLarge` as soon as it
-    passes `cap` bytes: what is left is not read (the connection is closed, not drained).
-    A Content-Length over the cap is refused before the first byte; it cannot be trusted
-    to be all, since a compressed body grows when read, so the bytes are counted as they
-    come. An API answer and a downloaded file (a CSV export) alike."""
+        passes `cap` bytes: what is left is not read (the connection is closed, not drained).
+        A Content-Length over the cap is refused before the first byte; it cannot be trusted
+        to be all, since a compressed body grows when read, so the bytes are counted as they
+        come. An API answer and a downloaded file (a CSV export) alike. `where()` names the
+    request, made for an error only (a series URL's ids are parsed to be counted)."""
     declared = resp.content_length
     if declared is not None and declared > cap:
         raise too_large(cap, endpoint, where, f"it says {declared:,} bytes")
@@ -62,11 +65,11 @@ async def copy_capped(
     return size
 
 
-def too_large(cap: int, endpoint: str, where: str, detail: str) -> AnswerTooLarge:
+def too_large(cap: int, endpoint: str, where: Callable[[], str], detail: str) -> AnswerTooLarge:
     return AnswerTooLarge(
         f"{endpoint}: answer larger than {cap // MB} MB ({detail}); raise --max-answer-size "
         "if the API's answers are really that big",
-        url=where,
+        url=where(),
     )
 
 
