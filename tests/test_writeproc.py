@@ -246,6 +246,19 @@ def test_a_points_harvest_into_a_directory_starts_its_writer_process_first(
         again.close()
 
 
+def stalled(child: WriterProcess, tmp_path: Path, big: bytes) -> ChildRunFiles:
+    """Run 2 open on a child that reads nothing more, `big` written to it: in the pipe's
+    thread's hands, which wait for the child (send SIGCONT to go on)."""
+    files = ChildRunFiles(child, 1, "points", "none", None, temp_paths(tmp_path, 1))
+    files.finish()  # the child is up
+    files = ChildRunFiles(child, 2, "points", "none", None, temp_paths(tmp_path, 2))
+    child._proc.send_signal(signal.SIGSTOP)
+    files.write(big)  # alone (more than the pipe holds)
+    while child._queue:  # the pipe's thread took it
+        time.sleep(0.01)
+    return files
+
+
 def test_the_requests_queued_go_into_the_pipe_in_one_system_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -262,14 +275,8 @@ def test_the_requests_queued_go_into_the_pipe_in_one_system_call(
     monkeypatch.setattr(os, "writev", counted)
     child = WriterProcess()
     try:
-        files = ChildRunFiles(child, 1, "points", "none", None, temp_paths(tmp_path, 1))
-        files.finish()  # the child is up
-        files = ChildRunFiles(child, 2, "points", "none", None, temp_paths(tmp_path, 2))
-        child._proc.send_signal(signal.SIGSTOP)  # the child reads nothing more
         small = run_lines(2)[0]
-        files.write(small * (writeproc.PIPE_SIZE // len(small) + 1))  # more than the pipe holds
-        while child._queue:  # the pipe's thread took it, and waits for the child
-            time.sleep(0.01)
+        files = stalled(child, tmp_path, small * (writeproc.PIPE_SIZE // len(small) + 1))
         for _ in range(20):  # queued behind the big one, which waits for the child
             files.write(small)
         child._proc.send_signal(signal.SIGCONT)
@@ -295,3 +302,27 @@ def test_every_byte_goes_into_the_pipe_when_a_call_writes_only_part(
         assert os.read(read, 100) == b"headerthe data"
     finally:
         os.close(read)
+
+
+def test_a_request_without_lines_never_waits_for_room(tmp_path: Path) -> None:
+    """A run's open, finish and discard carry no lines: they take no room in the queue,
+    so the event loop may send them (an aborted run's discard) even while the queue holds more
+    than its bound (a batch larger than it goes alone)."""
+    child = WriterProcess()
+    try:
+        small = run_lines(2)[0]
+        huge = small * (writeproc.QUEUED_BYTES // len(small) + 1)  # more than the bound
+        files = stalled(child, tmp_path, huge)
+        files.write_nowait(huge)  # queued too if the one in the pipe took no room
+        paths = temp_paths(tmp_path, 3)
+        opened = threading.Event()
+
+        def open_another() -> None:
+            ChildRunFiles(child, 3, "points", "none", None, paths)
+            opened.set()
+
+        threading.Thread(target=open_another, daemon=True).start()
+        assert opened.wait(5)
+    finally:
+        child._proc.send_signal(signal.SIGCONT)
+        child.close()
