@@ -48,10 +48,10 @@ async def copy_capped(
     where: Callable[[], str],
 ) -> int:
     """Each chunk of the body to `write`, and their size; `AnswerTooLarge` as soon as it
-        passes `cap` bytes: what is left is not read (the connection is closed, not drained).
-        A Content-Length over the cap is refused before the first byte; it cannot be trusted
-        to be all, since a compressed body grows when read, so the bytes are counted as they
-        come. An API answer and a downloaded file (a CSV export) alike. `where()` names the
+    passes `cap` bytes: what is left is not read (the connection is closed, not drained).
+    A Content-Length over the cap is refused before the first byte; it cannot be trusted
+    to be all, since a compressed body grows when read, so the bytes are counted as they
+    come. An API answer and a downloaded file (a CSV export) alike. `where()` names the
     request, made for an error only (a series URL's ids are parsed to be counted)."""
     declared = resp.content_length
     if declared is not None and declared > cap:
