@@ -120,6 +120,10 @@ class ParquetPoints:
         from pyarrow._parquet import ParquetWriter
 
         self._schema = _written_schema()
+        #: A v2 serie's shared columns, converted, by (metric id, method); valid while
+        #: the splitter knows the same metrics and run (`_v2_row`).
+        self._v2_rows: dict[tuple[Any, Any], tuple[Any, ...]] = {}
+        self._v2_known: tuple[int, Any, Any] = (0, None, None)
         self._writer = ParquetWriter(
             sink,
             self._schema,
@@ -134,7 +138,7 @@ class ParquetPoints:
 
     def _start(self) -> None:
         self._rows = 0
-        self._heads: list[dict[str, Any]] = []  # one per serie of the group
+        self._heads: list[tuple[Any, ...]] = []  # one per serie of the group (`_row`)
         self._counts: list[int] = []  # each serie's rows
         self._serie_of_row = array("i")  # the index in `_heads` of each row's serie (int32)
         self._csv = bytearray()  # `time,value` lines of the plain series not yet parsed
@@ -145,7 +149,7 @@ class ParquetPoints:
             self.flush()  # groups of whole series, unless one alone is longer
         if not serie.count:
             return
-        self._hold(serie.head, serie.count)
+        self._hold(_row(serie.head), serie.count)
         if serie.pairs is None:
             self._csv += serie.csv()
         else:
@@ -179,7 +183,7 @@ class ParquetPoints:
                 hand_on(start)
                 self.flush()  # as `add`: groups of whole series
             if end > start:
-                self._hold(splitter.v2_head(metric_id, method), end - start)
+                self._hold(self._v2_row(splitter, metric_id, method), end - start)
                 splitter.points += end - start
             if self._rows >= ROW_GROUP:
                 hand_on(end)
@@ -187,10 +191,23 @@ class ParquetPoints:
         hand_on(offsets[-1])
         return True
 
-    def _hold(self, head: dict[str, Any], count: int) -> None:
+    def _v2_row(self, splitter: PointsSplitter, metric_id: Any, method: Any) -> tuple[Any, ...]:
+        """`_row` of a v2 serie's head, made once per metric and method of the run (a
+        serie's conversions, once per row group, were a tenth of the writer's CPU); made
+        again once the splitter has learnt of more metrics or of the run."""
+        known = (len(splitter.metrics), splitter.test_id, splitter.project_id)
+        if known != self._v2_known:
+            self._v2_rows.clear()
+            self._v2_known = known
+        row = self._v2_rows.get((metric_id, method))
+        if row is None:
+            row = self._v2_rows[metric_id, method] = _row(splitter.v2_head(metric_id, method))
+        return row
+
+    def _hold(self, row: tuple[Any, ...], count: int) -> None:
         """A serie's rows joining the group (its times and values go to `_chunks`)."""
         self._serie_of_row += array("i", [len(self._heads)]) * count
-        self._heads.append(head)
+        self._heads.append(row)
         self._counts.append(count)
         self._rows += count
 
@@ -206,7 +223,8 @@ class ParquetPoints:
         self._parse_csv()
         if not self._rows:
             return
-        columns = [self._shared(f.name, f.type) for f in self._schema if f.name in SHARED]
+        shared = [f for f in self._schema if f.name in SHARED]
+        columns = [self._shared(SHARED.index(f.name), f.type) for f in shared]
         columns.append(pa.chunked_array([times for times, _ in self._chunks], _time_type()))
         columns.append(pa.chunked_array([values for _, values in self._chunks], pa.float64()))
         table = pa.Table.from_arrays(columns, schema=self._schema)
@@ -214,16 +232,18 @@ class ParquetPoints:
         self._start()
         pa.default_memory_pool().release_unused()  # malloc_trim: see __init__
 
-    def _shared(self, name: str, kind: Any) -> Any:
-        """A shared column of the group, dictionary-encoded: each distinct entry of its
-        series once, each row the index of its serie's (null for none). Built without
-        Arrow's compute functions (`take`...): `pyarrow.compute` costs 12 MB resident."""
+    def _shared(self, index: int, kind: Any) -> Any:
+        """A shared column of the group (the `index`th), dictionary-encoded: each distinct
+        entry of its series once, each row the index of its serie's (null for none). Built
+        without Arrow's compute functions (`take`...): `pyarrow.compute` costs 12 MB
+        resident."""
         import pyarrow as pa
 
-        convert = _int if name in IDS else _tags if name == "tags" else _text
         known: dict[Any, int] = {}
-        entries = [convert(head[name]) for head in self._heads]
+        entries = [row[index] for row in self._heads]
         codes = [-1 if e is None else known.setdefault(e, len(known)) for e in entries]
+        if not known:  # none for all, as a run's test_id without its run record
+            return pa.nulls(self._rows, kind)
         dictionary = pa.array(list(known), kind.value_type)
         if len(known) == len(codes) and -1 not in codes:  # a serie each: its own index
             indices = self._serie_of_row
@@ -233,7 +253,7 @@ class ParquetPoints:
             indices = array("i")
             for code, count in zip(codes, self._counts, strict=True):
                 indices += array("i", [code]) * count
-            if -1 in codes:  # rare (a serie without its metric): nulls by Python
+            if -1 in codes:  # rare (a serie without its metric among others): by Python
                 nulls = pa.array([None if i < 0 else i for i in indices], pa.int32())
                 return pa.DictionaryArray.from_arrays(nulls, dictionary)
         rows = pa.Array.from_buffers(pa.int32(), self._rows, [None, pa.py_buffer(indices)])
@@ -327,6 +347,18 @@ def _converted(pairs: list[tuple[Any, Any]]) -> tuple[Any, Any]:
 
     times = pa.array([utc_moment(time) for time, _ in pairs], _time_type())
     return times, pa.array([_float(value) for _, value in pairs], pa.float64())
+
+
+def _row(head: dict[str, Any]) -> tuple[Any, ...]:
+    """A serie's shared columns (`SHARED`, in order) as the file holds them."""
+    return tuple(
+        _int(head[name])
+        if name in IDS
+        else _tags(head[name])
+        if name == "tags"
+        else _text(head[name])
+        for name in SHARED
+    )
 
 
 def _int(value: Any) -> int | None:
