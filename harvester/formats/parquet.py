@@ -230,7 +230,6 @@ class ParquetPoints:
         table = pa.Table.from_arrays(columns, schema=self._schema)
         self._writer.write_table(table, row_group_size=ROW_GROUP)
         self._start()
-        pa.default_memory_pool().release_unused()  # malloc_trim: see __init__
 
     def _shared(self, index: int, kind: Any) -> Any:
         """A shared column of the group (the `index`th), dictionary-encoded: each distinct
@@ -260,8 +259,14 @@ class ParquetPoints:
         return pa.DictionaryArray.from_arrays(rows, dictionary)
 
     def close(self) -> None:
+        import pyarrow as pa
+
         self.flush()
         self._writer.close()
+        # malloc_trim (see __init__) once a run, not after each row group: what a group
+        # freed the next one takes again, and each trim had it faulted in afresh (large
+        # harvest: the writer process's CPU 4.93-5.02 -> 4.54 s, ~2 MB more resident).
+        pa.default_memory_pool().release_unused()
 
 
 def _time_type() -> Any:
