@@ -154,11 +154,20 @@ class _SeriesDoc(msgspec.Struct):
     series: list[msgspec.Raw] = msgspec.field(name="k6-serie")
 
 
+class _Point(msgspec.Struct):
+    """A point's value, read only to be proved a number a double holds (or null): text
+    kept as sent is copied as it is into the points and Parquet files, whose values are
+    finite numbers (`formats.pointvalue`). `1e999`, a string, `true` fail here, and the
+    answer is then read as any answer is (orjson refuses `1e999`, as before)."""
+
+    value: float | None = None
+
+
 class _Serie(msgspec.Struct):
     """What the harvester reads of a serie; the rest is skipped (still checked to be JSON)."""
 
     metric_id: Any = None
-    values: list[msgspec.Raw] | None = None
+    values: list[_Point] | None = None
 
 
 _SERIES_DOC = msgspec.json.Decoder(_SeriesDoc)
@@ -205,7 +214,7 @@ def _as_sent(body: bytes) -> SeriesAnswer | None:
     as `scan` does), and a serie's text becomes a line, so it must hold no line break
     (JSON allows them between tokens: such an answer is encoded again). One thing orjson
     refuses passes: a number past a double's range (`1e999`) in a field not read here,
-    kept as the API wrote it."""
+    kept as the API wrote it (a point's value is read: `_Point`)."""
     if b"\n" in body or b"\r" in body:
         return None
     try:

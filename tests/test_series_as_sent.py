@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from harvester.answers import series_answer
-from harvester.errors import MalformedAnswer, UnusableAnswer
+from harvester.errors import MalformedAnswer, TruncatedBody, UnusableAnswer
 from tests.harvest_helpers import serve
 from tests.test_transport import harvest_one
 
@@ -113,3 +113,18 @@ def test_an_answer_not_utf8_or_without_its_list_is_refused_as_any_answer() -> No
             series_answer(b'{"k6-serie":[' + serie + b"]}", 200, "series", where)
     with pytest.raises(MalformedAnswer, match="without its 'k6-serie' list"):
         series_answer(b'{"detail":"glitch"}', 200, "series", where)
+
+
+def test_a_value_past_a_doubles_range_is_refused_as_before() -> None:
+    # Copied as sent into a points file, `1e999` would break its rule (a finite number
+    # or null): the answer is read as any answer is; orjson refuses it (retried as cut).
+    body = b'{"k6-serie":[{"metric_id":"a","values":[{"timestamp":"t","value":1e999}]}]}'
+    with pytest.raises(TruncatedBody):
+        series_answer(body, 200, "series", where)
+
+
+def test_a_value_that_is_no_number_makes_the_serie_encoded_again() -> None:
+    serie = b'{"metric_id":"a","values":[{"timestamp":"t","value":"1.5"}]}'
+    answer = series_answer(b'{"k6-serie":[' + serie + b"]}", 200, "series", where)
+    assert [bytes(text) for text in answer.texts] == [orjson.dumps(orjson.loads(serie))]
+    assert answer.texts[0] is not serie and answer.points == 1
