@@ -27,7 +27,7 @@ from yarl import URL
 from .api import V2, CloudApi, JsonObject
 from .compression import published_run
 from .errors import ApiStatusError, HarvesterError, OutputError
-from .layout import Places
+from .layout import Places, make_dirs
 from .outdir import create_temp, discard, publish
 from .retry import RetryPolicy
 from .sinks import FILE_MODE, current_umask, fsync_directory, writing_to
@@ -157,9 +157,12 @@ class CsvExporter:
     @contextlib.contextmanager
     def _temporary(self, run_id: int) -> Iterator[tuple[BinaryIO, Path]]:
         """A temporary file of this writer only (`outdir.create_temp`: unique, flocked while
-        open, so no other job's cleanup removes it), removed unless published."""
+        open, so no other job's cleanup removes it), removed unless published. The run's
+        directory is made here too: the export runs beside the run's fetch, and may be
+        ready before the writer has opened the run (--layout date)."""
         where = self.places.directory(run_id)
         with writing_to(where):
+            make_dirs(self.places.root, self.places.relative(run_id))
             fd, temp = create_temp(where, run_id, "csv")
         os.fchmod(fd, self.file_mode)
         try:

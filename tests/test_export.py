@@ -24,6 +24,7 @@ from harvester.api import CloudApi
 from harvester.config import load_settings
 from harvester.export import CsvExporter
 from harvester.job import harvest_job
+from harvester.layout import Places
 from harvester.ratelimit import RateGate
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.exports import EXPORT_DONE, EXPORT_IN_PROGRESS
@@ -406,3 +407,20 @@ async def test_leftovers_of_a_download_cut_by_a_crash_are_removed_by_the_next_jo
     result = await harvest_job(settings, targets(simulator.cloud)[:1])
     assert not result.report.failed and not leftover.exists()
     assert (tmp_path / f"{RUN_A}.csv").exists()
+
+
+async def test_an_export_ready_before_its_run_is_opened_makes_the_runs_directory(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    # The export runs beside the run's fetch: a busy writer may not have opened the run
+    # (and made its day directory) when the download begins.
+    settings = settings_for(simulator, tmp_path, export_csv=True, layout="date")
+    run = simulator.cloud.runs[RUN_A].run
+    places = Places("date", tmp_path)
+    day = tmp_path / places.decide(RUN_A, run)
+    async with Transport(
+        settings, gate=RateGate.for_settings(settings), stats=HarvestStats()
+    ) as transport:
+        exporter = CsvExporter(CloudApi(transport), tmp_path, timeout=5, places=places)
+        exported = await exporter.export(RUN_A)
+    assert exported.path.parent == day and exported.path.exists()
