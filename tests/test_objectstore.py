@@ -361,3 +361,22 @@ def test_force_with_another_layout_leaves_each_run_once_in_the_archive(s3cli: S3
     ):
         assert s3cli.main([*s3cli.args(out, *RUNS), *flags])[0] == 0
         assert sorted(s3cli.s3.objects(s3cli.bucket)) == keys, flags
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "verified"), [("http://127.0.0.1:9", False), ("https://127.0.0.1:9", True)]
+)
+async def test_tls_is_verified_except_on_a_plain_http_endpoint(
+    endpoint: str, verified: bool
+) -> None:
+    """Over http there is no certificate to check (and no CA bundle is loaded for it);
+    over https the store's certificate is always verified."""
+    from harvester.config import load_settings
+    from harvester.objectstore.store import Store
+
+    store = Store(load_settings({"out": "s3://b/p/", "s3_endpoint_url": endpoint, "token": "t"}))
+    await store.open(check=False)  # (no request: nothing listens there)
+    try:
+        assert bool(store._client._endpoint.http_session._verify) is verified
+    finally:
+        await store.close()

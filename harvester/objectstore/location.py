@@ -68,3 +68,8 @@ def endpoint_url(settings: Settings) -> str | None:
             "or pass --allow-insecure if you really mean it"
         )
     return url
+
+
+def is_plain_http(endpoint: str | None) -> bool:
+    """Whether `endpoint` is reached over plain http (no TLS: nothing to verify)."""
+    return endpoint is not None and urlsplit(endpoint).scheme == "http"

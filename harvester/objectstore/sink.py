@@ -47,7 +47,7 @@ from .leases import Lease, RunUpload, is_live, run_uploads, stale_uploads
 from .listing import run_of_key, stored_runs
 from .parts import PART_SIZE, PARTS_IN_FLIGHT, PartBuffer, Upload, size_of
 from .spool import Spool
-from .store import Store
+from .store import Store, refused_if_failing
 
 #: Seconds the job's last requests (aborts, the lease's removal) may take at its end.
 CLEANUP_TIMEOUT = 30.0
@@ -124,7 +124,7 @@ class ObjectSink:
             self._spool.remove_abandoned()
             self.spool = self._spool.path
         try:
-            await self.store.open()
+            await self.store.open(check=False)  # the bucket checked by `survey`'s listings
         except BaseException:
             self._close_spool()
             raise
@@ -193,7 +193,9 @@ class ObjectSink:
     async def survey(self, run_ids: Iterable[int]) -> set[int]:
         """Which of `run_ids` are archived (`archived`); the incomplete uploads of the
         others' objects that no live job owns are aborted (a job killed mid-upload left
-        them: invisible, but billed). The objects and the uploads are listed at once."""
+        them: invisible, but billed). The objects and the uploads are listed at once, and
+        are the job's bucket check: what fails there is `StoreRefused` (one line, exit 2),
+        before any run is fetched."""
         wanted = set(run_ids)
         uploads: list[RunUpload] = []
         stored: set[int] = set()
@@ -204,7 +206,8 @@ class ObjectSink:
         async def list_objects() -> None:
             stored.update(await self.archived(wanted))
 
-        await each(lambda listing: listing(), [list_uploads, list_objects])
+        listings = each(lambda listing: listing(), [list_uploads, list_objects])
+        await refused_if_failing(listings)
         for key, upload_id in await stale_uploads(self.store, uploads, wanted - stored, self.lease):
             await self.store.call("abort_multipart_upload", Key=key, UploadId=upload_id)
         return stored

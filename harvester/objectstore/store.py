@@ -7,7 +7,7 @@ import base64
 import gc
 import io
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -18,7 +18,7 @@ from .. import version
 from ..config import Settings
 from ..errors import ConfigError
 from .failures import StoreError, StoreRefused, failing_as_output_error
-from .location import Location, endpoint_url, parse_location
+from .location import Location, endpoint_url, is_plain_http, parse_location
 
 #: The store's answer when a conditional write finds the object there (or changed).
 PRECONDITION = ("PreconditionFailed", "412")
@@ -41,6 +41,15 @@ async def checksum(body: bytes | io.BytesIO) -> dict[str, str]:
     return {"ChecksumAlgorithm": "CRC32", "ChecksumCRC32": value}
 
 
+async def refused_if_failing(first: Awaitable[Any]) -> Any:
+    """Await a job's first requests: what fails there is the store refusing the job
+    (`StoreRefused`: a missing bucket, refused credentials, an unreachable endpoint)."""
+    try:
+        return await first
+    except StoreError as exc:
+        raise StoreRefused(str(exc)) from None
+
+
 def server_time(answer: dict[str, Any]) -> datetime | None:
     """The store's clock at `answer` (its Date header): leases are judged by it, not ours."""
     date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
@@ -58,7 +67,9 @@ class Store:
         self._client: Any = None
         self._client_cm: Any = None
 
-    async def open(self) -> None:
+    async def open(self, *, check: bool = True) -> None:
+        """Connect; `check`: the bucket checked here (`HeadBucket`), else by the caller's
+        first listing (`ObjectSink.survey`: a request less before the first run)."""
         try:
             from aiobotocore.config import AioConfig
             from aiobotocore.session import get_session
@@ -82,7 +93,12 @@ class Store:
         config = AioConfig(retries=retries, s3=s3, user_agent=agent)
         session = get_session()
         quicken(session.get_component("data_loader"))  # (`models`: quicker and smaller)
-        self._client_cm = session.create_client("s3", endpoint_url=self.endpoint, config=config)
+        # Over http there is no TLS to verify: without `verify=False` aiobotocore still
+        # loads the CA bundle into a context at the first request (~30 ms of CPU, awaited).
+        plain = {"verify": False} if is_plain_http(self.endpoint) else {}
+        self._client_cm = session.create_client(
+            "s3", endpoint_url=self.endpoint, config=config, **plain
+        )
         self._client = await self._client_cm.__aenter__()
         # botocore asks for "Expect: 100-continue" on every body that is a file (each data
         # object and part): the body then waits for the store's go-ahead, a round trip more
@@ -93,13 +109,12 @@ class Store:
         # process: out of the collector's sight, as start-up's are (`cli._run_async`), and
         # left to the process's end rather than torn down one by one (~0.1 s at exit).
         gc.freeze()
-        try:
-            await self.call("head_bucket")
-        except BaseException as exc:
-            await self.close()
-            if isinstance(exc, StoreError):
-                raise StoreRefused(str(exc)) from None
-            raise
+        if check:
+            try:
+                await refused_if_failing(self.call("head_bucket"))
+            except BaseException:
+                await self.close()
+                raise
 
     async def close(self) -> None:
         if self._client_cm is not None:
