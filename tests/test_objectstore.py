@@ -121,7 +121,7 @@ def test_a_large_run_goes_up_in_parts_and_appears_only_whole(s3: S3Server, bucke
             await sink.begin(7)
             for _ in range(count):
                 await sink.write(7, line)
-            await sink._runs[7].uploads["ndjson"].settle()
+            await sink._runs[7].objects.uploads["ndjson"].settle()
             assert s3.objects(bucket, "pre/7") == {}  # parts uploaded, nothing visible
             assert len(s3.uploads(bucket)) == 1
             assert await sink.commit(7) == f"s3://{bucket}/pre/7.ndjson"

@@ -71,7 +71,7 @@ def test_the_store_receives_parts_of_the_part_size_not_of_the_writes(
             await sink.begin(7)
             for _ in range(4):
                 await sink.write(7, chunk)
-            upload = sink._runs[7].uploads["ndjson"]
+            upload = sink._runs[7].objects.uploads["ndjson"]
             await upload.settle()
             listed = s3.client().list_parts(
                 Bucket="parts", Key="pre/7.ndjson", UploadId=upload.upload_id

@@ -1,0 +1,170 @@
+"""A whole run's objects stored in the order that makes its data object the last one
+(`ObjectSink.commit` hands the run here once its parts are sent and its manifest built):
+
+1. the manifest, create-only: it is the run's claim. When another job's manifest is there
+   the run is that job's while its lease is fresh (`leases`), or once its data object
+   exists; either way this job counts the run done and drops its copy. A manifest left
+   by a dead job is replaced (`If-Match` its ETag: of two jobs replacing it, one wins);
+2. the CSV export (`--export-csv`, downloaded into a local spool beforehand);
+3. the other data files (`points.ndjson`, `parquet`);
+4. the file whose presence says the run is archived (`ndjson`, or `meta.ndjson` for
+   points and parquet), create-only (`If-None-Match: *`).
+
+So a run's data object exists only when everything else of the run is stored whole.
+`--force` writes without conditions and removes the run's objects of another format or
+compression (`_remove_others`).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .. import manifest
+from ..compression import CODECS, suffix
+from ..errors import OutputError
+from ..layout import Places
+from ..runfiles import KINDS, codec_for
+from .leases import Lease, is_live
+from .location import Location
+from .parts import PartBuffer, Upload, size_of
+from .store import Store
+
+
+@dataclass(frozen=True)
+class Names:
+    """A run's file names (as in `--out DIR`) and their keys under the prefix."""
+
+    loc: Location
+    places: Places  # --layout date: a run's keys are `<prefix>YYYY/MM/DD/<name>`
+    codec: str
+
+    def name(self, run_id: int, kind: str) -> str:
+        return f"{run_id}{suffix(codec_for(kind, self.codec), kind)}"
+
+    def key(self, run_id: int, name: str) -> str:
+        """The key of the run's file `name`, in the run's directory (--layout)."""
+        return self.loc.prefix + self.places.key(run_id, name)
+
+    def kind_key(self, run_id: int, kind: str) -> str:
+        return self.key(run_id, self.name(run_id, kind))
+
+
+@dataclass
+class RunObjects:
+    """What a run has ready to store: each file's unsent rest, and the uploads begun."""
+
+    buffers: dict[str, PartBuffer]
+    uploads: dict[str, Upload] = field(default_factory=dict)
+
+
+@dataclass
+class Publisher:
+    """Stores a run's objects in the module's order."""
+
+    store: Store
+    lease: Lease
+    names: Names
+    output_format: str
+    create_only: bool  # --force replaces archived runs on purpose
+    part_size: int
+    #: The sink's: parts go out from its tasks, at most its slots at once.
+    tasks: TaskGroup
+    slots: anyio.Semaphore
+    #: Where (the directories below the prefix) each run has objects (the job's listing).
+    found: Mapping[int, set[str]] = field(default_factory=dict)
+
+    def upload(self, run_id: int, key: str) -> Upload:
+        """A multipart upload of `key`, the run claimed (`Lease.claim`) before it is made."""
+        claim = functools.partial(self.lease.claim, run_id)
+        return Upload(self.store, key, self.tasks, self.slots, claim)
+
+    async def publish(self, run_id: int, run: RunObjects, body: bytes, csv: Path | None) -> None:
+        """The run's objects, `body` its manifest; nothing more when the run is another
+        job's (the module's step 1)."""
+        if not await self._claim(run_id, body):
+            return
+        if csv is not None:
+            await self._put_file(run_id, csv)
+        kinds = list(run.buffers)
+        for kind in kinds[:-1]:
+            await self._store(run_id, run, kind, create_only=False)
+        won = await self._store(run_id, run, kinds[-1], create_only=self.create_only)
+        if won and not self.create_only:
+            await self._remove_others(run_id, kinds, csv)
+
+    async def _claim(self, run_id: int, body: bytes) -> bool:
+        """Store the manifest, create-only: False when the run is another job's (see the
+        module's docstring)."""
+        key = self.names.key(run_id, f"{run_id}{manifest.SUFFIX}")
+        meta = {"Metadata": {"harvester-job": self.lease.job}}
+        if await self.store.put(key, body, create_only=self.create_only, **meta):
+            return True
+        found = await self.store.head(key)
+        if found is None:  # removed meanwhile: try once more, create-only
+            return await self.store.put(key, body, create_only=True, **meta)
+        owner = found.get("Metadata", {}).get("harvester-job", "")
+        if owner and await is_live(self.store, owner, self.lease.seconds):
+            return False
+        # (its lease checked first: a job that ended had stored its data object before)
+        last = self.names.kind_key(run_id, KINDS[self.output_format][-1])
+        if await self.store.head(last) is not None:
+            return False
+        return await self.store.put(key, body, create_only=False, IfMatch=found["ETag"], **meta)
+
+    async def _store(self, run_id: int, run: RunObjects, kind: str, *, create_only: bool) -> bool:
+        """Make `kind`'s object of what was written; False when it exists (create_only)."""
+        rest = run.buffers[kind].rest()
+        upload = run.uploads.get(kind)
+        if upload is None:
+            return await self.store.put(
+                self.names.kind_key(run_id, kind), rest, create_only=create_only
+            )
+        if size_of(rest):
+            await upload.send(rest)
+        return await upload.complete(create_only=create_only)
+
+    async def _put_file(self, run_id: int, path: Path) -> None:
+        """A local file (the CSV export) as the object of the same name, in parts."""
+        key = self.names.key(run_id, path.name)
+        try:
+            with path.open("rb") as fh:
+                first = await anyio.to_thread.run_sync(fh.read, self.part_size)
+                nxt = await anyio.to_thread.run_sync(fh.read, self.part_size)
+                if not nxt:
+                    await self.store.put(key, first, create_only=False)
+                    return
+                upload = self.upload(run_id, key)
+                try:
+                    while first:
+                        await upload.send(io.BytesIO(first))
+                        first, nxt = nxt, await anyio.to_thread.run_sync(fh.read, self.part_size)
+                    await upload.complete(create_only=False)
+                finally:
+                    await upload.abort()
+        except OSError as exc:
+            raise OutputError(f"cannot read the export {path}: {exc.strerror or exc}") from exc
+
+    async def _remove_others(self, run_id: int, kinds: list[str], csv: Path | None) -> None:
+        """--force with another format, compression or layout: one run is never archived
+        twice (its objects where it was found go too)."""
+        names = {f"{run_id}{suffix(codec, kind)}" for kind in KINDS["raw"] + KINDS["points"]
+                 + KINDS["parquet"] for codec in CODECS}  # fmt: skip
+        names |= {f"{run_id}.csv", f"{run_id}.csv.gz", f"{run_id}{manifest.SUFFIX}"}
+        here = self.names.places.relative(run_id)
+        kept = {self.names.kind_key(run_id, kind) for kind in kinds}
+        kept.add(self.names.key(run_id, f"{run_id}{manifest.SUFFIX}"))
+        if csv is not None:
+            kept.add(self.names.key(run_id, csv.name))
+        prefix = self.names.loc.prefix
+        for directory in {here, *self.found.get(run_id, ())}:
+            for name in sorted(names):
+                key = prefix + (f"{directory}/{name}" if directory else name)
+                if key not in kept:
+                    await self.store.call("delete_object", Key=key)
