@@ -173,7 +173,7 @@ async def harvest_job(
         )
         state = stack.enter_context(opened)
         remove_leftovers(settings)
-        stored = await _open_store(sink, targets, stack)
+        stored = await _open_store(sink, targets, stack, signals.again if signals else None)
         todo, skipped = split_done(settings, targets, state, stored, places, resumed)
         if notify is not None:
             warn_short(archived_short(settings, skipped, state, places), notify)
@@ -229,13 +229,19 @@ def _cut_short(state: HarvestState | None, why: BaseException | int | None) -> N
 
 
 async def _open_store(
-    sink: Sink, targets: Sequence[RunTarget], stack: contextlib.AsyncExitStack
+    sink: Sink,
+    targets: Sequence[RunTarget],
+    stack: contextlib.AsyncExitStack,
+    cut: anyio.Event | None,
 ) -> set[int] | None:
-    """For an object store: connect, check the bucket, and say which runs are stored."""
+    """For an object store: connect, check the bucket, and say which runs are stored.
+    `cut` (a second stop signal) gives its requests a few seconds more at most."""
     if not isinstance(sink, ObjectSink):
         return None
     # Closed also when the job fails before its writer ends.
     await stack.enter_async_context(sink)
+    if cut is not None:
+        sink.hurry_on(cut)
     stored = await sink.survey(t.run_id for t in targets)
     await sink.leased()  # (taken meanwhile: its failure is said before any run is fetched)
     return stored

@@ -24,6 +24,7 @@ from tests.harvest_helpers import (
     cli_args,
     expected_records,
     parse_lines,
+    serve,
 )
 from tests.s3_helpers import (
     CREDENTIALS,
@@ -201,3 +202,47 @@ def test_no_credential_reaches_the_logs_the_state_or_the_objects(s3cli: S3Cli) -
     assert "run_done" in err  # the logs were written, at debug level
     for where in (err + said, s3cli.state.read_bytes().decode("latin-1"), stored.decode()):
         assert secret not in where and key_id not in where
+
+
+async def test_a_hurried_store_cuts_its_requests_under_way_and_to_come(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A store that never answers: once hurried, the request under way and the next one
+    each end as a `StoreError` (code `Cut`) by the deadline, not by botocore's timeouts."""
+    from harvester.objectstore.failures import StoreError
+    from harvester.objectstore.store import CUT, Store
+
+    done = anyio.Event()
+
+    async def never(request: web.Request) -> web.Response:
+        await done.wait()  # (till the test's end)
+        return web.Response(status=500)
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", never)
+    async with serve(app) as url:
+        store = Store(load_settings({"out": "s3://b/p/", "s3_endpoint_url": url, "token": "t"}))
+        await store.open(check=False)
+        failed: list[StoreError] = []
+
+        async def put() -> None:
+            try:
+                await store.put("p/1.ndjson", b"x", create_only=True)
+            except StoreError as exc:
+                failed.append(exc)
+
+        try:
+            with anyio.fail_after(30):  # (botocore alone would wait 60 s a try)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(put)
+                    await anyio.sleep(0.2)  # under way
+                    store.hurry(0.1)
+                with pytest.raises(StoreError) as later:
+                    await store.call("head_object", Key="p/1.ndjson")
+        finally:
+            done.set()
+            await store.close()
+    assert [exc.code for exc in failed] == [CUT] and later.value.code == CUT
+    assert "did not answer before the job was stopped" in str(later.value)

@@ -5,6 +5,8 @@ every run once, each with its own export spool."""
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,7 +30,7 @@ from tests.harvest_helpers import (
     serve,
 )
 from tests.process_helpers import ROOT, cli_command, cli_env
-from tests.s3_helpers import CREDENTIALS, S3Server, harvest
+from tests.s3_helpers import CREDENTIALS, S3Server, harvest, moto_server
 
 pytest.importorskip("aiobotocore")
 #: Bounded hard (the thread method ends the session): a stalled store never holds the run.
@@ -220,3 +222,56 @@ async def _harvested(sim: Simulator, args: list[str], finished: anyio.Event) -> 
     done = await harvest(sim, *args)
     finished.set()
     assert done.returncode == 0, done.stderr
+
+
+async def test_a_second_stop_signal_ends_a_job_whose_store_went_away_at_once(
+    tmp_path: Path,
+) -> None:
+    """The store stops answering (moto's server stopped with SIGSTOP) while the job, an
+    upload begun, waits on the API. Two SIGINTs then end the job within the few seconds
+    its requests are given (`CUT_TIMEOUT`), one line, no traceback: not after botocore's
+    timeouts (60 s a try, `--max-attempts` tries) for the commit and the aborts, and 30 s
+    for the lease's end. What it left, the next job aborts."""
+    cloud = generate_cloud(runs=1, metrics=200, points=2000)  # ~20 MB: several parts
+    (run_id,) = cloud.runs
+    with moto_server() as s3:
+        await anyio.to_thread.run_sync(lambda: s3.client().create_bucket(Bucket="gone"))
+        async with Simulator(cloud) as sim:
+            gate = Gate(sim.base_url, close_after=10 << 20)  # past the first 8 MiB part
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", gate.forward)
+            args = ["--out", "s3://gone/p/", "--s3-endpoint-url", s3.url, "--run", str(run_id),
+                    "--max-url-length", "400", "--state", str(tmp_path / "s.sqlite")]  # fmt: skip
+            async with serve(app) as proxy:
+                command = cli_command(sim, "harvest", *args)
+                command[command.index(sim.base_url)] = proxy
+                env = {**cli_env(sim), **CREDENTIALS}
+                job = await anyio.open_process(command, env=env, cwd=ROOT)
+                async with job, _killed_at_the_end(job):
+                    assert await _upload_seen(job, s3, "gone"), "ended before an upload"
+                    os.kill(s3.process.pid, signal.SIGSTOP)
+                    try:
+                        job.send_signal(signal.SIGINT)
+                        said = await _stderr_until(job, b"stopping")  # (two would merge)
+                        job.send_signal(signal.SIGINT)
+                        with anyio.fail_after(20):  # before: minutes
+                            code = await job.wait()
+                        said += await _stderr_until(job, b"")
+                    finally:
+                        os.kill(s3.process.pid, signal.SIGCONT)
+                    gate.opened.set()
+    assert code == 130, said
+    assert b"Traceback" not in said and CREDENTIALS["AWS_SECRET_ACCESS_KEY"].encode() not in said
+
+
+async def _stderr_until(process: Process, text: bytes) -> bytes:
+    """What `process` writes to its stderr until `text` appears (b"": until its end)."""
+    assert process.stderr is not None
+    said = b""
+    with anyio.fail_after(30):
+        while not text or text not in said:
+            try:
+                said += await process.stderr.receive()
+            except anyio.EndOfStream:
+                break
+    return said

@@ -37,6 +37,9 @@ from .store import Store, refused_if_failing
 
 #: Seconds the job's last requests (aborts, the lease's removal) may take at its end.
 CLEANUP_TIMEOUT = 30.0
+#: Seconds left to every request once the job is cut (`hurry_on`): a store gone away then
+#: holds the job no longer; its stale uploads and lease are the next job's to abort.
+CUT_TIMEOUT = 2.0
 
 
 @dataclass
@@ -96,6 +99,7 @@ class ObjectSink:
         #: next run) and the job's last runs waited for each other at its end.
         self.commits_at_once = settings.runs_in_flight + self.finished_held
         self._tasks: TaskGroup | None = None
+        self._keeping = anyio.CancelScope()  # the lease's renewals, ended before its end
         self._publisher: Publisher | None = None  # once open (it sends from `_tasks`)
         self._leased: anyio.Event | None = None  # set once the lease is taken (or failed)
         self._lease_failed: StoreError | None = None
@@ -133,14 +137,26 @@ class ObjectSink:
         """The lease taken (while the job lists the prefix: a request less to wait for
         before the first run), then renewed until the end."""
         assert self._leased is not None
-        try:
-            await self.lease.renew()
-        except StoreError as exc:
-            self._lease_failed = exc
-            return
-        finally:
-            self._leased.set()
-        await self.lease.keep()
+        with self._keeping:
+            try:
+                await self.lease.renew()
+            except StoreError as exc:
+                self._lease_failed = exc
+                return
+            finally:
+                self._leased.set()
+            await self.lease.keep()
+
+    def hurry_on(self, cut: anyio.Event) -> None:
+        """Once `cut` is set (a job's second stop signal), every request of the job ends
+        within `CUT_TIMEOUT` seconds, answered or not: commits under way, the aborts of
+        the unfinished runs, the lease's end."""
+        assert self._tasks is not None, "ObjectSink used outside `async with`"
+        self._tasks.start_soon(self._hurry_when, cut)
+
+    async def _hurry_when(self, cut: anyio.Event) -> None:
+        await cut.wait()
+        self.store.hurry(CUT_TIMEOUT)
 
     async def leased(self) -> None:
         """Wait until the lease is taken (other jobs judge this one's manifests and uploads
@@ -161,12 +177,13 @@ class ObjectSink:
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
                 await self.close()  # the uploads of unfinished runs aborted
-            if self._tasks is not None:
-                tasks, self._tasks = self._tasks, None
-                tasks.cancel_scope.cancel()  # the lease's renewals
-                await tasks.__aexit__(None, None, None)  # (outside other scopes: its own)
+            self._keeping.cancel()  # no renewal after the lease's end
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
                 await self.lease.end()
+            if self._tasks is not None:  # (`hurry_on` watched until here)
+                tasks, self._tasks = self._tasks, None
+                tasks.cancel_scope.cancel()
+                await tasks.__aexit__(None, None, None)  # (outside other scopes: its own)
         finally:
             self._close_spool()
             with anyio.CancelScope(shield=True):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import gc
 import io
+import math
 import zlib
 from collections.abc import AsyncIterator, Awaitable
 from datetime import datetime
@@ -22,6 +23,8 @@ from .location import Location, endpoint_url, is_plain_http, parse_location
 
 #: The store's answer when a conditional write finds the object there (or changed).
 PRECONDITION = ("PreconditionFailed", "412")
+#: The code of a request cut by `Store.hurry` (no answer came in time).
+CUT = "Cut"
 #: Bodies from this size are checksummed by a worker thread (zlib lets go of the GIL), so
 #: the event loop goes on fetching meanwhile.
 THREADED_CHECKSUM = 256 << 10
@@ -66,6 +69,10 @@ class Store:
         self._max_attempts = settings.max_attempts
         self._client: Any = None
         self._client_cm: Any = None
+        #: Once the job is cut (`hurry`), when every request must have ended (the event
+        #: loop's clock); the requests under way, each in its own cancel scope.
+        self._deadline = math.inf
+        self._calls: set[anyio.CancelScope] = set()
 
     async def open(self, *, check: bool = True) -> None:
         """Connect; `check`: the bucket checked here (`HeadBucket`), else by the caller's
@@ -122,9 +129,28 @@ class Store:
             await cm.__aexit__(None, None, None)
 
     async def call(self, op: str, **kwargs: Any) -> Any:
-        """`op` on the bucket (`Bucket` is added); botocore's errors as `StoreError`."""
-        with failing_as_output_error(self.loc, self.endpoint):
-            return await getattr(self._client, op)(Bucket=self.loc.bucket, **kwargs)
+        """`op` on the bucket (`Bucket` is added); botocore's errors as `StoreError`, and
+        so is a request that `hurry` cut."""
+        with anyio.CancelScope(deadline=self._deadline) as scope:
+            self._calls.add(scope)
+            try:
+                with failing_as_output_error(self.loc, self.endpoint):
+                    return await getattr(self._client, op)(Bucket=self.loc.bucket, **kwargs)
+            finally:
+                self._calls.discard(scope)
+        raise StoreError(
+            f"the S3 store at {self.endpoint or 'AWS'} did not answer before the job was "
+            "stopped: what it did not store is harvested again by the next job",
+            CUT,
+        )
+
+    def hurry(self, seconds: float) -> None:
+        """Every request, under way or to come, ends within `seconds` (a job cut by a
+        second stop signal: a store that went away must not hold it for botocore's
+        timeouts and retries; what is left, the next job aborts)."""
+        self._deadline = min(self._deadline, anyio.current_time() + seconds)
+        for scope in self._calls:
+            scope.deadline = min(scope.deadline, self._deadline)
 
     async def pages(self, op: str, **kwargs: Any) -> AsyncIterator[dict[str, Any]]:
         """The pages of a listing under the prefix (`Prefix` defaults to the archive's)."""
