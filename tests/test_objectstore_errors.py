@@ -207,8 +207,9 @@ def test_no_credential_reaches_the_logs_the_state_or_the_objects(s3cli: S3Cli) -
 async def test_a_hurried_store_cuts_its_requests_under_way_and_to_come(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A store that never answers: once hurried, the request under way and the next one
-    each end as a `StoreError` (code `Cut`) by the deadline, not by botocore's timeouts."""
+    """A store that never answers: once hurried, the request under way and the next ones
+    (a listing's pages too) each end as a `StoreError` (code `Cut`) by the deadline, not
+    by botocore's timeouts."""
     from harvester.objectstore.failures import StoreError
     from harvester.objectstore.store import CUT, Store
 
@@ -241,8 +242,10 @@ async def test_a_hurried_store_cuts_its_requests_under_way_and_to_come(
                     store.hurry(0.1)
                 with pytest.raises(StoreError) as later:
                     await store.call("head_object", Key="p/1.ndjson")
+                with pytest.raises(StoreError) as listed:
+                    _ = [page async for page in store.pages("list_objects_v2")]
         finally:
             done.set()
             await store.close()
-    assert [exc.code for exc in failed] == [CUT] and later.value.code == CUT
+    assert [exc.code for exc in failed] == [CUT] and later.value.code == listed.value.code == CUT
     assert "did not answer before the job was stopped" in str(later.value)

@@ -99,7 +99,9 @@ class ObjectSink:
         #: next run) and the job's last runs waited for each other at its end.
         self.commits_at_once = settings.runs_in_flight + self.finished_held
         self._tasks: TaskGroup | None = None
-        self._keeping = anyio.CancelScope()  # the lease's renewals, ended before its end
+        #: The lease's renewals, ended before its end (made as the sink opens: a cancel
+        #: scope needs the event loop).
+        self._keeping: anyio.CancelScope | None = None
         self._publisher: Publisher | None = None  # once open (it sends from `_tasks`)
         self._leased: anyio.Event | None = None  # set once the lease is taken (or failed)
         self._lease_failed: StoreError | None = None
@@ -120,6 +122,7 @@ class ObjectSink:
             raise
         try:
             self._leased = anyio.Event()
+            self._keeping = anyio.CancelScope()
             tasks = anyio.create_task_group()
             await tasks.__aenter__()
             self._tasks = tasks
@@ -136,7 +139,7 @@ class ObjectSink:
     async def _keep_lease(self) -> None:
         """The lease taken (while the job lists the prefix: a request less to wait for
         before the first run), then renewed until the end."""
-        assert self._leased is not None
+        assert self._leased is not None and self._keeping is not None
         with self._keeping:
             try:
                 await self.lease.renew()
@@ -177,7 +180,8 @@ class ObjectSink:
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
                 await self.close()  # the uploads of unfinished runs aborted
-            self._keeping.cancel()  # no renewal after the lease's end
+            if self._keeping is not None:
+                self._keeping.cancel()  # no renewal after the lease's end
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLEANUP_TIMEOUT):
                 await self.lease.end()
             if self._tasks is not None:  # (`hurry_on` watched until here)

@@ -131,11 +131,15 @@ class Store:
     async def call(self, op: str, **kwargs: Any) -> Any:
         """`op` on the bucket (`Bucket` is added); botocore's errors as `StoreError`, and
         so is a request that `hurry` cut."""
+        return await self._bounded(getattr(self._client, op)(Bucket=self.loc.bucket, **kwargs))
+
+    async def _bounded(self, request: Awaitable[Any]) -> Any:
+        """`request` awaited until `hurry`'s deadline, if one comes."""
         with anyio.CancelScope(deadline=self._deadline) as scope:
             self._calls.add(scope)
             try:
                 with failing_as_output_error(self.loc, self.endpoint):
-                    return await getattr(self._client, op)(Bucket=self.loc.bucket, **kwargs)
+                    return await request
             finally:
                 self._calls.discard(scope)
         raise StoreError(
@@ -156,9 +160,9 @@ class Store:
         """The pages of a listing under the prefix (`Prefix` defaults to the archive's)."""
         paginator = self._client.get_paginator(op)
         kwargs.setdefault("Prefix", self.loc.prefix)
-        with failing_as_output_error(self.loc, self.endpoint):
-            async for page in paginator.paginate(Bucket=self.loc.bucket, **kwargs):
-                yield page
+        listing = aiter(paginator.paginate(Bucket=self.loc.bucket, **kwargs))
+        while (page := await self._bounded(anext(listing, None))) is not None:
+            yield page  # (each page's request bounded, not the caller's work between them)
 
     async def put(
         self, key: str, body: bytes | io.BytesIO, *, create_only: bool, **kwargs: Any
