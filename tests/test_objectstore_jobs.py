@@ -260,7 +260,9 @@ async def test_a_second_stop_signal_ends_a_job_whose_store_went_away_at_once(
                     finally:
                         os.kill(s3.process.pid, signal.SIGCONT)
                     gate.opened.set()
-    assert code == 130, said
+    # Stopped (130); or, when a commit or a part was under way, failed (1) saying so.
+    cut = code == 1 and b"did not answer before the job was stopped" in said
+    assert code == 130 or cut, said.decode().splitlines()[-3:]
     assert b"Traceback" not in said and CREDENTIALS["AWS_SECRET_ACCESS_KEY"].encode() not in said
 
 
