@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from . import values
 from .backends.v5_query import check_methods as check_v5_methods
@@ -287,8 +287,8 @@ def _validate_api(s: Settings) -> None:
     if s.organizations:
         raise ConfigError(V6_NO_ORGANIZATIONS)
     if s.stack_url is not None:
-        parts = urlsplit(s.stack_url)
-        if parts.scheme != "https" or not parts.hostname:
+        parts = url_parts(s.stack_url)
+        if parts is None or parts.scheme != "https" or not parts.hostname:
             raise ConfigError(
                 f"stack URL {s.stack_url!r} is not an https URL; use e.g. https://NAME.grafana.net"
             )
@@ -301,9 +301,20 @@ def _validate_api(s: Settings) -> None:
         raise ConfigError("--export-csv needs --api v2: the v6 API has no CSV export")
 
 
+def url_parts(url: str) -> SplitResult | None:
+    """`url` split, or None when it does not parse (`http://[::1`, a port past 65535 or
+    not a number): urlsplit and yarl raise ValueError for those, a traceback otherwise."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (parsed on access: raises for a bad port)
+    except ValueError:
+        return None
+    return parts
+
+
 def _validate_base_url(url: str, allow_insecure: bool) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts = url_parts(url)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"base URL {url!r} is not an http(s) URL; use e.g. https://api.k6.io")
     if parts.scheme == "http" and not allow_insecure and not is_loopback(parts.hostname):
         raise ConfigError(

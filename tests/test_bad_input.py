@@ -39,6 +39,30 @@ def config_case(
 
 
 CASES = [
+    # URLs urlsplit or yarl raise ValueError for (an internal error before: exit 1).
+    *[
+        case(
+            f"base URL {url}",
+            ["harvest", "--run", "1", "--base-url", url],
+            f"base URL {url!r} is not an http(s) URL",
+        )
+        for url in ("http://[::1", "http://127.0.0.1:99999", "http://127.0.0.1:abc")
+    ],
+    case(
+        "stack URL unclosed IPv6",
+        ["harvest", "--run", "1", "--api", "v6", "--stack-url", "https://[x"],
+        "stack URL 'https://[x' is not an https URL",
+    ),
+    case(
+        "S3 endpoint unclosed IPv6",
+        ["harvest", "--run", "1", "--out", "s3://b/p", "--s3-endpoint-url", "http://[::1"],
+        "S3 endpoint 'http://[::1' is not an http(s) URL",
+    ),
+    case(
+        "s3 out unclosed IPv6",
+        ["harvest", "--run", "1", "--out", "s3://[b/p"],
+        "--out 's3://[b/p' is not an s3:// URL",
+    ),
     case(
         "run id past int64",
         ["harvest", "--run", INT64_PAST],

@@ -7,9 +7,8 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from ..config import Settings, is_loopback
+from ..config import Settings, is_loopback, url_parts
 from ..errors import ConfigError
 
 
@@ -31,7 +30,9 @@ def is_s3(out: str) -> bool:
 
 
 def parse_location(out: str) -> Location:
-    parts = urlsplit(out)
+    parts = url_parts(out)
+    if parts is None:
+        raise ConfigError(f"--out {out!r} is not an s3:// URL; use s3://BUCKET/PREFIX/")
     if not parts.netloc:
         raise ConfigError(f"--out {out!r} names no bucket; use s3://BUCKET/PREFIX/")
     prefix = parts.path.lstrip("/")
@@ -59,8 +60,8 @@ def endpoint_url(settings: Settings) -> str | None:
     url = settings.s3_endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
     if url is None:
         return None
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts = url_parts(url)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"S3 endpoint {url!r} is not an http(s) URL")
     if parts.scheme == "http" and not settings.allow_insecure and not is_loopback(parts.hostname):
         raise ConfigError(
