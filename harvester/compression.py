@@ -15,7 +15,7 @@ import io
 import re
 import zlib
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 import zstandard
 
@@ -189,15 +189,61 @@ SMALL_FILE = 1 << 20
 
 
 def open_data(path: Path) -> BinaryIO:
-    """The decompressed bytes of a data file, buffered (iterate it for lines)."""
+    """The decompressed bytes of a data file, buffered (iterate it for lines). A damaged
+    file raises one of `READ_ERRORS` as it is read, a file cut short included."""
     codec = codec_of(path)
     if codec == "gzip":
         return cast(BinaryIO, gzip.open(path, "rb"))
     raw = path.open("rb")
     if codec == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
-        return cast(BinaryIO, io.BufferedReader(cast(io.RawIOBase, reader)))
+        return cast(BinaryIO, io.BufferedReader(WholeZstd(raw)))
     return raw
+
+
+class WholeZstd(io.RawIOBase):
+    """The decompressed bytes of a zstd file, frame after frame, that raise `ZstdError`
+    when the file ends inside a frame. zstandard's `stream_reader` ends quietly there: a
+    run file cut short read as a shorter run (or none), and `report` drew it so."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._frame = zstandard.ZstdDecompressor().decompressobj()
+        self._begun = False  # has the current frame had a byte?
+        self._ready = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._ready:
+            chunk = self._raw.read(CHUNK)
+            if not chunk:
+                if self._begun and not self._frame.eof:
+                    raise zstandard.ZstdError("the file ends inside a zstd frame: cut short")
+                return 0
+            self._ready = self._decompress(chunk)
+        size = min(len(buffer), len(self._ready))
+        buffer[:size] = self._ready[:size]
+        self._ready = self._ready[size:]
+        return size
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self._frame.eof:  # the next frame follows the last one's end
+                self._frame = zstandard.ZstdDecompressor().decompressobj()
+            self._begun = True
+            out.append(self._frame.decompress(data))
+            data = self._frame.unused_data if self._frame.eof else b""
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+#: Compressed bytes read from a zstd file at once (`WholeZstd`).
+CHUNK = 1 << 17
 
 
 def published_data(out_dir: Path, run_id: int, kind: str = "ndjson") -> Path | None:

@@ -199,6 +199,34 @@ def test_run_selection_by_test_and_date_needs_run_records(nightly: Path, tmp_pat
     assert code == 0 and page_data(out.read_text())["title"] == f"k6 run {runs[2].run_id}"
 
 
+@pytest.mark.parametrize(
+    ("args", "cut"),
+    [
+        (("--compress", "zstd"), "half"),  # zstandard's reader ended quietly inside a frame
+        (("--compress", "zstd", "--format", "points"), "points"),
+        ((), "summary"),  # cut at a line's end: every line parses, the last is not there
+    ],
+)
+def test_a_run_file_cut_short_fails_the_report_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], cut: str
+) -> None:
+    out = harvest_cloud(generate_cloud(runs=2, metrics=20, points=20), tmp_path / "a", *args)
+    run = open_archive(out)[0]
+    if cut == "summary":
+        lines = run.path.read_bytes().splitlines(keepends=True)
+        run.path.write_bytes(b"".join(lines[:-1]))
+    else:
+        path = next(out.glob(f"{run.run_id}.points.*")) if cut == "points" else run.path
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    capsys.readouterr()  # the harvest's
+    assert main(["report", str(out), "--out", str(tmp_path / "r.html")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    said = "no summary record" if cut == "summary" else "ends inside a zstd frame: cut short"
+    assert f"{run.run_id}." in err and said in err, err
+    assert not (tmp_path / "r.html").exists()
+
+
 def test_bad_report_flags_are_one_line_and_exit_2(
     nightly: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -12,7 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..archive import ArchivedRun, Record
+from ..archive import ArchivedRun, ArchiveError, Record
 from .collect import Collector, Lines, counter, pick, share_line
 from .facts import check_rows, header_of, threshold_rows
 from .figures import Figures, run_figures
@@ -83,6 +83,12 @@ def read_run(run: ArchivedRun) -> RunReport:
     small: dict[str, list[Record]] = defaultdict(list)
     for record in run.records(*SMALL):
         small[record["type"]].append(record["data"])
+    if not small["summary"]:  # the writer ends every run file with it
+        raise ArchiveError(
+            f"{run.path} has no summary record: the file was cut short or is not the "
+            f"harvester's; check the archive with `harvester verify`, or harvest run "
+            f"{run.run_id} again"
+        )
     metrics = {m["id"]: m for m in small["metric"] if isinstance(m, dict) and "id" in m}
     collector = Collector()
     for serie in series_of(run, metrics):
