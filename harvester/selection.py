@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeGuard
 
 from .api import JsonObject
 from .config import Settings
@@ -14,7 +15,8 @@ from .errors import ConfigError
 from .layout import parse_created
 from .runstatus import PendingRun, classify
 from .scheduler import RunTarget
-from .values import parse_when
+from .tables import plural
+from .values import INT64_MAX, parse_when
 
 # --- parsing ----------------------------------------------------------------------------
 
@@ -96,10 +98,35 @@ class Discovery:
         return len(self.targets) + len(self.pending)
 
 
+def is_run_id(value: object) -> TypeGuard[int]:
+    """A run id as the API may list one: an int (not a bool) from 1 to int64's largest."""
+    return type(value) is int and 1 <= value <= INT64_MAX
+
+
+def by_run_id(runs: Iterable[JsonObject], found: Discovery) -> dict[int, JsonObject]:
+    """The listed runs by id, once each. One whose id is no run id is named in
+    `found.not_found` (the rest is harvested, the job exits 1): an id past int64 fits no
+    state row (SQLite's INTEGER) and ended the whole job as an internal error."""
+    unique: dict[int, JsonObject] = {}
+    odd: list[str] = []
+    for run in runs:
+        run_id = run.get("id")
+        if is_run_id(run_id):
+            unique[run_id] = run
+        else:
+            odd.append(repr(run_id)[:40])
+    if odd:
+        found.not_found.append(
+            f"the API listed {plural(len(odd), 'run')} whose id is not a run id (a whole "
+            f"number from 1 to {INT64_MAX}): {', '.join(odd[:5])}; skipped"
+        )
+    return unique
+
+
 def sort_runs(runs: Iterable[JsonObject], selection: Selection) -> Discovery:
     """Deduplicate by id, apply the date window, classify; both lists end up ordered by id."""
-    unique = {int(run["id"]): run for run in runs if isinstance(run.get("id"), int)}
     found = Discovery()
+    unique = by_run_id(runs, found)
     for run_id in sorted(unique):
         run = unique[run_id]
         if not selection.in_window(parse_created(run)):

@@ -30,6 +30,7 @@ from harvester.layout import parse_created
 from harvester.paging import read_pages
 from harvester.runstatus import INCOMPLETE_REASON, RUN_STATUS_NAMES, PendingRun, classify
 from harvester.scheduler import RunTarget
+from harvester.selection import by_run_id
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import FIRST_PROJECT_ID, generate_cloud
@@ -446,3 +447,36 @@ async def test_a_waiting_run_that_cannot_be_asked_stays_and_one_deleted_is_forgo
             assert kept.run_id == second and kept.reason.startswith("could not ask")
             assert [w.run_id for w in state.waiting([PROJECT_A], [])] == [second]
             assert state.get(first) is None
+
+
+@pytest.mark.parametrize("odd_id", [2**63 + 5, 0])
+async def test_a_listed_run_whose_id_is_no_run_id_is_named_and_the_rest_harvested(
+    tmp_path: Path, odd_id: int
+) -> None:
+    """An id past int64 (no SQLite INTEGER holds it) ended the whole job as an internal
+    error; 0 was archived as `0.ndjson`. Now: one line, the other runs harvested, exit 1."""
+    cloud = generate_cloud(runs=2, metrics=5, points=5, tests=1, projects=1)
+    first, second = sorted(cloud.runs)
+    run = cloud.runs.pop(first)
+    run.run["id"] = odd_id
+    cloud.runs[odd_id] = run
+    for test in cloud.tests.values():
+        test["test_run_ids"] = [odd_id if r == first else r for r in test["test_run_ids"]]
+    async with Simulator(cloud) as sim:
+        done = await run_cli(sim, "harvest", "--all-projects", "--out", str(tmp_path))
+    err = done.stderr.decode()
+    assert done.returncode == 1, err
+    assert f"whose id is not a run id (a whole number from 1 to {2**63 - 1}): {odd_id}" in err
+    assert "internal error" not in err and "Traceback" not in err
+    assert set(read_dir(tmp_path)) == {second}
+
+
+def test_both_apis_listings_keep_only_run_ids_and_name_the_others() -> None:
+    """`by_run_id`, which v2's and v6's discovery take their runs through."""
+    found = Discovery()
+    listed = [{"id": 5}, {"id": True}, {"id": 1.5}, {"id": 2**63}, {"id": -1}, {"id": 5}, {}]
+    assert by_run_id(listed, found) == {5: {"id": 5}}
+    assert found.not_found == [
+        f"the API listed 5 runs whose id is not a run id (a whole number from 1 to {2**63 - 1}): "
+        f"True, 1.5, {2**63}, -1, None; skipped"
+    ]

@@ -106,7 +106,7 @@ async def discover(
 
     await each(one_test, test_ids)
     found = sort_runs(runs, selection)
-    found.not_found = not_found
+    found.not_found = [*not_found, *found.not_found]
     if state is not None:  # the organizations' projects are watched like --projects
         watched = replace(selection, projects=tuple(projects))
         await follow_waiting(state, watched, found, api.get_run, classify)

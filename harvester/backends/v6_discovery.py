@@ -18,7 +18,7 @@ from ..errors import NotFound
 from ..paging import each
 from ..runstatus import PendingRun
 from ..scheduler import RunTarget
-from ..selection import Discovery, Selection
+from ..selection import Discovery, Selection, by_run_id
 from ..state import HarvestState
 from ..waiting import follow_waiting
 from .v6_api import MAX_TOP, V6, JsonObject, V6Api, readiness
@@ -63,8 +63,7 @@ async def discover_v6(
             listed[test_id] = await _listing(api, path, params, top, found, f"test {test_id}")
 
     await each(one_test, test_ids)
-    runs = {run["id"]: run for test_id in test_ids for run in listed[test_id]
-            if isinstance(run.get("id"), int)}  # fmt: skip
+    runs = by_run_id((run for test_id in test_ids for run in listed[test_id]), found)
     for run_id in sorted(runs):
         verdict = judge(runs[run_id])
         if isinstance(verdict, RunTarget):
