@@ -11,9 +11,9 @@ import codecs
 import email.utils
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 import orjson
@@ -120,6 +120,16 @@ def parse_body(body: bytes, status: int, endpoint: str, where: Callable[[], str]
 
 #: Reads a 2xx body: (body, status, endpoint, where) -> what the request returns.
 Parser = Callable[[bytes, int, str, Callable[[], str]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Spill:
+    """How to take a 2xx body that may be large: past `at` bytes it goes on in a
+    temporary file, and `read(file, where)` (the file rewound) returns what the request
+    returns, its errors retried as a `Parser`'s are."""
+
+    at: int
+    read: Callable[[IO[bytes], Callable[[], str]], Awaitable[Any]]
 
 
 class _Result(msgspec.Struct):

@@ -13,7 +13,7 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, BinaryIO, TypeVar
+from typing import IO, Any, BinaryIO, TypeVar
 
 import aiohttp
 import anyio
@@ -21,7 +21,7 @@ import orjson
 from yarl import URL
 
 from . import version
-from .answers import Parser, check_shape, classify, error_message, parse_body
+from .answers import Parser, Spill, check_shape, classify, error_message, parse_body
 from .config import Secret, Settings
 from .errors import (
     ApiError,
@@ -40,7 +40,7 @@ from .ratelimit import RateGate
 from .retry import RetryPolicy, current_budget, pauses_everyone
 from .stats import HarvestStats
 from .tables import plural
-from .wire import MAX_REDIRECTS, MB, copy_capped, errors_made_ours, read_capped
+from .wire import MAX_REDIRECTS, MB, copy_capped, errors_made_ours, read_capped, read_spilling
 
 #: 403s, with not one request allowed before them, after which the token is to blame.
 FORBIDDEN_IS_THE_TOKEN = 3
@@ -148,16 +148,21 @@ class Transport:
         objects: tuple[str, ...] = (),
         headers: dict[str, str] | None = None,
         parse: Parser = parse_body,
+        spill: Spill | None = None,
     ) -> Any:
         """GET `url` with retries and return the parsed JSON; `endpoint` names it in stats
         and errors. An answer must be an object holding each of `lists` as a list of
         objects and each of `objects` as an object (`answers.check_shape`): one without
         them is a transient fault, tried again; a list item that is not an object fails.
         `headers` are sent besides the token's. `parse` reads a 2xx body instead of
-        `answers.parse_body` (its errors are retried alike)."""
+        `answers.parse_body` (its errors are retried alike); `spill`: a 2xx body past
+        `spill.at` bytes goes to a temporary file, read by `spill.read` instead."""
         shape = (lists, objects)
         return await self._retrying(
-            endpoint, lambda: self._attempt(endpoint, url, shape=shape, extra=headers, parse=parse)
+            endpoint,
+            lambda: self._attempt(
+                endpoint, url, shape=shape, extra=headers, parse=parse, spill=spill
+            ),
         )
 
     def _auth_headers(self) -> dict[str, str]:
@@ -237,13 +242,25 @@ class Transport:
         shape: tuple[tuple[str, ...], tuple[str, ...]] = ((), ()),
         extra: dict[str, str] | None = None,
         parse: Parser = parse_body,
+        spill: Spill | None = None,
     ) -> Any:
         assert self._session is not None, "use Transport as an async context manager"
         async with self._slots:
             await self.gate.acquire()
-            status, body, headers = await self._send(endpoint, url, method, extra)
+            status, body, headers = await self._send(
+                endpoint, url, method, extra, None if spill is None else spill.at
+            )
         self._ever_answered = True
         self.stats.requests[(endpoint, status)] += 1
+        if not isinstance(body, bytes):  # a 2xx body past spill.at, in a temporary file
+            assert spill is not None
+            body.seek(0, 2)
+            self.stats.bytes_received += body.tell()
+            self.gate.succeeded()
+            self._ever_allowed = True
+            with body:
+                body.seek(0)
+                return await spill.read(body, lambda: short_url(url))
         self.stats.bytes_received += len(body)
         if 200 <= status < 300:
             self.gate.succeeded()
@@ -281,8 +298,13 @@ class Transport:
             ) from error
 
     async def _send(
-        self, endpoint: str, url: URL, method: str = "GET", extra: dict[str, str] | None = None
-    ) -> tuple[int, bytes, Any]:
+        self,
+        endpoint: str,
+        url: URL,
+        method: str = "GET",
+        extra: dict[str, str] | None = None,
+        spill_at: int | None = None,
+    ) -> tuple[int, bytes | IO[bytes], Any]:
         assert self._session is not None
         target = url
         # One deadline for the request, its redirects included: each hop is its own
@@ -300,6 +322,12 @@ class Transport:
                     timeout=self._timeout_until(ends),
                 ) as resp:
                     where = partial(short_url, url)  # made for an error only
+                    if spill_at is not None and 200 <= resp.status < 300:
+                        return (
+                            resp.status,
+                            await read_spilling(resp, self._max_answer, endpoint, where, spill_at),
+                            resp.headers,
+                        )
                     body = await read_capped(resp, self._max_answer, endpoint, where)
                     if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
                         target = self._follow(target, resp.headers["Location"])

@@ -11,7 +11,9 @@ time-between-bytes one (`ServerTimeoutError`).
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Callable, Iterator
+from typing import IO
 
 import aiohttp
 from yarl import URL
@@ -38,6 +40,25 @@ async def read_capped(
     chunks: list[bytes] = []
     await copy_capped(resp, chunks.append, cap, endpoint, where)
     return b"".join(chunks)
+
+
+async def read_spilling(
+    resp: aiohttp.ClientResponse, cap: int, endpoint: str, where: Callable[[], str], spill: int
+) -> bytes | IO[bytes]:
+    """The body as `read_capped`, held in memory only up to `spill` bytes: a longer one
+    goes on in a temporary file (deleted once closed), handed back rewound, so that an
+    answer of any size costs at most `spill` bytes of memory."""
+    spool = tempfile.SpooledTemporaryFile(max_size=spill)
+    try:
+        size = await copy_capped(resp, spool.write, cap, endpoint, where)
+        spool.seek(0)
+        if size > spill:
+            return spool
+        with spool:
+            return spool.read()
+    except BaseException:
+        spool.close()
+        raise
 
 
 async def copy_capped(

@@ -300,7 +300,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=sorted(SIZES.keys() | WIDE.keys()),
         help="data set (repeatable; default medium): "
         + ", ".join(f"{k} = {r}x{m}x{pt}" for k, (r, m, pt) in SIZES.items())
-        + ", wide = one k6 run of 20,000 tag sets (--api v6 only)",
+        + ", wide = one k6 run of 20,000 tag sets, wide-5k and wide-40k of 5,000 and 40,000 "
+        "(--api v6 only)",
     )
     p.add_argument(
         "--gaps",
@@ -356,7 +357,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if WIDE.keys() & set(ns.size) and (
         ns.api != "v6" or ns.formats or ns.throttle or ns.out == "s3"
     ):
-        p.error("--size wide is for --api v6 alone")
+        p.error("--size wide, wide-5k and wide-40k are for --api v6 alone")
     if ns.repeat < 1 or (ns.rate is not None and ns.rate <= 0):
         p.error("--repeat and --rate must be positive")
     if ns.throttle is not None:

@@ -1,9 +1,10 @@
 """A v5 query answer holds every series of a metric: it is checked whole, then read and
 handed to the writer series by series, in pieces (`answers.raw_result`,
-`v6.series_chunks`), with the records exactly those of the answer parsed whole."""
+`v5_series.series_chunks`), with the records exactly those of the answer parsed whole."""
 
 from __future__ import annotations
 
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,13 @@ import orjson
 import pytest
 
 from harvester.answers import raw_result
-from harvester.backends import v6, v6_plan
-from harvester.errors import TruncatedBody, UnusableAnswer
+from harvester.backends import v5_series, v6_plan
+from harvester.errors import ApiStatusError, TruncatedBody, UnusableAnswer
 from harvester.job import harvest_job
 from harvester.ratelimit import RateGate
 from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
+from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.k6import import load_k6_run
 from harvester.simulator.k6wide import write_k6_wide
@@ -70,19 +72,28 @@ async def whole_answers(sim: Simulator, out: Path) -> dict[tuple[str, str], list
     return answers
 
 
+@pytest.mark.parametrize("spill_at", [v5_series.SPILL_AT, 1], ids=["in-memory", "spilled"])
 async def test_a_wide_answer_goes_to_the_writer_in_pieces_and_the_records_are_unchanged(
-    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spill_at: int
 ) -> None:
-    monkeypatch.setattr(v6, "SERIES_CHUNK", 2000)  # a few series a piece
+    monkeypatch.setattr(v5_series, "SERIES_CHUNK", 2000)  # a few series a piece
+    monkeypatch.setattr(v5_series, "SPILL_AT", spill_at)
     pieces: list[int] = []
-    chunks = v6.series_chunks
+    lines = v5_series.series_lines
+    spilled: list[int] = []
+    write_series = v5_series.write_series
 
     def counted(*args: Any) -> Any:
-        for data, count in chunks(*args):
+        for data, count in lines(*args):
             pieces.append(count)
             yield data, count
 
-    monkeypatch.setattr(v6, "series_chunks", counted)
+    def noted(*args: Any) -> Any:
+        spilled.append(1)
+        return write_series(*args)
+
+    monkeypatch.setattr(v5_series, "series_lines", counted)
+    monkeypatch.setattr(v5_series, "write_series", noted)
     settings = settings_for(simulator, tmp_path, api="v6", stack_id=simulator.stack_id, step=STEP)
     result = await harvest_job(settings, [RunTarget(RUN)])
     assert not result.report.failed
@@ -99,6 +110,8 @@ async def test_a_wide_answer_goes_to_the_writer_in_pieces_and_the_records_are_un
     assert len(pieces) > len(expected) and max(pieces) < len(http)
     summary = records[-1]["data"]
     assert summary["counts"]["series"] == sum(map(len, expected.values())) == sum(pieces)
+    # Every range query read from its temporary file, or none (one spans ~40 KB).
+    assert len(spilled) == (len(expected) if spill_at == 1 else 0)
 
 
 def test_raw_result_keeps_each_entry_as_its_text_and_checks_the_whole_body() -> None:
@@ -121,7 +134,7 @@ def test_series_chunks_write_each_entry_as_parsed_whole() -> None:
     raw = raw_result(answer(entries), 200, "v5_query", where)
     assert raw is not None
     query = {"method": "increase", "metric": "http_reqs", "step": 60}
-    chunks = list(v6.series_chunks(3, query, raw))
+    chunks = list(v5_series.series_chunks(3, query, raw))
     assert len(chunks) == 1 and chunks[0][1] == 500
     lines = chunks[0][0].splitlines()
     assert [orjson.loads(line) for line in lines] == [
@@ -134,4 +147,63 @@ def test_a_series_that_is_json_but_not_utf8_fails_the_run() -> None:
     raw = raw_result(body, 200, "v5_query", where)  # whole JSON to a check of its shape
     assert raw is not None and isinstance(raw[0], msgspec.Raw)
     with pytest.raises(UnusableAnswer, match="does not parse"):
-        list(v6.series_chunks(3, {}, raw))
+        list(v5_series.series_chunks(3, {}, raw))
+
+
+def spilled_lines(body: bytes) -> list[Any]:
+    """What `v5_series.write_series` makes of `body` read from a file, parsed back."""
+    with tempfile.TemporaryFile() as file:
+        file.write(body)
+        file.seek(0)
+        out = v5_series.write_series(file, 3, {"metric": "m"}, where)
+        return [orjson.loads(line) for data, _ in out.chunks() for line in data.splitlines()]
+
+
+def test_an_answer_read_from_its_file_makes_the_lines_of_one_held_in_memory() -> None:
+    entries = [{"metric": {"name": f"u{i}", "é": "ü"}, "values": [[60 * i, i / 3], [1, -0.0]]}
+               for i in range(50)]  # fmt: skip
+    body = answer(entries)
+    raw = raw_result(body, 200, "v5_query", where)
+    assert raw is not None
+    whole = [orjson.loads(line) for data, _ in v5_series.series_chunks(3, {"metric": "m"}, raw)
+             for line in data.splitlines()]  # fmt: skip
+    assert spilled_lines(body) == whole == spilled_lines(b"\xef\xbb\xbf" + body)
+    assert spilled_lines(answer([])) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "said"),
+    [
+        (answer([{"values": [[1, 2]]}])[:-3], TruncatedBody, "not whole JSON"),  # cut, retried
+        (answer([{"values": [[1, 2]]}]) + b" x", TruncatedBody, "not whole JSON"),
+        (answer([{"metric": {"name": "ok"}}]).replace(b'"ok"', b'"\xff"'), UnusableAnswer,
+         "not UTF-8"),
+        (answer([{"values": [[1, 2]]}]).replace(b"2]", b"1e400]"), UnusableAnswer, "out of range"),
+        (b'{"status": "error", "data": {"result": 5}}', ApiStatusError, "no 'data.result' list"),
+    ],
+)  # fmt: skip
+def test_an_answer_read_from_its_file_fails_as_one_held_in_memory(
+    body: bytes, error: type[Exception], said: str
+) -> None:
+    with pytest.raises(error, match=said):
+        spilled_lines(body)
+
+
+async def test_spilled_answers_cut_short_are_asked_again_and_written_once(
+    cloud: SimCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half the range queries' bodies are cut short: each is read to a file, found cut,
+    asked again; every series is written exactly once."""
+    monkeypatch.setattr(v5_series, "SPILL_AT", 1)
+    cut = FaultPlan(seed=3, p_truncate=0.5, fault_endpoints=frozenset({"v5_query"}))
+    async with Simulator(cloud, faults=cut) as sim:
+        settings = settings_for(sim, tmp_path, api="v6", stack_id=sim.stack_id, step=STEP,
+                                max_attempts=20)  # fmt: skip
+        result = await harvest_job(settings, [RunTarget(RUN)])
+        expected = await whole_answers(sim, tmp_path / "whole")
+    assert not result.report.failed and result.stats.retries > 0
+    got: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for r in read_dir(tmp_path)[RUN]:
+        if r["type"] == "series":
+            got[(r["query"]["metric"], r["query"]["method"])].append(r["data"])
+    assert dict(got) == expected

@@ -14,23 +14,20 @@ job's transport: rate gate, retries, 429 pause.
 from __future__ import annotations
 
 import contextlib
-import io
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import msgspec
-import orjson
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ..config import Settings
-from ..errors import HarvesterError, UnusableAnswer
+from ..errors import HarvesterError
 from ..records import Lines, Message, encode
 from ..transport import Transport
-from . import v5_query, v6_plan, v6_thresholds
+from . import v5_query, v5_series, v6_plan, v6_thresholds
 from .v6_api import V6, JsonObject, NotReady, V6Api, readiness, resolve_stack
 from .v6_discovery import discover_v6
 
@@ -38,34 +35,6 @@ if TYPE_CHECKING:
     from ..layout import Places
     from ..selection import Discovery, Selection
     from ..state import HarvestState
-
-
-#: Bytes of `series` lines handed to the writer at once: an answer's series go on in
-#: pieces of about this size, so its records are never all held (nor its parsed form).
-SERIES_CHUNK = 1 << 20
-
-
-def series_chunks(
-    run_id: int, query: JsonObject, entries: list[msgspec.Raw]
-) -> Iterator[tuple[bytes, int]]:
-    """`series` lines, (bytes, how many) at a time: each result entry parsed on its own
-    and written unchanged as `data`, the `query` beside it. An entry's parsed form lives
-    only while its line is made, and each line goes into one buffer at once (orjson's
-    bytes hold ~4 KB however short: see `records.encode`)."""
-    out, count = io.BytesIO(), 0
-    for entry in entries:
-        try:
-            data = orjson.loads(memoryview(entry))
-        except orjson.JSONDecodeError as exc:  # whole JSON, but not to orjson (not UTF-8)
-            raise UnusableAnswer(f"v5_query: a series that does not parse ({exc})") from exc
-        record = {"type": "series", "test_run_id": run_id, "query": query, "data": data}
-        out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
-        count += 1
-        if out.tell() >= SERIES_CHUNK:
-            yield out.getvalue(), count
-            out, count = io.BytesIO(), 0
-    if count:
-        yield out.getvalue(), count
 
 
 class V6RunFetch:
@@ -148,9 +117,14 @@ class V6RunFetch:
 
     def _series_job(self, name: str, method: str, path: str) -> Callable[[], Awaitable[None]]:
         async def job() -> None:
-            entries = await self.api.raw_result("v5_query", path)
             envelope = {"method": method, "metric": name, "step": self._step}
-            for data, count in series_chunks(self.run_id, envelope, entries):
+            spill = v5_series.spilled(self.run_id, envelope)
+            got = await self.api.raw_result("v5_query", path, spill)
+            if isinstance(got, v5_series.SpilledSeries):
+                chunks = got.chunks()
+            else:
+                chunks = v5_series.series_chunks(self.run_id, envelope, got)
+            for data, count in chunks:
                 await self._deliver("series", data, count)
 
         return job

@@ -10,7 +10,7 @@ from urllib.parse import urlencode, urlsplit
 
 import msgspec
 
-from ..answers import Parser, parse_body, raw_result, result_list
+from ..answers import Parser, Spill, parse_body, raw_result, result_list
 from ..config import Settings
 from ..errors import ApiStatusError, AuthRejected, HarvesterError, NotFound
 from ..transport import Transport
@@ -78,10 +78,12 @@ class V6Api:
         count = doc.get("@count") if isinstance(doc, dict) else None
         return count if isinstance(count, int) else None
 
-    async def _v5(self, endpoint: str, path: str, parse: Parser = parse_body) -> Any:
+    async def _v5(
+        self, endpoint: str, path: str, parse: Parser = parse_body, spill: Spill | None = None
+    ) -> Any:
         url = self.transport.url(path)
         try:
-            return await self.transport.get(endpoint, url, parse=parse)
+            return await self.transport.get(endpoint, url, parse=parse, spill=spill)
         except NotFound as exc:
             raise ApiStatusError(
                 f"{exc} (v5 answers 404 only for a URL it cannot parse: a harvester bug, "
@@ -110,10 +112,11 @@ class V6Api:
             raise ApiStatusError(NO_RESULT)
         return result
 
-    async def raw_result(self, endpoint: str, path: str) -> list[msgspec.Raw]:
-        """`result`'s entries each as its JSON text, none parsed yet (`answers.raw_result`):
-        a range query's answer holds every series of a metric."""
-        result: list[msgspec.Raw] | None = await self._v5(endpoint, path, raw_result)
+    async def raw_result(self, endpoint: str, path: str, spill: Spill) -> list[msgspec.Raw] | Any:
+        """`result`'s entries each as its JSON text, none parsed yet (`answers.raw_result`),
+        or what `spill.read` made of a longer answer (`v5_series`): a range query's answer
+        holds every series of a metric."""
+        result: list[msgspec.Raw] | None = await self._v5(endpoint, path, raw_result, spill)
         if result is None:
             raise ApiStatusError(NO_RESULT)
         return result
