@@ -50,6 +50,8 @@ async def read_spilling(
     answer of any size costs at most `spill` bytes of memory."""
     spool = tempfile.SpooledTemporaryFile(max_size=spill)
     try:
+        if resp.content_length is not None and resp.content_length > spill:
+            spool.rollover()  # to the file at once: no buffer grown to `spill` first
         size = await copy_capped(resp, spool.write, cap, endpoint, where)
         spool.seek(0)
         if size > spill:

@@ -474,7 +474,8 @@ async def test_a_listed_run_whose_id_is_no_run_id_is_named_and_the_rest_harveste
 def test_both_apis_listings_keep_only_run_ids_and_name_the_others() -> None:
     """`by_run_id`, which v2's and v6's discovery take their runs through."""
     found = Discovery()
-    listed = [{"id": 5}, {"id": True}, {"id": 1.5}, {"id": 2**63}, {"id": -1}, {"id": 5}, {}]
+    listed: list[JsonObject] = [{"id": 5}, {"id": True}, {"id": 1.5}, {"id": 2**63}, {"id": -1},
+                                {"id": 5}, {}]  # fmt: skip
     assert by_run_id(listed, found) == {5: {"id": 5}}
     assert found.not_found == [
         f"the API listed 5 runs whose id is not a run id (a whole number from 1 to {2**63 - 1}): "

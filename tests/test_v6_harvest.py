@@ -199,6 +199,35 @@ async def test_v5_faults_are_retried(simulator: Simulator, tmp_path: Path) -> No
     assert records[-1]["data"]["complete"] is True
 
 
+async def test_v6_and_v5_answers_without_their_list_are_glitches_asked_again(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    """A 2xx `{}` (the simulator's `unlisted`) from any endpoint a v6 harvest reads is
+    asked again, as v2's are: it failed the run at once ('no labels 'data' list')."""
+    clean = await harvest_job(v6_settings(simulator, tmp_path / "clean"), [RunTarget(100002)])
+    assert not clean.report.failed
+    every = frozenset({"v6_run", "v6_runs", "v6_tests", "v5_metrics", "v5_labels", "v5_query"})
+    simulator.faults = FaultPlan(seed=5, p_unlisted=0.3, fault_endpoints=every)
+    settings = v6_settings(simulator, tmp_path / "glitchy", max_attempts=20,
+                           projects=[PROJECT])  # fmt: skip
+    selection = Selection.from_settings(settings)
+    found = await discover_runs(settings, selection)
+    targets = [*found.targets, RunTarget(100002)]
+    result = await harvest_job(settings, targets)
+    assert not result.report.failed, result.report.failed
+    assert simulator.fault_counts["unlisted"] > 5
+    records = read_dir(tmp_path / "glitchy")
+    assert {t.run_id for t in found.targets} and 100002 in records
+    assert strip_times(records[100002]) == strip_times(read_dir(tmp_path / "clean")[100002])
+
+
+def strip_times(records: list[dict[str, Any]]) -> list[bytes]:
+    """The records in any order (queries answer in any), without the summary's harvest
+    time (it differs between two harvests)."""
+    return sorted(orjson.dumps({**r, "data": {**r["data"], "harvest": None}}
+                               if r["type"] == "summary" else r) for r in records)  # fmt: skip
+
+
 # --- URLs and thresholds, pinned ------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ import pytest
 
 from harvester.answers import raw_result
 from harvester.backends import v5_series, v6_plan
-from harvester.errors import ApiStatusError, TruncatedBody, UnusableAnswer
+from harvester.errors import MalformedAnswer, TruncatedBody, UnusableAnswer
 from harvester.job import harvest_job
 from harvester.ratelimit import RateGate
 from harvester.scheduler import RunTarget
@@ -179,7 +179,7 @@ def test_an_answer_read_from_its_file_makes_the_lines_of_one_held_in_memory() ->
         (answer([{"metric": {"name": "ok"}}]).replace(b'"ok"', b'"\xff"'), UnusableAnswer,
          "not UTF-8"),
         (answer([{"values": [[1, 2]]}]).replace(b"2]", b"1e400]"), UnusableAnswer, "out of range"),
-        (b'{"status": "error", "data": {"result": 5}}', ApiStatusError, "no 'data.result' list"),
+        (b'{"status": "error", "data": {"result": 5}}', MalformedAnswer, "no 'data.result' list"),
     ],
 )  # fmt: skip
 def test_an_answer_read_from_its_file_fails_as_one_held_in_memory(

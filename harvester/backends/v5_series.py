@@ -24,14 +24,15 @@ import msgspec
 import orjson
 
 from ..answers import BOM, Spill
-from ..errors import ApiStatusError, TruncatedBody, UnusableAnswer
+from ..errors import MalformedAnswer, TruncatedBody, UnusableAnswer
 from ..wire import MB
 
 #: Bytes of `series` lines handed to the writer at once: an answer's series go on in
 #: pieces of about this size, so its records are never all held (nor its parsed form).
 SERIES_CHUNK = 1 << 20
-#: An answer longer than this goes to a temporary file rather than memory (see above).
-SPILL_AT = 4 * MB
+#: An answer longer than this goes to a temporary file rather than memory (see above):
+#: ~2,600 series of a metric; each of `--concurrency` answers in flight holds at most it.
+SPILL_AT = 1 * MB
 JsonObject = dict[str, Any]
 
 
@@ -122,7 +123,8 @@ def _has_result_list(body: IO[bytes], where: Any) -> None:
     for prefix, event, _ in ijson.parse(body):
         if prefix == "data.result" and event == "start_array":
             return
-    raise ApiStatusError("unexpected answer: no 'data.result' list", url=where())
+    url = where()
+    raise MalformedAnswer(f"v5_query {url}: unexpected answer: no 'data.result' list", url=url)
 
 
 def _failure(exc: ijson.JSONError, where: Any) -> Exception:

@@ -5,6 +5,7 @@ When a run is ready to harvest (`readiness`) is v6's word too: `status`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -12,7 +13,7 @@ import msgspec
 
 from ..answers import Parser, Spill, parse_body, raw_result, result_list
 from ..config import Settings
-from ..errors import ApiStatusError, AuthRejected, HarvesterError, NotFound
+from ..errors import ApiStatusError, AuthRejected, HarvesterError, MalformedAnswer, NotFound
 from ..transport import Transport
 from . import v5_query
 
@@ -20,6 +21,31 @@ JsonObject = dict[str, Any]
 V6 = "/cloud/v6"
 MAX_TOP = 1000
 NO_RESULT = "unexpected answer: no 'data.result' list"
+
+
+def _needs(has: Callable[[Any], bool], what: str, parse: Parser = parse_body) -> Parser:
+    """`parse`, then a 2xx answer without `what` is a glitch of the server, asked again
+    (`MalformedAnswer`), as v2's `lists=` answers are: a `{}` failed the run at once."""
+
+    def parsed(body: bytes, status: int, endpoint: str, where: Callable[[], str]) -> Any:
+        doc = parse(body, status, endpoint, where)
+        if not has(doc):
+            url = where()
+            raise MalformedAnswer(f"{endpoint} {url}: unexpected answer: {what}", url=url)
+        return doc
+
+    return parsed
+
+
+def _keyed(key: str, kind: type) -> Callable[[Any], bool]:
+    return lambda doc: isinstance(doc, dict) and isinstance(doc.get(key), kind)
+
+
+_RUN = _needs(lambda doc: isinstance(doc, dict) and type(doc.get("id")) is int, "no test run object")
+_VALUE = _needs(_keyed("value", list), "no 'value' list")
+_LABELS = _needs(_keyed("data", list), "no labels 'data' list")
+_RESULT = _needs(lambda doc: result_list(doc) is not None, NO_RESULT)
+_RAW_RESULT = _needs(lambda doc: doc is not None, NO_RESULT, raw_result)
 
 
 class NotReady(HarvesterError):
@@ -48,9 +74,7 @@ class V6Api:
 
     async def get_run(self, run_id: int) -> JsonObject:
         url = self.transport.url(f"{V6}/test_runs/{run_id}")
-        doc = await self.transport.get("v6_run", url)
-        if not isinstance(doc, dict) or not isinstance(doc.get("id"), int):
-            raise ApiStatusError("unexpected answer: no test run object", url=str(url))
+        doc: JsonObject = await self.transport.get("v6_run", url, parse=_RUN)
         return doc
 
     async def pages(
@@ -62,10 +86,8 @@ class V6Api:
         while True:
             query = urlencode({**params, "$top": top, "$skip": len(rows)}, safe="$:")
             url = self.transport.url(path, query)
-            doc = await self.transport.get(endpoint, url)
-            value = doc.get("value") if isinstance(doc, dict) else None
-            if not isinstance(value, list):
-                raise ApiStatusError("unexpected answer: no 'value' list", url=str(url))
+            doc = await self.transport.get(endpoint, url, parse=_VALUE)
+            value = doc["value"]
             rows += value
             if not doc.get("@nextLink"):
                 return rows
@@ -93,33 +115,24 @@ class V6Api:
             ) from exc
 
     async def metrics(self, run_id: int) -> list[JsonObject]:
-        doc = await self._v5("v5_metrics", f"{v5_query.V5}/{run_id}/metrics")
-        value = doc.get("value") if isinstance(doc, dict) else None
-        if not isinstance(value, list):
-            raise ApiStatusError("unexpected answer: no metrics 'value' list")
+        doc = await self._v5("v5_metrics", f"{v5_query.V5}/{run_id}/metrics", _VALUE)
+        value: list[JsonObject] = doc["value"]
         return value
 
     async def labels(self, run_id: int) -> list[str]:
-        doc = await self._v5("v5_labels", f"{v5_query.V5}/{run_id}/labels")
-        data = doc.get("data") if isinstance(doc, dict) else None
-        if not isinstance(data, list):
-            raise ApiStatusError("unexpected answer: no labels 'data' list")
-        return [str(label) for label in data]
+        doc = await self._v5("v5_labels", f"{v5_query.V5}/{run_id}/labels", _LABELS)
+        return [str(label) for label in doc["data"]]
 
     async def result(self, endpoint: str, path: str) -> list[JsonObject]:
-        result = result_list(await self._v5(endpoint, path))
-        if result is None:
-            raise ApiStatusError(NO_RESULT)
+        result = result_list(await self._v5(endpoint, path, _RESULT))
+        assert result is not None  # _RESULT asked again for an answer without it
         return result
 
     async def raw_result(self, endpoint: str, path: str, spill: Spill) -> list[msgspec.Raw] | Any:
         """`result`'s entries each as its JSON text, none parsed yet (`answers.raw_result`),
         or what `spill.read` made of a longer answer (`v5_series`): a range query's answer
         holds every series of a metric."""
-        result: list[msgspec.Raw] | None = await self._v5(endpoint, path, raw_result, spill)
-        if result is None:
-            raise ApiStatusError(NO_RESULT)
-        return result
+        return await self._v5(endpoint, path, _RAW_RESULT, spill)
 
 
 #: Stack ids `--stack-url`s resolved to, by (API base URL, stack URL): asked once per
