@@ -41,7 +41,9 @@ def _keyed(key: str, kind: type) -> Callable[[Any], bool]:
     return lambda doc: isinstance(doc, dict) and isinstance(doc.get(key), kind)
 
 
-_RUN = _needs(lambda doc: isinstance(doc, dict) and type(doc.get("id")) is int, "no test run object")
+_RUN = _needs(
+    lambda doc: isinstance(doc, dict) and type(doc.get("id")) is int, "no test run object"
+)
 _VALUE = _needs(_keyed("value", list), "no 'value' list")
 _LABELS = _needs(_keyed("data", list), "no labels 'data' list")
 _RESULT = _needs(lambda doc: result_list(doc) is not None, NO_RESULT)
