@@ -23,6 +23,7 @@ from .errors import (
     AnswerTooSlow,
     ApiStatusError,
     ConnectionFailed,
+    OutputError,
     RequestTimeout,
     TruncatedBody,
     UnusableAnswer,
@@ -49,10 +50,16 @@ async def read_spilling(
     goes on in a temporary file (deleted once closed), handed back rewound, so that an
     answer of any size costs at most `spill` bytes of memory."""
     spool = tempfile.SpooledTemporaryFile(max_size=spill)
+
+    def write(chunk: bytes) -> None:
+        with spill_failed():
+            spool.write(chunk)
+
     try:
         if resp.content_length is not None and resp.content_length > spill:
-            spool.rollover()  # to the file at once: no buffer grown to `spill` first
-        size = await copy_capped(resp, spool.write, cap, endpoint, where)
+            with spill_failed():
+                spool.rollover()  # to the file at once: no buffer grown to `spill` first
+        size = await copy_capped(resp, write, cap, endpoint, where)
         spool.seek(0)
         if size > spill:
             return spool
@@ -61,6 +68,20 @@ async def read_spilling(
     except BaseException:
         spool.close()
         raise
+
+
+@contextlib.contextmanager
+def spill_failed() -> Iterator[None]:
+    """A temporary file that cannot be written (the disk of $TMPDIR full or read-only)
+    ends the job as a full output does (`OutputError`): every long answer needs one. An
+    aiohttp connection error is an OSError too, but never comes from these writes."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(
+            f"cannot keep a long answer in a temporary file in {tempfile.gettempdir()}: "
+            f"{exc.strerror or exc}; free space there or point TMPDIR elsewhere"
+        ) from exc
 
 
 async def copy_capped(

@@ -4,6 +4,7 @@ handed to the writer series by series, in pieces (`answers.raw_result`,
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from harvester.answers import raw_result
 from harvester.backends import v5_series, v6_plan
-from harvester.errors import MalformedAnswer, TruncatedBody, UnusableAnswer
+from harvester.errors import MalformedAnswer, OutputError, TruncatedBody, UnusableAnswer
 from harvester.job import harvest_job
 from harvester.ratelimit import RateGate
 from harvester.scheduler import RunTarget
@@ -169,6 +170,16 @@ def test_an_answer_read_from_its_file_makes_the_lines_of_one_held_in_memory() ->
              for line in data.splitlines()]  # fmt: skip
     assert spilled_lines(body) == whole == spilled_lines(b"\xef\xbb\xbf" + body)
     assert spilled_lines(answer([])) == []
+    # Integers yajl cannot hold (int64's least, past int64, past 2**64) as orjson reads them.
+    huge = answer([{"values": [[1, -(2**63)], [2, 2**64 - 1]]}, *entries])
+    huge = huge.replace(b"18446744073709551615", b"123456789012345678901234567890")
+    raw = raw_result(huge, 200, "v5_query", where)
+    assert raw is not None
+    whole = [orjson.loads(line) for data, _ in v5_series.series_chunks(3, {"metric": "m"}, raw)
+             for line in data.splitlines()]  # fmt: skip
+    assert (
+        spilled_lines(huge) == whole and whole[0]["data"]["values"][1][1] == 1.2345678901234568e29
+    )
 
 
 @pytest.mark.parametrize(
@@ -178,7 +189,8 @@ def test_an_answer_read_from_its_file_makes_the_lines_of_one_held_in_memory() ->
         (answer([{"values": [[1, 2]]}]) + b" x", TruncatedBody, "not whole JSON"),
         (answer([{"metric": {"name": "ok"}}]).replace(b'"ok"', b'"\xff"'), UnusableAnswer,
          "not UTF-8"),
-        (answer([{"values": [[1, 2]]}]).replace(b"2]", b"1e400]"), UnusableAnswer, "out of range"),
+        (answer([{"values": [[1, 2]]}]).replace(b"2]", b"1e400]"), UnusableAnswer,
+         "does not parse"),  # as in memory: orjson refuses it too
         (b'{"status": "error", "data": {"result": 5}}', MalformedAnswer, "no 'data.result' list"),
     ],
 )  # fmt: skip
@@ -207,3 +219,19 @@ async def test_spilled_answers_cut_short_are_asked_again_and_written_once(
         if r["type"] == "series":
             got[(r["query"]["metric"], r["query"]["method"])].append(r["data"])
     assert dict(got) == expected
+
+
+async def test_a_temporary_file_that_cannot_be_written_ends_the_job_in_one_line(
+    simulator: Simulator, tiny_fs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$TMPDIR full: what was an internal error (an OSError out of the fetch) is the
+    job's `OutputError`, as a full output disk is, naming the directory."""
+    monkeypatch.setattr(v5_series, "SPILL_AT", 1)
+    monkeypatch.setattr(tempfile, "tempdir", str(tiny_fs))
+    with contextlib.suppress(OSError), (tiny_fs / "fill").open("wb") as filler:
+        while True:
+            filler.write(b"x" * 65536)
+    settings = settings_for(simulator, tmp_path, api="v6", stack_id=simulator.stack_id, step=STEP)
+    with pytest.raises(OutputError, match=f"temporary file in {tiny_fs}: No space left"):
+        await harvest_job(settings, [RunTarget(RUN)])
+    assert RUN not in read_dir(tmp_path)

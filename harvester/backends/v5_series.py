@@ -23,9 +23,9 @@ import ijson
 import msgspec
 import orjson
 
-from ..answers import BOM, Spill
+from ..answers import BOM, Spill, raw_result
 from ..errors import MalformedAnswer, TruncatedBody, UnusableAnswer
-from ..wire import MB
+from ..wire import MB, spill_failed
 
 #: Bytes of `series` lines handed to the writer at once: an answer's series go on in
 #: pieces of about this size, so its records are never all held (nor its parsed form).
@@ -77,6 +77,11 @@ class SpilledSeries:
         self.file: IO[bytes] = tempfile.TemporaryFile()
         self.pieces: list[tuple[int, int]] = []
 
+    def add(self, data: bytes, count: int) -> None:
+        with spill_failed():
+            self.file.write(data)
+        self.pieces.append((len(data), count))
+
     def chunks(self) -> Iterator[tuple[bytes, int]]:
         """The pieces as `series_chunks` gives them; the file is closed at their end."""
         with self.file:
@@ -101,19 +106,41 @@ def write_series(body: IO[bytes], run_id: int, query: JsonObject, where: Any) ->
     if body.read(len(BOM)) != BOM:  # RFC 8259 lets a parser skip one
         body.seek(0)
     start = body.tell()
-    out = SpilledSeries()
+    with spill_failed():
+        out = SpilledSeries()
     try:
         entries = ijson.items(body, "data.result.item", use_float=True)
         for data, count in series_lines(run_id, query, entries):
-            out.file.write(data)
-            out.pieces.append((len(data), count))
+            out.add(data, count)
         if not out.pieces:
             body.seek(start)
             _has_result_list(body, where)
     except BaseException as exc:
         out.file.close()
+        if isinstance(exc, ijson.JSONError) and "overflow" in str(exc):
+            body.seek(0)
+            return _read_whole(body.read(), run_id, query, where)
         if isinstance(exc, ijson.JSONError):
             raise _failure(exc, where) from exc
+        raise
+    return out
+
+
+def _read_whole(body: bytes, run_id: int, query: JsonObject, where: Any) -> SpilledSeries:
+    """An answer with a number yajl's parser cannot hold (an integer past int64, or
+    int64's least) read as an answer in memory is: orjson takes integers to 2**64 and
+    makes a float of a larger one. Rare, so its memory is no concern."""
+    entries = raw_result(body, 200, "v5_query", where)
+    if entries is None:
+        url = where()
+        raise MalformedAnswer(f"v5_query {url}: unexpected answer: no 'data.result' list", url=url)
+    with spill_failed():
+        out = SpilledSeries()
+    try:
+        for data, count in series_chunks(run_id, query, entries):
+            out.add(data, count)
+    except BaseException:
+        out.file.close()
         raise
     return out
 
@@ -129,10 +156,7 @@ def _has_result_list(body: IO[bytes], where: Any) -> None:
 
 def _failure(exc: ijson.JSONError, where: Any) -> Exception:
     """ijson's error as `answers.parse_body` and `series_chunks` say it for an answer in
-    memory: not UTF-8 or a number no double holds fails the run; any other is taken for
-    a body cut short, retried."""
-    said = str(exc)
-    for mark, what in (("UTF8", "not UTF-8"), ("overflow", "a number out of range")):
-        if mark in said:
-            return UnusableAnswer(f"v5_query {where()}: a series that does not parse ({what})")
+    memory: not UTF-8 fails the run; any other is taken for a body cut short, retried."""
+    if "UTF8" in str(exc):
+        return UnusableAnswer(f"v5_query {where()}: a series that does not parse (not UTF-8)")
     return TruncatedBody("HTTP 200 with a body that is not whole JSON", url=where())
