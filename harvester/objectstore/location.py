@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..config import Settings, is_loopback, url_parts
 from ..errors import ConfigError
