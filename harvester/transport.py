@@ -10,7 +10,6 @@ passes the shared `RateGate` and a bound on requests in flight, and ends within
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import IO, Any, BinaryIO, TypeVar
@@ -20,7 +19,6 @@ import anyio
 import orjson
 from yarl import URL
 
-from . import version
 from .answers import Parser, Spill, check_shape, classify, error_message, parse_body
 from .config import Secret, Settings
 from .errors import (
@@ -36,44 +34,25 @@ from .errors import (
     RetryAfterTooLong,
     UnusableAnswer,
 )
+from .proxies import ProxyChoice, user_agent
 from .ratelimit import RateGate
 from .retry import RetryPolicy, current_budget, pauses_everyone
 from .stats import HarvestStats
 from .tables import plural
-from .wire import MAX_REDIRECTS, MB, copy_capped, errors_made_ours, read_capped, read_spilling
+from .wire import (
+    MAX_REDIRECTS,
+    MB,
+    copy_capped,
+    errors_made_ours,
+    file_where,
+    read_capped,
+    read_spilling,
+    short_url,
+)
 
 #: 403s, with not one request allowed before them, after which the token is to blame.
 FORBIDDEN_IS_THE_TOKEN = 3
 T = TypeVar("T")
-
-
-def user_agent() -> str:
-    return f"k6-harvester/{version()} aiohttp/{aiohttp.__version__}"
-
-
-def env_proxy(url: URL) -> str | None:
-    """The proxy for `url` from HTTPS_PROXY / HTTP_PROXY / ALL_PROXY and NO_PROXY, read as
-    curl reads them (by the standard library). Not aiohttp's `trust_env`: that also sends
-    ~/.netrc passwords, to every host (a storage host included), and refuses any request
-    that carries our Authorization header when ~/.netrc has a `default` entry."""
-    if url.host is None or urllib.request.proxy_bypass(url.host):
-        return None
-    proxies = urllib.request.getproxies()
-    return proxies.get(url.scheme) or proxies.get("all")
-
-
-class ProxyChoice:
-    """`env_proxy`, read once an origin: the environment does not change during a job, and
-    reading it (every variable, each request) was about a tenth of a request's CPU."""
-
-    def __init__(self) -> None:
-        self._chosen: dict[tuple[str, str | None, int | None], str | None] = {}
-
-    def __call__(self, url: URL) -> str | None:
-        origin = (url.scheme, url.host, url.port)
-        if origin not in self._chosen:
-            self._chosen[origin] = env_proxy(url)
-        return self._chosen[origin]
 
 
 class Transport:
@@ -408,19 +387,3 @@ def download_error(status: int, body: bytes, headers: Any, shown: str) -> ApiErr
     return ApiStatusError(
         f"the CSV export file {shown} answered HTTP {status}", status=status, url=shown
     )
-
-
-def file_where(url: URL) -> str:
-    """A file URL for messages: host and path, never the query (a signed URL's query is
-    its credential)."""
-    return f"{url.host}{url.path}"
-
-
-def short_url(url: URL) -> str:
-    """The request for messages: path and query with the `ids[]` list counted, not listed
-    (a series URL holds up to ~180 ids)."""
-    ids = url.query.getall("ids[]", [])
-    rest = [(k, v) for k, v in url.query.items() if k != "ids[]"]
-    query = "&".join(f"{k}={v}" for k, v in rest)
-    text = url.path + (f"?{query}" if query else "")
-    return text + (f" ({plural(len(ids), 'id')})" if ids else "")

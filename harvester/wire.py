@@ -1,4 +1,5 @@
-"""An answer off the wire: read within its size cap, aiohttp's exceptions made ours.
+"""An answer off the wire: read within its size cap, aiohttp's exceptions made ours, and a
+request named for messages.
 
 With `transport.py`, the only module that touches aiohttp's client or its exceptions.
 The per-request deadline is aiohttp's own (`ClientTimeout.total`; for each redirect hop
@@ -28,6 +29,7 @@ from .errors import (
     TruncatedBody,
     UnusableAnswer,
 )
+from .tables import plural
 
 MAX_REDIRECTS = 3
 MB = 1 << 20
@@ -159,3 +161,19 @@ def errors_made_ours(
         raise ConnectionFailed(
             f"{endpoint}: connection broke ({str(exc) or 'closed'})", url=where(url)
         ) from exc
+
+
+def file_where(url: URL) -> str:
+    """A file URL for messages: host and path, never the query (a signed URL's query is
+    its credential)."""
+    return f"{url.host}{url.path}"
+
+
+def short_url(url: URL) -> str:
+    """The request for messages: path and query with the `ids[]` list counted, not listed
+    (a series URL holds up to ~180 ids)."""
+    ids = url.query.getall("ids[]", [])
+    rest = [(k, v) for k, v in url.query.items() if k != "ids[]"]
+    query = "&".join(f"{k}={v}" for k, v in rest)
+    text = url.path + (f"?{query}" if query else "")
+    return text + (f" ({plural(len(ids), 'id')})" if ids else "")

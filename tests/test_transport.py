@@ -121,7 +121,7 @@ async def test_a_base_url_that_is_not_an_http_server_ends_the_job_clearly(
 
 def test_messages_count_a_series_requests_ids_instead_of_listing_them() -> None:
 
-    from harvester.transport import short_url
+    from harvester.wire import short_url
 
     ids = "&".join(f"ids%5B%5D={i:032x}" for i in range(180))
     url = URL(f"http://h:1/loadtests/v2/series?test_run_id=5&{ids}&method=p95", encoded=True)
