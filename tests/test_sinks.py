@@ -82,6 +82,18 @@ async def started(sim: Simulator, *args: str) -> AsyncIterator[Process]:
         await process.aclose()
 
 
+def flocked(path: Path) -> bool:
+    """Whether some process holds a flock on `path` (Linux's /proc/locks, by inode)."""
+    try:
+        inode = os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+    locks = Path("/proc/locks").read_text().splitlines()
+    return any(
+        line.split()[5].rsplit(":", 1)[-1] == str(inode) for line in locks if "FLOCK" in line
+    )
+
+
 def partials(out: Path) -> list[Path]:
     return sorted(out.glob(".*.partial"))
 
@@ -148,6 +160,10 @@ async def test_leftovers_of_a_dead_writer_are_removed_and_a_live_writers_are_not
     async with holding_overviews(cloud) as (sim, held):
         async with started(sim, *harvest_args(out, tmp_path / "a.db", cloud)) as writer:
             await wait_for(lambda: held.waiting == 2 and len(partials(out)) == 2, within=30)
+            # ... and both flocked: between its mkstemp and its flock a writer's file is
+            # fair game for a cleaner (the writer then takes another name), which is not
+            # what this test is about. Read from /proc/locks, which takes no lock.
+            await wait_for(lambda: all(flocked(p) for p in partials(out)), within=30)
             live = partials(out)
             # Even the cleanup of a job whose default state lock would guard `out`
             # leaves a live writer's files alone.
