@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -100,3 +101,10 @@ def s3cli(
 ) -> S3Cli:
     """The CLI on a new bucket of the session's store, against the two-run simulator."""
     return S3Cli(sim, s3, bucket, tmp_path, capfd)
+
+
+# A suite started under nohup (or from a shell that ignores SIGHUP) would hand the ignored
+# SIGHUP to every harvester it starts, which keeps it ignored by design (nohup): the
+# SIGHUP tests' jobs would then never stop. Children start with SIGHUP's default.
+if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
