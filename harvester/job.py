@@ -34,13 +34,13 @@ from .scheduler import HarvestReport, RunObserver, RunTarget, Scheduler
 from .sinks import (
     DirectorySink,
     Sink,
-    StreamSink,
     prepare_output_dir,
     writing_to,
 )
 from .state import STATE_FILE_NAME, HarvestState, StateLock
 from .stats import HarvestStats
 from .stopsignals import StopSignals
+from .streamsink import StreamSink
 from .transport import Transport
 
 SHUTDOWN_GRACE = 10.0
