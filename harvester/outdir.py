@@ -37,10 +37,14 @@ from .layout import run_dirs
 LOCK_FILE_NAME = ".harvester.lock"
 TEMP_SUFFIX = ".partial"
 #: Our temporary files: `.<run>.<random>.ndjson.partial` (also `.ndjson.gz`, `.ndjson.zst`),
+#: the other formats' `.points.ndjson`, `.meta.ndjson` (compressed too) and `.parquet`,
 #: `.<run>.<random>.csv.partial`, `.<run>.<random>.manifest.json.partial`,
 #: and what earlier versions wrote (`.<run>.ndjson.partial`, `.<run>.csv.<random>.partial`),
 #: which a crash may have left.
-TEMP_NAME = re.compile(r"\.\d+\.(?:[a-z0-9_]+\.)?(?:ndjson|csv|manifest)(?:\.[a-z0-9_]+)?\.partial")
+TEMP_NAME = re.compile(
+    r"\.\d+\.(?:[a-z0-9_]+\.)?(?:(?:points\.|meta\.)?ndjson|parquet|csv|manifest)"
+    r"(?:\.[a-z0-9_]+)?\.partial"
+)
 #: errnos of filesystems without hard links (FAT, some network and FUSE filesystems).
 NO_HARD_LINKS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 

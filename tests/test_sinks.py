@@ -23,7 +23,7 @@ from harvester.cli import main
 from harvester.errors import OutputError
 from harvester.job import harvest_job, remove_leftovers
 from harvester.outdir import LOCK_FILE_NAME, DirectoryLock
-from harvester.runfiles import RunFiles
+from harvester.runfiles import KINDS, RunFiles
 from harvester.scheduler import RunOutcome
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.generated import generate_cloud
@@ -152,14 +152,21 @@ def test_a_second_job_on_a_locked_directory_is_refused(
     DirectoryLock(tmp_path).release()
 
 
+@pytest.mark.parametrize(
+    "fmt", [("raw",), ("points", "--compress", "zstd"), ("parquet",)], ids=lambda f: f[0]
+)
 async def test_leftovers_of_a_dead_writer_are_removed_and_a_live_writers_are_not(
-    tmp_path: Path,
+    tmp_path: Path, fmt: tuple[str, ...]
 ) -> None:
+    if fmt[0] == "parquet":
+        pytest.importorskip("pyarrow")
     cloud = generate_cloud(runs=2, metrics=10, points=5)
     out = tmp_path / "out"
+    files = 2 * len(KINDS[fmt[0]])  # each run's temporary files: points and meta, ...
+    args = [*harvest_args(out, tmp_path / "a.db", cloud), "--format", *fmt]
     async with holding_overviews(cloud) as (sim, held):
-        async with started(sim, *harvest_args(out, tmp_path / "a.db", cloud)) as writer:
-            await wait_for(lambda: held.waiting == 2 and len(partials(out)) == 2, within=30)
+        async with started(sim, *args) as writer:
+            await wait_for(lambda: held.waiting == 2 and len(partials(out)) == files, within=30)
             # ... and both flocked: between its mkstemp and its flock a writer's file is
             # fair game for a cleaner (the writer then takes another name), which is not
             # what this test is about. Read from /proc/locks, which takes no lock.
@@ -172,14 +179,18 @@ async def test_leftovers_of_a_dead_writer_are_removed_and_a_live_writers_are_not
             writer.kill()
             await writer.wait()
         assert partials(out) == live  # a dead writer's files stay until a job cleans up
+        # ... and verify knows them for the harvester's own, not orphans.
+        assert not [row for row in verify(out) if row["status"] == "orphan"]
         # ... and any job cleans up, whatever its --state.
-        elsewhere = settings_for(sim, out, state=str(tmp_path / "elsewhere.db"))
-        assert remove_leftovers(elsewhere) == 2
+        elsewhere = settings_for(sim, out, state=str(tmp_path / "elsewhere.db"), format=fmt[0])
+        assert remove_leftovers(elsewhere) == files
         assert partials(out) == []
         held.release.set()
         result = await harvest_job(elsewhere, targets(cloud))
     assert not result.report.failed
-    assert_exact(cloud, out)
+    if fmt[0] == "raw":
+        assert_exact(cloud, out)
+    assert partials(out) == [] and intact(list(verify(out)))
 
 
 async def test_a_run_another_writer_published_is_kept_and_counts_as_done(tmp_path: Path) -> None:
