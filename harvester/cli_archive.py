@@ -103,8 +103,9 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
         if problems:
             columns = [("test_run_id", "run"), ("file", "file"), ("status", "status"),
                        ("detail", "detail")]  # fmt: skip
-            print_table(sys.stdout, columns, problems)
-        runs = len({row["test_run_id"] for row in rows})
+            # A status is one word ("truncated" was cut in two at 80 columns).
+            print_table(sys.stdout, columns, problems, wide=frozenset({"file", "detail"}))
+        runs = len({row["test_run_id"] for row in rows} - {None})  # an orphan is no run
         print(f"{len(rows) - len(problems)} of {len(rows)} files intact ({runs} runs)")
     return cli.EXIT_OK if intact(rows) else cli.EXIT_FAILED
 

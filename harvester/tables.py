@@ -96,8 +96,10 @@ def print_table(
     *,
     title: str | None = None,
     width: int | None = None,
+    wide: frozenset[str] = WIDE_COLUMNS,
 ) -> None:
-    """Rows as a rich table that wraps long cells instead of cutting them."""
+    """Rows as a rich table that wraps long cells instead of cutting them: the `wide`
+    columns wrap, the others keep each value on one line."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -111,8 +113,8 @@ def print_table(
         collapse_padding=True,
     )
     for key, header in columns:
-        wide = key in WIDE_COLUMNS
-        table.add_column(header, overflow="fold", ratio=2 if wide else None, no_wrap=not wide)
+        wraps = key in wide
+        table.add_column(header, overflow="fold", ratio=2 if wraps else None, no_wrap=not wraps)
     for row in rows:
         table.add_row(*(shown(row.get(key)) for key, _ in columns))
     console = make_console(stream) if width is None else Console(file=stream, width=width)

@@ -132,9 +132,15 @@ async def test_the_harvesters_own_files_are_not_orphans_and_the_cli_exits_by_int
     lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {line["status"] for line in lines} == {"ok"}
     (tmp_path / "stray.ndjson").write_text("{}\n")
+    (tmp_path / f"notes-someone-else-keeps-beside-the-runs-{'x' * 30}.txt").write_text("")
+    cut = tmp_path / f"{min(cloud.runs)}.ndjson"
+    cut.write_bytes(cut.read_bytes()[:-1])
     assert main(["verify", str(tmp_path), "--output", "table"]) == 1
     out = capsys.readouterr().out
     assert "stray.ndjson" in out and "orphan" in out
+    assert " truncated " in out  # a status is never cut in two to fit 80 columns
+    # ... and the orphan, no run's file, is not counted as a run.
+    assert out.splitlines()[-1] == f"5 of 8 files intact ({len(cloud.runs)} runs)"
     assert main(["verify", str(tmp_path / "nope")]) == 2
     assert "not a directory" in capsys.readouterr().err
 
