@@ -12,7 +12,8 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 # Tools of tests/test_singer.py whose pins clash with dev's (target-jsonl pins jsonschema
-# 2.6.0): each a pyproject extra installed alone into a venv of its own.
+# 2.6.0): each a pyproject extra installed alone into a venv of its own, by scripts/test
+# only (scripts/demo and scripts/bench need neither: Meltano's install is minutes).
 side_venv() {  # DIR EXTRA
   local reqs stamp
   reqs="$(python3 -c 'import tomllib, sys
@@ -28,7 +29,5 @@ print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["project"]["optional-depend
     touch "$stamp"
   fi
 }
-side_venv "$ROOT/.venv-singer" singer-target
-side_venv "$ROOT/.venv-meltano" meltano
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"

@@ -1,5 +1,5 @@
 """--format singer: Singer messages on stdout, piped into the real target-jsonl (from the
-package index, in .venv-singer: see scripts/_env.sh), hold exactly the points of a
+package index, in .venv-singer: scripts/test makes it), hold exactly the points of a
 --format points harvest; the last STATE resumes with nothing harvested again. Outside CI
 a missing target-jsonl skips the pipe tests; in CI (CI=true) it fails them."""
 
@@ -36,7 +36,7 @@ MISSING_RUN = 999_999
 
 def target_jsonl() -> Path:
     if not TARGET.exists():
-        reason = f"{TARGET} is missing (scripts/_env.sh installs it)"
+        reason = f"{TARGET} is missing (scripts/test installs it)"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason}: CI needs it")
         pytest.skip(reason)
@@ -389,8 +389,8 @@ async def test_meltano_runs_the_snippet_and_resumes_from_its_state(tmp_path: Pat
     nothing more is loaded."""
     if not MELTANO.exists():
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{MELTANO} is missing: CI needs it (scripts/_env.sh installs it)")
-        pytest.skip(f"{MELTANO} is missing (scripts/_env.sh installs it)")
+            pytest.fail(f"{MELTANO} is missing: CI needs it (scripts/test installs it)")
+        pytest.skip(f"{MELTANO} is missing (scripts/test installs it)")
     import yaml
 
     project = tmp_path / "project"
