@@ -134,6 +134,8 @@ async def test_a_lease_that_cannot_be_taken_fails_the_job_before_any_run_is_fetc
         ("s3://no-such-bucket/p/", (), "bucket no-such-bucket does not exist"),
         ("s3://no-such-bucket/p/", ("--export-csv",), "bucket no-such-bucket does not exist"),
         ("s3:///p/", (), "names no bucket"),
+        # botocore refuses the name before sending (it said "failed: ParamValidationError")
+        ("s3://Bad_Bucket!/p/", (), "bucket name 'Bad_Bucket!' is not one S3 takes"),
     ],
 )
 def test_bad_bucket_is_one_line_exit_2(

@@ -40,6 +40,14 @@ def describe_failure(exc: BaseException, loc: Location, endpoint: str | None) ->
         )
     if name in ("EndpointConnectionError", "ConnectTimeoutError"):
         return f"cannot reach the S3 endpoint {endpoint or 'of AWS'}: check --s3-endpoint-url"
+    if name == "ParamValidationError":  # refused by botocore itself, before any request
+        report = str(getattr(exc, "kwargs", {}).get("report", "")).split("\n", 1)[0]
+        if report.startswith("Invalid bucket name"):
+            return (
+                f"bucket name {loc.bucket!r} is not one S3 takes (letters, digits, '.', '-' "
+                "and '_'): check the s3:// URL"
+            )
+        return f"S3 request on {where} refused before it was sent: {report[:200]}"
     return f"S3 request on {where} failed: {code or name}"
 
 
