@@ -183,7 +183,10 @@ def _leading_id(name: str) -> int | None:
 
 
 def row(run_id: int | None, name: str, status: str, detail: str) -> Row:
-    return {"test_run_id": run_id, "file": name, "status": status, "detail": detail}
+    # A name that is not UTF-8 (an orphan `x\xff.ndjson` someone put there) is shown with
+    # its bytes escaped: JSON holds text only (it was an internal error).
+    shown = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return {"test_run_id": run_id, "file": shown, "status": status, "detail": detail}
 
 
 def intact(rows: list[Row]) -> bool:

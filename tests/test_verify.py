@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,13 @@ async def test_the_harvesters_own_files_are_not_orphans_and_the_cli_exits_by_int
     assert out.splitlines()[-1] == f"5 of 8 files intact ({len(cloud.runs)} runs)"
     assert main(["verify", str(tmp_path / "nope")]) == 2
     assert "not a directory" in capsys.readouterr().err
+    # A file whose name is not UTF-8 is an orphan shown with its byte escaped (it was an
+    # internal error: JSON holds text only).
+    (tmp_path / os.fsdecode(b"x\xff.ndjson")).write_text("")
+    assert main(["verify", str(tmp_path), "--output", "json"]) == 1
+    rows = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {"test_run_id": None, "file": "x\\xff.ndjson", "status": "orphan",
+            "detail": "named by no manifest"} in rows  # fmt: skip
 
 
 def test_verify_starts_without_the_http_stack_or_package_metadata(tmp_path: Path) -> None:
