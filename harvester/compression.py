@@ -19,6 +19,8 @@ from typing import Any, BinaryIO, cast
 
 import zstandard
 
+from .values import INT64_MAX
+
 CODECS = ("none", "gzip", "zstd")
 #: The file name's ending for each codec, after `.ndjson`.
 EXTENSIONS = {"none": "", "gzip": ".gz", "zstd": ".zst"}
@@ -26,8 +28,11 @@ EXTENSIONS = {"none": "", "gzip": ".gz", "zstd": ".zst"}
 LEVELS = {"gzip": (1, 9), "zstd": (1, 22)}
 DEFAULT_LEVEL = {"gzip": 6, "zstd": 3}
 ZSTD_WINDOW_LOG = 19
+#: A run id as the harvester writes it in a name: no leading zero, at most 19 digits (a
+#: longer one is no run's, and no JSON row could hold it).
+RUN_ID = r"([1-9][0-9]{0,18})"
 #: A published data file: `<run id>.<kind>[.gz|.zst]`.
-DATA_NAME = re.compile(r"(\d+)\.((?:points\.|meta\.)?ndjson|parquet)(\.gz|\.zst)?", re.ASCII)
+DATA_NAME = re.compile(RUN_ID + r"\.((?:points\.|meta\.)?ndjson|parquet)(\.gz|\.zst)?", re.ASCII)
 #: The file whose presence says a run is archived in each format (the last data file
 #: published; `--format points` publishes `points` then `meta`).
 ARCHIVED_BY = ("ndjson", "meta.ndjson")
@@ -267,7 +272,16 @@ def published_run(out_dir: Path, run_id: int) -> Path | None:
 def run_id_of(path: Path) -> int | None:
     """The run id of a published data file's name, None for any other name."""
     found = DATA_NAME.fullmatch(path.name)
-    return int(found.group(1)) if found else None
+    return as_run_id(found.group(1)) if found else None
+
+
+def as_run_id(text: str) -> int | None:
+    """`text` as the run id it names in a file name, None when it names none (a leading
+    zero, past int64: `99999999999999999999999.ndjson` made verify an internal error)."""
+    if not re.fullmatch(RUN_ID, text, re.ASCII):
+        return None
+    run_id = int(text)
+    return run_id if run_id <= INT64_MAX else None
 
 
 #: Errors that a damaged compressed file raises while it is read (gzip's deflate stream

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from . import manifest
-from .compression import run_id_of
+from .compression import as_run_id, run_id_of
 from .errors import ConfigError
 from .layout import run_dirs
 from .manifest import Scan
@@ -107,8 +107,7 @@ def _verify_dir(where: Path, under: Path, scanner: Scanner) -> Iterator[Row]:
     scanner.ahead([where / n for n in names if run_id_of(where / n) is not None])
     named: set[str] = set()
     for name in names:
-        if name.endswith(manifest.SUFFIX) and name[: -len(manifest.SUFFIX)].isdigit():
-            run_id = int(name[: -len(manifest.SUFFIX)])
+        if name.endswith(manifest.SUFFIX) and (run_id := as_run_id(name[: -len(manifest.SUFFIX)])):
             named.add(name)
             yield from _check_run(where, under, run_id, named, scanner)
     for name in names:
@@ -178,8 +177,7 @@ def _own(name: str) -> bool:
 
 
 def _leading_id(name: str) -> int | None:
-    head = name.split(".", 1)[0]
-    return int(head) if head.isdigit() else None
+    return as_run_id(name.split(".", 1)[0])
 
 
 def row(run_id: int | None, name: str, status: str, detail: str) -> Row:

@@ -71,6 +71,9 @@ def test_damage_is_found_and_named_as_in_a_directory(s3cli: S3Cli, tmp_path: Pat
     damage("100003.ndjson", data)  # no manifest
     damage("notes.txt", b"mine\n")  # an orphan
     damage("100002.manifest.json", b"{not json")  # a manifest that does not parse
+    # Names whose id is no run id (past int64): orphans (they were an internal error).
+    damage("99999999999999999999999.ndjson", data)
+    damage("99999999999999999999998.manifest.json", b"{}")
     code, rows = _rows(s3cli, out, "--s3-endpoint-url", s3cli.s3.url)
     assert code == 1
     status = {row[1]: row[2] for row in rows}
@@ -82,6 +85,8 @@ def test_damage_is_found_and_named_as_in_a_directory(s3cli: S3Cli, tmp_path: Pat
         "100002.ndjson": "missing",  # its manifest unreadable: as good as none
         "100003.ndjson": "missing",
         "notes.txt": "orphan",
+        "99999999999999999999999.ndjson": "orphan",
+        "99999999999999999999998.manifest.json": "orphan",
     }
     _, in_directory = _rows(s3cli, str(directory))
     assert rows == [row for row in in_directory if not row[1].startswith(".")]

@@ -185,3 +185,22 @@ def test_a_directory_with_nothing_to_verify_is_exit_1_and_one_line(
         f"harvester: nothing to verify in {tmp_path}: no run's manifest or data file there; "
         "give the --out directory (or s3:// prefix) of a harvest\n"
     )
+
+
+def test_names_whose_id_is_no_run_id_are_orphans(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Past int64 (no JSON row could hold it: verify was an internal error) or with a
+    leading zero (the harvester never writes one), a name is no run's."""
+    (tmp_path / "1.ndjson").write_bytes(b'{"type": "metric", "id": "a"}\n')
+    assert seal(tmp_path, 1, 0o600)
+    strays = ["99999999999999999999999.ndjson", "99999999999999999999998.manifest.json",
+              "9223372036854775808.ndjson", "01.ndjson"]  # fmt: skip
+    for name in strays:
+        (tmp_path / name).write_bytes(b"{}\n")
+    assert main(["verify", str(tmp_path), "--output", "json"]) == 1
+    rows = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted((r["file"], r["status"], r["test_run_id"]) for r in rows) == sorted(
+        [("1.manifest.json", "ok", 1), ("1.ndjson", "ok", 1)]
+        + [(name, "orphan", None) for name in strays]
+    )

@@ -12,15 +12,15 @@ from typing import Any
 
 import anyio
 
-from ..compression import ARCHIVED_BY, DATA_NAME
+from ..compression import ARCHIVED_BY, DATA_NAME, RUN_ID
 from ..config import Settings
 from .store import Store
 
 #: A run's directory below the prefix in --layout date (`YYYY/MM/DD/`, `undated/`).
 DATED = r"(?:(?P<dir>[0-9]{4}/[0-9]{2}/[0-9]{2}|undated)/)?"
-RUN_OF = re.compile(DATED + r"([0-9]+)\.")
+RUN_OF = re.compile(DATED + RUN_ID + r"\.")
 DATA_KEY = re.compile(DATED + DATA_NAME.pattern)
-CSV_KEY = re.compile(DATED + r"([0-9]+)\.csv(?:\.gz)?")
+CSV_KEY = re.compile(DATED + RUN_ID + r"\.csv(?:\.gz)?")
 
 
 def run_of_key(prefix: str) -> Callable[[str], int | None]:

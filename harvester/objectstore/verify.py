@@ -24,7 +24,7 @@ import anyio.from_thread
 from anyio.from_thread import BlockingPortal
 
 from .. import manifest
-from ..compression import codec_of, run_id_of
+from ..compression import as_run_id, codec_of, run_id_of
 from ..config import Settings
 from ..scan import scan_opened
 from ..verify import Row, judge, row
@@ -113,10 +113,11 @@ def _rows(reader: _Reader) -> Iterator[Row]:
         if found is None:
             continue  # below another directory: not the archive's
         where = found["dir"] + "/" if found["dir"] else ""
-        if found["run"] is None or not found["name"].startswith(found["run"] + "."):
+        run_id = as_run_id(found["run"] or "")
+        if run_id is None or not found["name"].startswith(found["run"] + "."):
             yield row(None, name, "orphan", "named by no manifest")
             continue
-        run = (where, int(found["run"]))
+        run = (where, run_id)
         if run != current:
             if current is not None:
                 yield from _check_run(reader, *current, group)
