@@ -241,12 +241,34 @@ def rows_of(fmt: str, series: list[object]) -> tuple[list[bytes], int]:
         None,
     ],
 )
-def test_an_answers_series_arrow_does_not_take_go_the_splitters_way(odd: object) -> None:
-    """An answer's v2 series are parsed whole by Arrow's JSON reader; when one is of
-    another shape (a null point, a value true, a time Arrow does not read, a number for
-    an id, no data) the answer goes the splitter's way: Parquet holds what points holds."""
+def test_an_answers_series_of_another_shape_go_the_splitters_way(odd: object) -> None:
+    """An answer's v2 series are read whole (`_read_series`); when one is of another
+    shape (a null point, a value true, a number for an id, no data) the answer goes the
+    splitter's way, and a time that is no ISO 8601 text is null either way: Parquet holds
+    what points holds."""
     parquet, points = rows_of("parquet", [PLAIN, odd]), rows_of("points", [PLAIN, odd])
     assert parquet == points and parquet[1] >= 1
+
+
+def test_series_on_other_time_grids_keep_their_own_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run's time grid is converted once and shared by the series on it: a serie on
+    another grid (other times, fewer, a time that is no ISO 8601 text), between two on the
+    first, gets its own times, read whole all the same (never split)."""
+    other = [{"timestamp": t, "value": 2} for t in ("2026-11-28T22:00:05Z", "not a time")]
+    series = [
+        PLAIN,
+        {**PLAIN, "method": "max", "values": other},
+        {**PLAIN, "method": "min", "values": other[:1]},
+        {**PLAIN, "method": "p(95)"},
+    ]
+    points = rows_of("points", series)
+
+    def split(*args: object) -> None:
+        raise AssertionError("a serie split")
+
+    for way in ("_fast_v2", "_parsed"):  # how the splitter makes a serie of a line
+        monkeypatch.setattr(PointsSplitter, way, split)
+    assert rows_of("parquet", series) == points and points[1] == 5
 
 
 def test_an_answers_plain_series_are_not_split_point_by_point(

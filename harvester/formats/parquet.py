@@ -20,8 +20,9 @@ no Arrow schema, so readers see plain strings.
 A row group is built without a Python object per point: each serie's shared columns are
 kept once, as the dictionary of a dictionary-encoded column whose indices repeat a
 serie's entry for its rows (no `pyarrow.compute`: 12 MB resident). An answer's v2 series
-lines are parsed whole by Arrow's JSON reader (`add_lines`), in C++, straight into the
-time and value columns (the cheapest way found: the CSV way below costs as much CPU);
+lines are read whole by msgspec (`add_lines`) into each point's time text and value,
+gathered as the time and value columns, a run's time grid converted once (the cheapest
+way found: Arrow's JSON reader cost 1.4x the CPU, the CSV way below as much as it);
 when one of them is of another shape, the answer goes the splitter's way: plain v2
 series as `time,value` lines (`Serie.csv`) read by Arrow's CSV reader, converted series
 (v6, odd shapes) and what the readers cannot take (rare) by Python: times by
@@ -43,6 +44,7 @@ import os
 from array import array
 from typing import Any
 
+import msgspec
 import orjson
 
 from ..allocator import fix_mmap_threshold
@@ -124,6 +126,7 @@ class ParquetPoints:
         #: the splitter knows the same metrics and run (`_v2_row`).
         self._v2_rows: dict[tuple[Any, Any], tuple[Any, ...]] = {}
         self._v2_known: tuple[int, Any, Any] = (0, None, None)
+        self._grid = _Grid()  # the times of the last serie read (`add_lines`)
         self._writer = ParquetWriter(
             sink,
             self._schema,
@@ -159,11 +162,11 @@ class ParquetPoints:
             self.flush()
 
     def add_lines(self, data: bytes, splitter: PointsSplitter) -> bool:
-        """A batch of v2 `series` lines (as `records` writes an answer's), parsed whole by
-        Arrow's JSON reader; False, with nothing taken, when a line is of another shape
-        (v6, a value that is not a number, a time Arrow does not read...): `add` then takes
-        its series one by one, as `splitter` makes them."""
-        parsed = _read_series(data)
+        """A batch of v2 `series` lines (as `records` writes an answer's), read whole
+        (`_read_series`); False, with nothing taken, when a line is of another shape (v6,
+        a value that is not a number, an id that is not text...): `add` then takes its
+        series one by one, as `splitter` makes them."""
+        parsed = _read_series(data, self._grid)
         if parsed is None:
             return False
         ids, methods, offsets, times, values = parsed
@@ -275,55 +278,93 @@ def _time_type() -> Any:
     return pa.timestamp("ms", tz="UTC")
 
 
-def _read_series(data: bytes) -> tuple[list[Any], list[Any], list[int], Any, Any] | None:
-    """Each serie's metric id and method, its points' offsets (`offsets[i]:offsets[i+1]`)
-    and the points' times and values, of lines that are all v2 series with points of
-    `{"timestamp": <ISO 8601 text>, "value": <number or null>}`; None otherwise.
+class _Point(msgspec.Struct, gc=False):
+    """A v2 point as `add_lines` reads it: its time kept as text (a serie's times are
+    those of the run's grid, converted once: `_Grid`), its value a double or null; any
+    other value (`true`, `"1.5"`, `1e999`) fails the line, as any other key is skipped.
+    Not tracked by the garbage collector: one is made a point, and none holds another."""
 
-    Arrow parses them in C++: a medium harvest's 1.9 million points in about 0.55 s of
-    CPU, where the splitter and Arrow's CSV reader took about 0.65 s. Any other shape (a
-    value `true` or `"1.5"`, a point that is not an object, a key twice, a v6 line) is an
-    error of Arrow's, and the lines go the splitter's way, point by point where needed
-    (`pointvalue`'s rule)."""
+    timestamp: str | None = None
+    value: float | None = None
+
+
+class _V2Serie(msgspec.Struct, gc=False):
+    values: list[_Point] = []
+    metric_id: str | None = None
+    method: str | None = None
+
+
+class _SeriesLine(msgspec.Struct, gc=False):
+    type: str
+    data: _V2Serie
+    query: msgspec.Raw | None = None  # a v6 line's: its series go the splitter's way
+
+
+_SERIES_LINE = msgspec.json.Decoder(_SeriesLine)
+
+
+class _Grid:
+    """The times of the last serie read and their column: a run's series share its time
+    grid, so a serie's times are compared as text (a list's `==`) and converted only when
+    they differ from the one before, by the rule every point's time follows
+    (`moments.utc_moment`: ISO 8601 text, else null)."""
+
+    def __init__(self) -> None:
+        self._texts: list[str | None] = []
+        self._times: Any = None
+
+    def times(self, texts: list[str | None]) -> Any:
+        if self._times is None or texts != self._texts:
+            import pyarrow as pa
+
+            self._times = pa.array([utc_moment(t) for t in texts], _time_type())
+            self._texts = texts
+        return self._times
+
+
+def _read_series(
+    data: bytes, grid: _Grid
+) -> tuple[list[Any], list[Any], list[int], Any, Any] | None:
+    """Each serie's metric id and method, its points' offsets (`offsets[i]:offsets[i+1]`)
+    and the points' times and values, of lines that are all v2 series whose points are
+    objects with a `timestamp` text and a number or null `value`; None otherwise.
+
+    msgspec reads each line into small typed objects (its time text and value), which
+    are gathered as columns; the times go by `grid`. A medium harvest's 1.9 million
+    points cost ~0.40 s of CPU so, against ~0.57 s in Arrow's JSON reader (whose C++
+    tokenizer builds a nested list of structs), and the splitter's way more still. Any
+    other shape (a value `true` or `"1.5"`, a point that is not an object, an id that is
+    a number, a v6 line) fails, and the lines go the splitter's way, point by point where
+    needed (`pointvalue`'s rule)."""
     import pyarrow as pa
-    import pyarrow.json as pj
 
     if not data.startswith(SERIES):
         return None
+    ids: list[Any] = []
+    methods: list[Any] = []
+    offsets = [0]
+    times: list[Any] = []
+    values: list[float | None] = []
+    view = memoryview(data)
+    pos, size = 0, len(data)
     try:
-        table = pj.read_json(
-            pa.py_buffer(data),
-            read_options=pj.ReadOptions(use_threads=False, block_size=len(data) + 1),
-            parse_options=pj.ParseOptions(
-                explicit_schema=_series_schema(), unexpected_field_behavior="ignore"
-            ),
-        )
-    except pa.ArrowInvalid:  # also v6: its `query` is an object, not a string
+        while pos < size:
+            end = data.find(b"\n", pos) + 1 or size
+            line = _SERIES_LINE.decode(view[pos:end])
+            pos = end
+            if line.type != "series" or line.query is not None:
+                return None
+            serie = line.data
+            ids.append(serie.metric_id)
+            methods.append(serie.method)
+            offsets.append(offsets[-1] + len(serie.values))
+            if serie.values:
+                values += [p.value for p in serie.values]
+                times.append(grid.times([p.timestamp for p in serie.values]))
+        column = pa.concat_arrays(times) if times else pa.array([], _time_type())
+        return ids, methods, offsets, column, pa.array(values, pa.float64())
+    except (msgspec.DecodeError, pa.ArrowException):  # a time past what ms hold...
         return None
-    # Every line a serie (the reader's own check, not two searches over the bytes, which
-    # took a tenth of the writer's CPU).
-    if set(table.column("type").to_pylist()) != {"series"}:
-        return None
-    series = pa.concat_arrays(table.column("data").chunks)
-    lists = series.field("values")
-    offsets = lists.offsets.to_pylist()
-    # Not `flatten()` (it imports pyarrow.compute): the lists' values from the first offset.
-    points = lists.values.slice(offsets[0], offsets[-1] - offsets[0])
-    if series.null_count or points.null_count:  # a line without data, a null point
-        return None
-    offsets = [o - offsets[0] for o in offsets]
-    ids, methods = series.field("metric_id").to_pylist(), series.field("method").to_pylist()
-    return ids, methods, offsets, points.field("timestamp"), points.field("value")
-
-
-def _series_schema() -> Any:
-    """What Arrow's JSON reader takes of a v2 `series` line (the rest it skips)."""
-    import pyarrow as pa
-
-    point = pa.struct([("timestamp", _time_type()), ("value", pa.float64())])
-    fields = [("metric_id", pa.string()), ("method", pa.string()), ("values", pa.list_(point))]
-    # `query` as text: a v6 line's is an object, which the reader refuses.
-    return pa.schema([("type", pa.string()), ("query", pa.string()), ("data", pa.struct(fields))])
 
 
 def _from_csv(lines: bytes) -> tuple[Any, Any]:
