@@ -255,7 +255,7 @@ def test_series_on_other_time_grids_keep_their_own_times(monkeypatch: pytest.Mon
     another grid (other times, fewer, a time that is no ISO 8601 text), between two on the
     first, gets its own times, read whole all the same (never split)."""
     other = [{"timestamp": t, "value": 2} for t in ("2026-11-28T22:00:05Z", "not a time")]
-    series = [
+    series: list[object] = [
         PLAIN,
         {**PLAIN, "method": "max", "values": other},
         {**PLAIN, "method": "min", "values": other[:1]},
