@@ -44,8 +44,14 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
         elif op == "write":
             _write(runs[run_id], data)
         elif op == "finish":
-            pickle.dump(_finish(runs.pop(run_id)), answers)
-            answers.flush()
+            finished = _finish(runs.pop(run_id))
+            try:
+                pickle.dump(finished, answers)
+                answers.flush()
+            except BrokenPipeError:  # the parent is gone (kill -9): nobody to tell
+                # (and Python's flush at exit would print the same error again)
+                os.dup2(os.open(os.devnull, os.O_WRONLY), answers.fileno())
+                break
         else:  # discard
             _close(runs.pop(run_id))
     for run in runs.values():  # the parent ended without committing them

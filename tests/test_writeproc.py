@@ -326,3 +326,28 @@ def test_a_request_without_lines_never_waits_for_room(tmp_path: Path) -> None:
     finally:
         child._proc.send_signal(signal.SIGCONT)
         child.close()
+
+
+def test_a_child_whose_parent_was_killed_ends_quietly(tmp_path: Path) -> None:
+    """The parent killed (kill -9) before the child's answer: the child's broken pipe was
+    a traceback on the job's stderr, after the job had gone."""
+    import pickle
+    import subprocess
+    import sys
+
+    paths = {k: str(p) for k, p in temp_paths(tmp_path, 1).items()}
+    read_end, write_end = os.pipe()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "harvester.writechild"],
+        stdin=subprocess.PIPE, stdout=write_end, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.close(write_end)
+    os.close(read_end)  # the parent gone: nobody reads the answers
+    assert child.stdin is not None
+    data = run_lines()[1]
+    pickle.dump(("open", 1, ("points", "none", None, paths), 0), child.stdin)
+    pickle.dump(("write", 1, (), len(data)), child.stdin)
+    child.stdin.write(data)
+    pickle.dump(("finish", 1, (), 0), child.stdin)
+    _, err = child.communicate(timeout=30)
+    assert (child.returncode, err.decode()) == (0, "")
