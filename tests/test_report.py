@@ -186,13 +186,22 @@ def test_the_regression_margin_decides_which_runs_are_marked(nightly: Path, tmp_
     assert marked["50%"] < marked["1%"]
 
 
-def test_run_selection_by_test_and_date_needs_run_records(nightly: Path, tmp_path: Path) -> None:
+def test_run_selection_by_test_and_date_needs_run_records(
+    nightly: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     runs = open_archive(nightly)
     test_id = runs[0].first("run")["data"]["test_id"]  # type: ignore[index]
     assert len(build_page(nightly, ReportOptions(tests=(test_id,)))["runs"]) == 1
     out = tmp_path / "r.html"
     code = main(["report", str(nightly), "--test", "1", "--out", str(out)])
     assert code == 2 and not out.exists()
+    # Every run has its record: the archive holds no run of test 1, and says only that.
+    assert capsys.readouterr().err == (
+        f"harvester: no archived run in {nightly} matches: --test 1\n"
+    )
+    bare = harvest_cloud(generate_cloud(runs=1, metrics=5, points=5), tmp_path / "bare")
+    assert main(["report", str(bare), "--test", "1", "--out", str(out)]) == 2
+    assert "need run records: harvest with --run-record" in capsys.readouterr().err
     code = main(["report", str(nightly), "--since", "2999-01-01", "--out", str(out)])
     assert code == 2
     code = main(["report", str(nightly), "--run", str(runs[2].run_id), "--out", str(out)])

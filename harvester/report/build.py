@@ -44,7 +44,8 @@ def choose_runs(
     if not runs:  # nothing asked for, nothing there: not an archive (or an empty one)
         raise ConfigError(f"no archived run in {directory}: give the --out DIR of a harvest")
     if not chosen:
-        raise ConfigError(f"no archived run in {directory} matches: {_asked(options)}")
+        unrecorded = any(run.first("run") is None for run in runs)
+        raise ConfigError(f"no archived run in {directory} matches: {_asked(options, unrecorded)}")
     return sorted(chosen, key=lambda pair: (_created(pair[1]) or "", pair[0].run_id))
 
 
@@ -96,9 +97,12 @@ def _since(run: dict[str, Any] | None, since: datetime) -> bool:
     return created is not None and epoch(created) >= since.timestamp()
 
 
-def _asked(options: ReportOptions) -> str:
+def _asked(options: ReportOptions, unrecorded: bool) -> str:
+    """What was asked; with a hint when runs without a run record could not be chosen (an
+    archive whose runs all have theirs simply holds no such run)."""
     asked = [f"--run {r}" for r in options.run_ids] + [f"--test {t}" for t in options.tests]
     if options.since:
         asked.append(f"--since {options.since:%Y-%m-%dT%H:%M:%SZ}")
     note = " (--test and --since need run records: harvest with --run-record)"
-    return " ".join(asked) + (note if options.tests or options.since else "")
+    hinted = unrecorded and (options.tests or options.since)
+    return " ".join(asked) + (note if hinted else "")
