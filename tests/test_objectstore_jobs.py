@@ -71,6 +71,40 @@ async def test_after_a_sigkill_mid_upload_a_rerun_is_exact_and_leaves_no_upload(
     assert sorted(s3.objects(bucket)) == [f"k/{run_id}.manifest.json", f"k/{run_id}.ndjson"]
 
 
+async def test_a_job_killed_before_its_first_upload_leaves_no_lease_behind(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """Killed while the API held every answer, the job had a lease and nothing else: the
+    next job, with no upload of a run to abort, left that stale lease for ever."""
+    cloud = generate_cloud(runs=1, metrics=5, points=5)
+    (run_id,) = cloud.runs
+    args = ["--out", f"s3://{bucket}/k/", "--s3-endpoint-url", s3.url, "--run", str(run_id),
+            "--state", str(tmp_path / "s.sqlite")]  # fmt: skip
+    lease = {"HARVESTER_S3_LEASE": "1"}
+    async with Simulator(cloud) as sim:
+        gate = Gate(sim.base_url, close_after=0)  # holds every request to the API
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", gate.forward)
+        async with serve(app) as proxy:
+            command = cli_command(sim, "harvest", *args)
+            command[command.index(sim.base_url)] = proxy
+            env = {**cli_env(sim), **CREDENTIALS, **lease}
+            process = await anyio.open_process(command, env=env, cwd=ROOT)
+            async with process, _killed_at_the_end(process):
+                with anyio.fail_after(30):
+                    while not await anyio.to_thread.run_sync(s3.leases, bucket):
+                        assert process.returncode is None, "the job ended before its lease"
+                        await anyio.sleep(0.02)
+                process.kill()
+            gate.opened.set()
+        assert len(s3.leases(bucket)) == 1 and s3.uploads(bucket) == []  # its lease alone
+        await anyio.sleep(1.5)  # the lease (1 s here) goes stale
+        done = await harvest(sim, *args, env=lease)
+        assert done.returncode == 0, done.stderr
+    assert s3.leases(bucket) == [] and s3.uploads(bucket) == []
+    assert sorted(s3.objects(bucket)) == [f"k/{run_id}.manifest.json", f"k/{run_id}.ndjson"]
+
+
 @asynccontextmanager
 async def _killed_at_the_end(process: Process) -> AsyncIterator[None]:
     """A failed assertion must not leave the test waiting for a process held at the gate."""

@@ -190,24 +190,34 @@ async def is_live(store: Store, job: str, seconds: float) -> bool:
 RunUpload = tuple[str, str, int]
 
 
-async def run_uploads(store: Store, run_of: Callable[[str], int | None]) -> list[RunUpload]:
-    """The incomplete uploads of runs' objects under the prefix; `run_of(key)` is the run
-    id of a key (or None)."""
+async def run_uploads(
+    store: Store, run_of: Callable[[str], int | None], lease: Lease
+) -> tuple[list[RunUpload], bool]:
+    """The incomplete uploads of runs' objects under the prefix (`run_of(key)` is the run
+    id of a key, or None), and whether another job's lease or claim was listed."""
     found: list[RunUpload] = []
+    others = False
+    live_dir = store.loc.key(LIVE_DIR)
     async for page in store.pages("list_multipart_uploads"):
         keys = [(up["Key"], up["UploadId"], run_of(up["Key"])) for up in page.get("Uploads", [])]
         found.extend((key, upload_id, run) for key, upload_id, run in keys if run is not None)
-    return found
+        jobs = {key[len(live_dir) :].partition("/")[0] for key, _, _ in keys
+                if key.startswith(live_dir)}  # fmt: skip
+        others = others or bool(jobs - {lease.job})
+    return found, others
 
 
 async def stale_uploads(
-    store: Store, uploads: list[RunUpload], run_ids: Iterable[int], lease: Lease
+    store: Store, uploads: list[RunUpload], run_ids: Iterable[int], lease: Lease, others: bool
 ) -> list[tuple[str, str]]:
     """(key, upload id) of those of `uploads` (listed before this is called) that are of
-    `run_ids`' objects and that no live job but this one claims."""
+    `run_ids`' objects and that no live job but this one claims. With `others` (another
+    job's lease or claim was listed) the stale jobs' leases and claims are aborted even
+    when none of `uploads` is wanted: a job killed before its first upload left its lease
+    (and maybe claims) for ever otherwise."""
     wanted = set(run_ids)
     mine = [upload for upload in uploads if upload[2] in wanted]
-    if not mine:
+    if not mine and not others:
         return []
     # Listed after the uploads: see the module's docstring.
     busy = await live_runs(store, lease.seconds, lease.job)

@@ -209,16 +209,20 @@ class ObjectSink:
         wanted = set(run_ids)
         uploads: list[RunUpload] = []
         stored: set[int] = set()
+        others = False  # another job's lease or claim listed
 
         async def list_uploads() -> None:
-            uploads.extend(await run_uploads(self.store, run_of_key(self.loc.prefix)))
+            nonlocal others
+            found, others = await run_uploads(self.store, run_of_key(self.loc.prefix), self.lease)
+            uploads.extend(found)
 
         async def list_objects() -> None:
             stored.update(await self.archived(wanted))
 
         listings = each(lambda listing: listing(), [list_uploads, list_objects])
         await refused_if_failing(listings)
-        for key, upload_id in await stale_uploads(self.store, uploads, wanted - stored, self.lease):
+        stale = await stale_uploads(self.store, uploads, wanted - stored, self.lease, others)
+        for key, upload_id in stale:
             await self.store.call("abort_multipart_upload", Key=key, UploadId=upload_id)
         return stored
 
