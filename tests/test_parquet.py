@@ -28,6 +28,7 @@ from harvester.simulator.server import Simulator
 from harvester.verify import intact, verify
 from tests.harvest_helpers import settings_for
 from tests.process_helpers import ROOT
+from tests.test_singer import METHODS, V6_METHODS
 
 pq = pytest.importorskip("pyarrow.parquet")
 
@@ -286,3 +287,41 @@ def test_an_answers_plain_series_are_not_split_point_by_point(
     assert run.counts({})["parquet"]["point"] == 2
     table = pq.read_table(io.BytesIO(files["parquet"].getvalue()))
     assert table.column("method").to_pylist() == ["mean", "mean"]
+
+
+def _point_key(row: dict[str, Any], tags: Any, time: datetime) -> bytes:
+    value = row["value"]
+    return orjson.dumps(
+        (row["test_run_id"], row["test_id"], row["project_id"], row["metric"],
+         row["metric_type"], tags, row["method"], time,
+         None if value is None else float(value)),
+        option=orjson.OPT_SORT_KEYS,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("api", "methods"), [("v2", METHODS), ("v6", V6_METHODS)])
+async def test_parquet_holds_the_points_format_s_points_from_each_api_for_every_method(
+    tmp_path: Path, api: str, methods: list[str]
+) -> None:
+    """Every column of every row, from v2 and v6, with every method (the first test above
+    covers v2 and three methods)."""
+    cloud = generate_cloud(runs=2, metrics=16, points=5)
+    async with Simulator(cloud) as sim:
+        how: dict[str, Any] = {"methods": methods}
+        if api == "v6":
+            how.update(api="v6", stack_id=sim.stack_id, step=3)
+        targets = [RunTarget(r) for r in sorted(cloud.runs)]
+        for fmt in ("points", "parquet"):
+            settings = settings_for(sim, tmp_path / fmt, format=fmt, run_record=True, **how)
+            assert not (await harvest_job(settings, targets)).report.failed
+    want: Counter[bytes] = Counter()
+    for path in (tmp_path / "points").glob("*.points.ndjson"):
+        for line in path.read_bytes().splitlines():
+            p = orjson.loads(line)
+            want[_point_key(p, p["tags"], datetime.fromisoformat(p["time"]))] += 1
+    got: Counter[bytes] = Counter()
+    for path in (tmp_path / "parquet").glob("*.parquet"):
+        for r in pq.read_table(path).to_pylist():
+            got[_point_key(r, orjson.loads(r["tags"]), r["time"])] += 1
+    assert want and got == want
+    assert len({orjson.loads(k)[6] for k in got}) > 2  # several methods made points
