@@ -11,7 +11,6 @@ table at the end; otherwise one JSON object a line (cron, Kubernetes), each with
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import time
@@ -302,8 +301,9 @@ class Reporter:
         self._summary_line(result.stats, records, written, failed, len(result.skipped), seconds)
 
     def kept(self, result: JobResult) -> tuple[Counter[str], int]:
-        """Records and bytes that were kept: on stdout every line written; in a directory
-        only the runs published (a failed or stopped run's file is removed)."""
+        """Records and bytes (of lines, before compression) that were kept: on stdout
+        every line written; in a directory or bucket only the runs published (a failed or
+        stopped run's file is removed)."""
         whole = result.interrupted_by is None and not result.report.failed
         if self.to_stdout or whole:
             return Counter(result.stats.records), result.stats.bytes_written
@@ -312,8 +312,8 @@ class Reporter:
         for outcome in result.report.succeeded:
             records.update(outcome.summary.get("counts", {}))
             records["summary"] += 1
-            with contextlib.suppress(OSError):
-                written += os.stat(outcome.path or "").st_size
+            # (the published file's size was counted: compressed, and 0 on s3://)
+            written += outcome.bytes
         return records, written
 
     def _summary_line(

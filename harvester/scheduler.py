@@ -45,6 +45,8 @@ class RunOutcome:
     reason: str | None = None
     path: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    #: Bytes of the run's lines (before compression): what the summary counts of it.
+    bytes: int = 0
 
 
 #: Finished runs waiting for their commit; each holds only a file handle.
@@ -111,6 +113,8 @@ class Scheduler:
         self._stopping = False
         #: Records written of each run, by type: its manifest's counts.
         self._counts: dict[int, Counter[str]] = {}
+        #: Bytes of lines written of each run (`RunOutcome.bytes`).
+        self._bytes: Counter[int] = Counter()
 
     def stop(self) -> None:
         """Start no new runs; runs in flight go on until they finish or are cancelled."""
@@ -203,6 +207,7 @@ class Scheduler:
             self.stats.records.update(message.counts)
             self._counts.setdefault(message.run_id, Counter()).update(message.counts)
             self.stats.bytes_written += len(message.data)
+            self._bytes[message.run_id] += len(message.data)
         elif isinstance(message, RunStarted):
             self._counts[message.run_id] = Counter()
             await self.sink.begin(message.run_id)
@@ -210,12 +215,15 @@ class Scheduler:
                 observer.run_started(message.run_id)
         elif isinstance(message, RunFinished):
             await self._write_summary(message.run_id, message.summary)
-            await publish.send(RunOutcome(message.run_id, True, summary=message.summary))
+            written = self._bytes.pop(message.run_id, 0)
+            await publish.send(RunOutcome(message.run_id, True, summary=message.summary,
+                                          bytes=written))  # fmt: skip
         else:
             # On stdout the lines already written cannot be taken back: say the run failed.
             if self.settings.to_stdout:
                 summary = {"complete": False, "error": message.reason}
                 await self._write_summary(message.run_id, summary)
+            self._bytes.pop(message.run_id, None)
             await publish.send(RunOutcome(message.run_id, False, reason=message.reason))
 
     async def _publisher(self, outcomes: MemoryObjectReceiveStream[RunOutcome]) -> None:
@@ -262,6 +270,7 @@ class Scheduler:
         self.stats.records["summary"] += 1
         self._counts.setdefault(run_id, Counter())["summary"] += 1
         self.stats.bytes_written += len(data)
+        self._bytes[run_id] += len(data)
 
     def _ended(self, outcome: RunOutcome) -> None:
         self.report.outcomes.append(outcome)

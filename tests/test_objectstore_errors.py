@@ -251,3 +251,16 @@ async def test_a_hurried_store_cuts_its_requests_under_way_and_to_come(
             await store.close()
     assert [exc.code for exc in failed] == [CUT] and later.value.code == listed.value.code == CUT
     assert "did not answer before the job was stopped" in str(later.value)
+
+
+def test_the_summary_counts_the_bytes_of_the_runs_kept_in_the_bucket(s3cli: S3Cli) -> None:
+    """A job with a failed run counts the bytes of the runs it kept: each run's lines, as
+    a whole job does; it stat()ed a local file of that name, so on s3:// it said 0.0 MB."""
+    out = f"s3://{s3cli.bucket}/b/"
+    code, err = s3cli.main(s3cli.args(out, *RUNS, "--run", "999999"))  # no such run: fails
+    assert code == 1
+    summary = orjson.loads(err.splitlines()[-1])
+    stored = s3cli.s3.sizes(s3cli.bucket, "b/")
+    kept = sum(size for key, size in stored.items() if key.endswith(".ndjson"))
+    assert summary["event"] == "summary" and summary["runs_failed"] == 1
+    assert kept > 0 and summary["bytes"] == kept  # raw, uncompressed: the objects are the lines
