@@ -166,6 +166,11 @@ def test_the_state_lives_under_xdg_state_home_named_after_bucket_and_prefix(
     path = default_state_path("s3://arch/nightly/k6/")
     assert path == tmp_path / "harvester" / "arch-nightly_k6.sqlite"
     assert path.parent.is_dir()
+    # A prefix past a file name's 255 bytes: cut, with a digest of the whole (it was
+    # "cannot use state file ...: File name too long", exit 2).
+    long = [default_state_path(f"s3://arch/{'p' * 300}{end}/") for end in "ab"]
+    assert long[0] != long[1] and all(len(p.name) <= 220 for p in long)
+    long[0].touch()
 
 
 def test_without_the_s3_extra_the_message_names_it(

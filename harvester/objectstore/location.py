@@ -3,6 +3,7 @@ the endpoint to reach it, and the local state file named after them."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -42,12 +43,20 @@ def parse_location(out: str) -> Location:
     return Location(parts.netloc, prefix)
 
 
+#: Longest state file name (less ".sqlite"): room for SQLite's "-wal" and the job's
+#: ".spool-XXXXXXXX" beside it within a file system's 255 bytes.
+NAME_MAX = 200
+
+
 def default_state_path(out: str) -> Path:
     """$XDG_STATE_HOME/harvester/<bucket>-<prefix>.sqlite (its directory created): the
     state stays local, the objects are the truth."""
     loc = parse_location(out)
     base = Path(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"))
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{loc.bucket}-{loc.prefix}".rstrip("/-"))
+    if len(name) > NAME_MAX:  # a long prefix: the file system takes 255 bytes a name
+        digest = hashlib.sha256(f"{loc.bucket}/{loc.prefix}".encode()).hexdigest()[:16]
+        name = f"{name[: NAME_MAX - 17]}-{digest}"
     path = base / "harvester" / f"{name}.sqlite"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
