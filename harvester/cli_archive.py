@@ -78,7 +78,7 @@ def _cmd_status(ns: argparse.Namespace) -> int:
 def _cmd_verify(ns: argparse.Namespace) -> int:
     """Every file checked against its manifest; 1 when anything is not intact."""
     from .errors import HarvesterError
-    from .tables import print_table, write_rows
+    from .tables import plural, print_table, write_rows
     from .verify import PROBLEMS, intact, verify
 
     if ns.directory.lower().startswith("s3://"):  # (objectstore.is_s3: its package loads anyio)
@@ -106,7 +106,7 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
             # A status is one word ("truncated" was cut in two at 80 columns).
             print_table(sys.stdout, columns, problems, wide=frozenset({"file", "detail"}))
         runs = len({row["test_run_id"] for row in rows} - {None})  # an orphan is no run
-        print(f"{len(rows) - len(problems)} of {len(rows)} files intact ({runs} runs)")
+        print(f"{len(rows) - len(problems)} of {len(rows)} files intact ({plural(runs, 'run')})")
     return cli.EXIT_OK if intact(rows) else cli.EXIT_FAILED
 
 

@@ -204,3 +204,5 @@ def test_names_whose_id_is_no_run_id_are_orphans(
         [("1.manifest.json", "ok", 1), ("1.ndjson", "ok", 1)]
         + [(name, "orphan", None) for name in strays]
     )
+    assert main(["verify", str(tmp_path), "--output", "table"]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "2 of 6 files intact (1 run)"
