@@ -201,8 +201,8 @@ class ObjectSink:
         return set(run_ids) & set(stored)
 
     async def survey(self, run_ids: Iterable[int]) -> set[int]:
-        """Which of `run_ids` are archived (`archived`); the incomplete uploads of the
-        others' objects that no live job owns are aborted (a job killed mid-upload left
+        """Which of `run_ids` are archived (`archived`); the incomplete uploads of all their
+        objects that no live job owns are aborted (a job killed mid-upload left
         them: invisible, but billed). The objects and the uploads are listed at once, and
         are the job's bucket check: what fails there is `StoreRefused` (one line, exit 2),
         before any run is fetched."""
@@ -221,7 +221,9 @@ class ObjectSink:
 
         listings = each(lambda listing: listing(), [list_uploads, list_objects])
         await refused_if_failing(listings)
-        stale = await stale_uploads(self.store, uploads, wanted - stored, self.lease, others)
+        # The archived runs' too: a job killed mid-upload while a live job wrote the run
+        # left an upload no later job would otherwise abort.
+        stale = await stale_uploads(self.store, uploads, wanted, self.lease, others)
         for key, upload_id in stale:
             await self.store.call("abort_multipart_upload", Key=key, UploadId=upload_id)
         return stored
