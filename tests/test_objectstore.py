@@ -164,8 +164,11 @@ def test_the_state_lives_under_xdg_state_home_named_after_bucket_and_prefix(
 ) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     path = default_state_path("s3://arch/nightly/k6/")
-    assert path == tmp_path / "harvester" / "arch-nightly_k6.sqlite"
-    assert path.parent.is_dir()
+    assert path.parent == tmp_path / "harvester" and path.parent.is_dir()
+    assert path.name.startswith("arch-nightly_k6-") and path.suffix == ".sqlite"
+    # A character replaced adds a digest of bucket and prefix: a/b/ and a_b/ are apart.
+    assert default_state_path("s3://arch/a/b/") != default_state_path("s3://arch/a_b/")
+    assert default_state_path("s3://arch/a_b/").name == "arch-a_b.sqlite"
     # A prefix past a file name's 255 bytes: cut, with a digest of the whole (it was
     # "cannot use state file ...: File name too long", exit 2).
     long = [default_state_path(f"s3://arch/{'p' * 300}{end}/") for end in "ab"]

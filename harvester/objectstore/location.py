@@ -53,10 +53,13 @@ def default_state_path(out: str) -> Path:
     state stays local, the objects are the truth."""
     loc = parse_location(out)
     base = Path(os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"))
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{loc.bucket}-{loc.prefix}".rstrip("/-"))
+    plain = f"{loc.bucket}-{loc.prefix}".rstrip("/-")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", plain)
+    digest = hashlib.sha256(f"{loc.bucket}/{loc.prefix}".encode()).hexdigest()[:16]
     if len(name) > NAME_MAX:  # a long prefix: the file system takes 255 bytes a name
-        digest = hashlib.sha256(f"{loc.bucket}/{loc.prefix}".encode()).hexdigest()[:16]
         name = f"{name[: NAME_MAX - 17]}-{digest}"
+    elif name != plain:  # s3://b/a/b/ and s3://b/a_b/ would share one state otherwise
+        name = f"{name}-{digest[:8]}"
     path = base / "harvester" / f"{name}.sqlite"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
