@@ -147,7 +147,16 @@ def parse(data: bytes) -> dict[str, Any]:
     manifest = orjson.loads(data)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
         raise ValueError("not a harvester manifest")
+    for entry in named_files(manifest):
+        # A manifest names files beside it, never a path: one tampered with must not make
+        # verify (or a report) read what lies elsewhere.
+        if not _beside(entry["name"]):
+            raise ValueError(f"it names {entry['name']!r}, not a file beside it")
     return manifest
+
+
+def _beside(name: str) -> bool:
+    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
 
 def named_files(manifest: Mapping[str, Any]) -> Iterator[dict[str, Any]]:

@@ -206,3 +206,26 @@ def test_names_whose_id_is_no_run_id_are_orphans(
     )
     assert main(["verify", str(tmp_path), "--output", "table"]) == 1
     assert capsys.readouterr().out.splitlines()[-1] == "2 of 6 files intact (1 run)"
+
+
+def test_a_manifest_naming_a_path_is_corrupt_and_nothing_elsewhere_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tampered manifest naming `../x` or an absolute path: verify read that file."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    (tmp_path / "outside.ndjson").write_bytes(b"{}\n")
+    (archive / "1.ndjson").write_bytes(b'{"type": "metric", "id": "a"}\n')
+    assert seal(archive, 1, 0o600)
+    found = orjson.loads(manifest_path(archive, 1).read_bytes())
+    for name in ("../outside.ndjson", str(tmp_path / "outside.ndjson")):
+        found["files"][0]["name"] = name
+        manifest_path(archive, 1).write_bytes(orjson.dumps(found))
+        assert main(["verify", str(archive), "--output", "json"]) == 1
+        rows = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert {(r["file"], r["status"]) for r in rows} == {
+            ("1.manifest.json", "corrupt"),
+            ("1.ndjson", "missing"),
+        }
+        assert not any("outside" in r["file"] for r in rows)
+        assert any(name in r["detail"] for r in rows)
