@@ -11,10 +11,11 @@ a thread.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -27,6 +28,7 @@ from .errors import ConfigError, OutputError
 from .layout import Places, make_dirs
 from .outdir import create_temp, discard, publish
 from .runfiles import KINDS, RunFiles, codec_for
+from .writebehind import Lane, WriteBehind
 from .writeproc import ChildRunFiles, WriterProcess, writer_process
 
 FILE_MODE = 0o600  # metric tags can name internal hosts: owner-only by default (--file-mode)
@@ -116,13 +118,14 @@ def prepare_output_dir(path: str) -> Path:
 
 @dataclass
 class _Run:
-    """A run being written: its write stack, the temporary files under it, and the bytes
-    written since the last writeback hint."""
+    """A run being written: its write stack, the temporary files under it, the bytes
+    written since the last writeback hint, and its writes queued (`writebehind`)."""
 
     files: RunFiles | ChildRunFiles
     handles: dict[str, BinaryIO]
     temps: dict[str, Path]
     unsynced: int = 0
+    lane: Lane = field(default_factory=Lane)
 
 
 class DirectorySink:
@@ -132,7 +135,9 @@ class DirectorySink:
     published (unless `replace`, for --force). With `codec` gzip or zstd the lines are
     compressed on their way to the file (`.ndjson.gz`, `.ndjson.zst`). The manifest comes
     last (`manifest`). Everything a write does (split, compress, hash, write) runs in a
-    worker thread, never on the event loop (`runfiles`)."""
+    thread, never on the event loop (`runfiles`): raw and compressed NDJSON in this
+    process's write-behind thread (`writebehind`), the other formats in the writer
+    process."""
 
     def __init__(
         self,
@@ -161,6 +166,7 @@ class DirectorySink:
         self._runs: dict[int, _Run] = {}
         #: `--format points` and `parquet`: the process that writes the runs' files.
         self._child: WriterProcess | None = None
+        self._behind = WriteBehind()
         if output_format == "parquet":
             # As when Parquet was built in this process: without a fixed mmap threshold
             # this process holds ~15 MB more at large (`allocator`), which with the writer
@@ -207,7 +213,10 @@ class DirectorySink:
                 if not run.files.write_nowait(data):
                     await anyio.to_thread.run_sync(run.files.write, data)
                 return
-            await anyio.to_thread.run_sync(self._write, run, data)
+            run.lane.raise_failed()  # an earlier write's error (a full disk), said now
+            if not self._behind.submit(run.lane, functools.partial(self._write, run, data),
+                                       len(data)):  # fmt: skip
+                await anyio.to_thread.run_sync(self._behind.wait_room)
 
     @staticmethod
     def _write(run: _Run, data: bytes) -> None:
@@ -250,6 +259,8 @@ class DirectorySink:
         when another writer had published the run."""
         won = True
         try:
+            self._behind.settle(run.lane)  # the run's queued writes done first
+            run.lane.raise_failed()
             run.files.finish()  # the last row group and footer, a compressor's end
             for kind, fh in run.handles.items():
                 with fh:  # closed (and its flock dropped) only once the name is settled
@@ -306,12 +317,17 @@ class DirectorySink:
     async def abort(self, run_id: int) -> None:
         run = self._runs.pop(run_id, None)
         if run is not None:
+            run.lane.dropped = True  # its queued writes are skipped
+            if run.lane.queued:
+                with anyio.CancelScope(shield=True):  # (one under way ends in milliseconds)
+                    await anyio.to_thread.run_sync(self._behind.settle, run.lane)
             run.files.discard()
             _close_all(run.handles, run.temps)
 
     async def close(self) -> None:
         for run_id in list(self._runs):
             await self.abort(run_id)
+        self._behind.close()
         if self._child is not None:
             await anyio.to_thread.run_sync(self._child.close)
             self._child = None
