@@ -28,7 +28,7 @@ from .formats.singer import SingerEncoder
 from .formats.singer import read_state as read_singer_state
 from .layout import Places
 from .manifest import job_facts
-from .objectstore import ObjectSink, default_state_path
+from .objectstore import ObjectSink, StoreCut, default_state_path
 from .ratelimit import RateGate
 from .scheduler import HarvestReport, RunObserver, RunTarget, Scheduler
 from .sinks import (
@@ -173,7 +173,12 @@ async def harvest_job(
         )
         state = stack.enter_context(opened)
         remove_leftovers(settings)
-        stored = await _open_store(sink, targets, stack, signals.again if signals else None)
+        try:
+            stored = await _open_store(sink, targets, stack, signals.again if signals else None)
+        except StoreCut:  # (only a second stop signal cuts: `signals` is there)
+            return JobResult(HarvestReport(), stats, time.monotonic() - started,
+                             not_done=[t.run_id for t in targets],
+                             interrupted_by=signals.signum if signals else None)  # fmt: skip
         todo, skipped = split_done(settings, targets, state, stored, places, resumed)
         if notify is not None:
             warn_short(archived_short(settings, skipped, state, places), notify)
@@ -194,6 +199,8 @@ async def harvest_job(
                 stop, now = signals.first, signals.again
             try:
                 await _run(scheduler, todo, grace, stop, now)
+            except StoreCut:
+                pass  # the store's requests that the second signal cut: the job was stopped
             except BaseException as exc:
                 _cut_short(state, exc)
                 raise
@@ -266,7 +273,10 @@ async def _run(
                 await scheduler.harvest(todo)
             tg.cancel_scope.cancel()  # the harvest is over: stop watching
     except ExceptionGroup as group:
-        raise unwrap(group) from None
+        # A store's failure wins over the requests the second signal cut (`StoreCut`):
+        # the job stopped only when nothing but the cut went wrong.
+        _, failed = group.split(StoreCut)
+        raise unwrap(failed or group) from None
 
 
 async def _watch_stop(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from anyio.abc import Process
 
 from harvester.simulator.server import Simulator
 
@@ -58,6 +59,19 @@ async def run_cli(
         return await anyio.run_process(
             cli_command(sim, command, *args), env=cli_env(sim), cwd=ROOT, check=False
         )
+
+
+async def stderr_until(process: Process, text: bytes) -> bytes:
+    """What `process` writes to its stderr until `text` appears (b"": until its end)."""
+    assert process.stderr is not None
+    said = b""
+    with anyio.fail_after(30):
+        while not text or text not in said:
+            try:
+                said += await process.stderr.receive()
+            except anyio.EndOfStream:
+                break
+    return said
 
 
 async def wait_for(condition: Callable[[], bool], within: float = 10.0) -> None:

@@ -217,16 +217,62 @@ async def s3_proxy(s3: S3Server, refuse: Callable[[web.Request], bool]) -> Async
         body = await request.read()
         if refuse(request):
             return web.Response(status=503, body=SLOW_DOWN, content_type="application/xml")
-        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
-        async with aiohttp.ClientSession() as session:
-            async with session.request(
-                request.method, s3.url + request.path_qs, headers=headers, data=body
-            ) as answer:
-                data = await answer.read()
-                kept = {k: v for k, v in answer.headers.items() if k.lower() in PASSED}
-                return web.Response(status=answer.status, body=data, headers=kept)
+        return await _passed_on(s3, request, body)
 
+    async with _serving(forward) as url:
+        yield url
+
+
+async def _passed_on(s3: S3Server, request: web.Request, body: bytes) -> web.Response:
+    """moto's answer to `request` (its `body` read already)."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+    async with aiohttp.ClientSession() as session:
+        async with session.request(
+            request.method, s3.url + request.path_qs, headers=headers, data=body
+        ) as answer:
+            data = await answer.read()
+            kept = {k: v for k, v in answer.headers.items() if k.lower() in PASSED}
+            return web.Response(status=answer.status, body=data, headers=kept)
+
+
+@asynccontextmanager
+async def _serving(handler: Callable[[web.Request], Any]) -> AsyncIterator[str]:
     app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", forward)
+    app.router.add_route("*", "/{tail:.*}", handler)
     async with serve(app) as url:
         yield url
+
+
+ACCESS_DENIED = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+
+
+class GoneStore:
+    """A proxy in front of moto that goes away at the first request `at` picks: that one
+    and every later request wait unanswered (`went` is set), as a store that stopped
+    answering, until `answer(status, body)` sends each of them that answer."""
+
+    def __init__(self, s3: S3Server, at: Callable[[web.Request], bool]) -> None:
+        self.s3 = s3
+        self.at = at
+        self.went = anyio.Event()
+        self._answered = anyio.Event()
+        self._answer = (500, b"")
+
+    def answer(self, status: int, body: bytes) -> None:
+        self._answer = (status, body)
+        self._answered.set()
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[str]:
+        """The proxy's URL, while it serves."""
+        async with _serving(self._forward) as url:
+            yield url
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.went.is_set() or self.at(request):
+            self.went.set()
+            await self._answered.wait()
+            status, data = self._answer
+            return web.Response(status=status, body=data, content_type="application/xml")
+        return await _passed_on(self.s3, request, body)

@@ -59,6 +59,12 @@ class StoreError(OutputError):
         self.code = code
 
 
+class StoreCut(StoreError):
+    """A request that the job's cut ended unanswered (`Store.hurry`, after a second stop
+    signal): a consequence of the stop, not a failure of the store, so the job ends as
+    stopped (128 + the signal), not as failed."""
+
+
 @contextlib.contextmanager
 def failing_as_output_error(loc: Location, endpoint: str | None) -> Iterator[None]:
     """botocore's errors as one `StoreError` line (they never carry the secret key)."""

@@ -18,7 +18,7 @@ import anyio
 from .. import version
 from ..config import Settings
 from ..errors import ConfigError
-from .failures import StoreError, StoreRefused, failing_as_output_error
+from .failures import StoreCut, StoreError, StoreRefused, failing_as_output_error
 from .location import Location, endpoint_url, is_plain_http, parse_location
 
 #: The store's answer when a conditional write finds the object there (or changed).
@@ -49,6 +49,8 @@ async def refused_if_failing(first: Awaitable[Any]) -> Any:
     (`StoreRefused`: a missing bucket, refused credentials, an unreachable endpoint)."""
     try:
         return await first
+    except StoreCut:
+        raise  # the job was stopped meanwhile: nothing was refused
     except StoreError as exc:
         raise StoreRefused(str(exc)) from None
 
@@ -134,15 +136,20 @@ class Store:
         return await self._bounded(getattr(self._client, op)(Bucket=self.loc.bucket, **kwargs))
 
     async def _bounded(self, request: Awaitable[Any]) -> Any:
-        """`request` awaited until `hurry`'s deadline, if one comes."""
+        """`request` awaited until `hurry`'s deadline, if one comes: then it ends as
+        `StoreCut`, and so does one that failed unanswered (a connection torn down) past
+        the deadline. A store's answer that is an error stays a `StoreError`."""
         with anyio.CancelScope(deadline=self._deadline) as scope:
             self._calls.add(scope)
             try:
                 with failing_as_output_error(self.loc, self.endpoint):
                     return await request
+            except StoreError as exc:
+                if exc.code or anyio.current_time() < self._deadline:
+                    raise
             finally:
                 self._calls.discard(scope)
-        raise StoreError(
+        raise StoreCut(
             f"the S3 store at {self.endpoint or 'AWS'} did not answer before the job was "
             "stopped: what it did not store is harvested again by the next job",
             CUT,
