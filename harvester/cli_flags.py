@@ -129,7 +129,7 @@ def add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> No
         help="compress each run's file: <id>.ndjson.gz or .ndjson.zst (directory output only)",
     )
     g.add_argument(
-        "--compress-level", metavar="N", help="gzip 1-9 (default 6), zstd 1-22 (default 3)"
+        "--compress-level", metavar="N", help="gzip 1-9 (default 6), zstd 1-22 (default 1)"
     )
     g.add_argument(
         "--layout",
