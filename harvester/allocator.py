@@ -32,3 +32,14 @@ def fix_mmap_threshold() -> bool:
     except (OSError, AttributeError):  # pragma: no cover (not glibc)
         return False
     return bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD))
+
+
+def trim_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc `malloc_trim(0)`): freed
+    buffers of megabytes in the middle of a heap otherwise stay resident. A no-op where
+    there is no glibc."""
+    try:
+        malloc_trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # pragma: no cover (not glibc)
+        return
+    malloc_trim(0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,37 @@ async def test_a_wide_answer_goes_to_the_writer_in_pieces_and_the_records_are_un
     assert summary["counts"]["series"] == sum(map(len, expected.values())) == sum(pieces)
     # Every range query read from its temporary file, or none (one spans ~40 KB).
     assert len(spilled) == (len(expected) if spill_at == 1 else 0)
+
+
+async def test_long_answers_are_parsed_one_at_a_time_and_the_heap_trimmed_after_each(
+    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsing holds the GIL: answers that arrive together wait for the one parser
+    (`PARSERS`) in their temporary files rather than each holding a thread's buffers,
+    and the heap's free pages go back once each answer's pieces have gone on."""
+    monkeypatch.setattr(v5_series, "SPILL_AT", 1)
+    write_series = v5_series.write_series
+    at_once, most, trims = [0], [0], []
+
+    def slow(*args: Any) -> Any:
+        at_once[0] += 1
+        most[0] = max(most[0], at_once[0])
+        try:
+            time.sleep(0.05)  # long enough for the other answers to arrive meanwhile
+            return write_series(*args)
+        finally:
+            at_once[0] -= 1
+
+    monkeypatch.setattr(v5_series, "write_series", slow)
+    monkeypatch.setattr(v5_series, "trim_heap", lambda: trims.append(1))
+    settings = settings_for(simulator, tmp_path, api="v6", stack_id=simulator.stack_id,
+                            step=STEP, concurrency=8)  # fmt: skip
+    result = await harvest_job(settings, [RunTarget(RUN)])
+    assert not result.report.failed
+    queries = {(r["query"]["metric"], r["query"]["method"])
+               for r in read_dir(tmp_path)[RUN] if r["type"] == "series"}  # fmt: skip
+    assert len(queries) > 8 and most[0] == v5_series.PARSERS == 1
+    assert len(trims) == len(queries)
 
 
 def test_raw_result_keeps_each_entry_as_its_text_and_checks_the_whole_body() -> None:

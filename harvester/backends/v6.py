@@ -48,10 +48,11 @@ class V6RunFetch:
         *,
         settings: Settings,
         slots: anyio.CapacityLimiter,
+        parsers: anyio.CapacityLimiter,
     ) -> None:
         self.api, self.run_id, self._send = api, run_id, send
         self._step, self._methods = settings.step, settings.methods
-        self._slots = slots
+        self._slots, self._parsers = slots, parsers
         self.counts: Counter[str] = Counter()
 
     async def _deliver(self, kind: str, data: bytes, count: int) -> None:
@@ -118,7 +119,7 @@ class V6RunFetch:
     def _series_job(self, name: str, method: str, path: str) -> Callable[[], Awaitable[None]]:
         async def job() -> None:
             envelope = {"method": method, "metric": name, "step": self._step}
-            spill = v5_series.spilled(self.run_id, envelope)
+            spill = v5_series.spilled(self.run_id, envelope, self._parsers)
             got = await self.api.raw_result("v5_query", path, spill)
             if isinstance(got, v5_series.SpilledSeries):
                 chunks = got.chunks()
@@ -178,14 +179,15 @@ def _duration(run: JsonObject) -> float:
 
 
 class V6Fetcher:
-    """The v6 backend's `RunFetcher`: one `V6RunFetch` per run, all on one transport and
-    one set of `--concurrency` query slots."""
+    """The v6 backend's `RunFetcher`: one `V6RunFetch` per run, all on one transport,
+    one set of `--concurrency` query slots and `v5_series.PARSERS` parsing threads."""
 
     def __init__(self, transport: Transport, settings: Settings) -> None:
         v5_query.check_methods(settings.methods)
         self.api = V6Api(transport)
         self._settings = settings
         self._slots = anyio.CapacityLimiter(settings.concurrency)
+        self._parsers = anyio.CapacityLimiter(v5_series.PARSERS)
 
     async def run_object(self, run_id: int) -> JsonObject:
         return await self.api.get_run(run_id)
@@ -193,7 +195,10 @@ class V6Fetcher:
     async def fetch(
         self, run_id: int, run: JsonObject | None, send: MemoryObjectSendStream[Message]
     ) -> dict[str, Any]:
-        fetch = V6RunFetch(self.api, run_id, send, settings=self._settings, slots=self._slots)
+        fetch = V6RunFetch(
+            self.api, run_id, send, settings=self._settings, slots=self._slots,
+            parsers=self._parsers,
+        )  # fmt: skip
         return await fetch.run(run)
 
 
