@@ -13,7 +13,7 @@ to fsync and publish.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
@@ -56,18 +56,18 @@ class RunFiles:
         codec: str,
         level: int | None,
         files: Mapping[str, BinaryIO],
+        hashing: Callable[[BinaryIO], HashingWriter] = HashingWriter,
     ) -> None:
+        """`hashing`: what hashes and writes each file's bytes (`pointsbehind` in the child)."""
         lines = output_format == "points"  # its lines built by the splitter
         self.splitter = PointsSplitter(run_id, lines=lines) if output_format != "raw" else None
         self._stacks: dict[str, _Stack] = {}
         for kind, fh in files.items():
-            hashing = HashingWriter(fh)
+            hasher = hashing(fh)
             small = kind == "meta.ndjson"  # a run's records but its points: kept whole
-            stream = compressing(
-                cast(BinaryIO, hashing), codec_for(kind, codec), level, small=small
-            )
-            points = ParquetPoints(hashing) if kind == "parquet" else None
-            self._stacks[kind] = _Stack(hashing, stream, points)
+            stream = compressing(cast(BinaryIO, hasher), codec_for(kind, codec), level, small=small)
+            points = ParquetPoints(hasher) if kind == "parquet" else None
+            self._stacks[kind] = _Stack(hasher, stream, points)
 
     def write(self, data: bytes) -> None:
         if self.splitter is None:

@@ -1,6 +1,7 @@
 """The writer process's side (`writeproc`): requests in from the parent's pipe, each
 run's write stack (`runfiles.RunFiles`) over the temporary files the parent created, and
-at a run's `finish` its files' sizes, sha256 and points counted (`writeproc.Finished`)."""
+at a run's `finish` its files' sizes, sha256 and points counted (`writeproc.Finished`).
+A points run's files are hashed and written on a thread of their own (`pointsbehind`)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import os
 import pickle
 import signal
 import sys
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from .compression import HashingWriter
+from .pointsbehind import BehindWriter, WriteBehind
 from .runfiles import RunFiles
 from .writeproc import POINTS_BUFFER, Finished
 
@@ -28,6 +32,7 @@ class _ChildRun:
     error: OSError | None = None
     unsynced: int = 0  # bytes in since the last writeback hint
     hint: Future[None] | None = None  # the writeback hint under way (`_hint`)
+    behind: list[BehindWriter] = field(default_factory=list)  # its files' (points)
 
 
 def serve(requests: BinaryIO, answers: BinaryIO) -> None:
@@ -68,10 +73,31 @@ def _open(
         for kind, path in paths.items():
             size = POINTS_BUFFER if kind == "points.ndjson" else WRITE_BUFFER
             run.handles[kind] = os.fdopen(os.open(path, os.O_WRONLY), "wb", size)
-        run.files = RunFiles(run_id, output_format, codec, level, run.handles)
+        run.files = RunFiles(
+            run_id, output_format, codec, level, run.handles, _hashing(run, output_format)
+        )
     except Exception as exc:  # told at the run's finish, as the parent's own error
         run.error = _as_os_error(exc)
     return run
+
+
+def _hashing(run: _ChildRun, output_format: str) -> Callable[[BinaryIO], HashingWriter]:
+    """Points' files are hashed and written behind (`pointsbehind`); Parquet's are not
+    (Arrow hands on its own buffers, which it may reuse once a write returns)."""
+    if output_format != "points":
+        return HashingWriter
+
+    def behind(fh: BinaryIO) -> HashingWriter:
+        writer = BehindWriter(fh, _behind())
+        run.behind.append(writer)
+        return writer
+
+    return behind
+
+
+@functools.cache
+def _behind() -> WriteBehind:
+    return WriteBehind()
 
 
 def _write(run: _ChildRun, data: bytes) -> None:
@@ -84,6 +110,10 @@ def _write(run: _ChildRun, data: bytes) -> None:
     except Exception as exc:
         run.error = _as_os_error(exc)
         return
+    for writer in run.behind:  # no buffer kept between requests
+        writer.send()
+        if writer.error is not None:  # a write behind failed: the run has
+            run.error = _as_os_error(writer.error)
     run.unsynced += len(data)
     if run.unsynced >= WRITEBACK_AFTER and (run.hint is None or run.hint.done()):
         run.unsynced = 0
@@ -122,6 +152,7 @@ def _finish(run: _ChildRun) -> Finished:
     if run.files is not None and run.error is None:
         try:
             run.files.finish()
+            _written_behind(run)
             for fh in run.handles.values():
                 fh.close()  # flushed: the parent's fsync then finds every byte
         except Exception as exc:
@@ -134,10 +165,26 @@ def _finish(run: _ChildRun) -> Finished:
     return Finished(written, points)
 
 
+def _written_behind(run: _ChildRun) -> None:
+    """Every byte of the run's files written and hashed (`pointsbehind`), or the first
+    write's error."""
+    for writer in run.behind:
+        writer.send()
+    if run.behind:
+        _behind().wait()
+    for writer in run.behind:
+        if writer.error is not None:
+            raise writer.error
+
+
 def _close(run: _ChildRun) -> None:
     _wait_hint(run)
+    for writer in run.behind:
+        writer.drop()
     if run.files is not None:
         run.files.discard()
+    if run.behind:  # nothing written behind once the files are closed
+        _behind().wait()
     for fh in run.handles.values():
         with contextlib.suppress(OSError):
             fh.close()
