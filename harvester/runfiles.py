@@ -104,6 +104,8 @@ class RunFiles:
     def discard(self) -> None:
         """Drop what is buffered (the run is aborted); errors of a full disk are moot."""
         for stack in self._stacks.values():
+            if stack.parquet is not None:
+                stack.parquet.discard()
             try:
                 stack.stream.close()
             except OSError:

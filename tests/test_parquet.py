@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -101,9 +103,9 @@ def test_a_run_is_written_in_row_groups_of_at_most_row_group_rows_of_whole_serie
 
 
 def test_a_runs_last_row_group_is_written_when_its_summary_arrives_not_at_commit() -> None:
-    """Runs waiting to be published hold no rows: the summary (a run's last line) writes
-    them, in the writer's turn (at large, 457 MB peak when each waiting run held its
-    rows until its commit, 246 MB so)."""
+    """Runs waiting to be published hold no rows: the summary (a run's last line) hands
+    them on to the encoder, in the writer's turn (at large, 457 MB peak when each waiting
+    run held its rows until its commit, 246 MB so)."""
     files = {kind: io.BytesIO() for kind in KINDS["parquet"]}
     run = RunFiles(5, "parquet", "none", None, files)
     metric = {"id": "m1", "name": "vus", "type": "gauge", "tags": {}}
@@ -112,11 +114,60 @@ def test_a_runs_last_row_group_is_written_when_its_summary_arrives_not_at_commit
     run.write(encode("series", 5, [{"metric_id": "m1", "method": "mean", "values": values}]))
     held, _ = run.written("parquet")
     run.write(encode("summary", 5, [{"complete": True}]))
+    encoded()
     written, _ = run.written("parquet")
     assert held <= 4 < written  # at most the magic bytes, then the row group
     run.finish()
     table = pq.read_table(io.BytesIO(files["parquet"].getvalue()))
     assert table.column("value").to_pylist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def encoded() -> None:
+    """Once the row groups handed on so far are written (the encoder takes them in turn)."""
+    parquet_format._encoder().submit(lambda: None).result()
+
+
+class SlowDisk(io.BytesIO):
+    """A file that takes its time to write each piece, and counts the pieces written
+    after its owner closed it; or, `full`, one that fails past its first bytes."""
+
+    def __init__(self, *, full: bool = False) -> None:
+        super().__init__()
+        self.full, self.shut, self.late = full, False, 0
+
+    def write(self, data: Any) -> int:
+        if self.full and self.tell() >= 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.late += self.shut
+        time.sleep(0.005)
+        return super().write(data)
+
+
+def test_a_full_disk_under_the_encoder_fails_the_run() -> None:
+    """A row group is encoded and written by the encoder thread: its error (a full disk)
+    is raised in the run's writer all the same, by its finish at the latest."""
+    run = RunFiles(5, "parquet", "none", None, {"parquet": SlowDisk(full=True),
+                                                  "meta.ndjson": io.BytesIO()})  # fmt: skip
+    run.write(encode("metric", 5, [METRIC]))
+    with pytest.raises(OSError) as failed:
+        run.write(encode("series", 5, [PLAIN]))
+        run.write(encode("summary", 5, [{}]))  # its rows handed on
+        run.finish()
+    assert failed.value.errno == errno.ENOSPC
+
+
+def test_a_discarded_run_waits_for_its_row_group_at_the_encoder() -> None:
+    """An aborted run's owner closes its file once `discard` returns: the encoder must be
+    done with it by then, never writing into a closed file."""
+    disk = SlowDisk()
+    run = RunFiles(5, "parquet", "none", None, {"parquet": disk, "meta.ndjson": io.BytesIO()})
+    run.write(encode("metric", 5, [METRIC]))
+    run.write(encode("series", 5, [PLAIN]))
+    run.write(encode("summary", 5, [{}]))  # its rows handed on
+    run.discard()
+    disk.shut = True
+    encoded()
+    assert disk.late == 0 and len(disk.getvalue()) > 4  # the group written, before
 
 
 def plain(count: int) -> bytes:
