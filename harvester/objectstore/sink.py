@@ -12,9 +12,8 @@ the prefix (incomplete multipart uploads are not objects).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,7 +27,6 @@ from ..config import Settings
 from ..layout import Places
 from ..paging import each
 from ..runfiles import KINDS, RunFiles
-from ..writebehind import Lane, WriteBehind
 from .failures import StoreError
 from .leases import Lease, RunUpload, run_uploads, stale_uploads
 from .listing import run_of_key, stored_runs
@@ -48,8 +46,6 @@ CUT_TIMEOUT = 2.0
 class _Run:
     files: RunFiles
     objects: RunObjects
-    lane: Lane = field(default_factory=Lane)  # its writes queued (`writebehind`)
-    unsent: int = 0  # bytes queued since its last full part
 
 
 class ObjectSink:
@@ -109,14 +105,8 @@ class ObjectSink:
         self._publisher: Publisher | None = None  # once open (it sends from `_tasks`)
         self._leased: anyio.Event | None = None  # set once the lease is taken (or failed)
         self._lease_failed: StoreError | None = None
-        # Plain lines are hashed and cut into parts by the write-behind thread, as a
-        # directory's are written (`writebehind`): on the event loop, their sha256 and
-        # copies took ~0.1 s of a medium job's loop. A write that fills a part waits for
-        # the thread, so the part goes out at once. Compressing and the other formats
-        # take anyio's thread, a write at a time (how many bytes fill a part is known
-        # only once they are written).
-        plain = self.format == "raw" and self.codec == "none"
-        self._behind = WriteBehind() if plain else None
+        # Plain lines are copied as they are; compressing and Parquet take a thread.
+        self._inline = self.format == "raw" and self.codec == "none"
 
     # --- the job's connection -----------------------------------------------------------
 
@@ -250,25 +240,14 @@ class ObjectSink:
 
     async def write(self, run_id: int, data: bytes) -> None:
         run = self._runs[run_id]
-        if self._behind is None:
-            await anyio.to_thread.run_sync(run.files.write, data)
-        else:
-            run.lane.raise_failed()
-            if not self._behind.submit(run.lane, functools.partial(run.files.write, data),
-                                       len(data)):  # fmt: skip
-                await anyio.to_thread.run_sync(self._behind.wait_room)
-            run.unsent += len(data)
-            if run.unsent < self.part_size:
-                return
-            await self._settled(run)  # the parts this write filled, cut
-            run.lane.raise_failed()
-            run.unsent %= self.part_size
+        await self._encode(run.files.write, data)
         await self._send_parts(run_id, run)
 
-    async def _settled(self, run: _Run) -> None:
-        """Wait for the run's queued writes."""
-        if self._behind is not None and run.lane.queued:
-            await anyio.to_thread.run_sync(self._behind.settle, run.lane)
+    async def _encode(self, step: Any, *args: Any) -> None:
+        if self._inline:
+            step(*args)
+        else:
+            await anyio.to_thread.run_sync(step, *args)
 
     async def _send_parts(self, run_id: int, run: _Run) -> None:
         """The parts that filled up, each to its upload (the writer waits for a slot)."""
@@ -297,9 +276,7 @@ class ObjectSink:
         first = next(iter(run.objects.buffers))
         csv = self._spooled(summary or {})
         try:
-            await self._settled(run)
-            run.lane.raise_failed()
-            await anyio.to_thread.run_sync(run.files.finish)
+            await self._encode(run.files.finish)
             await self._send_parts(run_id, run)
             for upload in run.objects.uploads.values():
                 await upload.settle()
@@ -344,9 +321,6 @@ class ObjectSink:
         if run is None:
             return
         self._held.release()
-        run.lane.dropped = True  # its queued writes are skipped
-        with anyio.CancelScope(shield=True):  # (one under way ends in milliseconds)
-            await self._settled(run)
         run.files.discard()
         for upload in run.objects.uploads.values():
             await upload.abort()
@@ -355,8 +329,6 @@ class ObjectSink:
     async def close(self) -> None:
         for run_id in list(self._runs):
             await self.abort(run_id)
-        if self._behind is not None:
-            self._behind.close()
 
 
 def _csv_entry(csv: Path) -> list[dict[str, Any]]:
