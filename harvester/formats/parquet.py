@@ -48,14 +48,12 @@ from array import array
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import msgspec
 import orjson
 
 from ..allocator import fix_mmap_threshold
 from ..errors import ConfigError
-from ..moments import utc_moment
-from .points import SERIES, PointsSplitter, Serie
-from .pointvalue import point_value
+from .parquet_columns import Grid, converted, from_csv, read_series, time_type
+from .points import PointsSplitter, Serie
 
 ROW_GROUP = 16_384
 INSTALL = "--format parquet needs pyarrow: pip install 'k6-harvester[parquet]'"
@@ -84,7 +82,7 @@ def schema() -> Any:
             ("metric_type", pa.string()),
             ("tags", pa.string()),
             ("method", pa.string()),
-            ("time", _time_type()),
+            ("time", time_type()),
             ("value", pa.float64()),
         ]
     )
@@ -130,7 +128,7 @@ class ParquetPoints:
         #: the splitter knows the same metrics and run (`_v2_row`).
         self._v2_rows: dict[tuple[Any, Any], tuple[Any, ...]] = {}
         self._v2_known: tuple[int, Any, Any] = (0, None, None)
-        self._grid = _Grid()  # the times of the last serie read (`add_lines`)
+        self._grid = Grid()  # the times of the last serie read (`add_lines`)
         self._pending: Future[None] | None = None  # the row group at the encoder
         self._writer = ParquetWriter(
             sink,
@@ -162,16 +160,16 @@ class ParquetPoints:
             self._csv += serie.csv()
         else:
             self._parse_csv()
-            self._chunks.append(_converted(serie.pairs))
+            self._chunks.append(converted(serie.pairs))
         if self._rows >= ROW_GROUP:
             self.flush()
 
     def add_lines(self, data: bytes, splitter: PointsSplitter) -> bool:
         """A batch of v2 `series` lines (as `records` writes an answer's), read whole
-        (`_read_series`); False, with nothing taken, when a line is of another shape (v6,
+        (`read_series`); False, with nothing taken, when a line is of another shape (v6,
         a value that is not a number, an id that is not text...): `add` then takes its
         series one by one, as `splitter` makes them."""
-        parsed = _read_series(data, self._grid)
+        parsed = read_series(data, self._grid)
         if parsed is None:
             return False
         ids, methods, offsets, times, values = parsed
@@ -221,7 +219,7 @@ class ParquetPoints:
 
     def _parse_csv(self) -> None:
         if self._csv:
-            self._chunks.append(_from_csv(bytes(self._csv)))
+            self._chunks.append(from_csv(bytes(self._csv)))
             self._csv = bytearray()
 
     def flush(self) -> None:
@@ -233,7 +231,7 @@ class ParquetPoints:
             return
         shared = [f for f in self._schema if f.name in SHARED]
         columns = [self._shared(SHARED.index(f.name), f.type) for f in shared]
-        columns.append(pa.chunked_array([times for times, _ in self._chunks], _time_type()))
+        columns.append(pa.chunked_array([times for times, _ in self._chunks], time_type()))
         columns.append(pa.chunked_array([values for _, values in self._chunks], pa.float64()))
         table = pa.Table.from_arrays(columns, schema=self._schema)
         self._wait()  # one group of a file at the encoder: memory holds two, never more
@@ -301,129 +299,6 @@ def _encoder() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(1, thread_name_prefix="parquet-encode")
 
 
-def _time_type() -> Any:
-    import pyarrow as pa
-
-    return pa.timestamp("ms", tz="UTC")
-
-
-class _Point(msgspec.Struct, gc=False):
-    """A v2 point as `add_lines` reads it: its time kept as text (a serie's times are
-    those of the run's grid, converted once: `_Grid`), its value a double or null; any
-    other value (`true`, `"1.5"`, `1e999`) fails the line, as any other key is skipped.
-    Not tracked by the garbage collector: one is made a point, and none holds another."""
-
-    timestamp: str | None = None
-    value: float | None = None
-
-
-class _V2Serie(msgspec.Struct, gc=False):
-    values: list[_Point] = []
-    metric_id: str | None = None
-    method: str | None = None
-
-
-class _SeriesLine(msgspec.Struct, gc=False):
-    type: str
-    data: _V2Serie
-    query: msgspec.Raw | None = None  # a v6 line's: its series go the splitter's way
-
-
-_SERIES_LINE = msgspec.json.Decoder(_SeriesLine)
-
-
-class _Grid:
-    """The times of the last serie read and their column: a run's series share its time
-    grid, so a serie's times are compared as text (a list's `==`) and converted only when
-    they differ from the one before, by the rule every point's time follows
-    (`moments.utc_moment`: ISO 8601 text, else null)."""
-
-    def __init__(self) -> None:
-        self._texts: list[str | None] = []
-        self._times: Any = None
-
-    def times(self, texts: list[str | None]) -> Any:
-        if self._times is None or texts != self._texts:
-            import pyarrow as pa
-
-            self._times = pa.array([utc_moment(t) for t in texts], _time_type())
-            self._texts = texts
-        return self._times
-
-
-def _read_series(
-    data: bytes, grid: _Grid
-) -> tuple[list[Any], list[Any], list[int], Any, Any] | None:
-    """Each serie's metric id and method, its points' offsets (`offsets[i]:offsets[i+1]`)
-    and the points' times and values, of lines that are all v2 series whose points are
-    objects with a `timestamp` text and a number or null `value`; None otherwise.
-
-    msgspec reads each line into small typed objects (its time text and value), which
-    are gathered as columns; the times go by `grid`. A medium harvest's 1.9 million
-    points cost ~0.40 s of CPU so, against ~0.57 s in Arrow's JSON reader (whose C++
-    tokenizer builds a nested list of structs), and the splitter's way more still. Any
-    other shape (a value `true` or `"1.5"`, a point that is not an object, an id that is
-    a number, a v6 line) fails, and the lines go the splitter's way, point by point where
-    needed (`pointvalue`'s rule)."""
-    import pyarrow as pa
-
-    if not data.startswith(SERIES):
-        return None
-    ids: list[Any] = []
-    methods: list[Any] = []
-    offsets = [0]
-    times: list[Any] = []
-    values: list[float | None] = []
-    view = memoryview(data)
-    pos, size = 0, len(data)
-    try:
-        while pos < size:
-            end = data.find(b"\n", pos) + 1 or size
-            line = _SERIES_LINE.decode(view[pos:end])
-            pos = end
-            if line.type != "series" or line.query is not None:
-                return None
-            serie = line.data
-            ids.append(serie.metric_id)
-            methods.append(serie.method)
-            offsets.append(offsets[-1] + len(serie.values))
-            if serie.values:
-                values += [p.value for p in serie.values]
-                times.append(grid.times([p.timestamp for p in serie.values]))
-        column = pa.concat_arrays(times) if times else pa.array([], _time_type())
-        return ids, methods, offsets, column, pa.array(values, pa.float64())
-    except (msgspec.DecodeError, pa.ArrowException):  # a time past what ms hold...
-        return None
-
-
-def _from_csv(lines: bytes) -> tuple[Any, Any]:
-    """(times, values) arrays of `time,value` lines."""
-    import pyarrow as pa
-    import pyarrow.csv as pc
-
-    try:
-        table = pc.read_csv(
-            pa.py_buffer(lines),
-            read_options=pc.ReadOptions(
-                use_threads=False, column_names=["time", "value"], block_size=len(lines) + 1
-            ),
-            convert_options=pc.ConvertOptions(
-                column_types={"time": _time_type(), "value": pa.float64()}, null_values=["null"]
-            ),
-        )
-    except pa.ArrowInvalid:  # a time or value Arrow cannot take (true, a time zone name...)
-        pairs = [line.rsplit(b",", 1) for line in lines.splitlines()]
-        return _converted([(time.decode(), orjson.loads(value)) for time, value in pairs])
-    return table.column("time").combine_chunks(), table.column("value").combine_chunks()
-
-
-def _converted(pairs: list[tuple[Any, Any]]) -> tuple[Any, Any]:
-    import pyarrow as pa
-
-    times = pa.array([utc_moment(time) for time, _ in pairs], _time_type())
-    return times, pa.array([_float(value) for _, value in pairs], pa.float64())
-
-
 def _row(head: dict[str, Any]) -> tuple[Any, ...]:
     """A serie's shared columns (`SHARED`, in order) as the file holds them."""
     return tuple(
@@ -452,8 +327,3 @@ def _text(value: Any) -> str | None:
 def _tags(tags: Any) -> str:
     """A serie's tags as the JSON object the points lines hold (`{}` when not an object)."""
     return orjson.dumps(tags if isinstance(tags, dict) else {}).decode()
-
-
-def _float(value: Any) -> float | None:
-    number = point_value(value)
-    return None if number is None else float(number)
