@@ -18,9 +18,6 @@ from .cli_flags import (
     add_api_flags,
     add_discovery_flags,
     add_harvest_flags,
-    add_log_flags,
-    add_organization_flag,
-    add_output_flag,
     add_worker_flags,
 )
 from .cli_help import Parser as _Parser
@@ -68,28 +65,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     add_discovery_flags(harvest)
     add_api_flags(harvest)
     harvest.set_defaults(handler=_cmd_harvest)
-    runs = add("runs", "list the runs a harvest would take", text.RUNS, text.RUNS_EPILOG)
-    add_discovery_flags(runs)
-    runs.add_argument(
-        "--out", metavar="DIR", help="archive directory: runs already in it are marked skip"
-    )
-    runs.add_argument(
-        "--s3-endpoint-url", metavar="URL", help="for --out s3://: S3-compatible store"
-    )
-    add_output_flag(runs)
-    add_log_flags(runs, quiet=False)
-    add_api_flags(runs)
-    runs.set_defaults(handler=_cmd_runs)
-    projects = add(
-        "projects", "list the organizations and projects the token sees", text.PROJECTS,
-        text.PROJECTS_EPILOG,
-    )  # fmt: skip
-    what = projects.add_argument_group("what")
-    add_organization_flag(what, "only the projects of this organization; repeatable")
-    what.add_argument("--page-size", metavar="N", help="page size when a list is paged (50)")
-    add_output_flag(projects)
-    add_api_flags(projects)
-    projects.set_defaults(handler=_cmd_projects)
+    from .cli_listing import add_listing_commands
+
+    add_listing_commands(add)
     worker = add(
         "worker", "discover and harvest new runs in a loop", text.WORKER, text.WORKER_EPILOG
     )
@@ -157,7 +135,7 @@ def _cmd_harvest(ns: argparse.Namespace) -> int:
             "no runs to harvest: give --run ID (repeatable), --runs-file FILE, or --project P"
             " / --test T / --organization O / --all-projects to discover them"
         )
-    _require_token(settings)
+    require_token(settings)
     from .progress import Reporter
 
     reporter = Reporter.for_settings(settings)
@@ -170,7 +148,7 @@ def _reporting(reporter: Any, func: Any, *args: Any) -> Any:
     """Run the command's async body. In JSON-lines mode an error that ends it becomes a
     JSON line, then the summary, so the log's last line still parses."""
     try:
-        return _run_async(func, *args)
+        return run_async(func, *args)
     except Exception as exc:
         from .errors import ConfigError, unwrap
 
@@ -218,7 +196,7 @@ async def _discover_and_harvest(settings: Any, reporter: Any, signals: Any) -> A
                 if signals.signum is not None:  # stopped while listing: nothing was written
                     return JobResult(HarvestReport(), stats, 0.0, interrupted_by=signals.signum)
                 reporter.discovered(found)
-                not_found = _say_not_found(reporter, found)
+                not_found = say_not_found(reporter, found)
                 targets = with_explicit(found, settings.runs)
             result = await harvest_job(
                 settings,
@@ -234,61 +212,18 @@ async def _discover_and_harvest(settings: Any, reporter: Any, signals: Any) -> A
     return result
 
 
-def _say_not_found(reporter: Any, found: Any) -> list[str]:
+def say_not_found(reporter: Any, found: Any) -> list[str]:
     """One line per selected project or test the API does not know (exit status 1)."""
     for message in found.not_found:
         reporter.event("not_found", message)
     return list(found.not_found)
 
 
-def _require_token(settings: Any) -> None:
+def require_token(settings: Any) -> None:
     from .errors import ConfigError
 
     if not settings.token:
         raise ConfigError("no API token: set K6_CLOUD_TOKEN (or pass --token)")
-
-
-def _cmd_runs(ns: argparse.Namespace) -> int:
-    from .discovery import Selection, archived_in, discover_runs, listing
-    from .errors import ConfigError
-    from .progress import Reporter
-    from .tables import runs_table
-
-    settings = settings_from_args(ns)
-    selection = Selection.from_settings(settings)
-    if not selection.active:
-        raise ConfigError(
-            "nothing to list: give --project P, --test T, --organization O or --all-projects"
-        )
-    _require_token(settings)
-    archived = archived_in(settings)  # a bad --out is said before any request
-    found = _run_async(discover_runs, settings, selection)
-    _show_rows(ns.output, listing(found, archived), runs_table)
-    reporter = Reporter.for_settings(settings, live_allowed=False)
-    reporter.discovered(found)
-    return EXIT_FAILED if _say_not_found(reporter, found) else EXIT_OK
-
-
-def _show_rows(output: str | None, rows: Any, table: Any) -> None:
-    """`table(stdout, rows)` for people (the default on a terminal), else NDJSON or CSV."""
-    from .tables import write_rows
-
-    output = output or ("table" if sys.stdout.isatty() else "json")
-    if output == "table":
-        table(sys.stdout, rows)
-    else:
-        write_rows(sys.stdout, rows, output)
-
-
-def _cmd_projects(ns: argparse.Namespace) -> int:
-    """One row per project the token sees: a table on a TTY, NDJSON otherwise."""
-    from .projects import list_projects
-    from .tables import projects_table
-
-    settings = settings_from_args(ns)
-    _require_token(settings)
-    _show_rows(ns.output, _run_async(list_projects, settings), projects_table)
-    return EXIT_OK
 
 
 def _cmd_worker(ns: argparse.Namespace) -> int:
@@ -303,7 +238,7 @@ def _cmd_worker(ns: argparse.Namespace) -> int:
             "the worker harvests what discovery finds; --run/--runs-file are for "
             "`harvester harvest`"
         )
-    _require_token(settings)
+    require_token(settings)
     reporter = Reporter.for_settings(settings, live_allowed=False, timestamps=True)
     _reporting(reporter, run_worker, settings, reporter)
     return EXIT_OK
@@ -319,7 +254,7 @@ def exit_status(result: Any) -> int:
     return EXIT_FAILED if result.report.failed or result.not_found else EXIT_OK
 
 
-def _run_async(func: Any, *args: Any, **kwargs: Any) -> Any:
+def run_async(func: Any, *args: Any, **kwargs: Any) -> Any:
     import functools
     import gc
 

@@ -115,7 +115,7 @@ class Store:
         # lost: a run below the part size, sent for nothing). Ours go at once.
         self._client.meta.events.unregister("before-call.s3", add_expect_header)
         # botocore's modules and the S3 model (~55,000 objects) live as long as the
-        # process: out of the collector's sight, as start-up's are (`cli._run_async`), and
+        # process: out of the collector's sight, as start-up's are (`cli.run_async`), and
         # left to the process's end rather than torn down one by one (~0.1 s at exit).
         gc.freeze()
         if check:
