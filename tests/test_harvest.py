@@ -117,7 +117,7 @@ async def test_stdout_and_directory_give_the_same_records(
 async def test_a_run_file_appears_only_when_whole(simulator: Simulator, tmp_path: Path) -> None:
     run_id = 100001
     simulator.faults = FaultPlan(
-        p_delay=1.0, delay_seconds=0.5, fault_endpoints=frozenset({"overview"})
+        p_delay=1.0, delay_seconds=1.0, fault_endpoints=frozenset({"overview"})
     )
     final = tmp_path / f"{run_id}.ndjson"
 
@@ -129,7 +129,12 @@ async def test_a_run_file_appears_only_when_whole(simulator: Simulator, tmp_path
     async def watch() -> None:
         while not simulator.requests_for("series"):
             await anyio.sleep(0.01)
-        # The series are in but the overview answer is held back: the run is mid-way.
+        # The series are asked for but the overview answer is held back: the run is
+        # mid-way. Its file is made by the writer task (a thread), which the fetcher does
+        # not wait for: under load it may come a moment after the series request.
+        with anyio.fail_after(0.9):
+            while not partials():
+                await anyio.sleep(0.01)
         assert len(partials()) == 1 and not final.exists()
         seen_partial.set()
 
