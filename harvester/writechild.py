@@ -1,7 +1,7 @@
 """The writer process's side (`writeproc`): requests in from the parent's pipe, each
 run's write stack (`runfiles.RunFiles`) over the temporary files the parent created, and
 at a run's `finish` its files' sizes, sha256 and points counted (`writeproc.Finished`).
-A points run's files are hashed and written on a thread of their own (`pointsbehind`)."""
+A points run's files are hashed and written on a thread of their own (`writebehind`)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from .compression import HashingWriter
-from .pointsbehind import BehindWriter, WriteBehind
 from .runfiles import RunFiles
+from .writebehind import BehindWriter, WriteBehind
 from .writeproc import POINTS_BUFFER, Finished
 
 
@@ -82,7 +82,7 @@ def _open(
 
 
 def _hashing(run: _ChildRun, output_format: str) -> Callable[[BinaryIO], HashingWriter]:
-    """Points' files are hashed and written behind (`pointsbehind`); Parquet's are not
+    """Points' files are hashed and written behind (`writebehind`); Parquet's are not
     (Arrow hands on its own buffers, which it may reuse once a write returns)."""
     if output_format != "points":
         return HashingWriter
@@ -166,15 +166,13 @@ def _finish(run: _ChildRun) -> Finished:
 
 
 def _written_behind(run: _ChildRun) -> None:
-    """Every byte of the run's files written and hashed (`pointsbehind`), or the first
+    """Every byte of the run's files written and hashed (`writebehind`), or the first
     write's error."""
     for writer in run.behind:
         writer.send()
-    if run.behind:
-        _behind().wait()
     for writer in run.behind:
-        if writer.error is not None:
-            raise writer.error
+        writer.settle()
+        writer.lane.raise_failed()
 
 
 def _close(run: _ChildRun) -> None:
@@ -183,14 +181,14 @@ def _close(run: _ChildRun) -> None:
         writer.drop()
     if run.files is not None:
         run.files.discard()
-    if run.behind:  # nothing written behind once the files are closed
-        _behind().wait()
+    for writer in run.behind:  # nothing written behind once the files are closed
+        writer.settle()
     for fh in run.handles.values():
         with contextlib.suppress(OSError):
             fh.close()
 
 
-def _as_os_error(exc: Exception) -> OSError:
+def _as_os_error(exc: BaseException) -> OSError:
     """An error the parent can unpickle and report as the output's (`sinks.writing_to`)."""
     if isinstance(exc, OSError):
         return OSError(exc.errno, exc.strerror or str(exc))

@@ -1,6 +1,7 @@
 """A points run's files are hashed and written on the writer process's second thread
-(`pointsbehind`), behind the thread that builds the lines: in order, whole, bounded, and
-with the bytes each write was given even if their buffer changes afterwards."""
+(`writebehind.BehindWriter`), behind the thread that builds the lines: in order, whole,
+bounded, with the bytes each write was given even if their buffer changes afterwards;
+a failed write is kept for the run's finish, a discarded run's queued writes skipped."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import hashlib
 import io
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from harvester import pointsbehind, writechild
-from harvester.pointsbehind import BehindWriter, WriteBehind
+from harvester import writebehind, writechild
 from harvester.records import encode
 from harvester.simulator.generated import generate_cloud
+from harvester.writebehind import BehindWriter, WriteBehind
 
 
 class Recorded:
@@ -27,6 +29,18 @@ class Recorded:
         if attr == self._name:
             self._threads.add(threading.current_thread().name)
         return getattr(self._inner, attr)
+
+
+class Stuck(io.BytesIO):
+    """A file whose writes wait until `go_on` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go_on = threading.Event()
+
+    def write(self, data: Any) -> int:
+        self.go_on.wait()
+        return super().write(data)
 
 
 def test_a_points_run_is_hashed_and_written_on_the_write_behind_thread(tmp_path: Path) -> None:
@@ -47,7 +61,7 @@ def test_a_points_run_is_hashed_and_written_on_the_write_behind_thread(tmp_path:
     writechild._write(child, encode("series", 1, series))
     done = writechild._finish(child)
     assert done.error is None and done.points == 6 * 30
-    assert hashed == written == {"points-write-behind"}
+    assert hashed == written == {"write-behind"}
     for kind, path in paths.items():
         data = path.read_bytes()
         assert done.written[kind] == (len(data), hashlib.sha256(data).hexdigest())
@@ -75,27 +89,19 @@ def test_a_failed_write_drops_the_rest_and_is_kept_for_the_finish() -> None:
             raise OSError(28, "No space left on device")
 
     writer = BehindWriter(cast(BinaryIO, Full()), WriteBehind())
-    writer.write(b"a" * (pointsbehind.CHUNK + 1))  # handed on at once
+    writer.write(b"a" * (writebehind.CHUNK + 1))  # handed on at once
     writer.write(b"b")
     writer.flush()
     assert isinstance(writer.error, OSError) and writer.error.errno == 28
 
 
 def test_what_is_handed_on_and_not_yet_written_stays_bounded() -> None:
-    """While the file does not take bytes, the builder waits for room once `QUEUED` are
+    """While the file does not take bytes, the builder waits for room once `LIMIT` are
     queued: its lines are not held without bound."""
-    go_on = threading.Event()
-
-    class Stuck(io.BytesIO):
-        def write(self, data: Any) -> int:
-            go_on.wait()
-            return super().write(data)
-
     out = Stuck()
-    behind = WriteBehind()
-    writer = BehindWriter(cast(BinaryIO, out), behind)
+    writer = BehindWriter(cast(BinaryIO, out), WriteBehind())
     piece = bytes(range(256)) * 256  # 64 KiB
-    total = 4 * pointsbehind.QUEUED
+    total = 4 * writebehind.LIMIT
 
     def build() -> None:
         for _ in range(total // len(piece)):
@@ -104,13 +110,39 @@ def test_what_is_handed_on_and_not_yet_written_stays_bounded() -> None:
 
     builder = threading.Thread(target=build)
     builder.start()
-    deadline = time.monotonic() + 20
-    while behind._queued < pointsbehind.QUEUED - pointsbehind.CHUNK and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.1)  # room for a builder that would go on
-    accepted = writer.size
+    accepted = _settled(lambda: writer.size)  # the builder has stopped taking lines
     assert builder.is_alive()
-    assert accepted <= pointsbehind.QUEUED + 2 * pointsbehind.CHUNK
-    go_on.set()
+    assert accepted <= writebehind.LIMIT + 2 * writebehind.CHUNK
+    out.go_on.set()
     builder.join()
     assert out.getvalue() == piece * (total // len(piece))
+
+
+def test_a_discarded_run_s_queued_pieces_are_not_written() -> None:
+    behind = WriteBehind()
+    stuck = Stuck()
+    first = BehindWriter(cast(BinaryIO, stuck), behind)  # holds the thread
+    out = io.BytesIO()
+    dropped = BehindWriter(cast(BinaryIO, out), behind)
+    first.write(b"a" * writebehind.CHUNK)
+    dropped.write(b"b" * writebehind.CHUNK)  # queued behind the first
+    dropped.write(b"c")  # gathered, not yet handed on
+    dropped.drop()
+    dropped.send()
+    stuck.go_on.set()
+    first.settle()
+    dropped.settle()
+    assert out.getvalue() == b""
+
+
+def _settled(value: Callable[[], int]) -> int:
+    """`value` once it has not changed for a while (or after 20 s)."""
+    deadline = time.monotonic() + 20
+    last = value()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = value()
+        if now == last and now:
+            return now
+        last = now
+    return last
