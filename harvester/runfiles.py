@@ -58,7 +58,7 @@ class RunFiles:
         files: Mapping[str, BinaryIO],
         hashing: Callable[[BinaryIO], HashingWriter] = HashingWriter,
     ) -> None:
-        """`hashing`: what hashes and writes each file's bytes (`writebehind.BehindWriter` in the child)."""
+        """`hashing`: what hashes and writes each file's bytes (`BehindWriter` in the child)."""
         lines = output_format == "points"  # its lines built by the splitter
         self.splitter = PointsSplitter(run_id, lines=lines) if output_format != "raw" else None
         self._stacks: dict[str, _Stack] = {}
