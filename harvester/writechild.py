@@ -136,7 +136,9 @@ def _hints() -> ThreadPoolExecutor:
     thread of its own it takes that work off the child's main thread, which builds,
     hashes and writes the lines, and is what a points harvest waits for. A run's files
     are closed only once its hint is done (`_wait_hint`); one at a time per run (a hint
-    covers every page dirty when it runs)."""
+    covers every page dirty when it runs). Worth its ~0.25-0.35 s: without the hints the
+    write-behind thread's copies into the page cache, 2 GB of it dirty, took 0.2 -> 3.8 s
+    of CPU on large (a hint every 256 KiB: no change)."""
     return ThreadPoolExecutor(1, thread_name_prefix="points-writeback")
 
 

@@ -190,6 +190,10 @@ def test_a_plain_v2_serie_is_split_from_its_bytes_the_same_as_parsed(lines: bool
         [{"timestamp": "x", "value": 1}, {"timestamq": "y", "value": 2}],  # as long
         [{"timestamq": "x", "value": 1}, {"timestamp": "y", "value": 2}],
         [{"timestamp": "x", "value": 1}, {"timestamp": "y", "valve": 2}],
+        [{"timestamp": "x", "value": 1}, {"timestamp": "y", "values": 2}],  # longer
+        [{"timestamp": "x", "xvalue": 1}, {"timestamp": "y", "value": 2}],
+        [{"timestamp": "x", "value": 1}, {"timestamps": "y", "value": 2}],
+        [{"xtimestamp": "x", "value": 1}, {"timestamp": "y", "value": 2}],
         [{"timestamp": 'x\\"y', "value": 1}],
     ],
 )

@@ -47,6 +47,11 @@ FIRST = b'[{"timestamp":'
 NEXT = b',{"timestamp":'
 TIME = b',"time":'
 VALUE = b'","value":'
+#: The keys of a point named, for the lines built from the bytes (`_built_lines`): each
+#: ends with its closing quote, and what follows (a `:`) is kept as it is. Searched for
+#: 1.1x-1.6x as fast as with the `:` (this last byte is frequent in a serie's points).
+NEXT_NAMED = b',{"timestamp"'
+VALUE_NAMED = b'","value"'
 #: The bytes that make JSON's structure (and its escapes), and `r` and `a`, which of JSON's
 #: scalars only `true` and `false` hold: `_checked_points` keeps only these.
 STRUCTURE = b'"{}[],\\'
@@ -263,19 +268,21 @@ class PointsSplitter:
 
 def _built_lines(head: dict[str, Any], body: bytes, count: int) -> bytes | None:
     """The lines of the `count` points of `body` (checked by `_checked_points` but for the
-    `{"timestamp":` of each point), after a first `\n`; None when a point has another key.
+    first key of each point), after a first `\n`; None when a point has another key.
 
     One replace makes them: `body` with its `[` made a `,` and its `]` a newline is
-    `,{"timestamp":<point>` N times, and each `,{"timestamp":` becomes a newline and the
-    point's head. The shape check leaves `,{` nowhere but before a point (no string holds
-    a `,` or `{`), so the lines are exactly as long as N replacements make them only when
-    each point starts with that key: this length replaces a count of the key over the
-    array (a pass over it as slow as the replace itself)."""
-    prefix = orjson.dumps(head)[:-1] + TIME
+    `,{"timestamp"<rest of a point>` N times, and each `,{"timestamp"` becomes a newline
+    and the point's head up to `,"time"`. The shape check leaves `,{` nowhere but before
+    a point (no string holds a `,` or `{`), so the lines are exactly as long as N
+    replacements make them only when each point's first key is `"timestamp"` (its
+    closing quote ends it): this length replaces a count of the key over the array (a
+    pass over it as slow as the replace itself). What follows the key, its `:` (with any
+    blanks valid JSON had there), follows `"time"` in the line."""
+    prefix = orjson.dumps(head)[:-1] + TIME[:-1]
     joiner = b"\n" + prefix
     source = b"".join((b",", memoryview(body)[1:-1], b"\n"))
-    lines = source.replace(NEXT, joiner)
-    if len(lines) != len(source) + count * (len(joiner) - len(NEXT)):
+    lines = source.replace(NEXT_NAMED, joiner)
+    if len(lines) != len(source) + count * (len(joiner) - len(NEXT_NAMED)):
         return None
     return lines
 
@@ -293,8 +300,11 @@ def _checked_points(body: bytes, *, keys: bool = True) -> int | None:
     and each `,{"timestamp":` after it (N-1) and N `","value":` (the only `","` of each)
     name the keys. Then the bytes `,{"timestamp":` and `","value":` are the structure
     alone, which the writers replace. (bytes.translate and count run at memory speed; a
-    regex took 3x as long.) With `keys` False the `,{"timestamp":` are not counted: the
-    caller proves them (`_built_lines`)."""
+    regex took 3x as long.) With `keys` False, for the lines built from these bytes, the
+    first keys are not counted (the caller proves them, `_built_lines`) and N
+    `","value"` name the second keys (`","` is only ever a time ending and a second key
+    starting; the lines keep what follows the key as it is, its `:`), while Parquet's CSV
+    replaces the whole `","value":` (`Serie.csv`), counted then."""
     if body == b"[]":
         return 0
     shape = body.translate(None, NOT_KEPT)
@@ -303,4 +313,4 @@ def _checked_points(body: bytes, *, keys: bool = True) -> int | None:
         return None
     if not body.startswith(FIRST) or (keys and body.count(NEXT) != count - 1):
         return None
-    return count if body.count(VALUE) == count else None
+    return count if body.count(VALUE if keys else VALUE_NAMED) == count else None
