@@ -45,7 +45,9 @@ pytestmark = pytest.mark.timeout(120, method="thread")
 
 
 async def test_a_slowdown_answer_is_retried(s3: S3Server, bucket: str) -> None:
+    """The body sent again whole (`PartBody`: longer than its first write)."""
     puts: list[str] = []
+    lines = b"line\n" * 1000
 
     def first_put(request: web.Request) -> bool:
         if request.method == "PUT" and request.path.endswith("/3.ndjson"):
@@ -59,10 +61,10 @@ async def test_a_slowdown_answer_is_retried(s3: S3Server, bucket: str) -> None:
         )
         async with ObjectSink(settings) as sink:
             await sink.begin(3)
-            await sink.write(3, b"line\n")
+            await sink.write(3, lines)
             await sink.commit(3)
     assert len(puts) == 2
-    assert await anyio.to_thread.run_sync(s3.runs, bucket) == {"pre/3.ndjson": b"line\n"}
+    assert await anyio.to_thread.run_sync(s3.runs, bucket) == {"pre/3.ndjson": lines}
 
 
 async def test_the_data_object_is_stored_last_after_the_manifest_and_the_export(

@@ -4,21 +4,22 @@ part size whatever the writes' sizes, each sent without a copy of its own."""
 from __future__ import annotations
 
 import base64
-import io
+import hashlib
 import zlib
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import anyio
+import orjson
 import pytest
 from aiohttp import web
 from anyio import wait_all_tasks_blocked
 
 from harvester.config import load_settings
 from harvester.objectstore import ObjectSink
-from harvester.objectstore.parts import PartBuffer, size_of
-from harvester.objectstore.store import THREADED_CHECKSUM, Store
+from harvester.objectstore.parts import PartBuffer, PartHashing
+from harvester.objectstore.store import THREADED_CHECKSUM, Store, crc32_params
 from harvester.records import Lines
 from harvester.scheduler import RunTarget, Scheduler
 from harvester.stats import HarvestStats
@@ -36,16 +37,16 @@ def test_writes_are_cut_into_parts_of_exactly_the_part_size() -> None:
         assert buffer.write(data) == len(data)
     parts = list(buffer.ready)
     rest = buffer.rest()
-    assert [size_of(part) for part in parts] == [10, 10, 10]
-    assert size_of(rest) == 9
-    assert b"".join(part.read() for part in [*parts, rest]) == b"".join(written)
+    assert [len(part) for part in parts] == [10, 10, 10]
+    assert len(rest) == 9
+    assert b"".join([*parts, rest]) == b"".join(written)
 
 
 def test_a_write_that_fills_a_part_exactly_leaves_an_empty_rest() -> None:
     buffer = PartBuffer(part_size=8)
     buffer.write(memoryview(b"12345678"))
-    assert [part.read() for part in buffer.ready] == [b"12345678"]
-    assert size_of(buffer.rest()) == 0
+    assert list(buffer.ready) == [b"12345678"]
+    assert not buffer.rest()
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,53 @@ def test_the_store_receives_parts_of_the_part_size_not_of_the_writes(
 
     anyio.run(go)
     assert sizes == [5 * MIB, 5 * MIB]
-    assert s3.runs("parts") == {"pre/7.ndjson": chunk * 4}
+    objects = s3.objects("parts", "pre/7.")
+    assert objects["pre/7.ndjson"] == chunk * 4
+    # Each part hashed as it was sealed, in order, the last one at the commit: the
+    # manifest's sha256 is the object's.
+    (entry,) = orjson.loads(objects["pre/7.manifest.json"])["files"]
+    assert entry["bytes"] == 4 * len(chunk)
+    assert entry["sha256"] == hashlib.sha256(chunk * 4).hexdigest()
+
+
+def test_a_run_stored_in_one_put_is_checked_by_the_store_against_the_manifest_s_sha256(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file below the part size goes in one PUT whose checksum is the file's sha256
+    (the one the manifest records), not a CRC32 of a second pass."""
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    s3.client().create_bucket(Bucket="whole")
+    flags = {"out": "s3://whole/pre/", "s3_endpoint_url": s3.url, "token": "t"}
+    lines = b'{"type":"point"}\n' * 50_000  # 850 KB: sealed from a worker thread
+
+    async def go() -> None:
+        async with ObjectSink(load_settings(flags)) as sink:
+            await sink.begin(4)
+            await sink.write(4, lines)
+            await sink.commit(4)
+
+    anyio.run(go)
+    (entry,) = orjson.loads(s3.objects("whole")["pre/4.manifest.json"])["files"]
+    assert entry["sha256"] == hashlib.sha256(lines).hexdigest()
+    head = s3.client().head_object(Bucket="whole", Key="pre/4.ndjson", ChecksumMode="ENABLED")
+    assert base64.b64decode(head["ChecksumSHA256"]).hex() == entry["sha256"]
+
+
+async def test_a_file_is_hashed_a_part_at_a_time_as_each_is_sealed_not_as_it_is_written() -> None:
+    """The write stack's writes (on the event loop, for plain raw lines) only count and
+    copy; the sha256 and each part's CRC32 are taken in one pass as the part is sealed."""
+    buffer = PartBuffer(part_size=10)
+    hashing = PartHashing(cast(BinaryIO, buffer))
+    written = b"".join(bytes([65 + i]) * 7 for i in range(4))  # 28 bytes
+    for piece in (written[:13], written[13:]):
+        hashing.write(piece)
+    assert hashing.size == 28 and hashing.sha is buffer.sha
+    assert buffer.sha.digest() == hashlib.sha256().digest()  # nothing hashed yet
+    parts = [*buffer.ready, buffer.rest()]
+    crcs = [await buffer.seal(part) for part in parts]
+    assert buffer.sha.hexdigest() == hashlib.sha256(written).hexdigest()
+    assert crcs == [crc32_params(zlib.crc32(part)) for part in parts]
 
 
 async def test_a_body_is_checksummed_once_with_crc32_and_not_hashed_into_the_signature(
@@ -109,7 +156,7 @@ async def test_a_body_is_checksummed_once_with_crc32_and_not_hashed_into_the_sig
         await store.open()
         try:
             assert await store.put("pre/1.manifest.json", small, create_only=True)
-            assert await store.put("pre/1.ndjson", io.BytesIO(large), create_only=True)
+            assert await store.put("pre/1.ndjson", bytearray(large), create_only=True)
         finally:
             await store.close()
     assert [body for _, body in puts] == [small, large]

@@ -18,7 +18,6 @@ compression (`_remove_others`).
 from __future__ import annotations
 
 import functools
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +32,8 @@ from ..layout import Places
 from ..runfiles import KINDS, codec_for
 from .leases import Lease, is_live
 from .location import Location
-from .parts import PartBuffer, Upload, size_of
-from .store import Store
+from .parts import PartBuffer, Upload
+from .store import Store, checksum
 
 
 @dataclass(frozen=True)
@@ -58,10 +57,18 @@ class Names:
 
 @dataclass
 class RunObjects:
-    """What a run has ready to store: each file's unsent rest, and the uploads begun."""
+    """What a run has ready to store: each file's buffer, the uploads begun, and once the
+    run is written each file's last part, sealed (`seal_rests`)."""
 
     buffers: dict[str, PartBuffer]
     uploads: dict[str, Upload] = field(default_factory=dict)
+    rests: dict[str, tuple[bytearray, dict[str, str]]] = field(default_factory=dict)
+
+    async def seal_rests(self) -> None:
+        """Each file's unsent rest sealed: its sha256 is then whole, for the manifest."""
+        for kind, buffer in self.buffers.items():
+            rest = buffer.rest()
+            self.rests[kind] = (rest, await buffer.seal(rest, whole=kind not in self.uploads))
 
 
 @dataclass
@@ -120,14 +127,13 @@ class Publisher:
 
     async def _store(self, run_id: int, run: RunObjects, kind: str, *, create_only: bool) -> bool:
         """Make `kind`'s object of what was written; False when it exists (create_only)."""
-        rest = run.buffers[kind].rest()
+        rest, checksums = run.rests[kind]
         upload = run.uploads.get(kind)
         if upload is None:
-            return await self.store.put(
-                self.names.kind_key(run_id, kind), rest, create_only=create_only
-            )
-        if size_of(rest):
-            await upload.send(rest)
+            key = self.names.kind_key(run_id, kind)
+            return await self.store.put(key, rest, create_only=create_only, checksums=checksums)
+        if rest:
+            await upload.send(rest, checksums)
         return await upload.complete(create_only=create_only)
 
     async def _put_file(self, run_id: int, path: Path) -> None:
@@ -143,7 +149,7 @@ class Publisher:
                 upload = self.upload(run_id, key)
                 try:
                     while first:
-                        await upload.send(io.BytesIO(first))
+                        await upload.send(first, await checksum(first))
                         first, nxt = nxt, await anyio.to_thread.run_sync(fh.read, self.part_size)
                     await upload.complete(create_only=False)
                 finally:

@@ -30,7 +30,7 @@ from ..runfiles import KINDS, RunFiles
 from .failures import StoreError
 from .leases import Lease, RunUpload, run_uploads, stale_uploads
 from .listing import run_of_key, stored_runs
-from .parts import PART_SIZE, PARTS_IN_FLIGHT, PartBuffer, Upload
+from .parts import PART_SIZE, PARTS_IN_FLIGHT, PartBuffer, PartHashing, Upload
 from .publish import Names, Publisher, RunObjects
 from .spool import Spool
 from .store import Store, refused_if_failing
@@ -235,7 +235,9 @@ class ObjectSink:
         await self._held.acquire()
         buffers = {kind: PartBuffer(self.part_size) for kind in KINDS[self.format]}
         destinations: dict[str, Any] = buffers  # file objects for the stack
-        files = RunFiles(run_id, self.format, self.codec, self.level, destinations)
+        files = RunFiles(
+            run_id, self.format, self.codec, self.level, destinations, hashing=PartHashing
+        )
         self._runs[run_id] = _Run(files, RunObjects(buffers))
 
     async def write(self, run_id: int, data: bytes) -> None:
@@ -250,10 +252,13 @@ class ObjectSink:
             await anyio.to_thread.run_sync(step, *args)
 
     async def _send_parts(self, run_id: int, run: _Run) -> None:
-        """The parts that filled up, each to its upload (the writer waits for a slot)."""
+        """The parts that filled up, each sealed and to its upload (the writer waits for
+        a slot)."""
         for kind, buffer in run.objects.buffers.items():
             while buffer.ready:
-                await self._upload(run_id, run, kind).send(buffer.ready.popleft())
+                part = buffer.ready.popleft()
+                checksums = await buffer.seal(part)
+                await self._upload(run_id, run, kind).send(part, checksums)
 
     def _upload(self, run_id: int, run: _Run, kind: str) -> Upload:
         uploads = run.objects.uploads
@@ -278,6 +283,7 @@ class ObjectSink:
         try:
             await self._encode(run.files.finish)
             await self._send_parts(run_id, run)
+            await run.objects.seal_rests()
             for upload in run.objects.uploads.values():
                 await upload.settle()
             body = await self._manifest(run_id, run, counts, summary or {}, csv)
