@@ -211,6 +211,19 @@ def test_any_other_values_shape_is_parsed_and_gives_the_same_points(
     assert got == expected_points(serie, want)
 
 
+def test_blanks_before_a_point_key_s_colon_are_kept_and_the_points_the_same() -> None:
+    """The API's text (kept as sent) may hold blanks between a point's key and its `:`:
+    the lines built from the bytes keep them (valid JSON), with the same points."""
+    splitter = PointsSplitter(5, lines=True)
+    list(splitter.split(encode("metric", 5, [METRIC])))
+    values = b'[{"timestamp":"t1","value" :1},{"timestamp" :"t2","value":2}]'
+    line = b'{"type":"series","data":{"method":"mean","metric_id":"m1","values":%s}}\n' % values
+    [serie] = [item for item in splitter.split(line) if isinstance(item, Serie)]
+    assert serie.lines is not None  # built from the bytes
+    want = expected_points({"method": "mean"}, [("t1", 1), ("t2", 2)])
+    assert parse_lines(serie.ndjson()) == want
+
+
 def test_a_values_key_elsewhere_in_the_serie_is_not_taken_for_its_points() -> None:
     points = [{"timestamp": "2026-11-28T22:00:00Z", "value": 4.0}]
     decoy = [{"timestamp": "1999-01-01T00:00:00Z", "value": 9.0}]
