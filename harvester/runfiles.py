@@ -69,7 +69,8 @@ class RunFiles:
             points = ParquetPoints(hasher) if kind == "parquet" else None
             self._stacks[kind] = _Stack(hasher, stream, points)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | bytearray) -> None:
+        """`data`: lines; a bytearray (the writer process's reused buffer) is not kept."""
         if self.splitter is None:
             self._stacks["ndjson"].stream.write(data)
             return
@@ -78,7 +79,7 @@ class RunFiles:
         if parquet is not None and parquet.add_lines(data, self.splitter):
             return  # an answer's v2 series, parsed whole (never a summary)
         points = self._stacks["points.ndjson"].stream if parquet is None else None
-        for item in self.splitter.split(data):
+        for item in self.splitter.split(bytes(data)):  # (bytes: the same object)
             if isinstance(item, Serie):
                 if parquet is not None:
                     parquet.add(item)

@@ -314,13 +314,18 @@ def test_series_on_other_time_grids_keep_their_own_times(monkeypatch: pytest.Mon
         {**PLAIN, "method": "p(95)"},
     ]
     points = rows_of("points", series)
+    never_split(monkeypatch)
+    assert rows_of("parquet", series) == points and points[1] == 5
+
+
+def never_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The splitter fails when it makes a serie of a line (the way of odd answers)."""
 
     def split(*args: object) -> None:
         raise AssertionError("a serie split")
 
     for way in ("_fast_v2", "_parsed"):  # how the splitter makes a serie of a line
         monkeypatch.setattr(PointsSplitter, way, split)
-    assert rows_of("parquet", series) == points and points[1] == 5
 
 
 def test_an_answers_plain_series_are_not_split_point_by_point(
@@ -376,3 +381,77 @@ async def test_parquet_holds_the_points_format_s_points_from_each_api_for_every_
             got[_point_key(r, orjson.loads(r["tags"]), r["time"])] += 1
     assert want and got == want
     assert len({orjson.loads(k)[6] for k in got}) > 2  # several methods made points
+
+
+def test_null_values_among_numbers_are_read_whole_and_stay_null(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch's values are gathered as doubles until a null comes (then as a list): a
+    null after numbers, in a serie of its own or among numbers, is null in Parquet as in
+    points, and the answer is still read whole (never split)."""
+    nulls = [{"timestamp": "2026-11-28T22:00:01Z", "value": v} for v in (2.5, None, -0.0)]
+    series: list[object] = [PLAIN, {**PLAIN, "method": "max", "values": nulls}, PLAIN]
+    points = rows_of("points", series)
+    never_split(monkeypatch)
+    assert rows_of("parquet", series) == points and points[1] == 5
+    files = {kind: io.BytesIO() for kind in KINDS["parquet"]}
+    run = RunFiles(5, "parquet", "none", None, files)
+    run.write(encode("metric", 5, [METRIC]))
+    run.write(encode("series", 5, series))
+    run.finish()
+    values = pq.read_table(io.BytesIO(files["parquet"].getvalue())).column("value").to_pylist()
+    assert values == [1.0, 2.5, None, -0.0, 1.0]
+
+
+def test_a_parquet_run_s_big_writes_are_read_into_one_buffer_each_over_the_last() -> None:
+    """The writer process reads a Parquet run's big writes (an answer's lines) into one
+    buffer, never shrunk below 5/8 of its largest (a bytearray gives memory back below
+    half), and the rest as before; at the pipe's end, what is there."""
+    from harvester.writechild import _ReusedBuffer
+
+    big = _ReusedBuffer.SMALLEST
+    sizes = [big + 100, big, 100, 2 * big, big, 7]
+    pieces = [bytes([n]) * size for n, size in enumerate(sizes)]
+    stream = io.BufferedReader(io.BytesIO(b"".join(pieces)))
+    reused = _ReusedBuffer()
+    read = []
+    for size, piece in zip(sizes[:-1], pieces, strict=False):
+        read.append(reused.read(stream, size))
+        assert read[-1] == piece  # (a reused one is overwritten by the next)
+    assert read[0] is read[1] is read[3] and isinstance(read[0], bytearray)
+    assert type(read[2]) is bytes  # small: a buffer of its own
+    assert type(read[4]) is bytes  # under 5/8 of the largest: a buffer of its own
+    assert reused.read(stream, big) == pieces[-1]
+
+
+def test_the_writer_process_writes_the_same_parquet_from_big_writes(tmp_path: Path) -> None:
+    """A Parquet run's answers of several sizes, through the writer process (its reused
+    buffer) and through the write stack in this process: the same file, byte for byte."""
+    from harvester.writeproc import ChildRunFiles, WriterProcess
+
+    cloud = generate_cloud(runs=1, metrics=160, points=240, seed=4)
+    run = next(iter(cloud.runs.values()))
+    metrics = run.metrics()
+    series = [run.serie(str(m["id"]), None) for m in metrics]
+    batches = [encode("metric", 1, metrics)]
+    batches += [encode("series", 1, part) for part in (series[:40], series[40:70], series[70:])]
+    batches.append(encode("summary", 1, [{"complete": True}]))
+    assert sorted(len(b) for b in batches)[-3] > 256 << 10  # three big writes
+    here = {kind: io.BytesIO() for kind in KINDS["parquet"]}
+    local = RunFiles(1, "parquet", "none", None, here)
+    paths = {kind: tmp_path / f"1.{kind}" for kind in KINDS["parquet"]}
+    for path in paths.values():
+        path.touch()
+    child = WriterProcess()
+    try:
+        remote = ChildRunFiles(child, 1, "parquet", "none", None, paths)
+        for data in batches:
+            local.write(data)
+            remote.write(data)
+        local.finish()
+        remote.finish()
+    finally:
+        child.close()
+    for kind, path in paths.items():
+        assert path.read_bytes() == here[kind].getvalue() != b""
+    assert pq.read_metadata(paths["parquet"]).num_rows == 160 * 240

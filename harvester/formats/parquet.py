@@ -164,7 +164,7 @@ class ParquetPoints:
         if self._rows >= ROW_GROUP:
             self.flush()
 
-    def add_lines(self, data: bytes, splitter: PointsSplitter) -> bool:
+    def add_lines(self, data: bytes | bytearray, splitter: PointsSplitter) -> bool:
         """A batch of v2 `series` lines (as `records` writes an answer's), read whole
         (`read_series`); False, with nothing taken, when a line is of another shape (v6,
         a value that is not a number, an id that is not text...): `add` then takes its

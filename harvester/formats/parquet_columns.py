@@ -7,6 +7,7 @@ pyarrow is imported when first needed (`--format parquet` only).
 
 from __future__ import annotations
 
+from array import array
 from typing import Any
 
 import msgspec
@@ -67,7 +68,9 @@ class Grid:
         return self._times
 
 
-def read_series(data: bytes, grid: Grid) -> tuple[list[Any], list[Any], list[int], Any, Any] | None:
+def read_series(
+    data: bytes | bytearray, grid: Grid
+) -> tuple[list[Any], list[Any], list[int], Any, Any] | None:
     """Each serie's metric id and method, its points' offsets (`offsets[i]:offsets[i+1]`)
     and the points' times and values, of lines that are all v2 series whose points are
     objects with a `timestamp` text and a number or null `value`; None otherwise.
@@ -87,7 +90,7 @@ def read_series(data: bytes, grid: Grid) -> tuple[list[Any], list[Any], list[int
     methods: list[Any] = []
     offsets = [0]
     times: list[Any] = []
-    values: list[float | None] = []
+    values = _Values()
     view = memoryview(data)
     pos, size = 0, len(data)
     try:
@@ -102,12 +105,41 @@ def read_series(data: bytes, grid: Grid) -> tuple[list[Any], list[Any], list[int
             methods.append(serie.method)
             offsets.append(offsets[-1] + len(serie.values))
             if serie.values:
-                values += [p.value for p in serie.values]
+                values.add([p.value for p in serie.values])
                 times.append(grid.times([p.timestamp for p in serie.values]))
         column = pa.concat_arrays(times) if times else pa.array([], time_type())
-        return ids, methods, offsets, column, pa.array(values, pa.float64())
+        return ids, methods, offsets, column, values.column()
     except (msgspec.DecodeError, pa.ArrowException):  # a time past what ms hold...
         return None
+
+
+class _Values:
+    """A batch's values as doubles (`array`), a column without a Python float held a
+    point nor Arrow's look at each (`pa.array` of a list cost 2x); as a list from the
+    first null on (rare: an API's points are numbers)."""
+
+    def __init__(self) -> None:
+        self._doubles: array[float] | None = array("d")
+        self._list: list[Any] = []
+
+    def add(self, values: list[Any]) -> None:
+        """A serie's values: floats, or None for null."""
+        if self._doubles is not None:
+            try:
+                self._doubles.fromlist(values)  # whole or not at all
+                return
+            except TypeError:  # a null among them
+                self._list = self._doubles.tolist()
+                self._doubles = None
+        self._list += values
+
+    def column(self) -> Any:
+        import pyarrow as pa
+
+        if self._doubles is None:
+            return pa.array(self._list, pa.float64())
+        buffer = pa.py_buffer(self._doubles)
+        return pa.Array.from_buffers(pa.float64(), len(self._doubles), [None, buffer])
 
 
 def from_csv(lines: bytes) -> tuple[Any, Any]:
