@@ -3,8 +3,10 @@ with the right exit status, loses nothing, and never shows a credential."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from unittest.mock import ANY
 
@@ -208,6 +210,28 @@ def test_no_credential_reaches_the_logs_the_state_or_the_objects(s3cli: S3Cli) -
         assert secret not in where and key_id not in where
 
 
+@contextlib.asynccontextmanager
+async def silent_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[str, anyio.Event, list[str]]]:
+    """A store that takes each request and never answers it, until the event is set:
+    (its URL, that event, the paths asked)."""
+    done = anyio.Event()
+    asked: list[str] = []
+
+    async def never(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        await done.wait()
+        return web.Response(status=500)
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", never)
+    async with serve(app) as url:
+        yield url, done, asked
+
+
 async def test_a_hurried_store_cuts_its_requests_under_way_and_to_come(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -217,17 +241,7 @@ async def test_a_hurried_store_cuts_its_requests_under_way_and_to_come(
     from harvester.objectstore.failures import StoreError
     from harvester.objectstore.store import CUT, Store
 
-    done = anyio.Event()
-
-    async def never(request: web.Request) -> web.Response:
-        await done.wait()  # (till the test's end)
-        return web.Response(status=500)
-
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", never)
-    async with serve(app) as url:
+    async with silent_store(monkeypatch) as (url, done, _):
         store = Store(load_settings({"out": "s3://b/p/", "s3_endpoint_url": url, "token": "t"}))
         await store.open(check=False)
         failed: list[StoreError] = []
@@ -253,6 +267,31 @@ async def test_a_hurried_store_cuts_its_requests_under_way_and_to_come(
             await store.close()
     assert [exc.code for exc in failed] == [CUT] and later.value.code == listed.value.code == CUT
     assert "did not answer before the job was stopped" in str(later.value)
+
+
+async def test_a_store_that_stops_answering_times_out_as_the_api_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--read-timeout` (and `--connect-timeout`) bound each store request as they bound
+    the API's, and `--max-attempts` its tries: not botocore's 60 s a try."""
+    from harvester.objectstore.failures import StoreError
+    from harvester.objectstore.store import Store
+
+    async with silent_store(monkeypatch) as (url, done, asked):
+        flags = {"s3_endpoint_url": url, "read_timeout": 0.3, "max_attempts": 2}
+        store = Store(load_settings({"out": "s3://b/p/", "token": "t", **flags}))
+        await store.open(check=False)
+        try:
+            with anyio.fail_after(20), pytest.raises(StoreError) as failed:
+                await store.call("head_object", Key="p/1.ndjson")
+        finally:
+            done.set()
+            await store.close()
+    assert len(asked) == 2
+    assert str(failed.value) == (
+        f"the S3 store at {url} did not answer a request on s3://b within --read-timeout, "
+        "on any try (--max-attempts): is it overloaded or stuck?"
+    )
 
 
 def test_the_summary_counts_the_bytes_of_the_runs_kept_in_the_bucket(s3cli: S3Cli) -> None:

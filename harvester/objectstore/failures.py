@@ -48,6 +48,11 @@ def describe_failure(exc: BaseException, loc: Location, endpoint: str | None) ->
                 "and '_'): check the s3:// URL"
             )
         return f"S3 request on {where} refused before it was sent: {report[:200]}"
+    if name == "ReadTimeoutError":
+        return (
+            f"the S3 store at {endpoint or 'AWS'} did not answer a request on {where} "
+            "within --read-timeout, on any try (--max-attempts): is it overloaded or stuck?"
+        )
     return f"S3 request on {where} failed: {code or name}"
 
 

@@ -85,6 +85,7 @@ class Store:
         self.loc: Location = parse_location(settings.out)
         self.endpoint = endpoint_url(settings)
         self._max_attempts = settings.max_attempts
+        self._timeouts = (settings.connect_timeout, settings.read_timeout)
         self._client: Any = None
         self._client_cm: Any = None
         #: Once the job is cut (`hurry`), when every request must have ended (the event
@@ -116,7 +117,15 @@ class Store:
         retries = {"mode": "standard", "total_max_attempts": self._max_attempts}
         agent = f"k6-harvester/{version()} botocore/{botocore_version}"
         s3 = {"payload_signing_enabled": False}
-        config = AioConfig(retries=retries, s3=s3, user_agent=agent)
+        # The API's timeouts, not botocore's (60 s to connect): a store that stops
+        # answering fails the job as soon as an API that did would.
+        config = AioConfig(
+            retries=retries,
+            s3=s3,
+            user_agent=agent,
+            connect_timeout=self._timeouts[0],
+            read_timeout=self._timeouts[1],
+        )
         session = get_session()
         quicken(session.get_component("data_loader"))  # (`models`: quicker and smaller)
         # Over http there is no TLS to verify: without `verify=False` aiobotocore still
