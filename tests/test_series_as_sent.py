@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import orjson
+import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
 
@@ -121,6 +122,29 @@ def test_a_value_past_a_doubles_range_is_refused_as_before() -> None:
     body = b'{"k6-serie":[{"metric_id":"a","values":[{"timestamp":"t","value":1e999}]}]}'
     with pytest.raises(TruncatedBody):
         series_answer(body, 200, "series", where)
+
+
+@pytest.mark.parametrize(
+    ("serie", "time"),
+    [
+        (b'{"metric_id":"a","big":1e999,"values":[{"timestamp":"t","value":1}]}', "t"),
+        (b'{"metric_id":"a","n":1' + b"0" * 400 + b',"values":[{"timestamp":"t","value":1}]}', "t"),
+        (b'{"metric_id":"a","values":[{"timestamp":-2E+308,"value":1}]}', None),
+    ],
+)
+@pytest.mark.parametrize("output_format", ["points", "parquet"])
+async def test_a_number_past_a_doubles_range_in_a_field_not_read_leaves_the_points_whole(
+    tmp_path: Path, serie: bytes, time: str | None, output_format: str
+) -> None:
+    # Kept as sent (msgspec skips it unread), it is in the series line, which orjson
+    # refuses: the points and Parquet writers stopped the whole job ("cannot write to").
+    async with series_api(b'{"k6-serie":[' + serie + b"]}") as base_url:
+        assert await harvest_one(base_url, tmp_path, output_format=output_format) is None
+    if output_format == "points":  # the same serie for each of the run's two metrics
+        lines = (tmp_path / "1.points.ndjson").read_bytes().splitlines()
+        assert [(p["time"], p["value"]) for p in map(orjson.loads, lines)] == [(time, 1)] * 2
+    else:  # (a time that is no RFC 3339 time is null in Parquet's timestamp column)
+        assert pq.read_table(tmp_path / "1.parquet").column("value").to_pylist() == [1.0] * 2
 
 
 def test_a_value_that_is_no_number_makes_the_serie_encoded_again() -> None:

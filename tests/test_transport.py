@@ -259,11 +259,11 @@ async def tiny_api(*odd: web.Response) -> AsyncIterator[tuple[str, list[str]]]:
         yield base_url, asked
 
 
-async def harvest_one(base_url: str, out: Path) -> str | None:
+async def harvest_one(base_url: str, out: Path, output_format: str = "raw") -> str | None:
     """Harvest run 1; the reason it failed, or None when it was published."""
     settings = load_settings(
         {"base_url": base_url, "token": "t", "out": str(out), "max_attempts": 3,
-         "backoff_base": 0.001, "backoff_cap": 0.001},
+         "backoff_base": 0.001, "backoff_cap": 0.001, "format": output_format},
         environ={},
     )  # fmt: skip
     result = await harvest_job(settings, [RunTarget(1)])

@@ -30,6 +30,7 @@ found by offset, not split into copies, and a serie's lines are handed on as pie
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -156,7 +157,7 @@ class PointsSplitter:
         while pos < size:
             end = data.find(b"\n", pos) + 1 or size
             if data.startswith(SERIES, pos):
-                serie = self._fast_v2(data, pos, end) or self._parsed(orjson.loads(data[pos:end]))
+                serie = self._fast_v2(data, pos, end) or self._parsed(read_line(data[pos:end]))
                 if serie is not None:
                     if meta < pos:
                         yield data[meta:pos]
@@ -164,7 +165,7 @@ class PointsSplitter:
                     yield serie
                 meta = end
             elif data.startswith(REMEMBERED, pos):
-                self._remember(orjson.loads(data[pos:end]))
+                self._remember(read_line(data[pos:end]))
             pos = end
         if meta < size:
             yield data[meta:]
@@ -264,6 +265,22 @@ class PointsSplitter:
             if len(self._times) < 100_000:  # a run's time grid, not every odd stamp
                 self._times[seconds] = known
         return known
+
+
+def read_line(line: bytes) -> Any:
+    """A record line, parsed. A serie is kept as the API sent it (`answers.series_answer`),
+    which may hold a number past a double's range (`1e999`) in a field the harvester does
+    not read: orjson refuses it, and the standard library reads it as orjson would have
+    read it if it could (an infinity; an integer past 64 bits, a float). Rare: orjson first."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line, parse_int=_orjson_int)
+
+
+def _orjson_int(text: str) -> int | float:
+    number = int(text)
+    return number if -(2**63) <= number < 2**64 else float(text)
 
 
 def _built_lines(head: dict[str, Any], body: bytes, count: int) -> bytes | None:

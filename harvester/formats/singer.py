@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from ..errors import ConfigError
-from .points import PointsSplitter, Serie
+from .points import PointsSplitter, Serie, read_line
 
 NEWLINE = orjson.OPT_APPEND_NEWLINE
 INTEGER, TEXT, NUMBER = {"type": "integer"}, {"type": "string"}, {"type": "number"}
@@ -112,7 +112,7 @@ class SingerEncoder:
                     out.write(record("points", row))
                 continue
             for line in item.splitlines():
-                stream, row = self._row(splitter, orjson.loads(line))
+                stream, row = self._row(splitter, read_line(line))
                 if stream in self.streams:
                     out.write(record(stream, row))
         return out.getvalue()
