@@ -192,6 +192,18 @@ def sink_on(s3: S3Server, bucket: str, **flags: str) -> ObjectSink:
     return ObjectSink(settings)
 
 
+async def store_run(url: str, bucket: str, run_id: int, lines: bytes) -> None:
+    """`lines` stored as run `run_id`'s file under `s3://BUCKET/pre/` through the store at
+    `url` (a proxy in front of moto), by an `ObjectSink` in this process."""
+    from harvester.objectstore import ObjectSink
+
+    settings = load_settings({"out": f"s3://{bucket}/pre/", "s3_endpoint_url": url, "token": "t"})
+    async with ObjectSink(settings) as sink:
+        await sink.begin(run_id)
+        await sink.write(run_id, lines)
+        await sink.commit(run_id)
+
+
 async def harvest(
     sim: Simulator, *args: str, env: dict[str, str] | None = None, within: float = 90.0
 ) -> subprocess.CompletedProcess[bytes]:

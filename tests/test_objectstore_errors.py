@@ -18,7 +18,6 @@ from aiohttp import web
 
 from harvester.cli import main
 from harvester.config import load_settings
-from harvester.objectstore import ObjectSink
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
 from tests.harvest_helpers import (
@@ -37,6 +36,7 @@ from tests.s3_helpers import (
     moto_server,
     s3_args,
     s3_proxy,
+    store_run,
 )
 
 pytest.importorskip("aiobotocore")
@@ -58,13 +58,7 @@ async def test_a_slowdown_answer_is_retried(s3: S3Server, bucket: str) -> None:
         return False
 
     async with s3_proxy(s3, first_put) as url:
-        settings = load_settings(
-            {"out": f"s3://{bucket}/pre/", "s3_endpoint_url": url, "token": "t"}
-        )
-        async with ObjectSink(settings) as sink:
-            await sink.begin(3)
-            await sink.write(3, lines)
-            await sink.commit(3)
+        await store_run(url, bucket, 3, lines)
     assert len(puts) == 2
     assert await anyio.to_thread.run_sync(s3.runs, bucket) == {"pre/3.ndjson": lines}
 

@@ -158,8 +158,19 @@ class Store:
 
     async def call(self, op: str, **kwargs: Any) -> Any:
         """`op` on the bucket (`Bucket` is added); botocore's errors as `StoreError`, and
-        so is a request that `hurry` cut."""
-        return await self._bounded(getattr(self._client, op)(Bucket=self.loc.bucket, **kwargs))
+        so is a request that `hurry` cut. A body the store refused as damaged on the way
+        (`BadDigest`: not what its checksum says) is sent again, up to --max-attempts
+        tries: botocore's standard retries leave that code out (its legacy mode retried
+        it for S3), and the body, held whole, is sent from its start again."""
+        attempt = 1
+        while True:
+            try:
+                request = getattr(self._client, op)(Bucket=self.loc.bucket, **kwargs)
+                return await self._bounded(request)
+            except StoreError as exc:
+                if exc.code != "BadDigest" or attempt >= self._max_attempts:
+                    raise
+            attempt += 1
 
     async def _bounded(self, request: Awaitable[Any]) -> Any:
         """`request` awaited until `hurry`'s deadline, if one comes: then it ends as
