@@ -28,6 +28,8 @@ from .cli_flags import (
     add_organization_flag,
     add_output_flag,
 )
+from .cli_streams import stdout_to_devnull
+from .errors import OutputError
 
 
 def add_listing_commands(add: AddCommand) -> None:
@@ -82,10 +84,17 @@ def _show_rows(output: str | None, rows: Any, table: Any) -> None:
     from .tables import write_rows
 
     output = output or ("table" if sys.stdout.isatty() else "json")
-    if output == "table":
-        table(sys.stdout, rows)
-    else:
-        write_rows(sys.stdout, rows, output)
+    try:
+        if output == "table":
+            table(sys.stdout, rows)
+        else:
+            write_rows(sys.stdout, rows, output)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head -1`: `cli.main` says it
+        raise
+    except OSError as exc:  # `> /dev/full`: as a harvest to `--out -` says it
+        stdout_to_devnull()
+        raise OutputError(f"cannot write to stdout: {exc.strerror or exc}") from exc
 
 
 def _cmd_projects(ns: argparse.Namespace) -> int:

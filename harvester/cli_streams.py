@@ -25,9 +25,15 @@ def reader_gone(exit_status: int) -> int:
     """stdout's reader went away (`harvester projects | head -1`): the rest has nowhere to
     go, which is no bug of ours. One line, and `exit_status`, as for a harvest to `--out
     -`. stdout goes to /dev/null, or Python's last flush of it would fail again."""
-    with contextlib.suppress(OSError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    stdout_to_devnull()
     with contextlib.suppress(OSError):  # stderr may be the pipe that broke
         sys.stderr.write("harvester: cannot write to stdout: Broken pipe\n")
         sys.stderr.flush()
     return exit_status
+
+
+def stdout_to_devnull() -> None:
+    """stdout can take no more (its reader gone, its disk full): what Python still holds
+    for it goes to /dev/null, or its last flush at exit would fail again."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

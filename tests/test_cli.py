@@ -18,6 +18,7 @@ from harvester.cli import main
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
 from tests.harvest_helpers import cli_args, read_dir
+from tests.process_helpers import cli_command, cli_env
 
 SECRET = "tok-5ecret-DO-NOT-LEAK"
 
@@ -284,3 +285,23 @@ def test_a_reader_of_stdout_gone_is_one_line_and_exit_1_not_an_internal_error(
         os.close(write_end)
     assert done.returncode == 1
     assert done.stderr.decode() == "harvester: cannot write to stdout: Broken pipe\n"
+
+
+@pytest.mark.parametrize("command", [["runs", "--all-projects"], ["projects"]])
+async def test_a_listing_to_a_full_stdout_is_one_line_and_exit_1_as_a_harvest_s(
+    simulator: Simulator, command: list[str]
+) -> None:
+    """`harvester runs > /dev/full` said "internal error ... please report it"."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "wb") as full, anyio.fail_after(30):
+        done = await anyio.run_process(
+            cli_command(simulator, command[0], *command[1:]),
+            env=cli_env(simulator),
+            stdout=full,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines()[-1] == (
+        "harvester: cannot write to stdout: No space left on device"
+    )
