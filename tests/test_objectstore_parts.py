@@ -82,6 +82,10 @@ def test_the_store_receives_parts_of_the_part_size_not_of_the_writes(
 
     anyio.run(go)
     assert sizes == [5 * MIB, 5 * MIB]
+    # The upload named CRC32 as it was created and its completion gave each part's: as
+    # S3 wants of parts that carry one (moto keeps the object's checksum then, else none).
+    head = s3.client().head_object(Bucket="parts", Key="pre/7.ndjson", ChecksumMode="ENABLED")
+    assert "ChecksumCRC32" in head
     objects = s3.objects("parts", "pre/7.")
     assert objects["pre/7.ndjson"] == chunk * 4
     # Each part hashed as it was sealed, in order, the last one at the commit: the

@@ -28,9 +28,12 @@ from datetime import timedelta
 import anyio
 
 from .failures import StoreError
-from .store import Store, server_time
+from .parts import PART_CHECKSUM
+from .store import Store, checksum, server_time
 
 LIVE_DIR = ".harvester-live/"
+#: The lease's part.
+LIVE = b"live\n"
 #: The store's answers for an upload that is not there (aborted, or never was).
 NO_UPLOAD = ("NoSuchUpload", "404")
 
@@ -67,7 +70,12 @@ class Lease:
 
     async def _beat(self) -> None:
         await self.store.call(
-            "upload_part", Key=self.key, UploadId=self._upload_id, PartNumber=1, Body=b"live\n"
+            "upload_part",
+            Key=self.key,
+            UploadId=self._upload_id,
+            PartNumber=1,
+            Body=LIVE,
+            **await checksum(LIVE),
         )
 
     async def keep(self) -> None:
@@ -102,7 +110,7 @@ class Lease:
 
 
 async def _create(store: Store, key: str) -> str:
-    answer = await store.call("create_multipart_upload", Key=key)
+    answer = await store.call("create_multipart_upload", Key=key, **PART_CHECKSUM)
     return str(answer["UploadId"])
 
 

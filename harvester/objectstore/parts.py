@@ -20,6 +20,10 @@ from .body import PartBody
 from .failures import StoreError
 from .store import PRECONDITION, Store, crc32_params, off_the_loop, sha256_params
 
+#: A multipart upload's parts each carry their CRC32 (`PartBuffer.seal`, `checksum`): S3
+#: wants the algorithm named as the upload is created ("Checksum Type mismatch ...
+#: expected checksum Type: null" otherwise), and each part's checksum in the completion.
+PART_CHECKSUM = {"ChecksumAlgorithm": "CRC32"}
 PART_SIZE = 8 << 20  # S3's minimum part is 5 MiB; 8 MiB is what the AWS CLI uses
 #: Parts uploading at once, for the whole job: the writer waits for a slot, so memory
 #: holds at most this many parts in flight, one waiting, and each file's unfinished part.
@@ -122,7 +126,7 @@ class Upload:
         self._raise_if_failed()
         if self.upload_id is None:
             await self._before_create()
-            answer = await self.store.call("create_multipart_upload", Key=self.key)
+            answer = await self.store.call("create_multipart_upload", Key=self.key, **PART_CHECKSUM)
             self.upload_id = answer["UploadId"]
         await self._slots.acquire()
         done = anyio.Event()
@@ -145,7 +149,8 @@ class Upload:
                 Body=PartBody(part),
                 **checksums,
             )
-            self._parts.append({"ETag": answer["ETag"], "PartNumber": number})
+            crc32 = {"ChecksumCRC32": checksums["ChecksumCRC32"]}
+            self._parts.append({"ETag": answer["ETag"], "PartNumber": number, **crc32})
         except StoreError as exc:  # said by the writer's next send, or by complete
             self._error = exc
         finally:
