@@ -55,10 +55,17 @@ async def test_after_a_sigkill_mid_upload_a_rerun_is_exact_and_leaves_no_upload(
         env = {**cli_env(sim), **CREDENTIALS, "HARVESTER_S3_LEASE": "1"}
         args = ["--out", f"s3://{bucket}/k/", "--s3-endpoint-url", s3.url, "--run", str(run_id),
                 "--state", str(tmp_path / "s.sqlite")]  # fmt: skip
+        # The overview held back: the run cannot be committed before it comes, so the kill
+        # lands mid-upload however fast the parts go (without it, the job had at times
+        # published the run's manifest, its claim, before the kill).
+        sim.faults = FaultPlan(
+            p_delay=1.0, delay_seconds=20, fault_endpoints=frozenset({"overview"})
+        )
         process = await anyio.open_process(cli_command(sim, "harvest", *args), env=env, cwd=ROOT)
         async with process:
             uploading = await _upload_seen(process, s3, bucket)
             process.kill()
+        sim.faults = FaultPlan()
         assert uploading, "the job ended before an upload could be seen"
         assert s3.objects(bucket) == {}  # killed mid-upload: nothing visible
         assert s3.leases(bucket)  # its lease and its claim, left behind
