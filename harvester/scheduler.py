@@ -142,11 +142,18 @@ class Scheduler:
         self, pending: Iterator[RunTarget], send: MemoryObjectSendStream[Message]
     ) -> None:
         async with send:
-            # One shared iterator: each worker takes the next run when it is free.
-            for target in pending:
-                if self._stopping:
-                    return
-                await self._harvest_one(target, send)
+            try:
+                # One shared iterator: each worker takes the next run when it is free.
+                for target in pending:
+                    if self._stopping:
+                        return
+                    await self._harvest_one(target, send)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                # The writer task is gone: it failed (its error is the job's, and this
+                # one only its echo: a store cut by a second signal had ended a stopped
+                # job as an internal error) or the job is cancelled. Nothing more can be
+                # written, so the worker ends without an error of its own.
+                return
 
     async def _harvest_one(self, target: RunTarget, send: MemoryObjectSendStream[Message]) -> None:
         token = current_budget.set(RetryBudget(self.settings.retry_budget))
