@@ -103,3 +103,24 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+class NullSink:
+    """A sink that keeps nothing, for scheduler tests: each overrides what it watches."""
+
+    channel_size = 16
+
+    async def begin(self, run_id: int) -> None:
+        pass
+
+    async def write(self, run_id: int, data: bytes) -> None:
+        pass
+
+    async def commit(self, run_id: int, counts: Any = None, summary: Any = None) -> str:
+        return ""
+
+    async def abort(self, run_id: int) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass

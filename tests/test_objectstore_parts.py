@@ -23,7 +23,7 @@ from harvester.objectstore.store import THREADED_CHECKSUM, Store, crc32_params
 from harvester.records import Lines
 from harvester.scheduler import RunTarget, Scheduler
 from harvester.stats import HarvestStats
-from tests.harvest_helpers import serve
+from tests.harvest_helpers import NullSink, serve
 from tests.s3_helpers import CREDENTIALS, S3Server, moto_server
 
 pytest.importorskip("aiobotocore")
@@ -171,7 +171,7 @@ async def test_a_body_is_checksummed_once_with_crc32_and_not_hashed_into_the_sig
         assert headers["x-amz-checksum-crc32"] == crc
 
 
-class _WaitingSink:
+class _WaitingSink(NullSink):
     """A sink whose writes wait until `go` is set, like one waiting on upload slots."""
 
     channel_size = 2
@@ -179,20 +179,8 @@ class _WaitingSink:
     def __init__(self) -> None:
         self.go = anyio.Event()
 
-    async def begin(self, run_id: int) -> None:
-        pass
-
     async def write(self, run_id: int, data: bytes) -> None:
         await self.go.wait()
-
-    async def commit(self, run_id: int, counts: Any = None, summary: Any = None) -> str:
-        return ""
-
-    async def abort(self, run_id: int) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
 
 class _TenBatches:

@@ -16,29 +16,18 @@ from harvester.objectstore import StoreCut
 from harvester.records import Lines
 from harvester.scheduler import RunTarget, Scheduler
 from harvester.stats import HarvestStats
+from tests.harvest_helpers import NullSink
 
 
-class _CutSink:
+class _CutSink(NullSink):
     """A sink whose first write fails as a store cut by a second stop signal does, once
     the fetcher waits on the full channel."""
 
     channel_size = 1
 
-    async def begin(self, run_id: int) -> None:
-        pass
-
     async def write(self, run_id: int, data: bytes) -> None:
         await wait_all_tasks_blocked()  # the fetcher blocked in `send`
         raise StoreCut("the store did not answer before the job was stopped", "Cut")
-
-    async def commit(self, run_id: int, counts: Any = None, summary: Any = None) -> str:
-        return ""
-
-    async def abort(self, run_id: int) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
 
 class _ManyBatches:
