@@ -88,6 +88,11 @@ class Reporter:
         self._gone = False  # the stream's reader went away: nothing more is written
         self.stats: HarvestStats | None = None
         self.started = time.monotonic()  # the summary's time: discovery included
+        # What the runs that ended left: the summary after an error that ends the job
+        # counts what was kept, as `kept` does when it ends by itself.
+        self._kept_records: Counter[str] = Counter()
+        self._kept_bytes = 0
+        self._failed: list[dict[str, Any]] = []
 
     @classmethod
     def for_settings(
@@ -215,6 +220,7 @@ class Reporter:
 
     def run_ended(self, outcome: RunOutcome) -> None:
         self._in_flight.discard(outcome.run_id)
+        self._keep(outcome)
         if self.level == "quiet" and outcome.ok:
             return
         if outcome.ok:
@@ -240,6 +246,15 @@ class Reporter:
                 run_id=outcome.run_id,
                 reason=outcome.reason,
             )
+
+    def _keep(self, outcome: RunOutcome) -> None:
+        if not outcome.ok:
+            self._failed.append({"run_id": outcome.run_id, "reason": outcome.reason})
+            return
+        self._kept_records.update(outcome.summary.get("counts", {}))
+        self._kept_records["summary"] += 1
+        # (the published file's size was counted: compressed, and 0 on s3://)
+        self._kept_bytes += outcome.bytes
 
     def discovered(self, found: Discovery) -> None:
         """What discovery found; each run left for later is named with --verbose."""
@@ -274,12 +289,21 @@ class Reporter:
 
     def fatal(self, message: str, exit_status: int) -> None:
         """An error that ends the command, in JSON mode: a JSON line, then the summary
-        (so a log pipeline can parse the last line)."""
+        (so a log pipeline can parse the last line): what was kept, the runs that failed,
+        and how many the job did not reach (in flight or never started: a full disk ends
+        a job of 6 runs after 2, which said "2 runs harvested, 0 failed" and counted the
+        lines of the run it cut as kept)."""
         self.event("error", message, exit_status=exit_status)
         from .stats import HarvestStats
 
         stats = self.stats if self.stats is not None else HarvestStats()
-        self._summary_line(stats, Counter(stats.records), stats.bytes_written, [], 0)
+        records, written = Counter(stats.records), stats.bytes_written
+        if not self.to_stdout:
+            records, written = self._kept_records, self._kept_bytes
+        ended = stats.runs_done + stats.runs_failed
+        not_harvested = max(0, stats.runs_total - ended)
+        failed = self._failed
+        self._summary_line(stats, records, written, failed, stats.runs_skipped, not_harvested)
 
     def finish(self, result: JobResult) -> None:
         if result.interrupted_by is not None:
@@ -298,7 +322,8 @@ class Reporter:
             summary_table(console, result, seconds, records, written)
             return
         failed = [{"run_id": o.run_id, "reason": o.reason} for o in result.report.failed]
-        self._summary_line(result.stats, records, written, failed, len(result.skipped), seconds)
+        skipped, not_done = len(result.skipped), len(result.not_done)
+        self._summary_line(result.stats, records, written, failed, skipped, not_done, seconds)
 
     def kept(self, result: JobResult) -> tuple[Counter[str], int]:
         """Records and bytes (of lines, before compression) that were kept: on stdout
@@ -307,14 +332,7 @@ class Reporter:
         whole = result.interrupted_by is None and not result.report.failed
         if self.to_stdout or whole:
             return Counter(result.stats.records), result.stats.bytes_written
-        records: Counter[str] = Counter()
-        written = 0
-        for outcome in result.report.succeeded:
-            records.update(outcome.summary.get("counts", {}))
-            records["summary"] += 1
-            # (the published file's size was counted: compressed, and 0 on s3://)
-            written += outcome.bytes
-        return records, written
+        return self._kept_records, self._kept_bytes
 
     def _summary_line(
         self,
@@ -323,19 +341,22 @@ class Reporter:
         written: int,
         failed: list[dict[str, Any]],
         skipped: int,
+        not_harvested: int,
         seconds: float | None = None,
     ) -> None:
         seconds = time.monotonic() - self.started if seconds is None else seconds
         total = sum(records.values())
+        unreached = f", {not_harvested} not harvested" if not_harvested else ""
         self.event(
             "summary",
             f"{plural(stats.runs_done, 'run')} harvested, {len(failed)} failed, "
-            f"{skipped} already done; {plural(stats.request_count, 'request')}, "
+            f"{skipped} already done{unreached}; {plural(stats.request_count, 'request')}, "
             f"{plural(total, 'record')}, {written / 1e6:.1f} MB in {seconds:.1f} s "
             f"({plural(stats.retries, 'retry', 'retries')}, {stats.throttled} throttled)",
             runs_done=stats.runs_done,
             runs_failed=len(failed),
             runs_skipped=skipped,
+            runs_not_harvested=not_harvested,
             requests=stats.request_count,
             records=total,
             bytes=written,

@@ -51,6 +51,7 @@ def summary_table(
         ("runs harvested", f"{s.runs_done}"),
         ("runs failed", f"{len(result.report.failed)}"),
         ("already archived", f"{len(result.skipped)}"),
+        *((("runs not harvested", f"{len(result.not_done)}"),) if result.not_done else ()),
         ("requests", f"{s.request_count} ({rate:.1f}/s)"),
         ("records", f"{sum(records.values())}"),
         *((f"  {kind}", f"{n}") for kind, n in sorted(records.items())),

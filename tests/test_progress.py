@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import termios
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,18 +24,19 @@ from rich.console import Console
 
 from harvester.config import Settings, load_settings
 from harvester.errors import AuthRejected
-from harvester.job import harvest_job
+from harvester.job import JobResult, harvest_job
 from harvester.live import LiveDisplay, wants_live
 from harvester.progress import Reporter
 from harvester.ratelimit import RateGate
 from harvester.records import RECORD_TYPES
-from harvester.scheduler import RunTarget
+from harvester.scheduler import HarvestReport, RunTarget
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.faults import FaultPlan
-from harvester.simulator.generated import FIRST_PROJECT_ID
+from harvester.simulator.generated import FIRST_PROJECT_ID, generate_cloud
 from harvester.simulator.server import Simulator
 from harvester.stats import HarvestStats
-from harvester.tables import runs_table
+from harvester.tables import runs_table, summary_table
+from tests.fs_helpers import tiny_tmpfs
 from tests.harvest_helpers import parse_lines, settings_for
 from tests.process_helpers import ROOT, cli_command, cli_env, run_cli
 
@@ -355,3 +357,37 @@ def test_commands_that_never_show_the_version_do_not_read_it(command: list[str])
         [sys.executable, "-c", probe], capture_output=True, cwd=ROOT, timeout=20, check=True
     )
     assert done.stdout.decode().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("cloud", [generate_cloud(runs=6, metrics=60, points=240)])
+async def test_a_job_ended_by_a_full_disk_sums_up_what_it_kept_and_what_it_did_not_reach(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path
+) -> None:
+    """Runs of ~0.8 MB, one at a time, into a 2 MB filesystem: the third fills it. The
+    summary counts the runs published and their records (not the lines of the run that
+    was cut), and says how many runs the job did not harvest, so none goes unmentioned."""
+    with tiny_tmpfs(tmp_path / "tiny", size="2m") as out:
+        args = ("--all-projects", "--out", str(out), "--runs-in-flight", "1")
+        done = await run_cli(simulator, "harvest", *args, within=60)
+        published = sorted(out.glob("*.ndjson"))
+        lines = sum(len(path.read_bytes().splitlines()) for path in published)
+    assert done.returncode == 1
+    *_, error, summary = [orjson.loads(line) for line in done.stderr.splitlines()]
+    assert "No space left on device" in error["message"]
+    assert summary["runs_done"] == len(published) >= 1
+    assert summary["runs_not_harvested"] == 6 - len(published) - summary["runs_failed"] >= 1
+    assert f"{summary['runs_not_harvested']} not harvested" in summary["message"]
+    assert summary["records"] == lines  # each file's lines, its summary line included
+
+
+def test_the_summary_table_names_the_runs_not_harvested_only_when_there_are() -> None:
+    """On a terminal too, a stopped job says how many runs it left for the next one."""
+
+    def shown(not_done: list[int]) -> str:
+        text = io.StringIO()
+        result = JobResult(HarvestReport(), HarvestStats(), 1.0, not_done=not_done)
+        summary_table(Console(width=80, file=text), result, 1.0, Counter(), 0)
+        return text.getvalue()
+
+    assert re.search(r"runs not harvested\s+│\s+3", shown([1, 2, 3]))
+    assert "not harvested" not in shown([])
