@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import codecs
 import email.utils
+import json
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -96,6 +98,61 @@ def classify(status: int, body: bytes, headers: Any, url: str) -> ApiError:
 
 BOM = b"\xef\xbb\xbf"
 
+#: A number of 20 digits or more where JSON has a value: orjson reads an integer past
+#: 2**64 as a double (`1.1111111111111111e+24`, not what the API wrote), so an answer
+#: holding one is read by `as_sent` instead.
+_LONG_NUMBER = re.compile(rb"[:,\[]\s*-?[0-9]{20}")
+
+
+def loads(body: bytes | memoryview) -> Any:
+    """A whole JSON text parsed, each number as the API wrote it: orjson, or `as_sent`
+    when orjson would change a number or refuses one. `orjson.JSONDecodeError` when the
+    text is no whole JSON; `UnusableAnswer` when it is, but holds text no UTF-8 can (half
+    of a UTF-16 surrogate pair, `"\\ud800"`)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return as_sent(body, exc)
+    return as_sent(body, None) if _LONG_NUMBER.search(body) else doc
+
+
+def as_sent(body: bytes | memoryview, failed: orjson.JSONDecodeError | None) -> Any:
+    """The JSON text parsed by the standard library, where orjson refused it (`failed`) or
+    would change a number: a number no double or 64-bit integer holds (`1e999`, 400
+    digits) becomes an `orjson.Fragment` of its text, written again as sent. Text that is
+    no JSON raises `failed` (orjson's words), the answer's cause as before."""
+    try:
+        doc = json.loads(bytes(body), parse_int=_integer, parse_float=_real,
+                         parse_constant=_no_constant)  # fmt: skip
+    except ValueError:  # UnicodeDecodeError and json's JSONDecodeError are ValueErrors
+        if failed is None:
+            raise
+        raise failed from None
+    try:
+        orjson.dumps(doc)
+    except orjson.JSONEncodeError as exc:
+        raise UnusableAnswer(
+            "answer holds text no UTF-8 can: half of a UTF-16 surrogate pair "
+            f"({exc}); asking again would bring the same"
+        ) from None
+    return doc
+
+
+def _integer(text: str) -> Any:
+    # Compared by length first: int() refuses more than 4300 digits.
+    if len(text) <= 20 and -(2**63) <= (value := int(text)) < 2**64:
+        return value
+    return orjson.Fragment(text)
+
+
+def _real(text: str) -> Any:
+    value = float(text)
+    return value if math.isfinite(value) else orjson.Fragment(text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
 
 def parse_body(body: bytes, status: int, endpoint: str, where: Callable[[], str]) -> Any:
     """The JSON of a 2xx body. One that does not parse was cut short (`TruncatedBody`,
@@ -104,9 +161,12 @@ def parse_body(body: bytes, status: int, endpoint: str, where: Callable[[], str]
     retry budget. A byte-order mark is skipped, as RFC 8259 allows. Checked only when
     parsing fails: every answer passes here."""
     try:
-        return orjson.loads(body)
+        return loads(body)
     except orjson.JSONDecodeError as exc:
         failed = exc
+    except UnusableAnswer as exc:
+        url = where()
+        raise UnusableAnswer(f"{endpoint} {url}: HTTP {status} {exc}", url=url) from None
     if body.startswith(BOM):
         return parse_body(body[len(BOM) :], status, endpoint, where)
     problem = never_json(body)
@@ -214,10 +274,26 @@ def series_answer(
     series: list[dict[str, Any]] = doc["k6-serie"]
     points = [len(s["values"]) for s in series if isinstance(s.get("values"), list)]
     return SeriesAnswer(
-        [orjson.dumps(s) for s in series],
+        [orjson.dumps(_past_double_first(s)) for s in series],
         [str(s.get("metric_id")) for s in series],
         max(points, default=None),
     )
+
+
+def _past_double_first(serie: dict[str, Any]) -> dict[str, Any]:
+    """`serie`, each point whose value no double holds (`1e999`, kept as sent by `as_sent`)
+    written value first: the points and Parquet writers copy the values of points written
+    `{"timestamp":...,"value":...}` as they are (their rule: a finite number or null), and
+    take any other point from its parsed form, where such a value is null."""
+    values = serie.get("values")
+    if not isinstance(values, list) or not any(map(_past_double, values)):
+        return serie
+    return {**serie, "values": [{"value": p["value"], **p} if _past_double(p) else p
+                                for p in values]}  # fmt: skip
+
+
+def _past_double(point: Any) -> bool:
+    return isinstance(point, dict) and isinstance(point.get("value"), orjson.Fragment)
 
 
 def _as_sent(body: bytes) -> SeriesAnswer | None:

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from harvester.answers import series_answer
-from harvester.errors import MalformedAnswer, TruncatedBody, UnusableAnswer
+from harvester.errors import MalformedAnswer, UnusableAnswer
 from tests.harvest_helpers import serve
 from tests.test_transport import harvest_one
 
@@ -116,12 +116,15 @@ def test_an_answer_not_utf8_or_without_its_list_is_refused_as_any_answer() -> No
         series_answer(b'{"detail":"glitch"}', 200, "series", where)
 
 
-def test_a_value_past_a_doubles_range_is_refused_as_before() -> None:
+def test_a_value_past_a_doubles_range_is_read_as_any_answer_and_kept_as_sent() -> None:
     # Copied as sent into a points file, `1e999` would break its rule (a finite number
-    # or null): the answer is read as any answer is; orjson refuses it (retried as cut).
-    body = b'{"k6-serie":[{"metric_id":"a","values":[{"timestamp":"t","value":1e999}]}]}'
-    with pytest.raises(TruncatedBody):
-        series_answer(body, 200, "series", where)
+    # or null): the answer is read as any answer is (`answers.loads`: whole JSON, the
+    # number kept as the API wrote it; the points file holds null for it).
+    # The point is written value first, so that the points writers read it parsed.
+    serie = b'{"metric_id":"a","values":[{"timestamp":"t","value":1e999}]}'
+    answer = series_answer(b'{"k6-serie":[' + serie + b"]}", 200, "series", where)
+    kept = b'{"metric_id":"a","values":[{"value":1e999,"timestamp":"t"}]}'
+    assert [bytes(text) for text in answer.texts] == [kept] and answer.points == 1
 
 
 @pytest.mark.parametrize(
