@@ -82,19 +82,28 @@ class V6Api:
     async def pages(
         self, endpoint: str, path: str, params: dict[str, str], top: int
     ) -> list[JsonObject]:
-        """Every row of a listing: `$skip` advances by the rows received, until
-        `@nextLink` is absent (an empty page that still links on is an error)."""
-        rows: list[JsonObject] = []
+        """Every row of a listing, once each (by `id`: pages that overlap, a row added
+        meanwhile, must not list a run twice): `$skip` advances by the rows received,
+        until `@nextLink` is absent. A page that links on with no row not seen before
+        is an error (empty, or a server ignoring `$skip`: asked on, it looped for ever)."""
+        rows: dict[Any, JsonObject] = {}
+        received = 0
         while True:
-            query = urlencode({**params, "$top": top, "$skip": len(rows)}, safe="$:")
+            query = urlencode({**params, "$top": top, "$skip": received}, safe="$:")
             url = self.transport.url(path, query)
             doc = await self.transport.get(endpoint, url, parse=_VALUE)
-            value = doc["value"]
-            rows += value
+            value: list[JsonObject] = doc["value"]
+            before, received = len(rows), received + len(value)
+            for row in value:
+                rows.setdefault(row.get("id", ("no id", len(rows))), row)
             if not doc.get("@nextLink"):
-                return rows
-            if not value:
-                raise ApiStatusError("an empty page that links to another", url=str(url))
+                return list(rows.values())
+            if len(rows) == before:
+                raise ApiStatusError(
+                    f"a page of {len(value)} rows that brings no row not on the pages before "
+                    "but links to another (does the API ignore $skip?)",
+                    url=str(url),
+                )
 
     async def count(self, endpoint: str, path: str) -> int | None:
         """A listing's `@count`, from a page of one row (None when the answer has none)."""
