@@ -102,6 +102,7 @@ class Store:
             from botocore import __version__ as botocore_version
             from botocore.handlers import add_expect_header
 
+            from .http import NoRedirectSession
             from .models import quicken
         except ImportError:
             raise ConfigError(
@@ -125,6 +126,7 @@ class Store:
             user_agent=agent,
             connect_timeout=self._timeouts[0],
             read_timeout=self._timeouts[1],
+            http_session_cls=NoRedirectSession,  # (a redirect could send our credentials elsewhere)
         )
         session = get_session()
         quicken(session.get_component("data_loader"))  # (`models`: quicker and smaller)

@@ -1,0 +1,54 @@
+"""The S3 client's HTTP session: aiobotocore's, except that a redirect is not followed.
+
+aiohttp follows redirects unless told not to, and aiobotocore does not tell it: a store,
+or whatever answers at its address, that redirected a request to another host got it
+sent there again, with its `X-Amz-Security-Token` (the credentials' session token) and
+its body (a run's data). S3 itself asks for no such thing: a bucket in another region is
+answered with a 301 or 307 naming its region (`x-amz-bucket-region`), which botocore
+reads and signs for again itself. Any other 3xx fails the request in one line saying
+where it pointed (botocore, left to it, asks the bucket's region by a HEAD that is
+redirected in turn, and so on until Python's recursion limit).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiobotocore.httpsession import AIOHTTPSession
+
+from .failures import StoreError
+
+#: What S3 says a bucket's region with, on a redirect botocore follows itself.
+REGION = "x-amz-bucket-region"
+
+
+class _NoRedirects:
+    """An aiohttp `ClientSession` whose requests do not follow redirects."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        return self._session.request(*args, allow_redirects=False, **kwargs)
+
+
+class NoRedirectSession(AIOHTTPSession):  # type: ignore[misc]
+    """aiobotocore's session (`AioConfig(http_session_cls=...)`), redirects not followed."""
+
+    async def _get_session(self, proxy_url: Any) -> Any:
+        return _NoRedirects(await super()._get_session(proxy_url))
+
+    async def send(self, request: Any) -> Any:
+        response = await super().send(request)
+        status = response.status_code
+        if 300 <= status < 400 and REGION not in response.headers:
+            asked = urlsplit(request.url)
+            there = urlsplit(response.headers.get("location", "")).netloc or "an unnamed place"
+            raise StoreError(
+                f"the S3 store at {asked.scheme}://{asked.netloc} redirected the request to "
+                f"{there} (HTTP {status}): not followed, the request's credentials and data "
+                "would go with it; give --s3-endpoint-url the store's own address",
+                str(status),
+            )
+        return response

@@ -1,0 +1,76 @@
+"""A store (or whatever answers at the endpoint) that redirects: aiohttp followed a 307 to
+any host, and aiobotocore let it, so the request went there again with its
+X-Amz-Security-Token and its body (a run's data). A redirect is now the store's answer,
+said in one line naming where it pointed; nothing goes to the other host."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from aiohttp import web
+
+from harvester.config import load_settings
+from tests.harvest_helpers import serve
+from tests.s3_helpers import CREDENTIALS
+
+pytest.importorskip("aiobotocore")
+pytestmark = pytest.mark.timeout(120, method="thread")
+
+SESSION_TOKEN = "IQoJb3JpZ2luX2VjEXAMPLE-session-DO-NOT-LEAK"
+
+
+@asynccontextmanager
+async def redirecting_store(
+    monkeypatch: pytest.MonkeyPatch, status: int
+) -> AsyncIterator[tuple[str, list[str]]]:
+    """A store that answers every request `status` to the same path on another host;
+    yields its URL and what the other host was sent (a line a request)."""
+    for name, value in {**CREDENTIALS, "AWS_SESSION_TOKEN": SESSION_TOKEN}.items():
+        monkeypatch.setenv(name, value)
+    elsewhere: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        await request.read()
+        elsewhere.append(f"{request.method} {request.path_qs} {dict(request.headers)}")
+        return web.Response(status=200)
+
+    other = web.Application()
+    other.router.add_route("*", "/{tail:.*}", record)
+    async with serve(other) as other_url:
+
+        async def moved(request: web.Request) -> web.Response:
+            await request.read()
+            return web.Response(status=status, headers={"Location": other_url + request.path_qs})
+
+        store = web.Application()
+        store.router.add_route("*", "/{tail:.*}", moved)
+        async with serve(store) as url:
+            yield url, elsewhere
+
+
+@pytest.mark.parametrize("status", [307, 302, 308])
+async def test_a_redirect_is_not_followed_with_the_credentials_or_the_data(
+    monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    from harvester.objectstore.failures import StoreError, StoreRefused
+    from harvester.objectstore.store import Store
+
+    async with redirecting_store(monkeypatch, status) as (url, elsewhere):
+        settings = load_settings({"out": "s3://b/p/", "s3_endpoint_url": url, "token": "t"})
+        store = Store(settings)
+        with pytest.raises(StoreRefused) as refused:  # the job's first request
+            await store.open()
+        store = Store(settings)
+        await store.open(check=False)
+        try:
+            with pytest.raises(StoreError) as failed:  # a run's data
+                await store.put("p/1.ndjson", b"a run's records\n", create_only=True)
+        finally:
+            await store.close()
+    assert elsewhere == []
+    for said in (str(refused.value), str(failed.value)):
+        assert f"the S3 store at {url} redirected the request to 127.0.0.1:" in said
+        assert "not followed" in said and "\n" not in said
+        assert SESSION_TOKEN not in said and CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in said
