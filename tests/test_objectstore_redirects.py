@@ -74,3 +74,35 @@ async def test_a_redirect_is_not_followed_with_the_credentials_or_the_data(
         assert f"the S3 store at {url} redirected the request to 127.0.0.1:" in said
         assert "not followed" in said and "\n" not in said
         assert SESSION_TOKEN not in said and CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in said
+
+
+@pytest.mark.parametrize("body", [b"", b"<x/>"])
+async def test_a_store_answering_what_s3_never_does_is_one_line_not_an_internal_error(
+    monkeypatch: pytest.MonkeyPatch, body: bytes
+) -> None:
+    """Something that answers 200 to every request, as no S3 store does: botocore parses
+    an empty CreateMultipartUpload answer as one without its UploadId (a KeyError was
+    an internal error)."""
+    from harvester.objectstore import ObjectSink
+    from harvester.objectstore.failures import StoreError
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+
+    async def yes(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=200, body=body)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", yes)
+    async with serve(app) as url:
+        settings = load_settings({"out": "s3://b/p/", "s3_endpoint_url": url, "token": "t"})
+        with pytest.raises(StoreError) as failed:
+            async with ObjectSink(settings) as sink:
+                await sink.begin(1)
+                await sink.write(1, b"x\n" * 10)
+                await sink.commit(1)
+    assert str(failed.value) == (
+        f"the S3 store at {url} answered create_multipart_upload without its UploadId: is "
+        "it an S3 store? check --s3-endpoint-url"
+    )

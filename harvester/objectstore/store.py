@@ -77,6 +77,37 @@ def server_time(answer: dict[str, Any]) -> datetime | None:
     return parsedate_to_datetime(date) if date else None
 
 
+class Answer(dict[str, Any]):
+    """A store's answer to `op`, as botocore parsed it (the items of its lists too): a
+    part it lacks is a `StoreError` naming it, not a `KeyError` (it was an internal
+    error): what a store that is no S3 store, or a garbled answer, comes to (an empty 200
+    to a CreateMultipartUpload parses as an answer without its `UploadId`)."""
+
+    def __init__(self, doc: dict[str, Any], store: str, op: str) -> None:
+        super().__init__(doc)
+        self.store, self.op = store, op
+
+    def __missing__(self, key: str) -> Any:
+        raise StoreError(
+            f"{self.store} answered {self.op} without its {key}: is it an S3 store? "
+            "check --s3-endpoint-url",
+            "",
+        )
+
+
+def answer_of(doc: Any, store: str, op: str) -> Any:
+    """`doc`, botocore's answer to `op`, and the dicts of its lists, as `Answer`s."""
+    if not isinstance(doc, dict):
+        return doc
+    items = {
+        key: [Answer(i, store, op) if isinstance(i, dict) else i for i in value]
+        if isinstance(value, list)
+        else value
+        for key, value in doc.items()
+    }
+    return Answer(items, store, op)
+
+
 class Store:
     """Connects on `open()` and checks the bucket (a wrong bucket, endpoint or credential
     is one line before any run is fetched); `call`, `pages` and `put` on the bucket."""
@@ -168,7 +199,7 @@ class Store:
         while True:
             try:
                 request = getattr(self._client, op)(Bucket=self.loc.bucket, **kwargs)
-                return await self._bounded(request)
+                return answer_of(await self._bounded(request), self.name, op)
             except StoreError as exc:
                 if exc.code != "BadDigest" or attempt >= self._max_attempts:
                     raise
@@ -189,10 +220,15 @@ class Store:
             finally:
                 self._calls.discard(scope)
         raise StoreCut(
-            f"the S3 store at {self.endpoint or 'AWS'} did not answer before the job was "
+            f"{self.name} did not answer before the job was "
             "stopped: what it did not store is harvested again by the next job",
             CUT,
         )
+
+    @property
+    def name(self) -> str:
+        """The store as messages name it."""
+        return f"the S3 store at {self.endpoint or 'AWS'}"
 
     def hurry(self, seconds: float) -> None:
         """Every request, under way or to come, ends within `seconds` (a job cut by a
@@ -208,7 +244,9 @@ class Store:
         kwargs.setdefault("Prefix", self.loc.prefix)
         listing = aiter(paginator.paginate(Bucket=self.loc.bucket, **kwargs))
         while (page := await self._bounded(anext(listing, None))) is not None:
-            yield page  # (each page's request bounded, not the caller's work between them)
+            yield answer_of(
+                page, self.name, op
+            )  # (each page's request bounded, not the caller's work between them)
 
     async def put(
         self,
