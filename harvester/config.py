@@ -8,6 +8,7 @@ the values come from (file, environment, flags, k6's stored token) is `sources.p
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -290,8 +291,10 @@ def _validate_api(s: Settings) -> None:
         parts = url_parts(s.stack_url)
         if parts is None or parts.scheme != "https" or not parts.hostname:
             raise ConfigError(
-                f"stack URL {s.stack_url!r} is not an https URL; use e.g. https://NAME.grafana.net"
+                f"stack URL {shown_url(s.stack_url)!r} is not an https URL; use e.g. "
+                "https://NAME.grafana.net"
             )
+        refuse_userinfo("stack URL", s.stack_url, "it would be sent to the API (X-Stack-Url)")
     if s.stack_id is None and s.stack_url is None:
         raise ConfigError(
             "--api v6 needs the Grafana stack: --stack-id N (or K6_CLOUD_STACK_ID) or "
@@ -312,10 +315,32 @@ def url_parts(url: str) -> SplitResult | None:
     return parts
 
 
+#: The user and password part of a URL (`//user:pw@`), whether or not the URL parses.
+_USERINFO = re.compile(r"//([^/?#@]*)@")
+
+
+def shown_url(url: str) -> str:
+    """`url` as a message may show it: a user name or password in it made `user:***`."""
+    return _USERINFO.sub(lambda found: f"//{found[1].split(':', 1)[0]}:***@", url, count=1)
+
+
+def refuse_userinfo(what: str, url: str, why: str) -> None:
+    """A URL setting holding a user name or password is refused (`why`: where it would
+    go): none of them takes one, and a message must not show it."""
+    if _USERINFO.search(url):
+        raise ConfigError(
+            f"{what} {shown_url(url)!r} holds a user name or password: {why}; remove the "
+            "'USER:PASSWORD@' part"
+        )
+
+
 def _validate_base_url(url: str, allow_insecure: bool) -> None:
     parts = url_parts(url)
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"base URL {url!r} is not an http(s) URL; use e.g. https://api.k6.io")
+        raise ConfigError(
+            f"base URL {shown_url(url)!r} is not an http(s) URL; use e.g. https://api.k6.io"
+        )
+    refuse_userinfo("base URL", url, "the API takes the token alone")
     if parts.scheme == "http" and not allow_insecure and not is_loopback(parts.hostname):
         raise ConfigError(
             f"refusing to send the token in clear text to {parts.hostname}: use https, "

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..config import Settings, is_loopback, url_parts
+from ..config import Settings, is_loopback, refuse_userinfo, shown_url, url_parts
 from ..errors import ConfigError
 
 
@@ -75,7 +75,8 @@ def endpoint_url(settings: Settings) -> str | None:
         return None
     parts = url_parts(url)
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"S3 endpoint {url!r} is not an http(s) URL")
+        raise ConfigError(f"S3 endpoint {shown_url(url)!r} is not an http(s) URL")
+    refuse_userinfo("S3 endpoint", url, "S3 credentials come from the AWS credential chain")
     if parts.scheme == "http" and not settings.allow_insecure and not is_loopback(parts.hostname):
         raise ConfigError(
             f"refusing to send S3 credentials in clear text to {parts.hostname}: use https, "
