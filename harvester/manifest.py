@@ -137,16 +137,27 @@ def seal(out_dir: Path, run_id: int, file_mode: int) -> bool:
     return True
 
 
-def read(path: Path) -> dict[str, Any]:
-    """A manifest, parsed; ValueError when it is not one."""
-    return parse(path.read_bytes())
+#: A manifest is a few KB; one past this is not read (a tampered archive's must not fill
+#: the memory of the `verify` that reads it).
+MANIFEST_LIMIT = 16 << 20
 
 
-def parse(data: bytes) -> dict[str, Any]:
-    """A manifest's bytes, parsed; ValueError when they are not one."""
+def read(path: Path, run_id: int | None = None) -> dict[str, Any]:
+    """A manifest, parsed (`run_id`: the run it must be of); ValueError when it is not one."""
+    with path.open("rb") as fh:
+        return parse(fh.read(MANIFEST_LIMIT + 1), run_id)
+
+
+def parse(data: bytes, run_id: int | None = None) -> dict[str, Any]:
+    """A manifest's bytes, parsed; ValueError when they are not one, or (`run_id`) when
+    they are another run's (a copy, or a link: it would vouch for that run's files)."""
+    if len(data) > MANIFEST_LIMIT:
+        raise ValueError(f"{len(data)} bytes: not a harvester manifest")
     manifest = orjson.loads(data)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list):
         raise ValueError("not a harvester manifest")
+    if run_id is not None and manifest.get("test_run_id") != run_id:
+        raise ValueError(f"it is run {manifest.get('test_run_id')}'s manifest, not run {run_id}'s")
     for entry in named_files(manifest):
         # A manifest names files beside it, never a path: one tampered with must not make
         # verify (or a report) read what lies elsewhere.

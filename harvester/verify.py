@@ -126,7 +126,7 @@ def _check_run(
     path = manifest.manifest_path(where, run_id)
     shown = (under / path.name).as_posix()
     try:
-        found = manifest.read(path)
+        found = manifest.read(path, run_id)
     except ValueError as exc:  # orjson's JSONDecodeError is a ValueError
         yield row(run_id, shown, "corrupt", f"manifest does not parse: {exc}")
         return

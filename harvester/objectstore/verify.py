@@ -34,8 +34,6 @@ from .store import Store
 #: A key below the prefix that may be the archive's: a name at the root or in a day's
 #: directory; `run` when it begins with a run id.
 ARCHIVE_KEY = re.compile(DATED + r"(?P<name>(?P<run>[0-9]+)?[^/]*)")
-#: A manifest is read whole: a larger object is not one.
-MANIFEST_LIMIT = 16 << 20
 #: Keys a page of the listing holds at most (S3's own maximum).
 PAGE_KEYS = 1000
 
@@ -134,7 +132,7 @@ def _check_run(reader: _Reader, where: str, run_id: int, objects: dict[str, int]
     if name in objects:
         named.add(name)
         try:
-            found = _manifest(reader, where + name, objects[name])
+            found = _manifest(reader, where + name, objects[name], run_id)
         except ValueError as exc:  # orjson's JSONDecodeError is a ValueError
             yield row(run_id, where + name, "corrupt", f"manifest does not parse: {exc}")
             found = {}
@@ -152,11 +150,11 @@ def _check_run(reader: _Reader, where: str, run_id: int, objects: dict[str, int]
             yield row(run_id, where + other, "orphan", "named by no manifest")
 
 
-def _manifest(reader: _Reader, name: str, size: int) -> dict[str, Any]:
-    if size > MANIFEST_LIMIT:
+def _manifest(reader: _Reader, name: str, size: int, run_id: int) -> dict[str, Any]:
+    if size > manifest.MANIFEST_LIMIT:
         raise ValueError(f"{size} bytes: not a harvester manifest")
     with reader.open(name) as body:
-        return manifest.parse(body.read())
+        return manifest.parse(body.read(), run_id)
 
 
 def _scan(reader: _Reader, name: str) -> manifest.Scan:
