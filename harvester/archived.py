@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .compression import published_run
 from .config import Settings
+from .errors import ConfigError
 from .export import run_archived
 from .layout import Places
 from .manifest import manifest_path, seal
@@ -84,6 +85,15 @@ def seal_if_unsealed(settings: Settings, run_id: int, out: Path) -> None:
     before manifests) gets one now, made from its files in `out`, its directory (see
     `manifest`)."""
     if not manifest_path(out, run_id).exists():
+        data = published_run(out, run_id)
+        if data is not None and not data.is_file():
+            # (A directory, say: reading it to seal it ended the job as "cannot write to
+            # DIR", naming neither it nor what to do.)
+            kind = "a directory" if data.is_dir() else "not a regular file"
+            raise ConfigError(
+                f"{data} is {kind}, not run {run_id}'s file, where that file goes: move it "
+                "out of the archive, then run again"
+            )
         mode = settings.file_mode_bits
         with writing_to(out):
             seal(out, run_id, mode if mode is not None else 0o666 & ~current_umask())
