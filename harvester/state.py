@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -324,7 +325,12 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 def refuse_foreign(path: Path) -> None:
     """A file that is no SQLite database at all is more likely someone's file given as
     --state (a runs file?) than a damaged state: it is refused untouched, and the message
-    says both. An empty file, or one SQLite may have begun, is left to SQLite."""
+    says both. An empty file, or one SQLite may have begun, is left to SQLite. Something
+    that is no regular file is refused first: a FIFO would be waited on for ever (its
+    opening blocks, deaf to SIGTERM), a directory said only "unable to open"."""
+    kind = _not_a_file(path)
+    if kind is not None:
+        raise StateError(f"{path} is {kind}, not a state file: give --state a file's path")
     try:
         with path.open("rb") as fh:
             head = fh.read(len(SQLITE_MAGIC))
@@ -336,6 +342,23 @@ def refuse_foreign(path: Path) -> None:
             f"{head!r}): give --state a path of its own, or if it is a damaged state "
             "file, move it aside and run again (the archived files are the truth)"
         )
+
+
+def _not_a_file(path: Path) -> str | None:
+    """What `path` is when it is there and no regular file (symlinks followed), else None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None  # missing (created later), or unreadable: the lock or SQLite says why
+    if stat.S_ISREG(mode):
+        return None
+    return (
+        "a directory"
+        if stat.S_ISDIR(mode)
+        else "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else ("not a regular file")
+    )
 
 
 def _connect(path: Path) -> sqlite3.Connection:
