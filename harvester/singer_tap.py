@@ -14,7 +14,6 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
@@ -23,7 +22,7 @@ from .cli_flags import SETTINGS_FLAGS
 from .config import Settings, check_methods, parse_value
 from .errors import ConfigError
 from .formats.singer import catalog, read_state, selected_streams
-from .sources import TOKEN_ENV, flag_name
+from .sources import TOKEN_ENV, flag_name, read_limited
 from .values import did_you_mean
 
 #: What the tap decides itself: Singer messages, on stdout, resumed from Singer's state.
@@ -46,7 +45,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def read_json(flag: str, path: str) -> Any:
     try:
-        return orjson.loads(Path(path).read_bytes())
+        return orjson.loads(read_limited(path, f"the tap's {flag} {path}"))
     except OSError as exc:
         raise ConfigError(f"cannot read the tap's {flag} {path}: {exc.strerror}") from None
     except orjson.JSONDecodeError:

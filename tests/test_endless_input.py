@@ -38,3 +38,20 @@ def test_a_long_runs_file_under_the_limit_is_read(tmp_path: Path) -> None:
     runs = tmp_path / "runs.txt"
     runs.write_text("".join(f"{n}\n" for n in range(1, 200_001)))
     assert len(read_runs_file(str(runs))) == 200_000
+
+
+def test_an_endless_singer_state_is_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["harvest", "--token", "t", "--base-url", "http://127.0.0.1:9", "--run", "1",
+            "--format", "singer", "--singer-state", ZERO]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--singer-state {ZERO} holds more than 64 MiB" in err
+
+
+def test_an_endless_tap_config_is_refused() -> None:
+    from harvester.singer_tap import harvest_argv
+
+    with pytest.raises(ConfigError, match=f"^the tap's --config {ZERO} holds more than 64 MiB"):
+        harvest_argv(["--config", ZERO])

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ..errors import ConfigError
+from ..sources import read_limited
 from .points import PointsSplitter, Serie, read_line
 
 NEWLINE = orjson.OPT_APPEND_NEWLINE
@@ -182,7 +182,7 @@ def read_state(path: str, flag: str = "--singer-state") -> set[int]:
     `flag` names it in errors as the user gave it (tap-harvester's `--state`)."""
     where = f"{flag} {path}"
     try:
-        doc = orjson.loads(Path(path).read_bytes())
+        doc = orjson.loads(read_limited(path, where))
     except FileNotFoundError:
         raise ConfigError(f"{where} does not exist; give the last STATE a target emitted") from None
     except OSError as exc:
