@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeGuard
+from typing import Any, TypeGuard
+
+import orjson
 
 from .api import JsonObject
 from .config import Settings
@@ -114,13 +116,19 @@ def by_run_id(runs: Iterable[JsonObject], found: Discovery) -> dict[int, JsonObj
         if is_run_id(run_id):
             unique[run_id] = run
         else:
-            odd.append(repr(run_id)[:40])
+            odd.append(_shown(run_id)[:40])
     if odd:
         found.not_found.append(
             f"the API listed {plural(len(odd), 'run')} whose id is not a run id (a whole "
             f"number from 1 to {INT64_MAX}): {', '.join(odd[:5])}; skipped"
         )
     return unique
+
+
+def _shown(value: Any) -> str:
+    """A listed value as a message shows it: a number kept as the API wrote it
+    (`answers.as_sent`: 400 digits, `1e999`) as written, not as `<orjson.Fragment ...>`."""
+    return orjson.dumps(value).decode() if isinstance(value, orjson.Fragment) else repr(value)
 
 
 def sort_runs(runs: Iterable[JsonObject], selection: Selection) -> Discovery:

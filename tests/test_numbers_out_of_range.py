@@ -104,3 +104,12 @@ async def test_a_point_value_past_a_doubles_range_is_kept_in_raw_and_null_in_poi
 
         values = pq.read_table(tmp_path / "1.parquet").column("value").to_pylist()
         assert values == [None, 2.0] * 2
+
+
+def test_a_run_id_kept_as_sent_is_named_as_the_api_wrote_it() -> None:
+    from harvester.answers import loads
+    from harvester.selection import Discovery, by_run_id
+
+    found = Discovery()
+    assert by_run_id(loads(b'[{"id":' + LONG + b"}]"), found) == {}
+    assert found.not_found[0].endswith(f": {'1' * 40}; skipped")
