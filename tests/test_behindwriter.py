@@ -118,6 +118,33 @@ def test_what_is_handed_on_and_not_yet_written_stays_bounded() -> None:
     assert out.getvalue() == piece * (total // len(piece))
 
 
+def test_the_writer_process_builds_a_whole_batch_s_lines_while_the_last_is_written() -> None:
+    """An answer's batch (~2 MB) makes ~10 MB of point lines: the main thread hands them
+    all on without waiting while the thread is still busy with the batch before (at 4 MiB
+    the two took turns within each batch)."""
+    out = Stuck()
+    writer = BehindWriter(cast(BinaryIO, out), writechild._behind())
+    piece = bytes(range(256)) * 256  # 64 KiB, a serie's lines
+    batch = 10 << 20
+    built = threading.Event()
+
+    def build() -> None:
+        for _ in range(batch // len(piece)):
+            writer.write(piece)
+        writer.send()
+        built.set()
+
+    builder = threading.Thread(target=build)
+    builder.start()
+    try:
+        assert built.wait(20)  # never waited for room while nothing was written
+    finally:
+        out.go_on.set()
+        builder.join()
+    writer.settle()
+    assert out.getvalue() == piece * (batch // len(piece))
+
+
 def test_a_discarded_run_s_queued_pieces_are_not_written() -> None:
     behind = WriteBehind()
     stuck = Stuck()
