@@ -147,7 +147,9 @@ def _hashing(run: _ChildRun, output_format: str) -> Callable[[BinaryIO], Hashing
 #: the thread writes the one before, rather than both taking turns within each batch.
 #: Medium, 9 interleaved pairs (a loaded box): the thread idle 0.4-1.0 s -> 0.1-0.5 s, the
 #: main thread waiting for room 0.9-1.5 s -> 0.3-0.6 s, wall median 3.3-3.8 -> 3.1-3.3 s
-#: (7 of 9 pairs faster), for ~12 MB more peak RSS (8 MiB: between the two).
+#: (7 of 9 pairs faster); large, 3 pairs: idle 1.3-3.7 -> 0.5-1.0 s, each 0.6-1.0 s
+#: faster; for ~12 MB more peak RSS (8 MiB: between the two). Its cost: a run's finish
+#: waits for the queue to be written (large: 0.3 -> 0.8-1.3 s in all).
 QUEUED_LINES = 16 << 20
 
 
