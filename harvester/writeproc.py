@@ -80,8 +80,11 @@ class WriterProcess:
     thread of its own writes the queue into the pipe, another reads the answers."""
 
     def __init__(self) -> None:
+        # -P: `-m` would put the working directory first on the path, and the child would
+        # run a `harvester` package found there (another checkout, or one planted)
+        # instead of the parent's own.
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "harvester.writechild"],
+            [sys.executable, "-P", "-m", "harvester.writechild"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )

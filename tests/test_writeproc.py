@@ -80,6 +80,29 @@ def test_the_child_writes_the_same_files_as_the_write_stack_in_this_process(
     assert remote.counts(counts)[kinds[0]]["point"] == 6 * 30
 
 
+def test_the_child_runs_the_parent_s_writer_not_a_harvester_package_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m` puts the working directory first on the path: the child imported a
+    `harvester` package found there (another checkout, or anything planted) instead of
+    the one the parent runs."""
+    planted = tmp_path / "cwd" / "harvester"
+    planted.mkdir(parents=True)
+    (planted / "__init__.py").write_text("")
+    ran = tmp_path / "planted-ran"
+    (planted / "writechild.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+    monkeypatch.chdir(planted.parent)
+    process = WriterProcess()
+    try:
+        files = ChildRunFiles(process, 1, "points", "none", None, temp_paths(tmp_path, 1))
+        files.write(run_lines()[0])
+        files.finish()
+    finally:
+        process.close()
+    assert not ran.exists()
+    assert files.written("meta.ndjson")[0] == (tmp_path / "1.meta.ndjson").stat().st_size > 0
+
+
 def test_a_full_disk_in_the_child_fails_the_run_at_its_finish(
     child: WriterProcess, tmp_path: Path
 ) -> None:
