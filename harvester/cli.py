@@ -183,6 +183,10 @@ async def _discover_and_harvest(settings: Any, reporter: Any, signals: Any) -> A
     stats = HarvestStats()
     gate = RateGate.for_settings(settings)
     not_found: list[str] = []
+    if settings.to_object_store:
+        from .objectstore.early import start_early
+
+        start_early()  # botocore made ready meanwhile (`objectstore.early`)
     # The state (and its lock) first: discovery remembers waiting runs in it.
     with open_state(settings) as state:
         async with reporter.showing(stats, gate):

@@ -18,6 +18,7 @@ from .. import version
 from ..config import Settings
 from ..errors import ConfigError
 from .body import PartBody
+from .early import botocore
 from .failures import StoreCut, StoreError, StoreRefused, failing_as_output_error
 from .location import Location, endpoint_url, is_plain_http, parse_location
 
@@ -128,13 +129,8 @@ class Store:
         """Connect; `check`: the bucket checked here (`HeadBucket`), else by the caller's
         first listing (`ObjectSink.survey`: a request less before the first run)."""
         try:
-            from aiobotocore.config import AioConfig
-            from aiobotocore.session import get_session
-            from botocore import __version__ as botocore_version
-            from botocore.handlers import add_expect_header
-
+            boto = botocore()  # made on a thread as the job started, if it was (`early`)
             from .http import NoRedirectSession
-            from .models import quicken
         except ImportError:
             raise ConfigError(
                 "--out s3:// needs the s3 extra: pip install 'k6-harvester[s3]'"
@@ -147,11 +143,11 @@ class Store:
         # again twice a request (each part sanitized character by character), a sixth of a
         # request's CPU.
         retries = {"mode": "standard", "total_max_attempts": self._max_attempts}
-        agent = f"k6-harvester/{version()} botocore/{botocore_version}"
+        agent = f"k6-harvester/{version()} botocore/{boto.version}"
         s3 = {"payload_signing_enabled": False}
         # The API's timeouts, not botocore's (60 s to connect): a store that stops
         # answering fails the job as soon as an API that did would.
-        config = AioConfig(
+        config = boto.config(
             retries=retries,
             s3=s3,
             user_agent=agent,
@@ -159,12 +155,10 @@ class Store:
             read_timeout=self._timeouts[1],
             http_session_cls=NoRedirectSession,  # (a redirect could send our credentials elsewhere)
         )
-        session = get_session()
-        quicken(session.get_component("data_loader"))  # (`models`: quicker and smaller)
         # Over http there is no TLS to verify: without `verify=False` aiobotocore still
         # loads the CA bundle into a context at the first request (~30 ms of CPU, awaited).
         plain = {"verify": False} if is_plain_http(self.endpoint) else {}
-        self._client_cm = session.create_client(
+        self._client_cm = boto.session.create_client(
             "s3", endpoint_url=self.endpoint, config=config, **plain
         )
         self._client = await self._client_cm.__aenter__()
@@ -172,7 +166,7 @@ class Store:
         # object and part): the body then waits for the store's go-ahead, a round trip more
         # in each commit, which spares only a body the store refuses (a create-only race
         # lost: a run below the part size, sent for nothing). Ours go at once.
-        self._client.meta.events.unregister("before-call.s3", add_expect_header)
+        self._client.meta.events.unregister("before-call.s3", boto.expect_header)
         # botocore's modules and the S3 model (~55,000 objects) live as long as the
         # process: out of the collector's sight, as start-up's are (`cli.run_async`), and
         # left to the process's end rather than torn down one by one (~0.1 s at exit).
