@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 import anyio
 
-from .. import version
 from ..config import Settings
 from ..errors import ConfigError
 from .body import PartBody
@@ -143,14 +142,13 @@ class Store:
         # again twice a request (each part sanitized character by character), a sixth of a
         # request's CPU.
         retries = {"mode": "standard", "total_max_attempts": self._max_attempts}
-        agent = f"k6-harvester/{version()} botocore/{boto.version}"
         s3 = {"payload_signing_enabled": False}
         # The API's timeouts, not botocore's (60 s to connect): a store that stops
         # answering fails the job as soon as an API that did would.
         config = boto.config(
             retries=retries,
             s3=s3,
-            user_agent=agent,
+            user_agent=boto.user_agent,
             connect_timeout=self._timeouts[0],
             read_timeout=self._timeouts[1],
             http_session_cls=NoRedirectSession,  # (a redirect could send our credentials elsewhere)
