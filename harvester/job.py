@@ -250,7 +250,8 @@ async def _open_store(
     if cut is not None:
         sink.hurry_on(cut)
     stored = await sink.survey(t.run_id for t in targets)
-    await sink.leased()  # (taken meanwhile: its failure is said before any run is fetched)
+    # (made meanwhile: a store that refuses leases is said before any run is fetched)
+    await sink.lease_made()
     return stored
 
 

@@ -126,6 +126,24 @@ async def test_a_lease_that_cannot_be_taken_fails_the_job_before_any_run_is_fetc
     assert await anyio.to_thread.run_sync(s3.objects, bucket, "l/") == {}
 
 
+async def test_a_lease_whose_first_beat_is_refused_fails_the_job_with_nothing_stored(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """The first beat is awaited before a run's first write (the first API request goes
+    with the lease's upload made): refused, the job fails and stores nothing."""
+    cloud = generate_cloud(runs=1, metrics=5, points=5)
+    flags = ["--max-attempts", "1", "--state", str(tmp_path / "s.sqlite"), "--run", "100001"]
+
+    def beats(request: web.Request) -> bool:
+        return "harvester-live" in request.path and "partNumber" in request.query
+
+    async with Simulator(cloud) as sim, s3_proxy(s3, beats) as url:
+        done = await harvest(sim, "--out", f"s3://{bucket}/b/", "--s3-endpoint-url", url, *flags)
+        assert done.returncode == 1 and b"SlowDown" in done.stderr
+    assert await anyio.to_thread.run_sync(s3.objects, bucket, "b/") == {}
+    assert await anyio.to_thread.run_sync(s3.leases, bucket) == []  # its upload aborted
+
+
 @pytest.mark.parametrize(
     ("out", "extra", "message"),
     [

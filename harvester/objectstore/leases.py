@@ -53,17 +53,22 @@ class Lease:
     def key(self) -> str:
         return self.store.loc.key(LIVE_DIR + self.job)
 
+    async def make(self) -> str:
+        """The lease's upload made, if it is not (its first beat is `renew`'s); its id."""
+        if self._upload_id is None:
+            self._upload_id = await _create(self.store, self.key)
+        return self._upload_id
+
     async def renew(self) -> None:
         """Upload part 1 again (the lease's upload made first, or again if it was aborted:
         by a bucket's lifecycle rule, or by a job that found it stale)."""
-        if self._upload_id is None:
-            self._upload_id = await _create(self.store, self.key)
+        upload_id = await self.make()
         try:
             await self._beat()
         except StoreError:
             # Some stores answer a part of an aborted upload with a 500 (moto): asked
             # whether the upload is there, every store says NoSuchUpload.
-            if await _exists(self.store, self.key, self._upload_id):
+            if await _exists(self.store, self.key, upload_id):
                 raise
             self._upload_id = await _create(self.store, self.key)
             await self._beat()

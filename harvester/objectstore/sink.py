@@ -103,6 +103,7 @@ class ObjectSink:
         #: scope needs the event loop).
         self._keeping: anyio.CancelScope | None = None
         self._publisher: Publisher | None = None  # once open (it sends from `_tasks`)
+        self._made: anyio.Event | None = None  # set once the lease's upload is made (or failed)
         self._leased: anyio.Event | None = None  # set once the lease is taken (or failed)
         self._lease_failed: StoreError | None = None
         # Plain lines are copied as they are; compressing and Parquet take a thread.
@@ -121,7 +122,7 @@ class ObjectSink:
             self._close_spool()
             raise
         try:
-            self._leased = anyio.Event()
+            self._made, self._leased = anyio.Event(), anyio.Event()
             self._keeping = anyio.CancelScope()
             tasks = anyio.create_task_group()
             await tasks.__aenter__()
@@ -137,16 +138,20 @@ class ObjectSink:
         return self
 
     async def _keep_lease(self) -> None:
-        """The lease taken (while the job lists the prefix: a request less to wait for
-        before the first run), then renewed until the end."""
-        assert self._leased is not None and self._keeping is not None
+        """The lease made, then taken (its first beat), while the job lists the prefix,
+        then renewed until the end."""
+        assert self._made is not None and self._leased is not None
+        assert self._keeping is not None
         with self._keeping:
             try:
+                await self.lease.make()
+                self._made.set()
                 await self.lease.renew()
             except StoreError as exc:
                 self._lease_failed = exc
                 return
             finally:
+                self._made.set()
                 self._leased.set()
             await self.lease.keep()
 
@@ -166,6 +171,17 @@ class ObjectSink:
         by it: no run begins before); raises why it could not be."""
         assert self._leased is not None, "ObjectSink used outside `async with`"
         await self._leased.wait()
+        self._raise_if_lease_failed()
+
+    async def lease_made(self) -> None:
+        """Wait until the lease's upload is made, the request that a store refusing the
+        job's leases refuses (its first beat, a round trip later, `leased` awaits before
+        the first run is written, not before the first is fetched); raises why not."""
+        assert self._made is not None, "ObjectSink used outside `async with`"
+        await self._made.wait()
+        self._raise_if_lease_failed()
+
+    def _raise_if_lease_failed(self) -> None:
         if self._lease_failed is not None:
             raise self._lease_failed
 
