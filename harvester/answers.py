@@ -33,6 +33,7 @@ from .errors import (
     UnusableAnswer,
     UrlTooLong,
 )
+from .packed import PackedSeries, pack_series
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -250,11 +251,18 @@ _SERIE = msgspec.json.Decoder(_Serie)
 class SeriesAnswer:
     """A v2 series answer as the harvester writes it: each serie's JSON text (its record's
     `data`), the `metric_id` each names (as text), and the points of the longest (None
-    when no serie has a `values` list)."""
+    when no serie has a `values` list); for the Parquet writer, the series packed
+    instead of their texts (`packed_series_answer`)."""
 
     texts: list[bytes] | list[msgspec.Raw]
     metric_ids: list[str]
     points: int | None
+    packed: PackedSeries | None = None
+
+    @property
+    def count(self) -> int:
+        """The series in the answer."""
+        return len(self.texts) if self.packed is None else len(self.packed.counts)
 
 
 def series_answer(
@@ -303,17 +311,40 @@ def _as_sent(body: bytes) -> SeriesAnswer | None:
     (JSON allows them between tokens: such an answer is encoded again). One thing orjson
     refuses passes: a number past a double's range (`1e999`) in a field not read here,
     kept as the API wrote it (a point's value is read: `_Point`)."""
-    if b"\n" in body or b"\r" in body:
+    if not _plain(body):
         return None
     try:
-        if not body.isascii():
-            codecs.utf_8_decode(body, "strict", True)
         texts = _SERIES_DOC.decode(body).series
         series = [_SERIE.decode(text) for text in texts]
-    except (msgspec.DecodeError, UnicodeDecodeError):
+    except msgspec.DecodeError:
         return None
     points = [len(s.values) for s in series if s.values is not None]
     return SeriesAnswer(texts, [str(s.metric_id) for s in series], max(points, default=None))
+
+
+def packed_series_answer(
+    body: bytes, status: int, endpoint: str, where: Callable[[], str]
+) -> SeriesAnswer:
+    """`series_answer` for the Parquet writer (a `Parser`): the series packed
+    (`packed.pack_series`) when the body is plainly right (`_plain`) and every serie of
+    the shape the writer reads; as `series_answer` otherwise."""
+    packed = pack_series(body) if _plain(body) else None
+    if packed is None:
+        return series_answer(body, status, endpoint, where)
+    return SeriesAnswer([], [str(m) for m in packed.metric_ids], packed.longest, packed)
+
+
+def _plain(body: bytes) -> bool:
+    """No line break (a serie's text becomes a line) and whole UTF-8 (msgspec checks the
+    JSON it skips, not its UTF-8: checked here, as `scan` does)."""
+    if b"\n" in body or b"\r" in body:
+        return False
+    try:
+        if not body.isascii():
+            codecs.utf_8_decode(body, "strict", True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def result_list(doc: Any) -> list[Any] | None:

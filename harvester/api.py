@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 import anyio
 from yarl import URL
 
-from .answers import SeriesAnswer, series_answer
+from .answers import SeriesAnswer, packed_series_answer, series_answer
 from .batching import series_query
 from .transport import Transport
 
@@ -33,8 +33,10 @@ def _list_of(doc: Any, key: str) -> list[JsonObject]:
 class CloudApi:
     """The v2 endpoints the harvester uses; every call goes through one `Transport`."""
 
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, *, packs: bool = False) -> None:
+        """`packs`: series answers packed for the Parquet writer (`--format parquet`)."""
         self.transport = transport
+        self._series_parser = packed_series_answer if packs else series_answer
         #: The series methods (None: the API's default) some series request was answered
         #: with in this job: a refusal of one of them is about a run, not the method.
         self.methods_answered: set[str | None] = set()
@@ -57,9 +59,10 @@ class CloudApi:
         return _list_of(await self.transport.get("metrics", url, ("k6-metrics",)), "k6-metrics")
 
     async def series(self, url: URL, method: str | None) -> SeriesAnswer:
-        """One batch of series, each as the API sent it (`answers.series_answer`); build
-        `url` with `series_url` (the batcher measures it)."""
-        answer: SeriesAnswer = await self.transport.get("series", url, parse=series_answer)
+        """One batch of series, each as the API sent it (`answers.series_answer`) or packed
+        (`answers.packed_series_answer`); build `url` with `series_url` (the batcher
+        measures it)."""
+        answer: SeriesAnswer = await self.transport.get("series", url, parse=self._series_parser)
         self.methods_answered.add(method)
         return answer
 

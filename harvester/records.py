@@ -16,6 +16,8 @@ from typing import Any
 import msgspec
 import orjson
 
+from .packed import PackedSeries
+
 #: Record types, in the order they appear in a run's file.
 RECORD_TYPES = (
     "run",
@@ -50,7 +52,7 @@ def encode_texts(kind: str, run_id: int, texts: Iterable[bytes | msgspec.Raw]) -
     """Lines for objects given as their JSON text (one line each: no line break in it),
     each as `encode` writes it but its `data` the text unchanged: a serie as the API sent
     it (`answers.series_answer`), never parsed nor encoded again."""
-    head = orjson.dumps({"type": kind, "test_run_id": run_id, "data": None})[: -len(b"null}")]
+    head = _head(kind, run_id)
     out = io.BytesIO()
     write = out.write
     for text in texts:
@@ -60,13 +62,31 @@ def encode_texts(kind: str, run_id: int, texts: Iterable[bytes | msgspec.Raw]) -
     return out.getvalue()
 
 
+def _head(kind: str, run_id: int) -> bytes:
+    """What comes before a record's `data` in its line."""
+    return orjson.dumps({"type": kind, "test_run_id": run_id, "data": None})[: -len(b"null}")]
+
+
+#: What a run's writer is given: lines, or a batch of series packed for Parquet.
+Chunk = bytes | PackedSeries
+
+
 @dataclass(frozen=True, slots=True)
 class Lines:
-    """Encoded lines of one run, and how many records of each type they hold."""
+    """Encoded lines of one run, and how many records of each type they hold; or, in
+    place of their lines, a batch of its series packed for the Parquet writer."""
 
     run_id: int
-    data: bytes
+    data: Chunk
     counts: Counter[str]
+
+    @property
+    def size(self) -> int:
+        """Bytes of the lines (a packed batch's: of the lines it stands for)."""
+        if isinstance(self.data, bytes):
+            return len(self.data)
+        count = len(self.data.counts)
+        return self.data.text_bytes + count * len(_head("series", self.run_id) + b"}\n")
 
 
 @dataclass(frozen=True, slots=True)

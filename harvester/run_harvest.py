@@ -22,7 +22,7 @@ from .api import CloudApi, JsonObject
 from .batching import PROBE_IDS, SeriesBatcher
 from .errors import ApiStatusError, MethodRefused, RequestRefused, UrlTooLong
 from .methods import DEFAULT_METHOD
-from .records import Lines, Message, encode, encode_texts
+from .records import Chunk, Lines, Message, encode, encode_texts
 from .tables import plural
 
 
@@ -63,7 +63,7 @@ class RunHarvest:
             return None
         return self._lines(kind, len(items), encode(kind, self.run_id, items))
 
-    def _lines(self, kind: str, count: int, data: bytes) -> Lines:
+    def _lines(self, kind: str, count: int, data: Chunk) -> Lines:
         self.counts[kind] += count
         return Lines(self.run_id, data, Counter({kind: count}))
 
@@ -194,8 +194,12 @@ class RunHarvest:
                 answer = await self.api.series(url, method)
                 asked.returned.update(answer.metric_ids)
                 self._measure(answer.points)
-                count = len(answer.texts)
-                data = encode_texts("series", self.run_id, answer.texts)
+                count = answer.count
+                data: Chunk = (
+                    answer.packed
+                    if answer.packed is not None
+                    else encode_texts("series", self.run_id, answer.texts)
+                )
                 # The answer's series are views into its body: free it before we may wait
                 # on a full channel, so a slow disk or pipe costs encoded bytes only.
                 del answer

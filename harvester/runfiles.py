@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, cast
 from .compression import HashingWriter, compressing
 from .formats.parquet import ParquetPoints
 from .formats.points import PointsSplitter, Serie
+from .packed import PackedSeries
 
 #: The files of a run in each --format, in the order they are published.
 SUMMARY = b'{"type":"summary"'
@@ -69,8 +70,14 @@ class RunFiles:
             points = ParquetPoints(hasher) if kind == "parquet" else None
             self._stacks[kind] = _Stack(hasher, stream, points)
 
-    def write(self, data: bytes | bytearray) -> None:
-        """`data`: lines; a bytearray (the writer process's reused buffer) is not kept."""
+    def write(self, data: bytes | bytearray | PackedSeries) -> None:
+        """`data`: lines, a bytearray (the writer process's reused buffer) not kept; or a
+        batch of series packed for Parquet (`packed`: the only format it is sent to)."""
+        if isinstance(data, PackedSeries):
+            parquet = self._stacks["parquet"].parquet
+            assert parquet is not None and self.splitter is not None
+            parquet.add_packed(data, self.splitter)
+            return
         if self.splitter is None:
             self._stacks["ndjson"].stream.write(data)
             return

@@ -213,8 +213,8 @@ class Scheduler:
             await self.sink.write(message.run_id, message.data)
             self.stats.records.update(message.counts)
             self._counts.setdefault(message.run_id, Counter()).update(message.counts)
-            self.stats.bytes_written += len(message.data)
-            self._bytes[message.run_id] += len(message.data)
+            self.stats.bytes_written += message.size
+            self._bytes[message.run_id] += message.size
         elif isinstance(message, RunStarted):
             self._counts[message.run_id] = Counter()
             await self.sink.begin(message.run_id)

@@ -27,6 +27,7 @@ from .compression import CODECS, published_data, suffix
 from .errors import ConfigError, OutputError
 from .layout import Places, make_dirs
 from .outdir import create_temp, discard, publish
+from .records import Chunk
 from .runfiles import KINDS, RunFiles, codec_for
 from .writebehind import Lane, WriteBehind
 from .writeproc import ChildRunFiles, WriterProcess, writer_process
@@ -47,7 +48,7 @@ CHILD_FORMATS = ("points", "parquet")
 
 class Sink(Protocol):
     async def begin(self, run_id: int) -> None: ...
-    async def write(self, run_id: int, data: bytes) -> None: ...
+    async def write(self, run_id: int, data: Chunk) -> None: ...
     async def commit(
         self,
         run_id: int,
@@ -205,7 +206,7 @@ class DirectorySink:
             raise
         return _Run(files, handles, temps)
 
-    async def write(self, run_id: int, data: bytes) -> None:
+    async def write(self, run_id: int, data: Chunk) -> None:
         run = self._runs[run_id]
         with writing_to(self.out_dir):
             if isinstance(run.files, ChildRunFiles):
@@ -213,6 +214,7 @@ class DirectorySink:
                 if not run.files.write_nowait(data):
                     await anyio.to_thread.run_sync(run.files.write, data)
                 return
+            assert isinstance(data, bytes)  # (series are packed only for Parquet)
             run.lane.raise_failed()  # an earlier write's error (a full disk), said now
             if not self._behind.submit(run.lane, functools.partial(self._write, run, data),
                                        len(data)):  # fmt: skip

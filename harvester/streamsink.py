@@ -9,6 +9,7 @@ from typing import Any, BinaryIO, Protocol
 
 import anyio
 
+from .records import Chunk
 from .sinks import writing_to
 
 
@@ -50,7 +51,8 @@ class StreamSink:
         if self._encoder is not None:
             self._buffer += self._encoder.begin(run_id)
 
-    async def write(self, run_id: int, data: bytes) -> None:
+    async def write(self, run_id: int, data: Chunk) -> None:
+        assert isinstance(data, bytes)  # (series are packed only for Parquet, in files)
         self._buffer += data if self._encoder is None else self._encoder.feed(run_id, data)
         if len(self._buffer) >= self._buffer_size:
             await self._flush()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, cast
 
 from .compression import HashingWriter
+from .packed import PackedSeries
 from .runfiles import RunFiles
 from .writebehind import BehindWriter, WriteBehind
 from .writeproc import POINTS_BUFFER, Finished
@@ -95,6 +96,8 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
             runs[run_id] = _open(run_id, *args)
         elif op == "write":
             _write(runs[run_id], data)
+        elif op == "packed":  # its values' bytes taken by Arrow as they are: not reused
+            _write(runs[run_id], PackedSeries.from_wire(args, bytes(data)))
         elif op == "finish":
             finished = _finish(runs.pop(run_id))
             try:
@@ -158,7 +161,7 @@ def _behind() -> WriteBehind:
     return WriteBehind(QUEUED_LINES)
 
 
-def _write(run: _ChildRun, data: bytes | bytearray) -> None:
+def _write(run: _ChildRun, data: bytes | bytearray | PackedSeries) -> None:
     from .sinks import WRITEBACK_AFTER
 
     if run.files is None or run.error is not None:
@@ -172,7 +175,7 @@ def _write(run: _ChildRun, data: bytes | bytearray) -> None:
         writer.send()
         if writer.error is not None:  # a write behind failed: the run has
             run.error = _as_os_error(writer.error)
-    run.unsynced += len(data)
+    run.unsynced += len(data) if not isinstance(data, PackedSeries) else data.nbytes
     if run.unsynced >= WRITEBACK_AFTER and (run.hint is None or run.hint.done()):
         run.unsynced = 0
         run.hint = _hints().submit(_hint, list(run.handles.values()))

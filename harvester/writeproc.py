@@ -18,7 +18,8 @@ manifest. The child opens the same temporary files by path, writes into them and
 counted. Requests go down the child's stdin and answers come up its stdout, pickled
 (only this package's two ends speak on that pipe): `write` is sent without waiting (a
 full pipe makes the parent wait, which is the back pressure), `finish` waits for its
-answer, by which time every write before it has been done.
+answer, by which time every write before it has been done. A batch of series packed for
+Parquet (`packed`) goes as `packed`: its header pickled, then its values' bytes.
 
 A write that failed in the child (a full disk) fails the run at its `finish` with that
 error, as a failed flush at commit would; a child that died fails every run after it.
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
+from .records import Chunk
 from .runfiles import file_counts
 
 #: Bytes the pipe to the child holds (Linux F_SETPIPE_SZ): a run's batch of lines (~2 MB)
@@ -177,7 +179,7 @@ class WriterProcess:
         the GIL back after each, which can wait for the event loop's turn (a 2 MB answer
         parsed, ~20 ms) while the child reads what the pipe holds (1 MiB, a few ms of its
         work) and then waits too."""
-        pieces: list[bytes] = []
+        pieces: list[bytes | memoryview] = []
         for request in requests:
             if request.answer is not None and not self._expect(request.answer):
                 continue  # told: the child is gone, and nothing is written below
@@ -247,7 +249,7 @@ class _Request:
     op: str
     run_id: int
     args: Any = None
-    data: bytes = b""
+    data: bytes | memoryview = b""
     answer: Future[Any] | None = None
 
 
@@ -273,12 +275,19 @@ class ChildRunFiles:
             )
         )
 
-    def write_nowait(self, data: bytes) -> bool:
+    def write_nowait(self, data: Chunk) -> bool:
         """Queue `data` if there is room, without waiting (the event loop may call it)."""
-        return self._child.send_nowait(_Request("write", self.run_id, data=data))
+        return self._child.send_nowait(self._write_request(data))
 
-    def write(self, data: bytes) -> None:
-        self._child.send(_Request("write", self.run_id, data=data))
+    def write(self, data: Chunk) -> None:
+        self._child.send(self._write_request(data))
+
+    def _write_request(self, data: Chunk) -> _Request:
+        """Lines as they are; a packed batch as its header and its values' bytes."""
+        if isinstance(data, bytes):
+            return _Request("write", self.run_id, data=data)
+        header, values = data.wire()
+        return _Request("packed", self.run_id, header, values)
 
     def finish(self) -> None:
         self._done = self._child.ask(_Request("finish", self.run_id))
@@ -296,7 +305,7 @@ class ChildRunFiles:
         return file_counts(self._kinds, self._done.points, counts)
 
 
-def _write_all(fd: int, pieces: list[bytes]) -> None:
+def _write_all(fd: int, pieces: list[bytes | memoryview]) -> None:
     """Every byte of `pieces` into `fd`, in as few system calls as the system allows."""
     if not hasattr(os, "writev"):  # pragma: no cover (Windows)
         with open(fd, "wb", closefd=False) as out:

@@ -12,6 +12,7 @@ import orjson
 from aiohttp import web
 
 from harvester.config import Settings, load_settings
+from harvester.records import Chunk
 from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.server import Simulator
@@ -113,7 +114,7 @@ class NullSink:
     async def begin(self, run_id: int) -> None:
         pass
 
-    async def write(self, run_id: int, data: bytes) -> None:
+    async def write(self, run_id: int, data: Chunk) -> None:
         pass
 
     async def commit(self, run_id: int, counts: Any = None, summary: Any = None) -> str:

@@ -20,7 +20,7 @@ from harvester.config import load_settings
 from harvester.objectstore import ObjectSink
 from harvester.objectstore.parts import PartBuffer, PartHashing
 from harvester.objectstore.store import THREADED_CHECKSUM, Store, crc32_params
-from harvester.records import Lines
+from harvester.records import Chunk, Lines
 from harvester.scheduler import RunTarget, Scheduler
 from harvester.stats import HarvestStats
 from tests.harvest_helpers import NullSink, serve
@@ -179,7 +179,7 @@ class _WaitingSink(NullSink):
     def __init__(self) -> None:
         self.go = anyio.Event()
 
-    async def write(self, run_id: int, data: bytes) -> None:
+    async def write(self, run_id: int, data: Chunk) -> None:
         await self.go.wait()
 
 

@@ -13,7 +13,7 @@ from anyio import wait_all_tasks_blocked
 from harvester.config import load_settings
 from harvester.job import _run
 from harvester.objectstore import StoreCut
-from harvester.records import Lines
+from harvester.records import Chunk, Lines
 from harvester.scheduler import RunTarget, Scheduler
 from harvester.stats import HarvestStats
 from tests.harvest_helpers import NullSink
@@ -25,7 +25,7 @@ class _CutSink(NullSink):
 
     channel_size = 1
 
-    async def write(self, run_id: int, data: bytes) -> None:
+    async def write(self, run_id: int, data: Chunk) -> None:
         await wait_all_tasks_blocked()  # the fetcher blocked in `send`
         raise StoreCut("the store did not answer before the job was stopped", "Cut")
 

@@ -34,7 +34,7 @@ class V2Backend:
     def __init__(self, settings: Settings, transport: Transport) -> None:
         self.settings = settings
         self.transport = transport
-        self.api = CloudApi(transport)
+        self.api = CloudApi(transport, packs=settings.format == "parquet")
 
     async def prepare(self) -> None:
         return None  # the token is all v2 needs

@@ -19,8 +19,11 @@ no Arrow schema, so readers see plain strings.
 
 A row group is built without a Python object per point: each serie's shared columns are
 kept once, as the dictionary of a dictionary-encoded column whose indices repeat a
-serie's entry for its rows (no `pyarrow.compute`: 12 MB resident). An answer's v2 series
-lines are read whole by msgspec (`add_lines`) into each point's time text and value,
+serie's entry for its rows (no `pyarrow.compute`: 12 MB resident). A v2 answer's series
+come packed by the harvester (`add_packed`, `packed`): its values as doubles, taken as
+they are, and its times as the time grids its series share, each converted once. Lines
+of v2 series (an answer the harvester did not pack, `--format parquet` fed lines) are
+read whole by msgspec (`add_lines`) into each point's time text and value,
 gathered as the time and value columns, a run's time grid converted once (the cheapest
 way found: Arrow's JSON reader cost 1.4x the CPU, the CSV way below as much as it);
 when one of them is of another shape, the answer goes the splitter's way: plain v2
@@ -45,6 +48,7 @@ import functools
 import importlib.util
 import os
 from array import array
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -52,7 +56,8 @@ import orjson
 
 from ..allocator import fix_mmap_threshold
 from ..errors import ConfigError
-from .parquet_columns import Grid, converted, from_csv, read_series, time_type
+from ..packed import PackedSeries
+from .parquet_columns import Grid, converted, from_csv, packed_columns, read_series, time_type
 from .points import PointsSplitter, Serie
 
 ROW_GROUP = 16_384
@@ -172,7 +177,25 @@ class ParquetPoints:
         parsed = read_series(data, self._grid)
         if parsed is None:
             return False
-        ids, methods, offsets, times, values = parsed
+        self._add_batch(splitter, *parsed)
+        return True
+
+    def add_packed(self, packed: PackedSeries, splitter: PointsSplitter) -> None:
+        """A batch of v2 series packed by the harvester (`packed`), as `add_lines` takes
+        their lines."""
+        self._add_batch(splitter, *packed_columns(packed, self._grid))
+
+    def _add_batch(
+        self,
+        splitter: PointsSplitter,
+        ids: Sequence[Any],
+        methods: Sequence[Any],
+        offsets: Sequence[int],
+        times: Any,
+        values: Any,
+    ) -> None:
+        """A batch's series: each one's metric id and method, its points' offsets
+        (`offsets[i]:offsets[i+1]`) in the batch's time and value columns."""
         self._parse_csv()  # rows in order
         taken = 0  # the batch's rows already in `_chunks`
 
@@ -195,7 +218,6 @@ class ParquetPoints:
                 hand_on(end)
                 self.flush()
         hand_on(offsets[-1])
-        return True
 
     def _v2_row(self, splitter: PointsSplitter, metric_id: Any, method: Any) -> tuple[Any, ...]:
         """`_row` of a v2 serie's head, made once per metric and method of the run (a

@@ -1,5 +1,6 @@
-"""Parquet's time and value columns from a run's series lines (`parquet.ParquetPoints`):
-v2 series read by msgspec (`read_series`, a run's time grid converted once: `Grid`), the
+"""Parquet's time and value columns from a run's series (`parquet.ParquetPoints`): v2
+series packed by the harvester (`packed_columns`) or read from their lines by msgspec
+(`read_series`), a run's time grid converted once (`Grid`), the
 splitter's `time,value` lines by Arrow's CSV reader (`from_csv`), and converted pairs
 (`converted`); every time by `moments.utc_moment`'s rule, every value by `pointvalue`'s.
 pyarrow is imported when first needed (`--format parquet` only).
@@ -7,6 +8,7 @@ pyarrow is imported when first needed (`--format parquet` only).
 
 from __future__ import annotations
 
+import itertools
 from array import array
 from typing import Any
 
@@ -14,6 +16,7 @@ import msgspec
 import orjson
 
 from ..moments import utc_moment
+from ..packed import PackedSeries
 from .points import SERIES
 from .pointvalue import point_value
 
@@ -111,6 +114,28 @@ def read_series(
         return ids, methods, offsets, column, values.column()
     except (msgspec.DecodeError, pa.ArrowException):  # a time past what ms hold...
         return None
+
+
+def packed_columns(
+    packed: PackedSeries, grid: Grid
+) -> tuple[list[Any], list[Any], list[int], Any, Any]:
+    """`read_series`' columns of a batch the harvester packed (`packed`): its values'
+    doubles taken as they are (no copy), each distinct time grid converted (`grid`)."""
+    import pyarrow as pa
+
+    offsets = list(itertools.accumulate(packed.counts, initial=0))
+    grids = [grid.times(texts) if texts else None for texts in packed.grids]
+    times = [grids[g] for g, count in zip(packed.grid_of, packed.counts, strict=True) if count]
+    column = pa.concat_arrays(times) if times else pa.array([], time_type())
+    doubles = pa.py_buffer(packed.values)
+    if packed.nulls:  # rare: by Python, as `_Values` does
+        numbers: list[Any] = memoryview(doubles).cast("d").tolist()
+        for index in packed.nulls:
+            numbers[index] = None
+        values = pa.array(numbers, pa.float64())
+    else:
+        values = pa.Array.from_buffers(pa.float64(), offsets[-1], [None, doubles])
+    return packed.metric_ids, packed.methods, offsets, column, values
 
 
 class _Values:

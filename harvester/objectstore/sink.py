@@ -26,6 +26,7 @@ from .. import manifest
 from ..config import Settings
 from ..layout import Places
 from ..paging import each
+from ..records import Chunk
 from ..runfiles import KINDS, RunFiles
 from .failures import StoreError
 from .leases import Lease, RunUpload, run_uploads, stale_uploads
@@ -256,7 +257,7 @@ class ObjectSink:
         )
         self._runs[run_id] = _Run(files, RunObjects(buffers))
 
-    async def write(self, run_id: int, data: bytes) -> None:
+    async def write(self, run_id: int, data: Chunk) -> None:
         run = self._runs[run_id]
         await self._encode(run.files.write, data)
         await self._send_parts(run_id, run)
