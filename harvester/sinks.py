@@ -44,6 +44,9 @@ WRITEBACK_AFTER = 1 << 20  # bytes of a run written between two writeback hints
 #: points (lines, or Parquet's columns) takes more CPU than the harvest itself, and in
 #: this process it took turns with the event loop on one GIL.
 CHILD_FORMATS = ("points", "parquet")
+#: glibc's mmap and trim thresholds in this process for `--format parquet` (`allocator`).
+PARENT_THRESHOLD = 1 << 20
+PARENT_TRIM = 2 << 20
 
 
 class Sink(Protocol):
@@ -169,10 +172,13 @@ class DirectorySink:
         self._child: WriterProcess | None = None
         self._behind = WriteBehind()
         if output_format == "parquet":
-            # As when Parquet was built in this process: without a fixed mmap threshold
-            # this process holds ~15 MB more at large (`allocator`), which with the writer
-            # process's pyarrow passes 150 MB (168 MB against 148 MB, for ~1.2 s more CPU).
-            fix_mmap_threshold()
+            # Without a fixed mmap threshold this process held ~15 MB more at large
+            # (`allocator`), which with the writer process's pyarrow passed 150 MB (168
+            # against 148 MB). At glibc's 128 KiB, each of an answer's big buffers was
+            # mapped and faulted in afresh (~1 s of this process's CPU at large); at 1 MiB,
+            # its top kept up to 2 MiB, they come from the heap and are used again (perf,
+            # large, under load: its main thread -0.5 s of CPU, +7-18 MB peak).
+            fix_mmap_threshold(PARENT_THRESHOLD, trim=PARENT_TRIM)
 
     async def begin(self, run_id: int) -> None:
         with writing_to(self.out_dir):
