@@ -37,7 +37,8 @@ from .sinks import (
     prepare_output_dir,
     writing_to,
 )
-from .state import STATE_FILE_NAME, HarvestState, StateLock
+from .state import STATE_FILE_NAME, HarvestState
+from .state_file import StateLock
 from .stats import HarvestStats
 from .stopsignals import StopSignals
 from .streamsink import StreamSink

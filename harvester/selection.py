@@ -127,7 +127,7 @@ def by_run_id(runs: Iterable[JsonObject], found: Discovery) -> dict[int, JsonObj
 
 def _shown(value: Any) -> str:
     """A listed value as a message shows it: a number kept as the API wrote it
-    (`answers.as_sent`: 400 digits, `1e999`) as written, not as `<orjson.Fragment ...>`."""
+    (`jsontext.as_sent`: 400 digits, `1e999`) as written, not as `<orjson.Fragment ...>`."""
     return orjson.dumps(value).decode() if isinstance(value, orjson.Fragment) else repr(value)
 
 

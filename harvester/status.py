@@ -20,7 +20,8 @@ from urllib.parse import quote
 import orjson
 
 from .errors import ConfigError
-from .state import STATE_FILE_NAME, StateLock
+from .state import STATE_FILE_NAME
+from .state_file import StateLock
 from .tables import Row, plural, print_table
 
 #: A run the state calls running that no live job holds.

@@ -41,7 +41,7 @@ from .job import SHUTDOWN_GRACE, JobResult, harvest_job, lock_output_dir, open_s
 from .progress import Reporter, signal_name
 from .ratelimit import RateGate
 from .scheduler import RunOutcome
-from .state import StateLock
+from .state_file import StateLock
 from .stats import HarvestStats
 from .stopsignals import STOP_SIGNALS
 from .tables import plural

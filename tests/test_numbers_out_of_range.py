@@ -107,7 +107,7 @@ async def test_a_point_value_past_a_doubles_range_is_kept_in_raw_and_null_in_poi
 
 
 def test_a_run_id_kept_as_sent_is_named_as_the_api_wrote_it() -> None:
-    from harvester.answers import loads
+    from harvester.jsontext import loads
     from harvester.selection import Discovery, by_run_id
 
     found = Discovery()

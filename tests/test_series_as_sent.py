@@ -118,7 +118,7 @@ def test_an_answer_not_utf8_or_without_its_list_is_refused_as_any_answer() -> No
 
 def test_a_value_past_a_doubles_range_is_read_as_any_answer_and_kept_as_sent() -> None:
     # Copied as sent into a points file, `1e999` would break its rule (a finite number
-    # or null): the answer is read as any answer is (`answers.loads`: whole JSON, the
+    # or null): the answer is read as any answer is (`jsontext.loads`: whole JSON, the
     # number kept as the API wrote it; the points file holds null for it).
     # The point is written value first, so that the points writers read it parsed.
     serie = b'{"metric_id":"a","values":[{"timestamp":"t","value":1e999}]}'
