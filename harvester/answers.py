@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC
 from typing import IO, Any
 
 import msgspec
@@ -51,6 +52,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, OverflowError, IndexError):
         return None
+    if when.tzinfo is None:  # `-0000`: UTC with its zone unsaid (RFC 5322), not local time
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 

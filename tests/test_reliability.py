@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import anyio
@@ -268,6 +269,21 @@ def test_retry_after_parses_seconds_and_http_dates() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+def test_a_retry_after_date_in_minus_0000_is_utc_whatever_the_local_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 5322's `-0000` is UTC (its zone unsaid): email.utils reads it as a naive time,
+    which `timestamp()` took for local time: 5 hours off on a machine in New York."""
+    try:
+        with monkeypatch.context() as local:
+            local.setenv("TZ", "America/New_York")
+            time.tzset()
+            asked = parse_retry_after("Wed, 21 Oct 2015 07:28:10 -0000", now=1445412480.0)
+    finally:
+        time.tzset()  # the zone the tests had
+    assert asked == 10.0
 
 
 async def test_414_splits_the_batch_and_the_cap_is_kept_for_the_run(tmp_path: Path) -> None:
