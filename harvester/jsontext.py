@@ -21,6 +21,11 @@ from .errors import UnusableAnswer
 #: 2**64 as a double (`1.1111111111111111e+24`, not what the API wrote), so an answer
 #: holding one is read by `as_sent` instead.
 _LONG_NUMBER = re.compile(rb"[:,\[]\s*-?[0-9]{20}")
+#: Every digit as `9`, every other byte as `.`: a run of 20 digits is then a plain
+#: substring, found at memchr's speed. The regex above, run on every answer, cost as much
+#: as orjson's parse of it (~13 ms a 2 MB answer): it now runs only where such a run is.
+_DIGITS_AS_NINE = bytes(57 if 48 <= byte <= 57 else 46 for byte in range(256))
+_TWENTY_DIGITS = b"9" * 20
 
 
 def loads(body: bytes | memoryview) -> Any:
@@ -32,7 +37,12 @@ def loads(body: bytes | memoryview) -> Any:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         return as_sent(body, exc)
-    return as_sent(body, None) if _LONG_NUMBER.search(body) else doc
+    return as_sent(body, None) if _has_long_number(body) else doc
+
+
+def _has_long_number(body: bytes | memoryview) -> bool:
+    text = body if isinstance(body, bytes) else bytes(body)
+    return _TWENTY_DIGITS in text.translate(_DIGITS_AS_NINE) and bool(_LONG_NUMBER.search(text))
 
 
 def as_sent(body: bytes | memoryview, failed: orjson.JSONDecodeError | None) -> Any:
