@@ -6,7 +6,7 @@ which of them lack what this job asks for.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from pathlib import Path
 
 from .compression import published_run
@@ -35,7 +35,7 @@ def split_done(
     state: HarvestState | None,
     stored: set[int] | None = None,
     places: Places | None = None,
-    resumed: set[int] | None = None,
+    resumed: Container[int] | None = None,
 ) -> tuple[list[RunTarget], list[int]]:
     """(runs to harvest, runs already archived). The files (or the objects `stored` under
     an object-store prefix) are the truth, in either --layout (`Places.locate`); on
@@ -47,7 +47,8 @@ def split_done(
                 places.locate(target.run_id, target.run)
         return list(targets), []
     done_in_state = state.done_runs(t.run_id for t in targets) if state else set()
-    done_in_state |= resumed or set()
+    if resumed is not None:  # (a Singer state's ranges, looked up: never one entry an id)
+        done_in_state |= {t.run_id for t in targets if t.run_id in resumed}
     todo: list[RunTarget] = []
     skipped: list[int] = []
     for target in targets:

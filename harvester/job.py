@@ -12,7 +12,7 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -25,7 +25,8 @@ from .backends.choose import backend_for
 from .config import Settings
 from .errors import HarvesterError, StateError, unwrap
 from .formats.singer import SingerEncoder
-from .formats.singer import read_state as read_singer_state
+from .formats.singer_state import DoneRuns
+from .formats.singer_state import read_state as read_singer_state
 from .layout import Places
 from .manifest import job_facts
 from .objectstore import ObjectSink, StoreCut, default_state_path
@@ -76,7 +77,7 @@ def make_sink(
     *,
     locked: bool = False,
     places: Places | None = None,
-    done: Iterable[int] = (),
+    done: DoneRuns | None = None,
 ) -> Iterator[Sink]:
     """The sink for the job, with the output directory's lock held while it is open (a
     second job on the directory is refused with `OutputBusy`); `locked`: the caller
@@ -167,7 +168,7 @@ async def harvest_job(
         contextlib.nullcontext(state) if state is not None else open_state(settings)
     )
     places = places_for(settings)
-    resumed = read_singer_state(settings.singer_state) if settings.singer_state else set()
+    resumed = read_singer_state(settings.singer_state) if settings.singer_state else None
     async with contextlib.AsyncExitStack() as stack:
         sink = stack.enter_context(
             make_sink(settings, stdout, locked=out_locked, places=places, done=resumed)

@@ -21,7 +21,8 @@ import orjson
 from .cli_flags import SETTINGS_FLAGS
 from .config import Settings, check_methods, parse_value
 from .errors import ConfigError
-from .formats.singer import catalog, read_state, selected_streams
+from .formats.singer import catalog, selected_streams
+from .formats.singer_state import read_state
 from .sources import TOKEN_ENV, flag_name, read_limited
 from .values import did_you_mean
 

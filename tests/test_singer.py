@@ -21,6 +21,7 @@ from jsonschema import Draft4Validator
 
 from harvester.cli import main
 from harvester.formats.singer import STREAMS
+from harvester.formats.singer_state import DoneRuns
 from harvester.job import harvest_job
 from harvester.scheduler import RunTarget
 from harvester.simulator.faults import FaultPlan
@@ -117,7 +118,8 @@ async def test_singer_into_target_jsonl_holds_the_points_of_a_points_harvest(
         got_runs = read_stream(dest, "runs")
         assert sorted(r["test_run_id"] for r in got_runs) == sorted(cloud.runs)
         assert all(r["complete"] for r in got_runs)
-        assert states[-1] == {"bookmarks": {"runs": {"done": sorted(cloud.runs)}}}
+        # The three runs (consecutive ids) as one range.
+        assert states[-1] == {"bookmarks": {"runs": {"done": [[min(cloud.runs), max(cloud.runs)]]}}}
         for stream in ("metrics", "thresholds", "overviews"):
             assert {r["test_run_id"] for r in read_stream(dest, stream)} == set(cloud.runs), stream
         # Resuming from the last STATE harvests nothing: no record reaches the target.
@@ -426,9 +428,8 @@ async def test_meltano_runs_the_snippet_and_resumes_from_its_state(tmp_path: Pat
         assert canonical_rows(read_stream(output, "points")) == expected
         assert sorted(r["test_run_id"] for r in read_stream(output, "runs")) == chosen
         state = await meltano("state", "get", "dev:tap-harvester-to-target-jsonl")
-        assert orjson.loads(state.strip().splitlines()[-1]) == {
-            "singer_state": {"bookmarks": {"runs": {"done": chosen}}}
-        }
+        done = DoneRuns([(r, r) for r in chosen])  # (three or more consecutive: a range)
+        assert orjson.loads(state.strip().splitlines()[-1]) == {"singer_state": done.value()}
         before, asked = snapshot(output), len(sim.requests_for("metrics", "series"))
         await meltano("run", "tap-harvester", "target-jsonl")
         assert snapshot(output) == before

@@ -2,8 +2,8 @@
 
 The stdout sink hands each run's encoded lines (`records.Lines`) here, and gets Singer
 messages back: a SCHEMA for every stream before the first record, a RECORD per row, and a
-STATE after each run is whole (then once more at the end), so a Singer target or a
-Meltano pipeline can resume. Streams (each row carries `test_run_id`):
+STATE once runs are whole (see STATE bytes below; always at the end), so a Singer target
+or a Meltano pipeline can resume. Streams (each row carries `test_run_id`):
 
 - `runs`: one row per run, made from its summary (complete, reasons) and its run record.
 - `metrics`: `metric`, `threshold_metric` and `metric_detail` records (`record_type`).
@@ -12,8 +12,14 @@ Meltano pipeline can resume. Streams (each row carries `test_run_id`):
 - `other`: any other record (`error`), raw, so nothing the harvest wrote is lost.
 
 A row is the record's key columns and the API's object unchanged in `data` (the points
-and checks are flat). STATE is `{"bookmarks": {"runs": {"done": [ids]}}}`: every run
-finished, those of the state the job was given included; `read_state` reads it back.
+and checks are flat). A STATE names every run finished, those of the state the job was
+given included (`singer_state`: how).
+
+STATE bytes: each STATE names every run done, so one after every run would make a job of
+N runs send O(N²) bytes of state (50,000 runs of 7-digit ids: ~10 GB) for a target to
+parse. A STATE is sent only once the other messages since the last one are at least as
+many bytes as it (then STATEs are never more bytes than the records, whatever N), and
+always at the end, a signal's stop included.
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ from typing import Any
 import orjson
 
 from ..errors import ConfigError
-from ..sources import read_limited
 from .points import PointsSplitter, Serie, read_line
+from .singer_state import DoneRuns
 
 NEWLINE = orjson.OPT_APPEND_NEWLINE
 INTEGER, TEXT, NUMBER = {"type": "integer"}, {"type": "string"}, {"type": "number"}
@@ -83,23 +89,30 @@ class SingerEncoder:
     """Raw lines of interleaved runs in, Singer messages out (whole lines each time).
     `done`: the runs a Singer state said were done, carried into every STATE."""
 
-    def __init__(self, done: Iterable[int] = (), streams: Iterable[str] = ()) -> None:
-        self.done = set(done)
+    def __init__(self, done: DoneRuns | None = None, streams: Iterable[str] = ()) -> None:
+        self.done = done if done is not None else DoneRuns()
         #: The streams sent (`--singer-stream`, a catalog's selection); none said: all.
         self.streams = set(streams) or set(STREAMS)
         self._splitters: dict[int, PointsSplitter] = {}
         self._runs: dict[int, Any] = {}  # each run's run record, for its `runs` row
         self._schemas_sent = False
+        self._unsaid = False  # runs done that no STATE named yet
+        self._since_state = 0  # bytes of the messages since the last STATE
+        # At least the next STATE's size, kept without writing it: the last one's, and
+        # each run done since at its most.
+        self._state_bound = len(self._state())
 
     def begin(self, run_id: int) -> bytes:
         self._splitters[run_id] = PointsSplitter(run_id)
         if self._schemas_sent:
             return b""
         self._schemas_sent = True
-        return b"".join(
-            message("SCHEMA", stream=name, schema=schema, key_properties=keys)
-            for name, (schema, keys) in STREAMS.items()
-            if name in self.streams
+        return self._counted(
+            b"".join(
+                message("SCHEMA", stream=name, schema=schema, key_properties=keys)
+                for name, (schema, keys) in STREAMS.items()
+                if name in self.streams
+            )
         )
 
     def feed(self, run_id: int, data: bytes) -> bytes:
@@ -115,7 +128,11 @@ class SingerEncoder:
                 stream, row = self._row(splitter, read_line(line))
                 if stream in self.streams:
                     out.write(record(stream, row))
-        return out.getvalue()
+        return self._counted(out.getvalue()) + self._due()
+
+    def _counted(self, messages: bytes) -> bytes:
+        self._since_state += len(messages)
+        return messages
 
     def _row(self, splitter: PointsSplitter, line: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """(stream, row) of a record (stream "" for the run record, only remembered)."""
@@ -153,51 +170,42 @@ class SingerEncoder:
         }
 
     def commit(self, run_id: int) -> bytes:
-        """The run is whole (its records are all out): a STATE that lists it."""
+        """The run is whole (its records are all out): it is done, in the next STATE."""
         self._forget(run_id)
-        self.done.add(run_id)
-        return self.state()
+        if run_id not in self.done:
+            self.done.add(run_id)
+            self._unsaid = True
+            # (the most a run id adds to a STATE: its own text, a comma, a range's [ , ])
+            self._state_bound += len(str(run_id)) + 4
+        return self._due()
 
     def abort(self, run_id: int) -> bytes:
         """A failed run: its records are out (stdout cannot take them back) but it is not
-        done, so no STATE names it and a resumed pipeline harvests it again."""
+        done, so no STATE names it and a resumed pipeline harvests it again. Its records
+        count: a STATE held back for want of them may be due now."""
         self._forget(run_id)
-        return b""
+        return self._due()
 
     def close(self) -> bytes:
         """The last message: the state, so a target that emits only a final STATE (as
         target-jsonl does when records follow the last one) still has it."""
-        return self.state()
+        return self._state()
 
-    def state(self) -> bytes:
-        return message("STATE", value={"bookmarks": {"runs": {"done": sorted(self.done)}}})
+    def _due(self) -> bytes:
+        """A STATE if a run is done that none named yet and the messages since the last
+        STATE are at least as many bytes as this one will be; else nothing."""
+        if self._unsaid and self._since_state >= self._state_bound:
+            return self._state()
+        return b""
+
+    def _state(self) -> bytes:
+        state = message("STATE", value=self.done.value())
+        self._unsaid, self._since_state, self._state_bound = False, 0, len(state)
+        return state
 
     def _forget(self, run_id: int) -> None:
         self._splitters.pop(run_id, None)
         self._runs.pop(run_id, None)
-
-
-def read_state(path: str, flag: str = "--singer-state") -> set[int]:
-    """The runs a Singer state (`--singer-state`, a STATE message's value) lists as done;
-    `flag` names it in errors as the user gave it (tap-harvester's `--state`)."""
-    where = f"{flag} {path}"
-    try:
-        doc = orjson.loads(read_limited(path, where))
-    except FileNotFoundError:
-        raise ConfigError(f"{where} does not exist; give the last STATE a target emitted") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {where}: {exc.strerror}") from None
-    except orjson.JSONDecodeError:
-        raise ConfigError(f"{where} is not JSON; give the last STATE's value") from None
-    done: Any = doc
-    for key in ("bookmarks", "runs", "done"):  # a state without them names no run
-        done = done.get(key, [] if key == "done" else {}) if isinstance(done, dict) else None
-    if not isinstance(done, list) or not all(isinstance(i, int) for i in done):
-        raise ConfigError(
-            f"{where} is not a harvester state: expected "
-            '{"bookmarks": {"runs": {"done": [run ids]}}}'
-        )
-    return set(done)
 
 
 def catalog() -> dict[str, Any]:
