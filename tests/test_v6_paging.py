@@ -13,7 +13,7 @@ from aiohttp import web
 
 from harvester.backends.v6_api import V6Api
 from harvester.config import load_settings
-from harvester.errors import ApiStatusError
+from harvester.errors import ApiStatusError, UnusableAnswer
 from harvester.ratelimit import RateGate
 from harvester.stats import HarvestStats
 from harvester.transport import Transport
@@ -58,3 +58,17 @@ async def test_pages_that_overlap_list_each_row_once() -> None:
 async def test_a_server_ignoring_skip_ends_in_one_line_not_a_loop() -> None:
     with pytest.raises(ApiStatusError, match="brings no row not on the pages before"):
         await listed(lambda skip, top: rows(0, top), total=10**9)
+
+
+@pytest.mark.parametrize("row", [1, "x", None, [1]])
+async def test_a_row_that_is_no_object_is_one_line_not_an_internal_error(row: Any) -> None:
+    """As a v2 listing's item (it was AttributeError: 'int' object has no attribute 'get')."""
+    with pytest.raises(UnusableAnswer, match=r"item 1 of 'value' is .*, not an object"):
+        await listed(lambda skip, top: [{"id": 1}, row], total=2)
+
+
+async def test_rows_whose_id_is_a_list_or_an_object_are_each_listed() -> None:
+    """Kept for `by_run_id` to name as no run id (an unhashable id was TypeError)."""
+    odd: list[dict[str, Any]] = [{"id": [1]}, {"id": {"a": 1}}, {"id": [1]}, {"id": 2}]
+    got = await listed(lambda skip, top: odd[skip : skip + top], total=4)
+    assert got == odd

@@ -137,7 +137,8 @@ class V6RunFetch:
         def job(key: str, path: str) -> Callable[[], Awaitable[None]]:
             async def ask() -> None:
                 for entry in await self.api.result("v5_query", path):
-                    check = str(entry.get("metric", {}).get("check", ""))
+                    labels = entry.get("metric")  # (`result`: each entry an object)
+                    check = str(labels.get("check", "")) if isinstance(labels, dict) else ""
                     row = self._checks.setdefault(check, {"passes": 0.0, "fails": 0.0})
                     row[key] += v6_thresholds.first_value([entry]) or 0.0
 

@@ -10,10 +10,18 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import msgspec
+import orjson
 
 from ..answers import Parser, Spill, parse_body, raw_result, result_list
 from ..config import Settings
-from ..errors import ApiStatusError, AuthRejected, HarvesterError, MalformedAnswer, NotFound
+from ..errors import (
+    ApiStatusError,
+    AuthRejected,
+    HarvesterError,
+    MalformedAnswer,
+    NotFound,
+    UnusableAnswer,
+)
 from ..transport import Transport
 from . import v5_query
 
@@ -44,9 +52,25 @@ def _keyed(key: str, kind: type) -> Callable[[Any], bool]:
 _RUN = _needs(
     lambda doc: isinstance(doc, dict) and type(doc.get("id")) is int, "no test run object"
 )
-_VALUE = _needs(_keyed("value", list), "no 'value' list")
 _LABELS = _needs(_keyed("data", list), "no labels 'data' list")
 _RESULT = _needs(lambda doc: result_list(doc) is not None, NO_RESULT)
+
+
+def _results(body: bytes, status: int, endpoint: str, where: Callable[[], str]) -> Any:
+    """An aggregate's answer (`_RESULT`) whose entries are objects: one that is not fails
+    the run in one line, as a v2 list item does (its label lookup was an internal error
+    that ended the job)."""
+    doc = _RESULT(body, status, endpoint, where)
+    for index, item in enumerate(result_list(doc) or ()):
+        if not isinstance(item, dict):
+            shown, url = orjson.dumps(item).decode()[:40], where()
+            raise UnusableAnswer(
+                f"{endpoint} {url}: item {index} of 'data.result' is {shown}, not an object",
+                url=url,
+            )
+    return doc
+
+
 _RAW_RESULT = _needs(lambda doc: doc is not None, NO_RESULT, raw_result)
 
 
@@ -91,11 +115,13 @@ class V6Api:
         while True:
             query = urlencode({**params, "$top": top, "$skip": received}, safe="$:")
             url = self.transport.url(path, query)
-            doc = await self.transport.get(endpoint, url, parse=_VALUE)
+            # Rows must be objects (`lists`): one that is not fails the job in one line,
+            # as v2's listings do (it was an internal error: AttributeError).
+            doc = await self.transport.get(endpoint, url, lists=("value",))
             value: list[JsonObject] = doc["value"]
             before, received = len(rows), received + len(value)
             for row in value:
-                rows.setdefault(row.get("id", ("no id", len(rows))), row)
+                rows.setdefault(_row_key(row.get("id"), len(rows)), row)
             if not doc.get("@nextLink"):
                 return list(rows.values())
             if len(rows) == before:
@@ -112,11 +138,16 @@ class V6Api:
         return count if isinstance(count, int) else None
 
     async def _v5(
-        self, endpoint: str, path: str, parse: Parser = parse_body, spill: Spill | None = None
+        self,
+        endpoint: str,
+        path: str,
+        parse: Parser = parse_body,
+        spill: Spill | None = None,
+        lists: tuple[str, ...] = (),
     ) -> Any:
         url = self.transport.url(path)
         try:
-            return await self.transport.get(endpoint, url, parse=parse, spill=spill)
+            return await self.transport.get(endpoint, url, lists, parse=parse, spill=spill)
         except NotFound as exc:
             raise ApiStatusError(
                 f"{exc} (v5 answers 404 only for a URL it cannot parse: a harvester bug, "
@@ -126,7 +157,7 @@ class V6Api:
             ) from exc
 
     async def metrics(self, run_id: int) -> list[JsonObject]:
-        doc = await self._v5("v5_metrics", f"{v5_query.V5}/{run_id}/metrics", _VALUE)
+        doc = await self._v5("v5_metrics", f"{v5_query.V5}/{run_id}/metrics", lists=("value",))
         value: list[JsonObject] = doc["value"]
         return value
 
@@ -135,7 +166,7 @@ class V6Api:
         return [str(label) for label in doc["data"]]
 
     async def result(self, endpoint: str, path: str) -> list[JsonObject]:
-        result = result_list(await self._v5(endpoint, path, _RESULT))
+        result = result_list(await self._v5(endpoint, path, _results))
         assert result is not None  # _RESULT asked again for an answer without it
         return result
 
@@ -144,6 +175,13 @@ class V6Api:
         or what `spill.read` made of a longer answer (`v5_series`): a range query's answer
         holds every series of a metric."""
         return await self._v5(endpoint, path, _RAW_RESULT, spill)
+
+
+def _row_key(row_id: Any, index: int) -> Any:
+    """A listed row's key for listing it once: its id, when one a row can have (an id
+    that is a list or an object, unhashable, was an internal error: TypeError; such a row
+    is then named as no run id)."""
+    return row_id if isinstance(row_id, int | str) else ("no id", index)
 
 
 #: Stack ids `--stack-url`s resolved to, by (API base URL, stack URL): asked once per

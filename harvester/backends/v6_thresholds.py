@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..formats.pointvalue import point_value
 from .v5_query import label_name, quantile_method, selector
 
 _EXPRESSION = re.compile(
@@ -128,11 +129,16 @@ def verdict(p: Plan, result: list[Any], seconds: float) -> dict[str, Any]:
 
 
 def first_value(result: list[Any]) -> float | None:
-    """The one figure of a single-run aggregate (entries hold `values` or `value`)."""
-    if not result or not isinstance(result[0], dict):
+    """The one figure of a single-run aggregate (entries hold `values` or `value`): a
+    finite number, or None as a point's value is (`pointvalue`: `"NaN"`, `"abc"`, a
+    point without its value are no figure; they were internal errors, or a NaN judged
+    crossed), and then judged as no samples."""
+    entry = result[0] if result else None
+    if not isinstance(entry, dict):
         return None
-    entry = result[0]
     points = entry.get("values") or ([entry["value"]] if "value" in entry else [])
-    if not points:
+    first = points[0] if isinstance(points, list) and points else None
+    if not isinstance(first, list) or len(first) < 2:
         return None
-    return float(points[0][1])
+    value = point_value(first[1])
+    return None if value is None else float(value)
