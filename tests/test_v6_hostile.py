@@ -15,6 +15,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from harvester.backends.v6 import _duration
 from harvester.job import harvest_job
 from harvester.scheduler import RunTarget
 from harvester.simulator.generated import generate_cloud
@@ -87,3 +88,21 @@ async def test_an_aggregate_without_a_usable_figure_is_judged_as_no_samples(
     assert check == {"check": "", "passes": 3.0, "fails": 3.0} if figure else {
         "check": "c", "passes": 0.0, "fails": 0.0,
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("created", "ended", "seconds"),
+    [
+        ("2024-06-02T16:08:05Z", "2024-06-02T16:11:10", 185.0),  # one zone said, one not
+        ("2024-06-02T16:08:05", "2024-06-02T16:11:10+00:00", 185.0),
+        ("2024-06-02T16:08:05Z", None, 0.0),
+        (5, [1], 0.0),
+        ("2024-06-02T16:11:10Z", "2024-06-02T16:08:05Z", 0.0),
+    ],
+)
+def test_a_runs_duration_reads_its_times_as_every_api_time_is(
+    created: Any, ended: Any, seconds: float
+) -> None:
+    """A time without a zone is UTC (it was TypeError: naive and aware datetimes, an
+    internal error that ended the job at its first threshold on a Counter's rate)."""
+    assert _duration({"created": created, "ended": ended}) == seconds

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from ..config import Settings
 from ..errors import HarvesterError
+from ..moments import utc_moment
 from ..records import Lines, Message, encode
 from ..transport import Transport
 from . import v5_query, v5_series, v6_plan, v6_thresholds
@@ -170,11 +170,11 @@ class V6RunFetch:
 
 
 def _duration(run: JsonObject) -> float:
-    """The run's duration, `ended - created`, in seconds (0 when unknown)."""
-    try:
-        created = datetime.fromisoformat(str(run["created"]).replace("Z", "+00:00"))
-        ended = datetime.fromisoformat(str(run["ended"]).replace("Z", "+00:00"))
-    except (KeyError, ValueError):
+    """The run's duration, `ended - created`, in seconds (0 when unknown). Read as every
+    API time is (`utc_moment`: no zone is UTC): one time with a zone and one without was
+    an internal error (TypeError) that ended the job."""
+    created, ended = utc_moment(run.get("created")), utc_moment(run.get("ended"))
+    if created is None or ended is None:
         return 0.0
     return max(0.0, (ended - created).total_seconds())
 
