@@ -1,6 +1,7 @@
-"""Answers no simulator run gives: ids past int64 in a metric. The raw and points
-archives keep them as the API wrote them; Parquet's int64 columns hold null, not an
-internal error that ends the job."""
+"""Answers no simulator run gives: ids past int64 in a metric, or strings of digits that
+are not ASCII ('²' ended the job, '٣' was read as 3). The raw and points archives keep
+them as the API wrote them; Parquet's int64 columns hold null, not an internal error
+that ends the job."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def v2_app(project_id: object) -> web.Application:
     return app
 
 
-@pytest.mark.parametrize("project_id", [HUGE, 2**64 - 1, str(HUGE * 10)])
+@pytest.mark.parametrize("project_id", [HUGE, 2**64 - 1, str(HUGE * 10), "²", "٣"])
 async def test_an_id_past_int64_is_null_in_parquet_not_an_internal_error(
     tmp_path: Path, project_id: object
 ) -> None:

@@ -334,8 +334,10 @@ def _row(head: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _int(value: Any) -> int | None:
-    """An id as int64, or null: a digit string is a number, one past int64 is not."""
-    if isinstance(value, str) and value.isdigit():
+    """An id as int64, or null: a digit string is a number, one past int64 is not. ASCII
+    digits only: str.isdigit() takes '²' (then int() failed the writer, and the job) and
+    '٣' (which int() read as 3)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and INT64[0] <= value <= INT64[1]:
         return value
