@@ -239,10 +239,13 @@ def test_a_run_file_cut_short_fails_the_report_in_one_line(
 def test_bad_report_flags_are_one_line_and_exit_2(
     nightly: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for args in (["--regression", "ten"], ["--run", "x"], ["--baseline", "0"]):
+    # '²' passed str.isdigit(), then int() made it an internal error (exit 1).
+    odd = [["--run", "²"], ["--run", "１２"], ["--test", "0"], ["--run", str(2**63)]]
+    for args in (["--regression", "ten"], ["--run", "x"], ["--baseline", "0"], *odd):
         assert main(["report", str(nightly), *args]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err
+        assert "internal error" not in err and (args[0] != "--run" or "not a run id" in err)
 
 
 def test_out_dash_is_the_page_on_stdout_not_a_file_named_dash(

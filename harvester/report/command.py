@@ -91,6 +91,11 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def _run_id(text: str, flag: str = "--run") -> int:
-    if not text.strip().isdigit():
-        raise ConfigError(f"{flag} {text!r} is not an id: give a whole number like 100001")
-    return int(text)
+    """An id as harvest reads one (`values.resource_id`: ASCII digits up to int64, or the
+    web app's URL): str.isdigit() took '²', then int() made it an internal error."""
+    from ..values import resource_id
+
+    try:
+        return int(resource_id("tests" if flag == "--test" else "runs")(text))
+    except ValueError as exc:
+        raise ConfigError(f"{flag} {text!r} {exc}") from None
