@@ -104,6 +104,7 @@ def print_table(
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     # No vertical rules: 80 columns hold the cells, not the box around them.
     table = Table(
@@ -117,7 +118,10 @@ def print_table(
         wraps = key in wide
         table.add_column(header, overflow="fold", ratio=2 if wraps else None, no_wrap=not wraps)
     for row in rows:
-        table.add_row(*(shown(row.get(key)) for key, _ in columns))
+        # Cells are text as it is, never rich markup: a test named 'a [/b]' by the API (or
+        # a file '[red]x' in an archive) was an internal error (MarkupError), or shown
+        # without its brackets.
+        table.add_row(*(Text(shown(row.get(key))) for key, _ in columns))
     console = make_console(stream) if width is None else Console(file=stream, width=width)
     console.print(table)
 

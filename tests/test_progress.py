@@ -146,6 +146,15 @@ def test_runs_table_shows_one_row_per_run() -> None:
     assert " 7 " in text and " 8 " in text
 
 
+def test_a_tables_cells_are_shown_as_they_are_not_as_markup() -> None:
+    """Names come from the API (a test's) or the disk (a file's): '[/b]' was an internal
+    error (rich's MarkupError) and '[red]' vanished, coloring the rest."""
+    stream = io.StringIO()
+    odd = "a [/b] [red]c[/red] [link=x]d"
+    runs_table(stream, [{"test_run_id": 7, "test_name": odd, "action": "harvest"}], width=200)
+    assert odd in stream.getvalue()
+
+
 def drain(fd: int) -> bytes:
     """Everything written to a pty until its other side is closed."""
     chunks = []
