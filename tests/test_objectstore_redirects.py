@@ -106,3 +106,25 @@ async def test_a_store_answering_what_s3_never_does_is_one_line_not_an_internal_
         f"the S3 store at {url} answered create_multipart_upload without its UploadId: is "
         "it an S3 store? check --s3-endpoint-url"
     )
+
+
+async def test_an_aiobotocore_without_the_hook_is_refused_before_any_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The redirects are stopped through aiobotocore's private `_get_session`: a version
+    that renamed it would skip our override and follow them again, silently. Such a
+    version (the hook removed here, as a future release might) is refused in one line."""
+    from aiobotocore.httpsession import AIOHTTPSession
+
+    from harvester.errors import ConfigError
+    from harvester.objectstore.store import Store
+
+    monkeypatch.delattr(AIOHTTPSession, "_get_session")
+    async with redirecting_store(monkeypatch, 307) as (url, elsewhere):
+        settings = load_settings({"out": "s3://b/p/", "s3_endpoint_url": url, "token": "t"})
+        with pytest.raises(ConfigError) as refused:
+            await Store(settings).open()
+    assert elsewhere == []
+    said = str(refused.value)
+    assert "is not one harvester can stop S3 redirects with" in said and "\n" not in said
+    assert "pip install 'aiobotocore>=2.15,<4'" in said

@@ -17,10 +17,25 @@ from urllib.parse import urlsplit
 
 from aiobotocore.httpsession import AIOHTTPSession
 
+from ..errors import ConfigError
 from .failures import StoreError
 
 #: What S3 says a bucket's region with, on a redirect botocore follows itself.
 REGION = "x-amz-bucket-region"
+
+
+def check_hook() -> None:
+    """Refuse an aiobotocore whose session no longer has the hook `NoRedirectSession`
+    overrides (`_get_session`, private; there from 2.15 to 3.x at least): the override
+    would be silently skipped and redirects followed, credentials and data with them."""
+    if not callable(vars(AIOHTTPSession).get("_get_session")):
+        import aiobotocore
+
+        raise ConfigError(
+            f"aiobotocore {aiobotocore.__version__} is not one harvester can stop S3 "
+            "redirects with (a redirect would carry the credentials elsewhere); "
+            "install a version it supports: pip install 'aiobotocore>=2.15,<4'"
+        )
 
 
 class _NoRedirects:

@@ -129,11 +129,12 @@ class Store:
         first listing (`ObjectSink.survey`: a request less before the first run)."""
         try:
             boto = botocore()  # made on a thread as the job started, if it was (`early`)
-            from .http import NoRedirectSession
+            from .http import NoRedirectSession, check_hook
         except ImportError:
             raise ConfigError(
                 "--out s3:// needs the s3 extra: pip install 'k6-harvester[s3]'"
             ) from None
+        check_hook()
         # total_max_attempts counts every try: --max-attempts as for the API. A body's
         # integrity is its checksum (ours: `checksum`, `PartBuffer.seal`), which botocore
         # sends and the store checks; a SHA-256 of it in the signature would be a second
