@@ -211,17 +211,21 @@ async def test_while_the_object_sink_s_write_waits_only_its_channel_size_of_line
     assert fetcher.sent == 10
 
 
-def test_a_run_begins_only_while_fewer_than_runs_in_flight_and_one_finished_are_held(
+def test_a_run_begins_while_few_runs_are_held_or_more_runs_as_large_fit_the_budget(
     s3: S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A finished run holds its bytes until its commit: when commits fall behind, the
-    next run waits to begin (and the fetchers with it) rather than memory growing. Every
-    run held may be committing at once."""
+    next run waits to begin (and the fetchers with it) rather than memory growing. Up to
+    `runs_in_flight` + `finished_held` runs begin whatever they hold; more, up to
+    `runs_in_flight` + `most_finished`, while that many runs as large as the largest
+    committed fit in `held_bytes`. Every run held may be committing at once."""
     for key, value in CREDENTIALS.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setattr(ObjectSink, "held_bytes", 1000)
     s3.client().create_bucket(Bucket="held")
     flags = {"out": "s3://held/pre/", "s3_endpoint_url": s3.url, "token": "t"}
     began: list[int] = []
+    committed: list[int] = []
 
     async def begin(sink: ObjectSink, run_id: int) -> None:
         await sink.begin(run_id)
@@ -230,18 +234,41 @@ def test_a_run_begins_only_while_fewer_than_runs_in_flight_and_one_finished_are_
     async def go() -> None:
         settings = load_settings({**flags, "runs_in_flight": 2})
         async with ObjectSink(settings) as sink, anyio.create_task_group() as tg:
-            held = 2 + sink.finished_held
-            assert sink.commits_at_once == held
+            fewest, most = 2 + sink.finished_held, 2 + sink.most_finished
+            assert fewest < most == sink.commits_at_once
+            assert most * 100 <= 1000 < most * 300
             await sink.leased()
-            for run_id in range(1, held + 2):
-                tg.start_soon(begin, sink, run_id)
+            ids = iter(range(1, 100))
+
+            async def begin_next(runs: int) -> None:
+                for _ in range(runs):
+                    tg.start_soon(begin, sink, next(ids))
                 await wait_all_tasks_blocked()
-            assert began == list(range(1, held + 1))
-            await sink.write(1, b"{}\n")
-            await sink.commit(1)
-            await wait_all_tasks_blocked()
-            assert began[-1] == held + 1
+
+            async def commit(data: bytes = b"") -> None:
+                run_id = began[len(committed)]
+                if data:
+                    await sink.write(run_id, data)
+                await sink.commit(run_id)
+                committed.append(run_id)
+                await wait_all_tasks_blocked()
+
+            await begin_next(fewest + 1)
+            assert began == list(range(1, fewest + 1))  # no run's size known yet
+            await commit(b"x" * 99 + b"\n")  # runs of 100 bytes: `most` may be held
+            await begin_next(most - fewest + 1)
+            assert len(began) - len(committed) == most  # the last one waits
+            await commit(b"y" * 299 + b"\n")  # runs of 300 bytes: only `fewest`
+            while len(began) - len(committed) > fewest:
+                waiting = len(began)
+                await commit()
+                assert len(began) == waiting
+            await commit()
+            assert len(began) - len(committed) == fewest  # the last one began
             await sink.close()
 
     anyio.run(go)
-    assert s3.runs("held") == {"pre/1.ndjson": b"{}\n"}
+    stored = s3.runs("held")
+    assert stored.pop("pre/1.ndjson") == b"x" * 99 + b"\n"
+    assert stored.pop("pre/2.ndjson") == b"y" * 299 + b"\n"
+    assert stored == {f"pre/{run_id}.ndjson": b"" for run_id in committed[2:]}

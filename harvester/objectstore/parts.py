@@ -59,6 +59,10 @@ class PartBuffer:
                 self.ready.append(self.rest())
         return written
 
+    def held(self) -> int:
+        """Bytes written and not yet taken to be sent."""
+        return len(self._part) + sum(len(part) for part in self.ready)
+
     def flush(self) -> None:
         """Nothing to flush: parts go out when `Upload.send` takes them."""
 

@@ -64,6 +64,11 @@ class RunObjects:
     uploads: dict[str, Upload] = field(default_factory=dict)
     rests: dict[str, tuple[bytearray, dict[str, str]]] = field(default_factory=dict)
 
+    def held(self) -> int:
+        """Bytes of the run in memory, not yet sent: its parts to come and its rests."""
+        waiting = sum(buffer.held() for buffer in self.buffers.values())
+        return waiting + sum(len(rest) for rest, _ in self.rests.values())
+
     async def seal_rests(self) -> None:
         """Each file's unsent rest sealed: its sha256 is then whole, for the manifest."""
         for kind, buffer in self.buffers.items():

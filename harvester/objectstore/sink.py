@@ -29,6 +29,7 @@ from ..paging import each
 from ..records import Chunk
 from ..runfiles import KINDS, RunFiles
 from .failures import StoreError
+from .held import Room
 from .leases import Lease, RunUpload, run_uploads, stale_uploads
 from .listing import run_of_key, stored_runs
 from .parts import PART_SIZE, PARTS_IN_FLIGHT, PartBuffer, PartHashing, Upload
@@ -54,11 +55,16 @@ class ObjectSink:
     context manager: connected and the bucket checked as it opens, the lease taken from
     then on (`leased`) and kept while open."""
 
-    #: Finished runs held beyond the `runs_in_flight` being fetched (`_held`), each of them
-    #: committing at once (`commits_at_once`). Large, sampled under load: 2, 138-144 MB
-    #: and 1.2x the directory's wall; 1, 128-133 MB but 1.26x, the writer waiting on
-    #: commits more often; 4 (with 2 commits at once), ~160 MB.
+    #: Finished runs always held beyond the `runs_in_flight` being fetched (`_room`), each
+    #: of them committing at once (`commits_at_once`). Large, sampled under load: 2,
+    #: 138-144 MB and 1.2x the directory's wall; 1, 128-133 MB but 1.26x, the writer
+    #: waiting on commits more often; 4 (with 2 commits at once), ~160 MB.
     finished_held = 2
+    #: ... and at most this many, while that many runs as large as the largest held yet
+    #: fit in `held_bytes` (`held`): medium's 2.5 MB runs then wait less on commits;
+    #: large's 5 MB ones are held as before.
+    most_finished = 6
+    held_bytes = 28 << 20
     #: Messages of lines queued for the writer at most: a write waits while the job's
     #: upload slots are busy, and each message queued meanwhile holds a batch of lines
     #: (4 MB for series of 20,000 points: 16 of them took 70 MB, which the directory's
@@ -90,15 +96,17 @@ class ObjectSink:
         self._slots = anyio.Semaphore(PARTS_IN_FLIGHT)
         #: Runs begun and not yet committed or aborted: each holds its files' unfinished
         #: parts (a run below the part size whole) until its commit, so `begin` waits
-        #: while there are this many (large: 70 runs of 5 MB waited on slow commits). At
-        #: most `runs_in_flight` of them are still being fetched: the others end without
-        #: the writer, which therefore never waits for itself.
-        self._held = anyio.Semaphore(settings.runs_in_flight + self.finished_held)
+        #: while there are too many (`held`; large: 70 runs of 5 MB waited on slow
+        #: commits). At most `runs_in_flight` of them are still being fetched: the others
+        #: end without the writer, which therefore never waits for itself.
+        fetched = settings.runs_in_flight
+        self._room = Room(fetched + self.finished_held, fetched + self.most_finished,
+                          self.held_bytes)  # fmt: skip
         #: Runs the scheduler commits at once: every run held. A commit waits on a few
         #: requests in turn (manifest, then data object), so several overlap at the store;
         #: 2 at a time, finished runs queued behind them (the writer waited to begin the
         #: next run) and the job's last runs waited for each other at its end.
-        self.commits_at_once = settings.runs_in_flight + self.finished_held
+        self.commits_at_once = self._room.most
         self._tasks: TaskGroup | None = None
         #: The lease's renewals, ended before its end (made as the sink opens: a cancel
         #: scope needs the event loop).
@@ -249,7 +257,7 @@ class ObjectSink:
 
     async def begin(self, run_id: int) -> None:
         await self.leased()
-        await self._held.acquire()
+        await self._room.take()
         buffers = {kind: PartBuffer(self.part_size) for kind in KINDS[self.format]}
         destinations: dict[str, Any] = buffers  # file objects for the stack
         files = RunFiles(
@@ -301,6 +309,7 @@ class ObjectSink:
             await self._encode(run.files.finish)
             await self._send_parts(run_id, run)
             await run.objects.seal_rests()
+            self._room.note(run.objects.held())
             for upload in run.objects.uploads.values():
                 await upload.settle()
             body = await self._manifest(run_id, run, counts, summary or {}, csv)
@@ -343,7 +352,7 @@ class ObjectSink:
         run = self._runs.pop(run_id, None)
         if run is None:
             return
-        self._held.release()
+        self._room.give()
         run.files.discard()
         for upload in run.objects.uploads.values():
             await upload.abort()
