@@ -88,8 +88,26 @@ def v6_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return where / "v6.html"
 
 
+#: Text in a name that broke the page: the HTML parser took what followed `<!--<script>`
+#: for script text, and `{{scripts}}` had the scripts pasted into the page's data.
+HOSTILE = "<!--<script>{{scripts}}"
+
+
 @pytest.fixture(scope="module")
-def browser(shop_page: Path, trends_page: Path, v6_page: Path) -> Iterator[Browser]:
+def hostile_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run whose URL tags all begin with `HOSTILE` (the archive's lines rewritten)."""
+    where = tmp_path_factory.mktemp("hostile-report")
+    archive = harvest_cloud(generate_cloud(runs=1, metrics=30, points=30), where / "archive")
+    for path in archive.glob("*.ndjson"):
+        path.write_bytes(path.read_bytes().replace(b'"url":"', b'"url":"' + HOSTILE.encode()))
+    assert main(["report", str(archive), "--out", str(where / "hostile.html")]) == 0
+    return where / "hostile.html"
+
+
+@pytest.fixture(scope="module")
+def browser(
+    shop_page: Path, trends_page: Path, v6_page: Path, hostile_page: Path
+) -> Iterator[Browser]:
     """Chromium, once every page exists (they are made before its event loop runs)."""
     try:
         from playwright.sync_api import sync_playwright
@@ -215,6 +233,16 @@ def test_many_runs_draw_their_trends_and_a_run_without_records_says_what_is_unkn
     assert "≈ estimated for some runs" in page.inner_text("#chart-trend-p95 h3")
     assert "≈" not in page.inner_text("#chart-trend-mean h3")
     page.screenshot(path=str(artifacts / "trends.png"), full_page=True)
+    assert errors == []
+
+
+def test_names_holding_html_or_the_templates_slots_are_shown_as_they_are(
+    hostile_page: Path, browser: Browser
+) -> None:
+    page, errors = open_page(browser, hostile_page)
+    assert_every_chart_drew_its_data(page, expected=6)
+    urls = page.locator("table.urls tbody tr td:first-child").all_inner_texts()
+    assert urls and all(url.startswith(HOSTILE) for url in urls)
     assert errors == []
 
 
