@@ -167,7 +167,10 @@ def parse(data: bytes, run_id: int | None = None) -> dict[str, Any]:
 
 
 def _beside(name: str) -> bool:
-    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
+    # A name past 255 bytes (NAME_MAX) is no file either: stat() of it raised
+    # ENAMETOOLONG, an internal error of verify.
+    fits = len(name.encode("utf-8", "surrogatepass")) <= 255
+    return fits and name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
 
 def named_files(manifest: Mapping[str, Any]) -> Iterator[dict[str, Any]]:

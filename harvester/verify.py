@@ -13,7 +13,9 @@ parsed. One row per file, with its status:
   compressed stream that breaks, other counts, or a manifest that does not parse;
 - `orphan`: a file no manifest names. The state file (and its SQLite companions and
   lock), the directory lock and hidden temporary files are the harvester's own, not
-  orphans, and so are the files scripts/demo lists in its `.harvester-demo` (its report).
+  orphans, and so are the files scripts/demo lists in its `.harvester-demo` (its report);
+- `unreadable`: a file, manifest or directory that cannot be read (its permissions, an
+  I/O error): not verified, and said so (it ended verify as an internal error, no row).
 
 With `--layout date` every `YYYY/MM/DD/` (and `undated/`) is walked as well as the root
 (`layout.run_dirs`); a run's manifest names files beside it, and rows name files by
@@ -41,7 +43,7 @@ from .outdir import LOCK_FILE_NAME, TEMP_NAME
 from .state import STATE_FILE_NAME
 
 Row = dict[str, Any]
-PROBLEMS = ("missing", "truncated", "corrupt", "orphan")
+PROBLEMS = ("missing", "truncated", "corrupt", "orphan", "unreadable")
 #: The harvester's own files beside the runs: the state (SQLite's -wal/-shm and its lock
 #: included), the directory lock, the demo's list of its files.
 #: scripts/demo's list of the files it made in its --out.
@@ -103,7 +105,11 @@ def _scan(path: Path) -> manifest.Scan:
 
 def _verify_dir(where: Path, under: Path, scanner: Scanner) -> Iterator[Row]:
     """The rows of one directory's runs; `under`: its path below the archive's root."""
-    names = sorted(path.name for path in where.iterdir() if path.is_file())
+    try:
+        names = sorted(path.name for path in where.iterdir() if path.is_file())
+    except OSError as exc:
+        yield row(None, under.as_posix(), "unreadable", f"cannot list it: {_why(exc)}")
+        return
     scanner.ahead([where / n for n in names if run_id_of(where / n) is not None])
     named: set[str] = set()
     for name in names:
@@ -130,6 +136,9 @@ def _check_run(
     except ValueError as exc:  # orjson's JSONDecodeError is a ValueError
         yield row(run_id, shown, "corrupt", f"manifest does not parse: {exc}")
         return
+    except OSError as exc:
+        yield row(run_id, shown, "unreadable", f"cannot read it: {_why(exc)}")
+        return
     yield row(run_id, shown, "ok", "")
     for entry in manifest.named_files(found):
         named.add(entry["name"])
@@ -140,8 +149,15 @@ def _check_run(
 def _check_file(
     path: Path, shown: str, run_id: int, entry: dict[str, Any], scanner: Scanner
 ) -> Row:
-    size = path.stat().st_size if path.is_file() else None
-    return judge(run_id, shown, entry, size, lambda: scanner.scan(path))
+    try:
+        size = path.stat().st_size if path.is_file() else None
+        return judge(run_id, shown, entry, size, lambda: scanner.scan(path))
+    except OSError as exc:  # (a scan ahead raises it here, from its thread)
+        return row(run_id, shown, "unreadable", f"cannot read it: {_why(exc)}")
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def judge(

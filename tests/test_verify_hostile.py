@@ -6,13 +6,18 @@ into memory whole (`verify s3://` refused past 16 MiB already)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
+import orjson
 import pytest
 
 from harvester import manifest
 from harvester.manifest import manifest_path, seal
 from harvester.verify import verify
+from tests.process_helpers import ROOT
 
 
 def archive_of(tmp_path: Path, *run_ids: int) -> Path:
@@ -52,3 +57,61 @@ def test_a_manifest_past_16_mib_is_corrupt_and_not_read(
     assert manifest_path(archive, 1).stat().st_size > 100
     status, detail = rows(archive)["1.manifest.json"]
     assert status == "corrupt" and detail.endswith("bytes: not a harvester manifest")
+
+
+def test_a_manifest_naming_a_file_past_255_bytes_is_corrupt(tmp_path: Path) -> None:
+    """No file has such a name (NAME_MAX): its stat() raised ENAMETOOLONG, an internal
+    error of verify with no row."""
+    archive = archive_of(tmp_path, 1)
+    found = manifest.read(manifest_path(archive, 1))
+    found["files"].append({"name": "a" * 300 + ".ndjson", "bytes": 1, "sha256": "x"})
+    manifest_path(archive, 1).write_bytes(orjson.dumps(found))
+    status, detail = rows(archive)["1.manifest.json"]
+    assert status == "corrupt" and detail.endswith(".ndjson', not a file beside it")
+
+
+#: Every row of `verify(DIR)` as JSON, by this user or (root) by nobody: the interpreter
+#: starts as root (it lives under /root) and imports what verify needs first.
+VERIFY_AS = """
+import os, sys, orjson
+from harvester.verify import verify
+if sys.argv[2] == "nobody":
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+print(orjson.dumps(list(verify(sys.argv[1], workers=2))).decode())
+"""
+
+
+def test_what_verify_cannot_read_is_a_row_each_not_an_internal_error() -> None:
+    """A loader's user verifying an archive (`--file-mode 0640`) whose older files are
+    owner-only: a file, a manifest and a day directory it cannot read each ended verify
+    as an internal error, with no row at all. Verify runs as another user (root cannot be
+    refused a read), on an archive where that user can reach it (/tmp)."""
+    root = os.geteuid() == 0
+    closed = 0o600 if root else 0o000  # root's file: unreadable to the other user
+    with tempfile.TemporaryDirectory() as where:
+        archive = Path(where)
+        archive.chmod(0o755)
+        for run_id in (1, 2, 3):
+            (archive / f"{run_id}.ndjson").write_bytes(b'{"type":"metric","id":"a"}\n')
+            assert seal(archive, run_id, 0o644)
+        (archive / "1.ndjson").chmod(closed)
+        manifest_path(archive, 2).chmod(closed)
+        day = archive / "2026" / "01" / "02"
+        day.mkdir(parents=True)
+        for folder in (day.parent.parent, day.parent):
+            folder.chmod(0o755)
+        day.chmod(0o700 if root else 0o000)
+        done = subprocess.run(
+            [sys.executable, "-c", VERIFY_AS, str(archive), "nobody" if root else "me"],
+            capture_output=True, cwd=ROOT, timeout=60, check=False,
+        )  # fmt: skip
+        day.chmod(0o755)
+    # (stderr may hold coverage's complaint: nobody cannot write its data file)
+    assert done.returncode == 0, done.stderr
+    found = {row["file"]: (row["status"], row["detail"]) for row in orjson.loads(done.stdout)}
+    assert found["1.ndjson"] == ("unreadable", "cannot read it: Permission denied")
+    assert found["2.manifest.json"] == ("unreadable", "cannot read it: Permission denied")
+    assert found["2026/01/02"] == ("unreadable", "cannot list it: Permission denied")
+    assert found["3.ndjson"][0] == "ok"
