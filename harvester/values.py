@@ -64,6 +64,8 @@ def path(raw: Any) -> str:
     """A file or directory; `~` is expanded (a shell does not expand it in a config file,
     an environment variable or `--out=~/x`). `-` (stdin/stdout) stays `-`."""
     value = nonempty(raw)
+    if "\0" in value:  # (TOML's "\u0000": the OS refuses it, an internal error then)
+        raise ValueError("holds a NUL character, which no path can")
     return value if value == "-" else os.path.expanduser(value)
 
 

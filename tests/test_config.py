@@ -130,3 +130,16 @@ def test_a_bad_value_in_the_file_names_the_file_section_and_key(tmp_path: Path) 
     config.write_text('[api]\nrate = "fast"\n')
     with pytest.raises(ConfigError, match=r"h.toml: \[api\] rate = 'fast' is not a number"):
         read_config_file(config)
+
+
+@pytest.mark.parametrize("key", ["out", "state", "runs_file", "singer_state"])
+def test_a_path_holding_a_nul_is_one_line_naming_it(tmp_path: Path, key: str) -> None:
+    """TOML can say "\\u0000", no path can hold it: the OS's refusal (ValueError:
+    embedded null byte) was an internal error once the job opened it."""
+    config = tmp_path / "h.toml"
+    config.write_text(f'[harvest]\n{key} = "a\\u0000b"\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(config_file=str(config), environ={})
+    assert str(err.value) == (
+        f"{config}: [harvest] {key} = 'a\\x00b' holds a NUL character, which no path can"
+    )
