@@ -151,13 +151,24 @@ def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, Any]
     return {name: value for name, (value, _) in layer.items()}
 
 
+def _utf16(head: bytes) -> bool:
+    """UTF-16 by its byte-order mark, or without one by its zeros: every other byte of
+    ASCII text. (Any NUL was taken for UTF-16, so a gzip or SQLite file given as a runs
+    file was told to go through iconv.)"""
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return True
+    return len(head) >= 2 and (not any(head[1::2]) or not any(head[0::2]))
+
+
 def decode_text(data: bytes, name: str) -> str:
     """UTF-8 text, a byte-order mark allowed (Notepad writes one); UTF-16 (PowerShell's
     `>` writes it) and other encodings are refused with what to do."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in data[:4096]:
+    if _utf16(data[:4096]):
         raise ConfigError(
             f"{name} is UTF-16 text; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8)"
         )
+    if (nul := data.find(b"\x00")) >= 0:  # no text holds one: a gzip file, a database...
+        raise ConfigError(f"{name} is not text (a NUL byte at offset {nul}); give a text file")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -3,6 +3,7 @@ one line on stderr that names where the value came from, before any request is m
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
@@ -179,6 +180,19 @@ CASES = [
         ["harvest", "--runs-file", "{tmp}/runs.txt"],
         "runs.txt is UTF-16 text; save it as UTF-8",
         files={"runs.txt": UTF16},
+    ),
+    case(
+        "runs file in UTF-16 without a byte-order mark",
+        ["harvest", "--runs-file", "{tmp}/runs.txt"],
+        "runs.txt is UTF-16 text; save it as UTF-8",
+        files={"runs.txt": "101\n102\n".encode("utf-16-be")},
+    ),
+    # Any NUL was taken for UTF-16: a gzipped runs file was told to go through iconv.
+    case(
+        "runs file gzipped",
+        ["harvest", "--runs-file", "{tmp}/runs.txt.gz"],
+        "runs.txt.gz is not text (a NUL byte at offset 3); give a text file",
+        files={"runs.txt.gz": gzip.compress(b"101\n102\n", mtime=0)},
     ),
     case(
         "runs file in Latin-1",
