@@ -92,7 +92,9 @@ class Reporter:
         # counts what was kept, as `kept` does when it ends by itself.
         self._kept_records: Counter[str] = Counter()
         self._kept_bytes = 0
-        self._failed: list[dict[str, Any]] = []
+        # The runs whose last harvest failed, by id: a worker's run failing every cycle
+        # is one entry (a list grew by one each cycle, for the worker's whole life).
+        self._failed: dict[int, dict[str, Any]] = {}
 
     @classmethod
     def for_settings(
@@ -249,8 +251,9 @@ class Reporter:
 
     def _keep(self, outcome: RunOutcome) -> None:
         if not outcome.ok:
-            self._failed.append({"run_id": outcome.run_id, "reason": outcome.reason})
+            self._failed[outcome.run_id] = {"run_id": outcome.run_id, "reason": outcome.reason}
             return
+        self._failed.pop(outcome.run_id, None)
         self._kept_records.update(outcome.summary.get("counts", {}))
         self._kept_records["summary"] += 1
         # (the published file's size was counted: compressed, and 0 on s3://)
@@ -302,7 +305,7 @@ class Reporter:
             records, written = self._kept_records, self._kept_bytes
         ended = stats.runs_done + stats.runs_failed
         not_harvested = max(0, stats.runs_total - ended)
-        failed = self._failed
+        failed = list(self._failed.values())
         self._summary_line(stats, records, written, failed, stats.runs_skipped, not_harvested)
 
     def finish(self, result: JobResult) -> None:

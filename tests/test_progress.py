@@ -29,7 +29,7 @@ from harvester.live import LiveDisplay, wants_live
 from harvester.progress import Reporter
 from harvester.ratelimit import RateGate
 from harvester.records import RECORD_TYPES
-from harvester.scheduler import HarvestReport, RunTarget
+from harvester.scheduler import HarvestReport, RunOutcome, RunTarget
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import FIRST_PROJECT_ID, generate_cloud
@@ -400,3 +400,20 @@ def test_the_summary_table_names_the_runs_not_harvested_only_when_there_are() ->
 
     assert re.search(r"runs not harvested\s+│\s+3", shown([1, 2, 3]))
     assert "not harvested" not in shown([])
+
+
+def test_a_run_failing_every_cycle_is_kept_once_for_the_final_summary() -> None:
+    """A worker's reporter lives for months: a run that fails every cycle took one more
+    entry each time (memory growing for ever, and a fatal summary listing it thousands of
+    times); a run that failed and was harvested later is no failure."""
+    stream = io.StringIO()
+    reporter = Reporter(stream, json_lines=True, level="quiet")
+    for _ in range(1000):
+        reporter.run_ended(RunOutcome(7, ok=False, reason="HTTP 403"))
+    reporter.run_ended(RunOutcome(9, ok=False, reason="timed out"))
+    reporter.run_ended(RunOutcome(9, ok=True, summary={"counts": {"metric": 1}}))
+    assert len(reporter._failed) == 1
+    reporter.fatal("the API rejected the token", 2)
+    summary = orjson.loads(stream.getvalue().splitlines()[-1])
+    assert summary["failed"] == [{"run_id": 7, "reason": "HTTP 403"}]
+    assert summary["runs_failed"] == 1
