@@ -46,7 +46,12 @@ def run_dir(layout: str, created: datetime | None) -> str:
         return ""
     if created is None:
         return UNDATED
-    return created.astimezone(UTC).strftime("%Y/%m/%d")
+    try:
+        day = created.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is past year 9999 in UTC: no date
+        return UNDATED
+    # Four digits a year, as `run_dirs` walks them: strftime wrote year 999 as '999'.
+    return f"{day.year:04d}/{day.month:02d}/{day.day:02d}"
 
 
 def run_dirs(root: Path) -> Iterator[Path]:

@@ -82,6 +82,18 @@ def test_the_one_function_places_runs_by_their_utc_creation_day() -> None:
     assert run_dir("date", None) == UNDATED
 
 
+def test_a_creation_day_outside_four_digit_years_is_walked_or_undated(tmp_path: Path) -> None:
+    """'9999-12-31T23:00:00-05:00' is past year 9999 in UTC: its conversion ended the job
+    as an internal error (OverflowError); it has no date. Year 999 was written '999/',
+    which no walk (verify, resume by id) ever looked in."""
+    past = layout.parse_created({"created": "9999-12-31T23:00:00-05:00"})
+    assert run_dir("date", past) == UNDATED
+    early = layout.parse_created({"created": "0999-01-01T00:00:00Z"})
+    assert run_dir("date", early) == "0999/01/01"
+    (tmp_path / "0999" / "01" / "01").mkdir(parents=True)
+    assert list(layout.run_dirs(tmp_path)) == [tmp_path, tmp_path / "0999" / "01" / "01"]
+
+
 async def test_runs_given_by_id_land_under_their_creation_day_with_their_run_record(
     tmp_path: Path,
 ) -> None:
