@@ -252,3 +252,27 @@ def test_converted_pairs_make_the_lines_of_a_dict_a_point(pairs: list[tuple[Any,
     lines = Serie(head, len(pairs), pairs=pairs).ndjson()
     want = [{**head, "time": time, "value": value} for time, value in pairs]
     assert lines == b"".join(orjson.dumps(w, option=orjson.OPT_APPEND_NEWLINE) for w in want)
+
+
+def test_a_v6_point_whose_time_is_no_time_has_a_null_time() -> None:
+    """Not a number, or past the years 1-9999 in UTC: such a time (or labels or points of
+    another shape) ended the whole job as 'cannot write ...: OverflowError' (or
+    ValueError, TypeError); it is null, as a value that is no finite number is."""
+    metric = {"id": "x", "name": "vus", "type": "gauge"}
+    values = [[1e20, "1"], [-1e20, "2"], ["abc", "3"], [None, "4"], [True, "5"],
+              [[1], "6"], 7, [1717344480, "8"]]  # fmt: skip
+    series = [{"metric": {"__name__": "vus", "a": "1"}, "values": values},
+              {"metric": ["a"], "values": "abc"}]  # fmt: skip
+    query = {"method": "last", "metric": "vus", "step": 60}
+    data = encode("metric", 5, [metric]) + b"".join(
+        orjson.dumps({"type": "series", "test_run_id": 5, "query": query, "data": serie}) + b"\n"
+        for serie in series
+    )
+    splitter = PointsSplitter(5, lines=False)
+    found = [item for item in splitter.split(data) if isinstance(item, Serie)]
+    points = [point for serie in found for point in parse_lines(serie.ndjson())]
+    assert [(p["time"], p["value"]) for p in points] == [
+        *((None, float(n)) for n in range(1, 7)),
+        ("2024-06-02T16:08:00.000Z", 8.0),
+    ]
+    assert {orjson.dumps(p["tags"]) for p in points} == {b'{"a":"1"}'}

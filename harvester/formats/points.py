@@ -240,11 +240,13 @@ class PointsSplitter:
             name = query.get("metric")
             metric = self.metrics.get(str(name), {})
             labels = data.get("metric")
-            tags = {k: v for k, v in (labels or {}).items() if k != "__name__"}
+            labels = labels if isinstance(labels, dict) else {}
+            tags = {k: v for k, v in labels.items() if k != "__name__"}
+            values = data.get("values")
             pairs: list[tuple[Any, Any]] = [
                 (self._unix_time(v[0]), point_value(v[1]))
-                for v in data.get("values") or []
-                if len(v) == 2
+                for v in (values if isinstance(values, list) else [])
+                if isinstance(v, list) and len(v) == 2
             ]
             return Serie(
                 self._head(metric, name, query.get("method"), tags), len(pairs), pairs=pairs
@@ -257,10 +259,18 @@ class PointsSplitter:
         head = self.v2_head(data.get("metric_id"), data.get("method"))
         return Serie(head, len(pairs), pairs=pairs)
 
-    def _unix_time(self, seconds: Any) -> str:
+    def _unix_time(self, seconds: Any) -> str | None:
+        """A v5 point's Unix time as RFC 3339, or None (null) when it is no time: not a
+        number, or past the years 1-9999 (it ended the job as 'cannot write': OverflowError,
+        ValueError, TypeError), as a value that is no finite number is null."""
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float | str):
+            return None
         known = self._times.get(seconds)
         if known is None:
-            moment = datetime.fromtimestamp(float(seconds), UTC)
+            try:
+                moment = datetime.fromtimestamp(float(seconds), UTC)
+            except (ValueError, OverflowError, OSError):
+                return None
             known = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
             if len(self._times) < 100_000:  # a run's time grid, not every odd stamp
                 self._times[seconds] = known
