@@ -54,22 +54,28 @@ def run_dir(layout: str, created: datetime | None) -> str:
     return f"{day.year:04d}/{day.month:02d}/{day.day:02d}"
 
 
-def run_dirs(root: Path) -> Iterator[Path]:
+def run_dirs(root: Path, unlisted: list[tuple[Path, OSError]] | None = None) -> Iterator[Path]:
     """Every directory of an archive that may hold runs, in either layout: the root, each
-    `YYYY/MM/DD` below it (in date order) and `undated`. Nothing else is walked."""
+    `YYYY/MM/DD` below it (in date order) and `undated`. Nothing else is walked. A year or
+    month that cannot be listed is skipped, and added to `unlisted` with why when given
+    (verify says so: it passed over such a year's runs in silence)."""
     yield root
-    for year in _subdirs(root, _YEAR):
-        for month in _subdirs(year, _MONTH_OR_DAY):
-            yield from _subdirs(month, _MONTH_OR_DAY)
+    for year in _subdirs(root, _YEAR, unlisted):
+        for month in _subdirs(year, _MONTH_OR_DAY, unlisted):
+            yield from _subdirs(month, _MONTH_OR_DAY, unlisted)
     undated = root / UNDATED
     if undated.is_dir():
         yield undated
 
 
-def _subdirs(parent: Path, name: re.Pattern[str]) -> list[Path]:
+def _subdirs(
+    parent: Path, name: re.Pattern[str], unlisted: list[tuple[Path, OSError]] | None = None
+) -> list[Path]:
     try:
         entries = list(os.scandir(parent))
-    except OSError:
+    except OSError as exc:
+        if unlisted is not None:
+            unlisted.append((parent, exc))
         return []
     found = [e for e in entries if name.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
     return [Path(e.path) for e in sorted(found, key=lambda e: e.name)]

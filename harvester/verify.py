@@ -58,11 +58,14 @@ def verify(directory: str | Path, *, workers: int = 1) -> Iterator[Row]:
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory: give the --out directory of a harvest")
     demo = _demo_files(root)
+    unlisted: list[tuple[Path, OSError]] = []
     with Scanner(workers) as scanner:
-        for where in run_dirs(root):
+        for where in run_dirs(root, unlisted):
             for row in _verify_dir(where, where.relative_to(root), scanner):
                 if row["status"] != "orphan" or row["file"] not in demo:
                     yield row
+    for where, exc in unlisted:  # a year or month the walk could not list
+        yield row_unlisted(where.relative_to(root), exc)
 
 
 def _demo_files(root: Path) -> set[str]:
@@ -108,7 +111,7 @@ def _verify_dir(where: Path, under: Path, scanner: Scanner) -> Iterator[Row]:
     try:
         names = sorted(path.name for path in where.iterdir() if path.is_file())
     except OSError as exc:
-        yield row(None, under.as_posix(), "unreadable", f"cannot list it: {_why(exc)}")
+        yield row_unlisted(under, exc)
         return
     scanner.ahead([where / n for n in names if run_id_of(where / n) is not None])
     named: set[str] = set()
@@ -158,6 +161,11 @@ def _check_file(
 
 def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
+
+
+def row_unlisted(under: Path, exc: OSError) -> Row:
+    """A directory of the archive that cannot be listed: its runs are not verified."""
+    return row(None, under.as_posix(), "unreadable", f"cannot list it: {_why(exc)}")
 
 
 def judge(

@@ -86,7 +86,8 @@ print(orjson.dumps(list(verify(sys.argv[1], workers=2))).decode())
 def test_what_verify_cannot_read_is_a_row_each_not_an_internal_error() -> None:
     """A loader's user verifying an archive (`--file-mode 0640`) whose older files are
     owner-only: a file, a manifest and a day directory it cannot read each ended verify
-    as an internal error, with no row at all. Verify runs as another user (root cannot be
+    as an internal error, with no row at all, and a year it could not list was passed
+    over in silence. Verify runs as another user (root cannot be
     refused a read), on an archive where that user can reach it (/tmp)."""
     root = os.geteuid() == 0
     closed = 0o600 if root else 0o000  # root's file: unreadable to the other user
@@ -103,15 +104,22 @@ def test_what_verify_cannot_read_is_a_row_each_not_an_internal_error() -> None:
         for folder in (day.parent.parent, day.parent):
             folder.chmod(0o755)
         day.chmod(0o700 if root else 0o000)
+        # A year it cannot list: the walk passed over its runs in silence.
+        year = archive / "2025"
+        (year / "12" / "31").mkdir(parents=True)
+        (year / "12" / "31" / "4.ndjson").write_bytes(b'{"type":"metric","id":"a"}\n')
+        year.chmod(0o700 if root else 0o000)
         done = subprocess.run(
             [sys.executable, "-c", VERIFY_AS, str(archive), "nobody" if root else "me"],
             capture_output=True, cwd=ROOT, timeout=60, check=False,
         )  # fmt: skip
         day.chmod(0o755)
+        year.chmod(0o755)
     # (stderr may hold coverage's complaint: nobody cannot write its data file)
     assert done.returncode == 0, done.stderr
     found = {row["file"]: (row["status"], row["detail"]) for row in orjson.loads(done.stdout)}
     assert found["1.ndjson"] == ("unreadable", "cannot read it: Permission denied")
     assert found["2.manifest.json"] == ("unreadable", "cannot read it: Permission denied")
     assert found["2026/01/02"] == ("unreadable", "cannot list it: Permission denied")
+    assert found["2025"] == ("unreadable", "cannot list it: Permission denied")
     assert found["3.ndjson"][0] == "ok"
