@@ -31,6 +31,7 @@ import collections
 import contextlib
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -59,6 +60,8 @@ QUEUED_BYTES = 4 << 20
 #: leave the queue's count as they are taken, so the writer task queues more meanwhile
 #: (counted until they are in the pipe, large took ~0.5 s longer, for 2-5 MB less).
 FEED_BYTES = 2 << 20
+#: Seconds to wait for a child whose pipe broke to end, to say how it did.
+ENDING_WAIT = 2.0
 #: Pieces of one `writev` (Linux's IOV_MAX).
 IOV_MAX = 1024
 #: The child's write buffer of a points file: its lines come a serie at a time (~60 KB),
@@ -192,7 +195,7 @@ class WriterProcess:
         try:
             _write_all(self._pipe.fileno(), pieces)
         except OSError as exc:
-            self.failed = OSError(exc.errno, f"the writer process stopped: {exc}")
+            self.failed = OSError(exc.errno, f"the writer process stopped: {self._ending()}")
 
     def _expect(self, answer: Future[Any]) -> bool:
         """Wait for an answer in turn; False (and the answer failed) once none can come."""
@@ -208,13 +211,28 @@ class WriterProcess:
             try:
                 answer = pickle.load(self._answers)
             except (OSError, EOFError, pickle.UnpicklingError) as exc:
+                ending = self._ending(f"closed its answers ({exc!r})")  # (not under the lock)
                 with self._lock:
                     self._closed = True
-                    self.failed = self.failed or OSError(f"the writer process stopped ({exc!r})")
+                    self.failed = self.failed or OSError(f"the writer process stopped: {ending}")
                 break
             self._waiting.popleft().set_result(answer)
         while self._waiting:
             self._waiting.popleft().set_exception(self.failed)
+
+    def _ending(self, otherwise: str = "closed its pipe") -> str:
+        """How the child ended, for the error every run then gets: killed by a signal (the
+        kernel's OOM killer sends SIGKILL) or its exit status (a Python error prints its
+        traceback on stderr first); `otherwise` if it still runs a moment later."""
+        try:
+            status = self._proc.wait(timeout=ENDING_WAIT)
+        except subprocess.TimeoutExpired:
+            return otherwise
+        if status < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-status).name}"
+            return f"killed by signal {-status}"
+        return f"exited with status {status}" + (" (its error is above)" if status else "")
 
     def close(self) -> None:
         """End the child (it closes what it still has open) and wait for it."""

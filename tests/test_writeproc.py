@@ -152,13 +152,33 @@ def test_a_child_that_died_fails_every_run_after_it(tmp_path: Path) -> None:
         files = ChildRunFiles(child, 1, "points", "none", None, temp_paths(tmp_path, 1))
         child._proc.kill()
         child._proc.wait()
-        with pytest.raises(OSError, match="the writer process stopped"):
+        # How it ended is said (the kernel's OOM killer sends SIGKILL): not a bare
+        # EOFError('Ran out of input') or a broken pipe.
+        stopped = "the writer process stopped: killed by SIGKILL"
+        with pytest.raises(OSError, match=stopped):
             for data in run_lines() * 50:  # the pipe takes some before it breaks
                 files.write(data)
             files.finish()
-        with pytest.raises(OSError, match="the writer process stopped"):
+        with pytest.raises(OSError, match=stopped):
             ChildRunFiles(child, 2, "points", "none", None, temp_paths(tmp_path, 2))
         files.discard()  # nothing to drop: the child is gone
+    finally:
+        child.close()
+
+
+def test_a_child_that_failed_says_its_exit_status(tmp_path: Path) -> None:
+    """A child ended by an error of its own (its traceback goes to stderr) is named by its
+    exit status, for the user to look above."""
+    child = WriterProcess()
+    try:
+        files = ChildRunFiles(child, 1, "points", "none", None, temp_paths(tmp_path, 1))
+        child._pipe.write(b"not a pickled request")  # what the child cannot read: it fails
+        child._pipe.flush()
+        child._proc.wait()
+        with pytest.raises(OSError, match=r"stopped: exited with status 1 \(its error is above\)"):
+            for data in run_lines() * 50:
+                files.write(data)
+            files.finish()
     finally:
         child.close()
 
