@@ -125,6 +125,26 @@ def by_run_id(runs: Iterable[JsonObject], found: Discovery) -> dict[int, JsonObj
     return unique
 
 
+def with_ids(items: Iterable[JsonObject], kind: str, not_found: list[str]) -> list[JsonObject]:
+    """The listed `kind`s (tests, projects) whose `id` is an id (a whole number from 1 to
+    int64's largest); the others are named in `not_found` and skipped (the job exits 1):
+    a test listed with its id as text ("720001") was skipped in silence, exit 0, and one
+    of id -1 or `true` was asked for by that id."""
+    good: list[JsonObject] = []
+    odd: list[str] = []
+    for item in items:
+        if is_run_id(item.get("id")):
+            good.append(item)
+        else:
+            odd.append(_shown(item.get("id"))[:40])
+    if odd:
+        not_found.append(
+            f"the API listed {plural(len(odd), kind)} whose id is not a {kind} id (a whole "
+            f"number from 1 to {INT64_MAX}): {', '.join(odd[:5])}; skipped"
+        )
+    return good
+
+
 def _shown(value: Any) -> str:
     """A listed value as a message shows it: a number kept as the API wrote it
     (`jsontext.as_sent`: 400 digits, `1e999`) as written, not as `<orjson.Fragment ...>`."""

@@ -7,6 +7,7 @@ import csv
 import io
 import math
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from harvester.layout import parse_created
 from harvester.paging import read_pages
 from harvester.runstatus import INCOMPLETE_REASON, RUN_STATUS_NAMES, PendingRun, classify
 from harvester.scheduler import RunTarget
-from harvester.selection import by_run_id
+from harvester.selection import by_run_id, with_ids
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import FIRST_PROJECT_ID, generate_cloud
@@ -41,6 +42,7 @@ from tests.harvest_helpers import parse_lines, read_dir, settings_for
 from tests.process_helpers import run_cli
 
 PROJECT_A, PROJECT_B = FIRST_PROJECT_ID, FIRST_PROJECT_ID + 1
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 DATA_ENDPOINTS = ("metrics", "series", "thresholds", "overview")
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -481,3 +483,47 @@ def test_both_apis_listings_keep_only_run_ids_and_name_the_others() -> None:
         f"the API listed 5 runs whose id is not a run id (a whole number from 1 to {2**63 - 1}): "
         f"True, 1.5, {2**63}, -1, None; skipped"
     ]
+
+
+def test_listed_tests_keep_only_test_ids_and_name_the_others() -> None:
+    """`with_ids`, which v2's and v6's discovery take the tests of a project through."""
+    not_found: list[str] = []
+    listed: list[JsonObject] = [{"id": 5}, {"id": "6"}, {"id": True}, {"id": -1},
+                                {"id": 2**63}, {}]  # fmt: skip
+    assert with_ids(listed, "test", not_found) == [{"id": 5}]
+    assert not_found == [
+        f"the API listed 5 tests whose id is not a test id (a whole number from 1 to "
+        f"{2**63 - 1}): '6', True, -1, {2**63}, None; skipped"
+    ]
+
+
+@pytest.mark.parametrize("api", ["v2", "v6"])
+async def test_a_listed_test_whose_id_is_no_test_id_is_named_and_the_rest_harvested(
+    tmp_path: Path, api: str
+) -> None:
+    """A test listed with its id as text ("720001") was skipped in silence: its runs never
+    harvested, exit 0. Now it is named in one line, the other test's runs are harvested,
+    and the job exits 1, as for a listed run whose id is no run id."""
+
+    @web.middleware
+    async def text_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if request.match_info.route.name in ("tests", "v6_tests"):
+            assert isinstance(response, web.Response) and isinstance(response.body, bytes)
+            response.body = response.body.replace(b'"id":720001', b'"id":"720001"')
+        return response
+
+    cloud = generate_cloud(runs=2, metrics=5, points=5, tests=2, projects=1)
+    sim = Simulator(cloud)
+    sim.app.middlewares.insert(0, text_ids)
+    async with sim:
+        extra = ("--api", "v6", "--stack-id", str(sim.stack_id)) if api == "v6" else ()
+        args = ("--project", str(PROJECT_A), "--out", str(tmp_path), *extra)
+        done = await run_cli(sim, "harvest", *args)
+    err = done.stderr.decode()
+    assert done.returncode == 1, err
+    assert (
+        "the API listed 1 test whose id is not a test id (a whole number from 1 to "
+        f"{2**63 - 1}): '720001'; skipped"
+    ) in err
+    assert set(read_dir(tmp_path)) == {100002}

@@ -20,7 +20,7 @@ from ..errors import NotFound
 from ..paging import each, read_pages
 from ..projects import selected_projects
 from ..runstatus import classify
-from ..selection import Discovery, Selection, sort_runs
+from ..selection import Discovery, Selection, sort_runs, with_ids
 from ..state import HarvestState
 from ..waiting import follow_waiting
 
@@ -73,11 +73,11 @@ async def _test_ids(
     ids: dict[int, None] = dict.fromkeys(selection.tests)
     for project_id in projects:
         named = project_id in selection.projects
-        for test in await _tests_of(api, project_id, selection.page_size, not_found, named=named):
-            if isinstance(test.get("id"), int):
-                ids.setdefault(test["id"], None)
-                if isinstance(test.get("name"), str):
-                    names[test["id"]] = test["name"]
+        listed = await _tests_of(api, project_id, selection.page_size, not_found, named=named)
+        for test in with_ids(listed, "test", not_found):
+            ids.setdefault(test["id"], None)
+            if isinstance(test.get("name"), str):
+                names[test["id"]] = test["name"]
     return list(ids)
 
 

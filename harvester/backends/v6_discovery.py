@@ -18,7 +18,7 @@ from ..errors import NotFound
 from ..paging import each
 from ..runstatus import PendingRun
 from ..scheduler import RunTarget
-from ..selection import Discovery, Selection, by_run_id
+from ..selection import Discovery, Selection, by_run_id, with_ids
 from ..state import HarvestState
 from ..waiting import follow_waiting
 from .v6_api import MAX_TOP, V6, JsonObject, V6Api, readiness
@@ -93,10 +93,10 @@ async def _test_ids(
     test_ids: dict[int, None] = dict.fromkeys(selection.tests)
     for project_id in projects:
         path = f"{V6}/projects/{project_id}/load_tests"
-        for test in await _listing(api, path, {}, top, found, f"project {project_id}"):
-            if isinstance(test.get("id"), int):
-                test_ids.setdefault(test["id"], None)
-                found.test_names[test["id"]] = str(test.get("name", ""))
+        listed = await _listing(api, path, {}, top, found, f"project {project_id}")
+        for test in with_ids(listed, "test", found.not_found):
+            test_ids.setdefault(test["id"], None)
+            found.test_names[test["id"]] = str(test.get("name", ""))
     return list(test_ids)
 
 
