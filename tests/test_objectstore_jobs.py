@@ -305,3 +305,22 @@ async def test_a_second_stop_signal_ends_a_job_whose_store_went_away_at_once(
     # (`StoreCut`: `test_objectstore_stop` goes through the start and the commit).
     assert code == 130, said.decode()
     assert b"Traceback" not in said and CREDENTIALS["AWS_SECRET_ACCESS_KEY"].encode() not in said
+
+
+async def test_an_upload_under_the_live_folder_named_by_no_run_id_is_left_alone(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """Another client's upload at `.harvester-live/JOB/²`: str.isdigit() took '²' for a run's
+    claim and int() failed the job (ValueError, an internal error) at its first listing."""
+    client = s3.client()
+    planted = "n/.harvester-live/someone/\N{SUPERSCRIPT TWO}"
+    client.create_multipart_upload(Bucket=bucket, Key=planted)
+    cloud = generate_cloud(runs=1, metrics=3, points=10)
+    (run_id,) = cloud.runs
+    async with Simulator(cloud) as sim:
+        args = ["--out", f"s3://{bucket}/n/", "--s3-endpoint-url", s3.url, "--run", str(run_id),
+                "--state", str(tmp_path / "s.sqlite")]  # fmt: skip
+        done = await harvest(sim, *args)
+    assert done.returncode == 0, done.stderr
+    records = parse_lines(s3.objects(bucket)[f"n/{run_id}.ndjson"])
+    assert canonical(records) == canonical(expected_records(cloud, run_id))

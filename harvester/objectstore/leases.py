@@ -154,7 +154,7 @@ async def _jobs(store: Store, under: str) -> dict[str, _Job]:
             found = jobs.setdefault(job, _Job())
             if not run:
                 found.lease = (up["Key"], up["UploadId"])
-            elif run.isdigit():
+            elif run.isascii() and run.isdigit():  # ('²' is a digit to isdigit, not to int)
                 found.claims[int(run)] = (up["Key"], up["UploadId"])
     return jobs
 
