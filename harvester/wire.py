@@ -157,7 +157,19 @@ def errors_made_ours(
         raise ApiStatusError(
             f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=where(url)
         ) from exc
-    except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError) as exc:
+    except aiohttp.ClientResponseError as exc:
+        if "content-encoding" in str(exc.message).lower():
+            # An encoding we did not ask for (br, zstd: aiohttp says so only in words):
+            # the same answer would come again, so no retry, and no "cannot reach".
+            raise UnusableAnswer(
+                f"{endpoint}: the answer is in a content encoding harvester did not ask for "
+                f"({exc.message}); a proxy in between?",
+                url=where(url),
+            ) from exc
+        raise ConnectionFailed(
+            f"{endpoint}: connection broke ({str(exc) or 'closed'})", url=where(url)
+        ) from exc
+    except aiohttp.ClientConnectionError as exc:
         raise ConnectionFailed(
             f"{endpoint}: connection broke ({str(exc) or 'closed'})", url=where(url)
         ) from exc
