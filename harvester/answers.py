@@ -341,10 +341,15 @@ def check_shape(
                 f"{endpoint} {url}: an answer without its {key!r} {noun}", url=url
             )
         if kind is list:
-            for index, item in enumerate(value):
-                if not isinstance(item, dict):
-                    shown, url = orjson.dumps(item).decode()[:40], where()
-                    raise UnusableAnswer(
-                        f"{endpoint} {url}: item {index} of {key!r} is {shown}, not an object",
-                        url=url,
-                    )
+            objects_only(value, key, endpoint, where)
+
+
+def objects_only(items: list[Any], key: str, endpoint: str, where: Callable[[], str]) -> None:
+    """Each of `items` (an answer's list `key`) an object: one that is not is what the
+    server holds (`UnusableAnswer`: the run fails, asking again would bring the same)."""
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            shown, url = orjson.dumps(item).decode()[:40], where()
+            raise UnusableAnswer(
+                f"{endpoint} {url}: item {index} of {key!r} is {shown}, not an object", url=url
+            )

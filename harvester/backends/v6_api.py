@@ -10,18 +10,10 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import msgspec
-import orjson
 
-from ..answers import Parser, Spill, parse_body, raw_result, result_list
+from ..answers import Parser, Spill, objects_only, parse_body, raw_result, result_list
 from ..config import Settings
-from ..errors import (
-    ApiStatusError,
-    AuthRejected,
-    HarvesterError,
-    MalformedAnswer,
-    NotFound,
-    UnusableAnswer,
-)
+from ..errors import ApiStatusError, AuthRejected, HarvesterError, MalformedAnswer, NotFound
 from ..transport import Transport
 from . import v5_query
 
@@ -61,13 +53,7 @@ def _results(body: bytes, status: int, endpoint: str, where: Callable[[], str]) 
     the run in one line, as a v2 list item does (its label lookup was an internal error
     that ended the job)."""
     doc = _RESULT(body, status, endpoint, where)
-    for index, item in enumerate(result_list(doc) or ()):
-        if not isinstance(item, dict):
-            shown, url = orjson.dumps(item).decode()[:40], where()
-            raise UnusableAnswer(
-                f"{endpoint} {url}: item {index} of 'data.result' is {shown}, not an object",
-                url=url,
-            )
+    objects_only(result_list(doc) or [], "data.result", endpoint, where)
     return doc
 
 
