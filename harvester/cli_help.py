@@ -185,11 +185,12 @@ archive (s3://BUCKET/PREFIX/) is checked the same way, its objects read as they 
 """
 VERIFY_EPILOG = """\
 statuses: ok, missing (a named file, or a data file's manifest), truncated, corrupt,
-orphan (a file no manifest names; the state file, locks and temporary files are not)
+orphan (a file no manifest names; the state file, locks and temporary files are not),
+unreadable, unverified (a data file whose manifest is corrupt or unreadable)
 
-exit status: 0 every file intact, 1 anything missing, truncated, corrupt or orphan, or
-nothing to verify (no run in DIR: a wrong path?), 2 bad usage (DIR not a directory; a
-missing bucket, denied access)
+exit status: 0 every file intact, 1 anything missing, truncated, corrupt, orphan,
+unreadable or unverified, or nothing to verify (no run in DIR: a wrong path?), 2 bad
+usage (DIR not a directory; a missing bucket, denied access)
 
 examples:
   harvester verify ./archive

@@ -31,6 +31,7 @@ from .compression import codec_of, published_data, published_run
 from .outdir import create_temp, discard, publish
 from .provenance import API, methods_of, summary_of
 from .scan import Scan as Scan  # sinks and verify take the scan from here
+from .scan import open_regular
 from .scan import scan as scan
 
 SUFFIX = ".manifest.json"
@@ -144,7 +145,7 @@ MANIFEST_LIMIT = 16 << 20
 
 def read(path: Path, run_id: int | None = None) -> dict[str, Any]:
     """A manifest, parsed (`run_id`: the run it must be of); ValueError when it is not one."""
-    with path.open("rb") as fh:
+    with open_regular(path) as fh:  # (a FIFO in its place is not waited on)
         return parse(fh.read(MANIFEST_LIMIT + 1), run_id)
 
 

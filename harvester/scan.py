@@ -20,8 +20,11 @@ overlap their hashing and decompressing with the other's parsing.
 from __future__ import annotations
 
 import codecs
+import errno
 import gzip
 import hashlib
+import os
+import stat
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -101,9 +104,47 @@ def _decompressed(hashing: _Hashing, codec: str) -> BinaryIO:
     return source
 
 
+#: What a file is when not a regular one, by its mode's test.
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def kind_of(mode: int) -> str | None:
+    """What a file of `mode` is, when not a regular file (None)."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
+
+
+def not_regular(path: Path, kind: str) -> OSError:
+    """The error of a file that is not a regular file: never read (see `open_regular`)."""
+    return OSError(errno.EINVAL, f"{kind}, not a regular file", str(path))
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened to read, unbuffered, only if it is a regular file (else OSError): a
+    FIFO in a file's place blocked open() for ever, so it is opened without blocking and
+    looked at before anything is read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        kind = kind_of(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise not_regular(path, kind)
+        os.set_blocking(fd, True)
+        return open(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def scan(path: Path, *, ndjson: bool) -> Scan:
     """Read `path` once, streaming: memory holds a chunk and a line, never the file."""
-    opener = lambda: path.open("rb", buffering=0)  # noqa: E731
+    opener = lambda: open_regular(path)  # noqa: E731
     points = ".points." in path.name
     return scan_opened(opener, codec_of(path), ndjson=ndjson, points=points)
 

@@ -15,7 +15,12 @@ parsed. One row per file, with its status:
   lock), the directory lock and hidden temporary files are the harvester's own, not
   orphans, and so are the files scripts/demo lists in its `.harvester-demo` (its report);
 - `unreadable`: a file, manifest or directory that cannot be read (its permissions, an
-  I/O error): not verified, and said so (it ended verify as an internal error, no row).
+  I/O error): not verified, and said so (it ended verify as an internal error, no row);
+- `unverified`: a data file whose manifest is there but `corrupt` or `unreadable` (it was
+  called `missing: no manifest`, as if a crash had left it unsealed).
+
+A FIFO, socket or device is never opened (a FIFO's open() waits for a writer for ever):
+one in a named file's place is `missing`, one named by no manifest an `orphan`.
 
 With `--layout date` every `YYYY/MM/DD/` (and `undated/`) is walked as well as the root
 (`layout.run_dirs`); a run's manifest names files beside it, and rows name files by
@@ -29,6 +34,7 @@ the GIL, and parses its lines with msgspec in bulk, so two threads keep two core
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -40,10 +46,11 @@ from .errors import ConfigError
 from .layout import run_dirs
 from .manifest import Scan
 from .outdir import LOCK_FILE_NAME, TEMP_NAME
+from .scan import kind_of
 from .state import STATE_FILE_NAME
 
 Row = dict[str, Any]
-PROBLEMS = ("missing", "truncated", "corrupt", "orphan", "unreadable")
+PROBLEMS = ("missing", "truncated", "corrupt", "orphan", "unreadable", "unverified")
 #: The harvester's own files beside the runs: the state (SQLite's -wal/-shm and its lock
 #: included), the directory lock, the demo's list of its files.
 #: scripts/demo's list of the files it made in its --out.
@@ -109,51 +116,91 @@ def _scan(path: Path) -> manifest.Scan:
 def _verify_dir(where: Path, under: Path, scanner: Scanner) -> Iterator[Row]:
     """The rows of one directory's runs; `under`: its path below the archive's root."""
     try:
-        names = sorted(path.name for path in where.iterdir() if path.is_file())
+        kinds = _listing(where)
     except OSError as exc:
         yield row_unlisted(under, exc)
         return
-    scanner.ahead([where / n for n in names if run_id_of(where / n) is not None])
+    files = [where / name for name, kind in kinds.items() if kind is None]
+    scanner.ahead([path for path in files if run_id_of(path) is not None])
     named: set[str] = set()
-    for name in names:
+    broken: dict[int, str] = {}  # a run whose manifest is there but cannot be used: why
+    for name in kinds:
         if name.endswith(manifest.SUFFIX) and (run_id := as_run_id(name[: -len(manifest.SUFFIX)])):
             named.add(name)
-            yield from _check_run(where, under, run_id, named, scanner)
-    for name in names:
-        if name not in named and not _own(name):
-            shown = (under / name).as_posix()
-            data_of = run_id_of(where / name)
-            if data_of is not None:
-                yield row(data_of, shown, "missing", f"no manifest ({data_of}{manifest.SUFFIX})")
-            else:
-                yield row(_leading_id(name), shown, "orphan", "named by no manifest")
+            yield from _check_run(where, under, run_id, (named, broken, kinds), scanner)
+    for name, kind in kinds.items():
+        data_of = run_id_of(where / name)
+        # (directories are the layout's, or anyone's: only one named like a data file counts)
+        if name not in named and not _own(name) and (kind != "a directory" or data_of is not None):
+            yield unnamed(_leading_id(name), (under / name).as_posix(), data_of, broken, kind)
+
+
+def unnamed(
+    run_id: int | None, shown: str, data_of: int | None, broken: dict[int, str], kind: str | None
+) -> Row:
+    """The row of a file no manifest names (`kind`: what it is when not a regular file)."""
+    if kind is not None:  # a FIFO named like a data file: never opened
+        return row(run_id, shown, "orphan", f"{kind}, not a regular file: named by no manifest")
+    if data_of is None:
+        return row(run_id, shown, "orphan", "named by no manifest")
+    if data_of in broken:  # its manifest is there: the data file is neither orphan nor unsealed
+        return row(data_of, shown, "unverified", f"its manifest {broken[data_of]}")
+    return row(data_of, shown, "missing", f"no manifest ({data_of}{manifest.SUFFIX})")
+
+
+def _listing(where: Path) -> dict[str, str | None]:
+    """Each name in `where`, sorted, with what it is when not a regular file (None): a FIFO,
+    a device... (a link is what it points to; one to nothing is "a link to nothing")."""
+    kinds: dict[str, str | None] = {}
+    with os.scandir(where) as entries:
+        for entry in entries:
+            try:
+                kinds[entry.name] = kind_of(entry.stat().st_mode)
+            except FileNotFoundError:
+                kinds[entry.name] = "a link to nothing"
+    return dict(sorted(kinds.items()))
 
 
 def _check_run(
-    where: Path, under: Path, run_id: int, named: set[str], scanner: Scanner
+    where: Path,
+    under: Path,
+    run_id: int,
+    seen: tuple[set[str], dict[int, str], dict[str, str | None]],
+    scanner: Scanner,
 ) -> Iterator[Row]:
+    """The rows of a run's manifest and of the files it names; `seen`: the names named so
+    far, the runs whose manifest cannot be used (with why), the directory's listing."""
+    named, broken, kinds = seen
     path = manifest.manifest_path(where, run_id)
     shown = (under / path.name).as_posix()
     try:
         found = manifest.read(path, run_id)
     except ValueError as exc:  # orjson's JSONDecodeError is a ValueError
+        broken[run_id] = f"({path.name}) does not parse: not checked"
         yield row(run_id, shown, "corrupt", f"manifest does not parse: {exc}")
         return
     except OSError as exc:
+        broken[run_id] = f"({path.name}) cannot be read: not checked"
         yield row(run_id, shown, "unreadable", f"cannot read it: {_why(exc)}")
         return
     yield row(run_id, shown, "ok", "")
     for entry in manifest.named_files(found):
         named.add(entry["name"])
         shown = (under / entry["name"]).as_posix()
-        yield _check_file(where / entry["name"], shown, run_id, entry, scanner)
+        kind = kinds.get(entry["name"], "absent")
+        yield _check_file(where / entry["name"], shown, run_id, (entry, kind), scanner)
 
 
 def _check_file(
-    path: Path, shown: str, run_id: int, entry: dict[str, Any], scanner: Scanner
+    path: Path, shown: str, run_id: int, named: tuple[dict[str, Any], str | None], scanner: Scanner
 ) -> Row:
+    """The row of a file a manifest names (`named`: its entry, and what is there when not
+    a regular file: "absent", a FIFO...)."""
+    entry, kind = named
+    if kind not in (None, "absent"):  # never opened: a FIFO's open() would wait for ever
+        return row(run_id, shown, "missing", f"named by the manifest; {kind} is there, not a file")
     try:
-        size = path.stat().st_size if path.is_file() else None
+        size = path.stat().st_size if kind is None else None
         return judge(run_id, shown, entry, size, lambda: scanner.scan(path))
     except OSError as exc:  # (a scan ahead raises it here, from its thread)
         return row(run_id, shown, "unreadable", f"cannot read it: {_why(exc)}")

@@ -82,7 +82,7 @@ def test_damage_is_found_and_named_as_in_a_directory(s3cli: S3Cli, tmp_path: Pat
         "100001.ndjson": "corrupt",
         "100001.csv": "truncated",
         "100002.manifest.json": "corrupt",
-        "100002.ndjson": "missing",  # its manifest unreadable: as good as none
+        "100002.ndjson": "unverified",  # its manifest is there: not "no manifest"
         "100003.ndjson": "missing",
         "notes.txt": "orphan",
         "99999999999999999999999.ndjson": "orphan",

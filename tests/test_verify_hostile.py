@@ -120,6 +120,46 @@ def test_what_verify_cannot_read_is_a_row_each_not_an_internal_error() -> None:
     found = {row["file"]: (row["status"], row["detail"]) for row in orjson.loads(done.stdout)}
     assert found["1.ndjson"] == ("unreadable", "cannot read it: Permission denied")
     assert found["2.manifest.json"] == ("unreadable", "cannot read it: Permission denied")
+    # Its data file is not unsealed ("missing: no manifest"): the manifest is there.
+    assert found["2.ndjson"] == (
+        "unverified",
+        "its manifest (2.manifest.json) cannot be read: not checked",
+    )
     assert found["2026/01/02"] == ("unreadable", "cannot list it: Permission denied")
     assert found["2025"] == ("unreadable", "cannot list it: Permission denied")
     assert found["3.ndjson"][0] == "ok"
+
+
+@pytest.mark.timeout(30, method="thread")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_fifo_in_a_files_place_is_a_row_and_never_opened(tmp_path: Path, workers: int) -> None:
+    """A FIFO named like a run's data file was passed over in silence (listed only if a
+    regular file); one a manifest names, or in a manifest's place, would have blocked the
+    open() that reads it for ever. Each is now a row, and nothing waits on one."""
+    archive = archive_of(tmp_path, 1, 2)
+    (archive / "1.csv").write_bytes(b"a,b\n")  # named by run 1's manifest, then a FIFO
+    found = manifest.read(manifest_path(archive, 1))
+    found["files"].append(manifest.file_entry(archive / "1.csv"))
+    manifest_path(archive, 1).write_bytes(orjson.dumps(found))
+    (archive / "1.csv").unlink()
+    os.mkfifo(archive / "1.csv")
+    os.mkfifo(archive / "3.ndjson")  # a data file's name, no manifest
+    manifest_path(archive, 2).unlink()
+    os.mkfifo(manifest_path(archive, 2))  # a manifest's name
+    found = {r["file"]: (r["status"], r["detail"]) for r in verify(archive, workers=workers)}
+    assert found == {
+        "1.manifest.json": ("ok", ""),
+        "1.ndjson": ("ok", "27 bytes"),
+        "1.csv": ("missing", "named by the manifest; a FIFO is there, not a file"),
+        "2.manifest.json": ("unreadable", "cannot read it: a FIFO, not a regular file"),
+        "2.ndjson": ("unverified", "its manifest (2.manifest.json) cannot be read: not checked"),
+        "3.ndjson": ("orphan", "a FIFO, not a regular file: named by no manifest"),
+    }
+
+
+@pytest.mark.timeout(30, method="thread")
+def test_a_fifo_is_not_opened_to_be_scanned(tmp_path: Path) -> None:
+    """Put in a file's place after the listing, a FIFO is refused, not waited on."""
+    os.mkfifo(tmp_path / "1.ndjson")
+    with pytest.raises(OSError, match="a FIFO, not a regular file"):
+        manifest.scan(tmp_path / "1.ndjson", ndjson=True)

@@ -27,7 +27,7 @@ from .. import manifest
 from ..compression import as_run_id, codec_of, run_id_of
 from ..config import Settings
 from ..scan import scan_opened
-from ..verify import Row, judge, row
+from ..verify import Row, judge, row, unnamed
 from .listing import DATED
 from .store import Store
 
@@ -128,6 +128,7 @@ def _rows(reader: _Reader) -> Iterator[Row]:
 def _check_run(reader: _Reader, where: str, run_id: int, objects: dict[str, int]) -> Iterator[Row]:
     """The rows of one run's objects in one directory (`where`: '' or 'YYYY/MM/DD/')."""
     named: set[str] = set()
+    broken: dict[int, str] = {}  # its manifest is there but does not parse: why
     name = f"{run_id}{manifest.SUFFIX}"
     if name in objects:
         named.add(name)
@@ -135,7 +136,7 @@ def _check_run(reader: _Reader, where: str, run_id: int, objects: dict[str, int]
             found = _manifest(reader, where + name, objects[name], run_id)
         except ValueError as exc:  # orjson's JSONDecodeError is a ValueError
             yield row(run_id, where + name, "corrupt", f"manifest does not parse: {exc}")
-            found = {}
+            found, broken[run_id] = {}, f"({name}) does not parse: not checked"
         else:
             yield row(run_id, where + name, "ok", "")
         for entry in manifest.named_files(found):
@@ -144,10 +145,7 @@ def _check_run(reader: _Reader, where: str, run_id: int, objects: dict[str, int]
             size = objects.get(entry["name"])
             yield judge(run_id, shown, entry, size, functools.partial(_scan, reader, shown))
     for other in sorted(set(objects) - named):
-        if run_id_of(Path(other)) is not None:
-            yield row(run_id, where + other, "missing", f"no manifest ({name})")
-        else:
-            yield row(run_id, where + other, "orphan", "named by no manifest")
+        yield unnamed(run_id, where + other, run_id_of(Path(other)), broken, None)
 
 
 def _manifest(reader: _Reader, name: str, size: int, run_id: int) -> dict[str, Any]:
