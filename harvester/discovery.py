@@ -47,6 +47,7 @@ async def discover_runs(
     again (where the backend keeps them: v2)."""
     gate = gate if gate is not None else RateGate.for_settings(settings)
     stats = stats if stats is not None else HarvestStats()
+    stats.runs_known = False  # (a worker's next cycle: its runs are not known yet)
     async with Transport(settings, gate=gate, stats=stats) as transport:
         backend = backend_for(settings, transport)
         await backend.prepare()

@@ -185,6 +185,7 @@ async def harvest_job(
         if notify is not None:
             warn_short(archived_short(settings, skipped, state, places), notify)
         stats.runs_total += len(todo)
+        stats.runs_known = True
         stats.runs_skipped += len(skipped)
         # The state first: a run published is recorded even if a later observer fails
         # (the reporter, on a closed stderr).

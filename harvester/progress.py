@@ -304,7 +304,8 @@ class Reporter:
         if not self.to_stdout:
             records, written = self._kept_records, self._kept_bytes
         ended = stats.runs_done + stats.runs_failed
-        not_harvested = max(0, stats.runs_total - ended)
+        # Ended before it knew its runs (discovery failed): how many is unknown, not 0.
+        not_harvested = max(0, stats.runs_total - ended) if stats.runs_known else None
         failed = list(self._failed.values())
         self._summary_line(stats, records, written, failed, stats.runs_skipped, not_harvested)
 
@@ -344,12 +345,14 @@ class Reporter:
         written: int,
         failed: list[dict[str, Any]],
         skipped: int,
-        not_harvested: int,
+        not_harvested: int | None,
         seconds: float | None = None,
     ) -> None:
         seconds = time.monotonic() - self.started if seconds is None else seconds
         total = sum(records.values())
         unreached = f", {not_harvested} not harvested" if not_harvested else ""
+        if not_harvested is None:
+            unreached = ", how many not harvested unknown (it ended before it knew its runs)"
         self.event(
             "summary",
             f"{plural(stats.runs_done, 'run')} harvested, {len(failed)} failed, "

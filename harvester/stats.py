@@ -18,6 +18,9 @@ class HarvestStats:
     records: Counter[str] = field(default_factory=Counter)  # by record type
     bytes_written: int = 0
     runs_total: int = 0
+    #: runs_total counts all of the job's runs: False until discovery and the archive's
+    #: check have said which (a job ended before cannot say how many it left).
+    runs_known: bool = False
     runs_done: int = 0
     runs_failed: int = 0
     runs_skipped: int = 0

@@ -354,6 +354,20 @@ async def test_a_fatal_worker_error_is_a_json_line_then_the_summary(
     assert all("time" in e and "level" in e for e in events)
 
 
+async def test_a_job_ended_before_it_knew_its_runs_says_how_many_it_left_is_unknown(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    """Discovery refused (the token rejected): the summary said `runs_not_harvested: 0`,
+    which reads as "nothing was left" though the job never learnt what it had to do."""
+    args = ("--project", str(FIRST_PROJECT_ID), "--out", str(tmp_path), "--token", "wrong")
+    done = await run_cli(simulator, "harvest", *args)
+    assert done.returncode == 2
+    *_, error, summary = [orjson.loads(line) for line in done.stderr.splitlines()]
+    assert error["event"] == "error" and summary["event"] == "summary"
+    assert summary["runs_not_harvested"] is None
+    assert "how many not harvested unknown" in summary["message"]
+
+
 @pytest.mark.parametrize("command", [["config", "show"], ["harvest", "--help"]])
 def test_commands_that_never_show_the_version_do_not_read_it(command: list[str]) -> None:
     """importlib.metadata costs ~0.06 s a start: only --version and a harvest pay it."""
