@@ -128,3 +128,49 @@ async def test_an_aiobotocore_without_the_hook_is_refused_before_any_request(
     said = str(refused.value)
     assert "is not one harvester can stop S3 redirects with" in said and "\n" not in said
     assert "pip install 'aiobotocore>=2.15,<4'" in said
+
+
+PORTAL = b"<!DOCTYPE html>\n<html><head><meta charset=utf-8><title>Sign in</title><body><br>"
+
+
+@pytest.mark.parametrize("well_formed", [False, True])
+async def test_a_web_page_answered_for_the_store_fails_at_once_saying_so(
+    monkeypatch: pytest.MonkeyPatch, well_formed: bool
+) -> None:
+    """A captive portal answering 200 with its login page to every request: botocore took
+    a page that is not XML for a partial answer of S3's, asked again until --max-attempts
+    ran out and failed as "500"; one that parsed as XML was an empty listing. Each
+    request now fails at its first answer, in one line."""
+    from harvester.objectstore.failures import StoreError
+    from harvester.objectstore.store import Store
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    asked: list[str] = []
+    page = b"<html><body><p>Sign in</p></body></html>" if well_formed else PORTAL
+
+    async def portal(request: web.Request) -> web.Response:
+        await request.read()
+        asked.append(request.method)
+        return web.Response(status=200, body=page, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", portal)
+    async with serve(app) as url:
+        settings = load_settings({"out": "s3://b/p/", "s3_endpoint_url": url, "token": "t"})
+        store = Store(settings)
+        await store.open(check=False)
+        try:
+            with pytest.raises(StoreError) as listed:
+                await store.call("list_objects_v2", Prefix="p/")
+            with pytest.raises(StoreError) as stored:
+                await store.put("p/1.ndjson", b"a run's records\n", create_only=True)
+        finally:
+            await store.close()
+    assert asked == ["GET", "PUT"]  # one try each, none asked again
+    assert str(listed.value) == (
+        f"the S3 store at {url} answered GET /b with a web page (HTTP 200, text/html), "
+        "not S3's XML: a proxy or a login page in the way? check --s3-endpoint-url and "
+        "HTTPS_PROXY/NO_PROXY"
+    )
+    assert "answered PUT /b/p/1.ndjson with a web page" in str(stored.value)
