@@ -174,3 +174,31 @@ async def test_a_web_page_answered_for_the_store_fails_at_once_saying_so(
         "HTTPS_PROXY/NO_PROXY"
     )
     assert "answered PUT /b/p/1.ndjson with a web page" in str(stored.value)
+
+
+async def test_the_user_agent_names_the_harvester_and_botocore_once_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiobotocore's session adds `botocore/V` to the agent it is given, which named
+    botocore already: requests said `k6-harvester/V botocore/V botocore/V`."""
+    import botocore
+
+    from harvester import __version__
+    from harvester.objectstore.store import Store
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    agents: list[str] = []
+
+    async def bucket(request: web.Request) -> web.Response:
+        agents.append(request.headers["User-Agent"])
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", bucket)
+    async with serve(app) as url:
+        settings = load_settings({"out": "s3://b/p/", "s3_endpoint_url": url, "token": "t"})
+        store = Store(settings)
+        await store.open()  # HeadBucket
+        await store.close()
+    assert agents == [f"k6-harvester/{__version__} botocore/{botocore.__version__}"]

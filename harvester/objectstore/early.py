@@ -40,7 +40,6 @@ def load() -> Botocore:
     """Import botocore and make a session; raises `ImportError` without the s3 extra."""
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
-    from botocore import __version__ as botocore_version
     from botocore.handlers import add_expect_header
 
     from .models import quicken
@@ -50,7 +49,9 @@ def load() -> Botocore:
     # The models a client of S3 reads (aiobotocore's list, kept with its own code).
     session.warm_up_loader_caches("s3")
     # (our version is read from the installed metadata: ~5 ms of CPU the first time)
-    agent = f"k6-harvester/{version()} botocore/{botocore_version}"
+    # aiobotocore's session adds botocore's own part (`user_agent_extra`, botocore/V):
+    # ours named it too, and requests said `botocore/V botocore/V`.
+    agent = f"k6-harvester/{version()}"
     return Botocore(session, AioConfig, agent, add_expect_header)
 
 
