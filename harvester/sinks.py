@@ -299,7 +299,9 @@ class DirectorySink:
                 size, sha = run.files.written(kind)
                 known = manifest.Scan(size, sha, counts[kind])
             entries.append(manifest.file_entry(final, known))
-        csv = published_data(where, run_id, "csv") if summary.get("export_file") else None
+        # The run's export, fetched by this job or kept from an earlier one (--force without
+        # --export-csv leaves it as it is: named, it is no orphan to verify).
+        csv = published_data(where, run_id, "csv")
         if csv is not None:
             entries.append(manifest.file_entry(csv))
         built = manifest.build(run_id, entries, self.facts, summary)
@@ -319,8 +321,9 @@ class DirectorySink:
                     if other not in published:
                         discard(other)
         if old != where:
-            for name in (f"{run_id}{manifest.SUFFIX}", f"{run_id}.csv", f"{run_id}.csv.gz"):
-                discard(old / name)
+            discard(old / f"{run_id}{manifest.SUFFIX}")
+            for name in (f"{run_id}.csv", f"{run_id}.csv.gz"):
+                _move_export(old / name, where, run_id)
 
     async def abort(self, run_id: int) -> None:
         run = self._runs.pop(run_id, None)
@@ -339,6 +342,18 @@ class DirectorySink:
         if self._child is not None:
             await anyio.to_thread.run_sync(self._child.close)
             self._child = None
+
+
+def _move_export(path: Path, where: Path, run_id: int) -> None:
+    """A run's CSV export where it was archived, moved to `where` with the run (--force
+    with another --layout): deleted only when this job fetched a new one (--export-csv)."""
+    try:
+        if published_data(where, run_id, "csv") is None:
+            path.rename(where / path.name)  # (one archive, one filesystem)
+        else:
+            discard(path)
+    except FileNotFoundError:
+        pass  # (the run had no export there)
 
 
 def _close_all(handles: Mapping[str, BinaryIO], temps: Mapping[str, Path]) -> None:

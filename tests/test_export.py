@@ -33,6 +33,7 @@ from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
 from harvester.stats import HarvestStats
 from harvester.transport import Transport
+from harvester.verify import intact, verify
 from tests.harvest_helpers import assert_exact, read_dir, settings_for, targets
 from tests.process_helpers import cli_command, cli_env, run_cli, wait_for
 
@@ -341,6 +342,30 @@ async def test_force_replaces_the_published_export_keeping_one_file(
     assert not result.report.failed
     assert sorted(p.name for p in tmp_path.glob("*.csv*")) == [f"{RUN_A}.csv.gz"]
     assert read_dir(tmp_path)[RUN_A][-1]["data"]["export_file"] == f"{RUN_A}.csv.gz"
+
+
+async def test_force_without_export_csv_keeps_the_export_named_and_moves_it_with_the_run(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    """--force re-harvests the run's data; its export was not asked about. It stays, named
+    by the new manifest (it was left named by none: an orphan to verify), and moves with
+    the run to another --layout (it was deleted)."""
+    runs = targets(simulator.cloud)[:1]
+    await harvest_job(settings_for(simulator, tmp_path, export_csv=True), runs)
+    exported = (tmp_path / f"{RUN_A}.csv").read_bytes()
+    for layout in ("flat", "date"):
+        settings = settings_for(simulator, tmp_path, force=True, layout=layout)
+        assert not (await harvest_job(settings, runs)).report.failed
+        [kept] = tmp_path.rglob(f"{RUN_A}.csv*")
+        assert kept.read_bytes() == exported and kept.parent == manifest_path_of(tmp_path)
+        rows = list(verify(tmp_path))
+        assert intact(rows) and kept.name in {row["file"].rpartition("/")[2] for row in rows}
+
+
+def manifest_path_of(root: Path) -> Path:
+    """The directory of the archive's one manifest."""
+    [found] = root.rglob("*.manifest.json")
+    return found.parent
 
 
 @pytest.mark.parametrize("export_file", ["ftp://storage.example/f.csv", "http://[::1"])

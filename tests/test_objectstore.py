@@ -357,7 +357,9 @@ def test_a_killed_job_s_export_spool_is_removed_by_the_next_job_and_a_live_one_k
 def test_force_with_another_layout_leaves_each_run_once_in_the_archive(s3cli: S3Cli) -> None:
     """As with --out DIR: a re-harvest with --force and another --layout (or --export-csv)
     moves the run; its objects where it was are removed (also those of a run archived
-    under --export-csv but without its CSV, which a listing does not count as archived)."""
+    under --export-csv but without its CSV, which a listing does not count as archived).
+    Its CSV export, not asked about without --export-csv, moves with it (it was deleted)
+    and stays named by its manifest (it was left an orphan)."""
     out, day = f"s3://{s3cli.bucket}/n/", "2024/06/03"
     flat = [f"n/{run}.{name}" for run in (100001, 100002) for name in ("manifest.json", "ndjson")]
     dated = [key.replace("n/", f"n/{day}/") for key in flat]
@@ -366,10 +368,12 @@ def test_force_with_another_layout_leaves_each_run_once_in_the_archive(s3cli: S3
         (("--layout", "flat"), flat),
         (("--layout", "date", "--force"), dated),
         (("--layout", "flat", "--force", "--export-csv"), csvs),
-        (("--layout", "date", "--force"), dated),
+        (("--layout", "flat", "--force"), csvs),
+        (("--layout", "date", "--force"), [key.replace("n/", f"n/{day}/") for key in csvs]),
     ):
         assert s3cli.main([*s3cli.args(out, *RUNS), *flags])[0] == 0
         assert sorted(s3cli.s3.objects(s3cli.bucket)) == keys, flags
+        assert s3cli.main(["verify", out, "--s3-endpoint-url", s3cli.s3.url])[0] == 0, flags
 
 
 @pytest.mark.parametrize(

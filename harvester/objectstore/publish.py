@@ -12,7 +12,9 @@
 
 So a run's data object exists only when everything else of the run is stored whole.
 `--force` writes without conditions and removes the run's objects of another format or
-compression (`_remove_others`).
+compression (`_remove_others`). Its CSV export, when this job does not fetch one (no
+`--export-csv`), is kept as an earlier job stored it (`kept_export`): named by the new
+manifest, and copied along when the run moves to another layout (it was deleted).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -30,6 +33,7 @@ from ..compression import CODECS, suffix
 from ..errors import OutputError
 from ..layout import Places
 from ..runfiles import KINDS, codec_for
+from .failures import StoreError
 from .leases import Lease, is_live
 from .location import Location
 from .parts import PartBuffer, Upload
@@ -76,6 +80,15 @@ class RunObjects:
             self.rests[kind] = (rest, await buffer.seal(rest, whole=kind not in self.uploads))
 
 
+@dataclass(frozen=True)
+class KeptExport:
+    """A run's CSV export stored by an earlier job, kept (--force without --export-csv):
+    its manifest's entry for it, and its key."""
+
+    entry: dict[str, Any]
+    key: str
+
+
 @dataclass
 class Publisher:
     """Stores a run's objects in the module's order."""
@@ -97,19 +110,33 @@ class Publisher:
         claim = functools.partial(self.lease.claim, run_id)
         return Upload(self.store, key, self.tasks, self.slots, claim)
 
-    async def publish(self, run_id: int, run: RunObjects, body: bytes, csv: Path | None) -> None:
-        """The run's objects, `body` its manifest; nothing more when the run is another
-        job's (the module's step 1)."""
+    async def publish(
+        self,
+        run_id: int,
+        run: RunObjects,
+        body: bytes,
+        csv: Path | None,
+        kept: KeptExport | None = None,
+    ) -> None:
+        """The run's objects, `body` its manifest (`kept`: the export it names that an
+        earlier job stored); nothing more when the run is another job's (step 1)."""
         if not await self._claim(run_id, body):
             return
         if csv is not None:
             await self._put_file(run_id, csv)
+        elif kept is not None and kept.key != self.names.key(run_id, kept.entry["name"]):
+            source = {"Bucket": self.names.loc.bucket, "Key": kept.key}  # (another layout's)
+            await self.store.call(
+                "copy_object", Key=self.names.key(run_id, kept.entry["name"]), CopySource=source
+            )
         kinds = list(run.buffers)
         for kind in kinds[:-1]:
             await self._store(run_id, run, kind, create_only=False)
         won = await self._store(run_id, run, kinds[-1], create_only=self.create_only)
         if won and not self.create_only:
             await self._remove_others(run_id, kinds, csv)
+            if kept is not None and kept.key != self.names.key(run_id, kept.entry["name"]):
+                await self.store.call("delete_object", Key=kept.key)  # (copied: moved)
 
     async def _claim(self, run_id: int, body: bytes) -> bool:
         """Store the manifest, create-only: False when the run is another job's (see the
@@ -162,16 +189,47 @@ class Publisher:
         except OSError as exc:
             raise OutputError(f"cannot read the export {path}: {exc.strerror or exc}") from exc
 
+    async def kept_export(self, run_id: int) -> KeptExport | None:
+        """--force without --export-csv: the run's CSV export as its manifest names it,
+        where the run was archived (here first), when it is there with that size."""
+        here = self.names.places.relative(run_id)
+        for directory in sorted(self.found.get(run_id, ()), key=lambda where: where != here):
+            at = self.names.loc.prefix + (f"{directory}/" if directory else "")
+            try:
+                found = manifest.parse(await self._read(f"{at}{run_id}{manifest.SUFFIX}"), run_id)
+            except (StoreError, ValueError):
+                continue  # no manifest there, or none to trust: nothing to keep by it
+            for entry in manifest.named_files(found):
+                if entry["name"] in (f"{run_id}.csv", f"{run_id}.csv.gz"):
+                    stored = await self.store.head(at + entry["name"])
+                    if stored is not None and stored.get("ContentLength") == entry.get("bytes"):
+                        return KeptExport(entry, at + entry["name"])
+        return None
+
+    async def _read(self, key: str) -> bytes:
+        """A small object (a manifest: past `MANIFEST_LIMIT`, a ValueError)."""
+        answer = await self.store.call("get_object", Key=key)
+        body = answer["Body"]
+        try:
+            if answer.get("ContentLength", 0) > manifest.MANIFEST_LIMIT:
+                raise ValueError("not a harvester manifest")
+            data: bytes = await body.read()
+            return data
+        finally:
+            body.close()
+
     async def _remove_others(self, run_id: int, kinds: list[str], csv: Path | None) -> None:
         """--force with another format, compression or layout: one run is never archived
-        twice (its objects where it was found go too)."""
+        twice (its objects where it was found go too). Its older CSV exports go only for
+        the one stored now (`csv`): without --export-csv the export is not this job's."""
         names = {f"{run_id}{suffix(codec, kind)}" for kind in KINDS["raw"] + KINDS["points"]
                  + KINDS["parquet"] for codec in CODECS}  # fmt: skip
-        names |= {f"{run_id}.csv", f"{run_id}.csv.gz", f"{run_id}{manifest.SUFFIX}"}
+        names.add(f"{run_id}{manifest.SUFFIX}")
         here = self.names.places.relative(run_id)
         kept = {self.names.kind_key(run_id, kind) for kind in kinds}
         kept.add(self.names.key(run_id, f"{run_id}{manifest.SUFFIX}"))
         if csv is not None:
+            names |= {f"{run_id}.csv", f"{run_id}.csv.gz"}
             kept.add(self.names.key(run_id, csv.name))
         prefix = self.names.loc.prefix
         for directory in {here, *self.found.get(run_id, ())}:

@@ -33,7 +33,7 @@ from .held import Room
 from .leases import Lease, RunUpload, run_uploads, stale_uploads
 from .listing import run_of_key, stored_runs
 from .parts import PART_SIZE, PARTS_IN_FLIGHT, PartBuffer, PartHashing, Upload
-from .publish import Names, Publisher, RunObjects
+from .publish import KeptExport, Names, Publisher, RunObjects
 from .spool import Spool
 from .store import Store, refused_if_failing
 
@@ -312,9 +312,12 @@ class ObjectSink:
             self._room.note(run.objects.held())
             for upload in run.objects.uploads.values():
                 await upload.settle()
-            body = await self._manifest(run_id, run, counts, summary or {}, csv)
             assert self._publisher is not None
-            await self._publisher.publish(run_id, run.objects, body, csv)
+            kept = None  # --force without --export-csv: an earlier job's export stays
+            if csv is None and not self.create_only:
+                kept = await self._publisher.kept_export(run_id)
+            body = await self._manifest(run_id, run, (counts, summary or {}), csv, kept)
+            await self._publisher.publish(run_id, run.objects, body, csv, kept)
         finally:
             await self.abort(run_id)
             if csv is not None:
@@ -331,11 +334,13 @@ class ObjectSink:
         self,
         run_id: int,
         run: _Run,
-        counts: Mapping[str, int] | None,
-        summary: Mapping[str, Any],
+        written: tuple[Mapping[str, int] | None, Mapping[str, Any]],
         csv: Path | None,
+        kept: KeptExport | None,
     ) -> bytes:
-        """The run's manifest, from what was hashed and counted on the way out."""
+        """The run's manifest, from what was hashed and counted on the way out (`written`:
+        the records of each type, the summary), naming its export (`csv`, or `kept`)."""
+        counts, summary = written
         by_kind = run.files.counts(counts or {})
         entries = [
             manifest.file_entry(
@@ -345,6 +350,8 @@ class ObjectSink:
         ]
         if csv is not None:
             entries += await anyio.to_thread.run_sync(_csv_entry, csv)
+        elif kept is not None:
+            entries.append(kept.entry)
         built = manifest.build(run_id, entries, self.facts, summary)
         return orjson.dumps(built, option=orjson.OPT_INDENT_2) + b"\n"
 
