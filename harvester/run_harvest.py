@@ -9,20 +9,19 @@ is named in the summary.
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 
 from .api import CloudApi, JsonObject
 from .batching import PROBE_IDS, SeriesBatcher
+from .channel import Channel
 from .errors import ApiStatusError, MethodRefused, RequestRefused, UrlTooLong
 from .methods import DEFAULT_METHOD
-from .records import Chunk, Lines, Message, encode, encode_texts
+from .records import Chunk, Lines, encode, encode_texts
 from .tables import plural
 
 
@@ -33,7 +32,7 @@ class RunHarvest:
         self,
         api: CloudApi,
         run_id: int,
-        send: MemoryObjectSendStream[Message],
+        send: Channel,
         *,
         max_url_length: int,
         methods: Sequence[str] = (),
@@ -69,10 +68,6 @@ class RunHarvest:
 
     async def deliver(self, lines: Lines) -> None:
         """Hand lines to the writer; waits only while the channel is full."""
-        with contextlib.suppress(anyio.WouldBlock):
-            # `send` always yields first, even with room; this does not.
-            self._send.send_nowait(lines)
-            return
         await self._send.send(lines)
 
     async def run(self, run_object: JsonObject | None = None) -> dict[str, Any]:

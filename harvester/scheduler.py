@@ -19,6 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .api import JsonObject
 from .backends.base import RunFetcher
+from .channel import Channel
 from .config import Settings
 from .errors import JOB_FATAL, HarvesterError, describe, unwrap
 from .layout import Places
@@ -123,14 +124,14 @@ class Scheduler:
     async def harvest(self, targets: Iterable[RunTarget]) -> HarvestReport:
         # A sink whose writes wait on the network may queue fewer (`ObjectSink.channel_size`).
         size = min(self.settings.channel_size, getattr(self.sink, "channel_size", 1 << 30))
-        send, receive = anyio.create_memory_object_stream[Message](size)
+        send, receive = Channel.create(size)
         todo = list(targets)
         pending = iter(todo)
         # No more workers than runs: `--runs-in-flight 1000000` for one run had started a
         # million tasks (3.6 GB, four minutes) before asking anything.
         workers = min(self.settings.runs_in_flight, len(todo))
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._writer, receive)
+            tg.start_soon(self._writer, receive, send)
             async with send:
                 for _ in range(workers):
                     tg.start_soon(self._run_worker, pending, send.clone())
@@ -138,9 +139,7 @@ class Scheduler:
 
     # --- fetching -------------------------------------------------------------------
 
-    async def _run_worker(
-        self, pending: Iterator[RunTarget], send: MemoryObjectSendStream[Message]
-    ) -> None:
+    async def _run_worker(self, pending: Iterator[RunTarget], send: Channel) -> None:
         async with send:
             try:
                 # One shared iterator: each worker takes the next run when it is free.
@@ -155,7 +154,7 @@ class Scheduler:
                 # written, so the worker ends without an error of its own.
                 return
 
-    async def _harvest_one(self, target: RunTarget, send: MemoryObjectSendStream[Message]) -> None:
+    async def _harvest_one(self, target: RunTarget, send: Channel) -> None:
         token = current_budget.set(RetryBudget(self.settings.retry_budget))
         reason = target.incomplete_reason
         started = False
@@ -193,17 +192,21 @@ class Scheduler:
 
     # --- writing --------------------------------------------------------------------
 
-    async def _writer(self, receive: MemoryObjectReceiveStream[Message]) -> None:
+    async def _writer(self, receive: MemoryObjectReceiveStream[Message], channel: Channel) -> None:
         """The one task that writes: drains every queued message per turn, and hands
         finished runs to a publisher task so an fsync never stalls the channel (while it
-        is full, fetchers would sit holding their parsed answers)."""
+        is full, fetchers would sit holding their parsed answers). A message's bytes
+        count in the channel until it is written (`Channel.written`)."""
         publish, to_publish = anyio.create_memory_object_stream[RunOutcome](PUBLISH_QUEUE)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._publisher, to_publish)
                 async with publish, receive:
                     while (message := await _next(receive)) is not None:
-                        await self._handle(message, publish)
+                        try:
+                            await self._handle(message, publish)
+                        finally:
+                            channel.written(message)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.sink.close()

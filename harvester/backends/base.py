@@ -13,9 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from anyio.streams.memory import MemoryObjectSendStream
-
-from ..records import Message
+from ..channel import Channel
 
 if TYPE_CHECKING:
     from ..layout import Places
@@ -30,9 +28,7 @@ class RunFetcher(Protocol):
         """The run's own object (`--layout date` places a run by its `created`)."""
         ...
 
-    async def fetch(
-        self, run_id: int, run: JsonObject | None, send: MemoryObjectSendStream[Message]
-    ) -> dict[str, Any]:
+    async def fetch(self, run_id: int, run: JsonObject | None, send: Channel) -> dict[str, Any]:
         """Send the run's records into `send` and return its summary (with
         `incomplete_reason` when the run is harvested but not complete)."""
         ...

@@ -10,14 +10,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 
 from ..api import CloudApi, JsonObject
+from ..channel import Channel
 from ..config import Settings
 from ..export import CsvExporter, ExportedFile, summary_fields
 from ..layout import Places
 from ..projects import project_rows
-from ..records import Message
 from ..run_harvest import RunHarvest
 from ..transport import Transport
 from . import v2_discovery, v2_plan
@@ -92,9 +91,7 @@ class V2Fetcher:
     async def run_object(self, run_id: int) -> JsonObject:
         return await self.api.get_run(run_id)
 
-    async def fetch(
-        self, run_id: int, run: JsonObject | None, send: MemoryObjectSendStream[Message]
-    ) -> dict[str, Any]:
+    async def fetch(self, run_id: int, run: JsonObject | None, send: Channel) -> dict[str, Any]:
         harvest = RunHarvest(
             self.api,
             run_id,

@@ -13,19 +13,18 @@ job's transport: rate gate, retries, 429 pause.
 
 from __future__ import annotations
 
-import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectSendStream
 
+from ..channel import Channel
 from ..config import Settings
 from ..errors import HarvesterError
 from ..moments import utc_moment
-from ..records import Lines, Message, encode
+from ..records import Lines, encode
 from ..transport import Transport
 from . import v5_query, v5_series, v6_plan, v6_thresholds
 from .v6_api import V6, JsonObject, NotReady, V6Api, readiness, resolve_stack
@@ -44,7 +43,7 @@ class V6RunFetch:
         self,
         api: V6Api,
         run_id: int,
-        send: MemoryObjectSendStream[Message],
+        send: Channel,
         *,
         settings: Settings,
         slots: anyio.CapacityLimiter,
@@ -59,11 +58,7 @@ class V6RunFetch:
         if not count:
             return
         self.counts[kind] += count
-        lines = Lines(self.run_id, data, Counter({kind: count}))
-        with contextlib.suppress(anyio.WouldBlock):
-            self._send.send_nowait(lines)
-            return
-        await self._send.send(lines)
+        await self._send.send(Lines(self.run_id, data, Counter({kind: count})))
 
     async def emit(self, kind: str, items: list[Any]) -> None:
         await self._deliver(kind, encode(kind, self.run_id, items), len(items))
@@ -193,9 +188,7 @@ class V6Fetcher:
     async def run_object(self, run_id: int) -> JsonObject:
         return await self.api.get_run(run_id)
 
-    async def fetch(
-        self, run_id: int, run: JsonObject | None, send: MemoryObjectSendStream[Message]
-    ) -> dict[str, Any]:
+    async def fetch(self, run_id: int, run: JsonObject | None, send: Channel) -> dict[str, Any]:
         fetch = V6RunFetch(
             self.api, run_id, send, settings=self._settings, slots=self._slots,
             parsers=self._parsers,
