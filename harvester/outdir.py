@@ -106,10 +106,11 @@ def create_temp(out_dir: Path, run_id: int, kind: str = "ndjson") -> tuple[int, 
         os.close(fd)  # pragma: no cover (a race of microseconds with another process)
 
 
-def publish(temp: Path, final: Path, *, replace: bool = False) -> bool:
+def publish(temp: Path, final: Path, *, replace: bool = False, keep: bool = False) -> bool:
     """Give the (flushed, fsynced) `temp` its final name. False when another writer had
-    published `final` already: then `temp` is removed and `final` left as it is. With
-    `replace` (--force) an existing `final` is replaced on purpose, atomically."""
+    published `final` already: then `temp` is removed (kept with `keep`, for the caller to
+    settle) and `final` left as it is. With `replace` (--force) an existing `final` is
+    replaced on purpose, atomically."""
     if replace:
         os.replace(temp, final)
         return True
@@ -128,7 +129,8 @@ def publish(temp: Path, final: Path, *, replace: bool = False) -> bool:
         else:
             os.rename(temp, final)
             return True
-    temp.unlink()
+    if published or not keep:
+        temp.unlink()
     return published
 
 

@@ -253,7 +253,7 @@ class DirectorySink:
         first = next(iter(finals.values()))
         with writing_to(first):
             won = await anyio.to_thread.run_sync(self._publish, run, finals)
-            if self.replace:
+            if self.replace or won:
                 self._remove_others(run_id, set(finals.values()))
             if won:
                 known = None if counts is None else run.files.counts(counts)
@@ -264,17 +264,34 @@ class DirectorySink:
 
     def _publish(self, run: _Run, finals: dict[str, Path]) -> bool:
         """Each file whole (stack ended, flushed, fsynced) under its name, in order; False
-        when another writer had published the run."""
+        when another writer had published the run (its last file, which says the run is
+        archived, was there)."""
         won = True
+        *_, last = run.handles
+        #: Files found under their name before the last file was: a crash between a
+        #: run's files left them (or a writer that will lose the last file is at it).
+        #: Whoever publishes the last file sets them: kept otherwise, a crashed job's
+        #: points (another --method, another harvest) sat beside this job's manifest.
+        found: list[str] = []
         try:
             self._behind.settle(run.lane)  # the run's queued writes done first
             run.lane.raise_failed()
             run.files.finish()  # the last row group and footer, a compressor's end
             for kind, fh in run.handles.items():
-                with fh:  # closed (and its flock dropped) only once the name is settled
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                fh.flush()
+                os.fsync(fh.fileno())
+                if kind == last or self.replace:
                     won = publish(run.temps[kind], finals[kind], replace=self.replace)
+                elif not publish(run.temps[kind], finals[kind], keep=True):
+                    found.append(kind)  # its temporary file (and flock) kept for now
+                    continue
+                fh.close()  # (and its flock dropped) only once the name is settled
+            for kind in found:
+                with run.handles[kind]:
+                    if won:
+                        os.replace(run.temps[kind], finals[kind])
+                    else:
+                        discard(run.temps[kind])
         except BaseException:
             _close_all(run.handles, run.temps)  # a full disk fails the flush: no partial file
             raise
@@ -311,7 +328,9 @@ class DirectorySink:
     def _remove_others(self, run_id: int, published: set[Path]) -> None:
         """--force with another --compress or --format: the run's older files go, so that
         one run is never archived twice (as `5.ndjson` and `5.ndjson.gz`); with another
-        --layout, its files where it was archived go too."""
+        --layout, its files where it was archived go too. Without --force, what a crash
+        between a run's files left in another format or compression (`5.points.ndjson`
+        beside this job's `5.points.ndjson.zst`) goes."""
         where = self.places.directory(run_id)
         old = self.places.found.get(run_id, where)
         for kind in ("ndjson", "points.ndjson", "meta.ndjson", "parquet"):
