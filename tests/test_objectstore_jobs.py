@@ -324,3 +324,35 @@ async def test_an_upload_under_the_live_folder_named_by_no_run_id_is_left_alone(
     assert done.returncode == 0, done.stderr
     records = parse_lines(s3.objects(bucket)[f"n/{run_id}.ndjson"])
     assert canonical(records) == canonical(expected_records(cloud, run_id))
+
+
+async def test_a_rerun_at_once_stores_a_run_whose_job_was_killed_after_its_manifest(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """A job killed between a run's manifest (its claim) and its data object leaves a lease
+    still fresh for up to `s3_lease`: a job started at once took the claim for a live
+    job's, counted the run done and ended 0 with the run not archived."""
+    cloud = generate_cloud(runs=2, metrics=10, points=5)
+    killed, other = sorted(cloud.runs)
+    async with Simulator(cloud) as sim:
+        runs = ["--run", str(killed), "--run", str(other)]
+        args = ["--out", f"s3://{bucket}/k/", "--s3-endpoint-url", s3.url, *runs,
+                "--state", str(tmp_path / "s.sqlite")]  # fmt: skip
+        first = await harvest(sim, *args)
+        assert first.returncode == 0, first.stderr
+        # What the kill leaves: the manifest, no data object, the job's lease fresh.
+        client = s3.client()
+        client.delete_object(Bucket=bucket, Key=f"k/{killed}.ndjson")
+        head = client.head_object(Bucket=bucket, Key=f"k/{killed}.manifest.json")
+        lease = f"k/.harvester-live/{head['Metadata']['harvester-job']}"
+        upload = client.create_multipart_upload(Bucket=bucket, Key=lease)["UploadId"]
+        client.upload_part(Bucket=bucket, Key=lease, UploadId=upload, PartNumber=1, Body=b"live\n")
+        again = await harvest(sim, *args, env={"HARVESTER_S3_LEASE": "2"})
+        assert again.returncode == 0, again.stderr
+    records = parse_lines(s3.objects(bucket)[f"k/{killed}.ndjson"])
+    assert canonical(records) == canonical(expected_records(cloud, killed))
+    manifest = orjson.loads(s3.objects(bucket)[f"k/{killed}.manifest.json"])
+    (entry,) = manifest["files"]
+    assert entry["sha256"] == hashlib.sha256(s3.objects(bucket)[f"k/{killed}.ndjson"]).hexdigest()
+    # (The dead job's lease is aborted by the first job that finds it stale: not always this one.)
+    assert s3.uploads(bucket) == []

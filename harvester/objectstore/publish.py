@@ -2,9 +2,10 @@
 (`ObjectSink.commit` hands the run here once its parts are sent and its manifest built):
 
 1. the manifest, create-only: it is the run's claim. When another job's manifest is there
-   the run is that job's while its lease is fresh (`leases`), or once its data object
-   exists; either way this job counts the run done and drops its copy. A manifest left
-   by a dead job is replaced (`If-Match` its ETag: of two jobs replacing it, one wins);
+   and its lease is fresh (`leases`), this job waits until its data object exists (then
+   counts the run done and drops its copy) or its lease is stale (a job killed after the
+   manifest: up to `s3_lease` seconds). A manifest left by a dead job is replaced
+   (`If-Match` its ETag: of two jobs replacing it, one wins);
 2. the CSV export (`--export-csv`, downloaded into a local spool beforehand);
 3. the other data files (`points.ndjson`, `parquet`);
 4. the file whose presence says the run is archived (`ndjson`, or `meta.ndjson` for
@@ -38,6 +39,9 @@ from .leases import Lease, is_live
 from .location import Location
 from .parts import PartBuffer, Upload
 from .store import Store, checksum
+
+#: Seconds between looks at another job's claim on a run, while its lease is fresh.
+CLAIM_POLL = 1.0
 
 
 @dataclass(frozen=True)
@@ -145,14 +149,21 @@ class Publisher:
         meta = {"Metadata": {"harvester-job": self.lease.job}}
         if await self.store.put(key, body, create_only=self.create_only, **meta):
             return True
-        found = await self.store.head(key)
-        if found is None:  # removed meanwhile: try once more, create-only
-            return await self.store.put(key, body, create_only=True, **meta)
-        owner = found.get("Metadata", {}).get("harvester-job", "")
-        if owner and await is_live(self.store, owner, self.lease.seconds):
-            return False
-        # (its lease checked first: a job that ended had stored its data object before)
         last = self.names.kind_key(run_id, KINDS[self.output_format][-1])
+        while True:
+            found = await self.store.head(key)
+            if found is None:  # removed meanwhile: try once more, create-only
+                return await self.store.put(key, body, create_only=True, **meta)
+            owner = found.get("Metadata", {}).get("harvester-job", "")
+            if not (owner and await is_live(self.store, owner, self.lease.seconds)):
+                break
+            if await self.store.head(last) is not None:
+                return False  # stored whole by the live job
+            # Live, or killed a moment ago (its lease fresh for up to `s3_lease`): taken
+            # for a live job's, the run was counted done here and never stored. A live
+            # job stores its data object in moments; a dead one's lease goes stale.
+            await anyio.sleep(min(CLAIM_POLL, self.lease.seconds / 3))
+        # (its lease checked first: a job that ended had stored its data object before)
         if await self.store.head(last) is not None:
             return False
         return await self.store.put(key, body, create_only=False, IfMatch=found["ETag"], **meta)
