@@ -252,7 +252,8 @@ class DirectorySink:
         }
         first = next(iter(finals.values()))
         with writing_to(first):
-            won = await anyio.to_thread.run_sync(self._publish, run, finals)
+            sealed = manifest.manifest_path(where, run_id)
+            won = await anyio.to_thread.run_sync(self._publish, run, finals, sealed)
             if self.replace or won:
                 self._remove_others(run_id, set(finals.values()))
             if won:
@@ -262,10 +263,13 @@ class DirectorySink:
                 )
         return str(first)
 
-    def _publish(self, run: _Run, finals: dict[str, Path]) -> bool:
+    def _publish(self, run: _Run, finals: dict[str, Path], sealed: Path) -> bool:
         """Each file whole (stack ended, flushed, fsynced) under its name, in order; False
         when another writer had published the run (its last file, which says the run is
-        archived, was there)."""
+        archived, was there). `sealed`: the run's manifest, which --force removes before
+        it replaces the first file: cut before the new one (a crash, a full disk), the new
+        files are left without one, which the next job seals; kept, it described the old
+        files (verify: corrupt, and never mended)."""
         won = True
         *_, last = run.handles
         #: Files found under their name before the last file was: a crash between a
@@ -277,9 +281,12 @@ class DirectorySink:
             self._behind.settle(run.lane)  # the run's queued writes done first
             run.lane.raise_failed()
             run.files.finish()  # the last row group and footer, a compressor's end
-            for kind, fh in run.handles.items():
+            for fh in run.handles.values():  # a full disk fails here, before any name
                 fh.flush()
                 os.fsync(fh.fileno())
+            if self.replace:
+                discard(sealed)
+            for kind, fh in run.handles.items():
                 if kind == last or self.replace:
                     won = publish(run.temps[kind], finals[kind], replace=self.replace)
                 elif not publish(run.temps[kind], finals[kind], keep=True):

@@ -4,17 +4,21 @@ the run's, whole and described by its manifest, with nothing left of the crashed
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import pytest
 
+from harvester import manifest
 from harvester.compression import open_data
+from harvester.errors import OutputError
 from harvester.job import harvest_job
 from harvester.scheduler import RunTarget
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.server import Simulator
 from harvester.verify import intact, verify
-from tests.harvest_helpers import parse_lines, settings_for
+from tests.harvest_helpers import parse_lines, settings_for, targets
 
 
 async def crash_after_the_points(
@@ -65,3 +69,26 @@ async def test_a_rerun_with_another_compression_leaves_no_second_copy_of_the_poi
     assert left == [f"{r}.points.ndjson.zst" for r in run_ids]
     rows = list(verify(tmp_path))
     assert intact(rows), [r for r in rows if r["status"] != "ok"]
+
+
+async def test_a_force_harvest_cut_before_its_manifest_leaves_no_manifest_of_the_old_files(
+    simulator: Simulator, cloud: SimCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--force replaces a run's files, then its manifest: cut between the two (a crash, a
+    full disk), the old manifest described the new files, so verify said corrupt, and no
+    later job mended it (a manifest was there)."""
+    await harvest_job(settings_for(simulator, tmp_path), targets(cloud))
+
+    def no_room(*args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(manifest, "write", no_room)
+        again = settings_for(simulator, tmp_path, force=True, methods=["max"])
+        with pytest.raises(OutputError, match="No space left on device"):
+            await harvest_job(again, targets(cloud))
+    result = await harvest_job(settings_for(simulator, tmp_path), targets(cloud))
+    assert sorted(result.skipped) == sorted(cloud.runs)
+    rows = list(verify(tmp_path))
+    assert intact(rows), [r for r in rows if r["status"] != "ok"]
+    assert {r["test_run_id"] for r in rows} == set(cloud.runs)
