@@ -89,10 +89,17 @@ def out_target(raw: Any) -> str:
 
 
 def file_mode(raw: Any) -> str:
-    """An octal file mode such as 0600 or 0640, or `umask` to honour the umask."""
+    """An octal file mode such as 0600 or 0640, or `umask` to honour the umask. The owner
+    must be able to read the files: the harvester reads its archive back (resume, seal,
+    verify, report), and 0000 or 0200 made an archive its own user could not open."""
     value = nonempty(raw)
     if value != "umask" and not re.fullmatch(r"0?[0-7]{3}", value, re.ASCII):
         raise ValueError("must be an octal mode such as 0600 or 0640, or umask")
+    if value != "umask" and not int(value, 8) & 0o400:
+        raise ValueError(
+            "leaves the archive's files unreadable to their owner (the harvester reads them "
+            "back: resume, verify, report); give 0600, 0640 or umask"
+        )
     return value
 
 

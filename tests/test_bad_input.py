@@ -82,6 +82,21 @@ CASES = [
         "--project '1.5' is not a project id",
     ),
     case("rate nan", ["harvest", "--run", "1", "--rate", "nan"], "--rate 'nan' is not a number"),
+    # A mode its owner cannot read: the archive made, then unreadable to the harvester.
+    *(
+        case(
+            f"file mode {mode}",
+            ["harvest", "--run", "1", "--out", "{tmp}/o", "--file-mode", mode],
+            f"--file-mode '{mode}' leaves the archive's files unreadable to their owner (the "
+            "harvester reads them back: resume, verify, report); give 0600, 0640 or umask",
+        )
+        for mode in ("0000", "0200", "044")
+    ),
+    config_case(
+        "file mode in the file",
+        b'[harvest]\nfile_mode = "0040"\n',
+        "file_mode = '0040' leaves the archive's files unreadable to their owner",
+    ),
     case("rate inf", ["harvest", "--run", "1", "--rate", "inf"], "--rate 'inf' is not a number"),
     *[
         case(
