@@ -27,7 +27,7 @@ import random
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import orjson
@@ -56,6 +56,8 @@ class WorkerResult:
     cycles: int
     failed_cycles: int
     stopped_by: int | None  # the signal that stopped the worker, if any
+    #: The runs a second signal cut short (in flight then): harvested by the next start.
+    cut: list[int] = field(default_factory=list)
 
 
 class Worker:
@@ -104,6 +106,8 @@ class Worker:
         self._beat = clock()
         self._requests_seen = 0
         self._harvested: set[int] = set()
+        self._in_flight: set[int] = set()
+        self._cut: list[int] = []  # (what a second signal cut: `WorkerResult.cut`)
         self._discovery_scope: anyio.CancelScope | None = None
         self._lock: StateLock | None = None
 
@@ -134,7 +138,9 @@ class Worker:
         finally:
             self._lock.release()
             self._lock = None
-        return WorkerResult(self.status.cycles, self.status.failed_cycles, self.stopped_by)
+        return WorkerResult(
+            self.status.cycles, self.status.failed_cycles, self.stopped_by, self._cut
+        )
 
     async def _serve_and_loop(self, task_status: TaskStatus[int]) -> None:
         async with serve_endpoints(self) as port:
@@ -162,6 +168,7 @@ class Worker:
                 break
             async for signum in signals:
                 self.reporter.stopping_now(signum)
+                self._cut = sorted(self._in_flight)
                 scope.cancel()
                 break
 
@@ -191,9 +198,11 @@ class Worker:
     # run observer: a run starting or ending is a sign of life
     def run_started(self, run_id: int) -> None:
         self.beat()
+        self._in_flight.add(run_id)
 
     def run_ended(self, outcome: RunOutcome) -> None:
         self.beat()
+        self._in_flight.discard(outcome.run_id)
         if outcome.ok:
             self._harvested.add(outcome.run_id)
 
@@ -357,11 +366,15 @@ async def run_worker(settings: Settings, reporter: Reporter | None = None) -> Wo
     """The CLI's entry: a worker with signal handling, run until stopped."""
     worker = Worker(settings, reporter=reporter)
     result = await worker.run()
+    # A second signal's runs are named: the line said only "0 cycles (0 failed)".
+    cut = f"; cut short, harvested again by the next start: {', '.join(map(str, result.cut))}"
     worker.reporter.event(
         "stopped",
-        f"worker stopped after {plural(result.cycles, 'cycle')} ({result.failed_cycles} failed)",
+        f"worker stopped after {plural(result.cycles, 'cycle')} ({result.failed_cycles} failed)"
+        + (cut if result.cut else ""),
         cycles=result.cycles,
         failed_cycles=result.failed_cycles,
         signal=signal_name(result.stopped_by) if result.stopped_by is not None else None,
+        cut_short=result.cut,
     )
     return result

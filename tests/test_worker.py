@@ -17,6 +17,7 @@ import aiohttp
 import anyio
 import orjson
 import pytest
+from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -263,6 +264,23 @@ async def read_event(stream: BufferedByteReceiveStream, name: str) -> dict[str, 
             return event
 
 
+@asynccontextmanager
+async def worker_process(
+    sim: Simulator, *args: str
+) -> AsyncIterator[tuple[Process, BufferedByteReceiveStream]]:
+    """`harvester worker ARGS` as a process: it and its stderr (killed if still running)."""
+    process = await anyio.open_process(
+        cli_command(sim, "worker", *args), env=cli_env(sim), cwd=ROOT
+    )
+    try:
+        assert process.stderr is not None
+        yield process, BufferedByteReceiveStream(process.stderr)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.aclose()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 async def test_sigterm_or_sighup_stops_the_worker_process_cleanly(
     cloud: SimCloud, tmp_path: Path, signum: signal.Signals
@@ -270,12 +288,7 @@ async def test_sigterm_or_sighup_stops_the_worker_process_cleanly(
     async with Simulator(cloud) as sim:
         args = ("--project", str(FIRST_PROJECT_ID), "--out", str(tmp_path), "--interval", "1h",
                 "--listen-port", "0")  # fmt: skip
-        process = await anyio.open_process(
-            cli_command(sim, "worker", *args), env=cli_env(sim), cwd=ROOT
-        )
-        try:
-            assert process.stderr is not None
-            stderr = BufferedByteReceiveStream(process.stderr)
+        async with worker_process(sim, *args) as (process, stderr):
             with anyio.fail_after(20):
                 port = (await read_event(stderr, "listening"))["port"]
                 await read_event(stderr, "cycle_done")
@@ -285,13 +298,32 @@ async def test_sigterm_or_sighup_stops_the_worker_process_cleanly(
                 process.send_signal(signum)
                 stopped = await read_event(stderr, "stopped")
                 assert await process.wait() == 0
-        finally:
-            if process.returncode is None:
-                process.kill()
-            await process.aclose()
     assert stopped["signal"] == signum.name
     assert sorted(read_dir(tmp_path)) == ready_runs(cloud)
     assert not list(tmp_path.glob(".*.partial"))
+
+
+async def test_a_second_signal_names_the_runs_it_cut_and_that_they_come_again(
+    tmp_path: Path,
+) -> None:
+    """The worker's last line said only "stopped after 0 cycles (0 failed)": the runs in
+    flight that the second SIGTERM cut went unmentioned."""
+    cloud = generate_cloud(runs=2, metrics=5, points=3)
+    hang = FaultPlan(p_delay=1.0, delay_seconds=60.0, fault_endpoints=frozenset({"overview"}))
+    async with Simulator(cloud, faults=hang) as sim:
+        args = ("--all-projects", "--out", str(tmp_path), "--listen-port", "0")
+        async with worker_process(sim, *args) as (process, stderr):
+            with anyio.fail_after(20):
+                await read_event(stderr, "listening")
+                await wait_for(lambda: sim.fault_counts["delay"] == len(cloud.runs), within=20)
+                process.send_signal(signal.SIGTERM)
+                await read_event(stderr, "stopping")
+                process.send_signal(signal.SIGTERM)
+                stopped = await read_event(stderr, "stopped")
+                await process.wait()
+    assert stopped["cut_short"] == sorted(cloud.runs)
+    ids = ", ".join(map(str, sorted(cloud.runs)))
+    assert stopped["message"].endswith(f"cut short, harvested again by the next start: {ids}")
 
 
 @pytest.mark.parametrize(
