@@ -8,6 +8,7 @@ writer puts `"type"` first on every line, see `records.encode`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,15 +67,19 @@ class ArchivedRun:
         return record
 
 
-def open_archive(directory: str | Path) -> list[ArchivedRun]:
+def open_archive(
+    directory: str | Path, unlisted: list[tuple[Path, OSError]] | None = None
+) -> list[ArchivedRun]:
     """The runs archived in `directory` (`<run_id>.ndjson[.gz|.zst]` files, in the root
     or, --layout date, its `YYYY/MM/DD/` directories), by run id. Hidden temporary files
-    (`.N.….partial`) and names that are not a run's never match."""
+    (`.N.….partial`) and names that are not a run's never match. A directory that cannot
+    be listed is added to `unlisted` with why (its runs were left out in silence)."""
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory: give the --out directory of a harvest")
+    unlisted = unlisted if unlisted is not None else []
     runs = {}
-    paths = (path for where in run_dirs(root) for path in where.glob("*.ndjson*"))
+    paths = (path for where in run_dirs(root, unlisted) for path in _listed(where, unlisted))
     for path in paths:
         run_id = run_id_of(path)
         # --format points/parquet: the sidecar (`.meta.`) holds the run's records; its
@@ -82,6 +87,16 @@ def open_archive(directory: str | Path) -> list[ArchivedRun]:
         if run_id is not None and path.is_file() and ".points." not in path.name:
             runs[run_id] = ArchivedRun(run_id, path)
     return [runs[run_id] for run_id in sorted(runs)]
+
+
+def _listed(where: Path, unlisted: list[tuple[Path, OSError]]) -> list[Path]:
+    """The NDJSON files of one directory (Path.glob passed over one it could not list)."""
+    try:
+        with os.scandir(where) as entries:
+            return [Path(e.path) for e in entries if ".ndjson" in e.name]
+    except OSError as exc:
+        unlisted.append((where, exc))
+        return []
 
 
 def select(runs: Iterable[ArchivedRun], run_ids: Iterable[int]) -> list[ArchivedRun]:

@@ -3,10 +3,12 @@ selection of runs, regressions, downsampling and the size of the page (issue 12)
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -315,3 +317,48 @@ def test_the_readme_shows_a_small_screenshot_of_a_report() -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000
     width, height = struct.unpack(">II", data[16:24])  # IHDR
     assert width >= 800 and height >= 600
+
+
+#: `harvester report DIR --out -` by this user or (root) by nobody (root cannot be refused
+#: a read): the interpreter starts as root and imports what the report needs first.
+REPORT_AS = """
+import os, sys
+from harvester.cli import build_parser, main
+import sqlite3, harvester.report.command, harvester.report.build, harvester.report.html
+build_parser("report")
+if sys.argv[2] == "nobody":
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+sys.exit(main(["report", sys.argv[1], "--out", "-"]))
+"""
+
+
+def test_a_day_the_report_cannot_list_is_said_and_not_exit_0() -> None:
+    """--layout date, a day directory the reader may not list: its runs were left out of
+    the page in silence, exit 0 (verify names such a directory: so does the report)."""
+    root = os.geteuid() == 0
+    cloud = generate_cloud(runs=4, metrics=5, points=5)
+    with tempfile.TemporaryDirectory() as where:
+        archive = Path(where)
+        archive.chmod(0o755)
+        harvest_cloud(cloud, archive, "--layout", "date", "--file-mode", "0644", "--run-record")
+        days = sorted({path.parent for path in archive.rglob("*.ndjson")})
+        assert len(days) >= 2  # (the simulator's runs are a day or more apart)
+        for folder in {p for day in days for p in (day, day.parent, day.parent.parent)}:
+            folder.chmod(0o755)
+        shut, seen = days[-1], {int(p.name.split(".")[0]) for p in days[0].glob("*.ndjson")}
+        shut.chmod(0o700 if root else 0o000)
+        done = subprocess.run(
+            [sys.executable, "-c", REPORT_AS, str(archive), "nobody" if root else "me"],
+            capture_output=True, cwd=ROOT, timeout=60, check=False,
+        )  # fmt: skip
+        shut.chmod(0o755)
+    assert done.returncode == 1, done.stderr
+    said = [line for line in done.stderr.decode().splitlines() if line.startswith("harvester:")]
+    assert said == [
+        f"harvester: report written to stdout, but cannot list {shut} (Permission denied): "
+        "their runs are not in the report"
+    ]
+    shown = {run["run_id"] for run in page_data(done.stdout.decode())["runs"]}
+    assert seen <= shown

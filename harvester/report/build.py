@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..archive import ArchivedRun, open_archive, select
-from ..errors import ConfigError
+from ..errors import ConfigError, HarvesterError
 from .lines import epoch
 from .run import read_run
 from .trends import RunPoint, regressions, trend_charts
@@ -26,10 +26,14 @@ class ReportOptions:
 
 
 def choose_runs(
-    directory: str | Path, options: ReportOptions
+    directory: str | Path,
+    options: ReportOptions,
+    unlisted: list[tuple[Path, OSError]] | None = None,
 ) -> list[tuple[ArchivedRun, dict[str, Any] | None]]:
-    """The runs to show with their run objects (None when not archived), oldest first."""
-    runs = open_archive(directory)
+    """The runs to show with their run objects (None when not archived), oldest first;
+    the directories that could not be listed are added to `unlisted`."""
+    unlisted = unlisted if unlisted is not None else []
+    runs = open_archive(directory, unlisted)
     if options.run_ids:
         runs = select(runs, options.run_ids)
     chosen = []
@@ -41,6 +45,8 @@ def choose_runs(
         if options.since and not _since(data, options.since):
             continue
         chosen.append((run, data))
+    if not runs and unlisted:
+        raise HarvesterError(f"no archived run could be read in {directory}: {unread(unlisted)}")
     if not runs:  # nothing asked for, nothing there: not an archive (or an empty one)
         raise ConfigError(f"no archived run in {directory}: give the --out DIR of a harvest")
     if not chosen:
@@ -49,10 +55,22 @@ def choose_runs(
     return sorted(chosen, key=lambda pair: (_created(pair[1]) or "", pair[0].run_id))
 
 
-def build_page(directory: str | Path, options: ReportOptions) -> dict[str, Any]:
+def unread(unlisted: list[tuple[Path, OSError]]) -> str:
+    """The directories that could not be listed, and why, in a few words."""
+    said = [f"{where} ({exc.strerror or exc})" for where, exc in unlisted[:3]]
+    more = f" and {len(unlisted) - 3} more" if len(unlisted) > 3 else ""
+    return f"cannot list {', '.join(said)}{more}: their runs are not in the report"
+
+
+def build_page(
+    directory: str | Path,
+    options: ReportOptions,
+    unlisted: list[tuple[Path, OSError]] | None = None,
+) -> dict[str, Any]:
     """The page's data: every selected run's figures, trends per test when a test has more
-    than one run, and the details of the newest run of each test."""
-    chosen = choose_runs(directory, options)
+    than one run, and the details of the newest run of each test (`unlisted`: as
+    `choose_runs`)."""
+    chosen = choose_runs(directory, options, unlisted)
     groups: dict[Any, list[tuple[RunPoint, dict[str, Any]]]] = defaultdict(list)
     for run, data in chosen:
         report = read_run(run)

@@ -9,9 +9,10 @@ import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from ..errors import ConfigError, OutputError
-from .build import ReportOptions, build_page
+from ..errors import ConfigError, HarvesterError, OutputError
+from .build import ReportOptions, build_page, unread
 from .html import render
 
 _MARGIN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%?\s*")
@@ -64,7 +65,16 @@ def make_report(ns: argparse.Namespace) -> list[Path]:
     if ns.format == "png" and ns.out == "-":
         raise ConfigError("--format png writes one file per chart: give --out a directory")
     options = options_from(ns)
-    page = build_page(ns.archive, options)
+    unlisted: list[tuple[Path, OSError]] = []
+    page = build_page(ns.archive, options, unlisted)
+    written = _write(ns, page)
+    if unlisted:  # (as verify: said, and not exit 0; it was left out in silence)
+        where = ", ".join(map(str, written)) or "stdout"
+        raise HarvesterError(f"report written to {where}, but {unread(unlisted)}")
+    return written
+
+
+def _write(ns: argparse.Namespace, page: dict[str, Any]) -> list[Path]:
     if ns.out == "-":  # not a file named `-` in the working directory
         sys.stdout.buffer.write(render(page).encode())
         sys.stdout.flush()
