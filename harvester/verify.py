@@ -150,7 +150,8 @@ def unnamed(
 
 def _listing(where: Path) -> dict[str, str | None]:
     """Each name in `where`, sorted, with what it is when not a regular file (None): a FIFO,
-    a device... (a link is what it points to; one to nothing is "a link to nothing")."""
+    a device... (a link is what it points to; one to nothing is "a link to nothing"). A
+    name that cannot be looked at (a link to itself) is one row, not the directory's."""
     kinds: dict[str, str | None] = {}
     with os.scandir(where) as entries:
         for entry in entries:
@@ -158,6 +159,8 @@ def _listing(where: Path) -> dict[str, str | None]:
                 kinds[entry.name] = kind_of(entry.stat().st_mode)
             except FileNotFoundError:
                 kinds[entry.name] = "a link to nothing"
+            except OSError as exc:
+                kinds[entry.name] = f"a name that cannot be looked at ({_why(exc)})"
     return dict(sorted(kinds.items()))
 
 

@@ -163,3 +163,21 @@ def test_a_fifo_is_not_opened_to_be_scanned(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "1.ndjson")
     with pytest.raises(OSError, match="a FIFO, not a regular file"):
         manifest.scan(tmp_path / "1.ndjson", ndjson=True)
+
+
+def test_a_link_that_cannot_be_followed_is_its_own_row_not_the_directorys(
+    tmp_path: Path,
+) -> None:
+    """A link to itself named like a data file: looking at it (ELOOP) made the whole
+    directory "cannot list it", its sound runs unverified."""
+    archive = archive_of(tmp_path, 1)
+    os.symlink("2.ndjson", archive / "2.ndjson")
+    assert rows(archive) == {
+        "1.manifest.json": ("ok", ""),
+        "1.ndjson": ("ok", "27 bytes"),
+        "2.ndjson": (
+            "orphan",
+            "a name that cannot be looked at (Too many levels of symbolic links), not a "
+            "regular file: named by no manifest",
+        ),
+    }
