@@ -132,6 +132,7 @@ def test_a_packed_batch_keeps_its_grids_once_and_its_nulls_by_place() -> None:
         b'{"metric_id":"m1","values":[{"timestamp":"2026-11-28T22:00:00Z","value":1e999}]}',
         {"metric_id": "m1", "values": [{"timestamp": 5, "value": 1}]},
         {"metric_id": "m1", "values": [[GRID[0], 1]]},
+        {"metric_id": "m1", "values": 5},
         {"metric_id": 1, "values": points([1, 2, 3, 4])},
         {"metric_id": "m1", "method": 5},
         [1],
