@@ -33,7 +33,6 @@ from .writebehind import Lane, WriteBehind
 from .writeproc import ChildRunFiles, WriterProcess, writer_process
 
 FILE_MODE = 0o600  # metric tags can name internal hosts: owner-only by default (--file-mode)
-WRITE_BUFFER = 1 << 20
 #: A raw run file's buffer: it only gathers a run's small records (thresholds, overview,
 #: summary), as an answer's lines (~2 MB of series, ~0.1 MB of metrics) go past any
 #: buffer smaller than them straight to the file. At 1 MiB, a buffer for each run being
