@@ -14,10 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, cast
 
+import orjson
 import pytest
 
 from harvester import writechild, writeproc
 from harvester.cli import main
+from harvester.packed import pack_series
 from harvester.records import encode
 from harvester.runfiles import KINDS as FORMAT_KINDS
 from harvester.runfiles import RunFiles
@@ -231,6 +233,33 @@ def test_the_queue_for_the_child_is_bounded_by_bytes_not_by_requests(tmp_path: P
         lines = queued // len(small) + 1
         assert files.counts({"metric": 6 * lines})["meta.ndjson"]["metric"] == 6 * lines
         assert (tmp_path / "2.meta.ndjson").read_bytes() == small * lines
+    finally:
+        child._proc.send_signal(signal.SIGCONT)
+        child.close()
+
+
+def test_a_packed_batch_takes_the_queue_s_room_of_the_lines_it_stands_for(
+    tmp_path: Path,
+) -> None:
+    """A batch packed for Parquet is counted in the queue as its lines' bytes, not its
+    values' (8 bytes a point, ~1/6 of them): counted so, the queue held ~6x as much of
+    the child's work when it was behind, each run of it open in the child."""
+    cloud = generate_cloud(runs=1, metrics=40, points=240, seed=3)
+    run = next(iter(cloud.runs.values()))
+    series = [run.serie(str(m["id"]), None) for m in run.metrics()]
+    packed = pack_series(orjson.dumps({"k6-serie": series}))
+    assert packed is not None and packed.text_bytes > 4 * packed.nbytes
+    child = WriterProcess()
+    try:
+        kinds = FORMAT_KINDS["parquet"]
+        files = ChildRunFiles(child, 1, "parquet", "none", None, temp_paths(tmp_path, 1, kinds))
+        child._proc.send_signal(signal.SIGSTOP)  # the child reads nothing more
+        while files.write_nowait(packed):
+            pass
+        with child._room:  # (the feeding thread may be taking some meanwhile)
+            queued = sum(r is not None and r.op == "packed" for r in child._queue)
+            assert child._queued == queued * packed.text_bytes <= writeproc.QUEUED_BYTES
+        assert queued * packed.nbytes < writeproc.QUEUED_BYTES // 4
     finally:
         child._proc.send_signal(signal.SIGCONT)
         child.close()
