@@ -308,10 +308,14 @@ class Worker:
     ) -> None:
         done = len(result.report.succeeded) if result else 0
         failed = len(result.report.failed) if result else 0
+        # A cycle stopped during discovery has not counted the runs waiting, and a stopped
+        # worker has no next cycle: neither is said as a 0.
+        text = f"{message}: {plural(done, 'run')} harvested, {failed} failed"
+        text += f", {len(found.pending)} waiting" if found else ""
+        text += "" if event == "cycle_stopped" else f"; next cycle in {_seconds(wait)}"
         self.reporter.event(
             event,
-            f"{message}: {plural(done, 'run')} harvested, {failed} failed, "
-            f"{len(found.pending) if found else 0} waiting; next cycle in {wait:.0f} s",
+            text,
             cycle=self.status.cycles,
             runs_done=done,
             runs_failed=failed,
@@ -319,6 +323,11 @@ class Worker:
             seconds=round(time.monotonic() - started, 3),
             next_in=round(wait, 3),
         )
+
+
+def _seconds(wait: float) -> str:
+    """`--interval 0.5s` waits half a second, not '0 s'."""
+    return f"{wait:.0f} s" if wait >= 10 else f"{wait:.2g} s"
 
 
 # --- health and metrics endpoints -----------------------------------------------------

@@ -225,9 +225,14 @@ async def test_stop_cuts_a_slow_discovery_short(cloud: SimCloud, tmp_path: Path)
         assert worker.status.failed_cycles == 0
         assert list(tmp_path.glob("*.ndjson")) == []
         # A cycle cut short is not a success: no cycle_done, last_success unmoved.
-        events = [orjson.loads(line)["event"] for line in _log.getvalue().splitlines()]
+        lines = [orjson.loads(line) for line in _log.getvalue().splitlines()]
+        events = [line["event"] for line in lines]
         assert "cycle_done" not in events and "cycle_stopped" in events
         assert worker.status.last_success is None and worker.status.cycles == 0
+        # Nothing discovered is not 0 waiting, and a stopped worker has no next cycle.
+        stopped = lines[events.index("cycle_stopped")]
+        assert stopped["pending"] is None
+        assert stopped["message"] == "cycle stopped: 0 runs harvested, 0 failed"
 
 
 async def test_a_rejected_token_ends_the_worker(cloud: SimCloud, tmp_path: Path) -> None:
