@@ -91,3 +91,29 @@ def recorded_running(path: Path) -> set[int]:
     except sqlite3.Error:  # not created yet, or its schema not yet
         return set()
     return {run_id for (run_id,) in rows}
+
+
+def run_as_reader(setup: str, work: str, archive: Path) -> subprocess.CompletedProcess[bytes]:
+    """Python `setup` (its imports), then `work` (`archive`: the archive's path), run as a
+    reader who is not the archive's owner: `nobody` when the tests run as root, who reads
+    everything (the imports come first: `nobody` may not read this checkout), else this
+    user, who cannot read what is mode 000."""
+    script = "\n".join(
+        [
+            "import os, sys",
+            setup,
+            "if os.geteuid() == 0:",
+            "    os.setgroups([])",
+            "    os.setgid(65534)",
+            "    os.setuid(65534)",
+            "archive = sys.argv[1]",
+            work,
+        ]
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script, str(archive)],
+        capture_output=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )

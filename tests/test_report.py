@@ -24,7 +24,7 @@ from harvester.report.run import read_run
 from harvester.report.trends import RunPoint, regressions
 from harvester.simulator.generated import generate_cloud
 from tests.k6_helpers import recording
-from tests.process_helpers import ROOT
+from tests.process_helpers import ROOT, run_as_reader
 from tests.report_helpers import K6_RUN_ID, harvest_cloud, harvest_recording
 from tests.test_k6_roundtrip import k6_checks, k6_threshold_results
 
@@ -321,16 +321,11 @@ def test_the_readme_shows_a_small_screenshot_of_a_report() -> None:
 
 #: `harvester report DIR --out -` by this user or (root) by nobody (root cannot be refused
 #: a read): the interpreter starts as root and imports what the report needs first.
-REPORT_AS = """
-import os, sys
+#: What `report` imports before it reads as another user (`run_as_reader`).
+REPORT_IMPORTS = """
 from harvester.cli import build_parser, main
 import sqlite3, harvester.report.command, harvester.report.build, harvester.report.html
 build_parser("report")
-if sys.argv[2] == "nobody":
-    os.setgroups([])
-    os.setgid(65534)
-    os.setuid(65534)
-sys.exit(main(["report", sys.argv[1], "--out", "-"]))
 """
 
 
@@ -349,10 +344,8 @@ def test_a_day_the_report_cannot_list_is_said_and_not_exit_0() -> None:
             folder.chmod(0o755)
         shut, seen = days[-1], {int(p.name.split(".")[0]) for p in days[0].glob("*.ndjson")}
         shut.chmod(0o700 if root else 0o000)
-        done = subprocess.run(
-            [sys.executable, "-c", REPORT_AS, str(archive), "nobody" if root else "me"],
-            capture_output=True, cwd=ROOT, timeout=60, check=False,
-        )  # fmt: skip
+        work = "sys.exit(main(['report', archive, '--out', '-']))"
+        done = run_as_reader(REPORT_IMPORTS, work, archive)
         shut.chmod(0o755)
     assert done.returncode == 1, done.stderr
     said = [line for line in done.stderr.decode().splitlines() if line.startswith("harvester:")]

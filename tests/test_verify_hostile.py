@@ -6,8 +6,6 @@ into memory whole (`verify s3://` refused past 16 MiB already)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 from harvester import manifest
 from harvester.manifest import manifest_path, seal
 from harvester.verify import verify
-from tests.process_helpers import ROOT
+from tests.process_helpers import run_as_reader
 
 
 def archive_of(tmp_path: Path, *run_ids: int) -> Path:
@@ -70,19 +68,6 @@ def test_a_manifest_naming_a_file_past_255_bytes_is_corrupt(tmp_path: Path) -> N
     assert status == "corrupt" and detail.endswith(".ndjson', not a file beside it")
 
 
-#: Every row of `verify(DIR)` as JSON, by this user or (root) by nobody: the interpreter
-#: starts as root (it lives under /root) and imports what verify needs first.
-VERIFY_AS = """
-import os, sys, orjson
-from harvester.verify import verify
-if sys.argv[2] == "nobody":
-    os.setgroups([])
-    os.setgid(65534)
-    os.setuid(65534)
-print(orjson.dumps(list(verify(sys.argv[1], workers=2))).decode())
-"""
-
-
 def test_what_verify_cannot_read_is_a_row_each_not_an_internal_error() -> None:
     """A loader's user verifying an archive (`--file-mode 0640`) whose older files are
     owner-only: a file, a manifest and a day directory it cannot read each ended verify
@@ -109,10 +94,8 @@ def test_what_verify_cannot_read_is_a_row_each_not_an_internal_error() -> None:
         (year / "12" / "31").mkdir(parents=True)
         (year / "12" / "31" / "4.ndjson").write_bytes(b'{"type":"metric","id":"a"}\n')
         year.chmod(0o700 if root else 0o000)
-        done = subprocess.run(
-            [sys.executable, "-c", VERIFY_AS, str(archive), "nobody" if root else "me"],
-            capture_output=True, cwd=ROOT, timeout=60, check=False,
-        )  # fmt: skip
+        work = "print(orjson.dumps(list(verify(archive, workers=2))).decode())"
+        done = run_as_reader("import orjson\nfrom harvester.verify import verify", work, archive)
         day.chmod(0o755)
         year.chmod(0o755)
     # (stderr may hold coverage's complaint: nobody cannot write its data file)
