@@ -6,26 +6,14 @@ against raw's (a compressed variant: against its format uncompressed), its CPU, 
 and bytes on disk. `--verify`: `harvester verify` over each variant's archive right
 after it is written (its files read once beforehand, so the figure is verify's own work, not
 the disk's), as MB/s of the archive's data files.
-
-The disk: each run's files are fsynced before they are published, so a harvest takes at
-least as long as the disk needs to store its bytes. The points file is 5x raw's bytes
-(large: 2 GB), which on a disk storing a few hundred MB/s takes longer than raw's whole
-harvest. The disk's speed is measured after the variants (`disk_speed`: as many bytes, as
-the harvester writes them, fsynced) and each variant's floor from it is shown beside its
-wall. A virtual disk's speed varies with its host (here: 340 to 1,060 MB/s from one
-minute to the next). `TMPDIR=/dev/shm scripts/bench
---format points` measures the formats on a RAM disk: the harvester's own cost, without
-the disk's.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -91,29 +79,6 @@ def verify_once(bench: Bench, name: str) -> dict[str, float]:
             "mbps": size / wall / 1e6}  # fmt: skip
 
 
-#: Bytes of each file `disk_speed` writes (a large run's points file is ~25 MB).
-PROBE_FILE = 32 << 20
-
-
-def disk_speed(work: Path, size: int) -> float:
-    """MB/s the disk under `work` stores, fsynced, as the harvester publishes runs:
-    `size` incompressible bytes (as many as a variant wrote: a disk, and the host's cache
-    of a virtual one, may take a few hundred MB fast and the rest at its own pace),
-    written 1 MiB at a time into files of 32 MiB, each fsynced."""
-    block = os.urandom(1 << 20)
-    files = max(1, round(size / PROBE_FILE))
-    start = time.perf_counter()
-    for n in range(files):
-        with (work / f"disk-probe-{n}").open("wb", buffering=0) as fh:
-            for i in range(PROBE_FILE >> 20):
-                fh.write(block[i:] + block[:i])  # no two blocks alike
-            os.fsync(fh.fileno())
-    seconds = time.perf_counter() - start
-    for n in range(files):
-        (work / f"disk-probe-{n}").unlink()
-    return files * PROBE_FILE / seconds / 1e6
-
-
 def run_formats(ns: argparse.Namespace, name: str, work: Path, spawner: Spawner) -> dict[str, Any]:
     data = DataSet(name, *SIZES[name])
     say(f"{name}: generating and rendering {data.describe()} ...")
@@ -134,13 +99,9 @@ def run_formats(ns: argparse.Namespace, name: str, work: Path, spawner: Spawner)
                     shown += f", verify {v['mbps']:.0f} MB/s ({v['cpu']:.2f} s CPU, "
                     shown += f"{v['rss_mb']:.0f} MB)"
                 say(shown)
-    os.sync()  # the last variant's dirty pages are not the probe's to write back
-    disk = disk_speed(work, max(s.bytes_out for v in samples.values() for s in v))
-    say(f"{name}: the disk stores {disk:.0f} MB/s, fsynced")
     mid = statistics.median
     return {
         "dataset": {"runs": data.runs, "metrics": data.metrics, "points": data.points},
-        "disk_mbps": disk,
         "median": {
             k: {f: mid(getattr(s, f) for s in v) for f in asdict(v[0])} for k, v in samples.items()
         },
@@ -149,26 +110,18 @@ def run_formats(ns: argparse.Namespace, name: str, work: Path, spawner: Spawner)
     }
 
 
-def disk_floor(sample: dict[str, float], disk_mbps: float) -> float:
-    """The least wall a variant can take here: its start-up, then its bytes stored."""
-    return sample["lead_in"] + sample["bytes_out"] / 1e6 / disk_mbps
-
-
 def report_formats(ns: argparse.Namespace, results: dict[str, Any], check: Check) -> None:
     for name, r in results.items():
         d, m, v = r["dataset"], r["median"], r["verify"]
         shape = DataSet(name, d["runs"], d["metrics"], d["points"])
-        disk = r["disk_mbps"]
-        print(f"\n== {shape.describe()}, repeat {ns.repeat} (medians)")
-        print(f"   the disk stores {disk:.0f} MB/s fsynced: a variant's floor is its start-up")
-        print("   (to its first request) and the time the disk takes to store its bytes\n")
-        head = f"{'variant':<16}{'wall s':>8}{'x raw':>7}{'floor x raw':>13}{'CPU s':>8}"
-        head += f"{'peak RSS MB':>13}{'MB on disk':>12}" + (f"{'verify MB/s':>13}" if v else "")
+        print(f"\n== {shape.describe()}, repeat {ns.repeat} (medians)\n")
+        head = f"{'variant':<16}{'wall s':>8}{'x raw':>7}{'CPU s':>8}{'peak RSS MB':>13}"
+        head += f"{'MB on disk':>12}" + (f"{'verify MB/s':>13}" if v else "")
         print("   " + head + "\n   " + "-" * len(head))
         raw = m["raw"]["wall"]
         for k, s in m.items():
-            row = f"{k:<16}{s['wall']:8.2f}{s['wall'] / raw:7.2f}{disk_floor(s, disk) / raw:13.2f}"
-            row += f"{s['cpu']:8.2f}{s['rss_mb']:13.1f}{s['bytes_out'] / 1e6:12.1f}"
+            row = f"{k:<16}{s['wall']:8.2f}{s['wall'] / raw:7.2f}{s['cpu']:8.2f}"
+            row += f"{s['rss_mb']:13.1f}{s['bytes_out'] / 1e6:12.1f}"
             print("   " + row + (f"{v[k]['mbps']:13.0f}" if k in v else ""))
         print()
         for fmt, codec in variants(ns):
@@ -177,9 +130,7 @@ def report_formats(ns: argparse.Namespace, results: dict[str, Any], check: Check
             if k != base and (codec == "zstd" or (codec == "none" and fmt in TARGETS)):
                 limit = TARGETS[codec if codec != "none" else fmt]
                 ratio = s["wall"] / m[base]["wall"]
-                shown = f"{ratio:.2f}x ({s['wall']:.2f} s vs {m[base]['wall']:.2f} s"
-                floor = disk_floor(s, disk) / m[base]["wall"]
-                shown += f"; the disk's floor {floor:.2f}x)" if floor > 1.0 else ")"
+                shown = f"{ratio:.2f}x ({s['wall']:.2f} s vs {m[base]['wall']:.2f} s)"
                 check(f"{name}: {k} wall <= {limit}x {base}", ratio, limit, shown)
             elif k != base:
                 print(f"  [info] {name}: {k} wall {s['wall'] / m[base]['wall']:.2f}x {base}")
