@@ -30,7 +30,7 @@ from tests.harvest_helpers import (
     serve,
 )
 from tests.process_helpers import ROOT, cli_command, cli_env, stderr_until
-from tests.s3_helpers import CREDENTIALS, S3Server, harvest, moto_server
+from tests.s3_helpers import CREDENTIALS, S3Server, harvest, moto_server, s3_proxy
 
 pytest.importorskip("aiobotocore")
 #: Bounded hard (the thread method ends the session): a stalled store never holds the run.
@@ -356,3 +356,38 @@ async def test_a_rerun_at_once_stores_a_run_whose_job_was_killed_after_its_manif
     assert entry["sha256"] == hashlib.sha256(s3.objects(bucket)[f"k/{killed}.ndjson"]).hexdigest()
     # (The dead job's lease is aborted by the first job that finds it stale: not always this one.)
     assert s3.uploads(bucket) == []
+
+
+async def test_a_run_left_half_replaced_by_a_force_job_is_stored_again(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """`--force` replaces a run's manifest, then its data object: a job cut between the two
+    (here the store refused the data object) left the run's old data object under its new
+    manifest, and later jobs without --force counted the run archived: verify said it
+    was corrupt for ever. Its claim on the run, left behind, has the next job store it."""
+    cloud = generate_cloud(runs=1, metrics=5, points=5)
+    (run_id,) = cloud.runs
+    key = f"t/{run_id}.ndjson"
+
+    def data_put(request: web.Request) -> bool:
+        return request.method == "PUT" and request.path.endswith(f"/{key}")
+
+    async with Simulator(cloud) as sim:
+        args = ["--out", f"s3://{bucket}/t/", "--run", str(run_id), "--max-attempts", "1",
+                "--state", str(tmp_path / "s.sqlite")]  # fmt: skip
+        first = await harvest(sim, *args, "--s3-endpoint-url", s3.url)
+        assert first.returncode == 0, first.stderr
+        async with s3_proxy(s3, data_put) as url:
+            cut = await harvest(sim, *args, "--force", "--method", "p95", "--s3-endpoint-url", url)
+        assert cut.returncode == 1 and b"SlowDown" in cut.stderr
+        stored = s3.objects(bucket, "t/")
+        (entry,) = orjson.loads(stored[f"t/{run_id}.manifest.json"])["files"]
+        assert entry["sha256"] != hashlib.sha256(stored[key]).hexdigest()  # half replaced
+        assert [key.rpartition("/")[2] for key in s3.leases(bucket)] == [f"{run_id}.force"]
+        again = await harvest(sim, *args, "--s3-endpoint-url", s3.url)
+        assert again.returncode == 0, again.stderr
+    stored = s3.objects(bucket, "t/")
+    assert canonical(parse_lines(stored[key])) == canonical(expected_records(cloud, run_id))
+    (entry,) = orjson.loads(stored[f"t/{run_id}.manifest.json"])["files"]
+    assert entry["sha256"] == hashlib.sha256(stored[key]).hexdigest()
+    assert s3.leases(bucket) == []  # its claim went once the run was stored whole

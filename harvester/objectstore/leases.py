@@ -8,7 +8,11 @@ when it ends. The job is live while that part's LastModified (ListParts) is with
 `s3_lease` of the store's clock (the Date of the same answer, so the hosts' clocks do not
 matter). Before a run's first upload is created, the job names the run with a claim: an
 upload without parts at `PREFIX.harvester-live/<job id>/<run id>`, aborted when the run
-is done.
+is done. A `--force` job claims a run again before it replaces the run's manifest, at
+`.../<run id>.force`, and aborts that claim only once the run's data object is stored:
+cut between the two (a kill, the store failing), the run's old data object stands under
+its new manifest, and that claim, left behind, has the next job that wants the run
+harvest it again (`torn_runs`).
 
 A job about to write runs aborts their incomplete uploads except those of runs that a
 live job other than itself claims (`stale_uploads`). It lists the uploads first and the
@@ -32,6 +36,8 @@ from .parts import PART_CHECKSUM
 from .store import Store, checksum, server_time
 
 LIVE_DIR = ".harvester-live/"
+#: What ends a `--force` job's claim on a run it is replacing.
+FORCED = ".force"
 #: The lease's part.
 LIVE = b"live\n"
 #: The store's answers for an upload that is not there (aborted, or never was).
@@ -47,6 +53,8 @@ class Lease:
     job: str = field(default_factory=lambda: uuid.uuid4().hex)
     #: The runs claimed: run id -> the claim's upload id.
     runs: dict[int, str] = field(default_factory=dict)
+    #: The runs being replaced (`--force`): run id -> the claim's upload id.
+    forcing: dict[int, str] = field(default_factory=dict)
     _upload_id: str | None = None
 
     @property
@@ -94,19 +102,24 @@ class Lease:
             except StoreError:
                 pass
 
-    async def claim(self, run_id: int) -> None:
-        """Claim `run_id` before creating one of its uploads."""
-        if run_id not in self.runs:
-            self.runs[run_id] = await _create(self.store, f"{self.key}/{run_id}")
+    async def claim(self, run_id: int, *, forcing: bool = False) -> None:
+        """Claim `run_id` before creating one of its uploads; `forcing`: as being replaced,
+        before its manifest is (`--force`)."""
+        claims, suffix = (self.forcing, FORCED) if forcing else (self.runs, "")
+        if run_id not in claims:
+            claims[run_id] = await _create(self.store, f"{self.key}/{run_id}{suffix}")
 
-    async def release(self, run_id: int) -> None:
-        upload_id = self.runs.pop(run_id, None)
+    async def release(self, run_id: int, *, forcing: bool = False) -> None:
+        """The claim let go; `forcing`: the run is replaced whole (its data object stored)."""
+        claims, suffix = (self.forcing, FORCED) if forcing else (self.runs, "")
+        upload_id = claims.pop(run_id, None)
         if upload_id is not None:
-            await _abort(self.store, f"{self.key}/{run_id}", upload_id)
+            await _abort(self.store, f"{self.key}/{run_id}{suffix}", upload_id)
 
     async def end(self) -> None:
         """The claims and the lease aborted (best effort: a stale lease protects nothing,
-        and the next job aborts what is left)."""
+        and the next job aborts what is left). A run being replaced and not replaced
+        whole keeps its claim (`forcing`): the next job that wants it harvests it again."""
         for run_id in list(self.runs):
             await self.release(run_id)
         if self._upload_id is not None:
@@ -142,6 +155,8 @@ class _Job:
 
     lease: tuple[str, str] | None = None  # (key, upload id)
     claims: dict[int, tuple[str, str]] = field(default_factory=dict)
+    #: The runs it claimed as being replaced (`--force`).
+    forcing: dict[int, tuple[str, str]] = field(default_factory=dict)
 
 
 async def _jobs(store: Store, under: str) -> dict[str, _Job]:
@@ -152,10 +167,13 @@ async def _jobs(store: Store, under: str) -> dict[str, _Job]:
         for up in page.get("Uploads", []):
             job, _, run = up["Key"][len(prefix) :].partition("/")
             found = jobs.setdefault(job, _Job())
+            forced = run.endswith(FORCED)
+            run_id = run.removesuffix(FORCED)
             if not run:
                 found.lease = (up["Key"], up["UploadId"])
-            elif run.isascii() and run.isdigit():  # ('²' is a digit to isdigit, not to int)
-                found.claims[int(run)] = (up["Key"], up["UploadId"])
+            elif run_id.isascii() and run_id.isdigit():  # ('²' is a digit to isdigit, not int)
+                claims = found.forcing if forced else found.claims
+                claims[int(run_id)] = (up["Key"], up["UploadId"])
     return jobs
 
 
@@ -191,6 +209,26 @@ async def live_runs(store: Store, seconds: float, mine: str) -> set[int]:
         for key, upload_id in [*found.claims.values(), *([found.lease] if found.lease else [])]:
             await _abort(store, key, upload_id)
     return busy
+
+
+async def torn_runs(store: Store, seconds: float, mine: str) -> dict[int, list[tuple[str, str]]]:
+    """The runs that a `--force` job no longer live was replacing and did not replace
+    whole (`Lease.claim`), with those claims (key, upload id): abort them once the run is
+    stored again (`drop_claims`), not before, so that a job cut meanwhile leaves them too."""
+    torn: dict[int, list[tuple[str, str]]] = {}
+    for job, found in (await _jobs(store, "")).items():
+        if job == mine or not found.forcing:
+            continue
+        if found.lease and await _fresh(store, found.lease, seconds):
+            continue  # replacing them now
+        for run_id, claim in found.forcing.items():
+            torn.setdefault(run_id, []).append(claim)
+    return torn
+
+
+async def drop_claims(store: Store, claims: Iterable[tuple[str, str]]) -> None:
+    for key, upload_id in claims:
+        await _abort(store, key, upload_id)
 
 
 async def is_live(store: Store, job: str, seconds: float) -> bool:

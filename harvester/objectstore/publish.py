@@ -12,10 +12,13 @@
    points and parquet), create-only (`If-None-Match: *`).
 
 So a run's data object exists only when everything else of the run is stored whole.
-`--force` writes without conditions and removes the run's objects of another format or
-compression (`_remove_others`). Its CSV export, when this job does not fetch one (no
-`--export-csv`), is kept as an earlier job stored it (`kept_export`): named by the new
-manifest, and copied along when the run moves to another layout (it was deleted).
+`--force` claims the run as being replaced first (`Lease.claim`), writes without conditions
+and removes the run's objects of another format or compression (`_remove_others`). A run
+that such a job left half replaced (`leases.torn_runs`) is stored as `--force` stores it,
+but for its manifest, which is taken as in step 1 from the job that left it. Its CSV
+export, when this job does not fetch one (no `--export-csv`), is kept as an earlier job
+stored it (`kept_export`): named by the new manifest, and copied along when the run moves
+to another layout (it was deleted).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from ..errors import OutputError
 from ..layout import Places
 from ..runfiles import KINDS, codec_for
 from .failures import StoreError
-from .leases import Lease, is_live
+from .leases import Lease, drop_claims, is_live
 from .location import Location
 from .parts import PartBuffer, Upload
 from .store import Store, checksum
@@ -108,6 +111,9 @@ class Publisher:
     slots: anyio.Semaphore
     #: Where (the directories below the prefix) each run has objects (the job's listing).
     found: Mapping[int, set[str]] = field(default_factory=dict)
+    #: The runs a dead `--force` job left half replaced, with its claims on them (the
+    #: sink's `survey`): each is replaced whole here, then the claims go.
+    torn: dict[int, list[tuple[str, str]]] = field(default_factory=dict)
 
     def upload(self, run_id: int, key: str) -> Upload:
         """A multipart upload of `key`, the run claimed (`Lease.claim`) before it is made."""
@@ -124,8 +130,11 @@ class Publisher:
     ) -> None:
         """The run's objects, `body` its manifest (`kept`: the export it names that an
         earlier job stored); nothing more when the run is another job's (step 1)."""
-        if not await self._claim(run_id, body):
-            return
+        replacing = not self.create_only or run_id in self.torn
+        if not self.create_only:
+            await self.lease.claim(run_id, forcing=True)
+        if not await self._claim(run_id, body, torn=run_id in self.torn):
+            return  # (another job's: this one never claims to replace it)
         if csv is not None:
             await self._put_file(run_id, csv)
         elif kept is not None and kept.key != self.names.key(run_id, kept.entry["name"]):
@@ -136,15 +145,18 @@ class Publisher:
         kinds = list(run.buffers)
         for kind in kinds[:-1]:
             await self._store(run_id, run, kind, create_only=False)
-        won = await self._store(run_id, run, kinds[-1], create_only=self.create_only)
-        if won and not self.create_only:
+        won = await self._store(run_id, run, kinds[-1], create_only=not replacing)
+        if won and replacing:
             await self._remove_others(run_id, kinds, csv)
             if kept is not None and kept.key != self.names.key(run_id, kept.entry["name"]):
                 await self.store.call("delete_object", Key=kept.key)  # (copied: moved)
+        await self.lease.release(run_id, forcing=True)
+        await drop_claims(self.store, self.torn.pop(run_id, ()))
 
-    async def _claim(self, run_id: int, body: bytes) -> bool:
+    async def _claim(self, run_id: int, body: bytes, *, torn: bool = False) -> bool:
         """Store the manifest, create-only: False when the run is another job's (see the
-        module's docstring)."""
+        module's docstring). `torn`: a dead job's half replaced run, whose data object is
+        the old one, not the dead job's manifest's."""
         key = self.names.key(run_id, f"{run_id}{manifest.SUFFIX}")
         meta = {"Metadata": {"harvester-job": self.lease.job}}
         if await self.store.put(key, body, create_only=self.create_only, **meta):
@@ -164,7 +176,7 @@ class Publisher:
             # job stores its data object in moments; a dead one's lease goes stale.
             await anyio.sleep(min(CLAIM_POLL, self.lease.seconds / 3))
         # (its lease checked first: a job that ended had stored its data object before)
-        if await self.store.head(last) is not None:
+        if not torn and await self.store.head(last) is not None:
             return False
         return await self.store.put(key, body, create_only=False, IfMatch=found["ETag"], **meta)
 

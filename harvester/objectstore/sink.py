@@ -30,7 +30,7 @@ from ..records import Chunk
 from ..runfiles import KINDS, RunFiles
 from .failures import StoreError
 from .held import Room
-from .leases import Lease, RunUpload, run_uploads, stale_uploads
+from .leases import Lease, RunUpload, run_uploads, stale_uploads, torn_runs
 from .listing import run_of_key, stored_runs
 from .parts import PART_SIZE, PARTS_IN_FLIGHT, PartBuffer, PartHashing, Upload
 from .publish import KeptExport, Names, Publisher, RunObjects
@@ -80,6 +80,8 @@ class ObjectSink:
         self.names = Names(self.loc, places, settings.compress)
         #: Where (the directories below the prefix) each run has objects.
         self._found: dict[int, set[str]] = {}
+        #: Runs a dead `--force` job left half replaced (`survey`), the publisher's too.
+        self._torn: dict[int, list[tuple[str, str]]] = {}
         self.part_size = part_size
         self.create_only = not settings.force  # --force replaces archived runs on purpose
         self.format = settings.format
@@ -138,7 +140,7 @@ class ObjectSink:
             self._tasks = tasks
             self._publisher = Publisher(self.store, self.lease, self.names, self.format,
                                         self.create_only, self.part_size, tasks, self._slots,
-                                        self._found)  # fmt: skip
+                                        self._found, self._torn)  # fmt: skip
             tasks.start_soon(self._keep_lease)
         except BaseException:
             self._close_spool()
@@ -251,7 +253,11 @@ class ObjectSink:
         stale = await stale_uploads(self.store, uploads, wanted, self.lease, others)
         for key, upload_id in stale:
             await self.store.call("abort_multipart_upload", Key=key, UploadId=upload_id)
-        return stored
+        self._torn.clear()
+        if others:  # (a dead job's claims are listed among the others')
+            torn = await torn_runs(self.store, self.lease.seconds, self.lease.job)
+            self._torn.update({run_id: torn[run_id] for run_id in wanted & set(torn)})
+        return stored - set(self._torn)  # their data object is not their manifest's
 
     # --- a run's lines ------------------------------------------------------------------
 
