@@ -393,3 +393,30 @@ async def test_tls_is_verified_except_on_a_plain_http_endpoint(
         assert bool(store._client._endpoint.http_session._verify) is verified
     finally:
         await store.close()
+
+
+def test_a_live_force_jobs_runs_are_not_taken_for_torn_and_a_dead_ones_are(
+    s3: S3Server, bucket: str
+) -> None:
+    """A --force job's claim on a run it is replacing says the run is torn only once the
+    job is no longer live: while it lives, it is replacing the run now."""
+    from harvester.objectstore.leases import torn_runs
+
+    client = s3.client()
+
+    async def go() -> None:
+        async with sink_on(s3, bucket) as sink:
+            lease = sink.lease
+            await sink.leased()
+            await lease.claim(5, forcing=True)
+            assert await torn_runs(sink.store, lease.seconds, "another job") == {}
+            assert await torn_runs(sink.store, lease.seconds, lease.job) == {}  # (its own)
+            (live,) = [u for u in client.list_multipart_uploads(Bucket=bucket)["Uploads"]
+                       if u["Key"] == f"pre/.harvester-live/{lease.job}"]  # fmt: skip
+            client.abort_multipart_upload(Bucket=bucket, Key=live["Key"], UploadId=live["UploadId"])
+            torn = await torn_runs(sink.store, lease.seconds, "another job")
+            assert list(torn) == [5] and torn[5][0][0] == f"{live['Key']}/5.force"
+
+    anyio.run(go)
+    # Its end let the lease go, not the claim: the run was never replaced whole.
+    assert [key.rpartition("/")[2] for key in s3.leases(bucket)] == ["5.force"]
