@@ -19,6 +19,8 @@ import pytest
 from aiohttp import web
 from anyio.abc import Process
 
+from harvester.config import load_settings
+from harvester.objectstore.listing import list_archive
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
@@ -384,8 +386,12 @@ async def test_a_run_left_half_replaced_by_a_force_job_is_stored_again(
         (entry,) = orjson.loads(stored[f"t/{run_id}.manifest.json"])["files"]
         assert entry["sha256"] != hashlib.sha256(stored[key]).hexdigest()  # half replaced
         assert [key.rpartition("/")[2] for key in s3.leases(bucket)] == [f"{run_id}.force"]
+        settings = load_settings({"out": f"s3://{bucket}/t/", "s3_endpoint_url": s3.url})
+        # `harvester runs` and `status` say it is not archived, as the harvest finds it.
+        assert run_id not in await anyio.to_thread.run_sync(list_archive, settings)
         again = await harvest(sim, *args, "--s3-endpoint-url", s3.url)
         assert again.returncode == 0, again.stderr
+        assert run_id in await anyio.to_thread.run_sync(list_archive, settings)
     stored = s3.objects(bucket, "t/")
     assert canonical(parse_lines(stored[key])) == canonical(expected_records(cloud, run_id))
     (entry,) = orjson.loads(stored[f"t/{run_id}.manifest.json"])["files"]

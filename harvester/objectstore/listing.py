@@ -1,6 +1,7 @@
 """What an object-store archive holds, read back from one listing of its prefix: the runs
 whose data object is stored (in any format, compression and --layout), for a job's
-resume, `harvester runs --out s3://` and `harvester status --out s3://`."""
+resume, `harvester runs --out s3://` and `harvester status --out s3://` (which leave out,
+as a harvest does, a run that a dead `--force` job left half replaced: `leases.torn_runs`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import anyio
 
 from ..compression import ARCHIVED_BY, DATA_NAME, RUN_ID
 from ..config import Settings
+from .leases import torn_runs
 from .store import Store
 
 #: A run's directory below the prefix in --layout date (`YYYY/MM/DD/`, `undated/`).
@@ -79,7 +81,9 @@ def list_archive(settings: Settings) -> dict[int, StoredRun]:
         store = Store(settings)
         await store.open()
         try:
-            return await stored_runs(store, export_csv=settings.export_csv)
+            stored = await stored_runs(store, export_csv=settings.export_csv)
+            torn = await torn_runs(store, settings.s3_lease, mine="")
+            return {run_id: run for run_id, run in stored.items() if run_id not in torn}
         finally:
             await store.close()
 
