@@ -135,12 +135,14 @@ class Publisher:
             await self.lease.claim(run_id, forcing=True)
         if not await self._claim(run_id, body, torn=run_id in self.torn):
             return  # (another job's: this one never claims to replace it)
+        # An earlier job's export under another layout's key: copied here, then removed.
+        moved = kept if kept and kept.key != self.names.key(run_id, kept.entry["name"]) else None
         if csv is not None:
             await self._put_file(run_id, csv)
-        elif kept is not None and kept.key != self.names.key(run_id, kept.entry["name"]):
-            source = {"Bucket": self.names.loc.bucket, "Key": kept.key}  # (another layout's)
+        elif moved is not None:
+            source = {"Bucket": self.names.loc.bucket, "Key": moved.key}
             await self.store.call(
-                "copy_object", Key=self.names.key(run_id, kept.entry["name"]), CopySource=source
+                "copy_object", Key=self.names.key(run_id, moved.entry["name"]), CopySource=source
             )
         kinds = list(run.buffers)
         for kind in kinds[:-1]:
@@ -148,8 +150,8 @@ class Publisher:
         won = await self._store(run_id, run, kinds[-1], create_only=not replacing)
         if won and replacing:
             await self._remove_others(run_id, kinds, csv)
-            if kept is not None and kept.key != self.names.key(run_id, kept.entry["name"]):
-                await self.store.call("delete_object", Key=kept.key)  # (copied: moved)
+            if moved is not None:
+                await self.store.call("delete_object", Key=moved.key)  # (copied: moved)
         await self.lease.release(run_id, forcing=True)
         await drop_claims(self.store, self.torn.pop(run_id, ()))
 
