@@ -12,6 +12,7 @@ that a client reusing a connection the store has just closed is tried too."""
 from __future__ import annotations
 
 import os
+import selectors
 import sys
 import threading
 import types
@@ -76,7 +77,9 @@ def serve(host: str, port: int) -> None:
     os.environ["MOTO_PORT"] = str(port)  # as `main` does: moto builds some URLs with it
     threading.Thread(target=lambda: (sys.stdin.buffer.read(), os._exit(0)), daemon=True).start()
     app = DomainDispatcherApplication(create_backend_app)
-    no_drain = types.SimpleNamespace(DefaultSelector=_NoSelector)
+    # (werkzeug registers the connection with `selectors.EVENT_READ`: without it, each
+    # request ended in an AttributeError, its traceback rendered and logged by moto)
+    no_drain = types.SimpleNamespace(DefaultSelector=_NoSelector, EVENT_READ=selectors.EVENT_READ)
     with mock.patch("werkzeug.serving.selectors", no_drain):
         serving.run_simple(host, port, app, threaded=True, request_handler=KeepAliveHandler)
 
