@@ -36,15 +36,20 @@ class ArchivedRun:
 
     def records(self, *types: str) -> Iterator[Record]:
         """The run's records in file order; only those of `types` when any are given."""
+        for number, line in self.lines(*types):
+            record = self.parse(line, number)
+            if record is not None and (not types or record.get("type") in types):
+                yield record
+
+    def lines(self, *types: str) -> Iterator[tuple[int, bytes]]:
+        """The run's lines (numbered from 1) that may be records of `types` (any line when
+        none are given), unparsed: a reader that builds what it needs (`report.source`)."""
         prefixes = tuple(b'{"type":"%s"' % kind.encode() for kind in types)
         try:
             with open_data(self.path) as lines:
                 for number, line in enumerate(lines, 1):
-                    if prefixes and not line.startswith(prefixes):
-                        continue
-                    record = self._parse(line, number)
-                    if record is not None and (not types or record.get("type") in types):
-                        yield record
+                    if not prefixes or line.startswith(prefixes):
+                        yield number, line
         except READ_ERRORS as exc:
             reason = getattr(exc, "strerror", None) or exc
             raise ArchiveError(f"cannot read {self.path}: {reason}") from exc
@@ -53,7 +58,8 @@ class ArchivedRun:
         """The first record of one type, or None when the run has none."""
         return next(self.records(kind), None)
 
-    def _parse(self, line: bytes, number: int) -> Record | None:
+    def parse(self, line: bytes, number: int) -> Record | None:
+        """Line `number` as a record (None for a blank line); ArchiveError when it is none."""
         if not line.strip():
             return None
         try:

@@ -9,6 +9,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -279,8 +280,8 @@ def test_downsampling_keeps_every_buckets_extremes() -> None:
 
 def test_a_line_folds_series_by_timestamp() -> None:
     line = Line("mean")
-    line.add([(10.0, 1.0), (11.0, 5.0)])
-    line.add([(10.0, 3.0)])
+    line.add(array("d", [10.0, 11.0]), array("d", [1.0, 5.0]))
+    line.add(array("d", [10.0]), array("d", [3.0]))
     assert line.folded() == {10.0: 2.0, 11.0: 5.0}
     with pytest.raises(ValueError):
         Line("median")

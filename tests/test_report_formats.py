@@ -16,11 +16,10 @@ import pytest
 from harvester.archive import open_archive
 from harvester.cli import main
 from harvester.formats import parquet as parquet_format
-from harvester.report import ReportOptions, build_page
-from harvester.report import source as report_source
+from harvester.report import ReportOptions, build_page, parquet_source
 from harvester.report.facts import header_of, threshold_rows
 from harvester.report.run import read_run
-from harvester.report.series import Serie, from_v6, method_name, number
+from harvester.report.series import from_v6, method_name, number, serie
 from harvester.simulator.generated import generate_cloud
 from tests.k6_helpers import RECORDINGS, SIM_TOKEN, recording
 from tests.report_helpers import K6_RUN_ID, harvest, harvest_cloud, harvest_k6, serving
@@ -42,7 +41,7 @@ def small_batches() -> Iterator[None]:
     """Parquet files of many row groups, read in batches that end mid-serie."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(parquet_format, "ROW_GROUP", 500)
-        patch.setattr(report_source, "BATCH", 97)
+        patch.setattr(parquet_source, "BATCH", 97)
         yield
 
 
@@ -242,7 +241,7 @@ def test_v5_methods_are_shown_under_their_v2_names() -> None:
         {"metric": {"__name__": "http_req_duration", "test_run_id": "7", "status": "200"},
          "values": [[1, "1.5"], [2, "NaN"], [3, 2], [4, None], [5, "x"]]},
     )  # fmt: skip
-    assert got == Serie("http_req_duration", (("status", "200"),), "mean", [(1.0, 1.5), (3.0, 2.0)])
+    assert got == serie("http_req_duration", (("status", "200"),), "mean", [(1.0, 1.5), (3.0, 2.0)])
     assert [number(v) for v in (True, float("inf"), "1e3", [1])] == [None, None, 1000.0, None]
 
 

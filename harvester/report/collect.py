@@ -9,7 +9,7 @@ How series become figures (the API aggregates samples per time interval):
 - Rates (http_req_failed, checks) are passes (`sum`) over samples (`count`, or passes and
   `fails`) when those are archived, else the mean of their series' shares.
 
-Memory: one `Line` per (metric, method) holds one value per timestamp; the per-interval
+Memory: one `Line` per (metric, method) holds a few arrays of doubles a time grid; the per-interval
 means and counts of http_req_duration per URL (for the exact mean, `exact_mean`) are kept
 as arrays of doubles, 16 bytes a point, for the duration and request metrics only.
 """
@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 from array import array
 from collections import defaultdict
-from collections.abc import Iterable
+from operator import mul
 
-from .lines import Line, add_exactly
+from .lines import Line, exact_terms
 from .series import Serie, Tags
 
 PER_SECOND = ("rate", "rps")
@@ -56,12 +56,10 @@ def fold_of(name: str, method: str) -> str | None:
     return None
 
 
-def _arrays(points: Iterable[tuple[float, float]]) -> Points:
-    times, values = array("d"), array("d")
-    for moment, value in points:
-        times.append(moment)
-        values.append(value)
-    return times, values
+def wanted(name: str, method: str) -> bool:
+    """Whether a serie of this metric and method is used (`Collector.add`): the others'
+    points need not be read."""
+    return fold_of(name, method) is not None or (name == DURATION and method == "count")
 
 
 class Collector:
@@ -86,26 +84,26 @@ class Collector:
         if (name, tags, method) in self.seen:
             return  # the default aggregation asked again under its name: once is enough
         self.seen.add((name, tags, method))
-        points = serie.points
+        points = serie.times, serie.values
         if name == DURATION and method == "count":
-            self.counts[(DURATION, tags)] = _arrays(points)
+            self.counts[(DURATION, tags)] = points
             return
         how = fold_of(name, method)
         if how is None:
             return
-        self.lines.setdefault((name, method), Line(how)).add(points)
-        total = math.fsum(value for _, value in points)
-        if name == DURATION and points:
-            self.urls[tags][method] = [total, len(points)]
+        self.lines.setdefault((name, method), Line(how)).add(*points)
+        total = math.fsum(serie.values)
+        if name == DURATION and serie.values:
+            self.urls[tags][method] = [total, len(serie.values)]
             if method in ("mean", "avg"):
-                self.means.setdefault(tags, _arrays(points))
+                self.means.setdefault(tags, points)
         elif name == "http_reqs" and method in REQUEST_COUNTS:
             self.url_requests[tags][method] = total
-            self.counts.setdefault(("http_reqs", tags), _arrays(points))
-        elif name == "checks" and points:
+            self.counts.setdefault(("http_reqs", tags), points)
+        elif name == "checks" and serie.values:
             labels = dict(tags)
             key = (labels.get("check", ""), labels.get("group", ""))
-            self.checks[key][method] = [total, len(points)]
+            self.checks[key][method] = [total, len(serie.values)]
 
     def requests(self, tags: Tags) -> float | None:
         """A URL's requests over the run (from http_reqs with the same tags)."""
@@ -122,13 +120,16 @@ class Collector:
             counts = self.counts.get((DURATION, tags)) or self.counts.get(("http_reqs", tags))
             if counts is None:
                 return None
-            per_interval = dict(zip(*counts, strict=True))
-            for moment, mean in zip(times, means, strict=True):
-                count = per_interval.get(moment)
-                if count is None:
+            if counts[0] == times and len(set(times)) == len(times):  # no lookup a point
+                per_interval = counts[1]
+            else:
+                by_time = dict(zip(*counts, strict=True))
+                if not all(map(by_time.__contains__, times)):
                     return None
-                add_exactly(weighted, mean * count)
-                add_exactly(requests, count)
+                per_interval = array("d", map(by_time.__getitem__, times))
+            # each URL's sums kept as the few floats that hold them exactly
+            weighted += exact_terms(map(mul, means, per_interval))
+            requests += exact_terms(per_interval)
         total = math.fsum(requests)
         return math.fsum(weighted) / total if total else None
 

@@ -9,9 +9,11 @@ keeping every bucket's extremes, so a spike never disappears from the picture.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
+from itertools import zip_longest
 
 #: Points a chart draws at most (two a line per bucket: its lowest and highest).
 MAX_POINTS = 1200
@@ -27,64 +29,109 @@ def epoch(stamp: str) -> float:
 class Line:
     """One value per timestamp, folded from any number of series with `how`.
 
-    Sums are exact (Shewchuk's partials, as `math.fsum` keeps them, a few floats per
-    timestamp): the folded value does not depend on the order the series come in, which
-    differs between two harvests of one run, so equal archives give equal pages."""
+    Sums are exact (the value does not depend on the order the series come in, which
+    differs between two harvests of one run, so equal archives give equal pages): the
+    series of a run share its time grid, so a line keeps, per grid, the values of each
+    serie added as an array of doubles, and folds them a timestamp at a time with
+    `math.fsum` (C, over a column), never a point at a time in Python. Past `COMPACT`
+    arrays on a grid they are replaced by a few that hold the same sums exactly
+    (`exact_terms`), so memory stays a few arrays a grid whatever the number of series."""
 
     def __init__(self, how: str) -> None:
         if how not in ("sum", "mean", "max", "min"):
             raise ValueError(f"unknown fold {how!r}")
         self.how = how
-        self._extremes: dict[float, float] = {}
-        self._partials: dict[float, list[float]] = {}
-        self._counts: dict[float, int] = {}
+        # the grid's times as bytes -> (its times, the values' arrays (one for max and
+        # min: the extremes so far), the series added on it)
+        self._grids: dict[bytes, tuple[array[float], list[array[float]], list[int]]] = {}
+        self._folded: dict[float, float] | None = None
 
-    def add(self, points: Iterable[tuple[float, float]]) -> None:
-        """Fold in one serie's (epoch seconds, value) points."""
-        if self.how in ("sum", "mean"):
-            partials, counts = self._partials, self._counts
-            for moment, value in points:
-                found = partials.get(moment)
-                if found is None:
-                    partials[moment], counts[moment] = [value], 1
-                else:
-                    add_exactly(found, value)
-                    counts[moment] += 1
+    def add(self, times: array[float], values: array[float]) -> None:
+        """Fold in one serie's points: its times (epoch seconds, increasing) and values."""
+        if not times:
             return
-        values, pick = self._extremes, max if self.how == "max" else min
-        for moment, value in points:
-            old = values.get(moment)
-            values[moment] = value if old is None else pick(old, value)
+        self._folded = None
+        key = times.tobytes()
+        grid = self._grids.get(key)
+        if grid is None:
+            if len(set(times)) < len(times):  # a time twice in a serie: each point alone
+                for t, value in zip(times, values, strict=True):
+                    self.add(array("d", (t,)), array("d", (value,)))
+                return
+            self._grids[key] = (times, [values], [1])
+            return
+        arrays, added = grid[1], grid[2]
+        added[0] += 1
+        if self.how in ("max", "min"):
+            # max(old, new) keeps the old one on a tie, as the first serie's value won
+            arrays[0] = array("d", map(max if self.how == "max" else min, arrays[0], values))
+            return
+        arrays.append(values)
+        if len(arrays) > COMPACT:
+            arrays[:] = _compacted(arrays)
 
     @property
     def moments(self) -> Iterable[float]:
-        return self._partials.keys() if self.how in ("sum", "mean") else self._extremes.keys()
+        return (t for times, _, _ in self._grids.values() for t in times)
 
     def folded(self) -> dict[float, float]:
         """Timestamp to value (a mean divided out)."""
-        if self.how == "sum":
-            return {t: math.fsum(p) for t, p in self._partials.items()}
+        if self._folded is None:
+            self._folded = self._fold()
+        return dict(self._folded)
+
+    def _fold(self) -> dict[float, float]:
+        grids = list(self._grids.values())
+        if self.how in ("max", "min"):
+            pick = max if self.how == "max" else min
+            out: dict[float, float] = {}
+            for times, (values,), _ in grids:
+                for t, value in zip(times, values, strict=True):
+                    old = out.get(t)
+                    out[t] = value if old is None else pick(old, value)
+            return out
+        if len(grids) == 1:  # the common case: every serie on the run's grid
+            times, arrays, (added,) = grids[0]
+            sums = map(math.fsum, zip(*arrays, strict=True))
+            if self.how == "mean":
+                return {t: total / added for t, total in zip(times, sums, strict=True)}
+            return dict(zip(times, sums, strict=True))
+        terms: dict[float, list[float]] = {}
+        counts: dict[float, int] = {}
+        for times, arrays, (added,) in grids:
+            for t, column in zip(times, zip(*arrays, strict=True), strict=True):
+                terms.setdefault(t, []).extend(column)
+                counts[t] = counts.get(t, 0) + added
         if self.how == "mean":
-            return {t: math.fsum(p) / self._counts[t] for t, p in self._partials.items()}
-        return dict(self._extremes)
+            return {t: math.fsum(column) / counts[t] for t, column in terms.items()}
+        return {t: math.fsum(column) for t, column in terms.items()}
 
     def __bool__(self) -> bool:
-        return bool(self._partials or self._extremes)
+        return bool(self._grids)
 
 
-def add_exactly(partials: list[float], x: float) -> None:
-    """Add `x` to a sum kept as non-overlapping partials (`math.fsum`'s own algorithm)."""
-    i = 0
-    for y in partials:
-        if abs(x) < abs(y):
-            x, y = y, x
-        high = x + y
-        low = y - (high - x)
-        if low:
-            partials[i] = low
-            i += 1
-        x = high
-    partials[i:] = [x]
+#: Arrays of values a grid keeps before they are compacted (`Line.add`).
+COMPACT = 8
+
+
+def exact_terms(values: Iterable[float]) -> list[float]:
+    """A few floats whose exact sum is that of `values` (none for a sum of 0): the sum
+    rounded (`math.fsum`, correctly rounded), then what it left out, rounded, and so on
+    until nothing is left, so `math.fsum` of them is `math.fsum(values)`."""
+    terms = list(values)
+    out: list[float] = []
+    while total := math.fsum(terms):
+        out.append(total)
+        terms.append(-total)
+    return out
+
+
+def _compacted(arrays: list[array[float]]) -> list[array[float]]:
+    """Arrays aligned on one grid replaced by as few as hold each timestamp's sum exactly."""
+    columns = [exact_terms(column) for column in zip(*arrays, strict=True)]
+    return [array("d", level) for level in zip_longest(*columns, fillvalue=0.0)] or [
+        array("d", bytes(8 * len(columns)))
+    ]
 
 
 def interval(moments: Iterable[float]) -> float:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..archive import ArchivedRun, ArchiveError, Record
-from .collect import Collector, Lines, counter, pick, share_line
+from .collect import Collector, Lines, counter, pick, share_line, wanted
 from .facts import check_rows, header_of, threshold_rows
 from .figures import Figures, run_figures
 from .lines import downsample, finite, interval, table
@@ -91,7 +91,7 @@ def read_run(run: ArchivedRun) -> RunReport:
         )
     metrics = {m["id"]: m for m in small["metric"] if isinstance(m, dict) and "id" in m}
     collector = Collector()
-    for serie in series_of(run, metrics):
+    for serie in series_of(run, metrics, wanted):
         collector.add(serie)
     return _build(run.run_id, small, collector)
 

@@ -16,13 +16,18 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
+from operator import lt
 from typing import Any
 
 from .lines import epoch
 
 Tags = tuple[tuple[str, str], ...]
+#: Whether the report uses the series of a metric and (v2) method (`collect.wanted`).
+Wanted = Callable[[str, str], bool]
 
 #: v5 method -> v2 name; methods absent here and not v2 names already are skipped.
 V5_TO_V2 = {
@@ -45,7 +50,46 @@ class Serie:
     name: str
     tags: Tags
     method: str
-    points: list[tuple[float, float]]
+    #: Its points: epoch seconds and values, doubles (8 bytes a point, no object each).
+    times: array[float]
+    values: array[float]
+
+    @property
+    def points(self) -> list[tuple[float, float]]:
+        return list(zip(self.times, self.values, strict=True))
+
+
+def serie(name: str, tags: Tags, method: str, points: Iterable[tuple[float, float]]) -> Serie:
+    """A serie from its (epoch seconds, value) points."""
+    pairs = list(points)
+    times = array("d", [t for t, _ in pairs])
+    return Serie(name, tags, method, times, array("d", [v for _, v in pairs]))
+
+
+class Clock:
+    """Epoch seconds of a run's timestamps, each text converted once: the series of a run
+    share its time grid, so a serie's texts are most often a stretch of the longest grid
+    seen, found by its first text and checked whole (a comparison of lists, in C)."""
+
+    def __init__(self) -> None:
+        self._texts: list[str] = []
+        self._times: array[float] = array("d")
+        self._at: dict[str, int] = {}
+        self._rising = True
+
+    def times(self, texts: list[str]) -> tuple[array[float], bool]:
+        """The texts' epoch seconds, and whether they increase all along."""
+        if not texts:
+            return array("d"), True
+        at = self._at.get(texts[0])
+        if at is not None and self._texts[at : at + len(texts)] == texts:
+            return self._times[at : at + len(texts)], self._rising
+        times = array("d", map(epoch, texts))
+        rising = all(map(lt, times, islice(times, 1, None)))
+        if len(texts) >= len(self._texts):
+            self._texts, self._times, self._rising = texts, times, rising
+            self._at = {text: i for i, text in reversed(list(enumerate(texts)))}
+        return times, rising
 
 
 def method_name(method: Any) -> str | None:
@@ -89,7 +133,7 @@ def from_v2(data: dict[str, Any], metrics: dict[str, dict[str, Any]]) -> Serie |
         value = number(point.get("value"))
         if value is not None and isinstance(point.get("timestamp"), str):
             points.append((epoch(point["timestamp"]), value))
-    return Serie(str(metric.get("name", "")), tags_key(metric.get("tags")), method, points)
+    return serie(str(metric.get("name", "")), tags_key(metric.get("tags")), method, points)
 
 
 def from_v6(query: dict[str, Any], data: dict[str, Any]) -> Serie | None:
@@ -104,62 +148,64 @@ def from_v6(query: dict[str, Any], data: dict[str, Any]) -> Serie | None:
         if value is not None:
             points.append((float(pair[0]), value))
     name = str(query.get("metric") or labels.get("__name__", ""))
-    return Serie(name, tags_key(labels), method, points)
+    return serie(name, tags_key(labels), method, points)
+
+
+Key = tuple[str, Tags, str | None]
 
 
 class SerieJoiner:
     """Series back from points, one point a row (`--format points` and `parquet`): the
     writer puts a serie's points together in time order, so a serie ends where the key
     (metric, tags, method) changes or time stops increasing (the same aggregation asked
-    twice, `default` and its name, comes as two series; the report keeps the first)."""
+    twice, `default` and its name, comes as two series; the report keeps the first).
 
-    def __init__(self) -> None:
-        self._key: tuple[str, Tags, str | None] | None = None
-        self._points: list[tuple[float, float]] = []
+    Points are added a stretch at a time (`extend`); the points of a serie `wanted` says
+    no to are not kept (its stretches still end the serie before it)."""
+
+    def __init__(self, wanted: Wanted | None = None) -> None:
+        self._wanted = wanted
+        self._key: Key | None = None
+        self._keep = False
+        self._times: array[float] = array("d")
+        self._values: array[float] = array("d")
         self._last = float("-inf")
 
-    def add(
-        self, key: tuple[str, Tags, str | None], moment: float, value: float | None
+    def extend(
+        self, key: Key, first: float, last: float, times: array[float], values: array[float]
     ) -> Serie | None:
-        """Add one point; the serie it ended, if it ended one."""
+        """Add a stretch of one serie's rows, time increasing from `first` to `last` (the
+        points `times` and `values`: its rows with a value); the serie it ended."""
         done = None
-        if key != self._key or moment <= self._last:
+        if key != self._key or first <= self._last:
             done = self.end()
             self._key = key
-        self._last = moment
-        if value is not None:
-            self._points.append((moment, value))
+            self._keep = self.wants(key)
+        self._last = last
+        if self._keep:
+            self._times.extend(times)
+            self._values.extend(values)
         return done
 
-    def extend(
-        self, key: tuple[str, Tags, str | None], moments: list[float], values: list[Any]
-    ) -> Serie | None:
-        """Add a stretch of one serie's points (time increasing); the serie it ended."""
-        done = None
-        if key != self._key or moments[0] <= self._last:
-            done = self.end()
-            self._key = key
-        self._last = moments[-1]
-        self._points.extend(
-            (moment, value)
-            for moment, value in zip(moments, values, strict=True)
-            if value is not None and math.isfinite(value)
-        )
-        return done
+    def wants(self, key: Key) -> bool:
+        """Whether points of `key` would be kept (a caller may skip making them)."""
+        return key[2] is not None and (self._wanted is None or self._wanted(key[0], key[2]))
 
     def end(self) -> Serie | None:
-        key, points = self._key, self._points
-        self._key, self._points, self._last = None, [], float("-inf")
-        if key is None or key[2] is None:
+        key, keep, times, values = self._key, self._keep, self._times, self._values
+        self._key, self._keep, self._last = None, False, float("-inf")
+        self._times, self._values = array("d"), array("d")
+        if key is None or key[2] is None or not keep:
             return None
-        return Serie(key[0], key[1], key[2], points)
+        return Serie(key[0], key[1], key[2], times, values)
 
 
-def join_rows(rows: Iterable[dict[str, Any]]) -> Iterator[Serie]:
-    """Series from points rows as `--format points` writes them (`time` RFC 3339)."""
-    joiner = SerieJoiner()
+def join_rows(rows: Iterable[dict[str, Any]], joiner: SerieJoiner) -> Iterator[Serie]:
+    """Series from points rows as `--format points` writes them (`time` RFC 3339), one row
+    at a time (the rows of a chunk `source` could not read typed); the last serie is left
+    in `joiner`."""
     raw: tuple[Any, ...] = ()
-    key: tuple[str, Tags, str | None] = ("", (), None)
+    key: Key = ("", (), None)
     for row in rows:
         stamp = row.get("time")
         if not isinstance(stamp, str):
@@ -168,8 +214,8 @@ def join_rows(rows: Iterable[dict[str, Any]]) -> Iterator[Serie]:
         now = (row.get("metric"), row.get("tags"), row.get("method"))
         if now != raw:
             raw, key = now, (str(now[0]), tags_key(now[1]), method_name(now[2]))
-        done = joiner.add(key, epoch(stamp), number(row.get("value")))
-        if done is not None:
+        moment, value = epoch(stamp), number(row.get("value"))
+        points = (array("d"), array("d")) if value is None else (
+            array("d", (moment,)), array("d", (value,)))  # fmt: skip
+        if (done := joiner.extend(key, moment, moment, *points)) is not None:
             yield done
-    if (last := joiner.end()) is not None:
-        yield last

@@ -3,46 +3,67 @@
 - `--format ndjson` (raw, any compression): the `series` records of `<id>.ndjson`, v2
   `k6-serie`s joined with their `metric` records by id, or v6 results with their `query`.
 - `--format points`: `<id>.points.ndjson[.gz|.zst]`, one point a line.
-- `--format parquet`: `<id>.parquet`, read one record batch at a time (pyarrow, the
-  `[parquet]` extra); its tags JSON text, or a map in the first writer's files.
+- `--format parquet`: `<id>.parquet` (`parquet_source`).
 
 The other records (run, metrics, thresholds, checks, overview, summary) are in the
 run's `ArchivedRun` file either way: `<id>.ndjson` itself, or the `<id>.meta.ndjson`
-sidecar beside the points. Memory holds one line, or one batch, and one serie.
+sidecar beside the points. Memory holds one line, or one chunk of lines, and one serie.
+
+Speed: a serie's points are read by msgspec into typed structs (C), their values become
+an array of doubles and their times are converted once a run (`series.Clock`), so no
+dict, and no Python call, is made a point; a serie the report does not draw (`wanted`)
+has its points skipped unread. A line (raw) or a chunk (points) of any other shape than
+the writer's is read as before, a row at a time with orjson (`from_v2`, `join_rows`),
+which says what is wrong with it.
 """
 
 from __future__ import annotations
 
+import math
+from array import array
 from collections.abc import Iterator
+from itertools import compress, groupby
+from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import msgspec
 import orjson
 
 from ..archive import ArchivedRun, ArchiveError, Record
 from ..compression import READ_ERRORS, open_data, published_data
-from ..errors import ConfigError
-from .series import Serie, SerieJoiner, from_v2, from_v6, join_rows, method_name, tags_key
+from .parquet_source import parquet_series
+from .series import (
+    Clock,
+    Key,
+    Serie,
+    SerieJoiner,
+    Wanted,
+    from_v2,
+    from_v6,
+    join_rows,
+    method_name,
+    tags_key,
+)
 
-#: Rows per record batch read from a Parquet file.
-BATCH = 20_000
-COLUMNS = ["metric", "tags", "method", "time", "value"]
-INSTALL = "pip install 'k6-harvester[parquet]'"
+#: Bytes of a points file read at once (its whole lines).
+CHUNK = 1 << 20
 
 
-def series_of(run: ArchivedRun, metrics: dict[str, Record]) -> Iterator[Serie]:
-    """The run's series in file order (`metrics`: v2 `metric` records by id)."""
+def series_of(run: ArchivedRun, metrics: dict[str, Record], wanted: Wanted) -> Iterator[Serie]:
+    """The run's series in file order (`metrics`: v2 `metric` records by id); those that
+    `wanted` says no to may be left out."""
     if ".meta." not in run.path.name:
-        yield from _raw(run, metrics)
+        yield from _raw(run, metrics, wanted)
         return
     folder = run.path.parent
     points = published_data(folder, run.run_id, "points.ndjson")
     if points is not None:
-        yield from _points(points)
+        yield from _points(points, wanted)
         return
     parquet = folder / f"{run.run_id}.parquet"
     if parquet.is_file():
-        yield from _parquet(parquet)
+        yield from parquet_series(parquet, wanted)
         return
     raise ArchiveError(
         f"{run.path} has no points beside it ({run.run_id}.points.ndjson or "
@@ -50,81 +71,181 @@ def series_of(run: ArchivedRun, metrics: dict[str, Record]) -> Iterator[Serie]:
     )
 
 
-def _raw(run: ArchivedRun, metrics: dict[str, Record]) -> Iterator[Serie]:
-    for record in run.records("series"):
-        data, query = record["data"], record.get("query")
-        serie = from_v6(query, data) if isinstance(query, dict) else from_v2(data, metrics)
+class _Point(msgspec.Struct, gc=False):
+    """A v2 point as the API sends it (any other shape: the line is read as before)."""
+
+    timestamp: str
+    value: float
+
+
+class _V2(msgspec.Struct, gc=False):
+    values: msgspec.Raw = msgspec.Raw(b"null")  # read only when the serie is drawn
+    metric_id: str | None = None
+    method: str | None = None
+
+
+class _Line(msgspec.Struct, gc=False):
+    data: _V2
+    query: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET  # v6: read as before
+
+
+_LINE = msgspec.json.Decoder(_Line)
+_POINTS = msgspec.json.Decoder(list[_Point] | None)
+_TIMESTAMP, _VALUE = attrgetter("timestamp"), attrgetter("value")
+#: What a typed reader returns for something it leaves to the reader of any shape.
+_OTHER: Any = object()
+
+
+def _raw(run: ArchivedRun, metrics: dict[str, Record], wanted: Wanted) -> Iterator[Serie]:
+    clock = Clock()
+    for number, line in run.lines("series"):
+        serie = _v2(line, metrics, wanted, clock) if line.isascii() else _OTHER
+        if serie is _OTHER:
+            record = run.parse(line, number)
+            if record is None or record.get("type") != "series":
+                continue
+            data, query = record["data"], record.get("query")
+            serie = from_v6(query, data) if isinstance(query, dict) else from_v2(data, metrics)
         if serie is not None:
             yield serie
 
 
-def _points(path: Path) -> Iterator[Serie]:
-    def rows() -> Iterator[dict[str, Any]]:
-        for number_, line in enumerate(lines, 1):
-            if line.strip():
-                try:
-                    yield orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    raise ArchiveError(f"{path}:{number_}: not a JSON line ({exc})") from exc
-
+def _v2(line: bytes, metrics: dict[str, Record], wanted: Wanted, clock: Clock) -> Any:
+    """A v2 serie of the usual shape read typed (None when not drawn), else `_OTHER`.
+    (msgspec does not check UTF-8 inside strings it skips: only ASCII lines come here.)"""
     try:
-        with open_data(path) as lines:
-            yield from join_rows(rows())
+        record = _LINE.decode(line)
+    except msgspec.DecodeError:
+        return _OTHER
+    if record.query is not msgspec.UNSET:
+        return _OTHER
+    data = record.data
+    metric = metrics.get(str(data.metric_id))
+    method = method_name(data.method)
+    if metric is None or method is None:
+        return None
+    name = str(metric.get("name", ""))
+    if not wanted(name, method):
+        return None
+    try:
+        points = _POINTS.decode(data.values) or []
+    except msgspec.DecodeError:
+        return _OTHER
+    values = array("d", map(_VALUE, points))
+    if not math.isfinite(sum(values)):  # no finite figure to add up: read as before
+        return _OTHER
+    times = clock.times(list(map(_TIMESTAMP, points)))[0]
+    return Serie(name, tags_key(metric.get("tags")), method, times, values)
+
+
+class _Row(msgspec.Struct, gc=False):
+    """A line of a points file as the writer writes it (any other: the chunk as before)."""
+
+    time: str
+    metric: str | None = None
+    tags: msgspec.Raw = msgspec.Raw(b"null")
+    method: str | None = None
+    value: float | None = None
+
+
+_ROWS = msgspec.json.Decoder(_Row)
+_ROW_KEY = attrgetter("metric", "tags", "method")
+_TIME = attrgetter("time")
+Stretch = tuple[Key, float, float, "array[float]", "array[float]"]
+
+
+def _points(path: Path, wanted: Wanted) -> Iterator[Serie]:
+    joiner, clock = SerieJoiner(wanted), Clock()
+    try:
+        with open_data(path) as data:
+            done, rest = 0, b""  # bytes before the chunk; the end of a line cut by it
+            while chunk := data.read(CHUNK):
+                chunk = rest + chunk
+                cut = chunk.rfind(b"\n") + 1
+                chunk, rest = chunk[:cut], chunk[cut:]
+                yield from _chunk(path, chunk, done, joiner, clock)
+                done += len(chunk)
+            yield from _chunk(path, rest, done, joiner, clock)
     except READ_ERRORS as exc:
         raise ArchiveError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
-
-
-def _parquet(path: Path) -> Iterator[Serie]:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ConfigError(f"reading {path.name} needs pyarrow: {INSTALL}") from None
-    joiner = SerieJoiner()
-    try:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH, columns=COLUMNS):
-            for key, moments, values in _stretches(batch):
-                if (done := joiner.extend(key, moments, values)) is not None:
-                    yield done
-    except (OSError, pa.ArrowException, orjson.JSONDecodeError) as exc:
-        raise ArchiveError(f"cannot read {path}: {exc}") from exc
     if (last := joiner.end()) is not None:
         yield last
 
 
-def _stretches(batch: Any) -> Iterator[tuple[Any, list[float], list[Any]]]:
-    """A record batch cut where a serie ends (a key changes or time stops increasing),
-    found by Arrow over whole columns: Python touches each stretch once, not each row."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    batch = batch.filter(pc.is_valid(batch.column("time")))
-    rows = batch.num_rows
-    if not rows:
+def _chunk(
+    path: Path, chunk: bytes, done: int, joiner: SerieJoiner, clock: Clock
+) -> Iterator[Serie]:
+    """The series a chunk of whole lines ends (`done`: the file's bytes before it)."""
+    stretches = _typed(chunk, joiner, clock) if chunk.isascii() else None
+    if stretches is None:
+        yield from join_rows(_rows(path, chunk, done), joiner)
         return
-    millis = batch.column("time").cast(pa.int64())
-    tags = batch.column("tags")  # a serie's tags as JSON text, compared as strings
-    if pa.types.is_map(tags.type):
-        tags = _map_as_text(tags)
-    columns = [batch.column("metric"), batch.column("method"), tags]
-    ends = pc.less_equal(millis[1:], millis[:-1])
-    for column in columns:
-        ends = pc.or_(ends, pc.not_equal(column[1:], column[:-1]).fill_null(True))
-    cuts = [0, *(i + 1 for i in pc.indices_nonzero(ends).to_pylist()), rows]
-    moments = [m / 1000 for m in millis.to_pylist()]
-    values = batch.column("value").to_pylist()
-    names, methods = batch.column("metric").to_pylist(), batch.column("method").to_pylist()
-    for start, stop in zip(cuts, cuts[1:], strict=False):
-        key = (str(names[start]), tags_key(orjson.loads(tags[start].as_py() or "{}")),
-               method_name(methods[start]))  # fmt: skip
-        yield key, moments[start:stop], values[start:stop]
+    for stretch in stretches:
+        if (ended := joiner.extend(*stretch)) is not None:
+            yield ended
 
 
-def _map_as_text(tags: Any) -> Any:
-    """Tags as the first Parquet writer wrote them (a `map<string, string>`, which Arrow
-    cannot compare) made the JSON text written since: an old archive still reads."""
-    import pyarrow as pa
+def _typed(chunk: bytes, joiner: SerieJoiner, clock: Clock) -> list[Stretch] | None:
+    """A chunk's stretches of one serie each (None when a line is of another shape)."""
+    try:
+        rows = _ROWS.decode_lines(chunk)
+    except msgspec.DecodeError:
+        return None
+    stretches: list[Stretch] = []
+    empty: array[float] = array("d")
+    for (metric, tags, method), group in groupby(rows, _ROW_KEY):
+        key = (str(metric), tags_key(msgspec.json.decode(tags)), method_name(method))
+        if not joiner.wants(key):
+            stretches.append((key, 0.0, 0.0, empty, empty))  # only ends the serie before
+            continue
+        members = list(group)
+        times, rising = clock.times(list(map(_TIME, members)))
+        values = [row.value for row in members]
+        for lo, hi in [(0, len(times))] if rising else _rises(times):
+            stretch = _stretch(key, times[lo:hi], values[lo:hi])
+            if stretch is None:
+                return None
+            stretches.append(stretch)
+    return stretches
 
-    pairs = tags.to_pylist()
-    texts = [None if p is None else orjson.dumps(dict(p)).decode() for p in pairs]
-    return pa.array(texts, pa.string())
+
+def _rises(times: array[float]) -> list[tuple[int, int]]:
+    """Where time stops increasing in a stretch of one key (the same aggregation asked
+    twice): the bounds of each part that increases."""
+    cuts = [i for i in range(1, len(times)) if times[i] <= times[i - 1]]
+    bounds = [0, *cuts, len(times)]
+    return list(zip(bounds, bounds[1:], strict=False))
+
+
+def _stretch(key: Key, times: array[float], values: list[float | None]) -> Stretch | None:
+    """One serie's rows as a stretch (None for a value no double holds: the chunk is read
+    as before, which says so)."""
+    first, last = times[0], times[-1]
+    figures: array[float]
+    try:
+        figures = array("d", cast(list[float], values))
+    except TypeError:  # a null among them: a row without a point
+        kept = [value is not None for value in values]
+        times = array("d", compress(times, kept))
+        figures = array("d", cast(Iterator[float], compress(values, kept)))
+    if not math.isfinite(sum(figures)):
+        return None
+    return key, first, last, times, figures
+
+
+def _rows(path: Path, chunk: bytes, done: int) -> Iterator[dict[str, Any]]:
+    for number, line in enumerate(chunk.splitlines(), 1):
+        if line.strip():
+            try:
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                number += _lines_before(path, done)
+                raise ArchiveError(f"{path}:{number}: not a JSON line ({exc})") from exc
+
+
+def _lines_before(path: Path, size: int) -> int:
+    """The lines in the first `size` bytes of a data file: counted only to name a bad line
+    (counting every chunk's cost a tenth of the reading)."""
+    with open_data(path) as data:
+        return sum(data.read(min(CHUNK, size - done)).count(b"\n")
+                   for done in range(0, size, CHUNK))  # fmt: skip

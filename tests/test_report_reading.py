@@ -1,0 +1,105 @@
+"""How `harvester report` reads series fast (typed, as arrays, folded a column at a time)
+without changing what it shows: lines fold exactly whatever the order and number of
+series, and a line or chunk of another shape than the writer's is read as before."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from array import array
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harvester.archive import ArchiveError, open_archive
+from harvester.report import ReportOptions, build_page
+from harvester.report import source as report_source
+from harvester.report.lines import COMPACT, Line
+from harvester.report.run import read_run
+from harvester.simulator.generated import generate_cloud
+from tests.report_helpers import harvest_cloud
+
+
+def folds(how: str, series: list[tuple[list[float], list[float]]]) -> dict[float, float]:
+    line = Line(how)
+    for times, values in series:
+        line.add(array("d", times), array("d", values))
+    return line.folded()
+
+
+def test_a_line_of_many_series_folds_each_timestamp_exactly_in_any_order() -> None:
+    rng = random.Random(7)
+    grid = [float(t) for t in range(50)]
+    # more series than a grid keeps before compacting, of very different magnitudes, and
+    # a few on other grids (a serie with gaps, one shifted)
+    series = [(grid, [rng.uniform(-1, 1) * 10 ** rng.randint(-8, 12) for _ in grid])
+              for _ in range(3 * COMPACT + 5)]  # fmt: skip
+    series += [(grid[::2], [1e-3] * 25), ([t + 0.5 for t in grid], [2.0] * 50)]
+    every: dict[float, list[float]] = {}
+    for times, values in series:
+        for t, v in zip(times, values, strict=True):
+            every.setdefault(t, []).append(v)
+    total = {t: math.fsum(vs) for t, vs in every.items()}
+    mean = {t: math.fsum(vs) / len(vs) for t, vs in every.items()}
+    assert folds("sum", series) == total
+    assert folds("mean", series) == mean
+    assert folds("max", series) == {t: max(vs) for t, vs in every.items()}
+    rng.shuffle(series)
+    assert folds("sum", series) == total and folds("mean", series) == mean
+
+
+def test_a_serie_with_a_time_twice_counts_both_points() -> None:
+    assert folds("sum", [([1.0, 1.0, 2.0], [1.0, 2.0, 3.0])]) == {1.0: 3.0, 2.0: 3.0}
+    assert folds("mean", [([1.0, 1.0], [1.0, 2.0]), ([1.0], [6.0])]) == {1.0: 3.0}
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    cloud = generate_cloud(runs=1, metrics=30, points=300)
+    where = tmp_path_factory.mktemp("reading")
+    return {fmt: harvest_cloud(cloud, where / fmt, "--format", fmt) for fmt in ("raw", "points")}
+
+
+def report_of(archive: Path) -> dict[str, Any]:
+    page = build_page(archive, ReportOptions())
+    del page["generated"]
+    return page
+
+
+def copied(archive: Path, to: Path) -> Path:
+    to.mkdir()
+    for path in archive.iterdir():
+        (to / path.name).write_bytes(path.read_bytes())
+    return to
+
+
+def test_values_written_as_text_are_read_as_before_and_give_the_same_report(
+    archives: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value as text ("1.5", as v5 sends them) is not the writer's shape: its line (raw)
+    or chunk (points) is read as before, and the figures do not change."""
+    monkeypatch.setattr(report_source, "CHUNK", 4096)  # many chunks, a few of them odd
+    for fmt, archive in archives.items():
+        expected = report_of(archive)
+        odd = copied(archive, tmp_path / fmt)
+        path = next(odd.glob("*.points.ndjson" if fmt == "points" else "*[0-9].ndjson"))
+        text = path.read_bytes()
+        changed = re.sub(rb'"value":(\d+\.\d+)([,}])', rb'"value":"\1"\2', text, count=40)
+        assert changed != text
+        path.write_bytes(changed)
+        assert report_of(odd) == expected, fmt
+
+
+def test_a_bad_line_deep_in_a_points_file_is_named_by_its_number(
+    archives: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report_source, "CHUNK", 4096)
+    odd = copied(archives["points"], tmp_path / "odd")
+    path = next(odd.glob("*.points.ndjson"))
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[4000] = b'{"metric": cut short\n'
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(ArchiveError, match=rf"{path.name}:4001: not a JSON line"):
+        read_run(open_archive(odd)[0])
