@@ -8,11 +8,12 @@ writer puts `"type"` first on every line, see `records.encode`).
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import orjson
 
@@ -21,6 +22,8 @@ from .errors import ConfigError, HarvesterError
 from .layout import run_dirs
 
 Record = dict[str, Any]
+#: Bytes of a run file read at once.
+CHUNK = 1 << 20
 
 
 class ArchiveError(HarvesterError):
@@ -46,10 +49,8 @@ class ArchivedRun:
         none are given), unparsed: a reader that builds what it needs (`report.source`)."""
         prefixes = tuple(b'{"type":"%s"' % kind.encode() for kind in types)
         try:
-            with open_data(self.path) as lines:
-                for number, line in enumerate(lines, 1):
-                    if not prefixes or line.startswith(prefixes):
-                        yield number, line
+            with open_data(self.path) as data:
+                yield from _lines(data, prefixes)
         except READ_ERRORS as exc:
             reason = getattr(exc, "strerror", None) or exc
             raise ArchiveError(f"cannot read {self.path}: {reason}") from exc
@@ -71,6 +72,46 @@ class ArchivedRun:
         if not isinstance(record, dict) or not isinstance(record.get("data"), dict | list):
             raise ArchiveError(f"{self.path}:{number}: not a harvester record")
         return record
+
+
+def _lines(data: BinaryIO, prefixes: tuple[bytes, ...]) -> Iterator[tuple[int, bytes]]:
+    """The numbered lines of `data` that start with one of `prefixes` (all when none).
+
+    Read a chunk at a time into one buffer, where a line not wanted is passed over in
+    place (`find`), never copied: iterating a file's lines made a bytes object of every
+    line, the series' included (a 195 MB run file: 0.16-0.24 s a pass against 0.03)."""
+    chunk = bytearray(CHUNK)
+    view = memoryview(chunk)
+    longest = max(map(len, prefixes), default=0)
+    line = bytearray()  # the current line so far, while it may be wanted
+    wanted: bool | None = None  # None: not decided yet (too few of its bytes read)
+    number = 0
+    readinto = cast(io.BufferedIOBase, data).readinto  # every reader `open_data` gives
+    while size := readinto(chunk):
+        at = 0
+        while at < size:
+            end = chunk.find(b"\n", at, size)
+            stop = size if end < 0 else end + 1
+            whole = not line and end >= 0  # the line is all in this chunk
+            if wanted is None and not line and (end >= 0 or stop - at >= longest):
+                wanted = not prefixes or chunk.startswith(prefixes, at, stop)
+            if wanted is not False and not whole:
+                line += view[at:stop]
+                if wanted is None and len(line) >= longest:  # a line start cut by the chunk
+                    wanted = not prefixes or line.startswith(prefixes)
+                    if not wanted:
+                        line.clear()
+            if end >= 0:
+                if wanted is None:  # a short line cut by the chunk
+                    wanted = not prefixes or line.startswith(prefixes)
+                if wanted:
+                    yield number + 1, bytes(view[at:stop] if whole else line)
+                number += 1
+                line.clear()
+                wanted = None
+            at = stop
+    if line and (wanted or not prefixes or line.startswith(prefixes)):  # no end of line
+        yield number + 1, bytes(line)
 
 
 def open_archive(

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from harvester.archive import ArchiveError, open_archive
+from harvester import archive as archive_module
+from harvester.archive import ArchivedRun, ArchiveError, open_archive
 from harvester.report import ReportOptions, build_page
 from harvester.report import source as report_source
 from harvester.report.lines import COMPACT, Line
@@ -103,3 +104,25 @@ def test_a_bad_line_deep_in_a_points_file_is_named_by_its_number(
     path.write_bytes(b"".join(lines))
     with pytest.raises(ArchiveError, match=rf"{path.name}:4001: not a JSON line"):
         read_run(open_archive(odd)[0])
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 17, 64, 1 << 20])
+def test_a_runs_lines_are_found_across_chunks_as_iterating_the_file_finds_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """Lines are read a chunk at a time, the unwanted passed over in place: whatever the
+    chunk's size, the numbered lines of a type are those iterating the file gives."""
+    monkeypatch.setattr(archive_module, "CHUNK", chunk)
+    rng = random.Random(chunk)
+    starts = [b'{"type":"series"', b'{"type":"metric"', b'{"type":"run"', b"", b'{"type":"se']
+    path = tmp_path / "9.ndjson"
+    for _ in range(200):
+        lines = [rng.choice(starts) + b"a" * rng.choice([0, 1, 3, 40, 200]) for _ in range(9)]
+        path.write_bytes(b"\n".join(lines) + rng.choice([b"", b"\n"]))
+        run = ArchivedRun(9, path)
+        for types in [(), ("series",), ("metric", "run")]:
+            prefixes = tuple(b'{"type":"%s"' % kind.encode() for kind in types)
+            with path.open("rb") as file:
+                expected = [(n, line) for n, line in enumerate(file, 1)
+                            if not types or line.startswith(prefixes)]  # fmt: skip
+            assert list(run.lines(*types)) == expected

@@ -42,9 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def options_from(ns: argparse.Namespace) -> ReportOptions:
-    from ..discovery import parse_when
+    since = None
+    if ns.since:  # discovery imports aiohttp: a quarter of a second, when it is needed
+        from ..discovery import parse_when
 
-    since = parse_when(ns.since, "--since", now=datetime.now(UTC)) if ns.since else None
+        since = parse_when(ns.since, "--since", now=datetime.now(UTC))
     match = _MARGIN.fullmatch(ns.regression)
     if not match:
         raise ConfigError(f"--regression {ns.regression!r} is not a percentage: write e.g. 10%")
