@@ -176,7 +176,8 @@ async def harvest_job(
         state = stack.enter_context(opened)
         remove_leftovers(settings)
         try:
-            stored = await _open_store(sink, targets, stack, signals.again if signals else None)
+            first, cut = (signals.first, signals.again) if signals else (stop, None)
+            stored = await _open_store(sink, targets, stack, cut, first)
         except StoreCut:  # (only a second stop signal cuts: `signals` is there)
             return JobResult(HarvestReport(), stats, time.monotonic() - started,
                              not_done=[t.run_id for t in targets],
@@ -243,16 +244,18 @@ async def _open_store(
     targets: Sequence[RunTarget],
     stack: contextlib.AsyncExitStack,
     cut: anyio.Event | None,
+    stop: anyio.Event | None,
 ) -> set[int] | None:
     """For an object store: connect, check the bucket, and say which runs are stored.
-    `cut` (a second stop signal) gives its requests a few seconds more at most."""
+    `cut` (a second stop signal) gives its requests a few seconds more at most; `stop` (a
+    first one) ends its wait for other jobs (`ObjectSink.survey`): no run starts then."""
     if not isinstance(sink, ObjectSink):
         return None
     # Closed also when the job fails before its writer ends.
     await stack.enter_async_context(sink)
     if cut is not None:
         sink.hurry_on(cut)
-    stored = await sink.survey(t.run_id for t in targets)
+    stored = await sink.survey((t.run_id for t in targets), stop)
     # (made meanwhile: a store that refuses leases is said before any run is fetched)
     await sink.lease_made()
     return stored

@@ -360,13 +360,17 @@ async def test_a_rerun_at_once_stores_a_run_whose_job_was_killed_after_its_manif
     assert s3.uploads(bucket) == []
 
 
+@pytest.mark.parametrize("killed", [False, True], ids=["ended", "killed"])
 async def test_a_run_left_half_replaced_by_a_force_job_is_stored_again(
-    s3: S3Server, bucket: str, tmp_path: Path
+    s3: S3Server, bucket: str, tmp_path: Path, killed: bool
 ) -> None:
     """`--force` replaces a run's manifest, then its data object: a job cut between the two
     (here the store refused the data object) left the run's old data object under its new
     manifest, and later jobs without --force counted the run archived: verify said it
-    was corrupt for ever. Its claim on the run, left behind, has the next job store it."""
+    was corrupt for ever. Its claim on the run, left behind, has the next job store it.
+    `killed`: the job's lease left fresh too, as a kill leaves it for up to `s3_lease`;
+    a job started at once took it for a live job replacing the run and ended 0 (now it
+    waits until the claim goes or is stale)."""
     cloud = generate_cloud(runs=1, metrics=5, points=5)
     (run_id,) = cloud.runs
     key = f"t/{run_id}.ndjson"
@@ -385,15 +389,24 @@ async def test_a_run_left_half_replaced_by_a_force_job_is_stored_again(
         stored = s3.objects(bucket, "t/")
         (entry,) = orjson.loads(stored[f"t/{run_id}.manifest.json"])["files"]
         assert entry["sha256"] != hashlib.sha256(stored[key]).hexdigest()  # half replaced
-        assert [key.rpartition("/")[2] for key in s3.leases(bucket)] == [f"{run_id}.force"]
+        (claim,) = s3.leases(bucket)
+        assert claim.endswith(f"/{run_id}.force")
         settings = load_settings({"out": f"s3://{bucket}/t/", "s3_endpoint_url": s3.url})
-        # `harvester runs` and `status` say it is not archived, as the harvest finds it.
-        assert run_id not in await anyio.to_thread.run_sync(list_archive, settings)
-        again = await harvest(sim, *args, "--s3-endpoint-url", s3.url)
+        if killed:
+            lease, client = claim.rpartition("/")[0], s3.client()
+            upload = client.create_multipart_upload(Bucket=bucket, Key=lease)["UploadId"]
+            client.upload_part(Bucket=bucket, Key=lease, UploadId=upload, PartNumber=1,
+                               Body=b"live\n")  # fmt: skip
+        else:  # `harvester runs` and `status` say it is not archived, as the harvest finds it.
+            assert run_id not in await anyio.to_thread.run_sync(list_archive, settings)
+        env = {"HARVESTER_S3_LEASE": "2"}
+        again = await harvest(sim, *args, "--s3-endpoint-url", s3.url, env=env)
         assert again.returncode == 0, again.stderr
         assert run_id in await anyio.to_thread.run_sync(list_archive, settings)
     stored = s3.objects(bucket, "t/")
     assert canonical(parse_lines(stored[key])) == canonical(expected_records(cloud, run_id))
     (entry,) = orjson.loads(stored[f"t/{run_id}.manifest.json"])["files"]
     assert entry["sha256"] == hashlib.sha256(stored[key]).hexdigest()
-    assert s3.leases(bucket) == []  # its claim went once the run was stored whole
+    assert claim not in s3.leases(bucket)  # it went once the run was stored whole
+    if not killed:  # (a dead job's lease goes with the first job that finds it stale)
+        assert s3.leases(bucket) == []

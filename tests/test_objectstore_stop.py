@@ -90,3 +90,36 @@ async def test_a_store_that_answers_an_error_after_the_second_signal_fails_the_j
     )
     assert code == 1, said
     assert "denied" in said, said
+
+
+async def test_a_signal_ends_the_wait_for_a_live_force_job_at_once(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """A job that finds a live `--force` job's claim on a run it wants waits until the
+    claim goes or is stale, up to `s3_lease` (60 s): a first SIGINT meanwhile said
+    "stopping: nothing in flight" and the job went on waiting."""
+    cloud = generate_cloud(runs=1, metrics=5, points=5)
+    (run_id,) = cloud.runs
+    client = s3.client()
+    lease = "w/.harvester-live/otherjob"
+    upload = client.create_multipart_upload(Bucket=bucket, Key=lease)["UploadId"]
+    client.upload_part(Bucket=bucket, Key=lease, UploadId=upload, PartNumber=1, Body=b"live\n")
+    client.create_multipart_upload(Bucket=bucket, Key=f"{lease}/{run_id}.force")
+    async with Simulator(cloud) as sim:
+        args = ["--out", f"s3://{bucket}/w/", "--s3-endpoint-url", s3.url, "--run", str(run_id),
+                "--state", str(tmp_path / "s.sqlite")]  # fmt: skip
+        env = {**cli_env(sim), **CREDENTIALS, "HARVESTER_S3_LEASE": "60"}
+        job = await anyio.open_process(cli_command(sim, "harvest", *args), env=env, cwd=ROOT)
+        async with job:
+            try:
+                await anyio.sleep(2)  # (its start, its listings: waiting by then)
+                job.send_signal(signal.SIGINT)
+                with anyio.fail_after(15):
+                    code = await job.wait()
+                said = (await stderr_until(job, b"")).decode()
+            finally:
+                if job.returncode is None:
+                    job.kill()
+        assert not sim.requests_for("series")
+    assert code == 130, said
+    assert "1 runs not harvested" in said or "1 run not harvested" in said, said

@@ -12,7 +12,8 @@ is done. A `--force` job claims a run again before it replaces the run's manifes
 `.../<run id>.force`, and aborts that claim only once the run's data object is stored:
 cut between the two (a kill, the store failing), the run's old data object stands under
 its new manifest, and that claim, left behind, has the next job that wants the run
-harvest it again (`torn_runs`).
+harvest it again (`torn_runs`); a job that finds such a claim of a live job (or of one
+killed a moment ago) waits until it goes or is stale (`torn_once_settled`).
 
 A job about to write runs aborts their incomplete uploads except those of runs that a
 live job other than itself claims (`stale_uploads`). It lists the uploads first and the
@@ -40,6 +41,8 @@ LIVE_DIR = ".harvester-live/"
 FORCED = ".force"
 #: The lease's part.
 LIVE = b"live\n"
+#: Seconds between looks at another job's claim on a run, while its lease is fresh.
+CLAIM_POLL = 1.0
 #: The store's answers for an upload that is not there (aborted, or never was).
 NO_UPLOAD = ("NoSuchUpload", "404")
 
@@ -211,19 +214,56 @@ async def live_runs(store: Store, seconds: float, mine: str) -> set[int]:
     return busy
 
 
-async def torn_runs(store: Store, seconds: float, mine: str) -> dict[int, list[tuple[str, str]]]:
-    """The runs that a `--force` job no longer live was replacing and did not replace
-    whole (`Lease.claim`), with those claims (key, upload id): abort them once the run is
-    stored again (`drop_claims`), not before, so that a job cut meanwhile leaves them too."""
-    torn: dict[int, list[tuple[str, str]]] = {}
+#: A claim as listed: (key, upload id).
+Claim = tuple[str, str]
+
+
+async def forcing_claims(
+    store: Store, seconds: float, mine: str
+) -> tuple[dict[int, list[Claim]], dict[int, Claim]]:
+    """The other jobs' claims on runs they replace (`--force`, `Lease.claim`): those of
+    jobs no longer live by run, the runs they did not replace whole (torn: abort the
+    claims once the run is stored again, `drop_claims`, not before, so that a job cut
+    meanwhile leaves them too); and those of live jobs by run, being replaced now."""
+    torn: dict[int, list[Claim]] = {}
+    live: dict[int, Claim] = {}
     for job, found in (await _jobs(store, "")).items():
         if job == mine or not found.forcing:
             continue
         if found.lease and await _fresh(store, found.lease, seconds):
-            continue  # replacing them now
+            live.update(found.forcing)
+            continue
         for run_id, claim in found.forcing.items():
             torn.setdefault(run_id, []).append(claim)
-    return torn
+    return torn, live
+
+
+async def torn_runs(store: Store, seconds: float, mine: str) -> dict[int, list[Claim]]:
+    """The runs that a `--force` job no longer live left half replaced, with its claims on
+    them (`forcing_claims`)."""
+    return (await forcing_claims(store, seconds, mine))[0]
+
+
+async def torn_once_settled(
+    store: Store, lease: Lease, wanted: set[int], stop: anyio.Event | None = None
+) -> dict[int, list[Claim]]:
+    """Which of `wanted` dead `--force` jobs left half replaced (`torn_runs`), once the
+    live ones' claims on them listed first are gone (the run replaced whole) or stale
+    (torn). A job killed a moment ago looks live for up to `s3_lease`: taken for one
+    replacing the runs now, its half replaced runs were counted archived, and the job
+    ended 0 with their manifests naming other bytes. Only the claims listed first are
+    awaited: a live job claiming run after run would hold this one back until it ended.
+    `stop` set (a stop signal: the job starts no run) ends the wait at once."""
+    awaited: dict[int, Claim] | None = None
+    while True:
+        torn, live = await forcing_claims(store, lease.seconds, lease.job)
+        held = {run_id: claim for run_id, claim in live.items() if run_id in wanted}
+        awaited = held if awaited is None else awaited
+        awaited = {run_id: claim for run_id, claim in awaited.items() if held.get(run_id) == claim}
+        if not awaited or (stop is not None and stop.is_set()):
+            return {run_id: torn[run_id] for run_id in wanted & set(torn)}
+        with anyio.move_on_after(min(CLAIM_POLL, lease.seconds / 3)):
+            await (stop or anyio.Event()).wait()
 
 
 async def drop_claims(store: Store, claims: Iterable[tuple[str, str]]) -> None:

@@ -38,13 +38,10 @@ from ..errors import OutputError
 from ..layout import Places
 from ..runfiles import KINDS, codec_for
 from .failures import StoreError
-from .leases import Lease, drop_claims, is_live
+from .leases import CLAIM_POLL, Lease, drop_claims, is_live
 from .location import Location
 from .parts import PartBuffer, Upload
 from .store import Store, checksum
-
-#: Seconds between looks at another job's claim on a run, while its lease is fresh.
-CLAIM_POLL = 1.0
 
 
 @dataclass(frozen=True)

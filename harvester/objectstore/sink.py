@@ -30,7 +30,7 @@ from ..records import Chunk
 from ..runfiles import KINDS, RunFiles
 from .failures import StoreError
 from .held import Room
-from .leases import Lease, RunUpload, run_uploads, stale_uploads, torn_runs
+from .leases import Lease, RunUpload, run_uploads, stale_uploads, torn_once_settled
 from .listing import run_of_key, stored_runs
 from .parts import PART_SIZE, PARTS_IN_FLIGHT, PartBuffer, PartHashing, Upload
 from .publish import KeptExport, Names, Publisher, RunObjects
@@ -227,12 +227,13 @@ class ObjectSink:
         stored = await stored_runs(self.store, export_csv=self.export_csv, places=self._found)
         return set(run_ids) & set(stored)
 
-    async def survey(self, run_ids: Iterable[int]) -> set[int]:
+    async def survey(self, run_ids: Iterable[int], stop: anyio.Event | None = None) -> set[int]:
         """Which of `run_ids` are archived (`archived`); the incomplete uploads of all their
         objects that no live job owns are aborted (a job killed mid-upload left
         them: invisible, but billed). The objects and the uploads are listed at once, and
         are the job's bucket check: what fails there is `StoreRefused` (one line, exit 2),
-        before any run is fetched."""
+        before any run is fetched. `stop` set ends its wait for live jobs' claims
+        (`leases.torn_once_settled`)."""
         wanted = set(run_ids)
         uploads: list[RunUpload] = []
         stored: set[int] = set()
@@ -255,8 +256,7 @@ class ObjectSink:
             await self.store.call("abort_multipart_upload", Key=key, UploadId=upload_id)
         self._torn.clear()
         if others:  # (a dead job's claims are listed among the others')
-            torn = await torn_runs(self.store, self.lease.seconds, self.lease.job)
-            self._torn.update({run_id: torn[run_id] for run_id in wanted & set(torn)})
+            self._torn.update(await torn_once_settled(self.store, self.lease, wanted, stop))
         return stored - set(self._torn)  # their data object is not their manifest's
 
     # --- a run's lines ------------------------------------------------------------------
