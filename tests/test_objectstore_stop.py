@@ -15,7 +15,7 @@ from aiohttp import web
 
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
-from tests.process_helpers import ROOT, cli_command, cli_env, stderr_until
+from tests.process_helpers import ROOT, cli_command, cli_env, stderr_until, wait_for
 from tests.s3_helpers import ACCESS_DENIED, CREDENTIALS, GoneStore, S3Server
 
 pytest.importorskip("aiobotocore")
@@ -112,7 +112,9 @@ async def test_a_signal_ends_the_wait_for_a_live_force_job_at_once(
         job = await anyio.open_process(cli_command(sim, "harvest", *args), env=env, cwd=ROOT)
         async with job:
             try:
-                await anyio.sleep(2)  # (its start, its listings: waiting by then)
+                # Its own lease made (as it lists the prefix), it is waiting by then.
+                await wait_for(lambda: len(s3.leases(bucket)) == 3, within=30)
+                await anyio.sleep(0.5)
                 job.send_signal(signal.SIGINT)
                 with anyio.fail_after(15):
                     code = await job.wait()
