@@ -26,6 +26,7 @@ import orjson
 from ..allocator import trim_heap
 from ..answers import BOM, Spill, raw_result
 from ..errors import MalformedAnswer, TruncatedBody, UnusableAnswer
+from ..jsontext import loads
 from ..wire import MB, spill_failed
 
 #: Bytes of `series` lines handed to the writer at once: an answer's series go on in
@@ -70,8 +71,10 @@ def series_chunks(
 
 
 def _parsed(entry: msgspec.Raw) -> Any:
+    """An entry parsed with each number as the API wrote it (`jsontext.loads`): orjson
+    alone made a double of an integer past 64 bits (a 25-digit one archived as `1e+25`)."""
     try:
-        return orjson.loads(memoryview(entry))
+        return loads(memoryview(entry))
     except orjson.JSONDecodeError as exc:  # whole JSON, but not to orjson (not UTF-8)
         raise UnusableAnswer(f"v5_query: a series that does not parse ({exc})") from exc
 
