@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-import orjson
-
 from .compression import READ_ERRORS, open_data, run_id_of
 from .errors import ConfigError, HarvesterError
+from .formats.points import read_line
 from .layout import run_dirs
 
 Record = dict[str, Any]
@@ -63,9 +62,9 @@ class ArchivedRun:
         """Line `number` as a record (None for a blank line); ArchiveError when it is none."""
         if not line.strip():
             return None
-        try:
-            record = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+        try:  # a serie may hold a number orjson refuses (`1e999`), kept as the API sent it
+            record = read_line(line)
+        except ValueError as exc:
             raise ArchiveError(
                 f"{self.path}:{number}: not a JSON line ({exc}); is this a harvester archive?"
             ) from exc

@@ -113,3 +113,26 @@ def test_a_run_id_kept_as_sent_is_named_as_the_api_wrote_it() -> None:
     found = Discovery()
     assert by_run_id(loads(b'[{"id":' + LONG + b"}]"), found) == {}
     assert found.not_found[0].endswith(f": {'1' * 40}; skipped")
+
+
+@pytest.mark.parametrize("record", ["metric", "series"])
+async def test_the_report_reads_an_archive_holding_such_a_number(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], record: str
+) -> None:
+    """It refused the harvester's own archive: `not a JSON line ...; is this a harvester
+    archive?` (exit 1), orjson refusing the `1e999` the harvest kept in a metric."""
+    from harvester.cli import main
+
+    if record == "metric":
+        async with tiny_api(metrics(b'"type":"counter","tags":{},"extra":1e999')) as (url, _):
+            assert await harvest_one(url, tmp_path / "a") is None
+    else:
+        serie = (
+            b'{"metric_id":"a","method":"default","values":'
+            b'[{"timestamp":"2024-06-01T00:00:00Z","value":1e999}]}'
+        )
+        async with series_api(b'{"k6-serie":[' + serie + b"]}") as base_url:
+            assert await harvest_one(base_url, tmp_path / "a") is None
+    assert main(["report", str(tmp_path / "a"), "--out", str(tmp_path / "r.html")]) == 0
+    assert "not a JSON line" not in capsys.readouterr().err
+    assert b"<html" in (tmp_path / "r.html").read_bytes()[:200].lower()
