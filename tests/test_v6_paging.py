@@ -72,3 +72,11 @@ async def test_rows_whose_id_is_a_list_or_an_object_are_each_listed() -> None:
     odd: list[dict[str, Any]] = [{"id": [1]}, {"id": {"a": 1}}, {"id": [1]}, {"id": 2}]
     got = await listed(lambda skip, top: odd[skip : skip + top], total=4)
     assert got == odd
+
+
+@pytest.mark.parametrize("row", [{"name": "t"}, {"id": None}, {"id": [1]}])
+async def test_a_server_ignoring_skip_with_rows_without_an_id_ends_too(row: Any) -> None:
+    """Rows without a usable id were keyed by their place, so each page brought new ones
+    and the listing was asked for ever (here, until the server's cap of 50 requests)."""
+    with pytest.raises(ApiStatusError, match="brings no row not on the pages before"):
+        await listed(lambda skip, top: [row, {**row, "n": 1}, row][:top], total=10**9)

@@ -5,11 +5,13 @@ When a run is ready to harvest (`readiness`) is v6's word too: `status`."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import msgspec
+import orjson
 
 from ..answers import Parser, Spill, objects_only, parse_body, raw_result, result_list
 from ..config import Settings
@@ -106,8 +108,9 @@ class V6Api:
             doc = await self.transport.get(endpoint, url, lists=("value",))
             value: list[JsonObject] = doc["value"]
             before, received = len(rows), received + len(value)
+            alike: Counter[bytes] = Counter()  # rows without an id alike on one page
             for row in value:
-                rows.setdefault(_row_key(row.get("id"), len(rows)), row)
+                rows.setdefault(_row_key(row, alike), row)
             if not doc.get("@nextLink"):
                 return list(rows.values())
             if len(rows) == before:
@@ -163,11 +166,18 @@ class V6Api:
         return await self._v5(endpoint, path, _RAW_RESULT, spill)
 
 
-def _row_key(row_id: Any, index: int) -> Any:
+def _row_key(row: JsonObject, alike: Counter[bytes]) -> Any:
     """A listed row's key for listing it once: its id, when one a row can have (an id
     that is a list or an object, unhashable, was an internal error: TypeError; such a row
-    is then named as no run id)."""
-    return row_id if isinstance(row_id, int | str) else ("no id", index)
+    is then named as no run id), else its text and how many rows of its page (`alike`)
+    were the same before it: keyed by their place, rows without an id were new on every
+    page, and a server ignoring `$skip` was asked for ever."""
+    row_id = row.get("id")
+    if isinstance(row_id, int | str):
+        return row_id
+    text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
+    alike[text] += 1
+    return ("no id", text, alike[text])
 
 
 #: Stack ids `--stack-url`s resolved to, by (API base URL, stack URL): asked once per
