@@ -3,10 +3,12 @@ and one listing per item, a few at a time."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 import anyio
+import orjson
 
 from .api import JsonObject
 from .errors import unwrap
@@ -30,8 +32,9 @@ async def read_pages(
     while True:
         batch, count = await fetch(page, page_size)
         before = len(items)
+        alike: Counter[bytes] = Counter()
         for item in batch:
-            items[item.get("id", (page, len(items)))] = item
+            items[listing_key(item, alike)] = item
         if not batch or len(items) == before:
             break
         if count is not None and len(items) >= count:
@@ -40,6 +43,20 @@ async def read_pages(
             break
         page += 1
     return list(items.values())
+
+
+def listing_key(item: JsonObject, alike: Counter[bytes]) -> Any:
+    """A listed item's key for listing it once: its id, when one an item can have (an id
+    that is a list or an object, unhashable, was an internal error: TypeError; such an
+    item is then named as no run or test id), else its text and how many items of its
+    page (`alike`) were the same before it: keyed by their place, items without an id were
+    new on every page, and a server ignoring `page` or `$skip` was asked for ever."""
+    item_id = item.get("id")
+    if isinstance(item_id, int | str):
+        return item_id
+    text = orjson.dumps(item, option=orjson.OPT_SORT_KEYS)
+    alike[text] += 1
+    return ("no id", text, alike[text])
 
 
 async def each(func: Callable[[Item], Coroutine[Any, Any, None]], items: Iterable[Item]) -> None:

@@ -115,6 +115,25 @@ async def test_read_pages_stops_on_a_short_page_without_a_count_and_on_a_repeate
     assert asked == [1, 2]
 
 
+@pytest.mark.parametrize("item", [{"name": "x"}, {"id": [1]}, {"id": {"a": 1}}, {"id": None}])
+async def test_read_pages_of_items_without_a_usable_id_ends_and_lists_each(
+    item: JsonObject,
+) -> None:
+    """Items without an id were keyed by their place, so a server ignoring `page` was
+    asked for ever (here: until 50 pages); a list or object id was an internal error
+    (TypeError: unhashable), which ended the whole job. Items alike on a page are each
+    kept, for discovery to name each as no run id."""
+    asked: list[int] = []
+
+    async def ignores_page(page: int, size: int) -> tuple[list[JsonObject], int | None]:
+        asked.append(page)
+        assert len(asked) <= 50, "asked for ever"
+        return [item, {**item, "n": 1}, item][:size], None
+
+    assert await read_pages(ignores_page, 3) == [item, {**item, "n": 1}, item]
+    assert asked == [1, 2]
+
+
 async def test_test_selectors_list_runs_without_listing_tests(
     simulator: Simulator, cloud: SimCloud, tmp_path: Path
 ) -> None:

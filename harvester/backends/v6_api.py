@@ -11,11 +11,11 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import msgspec
-import orjson
 
 from ..answers import Parser, Spill, objects_only, parse_body, raw_result, result_list
 from ..config import Settings
 from ..errors import ApiStatusError, AuthRejected, HarvesterError, MalformedAnswer, NotFound
+from ..paging import listing_key
 from ..transport import Transport
 from . import v5_query
 
@@ -110,7 +110,7 @@ class V6Api:
             before, received = len(rows), received + len(value)
             alike: Counter[bytes] = Counter()  # rows without an id alike on one page
             for row in value:
-                rows.setdefault(_row_key(row, alike), row)
+                rows.setdefault(listing_key(row, alike), row)
             if not doc.get("@nextLink"):
                 return list(rows.values())
             if len(rows) == before:
@@ -164,20 +164,6 @@ class V6Api:
         or what `spill.read` made of a longer answer (`v5_series`): a range query's answer
         holds every series of a metric."""
         return await self._v5(endpoint, path, _RAW_RESULT, spill)
-
-
-def _row_key(row: JsonObject, alike: Counter[bytes]) -> Any:
-    """A listed row's key for listing it once: its id, when one a row can have (an id
-    that is a list or an object, unhashable, was an internal error: TypeError; such a row
-    is then named as no run id), else its text and how many rows of its page (`alike`)
-    were the same before it: keyed by their place, rows without an id were new on every
-    page, and a server ignoring `$skip` was asked for ever."""
-    row_id = row.get("id")
-    if isinstance(row_id, int | str):
-        return row_id
-    text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
-    alike[text] += 1
-    return ("no id", text, alike[text])
 
 
 #: Stack ids `--stack-url`s resolved to, by (API base URL, stack URL): asked once per
