@@ -71,6 +71,12 @@ def error_message(body: bytes) -> str:
     return ""
 
 
+def hiding(token: str, body: bytes) -> bytes:
+    """An error body with the token shown as `***`: one that echoes the request's headers
+    (a proxy's or a debug page) put the token in the job's messages and its state file."""
+    return body.replace(token.encode(), b"***") if token else body
+
+
 def _looks_like_url_too_long(message: str) -> bool:
     text = message.lower()
     return "too long" in text and ("url" in text or "uri" in text or "request line" in text)

@@ -19,7 +19,7 @@ import anyio
 import orjson
 from yarl import URL
 
-from .answers import Parser, Spill, check_shape, classify, error_message, parse_body
+from .answers import Parser, Spill, check_shape, classify, error_message, hiding, parse_body
 from .config import Secret, Settings
 from .errors import (
     ApiError,
@@ -249,6 +249,7 @@ class Transport:
             doc = parse(body, status, endpoint, lambda: short_url(url))
             check_shape(doc, endpoint, lambda: short_url(url), *shape)
             return doc
+        body = hiding(self._token.reveal(), body)
         error = classify(status, body, headers, short_url(url))
         if self._scheme == "Bearer" and (status == 401 or url.path.startswith("/cloud/v6/")):
             # v6: 401/403 is about the token and the stack (v5's 403 is an unknown run).
