@@ -106,3 +106,32 @@ def test_a_runs_duration_reads_its_times_as_every_api_time_is(
     """A time without a zone is UTC (it was TypeError: naive and aware datetimes, an
     internal error that ended the job at its first threshold on a Counter's rate)."""
     assert _duration({"created": created, "ended": ended}) == seconds
+
+
+@pytest.mark.parametrize("odd_type", ["histogram", None, 5])
+async def test_a_metric_of_a_type_no_query_fits_fails_its_run_naming_it(
+    tmp_path: Path, odd_type: Any
+) -> None:
+    """Its series were silently missing: no query was asked for it, and the run was
+    archived as complete."""
+
+    @web.middleware
+    async def metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if request.path != "/cloud/v5/test_runs/100001/metrics":
+            return response
+        assert isinstance(response, web.Response) and response.body is not None
+        doc = orjson.loads(bytes(response.body))  # type: ignore[arg-type]
+        vus = next(m for m in doc["value"] if m["name"] == "vus")
+        vus["type"] = odd_type
+        return web.json_response(doc)
+
+    sim = Simulator(generate_cloud(runs=2, metrics=8))
+    sim.app.middlewares.insert(0, metrics)
+    async with sim:
+        settings = settings_for(sim, tmp_path, api="v6", stack_id=sim.stack_id)
+        job = await harvest_job(settings, [RunTarget(100001), RunTarget(100002)])
+    [failed] = job.report.failed
+    assert failed.run_id == 100001
+    assert f"metrics of a type v5 has no queries for: vus ({odd_type})" in str(failed.reason)
+    assert set(read_dir(tmp_path)) == {100002}

@@ -104,6 +104,14 @@ class V6RunFetch:
     def _series_jobs(
         self, types: dict[str, str], labels: Sequence[str]
     ) -> list[Callable[[], Awaitable[None]]]:
+        unknown = sorted(
+            f"{n} ({t})" for n, t in types.items() if t not in v5_query.DEFAULT_METHODS
+        )
+        if unknown:  # no query fits them: their series would be missing, silently
+            raise HarvesterError(
+                f"metrics of a type v5 has no queries for: {', '.join(unknown)}; a harvester "
+                "that knows the type is needed (counter, gauge, rate and trend are known)"
+            )
         asked = [m for m in self._methods if m != "default"]
         for name in asked:
             if not any(v5_query.v5_method(name, t) for t in types.values()):
