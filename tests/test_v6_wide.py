@@ -175,12 +175,15 @@ def test_series_chunks_write_each_entry_as_parsed_whole() -> None:
     ]
 
 
-def test_a_series_that_is_json_but_not_utf8_fails_the_run() -> None:
+def test_a_series_that_is_json_but_not_utf8_fails_the_run_saying_so() -> None:
+    """Naming the query and the byte (orjson's words were "str is not valid UTF-8:
+    surrogates not allowed", of a Latin-1 byte, and no query)."""
     body = answer([{"metric": {"name": "ok"}}]).replace(b'"ok"', b'"\xff"')
     raw = raw_result(body, 200, "v5_query", where)  # whole JSON to a check of its shape
     assert raw is not None and isinstance(raw[0], msgspec.Raw)
-    with pytest.raises(UnusableAnswer, match="does not parse"):
-        list(v5_series.series_chunks(3, {}, raw))
+    said = r"v5_query last of vus: a series that does not parse \(answer is not UTF-8 \(byte 0xff"
+    with pytest.raises(UnusableAnswer, match=said):
+        list(v5_series.series_chunks(3, {"method": "last", "metric": "vus"}, raw))
 
 
 def spilled_lines(body: bytes) -> list[Any]:

@@ -24,7 +24,7 @@ import msgspec
 import orjson
 
 from ..allocator import trim_heap
-from ..answers import BOM, Spill, raw_result
+from ..answers import BOM, Spill, never_json, raw_result
 from ..errors import MalformedAnswer, TruncatedBody, UnusableAnswer
 from ..jsontext import loads
 from ..wire import MB, spill_failed
@@ -67,16 +67,19 @@ def series_chunks(
 ) -> Iterator[tuple[bytes, int]]:
     """`series_lines` of an answer held in memory: an entry's parsed form lives only while
     its line is made."""
-    return series_lines(run_id, query, (_parsed(entry) for entry in entries))
+    return series_lines(run_id, query, (_parsed(entry, query) for entry in entries))
 
 
-def _parsed(entry: msgspec.Raw) -> Any:
+def _parsed(entry: msgspec.Raw, query: JsonObject) -> Any:
     """An entry parsed with each number as the API wrote it (`jsontext.loads`): orjson
     alone made a double of an integer past 64 bits (a 25-digit one archived as `1e+25`)."""
     try:
         return loads(memoryview(entry))
     except orjson.JSONDecodeError as exc:  # whole JSON, but not to orjson (not UTF-8)
-        raise UnusableAnswer(f"v5_query: a series that does not parse ({exc})") from exc
+        # orjson says "surrogates not allowed" of a Latin-1 byte: say what it is, and where.
+        said = never_json(bytes(entry)) or str(exc)
+        where = f"{query.get('method')} of {query.get('metric')}"
+        raise UnusableAnswer(f"v5_query {where}: a series that does not parse ({said})") from exc
 
 
 class SpilledSeries:
