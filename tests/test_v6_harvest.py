@@ -171,6 +171,26 @@ def test_method_names_that_fit_no_type_are_refused() -> None:
     assert v5_query.methods_of("rate", ["default", "passes"]) == ["increase_nz", "increase_z"]
 
 
+@pytest.mark.parametrize("name", ["p0", "p0.0", "0.0", ".0", "histogram_quantile(0.0)",
+                                  "p99.999999999999999"])  # fmt: skip
+def test_a_quantile_v5_has_not_is_refused_at_start(name: str) -> None:
+    """v5's quantiles are 0 < q < 1: `p0` was accepted, and every run then failed on
+    the API's 400 (exit 1) instead of the job being refused (exit 2)."""
+    with pytest.raises(ConfigError, match="fits no metric type"):
+        v5_query.check_methods([name])
+
+
+@pytest.mark.parametrize(
+    ("name", "method"),
+    [("p99.99999", "histogram_quantile(0.9999999)"),
+     ("0.00000001", "histogram_quantile(0.00000001)"),
+     ("p99.9", "histogram_quantile(0.999)"), ("p(95)", "histogram_quantile(0.95)")],
+)  # fmt: skip
+def test_a_quantile_is_written_with_all_its_decimals(name: str, method: str) -> None:
+    """`{q:g}` wrote 0.9999999 as `1` and 0.00000001 as `1e-08`: the API refused both."""
+    assert v5_query.v5_method(name, "trend") == method
+
+
 async def test_a_method_that_fits_no_type_of_the_run_fails_it(tmp_path: Path) -> None:
     cloud = generate_cloud(runs=1, metrics=6)  # gauges, counters, a trend: no rate
     async with Simulator(cloud) as sim:

@@ -106,7 +106,19 @@ def selector(name: str, labels: Iterable[tuple[str, str]]) -> str:
 
 
 def quantile_method(q: float) -> str:
-    return f"histogram_quantile({q:g})"
+    """`histogram_quantile(q)`, q in plain decimals, as many as it has: `{q:g}` wrote
+    0.9999999 (`p99.99999`) as `1` and 0.00000001 as `1e-08`, which v5 refuses."""
+    return f"histogram_quantile({_decimals(q)})"
+
+
+def _decimals(q: float) -> str:
+    return f"{q:.15f}".rstrip("0").rstrip(".")
+
+
+def _fitting_quantile(q: float) -> str | None:
+    """The method of quantile `q` when v5 has one: 0 < q < 1 as written (`p0` is none,
+    nor a q that rounds to 1), else None: refused at start, not by the API run by run."""
+    return quantile_method(q) if 0 < float(_decimals(q)) < 1 else None
 
 
 def v5_method(name: str, metric_type: str) -> str | None:
@@ -116,12 +128,12 @@ def v5_method(name: str, metric_type: str) -> str | None:
     if text in V5_METHODS.get(metric_type, ()):
         return text
     if metric_type == "trend":
-        if _QUANTILE.fullmatch(text):
-            return text
+        if match := _QUANTILE.fullmatch(text):
+            return text if float(match.group(1)) > 0 else None
         if match := _PERCENTILE.fullmatch(text.lower()):
-            return quantile_method(float(match.group(1)) / 100)
+            return _fitting_quantile(float(match.group(1)) / 100)
         if _FRACTION.fullmatch(text):
-            return quantile_method(float(text))
+            return _fitting_quantile(float(text))
     return V2_NAMES.get(metric_type, {}).get(text.lower())
 
 
