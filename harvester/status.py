@@ -21,7 +21,7 @@ import orjson
 
 from .errors import ConfigError
 from .state import STATE_FILE_NAME
-from .state_file import StateLock
+from .state_file import StateLock, refuse_foreign
 from .tables import Row, plural, print_table
 
 #: A run the state calls running that no live job holds.
@@ -62,6 +62,7 @@ def read_status(path: Path) -> StatusReport:
         raise ConfigError(
             f"no state file at {path}; give the --out DIR a harvest wrote to, or --state FILE"
         )
+    refuse_foreign(path)  # as a harvest says it: SQLite's words were "file is not a database"
     try:
         db = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
     except sqlite3.Error as exc:

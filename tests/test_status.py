@@ -96,7 +96,9 @@ def test_status_of_a_file_that_is_not_a_state_file_is_exit_2(
 ) -> None:
     (tmp_path / STATE_FILE_NAME).write_bytes(b"not sqlite at all" * 64)
     assert main(["status", "--out", str(tmp_path)]) == 2
-    assert "is not a harvester state file" in capfd.readouterr().err
+    err = capfd.readouterr().err  # what it is, and what to do (as a harvest says it)
+    assert "is not a harvester state file (not an SQLite database; it begins b'not" in err
+    assert "give --state a path of its own" in err and err.count("\n") == 1
 
 
 def status_of(out: Path) -> dict[str, object]:
