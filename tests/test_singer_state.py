@@ -51,6 +51,14 @@ def test_consecutive_ids_are_written_as_ranges_and_read_back() -> None:
     assert DoneRuns([(i, i) for i in [13, 1, 2, 3, 3, 5, 7, 8, 10, 11, 12]]).value() == value
 
 
+def test_a_whole_state_message_is_read_as_its_value(tmp_path: Path) -> None:
+    """The last STATE line as a target prints it: it was read as a state of no run, and
+    every run was harvested again (twice in a target that appends)."""
+    path = tmp_path / "state.json"
+    path.write_bytes(orjson.dumps({"type": "STATE", "value": state_of([[1, 3], 7])}))
+    assert list(read_state(str(path)).ids()) == [1, 2, 3, 7]
+
+
 def test_a_range_is_never_held_one_entry_an_id(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_bytes(orjson.dumps(state_of([[1, 10**15], 10**15 + 2])))

@@ -86,6 +86,8 @@ def read_state(path: str, flag: str = "--singer-state") -> DoneRuns:
         raise ConfigError(f"cannot read {where}: {exc.strerror}") from None
     except orjson.JSONDecodeError:
         raise ConfigError(f"{where} is not JSON; give the last STATE's value") from None
+    if isinstance(doc, dict) and doc.get("type") == "STATE" and isinstance(doc.get("value"), dict):
+        doc = doc["value"]  # the STATE message itself: its value was read as no bookmarks
     done: Any = doc
     for key in ("bookmarks", "runs", "done"):  # a state without them names no run
         done = done.get(key, [] if key == "done" else {}) if isinstance(done, dict) else None
