@@ -243,7 +243,8 @@ async def _passed_on(s3: S3Server, request: web.Request, body: bytes) -> web.Res
             request.method, s3.url + request.path_qs, headers=headers, data=body
         ) as answer:
             data = await answer.read()
-            kept = {k: v for k, v in answer.headers.items() if k.lower() in PASSED}
+            kept = {k: v for k, v in answer.headers.items()
+                    if k.lower() in PASSED or k.lower().startswith("x-amz-meta-")}  # fmt: skip
             return web.Response(status=answer.status, body=data, headers=kept)
 
 
@@ -258,21 +259,12 @@ async def _serving(handler: Callable[[web.Request], Any]) -> AsyncIterator[str]:
 ACCESS_DENIED = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
 
 
-class GoneStore:
-    """A proxy in front of moto that goes away at the first request `at` picks: that one
-    and every later request wait unanswered (`went` is set), as a store that stopped
-    answering, until `answer(status, body)` sends each of them that answer."""
+class _Proxy:
+    """A proxy in front of moto that does something to the requests `at` picks."""
 
     def __init__(self, s3: S3Server, at: Callable[[web.Request], bool]) -> None:
         self.s3 = s3
         self.at = at
-        self.went = anyio.Event()
-        self._answered = anyio.Event()
-        self._answer = (500, b"")
-
-    def answer(self, status: int, body: bytes) -> None:
-        self._answer = (status, body)
-        self._answered.set()
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[str]:
@@ -281,10 +273,49 @@ class GoneStore:
             yield url
 
     async def _forward(self, request: web.Request) -> web.Response:
+        raise NotImplementedError
+
+
+class GoneStore(_Proxy):
+    """A proxy in front of moto that goes away at the first request `at` picks: that one
+    and every later request wait unanswered (`went` is set), as a store that stopped
+    answering, until `answer(status, body)` sends each of them that answer."""
+
+    def __init__(self, s3: S3Server, at: Callable[[web.Request], bool]) -> None:
+        super().__init__(s3, at)
+        self.went = anyio.Event()
+        self._answered = anyio.Event()
+        self._answer = (500, b"")
+
+    def answer(self, status: int, body: bytes) -> None:
+        self._answer = (status, body)
+        self._answered.set()
+
+    async def _forward(self, request: web.Request) -> web.Response:
         body = await request.read()
         if self.went.is_set() or self.at(request):
             self.went.set()
             await self._answered.wait()
             status, data = self._answer
             return web.Response(status=status, body=data, content_type="application/xml")
+        return await _passed_on(self.s3, request, body)
+
+
+class HeldStore(_Proxy):
+    """A proxy in front of moto that holds the requests `at` picks (`held` is set) until
+    `release()`, then passes them on, as every other request."""
+
+    def __init__(self, s3: S3Server, at: Callable[[web.Request], bool]) -> None:
+        super().__init__(s3, at)
+        self.held = anyio.Event()
+        self._released = anyio.Event()
+
+    def release(self) -> None:
+        self._released.set()
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.at(request):
+            self.held.set()
+            await self._released.wait()
         return await _passed_on(self.s3, request, body)

@@ -14,8 +14,9 @@
 So a run's data object exists only when everything else of the run is stored whole.
 `--force` claims the run as being replaced first (`Lease.claim`), writes without conditions
 and removes the run's objects of another format or compression (`_remove_others`). A run
-that such a job left half replaced (`leases.torn_runs`) is stored as `--force` stores it,
-but for its manifest, which is taken as in step 1 from the job that left it. Its CSV
+that such a job left half replaced (`leases.torn_runs`), or that two `--force` jobs
+replaced at once (`_still_ours`), is stored as `--force` stores it, but for its manifest,
+which is taken as in step 1 from the job that left it. Its CSV
 export, when this job does not fetch one (no `--export-csv`), is kept as an earlier job
 stored it (`kept_export`): named by the new manifest, and copied along when the run moves
 to another layout (it was deleted).
@@ -149,6 +150,8 @@ class Publisher:
             await self._remove_others(run_id, kinds, csv)
             if moved is not None:
                 await self.store.call("delete_object", Key=moved.key)  # (copied: moved)
+        if not self.create_only:
+            await self._still_ours(run_id)
         await self.lease.release(run_id, forcing=True)
         await drop_claims(self.store, self.torn.pop(run_id, ()))
 
@@ -178,6 +181,20 @@ class Publisher:
         if not torn and await self.store.head(last) is not None:
             return False
         return await self.store.put(key, body, create_only=False, IfMatch=found["ETag"], **meta)
+
+    async def _still_ours(self, run_id: int) -> None:
+        """--force: the run's manifest still this job's once its data object is stored, else
+        a `StoreError`, its claim kept (the run torn: the next job stores it again). Two
+        jobs replacing one run at once each write both without conditions, and interleaved,
+        one's data object can stand under the other's manifest: then the job whose data
+        object came last finds the other's manifest here (its own came before its data)."""
+        found = await self.store.head(self.names.key(run_id, f"{run_id}{manifest.SUFFIX}"))
+        if (found or {}).get("Metadata", {}).get("harvester-job") != self.lease.job:
+            raise StoreError(
+                f"run {run_id} was replaced by another job at the same time (--force): "
+                "its manifest may not name its data; the next harvest stores it again",
+                "",
+            )
 
     async def _store(self, run_id: int, run: RunObjects, kind: str, *, create_only: bool) -> bool:
         """Make `kind`'s object of what was written; False when it exists (create_only)."""
