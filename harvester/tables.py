@@ -151,10 +151,15 @@ PROJECT_COLUMNS = (
 )
 
 
+#: The columns of `harvester projects` that wrap: the names (the ids keep their width).
+PROJECT_NAMES = frozenset({"organization", "project"})
+
+
 def projects_table(stream: TextIO, rows: Sequence[Row], *, width: int | None = None) -> None:
     """`harvester projects` on a TTY: one row per project, "?" for a test count unknown."""
     people = [{**row, "tests": "?" if row.get("tests") is None else row["tests"]} for row in rows]
-    print_table(stream, PROJECT_COLUMNS, people, width=width)
+    # The names wrap: kept on one line, a long one cut the ids ("345" for 3458575).
+    print_table(stream, PROJECT_COLUMNS, people, width=width, wide=PROJECT_NAMES)
 
 
 def write_rows(stream: TextIO, rows: Sequence[Row], output: str) -> None:

@@ -153,6 +153,18 @@ def test_organizations_are_refused_with_the_v6_api(capsys: pytest.CaptureFixture
     assert len(lines) == 2 and all("with --api v6 name the projects" in line for line in lines)
 
 
+def test_a_long_project_name_wraps_and_leaves_the_ids_whole_at_80_columns() -> None:
+    """The names kept to one line squeezed the other columns: the project id showed as
+    `345` (of 3458575), and the test counts were not shown at all."""
+    stream = io.StringIO()
+    rows = [{"organization_id": 5001, "organization": "acme", "project_id": 3458575,
+             "project": "checkout " + "x" * 120, "tests": 12}]  # fmt: skip
+    projects_table(stream, rows, width=80)
+    lines = stream.getvalue().splitlines()
+    assert any("5001" in line and "3458575" in line and " 12 " in line for line in lines)
+    assert max(len(line) for line in lines) <= 80
+
+
 def test_projects_table_shows_one_row_per_project_and_unknown_counts() -> None:
     stream = io.StringIO()
     rows = [
