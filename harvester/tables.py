@@ -90,6 +90,12 @@ def shown(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def printable(text: str) -> str:
+    """`text` with each character a terminal would act on (ESC, CR, a newline ...) as
+    U+FFFD: a name the API gives is shown, never obeyed (`\x1b[2J` cleared the screen)."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else "\ufffd" for c in text)
+
+
 def print_table(
     stream: TextIO,
     columns: Sequence[tuple[str, str]],
@@ -121,7 +127,7 @@ def print_table(
         # Cells are text as it is, never rich markup: a test named 'a [/b]' by the API (or
         # a file '[red]x' in an archive) was an internal error (MarkupError), or shown
         # without its brackets.
-        table.add_row(*(Text(shown(row.get(key))) for key, _ in columns))
+        table.add_row(*(Text(printable(shown(row.get(key)))) for key, _ in columns))
     console = make_console(stream) if width is None else Console(file=stream, width=width)
     console.print(table)
 

@@ -155,6 +155,17 @@ def test_a_tables_cells_are_shown_as_they_are_not_as_markup() -> None:
     assert odd in stream.getvalue()
 
 
+def test_control_characters_in_a_name_are_shown_not_obeyed() -> None:
+    """A test the API names `a\x1b[2Jb` cleared a terminal showing `harvester runs`; a
+    newline or a carriage return broke the row."""
+    stream = io.StringIO()
+    odd = "a\x1b[2Jb\nc\rd"
+    runs_table(stream, [{"test_run_id": 7, "test_name": odd, "action": "harvest"}], width=200)
+    shown = stream.getvalue()
+    assert "\x1b" not in shown and "\r" not in shown
+    assert "a\ufffd[2Jb\ufffdc\ufffdd" in shown
+
+
 def drain(fd: int) -> bytes:
     """Everything written to a pty until its other side is closed."""
     chunks = []
