@@ -126,3 +126,24 @@ def test_a_runs_lines_are_found_across_chunks_as_iterating_the_file_finds_them(
                 expected = [(n, line) for n, line in enumerate(file, 1)
                             if not types or line.startswith(prefixes)]  # fmt: skip
             assert list(run.lines(*types)) == expected
+
+
+def test_text_that_is_not_utf8_is_refused_where_msgspec_would_skip_it(
+    archives: dict[str, Path], tmp_path: Path
+) -> None:
+    """msgspec does not check UTF-8 inside a string it skips (a points line's metric_type):
+    UTF-8 that is not ASCII reads typed and draws the same, bytes that are not UTF-8 are
+    refused as before, naming the line."""
+    expected = report_of(archives["points"])
+    for name, text in (("utf8", "trend\u00e9".encode()), ("latin1", b"trend\xe9")):
+        odd = copied(archives["points"], tmp_path / name)
+        path = next(odd.glob("*.points.ndjson"))
+        lines = path.read_bytes().splitlines(keepends=True)
+        at = next(i for i, line in enumerate(lines) if b'"metric_type":"trend"' in line)
+        lines[at] = lines[at].replace(b'"metric_type":"trend"', b'"metric_type":"' + text + b'"')
+        path.write_bytes(b"".join(lines))
+        if name == "utf8":
+            assert report_of(odd) == expected
+        else:
+            with pytest.raises(ArchiveError, match=rf"{path.name}:{at + 1}: not a JSON line"):
+                report_of(odd)
