@@ -69,7 +69,8 @@ def serie(name: str, tags: Tags, method: str, points: Iterable[tuple[float, floa
 class Clock:
     """Epoch seconds of a run's timestamps, each text converted once: the series of a run
     share its time grid, so a serie's texts are most often a stretch of the longest grid
-    seen, found by its first text and checked whole (a comparison of lists, in C)."""
+    seen (or of the grid grown by the stretches after it), found by its first text and
+    checked whole (a comparison of lists, in C)."""
 
     def __init__(self) -> None:
         self._texts: list[str] = []
@@ -86,10 +87,18 @@ class Clock:
             return self._times[at : at + len(texts)], self._rising
         times = array("d", map(epoch, texts))
         rising = all(map(lt, times, islice(times, 1, None)))
-        if len(texts) >= len(self._texts):
-            self._texts, self._times, self._rising = texts, times, rising
-            self._at = {text: i for i, text in reversed(list(enumerate(texts)))}
+        if rising and self._rising and self._times and times[0] > self._times[-1]:
+            self._grow(texts, times)  # the grid going on: a serie cut by a points chunk
+        elif len(texts) >= len(self._texts):
+            self._texts, self._times, self._at, self._rising = [], array("d"), {}, rising
+            self._grow(texts, times)
         return times, rising
+
+    def _grow(self, texts: list[str], times: array[float]) -> None:
+        for i, text in enumerate(texts, len(self._texts)):
+            self._at.setdefault(text, i)
+        self._texts += texts
+        self._times += times  # a copy: `times` is the caller's
 
 
 def method_name(method: Any) -> str | None:
