@@ -17,8 +17,9 @@ from harvester import archive as archive_module
 from harvester.archive import ArchivedRun, ArchiveError, open_archive
 from harvester.report import ReportOptions, build_page
 from harvester.report import source as report_source
-from harvester.report.lines import COMPACT, Line
+from harvester.report.lines import COMPACT, Line, epoch
 from harvester.report.run import read_run
+from harvester.report.series import Clock
 from harvester.simulator.generated import generate_cloud
 from tests.report_helpers import harvest_cloud
 
@@ -147,3 +148,15 @@ def test_text_that_is_not_utf8_is_refused_where_msgspec_would_skip_it(
         else:
             with pytest.raises(ArchiveError, match=rf"{path.name}:{at + 1}: not a JSON line"):
                 report_of(odd)
+
+
+def test_the_clock_gives_each_texts_epoch_whether_it_knows_the_grid_or_not() -> None:
+    stamps = [f"2024-06-02T16:{m:02d}:{s:02d}Z" for m in range(10) for s in range(0, 60, 3)]
+    clock = Clock()
+    pieces = [stamps[:50], stamps[50:120], stamps[120:], stamps[10:90], stamps, stamps[::-1]]
+    pieces += [stamps[5:6], [], stamps[:3] + stamps[:3]]
+    for texts in pieces:
+        times, rising = clock.times(texts)
+        assert list(times) == [epoch(text) for text in texts]
+        increasing = all(a < b for a, b in zip(times, times[1:], strict=False))
+        assert rising == increasing or (increasing and texts == stamps[5:6])  # in [::-1]

@@ -79,7 +79,8 @@ class Clock:
         self._rising = True
 
     def times(self, texts: list[str]) -> tuple[array[float], bool]:
-        """The texts' epoch seconds, and whether they increase all along."""
+        """The texts' epoch seconds, and whether they surely increase all along (False: a
+        stretch of a grid that does not, which may)."""
         if not texts:
             return array("d"), True
         at = self._at.get(texts[0])
