@@ -71,10 +71,15 @@ def error_message(body: bytes) -> str:
     return ""
 
 
+#: Tokens shorter than this are not hidden in bodies (`hiding`): no real one is (k6's are 40
+#: hex digits, Grafana's 40+ characters), and a test's `t` would hide every t of a page.
+HIDDEN_TOKEN = 8
+
+
 def hiding(token: str, body: bytes) -> bytes:
     """An error body with the token shown as `***`: one that echoes the request's headers
     (a proxy's or a debug page) put the token in the job's messages and its state file."""
-    return body.replace(token.encode(), b"***") if token else body
+    return body.replace(token.encode(), b"***") if len(token) >= HIDDEN_TOKEN else body
 
 
 def _looks_like_url_too_long(message: str) -> bool:

@@ -23,14 +23,16 @@ TOKEN = "tok-DO-NOT-LEAK-4f1c"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def echoing(status: int, run_id: int) -> Simulator:
+def echoing(status: int, run_id: int, *, html: bool = False) -> Simulator:
     """The simulator, whose metrics of `run_id` (v2 and v5) answer `status` with a body
-    quoting the request's Authorization header."""
+    quoting the request's Authorization header (`html`: a web page, not JSON)."""
 
     @web.middleware
     async def echo(request: web.Request, handler: Handler) -> web.StreamResponse:
         if str(run_id) in request.raw_path and "metrics" in request.path:
             said = f"bad request: Authorization: {request.headers.get('Authorization')}"
+            if html:
+                return web.Response(text=f"<p>{said}</p>", status=status, content_type="text/html")
             return web.json_response({"detail": said}, status=status)
         return await handler(request)
 
@@ -63,3 +65,19 @@ async def test_a_token_echoed_in_a_401_is_not_in_the_message(tmp_path: Path) -> 
             await harvest_job(settings, [RunTarget(100001)])
     assert "Authorization: Bearer ***" in str(raised.value)
     assert TOKEN not in str(raised.value)
+
+
+@pytest.mark.parametrize("api", ["v2", "v6"])
+async def test_a_token_echoed_in_a_web_page_answered_200_is_not_in_the_reason(
+    tmp_path: Path, api: str
+) -> None:
+    """A 2xx web page (a captive portal, a proxy's) is quoted in the run's reason (its first
+    60 characters): one echoing the request's headers put the token there too."""
+    async with echoing(200, 100001, html=True) as sim:
+        settings = settings_for(sim, tmp_path, api=api, stack_id=sim.stack_id, max_attempts=2)
+        job = await harvest_job(settings, [RunTarget(100001), RunTarget(100002)])
+    [failed] = job.report.failed
+    assert "Authorization:" in str(failed.reason)
+    assert TOKEN not in str(failed.reason)
+    for path in tmp_path.iterdir():  # the state file and its WAL
+        assert TOKEN.encode() not in path.read_bytes(), path.name
