@@ -156,7 +156,9 @@ async def _abort(store: Store, key: str, upload_id: str) -> None:
 class _Job:
     """Another job's lease and claims, as listed."""
 
-    lease: tuple[str, str] | None = None  # (key, upload id)
+    #: (key, upload id) of its lease: one, or more when a slow store had botocore send the
+    #: create again (the first one's upload then never gets its part).
+    leases: list[tuple[str, str]] = field(default_factory=list)
     claims: dict[int, tuple[str, str]] = field(default_factory=dict)
     #: The runs it claimed as being replaced (`--force`).
     forcing: dict[int, tuple[str, str]] = field(default_factory=dict)
@@ -173,11 +175,19 @@ async def _jobs(store: Store, under: str) -> dict[str, _Job]:
             forced = run.endswith(FORCED)
             run_id = run.removesuffix(FORCED)
             if not run:
-                found.lease = (up["Key"], up["UploadId"])
+                found.leases.append((up["Key"], up["UploadId"]))
             elif run_id.isascii() and run_id.isdigit():  # ('²' is a digit to isdigit, not int)
                 claims = found.forcing if forced else found.claims
                 claims[int(run_id)] = (up["Key"], up["UploadId"])
     return jobs
+
+
+async def _live(store: Store, found: _Job, seconds: float) -> bool:
+    """Whether one of the job's leases is fresh (`_fresh`)."""
+    for lease in found.leases:
+        if await _fresh(store, lease, seconds):
+            return True
+    return False
 
 
 async def _fresh(store: Store, lease: tuple[str, str], seconds: float) -> bool:
@@ -206,10 +216,10 @@ async def live_runs(store: Store, seconds: float, mine: str) -> set[int]:
     for job, found in (await _jobs(store, "")).items():
         if job == mine:
             continue
-        if found.lease and await _fresh(store, found.lease, seconds):
+        if await _live(store, found, seconds):
             busy.update(found.claims)
             continue
-        for key, upload_id in [*found.claims.values(), *([found.lease] if found.lease else [])]:
+        for key, upload_id in [*found.claims.values(), *found.leases]:
             await _abort(store, key, upload_id)
     return busy
 
@@ -230,7 +240,7 @@ async def forcing_claims(
     for job, found in (await _jobs(store, "")).items():
         if job == mine or not found.forcing:
             continue
-        if found.lease and await _fresh(store, found.lease, seconds):
+        if await _live(store, found, seconds):
             live.update(found.forcing)
             continue
         for run_id, claim in found.forcing.items():
@@ -273,8 +283,7 @@ async def drop_claims(store: Store, claims: Iterable[tuple[str, str]]) -> None:
 
 async def is_live(store: Store, job: str, seconds: float) -> bool:
     """Whether `job`'s lease is fresh (by the store's clock)."""
-    lease = (await _jobs(store, job)).get(job, _Job()).lease
-    return lease is not None and await _fresh(store, lease, seconds)
+    return await _live(store, (await _jobs(store, job)).get(job, _Job()), seconds)
 
 
 #: (key, upload id, run id) of an incomplete upload of a run's object.
