@@ -44,6 +44,14 @@ from .location import Location
 from .parts import PartBuffer, Upload
 from .store import Store, checksum
 
+#: The metadata key of a manifest that names the job which stored it.
+OWNER = "harvester-job"
+
+
+def _owner(head: Mapping[str, Any]) -> str:
+    """The job that stored a manifest (its HEAD's answer), or "" when it does not say."""
+    return str(head.get("Metadata", {}).get(OWNER, ""))
+
 
 @dataclass(frozen=True)
 class Names:
@@ -62,6 +70,9 @@ class Names:
 
     def kind_key(self, run_id: int, kind: str) -> str:
         return self.key(run_id, self.name(run_id, kind))
+
+    def manifest_key(self, run_id: int) -> str:
+        return self.key(run_id, f"{run_id}{manifest.SUFFIX}")
 
 
 @dataclass
@@ -159,8 +170,8 @@ class Publisher:
         """Store the manifest, create-only: False when the run is another job's (see the
         module's docstring). `torn`: a dead job's half replaced run, whose data object is
         the old one, not the dead job's manifest's."""
-        key = self.names.key(run_id, f"{run_id}{manifest.SUFFIX}")
-        meta = {"Metadata": {"harvester-job": self.lease.job}}
+        key = self.names.manifest_key(run_id)
+        meta = {"Metadata": {OWNER: self.lease.job}}
         if await self.store.put(key, body, create_only=self.create_only, **meta):
             return True
         last = self.names.kind_key(run_id, KINDS[self.output_format][-1])
@@ -168,7 +179,7 @@ class Publisher:
             found = await self.store.head(key)
             if found is None:  # removed meanwhile: try once more, create-only
                 return await self.store.put(key, body, create_only=True, **meta)
-            owner = found.get("Metadata", {}).get("harvester-job", "")
+            owner = _owner(found)
             if not (owner and await is_live(self.store, owner, self.lease.seconds)):
                 break
             if await self.store.head(last) is not None:
@@ -188,8 +199,8 @@ class Publisher:
         jobs replacing one run at once each write both without conditions, and interleaved,
         one's data object can stand under the other's manifest: then the job whose data
         object came last finds the other's manifest here (its own came before its data)."""
-        found = await self.store.head(self.names.key(run_id, f"{run_id}{manifest.SUFFIX}"))
-        if (found or {}).get("Metadata", {}).get("harvester-job") != self.lease.job:
+        found = await self.store.head(self.names.manifest_key(run_id))
+        if found is None or _owner(found) != self.lease.job:
             raise StoreError(
                 f"run {run_id} was replaced by another job at the same time (--force): "
                 "its manifest may not name its data; the next harvest stores it again",
@@ -266,7 +277,7 @@ class Publisher:
         names.add(f"{run_id}{manifest.SUFFIX}")
         here = self.names.places.relative(run_id)
         kept = {self.names.kind_key(run_id, kind) for kind in kinds}
-        kept.add(self.names.key(run_id, f"{run_id}{manifest.SUFFIX}"))
+        kept.add(self.names.manifest_key(run_id))
         if csv is not None:
             names |= {f"{run_id}.csv", f"{run_id}.csv.gz"}
             kept.add(self.names.key(run_id, csv.name))
