@@ -272,7 +272,7 @@ class _Proxy:
         async with _serving(self._forward) as url:
             yield url
 
-    async def _forward(self, request: web.Request) -> web.Response:
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
         raise NotImplementedError
 
 
@@ -319,3 +319,27 @@ class HeldStore(_Proxy):
             self.held.set()
             await self._released.wait()
         return await _passed_on(self.s3, request, body)
+
+
+class CutOnce(_Proxy):
+    """A proxy in front of moto that cuts the first answer to each GET of a run's data
+    object halfway (the length it announced not reached), and passes the rest on."""
+
+    def __init__(self, s3: S3Server) -> None:
+        super().__init__(s3, lambda request: False)
+        self.cut: list[str] = []
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        answer = await _passed_on(self.s3, request, body)
+        data = answer.body
+        whole = request.method == "GET" and ".ndjson" in request.path and "?" not in request.path_qs
+        if not whole or request.path in self.cut or not isinstance(data, bytes):
+            return answer
+        self.cut.append(request.path)
+        cut = web.StreamResponse(status=200, headers={"Content-Length": str(len(data))})
+        await cut.prepare(request)
+        await cut.write(data[: len(data) // 2])
+        assert request.transport is not None
+        request.transport.close()
+        return cut

@@ -51,7 +51,7 @@ def choose_runs(
         raise ConfigError(f"no archived run in {directory}: give the --out DIR of a harvest")
     if not chosen:
         unrecorded = any(run.first("run") is None for run in runs)
-        raise ConfigError(f"no archived run in {directory} matches: {_asked(options, unrecorded)}")
+        raise ConfigError(f"no archived run in {directory} matches: {asked(options, unrecorded)}")
     return sorted(chosen, key=lambda pair: (_created(pair[1]) or "", pair[0].run_id))
 
 
@@ -115,7 +115,7 @@ def _since(run: dict[str, Any] | None, since: datetime) -> bool:
     return created is not None and epoch(created) >= since.timestamp()
 
 
-def _asked(options: ReportOptions, unrecorded: bool) -> str:
+def asked(options: ReportOptions, unrecorded: bool) -> str:
     """What was asked; with a hint when runs without a run record could not be chosen (an
     archive whose runs all have theirs simply holds no such run)."""
     asked = [f"--run {r}" for r in options.run_ids] + [f"--test {t}" for t in options.tests]

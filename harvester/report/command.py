@@ -19,7 +19,9 @@ _MARGIN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%?\s*")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("archive", metavar="DIR", help="the --out directory of a harvest")
+    p.add_argument(
+        "archive", metavar="DIR", help="the --out of a harvest: a directory or s3://BUCKET/PREFIX/"
+    )
     p.add_argument("--run", dest="runs", action="append", metavar="ID", help="a run; repeatable")
     p.add_argument(
         "--test", dest="tests", action="append", metavar="T", help="runs of a test id; repeatable"
@@ -38,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--baseline", type=int, default=5, metavar="N", help="previous runs compared (default 5)"
+    )
+    p.add_argument(
+        "--s3-endpoint-url", metavar="URL", help="S3-compatible store (else AWS_ENDPOINT_URL)"
     )
 
 
@@ -68,7 +73,12 @@ def make_report(ns: argparse.Namespace) -> list[Path]:
         raise ConfigError("--format png writes one file per chart: give --out a directory")
     options = options_from(ns)
     unlisted: list[tuple[Path, OSError]] = []
-    page = build_page(ns.archive, options, unlisted)
+    if ns.archive.lower().startswith("s3://"):
+        from .from_store import build_store_page
+
+        page = build_store_page(ns.archive, ns.s3_endpoint_url, options)
+    else:
+        page = build_page(ns.archive, options, unlisted)
     written = _write(ns, page)
     if unlisted:  # (as verify: said, and not exit 0; it was left out in silence)
         where = ", ".join(map(str, written)) or "stdout"

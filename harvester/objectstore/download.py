@@ -1,0 +1,146 @@
+"""`harvester report s3://BUCKET/PREFIX/`: the runs a report reads, copied from the store
+into a local directory under the same names (either layout), where the report reads them
+as it reads the `--out DIR` of a harvest.
+
+One listing of the prefix finds each archived run's data objects (the points, Parquet and
+sidecar objects of a run are read together); a run that a dead `--force` job left half
+replaced is left out, as `status` and a harvest leave it out. Only the runs the report
+can show are copied: those asked for with `--run`, and with `--since` none of a day
+directory (`--layout date`: the day a run was created, UTC) before that day; `--test`
+needs each run's own record, so it is chosen among the copies. Objects are streamed to
+their files in chunks, a few at a time: memory holds chunks, never an object. A copy cut
+short (its size is the listing's) is asked for again, up to `--max-attempts` tries.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ..compression import ARCHIVED_BY
+from ..config import Settings
+from .failures import StoreError
+from .leases import torn_runs
+from .listing import DATA_KEY
+from .store import Store
+
+#: Objects copied at once, and the size of each read of one.
+COPIES = 4
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """Which runs the report can show: these ids (all when empty), created since then."""
+
+    run_ids: frozenset[int] = frozenset()
+    since: datetime | None = None
+
+    def run(self, run_id: int) -> bool:
+        return not self.run_ids or run_id in self.run_ids
+
+    def directory(self, name: str) -> bool:
+        """Whether a directory below the prefix ('', 'undated', 'YYYY/MM/DD') may hold one."""
+        if self.since is None or name in ("", "undated"):
+            return True
+        return name >= self.since.astimezone(UTC).strftime("%Y/%m/%d")  # the run's day
+
+
+@dataclass(frozen=True)
+class Copied:
+    """What was copied, of how many runs archived under the prefix."""
+
+    runs: int
+    bytes: int
+    archived: int
+
+
+async def copy_archive(settings: Settings, into: Path, wanted: Wanted) -> Copied:
+    """Copy the wanted runs' data objects under `settings.out` into `into`."""
+    store = Store(settings)
+    await store.open()  # a missing bucket, denied access: one line, before any copy
+    try:
+        runs, archived = await _wanted_runs(store, wanted, settings.s3_lease)
+        limiter = anyio.CapacityLimiter(COPIES)
+        copy = functools.partial(_copy, store, into, limiter, settings.max_attempts)
+        async with anyio.create_task_group() as tasks:
+            for name, size in (found for objects in runs for found in objects):
+                tasks.start_soon(copy, name, size)
+    finally:
+        await store.close()
+    copied = sum(size for objects in runs for _, size in objects)
+    return Copied(len(runs), copied, archived)
+
+
+async def _wanted_runs(
+    store: Store, wanted: Wanted, lease: float
+) -> tuple[list[list[tuple[str, int]]], int]:
+    """The data objects (name below the prefix, size) of each wanted archived run (a run
+    is archived where its last published object, `ARCHIVED_BY`, is), and how many runs
+    are archived."""
+    objects: dict[tuple[int, str], list[tuple[str, int]]] = {}
+    archived: set[tuple[int, str]] = set()
+    prefix = store.loc.prefix
+    async for page in store.pages("list_objects_v2"):
+        for item in page.get("Contents", []):
+            name = item["Key"][len(prefix) :]
+            match = DATA_KEY.fullmatch(name)
+            if match is None:
+                continue
+            run = (int(match.group(2)), match["dir"] or "")
+            objects.setdefault(run, []).append((name, int(item["Size"])))
+            if match.group(3) in ARCHIVED_BY:
+                archived.add(run)
+    torn = await torn_runs(store, lease, mine="")
+    whole = [run for run in sorted(archived) if run[0] not in torn]
+    chosen = [run for run in whole if wanted.run(run[0]) and wanted.directory(run[1])]
+    return [objects[run] for run in chosen], len({run_id for run_id, _ in whole})
+
+
+async def _copy(
+    store: Store, into: Path, limiter: anyio.CapacityLimiter, attempts: int, name: str, size: int
+) -> None:
+    async with limiter:
+        path = into / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, attempts + 1):
+            got = await _copy_once(store, store.loc.prefix + name, path)
+            if got == size:
+                return
+            if attempt == attempts:
+                url = f"s3://{store.loc.bucket}/{store.loc.prefix}{name}"
+                raise StoreError(
+                    f"{url} was cut short on each of {attempts} tries (--max-attempts; "
+                    f"{got} of its {size} bytes the last time): is {store.name} overloaded?",
+                    "",
+                )
+
+
+async def _copy_once(store: Store, key: str, path: Path) -> int:
+    """The object at `key` written to `path`; the bytes that came (fewer when cut)."""
+    answer = await store.call("get_object", Key=key)
+    body = answer["Body"]
+    got = 0
+    try:
+        with path.open("wb") as fh:
+            while chunk := await _read(store, body):
+                fh.write(chunk)
+                got += len(chunk)
+    except StoreError:
+        return got  # cut on the way: asked again
+    finally:
+        body.close()
+    return got
+
+
+async def _read(store: Store, body: Any) -> bytes:
+    try:
+        chunk: bytes = await body.read(CHUNK)
+    except Exception as exc:  # aiohttp's or botocore's: the stream was cut
+        raise StoreError(f"{store.name}: a body was cut ({type(exc).__name__})", "") from exc
+    return chunk

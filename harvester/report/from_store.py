@@ -1,0 +1,42 @@
+"""`harvester report s3://BUCKET/PREFIX/`: the page of an object-store archive, drawn from
+a copy of the runs it can show (`objectstore.download`) in a temporary directory, which
+goes once the page is made. The page is the one a directory with the same objects gives;
+its messages name the objects by their s3:// URL, not the copy's path."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ..errors import ConfigError, HarvesterError
+from .build import ReportOptions, asked, build_page
+
+
+def build_store_page(url: str, endpoint: str | None, options: ReportOptions) -> dict[str, Any]:
+    """The page of the archive under `url` (`--s3-endpoint-url`: `endpoint`)."""
+    from ..config import load_settings
+    from ..objectstore.download import Wanted, copy_archive
+    from ..objectstore.location import parse_location
+
+    settings = load_settings({"out": url, "s3_endpoint_url": endpoint})
+    loc = parse_location(settings.out)
+    shown = f"s3://{loc.bucket}/{loc.prefix}"
+    wanted = Wanted(frozenset(options.run_ids), options.since)
+    with tempfile.TemporaryDirectory(prefix="harvester-report-") as local:
+        copied = anyio.run(copy_archive, settings, Path(local), wanted)
+        if not copied.archived:
+            raise ConfigError(f"no archived run in {shown}: give the s3:// --out of a harvest")
+        if not copied.runs and not options.run_ids:  # (--run: `select` names the missing)
+            raise ConfigError(f"no archived run in {shown} matches: {asked(options, False)}")
+        megabytes = copied.bytes / 1e6
+        sys.stderr.write(f"read {copied.runs} of {copied.archived} runs from {shown} "
+                         f"({megabytes:.1f} MB)\n")  # fmt: skip
+        try:
+            return build_page(local, options)
+        except HarvesterError as exc:
+            exc.args = (str(exc).replace(f"{local}/", shown).replace(local, shown),)
+            raise
