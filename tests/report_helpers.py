@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio.from_thread
+import orjson
 
 from harvester.cli import main
 from harvester.simulator.cloud import SimCloud
@@ -53,3 +56,10 @@ def harvest_recording(name: str, out: Path, *args: str) -> Path:
     """A real k6 recording harvested with its run record and `K6_METHODS`."""
     with serving(name) as base_url:
         return harvest_k6(base_url, out, *args)
+
+
+def page_data(html: str) -> dict[str, Any]:
+    match = re.search(r'id="report-data">(.*?)</script>', html, re.S)
+    assert match
+    data: dict[str, Any] = orjson.loads(match.group(1).replace("<\\/", "</"))
+    return data

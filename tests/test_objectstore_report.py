@@ -14,8 +14,8 @@ import pytest
 
 from harvester.cli import main
 from tests.harvest_helpers import cli_args
+from tests.report_helpers import page_data
 from tests.s3_helpers import RUNS, CutOnce, S3Cli
-from tests.test_report import page_data
 
 pytest.importorskip("aiobotocore")
 pytestmark = pytest.mark.timeout(120, method="thread")

@@ -11,7 +11,6 @@ import sys
 import tempfile
 from array import array
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -26,7 +25,7 @@ from harvester.report.trends import RunPoint, regressions
 from harvester.simulator.generated import generate_cloud
 from tests.k6_helpers import recording
 from tests.process_helpers import ROOT, run_as_reader
-from tests.report_helpers import K6_RUN_ID, harvest_cloud, harvest_recording
+from tests.report_helpers import K6_RUN_ID, harvest_cloud, harvest_recording, page_data
 from tests.test_k6_roundtrip import k6_checks, k6_threshold_results
 
 
@@ -41,13 +40,6 @@ def nightly(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six runs of one test, harvested by id with their run records."""
     cloud = generate_cloud(runs=6, metrics=40, points=40, tests=1, projects=1)
     return harvest_cloud(cloud, tmp_path_factory.mktemp("nightly"), "--run-record")
-
-
-def page_data(html: str) -> dict[str, Any]:
-    match = re.search(r'id="report-data">(.*?)</script>', html, re.S)
-    assert match
-    data: dict[str, Any] = orjson.loads(match.group(1).replace("<\\/", "</"))
-    return data
 
 
 # --- the archive reader ------------------------------------------------------------------
