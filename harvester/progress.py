@@ -42,6 +42,8 @@ LEVELS = {
     "run_failed": "error",
     "cycle_failed": "warning",
     "warning": "warning",
+    # A selected project or test the API does not know makes the job exit 1.
+    "not_found": "warning",
     "stopping": "warning",
     "stopping_now": "warning",
     "interrupted": "warning",

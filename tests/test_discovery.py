@@ -361,7 +361,10 @@ async def test_an_unknown_project_or_test_is_named_and_the_job_exits_1(
             "--out", str(tmp_path))  # fmt: skip
     result = await run_cli(simulator, "harvest", *args)
     assert result.returncode == 1, result.stderr.decode()
-    said = {e["message"] for e in parse_lines(result.stderr) if e["event"] == "not_found"}
+    named = [e for e in parse_lines(result.stderr) if e["event"] == "not_found"]
+    # A warning, not info: each makes the exit status 1.
+    assert {e["level"] for e in named} == {"warning"}
+    said = {e["message"] for e in named}
     assert said == {
         "project 999 does not exist (the API answered 404)",
         "test 888 does not exist (the API answered 404)",
