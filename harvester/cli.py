@@ -23,6 +23,7 @@ from .cli_flags import (
 from .cli_help import Parser as _Parser
 from .cli_help import UsageError
 from .cli_streams import reader_gone, stderr_to_devnull_if_closed
+from .tables import printable  # at start: a reader may not read this checkout at the end
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_SIGINT = 130
@@ -331,7 +332,7 @@ def report_error(exc: BaseException, debug: bool) -> int:
 
         traceback.print_exception(exc, file=sys.stderr)
     message, status = error_message(exc)
-    print(f"harvester: {message}", file=sys.stderr)
+    print(f"harvester: {printable(message)}", file=sys.stderr)  # it may quote the API
     return status
 
 

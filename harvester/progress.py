@@ -24,7 +24,7 @@ import orjson
 
 from .errors import unwrap
 from .live import TICK, LiveDisplay, wants_live
-from .tables import make_console, plural, summary_table
+from .tables import make_console, plural, printable, summary_table
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -165,6 +165,10 @@ class Reporter:
             self._gone = True
 
     def _write(self, event: str, message: str, fields: dict[str, Any]) -> None:
+        # A message quotes the API's words (a run's reason): shown, never obeyed by the
+        # terminal (an ESC sequence in an error answer cleared it). The JSON fields keep
+        # them exact, escaped by JSON.
+        message = printable(message)
         if self.json_lines:
             doc = {
                 "time": now_iso(),

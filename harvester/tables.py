@@ -64,7 +64,7 @@ def summary_table(
         table.add_row(what, value)
     console.print(table)
     for outcome in result.report.failed:
-        console.print(f"run {outcome.run_id} failed: {outcome.reason}", markup=False)
+        console.print(printable(f"run {outcome.run_id} failed: {outcome.reason}"), markup=False)
 
 
 # --- rows for people and programs ---------------------------------------------------------
