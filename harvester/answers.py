@@ -364,3 +364,20 @@ def objects_only(items: list[Any], key: str, endpoint: str, where: Callable[[], 
             raise UnusableAnswer(
                 f"{endpoint} {url}: item {index} of {key!r} is {shown}, not an object", url=url
             )
+
+
+def the_run_asked(
+    run: dict[str, Any], run_id: int, endpoint: str, where: Callable[[], str]
+) -> None:
+    """A run object answered for run `run_id` is that run's: another run's (an API or a
+    proxy answering run 5 for run 7) is what the server holds (`UnusableAnswer`: the run
+    fails, asking again would bring the same); archived, it was run 5's record filed as run
+    7's. An object without an id is left to its endpoint's shape checks."""
+    said = run.get("id")
+    if said is not None and said != run_id:
+        url = where()
+        shown = orjson.dumps(said).decode()[:40]
+        raise UnusableAnswer(
+            f"{endpoint} {url}: the answer is the run object of run {shown}, not of run {run_id}",
+            url=url,
+        )

@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 import anyio
 from yarl import URL
 
-from .answers import SeriesAnswer, packed_series_answer, series_answer
+from .answers import SeriesAnswer, packed_series_answer, series_answer, the_run_asked
 from .batching import series_query
 from .transport import Transport
 
@@ -83,7 +83,9 @@ class CloudApi:
         return doc
 
     async def get_run(self, run_id: int) -> JsonObject:
-        return await self._object("run", f"{V2}/runs/{run_id}", "k6-run")
+        run = await self._object("run", f"{V2}/runs/{run_id}", "k6-run")
+        the_run_asked(run, run_id, "run", lambda: f"{V2}/runs/{run_id}")
+        return run
 
     async def get_test(self, test_id: int) -> JsonObject:
         return await self._object("test", f"{V2}/tests/{test_id}", "k6-test")

@@ -12,11 +12,20 @@ from urllib.parse import urlencode, urlsplit
 
 import msgspec
 
-from ..answers import Parser, Spill, objects_only, parse_body, raw_result, result_list
+from ..answers import (
+    Parser,
+    Spill,
+    objects_only,
+    parse_body,
+    raw_result,
+    result_list,
+    the_run_asked,
+)
 from ..config import Settings
 from ..errors import ApiStatusError, AuthRejected, HarvesterError, MalformedAnswer, NotFound
 from ..paging import listing_key
 from ..transport import Transport
+from ..wire import short_url
 from . import v5_query
 
 JsonObject = dict[str, Any]
@@ -89,6 +98,7 @@ class V6Api:
     async def get_run(self, run_id: int) -> JsonObject:
         url = self.transport.url(f"{V6}/test_runs/{run_id}")
         doc: JsonObject = await self.transport.get("v6_run", url, parse=_RUN)
+        the_run_asked(doc, run_id, "v6_run", lambda: short_url(url))
         return doc
 
     async def pages(
