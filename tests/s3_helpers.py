@@ -343,3 +343,23 @@ class CutOnce(_Proxy):
         assert request.transport is not None
         request.transport.close()
         return cut
+
+
+class SlowStore(_Proxy):
+    """A proxy in front of moto that answers each GET of an object `delay` seconds late, as
+    a distant store does, counting how many it held at once at most (`most`)."""
+
+    def __init__(self, s3: S3Server, delay: float) -> None:
+        super().__init__(s3, lambda request: request.method == "GET" and not request.query)
+        self.delay = delay
+        self.most = 0
+        self._held = 0
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if self.at(request):
+            self._held += 1
+            self.most = max(self.most, self._held)
+            await anyio.sleep(self.delay)
+            self._held -= 1
+        return await _passed_on(self.s3, request, body)

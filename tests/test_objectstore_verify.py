@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio.from_thread
 import pytest
 
 from harvester.cli import main
 from tests.harvest_helpers import cli_args, parse_lines
-from tests.s3_helpers import RUNS, S3Cli
+from tests.s3_helpers import RUNS, S3Cli, SlowStore
 
 pytest.importorskip("aiobotocore")
 #: Bounded hard (the thread method ends the session): a stalled store never holds the run.
@@ -114,3 +115,17 @@ def test_many_pages_and_an_object_in_many_chunks_are_read_as_they_come(
     monkeypatch.setattr(scan, "CHUNK", 7)
     monkeypatch.setattr(verify, "PAGE_KEYS", 2)
     assert _rows(s3cli, out, *endpoint) == whole
+
+
+def test_runs_are_checked_at_once_not_one_round_trip_after_another(
+    s3cli: S3Cli, tmp_path: Path
+) -> None:
+    directory, out = _both(s3cli, tmp_path)
+    slow = SlowStore(s3cli.s3, delay=0.3)
+    with anyio.from_thread.start_blocking_portal() as portal:
+        with portal.wrap_async_context_manager(slow.serving()) as url:
+            code, rows = _rows(s3cli, out, "--s3-endpoint-url", url)
+    assert code == 0 and [row[:3] for row in rows] == [
+        row[:3] for row in _rows(s3cli, str(directory))[1]
+    ]
+    assert slow.most == 2  # both runs' objects asked for at once

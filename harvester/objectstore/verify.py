@@ -4,8 +4,9 @@ record and the same counts; a data object without a manifest; objects no manifes
 
 One listing of the prefix, read page by page as it comes: a run's objects are listed one
 after another (all named `<id>.` something, so no other key sorts between them), so
-memory holds one page, one run's names and a chunk of one object, never an object or the
-whole listing. Objects are read streaming, through the job's one S3 client (run on an
+memory holds one page, a few runs' names and a chunk of each object being read, never an
+object or the whole listing. `AHEAD` runs are checked at once, their rows given in the
+listing's order. Objects are read streaming, through the job's one S3 client (run on an
 event loop of its own thread: `verify` is not async). As for a directory, only the root
 of the prefix and its `YYYY/MM/DD/` and `undated/` are the archive's; other keys are not
 looked at.
@@ -16,7 +17,9 @@ from __future__ import annotations
 import functools
 import io
 import re
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -36,6 +39,10 @@ from .store import Store
 ARCHIVE_KEY = re.compile(DATED + r"(?P<name>(?P<run>[0-9]+)?[^/]*)")
 #: Keys a page of the listing holds at most (S3's own maximum).
 PAGE_KEYS = 1000
+#: Runs checked at once, each on a thread of its own: a store's answer takes a round trip
+#: (tens of milliseconds to S3), which one run after another would wait out each time;
+#: their hashing and decompressing let go of the GIL. Memory: a chunk of each.
+AHEAD = 8
 
 
 def verify_store(settings: Settings) -> Iterator[Row]:
@@ -103,7 +110,24 @@ async def _close(body: Any) -> None:
 
 
 def _rows(reader: _Reader) -> Iterator[Row]:
-    """The listing, one run (of one directory) at a time."""
+    """Each run's rows (`_checks`), checked `AHEAD` runs at a time, in the listing's order."""
+    pool = ThreadPoolExecutor(AHEAD, thread_name_prefix="verify")
+    pending: deque[Future[list[Row]]] = deque()
+    try:
+        for check in _checks(reader):
+            pending.append(pool.submit(check))
+            if len(pending) > AHEAD:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+    finally:
+        # Not waited for when cut (Ctrl-C, a failed run): the client closes under the
+        # runs still being read, which then end at once, rather than after their objects.
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _checks(reader: _Reader) -> Iterator[Callable[[], list[Row]]]:
+    """The listing, one run (of one directory) at a time: what makes each one's rows."""
     group: dict[str, int] = {}
     current: tuple[str, int] | None = None
     for name, size in reader.listing():
@@ -113,16 +137,20 @@ def _rows(reader: _Reader) -> Iterator[Row]:
         where = found["dir"] + "/" if found["dir"] else ""
         run_id = as_run_id(found["run"] or "")
         if run_id is None or not found["name"].startswith(found["run"] + "."):
-            yield row(None, name, "orphan", "named by no manifest")
+            yield functools.partial(list, [row(None, name, "orphan", "named by no manifest")])
             continue
         run = (where, run_id)
         if run != current:
             if current is not None:
-                yield from _check_run(reader, *current, group)
+                yield functools.partial(_run_rows, reader, *current, group)
             current, group = run, {}
         group[found["name"]] = size
     if current is not None:
-        yield from _check_run(reader, *current, group)
+        yield functools.partial(_run_rows, reader, *current, group)
+
+
+def _run_rows(reader: _Reader, where: str, run_id: int, objects: dict[str, int]) -> list[Row]:
+    return list(_check_run(reader, where, run_id, objects))
 
 
 def _check_run(reader: _Reader, where: str, run_id: int, objects: dict[str, int]) -> Iterator[Row]:
