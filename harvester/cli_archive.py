@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from . import cli
 from . import cli_help as text
+from .cli_flags import add_store_flags, store_flags
 
 REPORT_HELP = (
     "Write an archive (the --out DIR of a harvest) as one self-contained HTML page: one "
@@ -51,9 +52,7 @@ def add_archive_commands(add: AddCommand, command: str | None) -> None:
 
 
 def _add_store_and_output(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--s3-endpoint-url", metavar="URL", help="S3-compatible store (else AWS_ENDPOINT_URL)"
-    )
+    add_store_flags(parser)
     parser.add_argument(
         "--output", choices=("table", "json"), help="table (default on a terminal) or json"
     )
@@ -67,7 +66,7 @@ def _cmd_status(ns: argparse.Namespace) -> int:
     if ns.out and is_s3(ns.out):
         from .objectstore.status import archive_status
 
-        report = archive_status(ns.out, ns.s3_endpoint_url)
+        report = archive_status(store_flags(ns.out, ns))
     else:
         report = read_status(status_path(ns.state, ns.out))
     output = ns.output or ("table" if sys.stdout.isatty() else "json")
@@ -85,7 +84,7 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
         from .config import load_settings
         from .objectstore.verify import verify_store
 
-        settings = load_settings({"out": ns.directory, "s3_endpoint_url": ns.s3_endpoint_url})
+        settings = load_settings(store_flags(ns.directory, ns))
         rows = list(verify_store(settings))
     else:
         rows = list(verify(ns.directory, workers=os.cpu_count() or 1))

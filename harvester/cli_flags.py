@@ -50,6 +50,27 @@ def add_api_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+def add_store_flags(p: argparse.ArgumentParser) -> None:
+    """The object store of an `s3://` archive, for the commands that read one back
+    (`status`, `verify`, `report`): as a harvest reaches it."""
+    p.add_argument(
+        "--s3-endpoint-url", metavar="URL", help="S3-compatible store (else AWS_ENDPOINT_URL)"
+    )
+    p.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        default=None,
+        help="allow an http:// --s3-endpoint-url to non-loopback",
+    )
+
+
+def store_flags(out: str, ns: argparse.Namespace) -> dict[str, Any]:
+    """The settings `add_store_flags` gave, for `load_settings` (a switch left unset is not
+    passed: HARVESTER_ALLOW_INSECURE or the config file may set it)."""
+    flags = {"out": out, "s3_endpoint_url": ns.s3_endpoint_url}
+    return flags | ({"allow_insecure": True} if ns.allow_insecure else {})
+
+
 def add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> None:
     """What to fetch and where it goes; the worker takes its runs from discovery only (with
     their run objects) and has no live display: no --run/--runs-file/--run-record/--progress."""

@@ -181,6 +181,26 @@ def test_wrong_endpoint_and_clear_text_endpoint_are_one_line_exit_2(
     assert "clear text" not in err
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["status", "--out", "s3://b/p/"], ["verify", "s3://b/p/"], ["report", "s3://b/p/"]],
+)
+def test_the_commands_reading_a_store_take_allow_insecure_as_their_refusal_says(
+    bucket: str,
+    command: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("HARVESTER_MAX_ATTEMPTS", "1")
+    insecure = ["--s3-endpoint-url", "http://s3.example.invalid"]
+    assert main([*command, *insecure]) == 2
+    assert "or pass --allow-insecure if you really mean it" in capfd.readouterr().err
+    # It was refused by argparse as an unknown flag: the store is tried now.
+    assert main([*command, *insecure, "--allow-insecure"]) == 2
+    err = capfd.readouterr().err
+    assert "cannot reach the S3 endpoint http://s3.example.invalid" in err and "clear" not in err
+
+
 def test_rejected_credentials_are_one_line_exit_2_without_the_secret(
     sim: Simulator,
     tmp_path: Path,

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ..cli_flags import add_store_flags, store_flags
 from ..errors import ConfigError, HarvesterError, OutputError
 from .build import ReportOptions, build_page, unread
 from .html import render
@@ -41,9 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--baseline", type=int, default=5, metavar="N", help="previous runs compared (default 5)"
     )
-    p.add_argument(
-        "--s3-endpoint-url", metavar="URL", help="S3-compatible store (else AWS_ENDPOINT_URL)"
-    )
+    add_store_flags(p)
 
 
 def options_from(ns: argparse.Namespace) -> ReportOptions:
@@ -76,7 +75,7 @@ def make_report(ns: argparse.Namespace) -> list[Path]:
     if ns.archive.lower().startswith("s3://"):
         from .from_store import build_store_page
 
-        page = build_store_page(ns.archive, ns.s3_endpoint_url, options)
+        page = build_store_page(store_flags(ns.archive, ns), options)
     else:
         page = build_page(ns.archive, options, unlisted)
     written = _write(ns, page)

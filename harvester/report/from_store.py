@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,13 @@ from ..errors import ConfigError, HarvesterError
 from .build import ReportOptions, asked, build_page
 
 
-def build_store_page(url: str, endpoint: str | None, options: ReportOptions) -> dict[str, Any]:
-    """The page of the archive under `url` (`--s3-endpoint-url`: `endpoint`)."""
+def build_store_page(flags: Mapping[str, Any], options: ReportOptions) -> dict[str, Any]:
+    """The page of the archive at `flags["out"]` (`cli_flags.store_flags`: how to reach it)."""
     from ..config import load_settings
     from ..objectstore.download import Wanted, copy_archive
     from ..objectstore.location import parse_location
 
-    settings = load_settings({"out": url, "s3_endpoint_url": endpoint})
+    settings = load_settings(flags)
     loc = parse_location(settings.out)
     shown = f"s3://{loc.bucket}/{loc.prefix}"
     wanted = Wanted(frozenset(options.run_ids), options.since)
