@@ -115,3 +115,17 @@ def test_an_object_cut_on_the_way_is_read_again(
         f"/{s3cli.bucket}/v/100002.ndjson",
     ]
     assert stored == _page(s3cli, str(directory), tmp_path / "dir.html")[2]
+
+
+def test_a_full_disk_under_the_copy_is_one_line_naming_tmpdir(
+    s3cli: S3Cli, tmp_path: Path, tiny_fs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, out = _both(s3cli, tmp_path)
+    # A run of 2 MB, more than the 1 MB the copy has room for.
+    big = b'{"type":"metric","test_run_id":100003}\n' * 60_000
+    s3cli.s3.client().put_object(Bucket=s3cli.bucket, Key="v/100003.ndjson", Body=big)
+    monkeypatch.setattr(tempfile, "tempdir", str(tiny_fs))
+    code, err, _ = _page(s3cli, out, tmp_path / "r.html", "--s3-endpoint-url", s3cli.s3.url)
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "No space left on device; set TMPDIR to a directory with room" in err
+    assert not list(tiny_fs.iterdir())  # what was copied is gone

@@ -24,6 +24,7 @@ import anyio
 
 from ..compression import ARCHIVED_BY
 from ..config import Settings
+from ..errors import OutputError
 from .failures import StoreError
 from .leases import torn_runs
 from .listing import DATA_KEY
@@ -107,9 +108,15 @@ async def _copy(
 ) -> None:
     async with limiter:
         path = into / name
-        path.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(1, attempts + 1):
-            got = await _copy_once(store, store.loc.prefix + name, path)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                got = await _copy_once(store, store.loc.prefix + name, path)
+            except OSError as exc:  # a full disk: where the copy goes is the user's to change
+                raise OutputError(
+                    f"cannot copy the archive into {into}: {exc.strerror or exc}; "
+                    "set TMPDIR to a directory with room for the runs asked for"
+                ) from None
             if got == size:
                 return
             if attempt == attempts:
