@@ -54,9 +54,9 @@ async def selected_projects(api: CloudApi, selection: Selection, not_found: list
     for organization_id in dict.fromkeys(chosen):
         try:
             projects = await projects_of(api, organization_id, selection.page_size)
-        except NotFound:
+        except NotFound as exc:
             not_found.append(
-                f"organization {organization_id} does not exist (the API answered 404)"
+                f"organization {organization_id} does not exist (GET {exc.url} answered 404)"
             )
             continue
         ids.update(dict.fromkeys(_ids(projects)))

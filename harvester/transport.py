@@ -260,12 +260,15 @@ class Transport:
             # v6: 401/403 is about the token and the stack (v5's 403 is an unknown run).
             if status in (401, 403):
                 raise AuthRejected(
-                    f"the API rejected the token for X-Stack-Id {self.stack_id} (HTTP {status}: "
+                    f"{endpoint} {error.url}: the API rejected the token for X-Stack-Id "
+                    f"{self.stack_id} (HTTP {status}: "
                     f"{error_message(body)}); check the stack id (--stack-id or "
                     "K6_CLOUD_STACK_ID) and that the token belongs to that stack",
                     status=status,
                     url=error.url,
                 )
+        if isinstance(error, AuthRejected):  # (a 401: the job ends on it, so it names it)
+            raise AuthRejected(f"{endpoint} {error.url}: {error}", status=status, url=error.url)
         if isinstance(error, Forbidden):
             self._forbidden_answer(error)
         raise error
@@ -315,10 +318,11 @@ class Transport:
                         )
                     body = await read_capped(resp, self._max_answer, endpoint, where)
                     if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-                        target = self._follow(target, resp.headers["Location"])
+                        target = self._follow(endpoint, target, resp.headers["Location"])
                         continue
                     return resp.status, body, resp.headers
-        raise UnusableAnswer(f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=short_url(url))
+        shown = short_url(url)
+        raise UnusableAnswer(f"{endpoint} {shown}: more than {MAX_REDIRECTS} redirects", url=shown)
 
     def _timeout_until(self, ends: float) -> aiohttp.ClientTimeout:
         """The session's timeouts with what is left of the request's deadline as `total`
@@ -328,18 +332,20 @@ class Transport:
             total=left, sock_connect=self._timeout.sock_connect, sock_read=self._timeout.sock_read
         )
 
-    def _follow(self, current: URL, location: str) -> URL:
+    def _follow(self, endpoint: str, current: URL, location: str) -> URL:
         try:
             nxt = current.join(URL(location))
         except ValueError as exc:
             raise UnusableAnswer(
-                f"the API redirected to a malformed URL {location[:80]!r} ({exc})",
+                f"{endpoint} {short_url(current)}: the API redirected to a malformed URL "
+                f"{location[:80]!r} ({exc})",
                 url=short_url(current),
             ) from exc
         if (nxt.scheme, nxt.host, nxt.port) != (current.scheme, current.host, current.port):
             # The token is only ever sent to the configured origin.
             raise UnusableAnswer(
-                f"the API redirected to another host ({nxt.host}); not following with the token",
+                f"{endpoint} {short_url(current)}: the API redirected to another host "
+                f"({nxt.host}); not following with the token",
                 url=short_url(current),
             )
         return nxt

@@ -102,6 +102,7 @@ def test_rejected_token_stops_at_once_without_retrying(
     error, summary = (orjson.loads(line) for line in err.splitlines())
     assert (error["event"], error["level"], error["exit_status"]) == ("error", "error", 2)
     assert "rejected the token" in error["message"] and SECRET not in err
+    assert error["message"].startswith("metrics /loadtests/v2/metrics?test_run_id=100001: ")
     assert summary["event"] == "summary" and summary["requests"] == 1
     assert len(sim.log) == 1 and sim.log[0].status == 401
     assert not list(tmp_path.glob("*.ndjson")) and not list(tmp_path.glob(".*.partial"))
@@ -183,7 +184,8 @@ async def test_redirect_to_another_host_never_carries_the_token(tmp_path: Path) 
         for runner in runners:
             await runner.cleanup()
     assert seen == []
-    assert "redirected to another host" in (result.report.failed[0].reason or "")
+    said = "metrics /loadtests/v2/metrics?test_run_id=1: the API redirected to another host"
+    assert said in (result.report.failed[0].reason or "")
 
 
 def test_flags_are_never_abbreviated(capfd: pytest.CaptureFixture[str]) -> None:

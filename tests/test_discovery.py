@@ -366,8 +366,10 @@ async def test_an_unknown_project_or_test_is_named_and_the_job_exits_1(
     assert {e["level"] for e in named} == {"warning"}
     said = {e["message"] for e in named}
     assert said == {
-        "project 999 does not exist (the API answered 404)",
-        "test 888 does not exist (the API answered 404)",
+        "project 999 does not exist "
+        "(GET /loadtests/v2/tests?project_id=999&page=1&page_size=50 answered 404)",
+        "test 888 does not exist (GET /loadtests/v2/runs?test_id=888&page=1&page_size=50 "
+        "answered 404)",
     }
     # The simulator answers an unknown id with 404, like the API; the rest is harvested.
     refused = {(r.endpoint, r.status) for r in simulator.log if r.status != 200}
@@ -416,7 +418,7 @@ async def test_an_unknown_test_answered_with_an_empty_list_is_found_out(tmp_path
         found = await discover_runs(settings, Selection.from_settings(settings))
     finally:
         await runner.cleanup()
-    assert found.not_found == ["test 888 does not exist (the API answered 404)"]
+    assert found.not_found == ["test 888 does not exist (GET /loadtests/v2/tests/888 answered 404)"]
 
 
 # --- runs left waiting ------------------------------------------------------------------------

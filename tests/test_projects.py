@@ -304,7 +304,10 @@ async def test_an_unknown_organization_is_named_and_the_others_still_discovered(
 ) -> None:
     settings = settings_for(simulator, tmp_path, organizations=[77, OTHER_ORG])
     found = await discover_runs(settings, Selection.from_settings(settings))
-    assert found.not_found == ["organization 77 does not exist (the API answered 404)"]
+    assert found.not_found == [
+        "organization 77 does not exist (GET /v3/organizations/77/projects?page=1&page_size=50 "
+        "answered 404)"
+    ]
     assert sorted(t.run_id for t in found.targets) == list(OTHER_RUNS)
 
 

@@ -301,7 +301,10 @@ async def test_a_redirect_to_a_malformed_url_fails_the_run(tmp_path: Path) -> No
     async with tiny_api(moved) as (url, _asked):
         reason = await harvest_one(url, tmp_path)
     assert reason is not None
-    assert reason.startswith("unusable answer: the API redirected to a malformed URL 'http://[::1'")
+    assert reason.startswith(
+        "unusable answer: metrics /loadtests/v2/metrics?test_run_id=1: the API redirected to a "
+        "malformed URL 'http://[::1'"
+    )
 
 
 @pytest.mark.parametrize("value", [FAR_DATE, "nan", "inf", "1e999", "Sun, 99 Foo 2020", " "])

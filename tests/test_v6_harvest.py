@@ -4,17 +4,19 @@ readiness, discovery and its incremental guarantee, auth errors, methods and URL
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
 from harvester.backends import v5_query, v6_thresholds
 from harvester.backends.v6_api import V6Api
 from harvester.config import Settings
 from harvester.discovery import Selection, discover_runs
-from harvester.errors import ApiStatusError, ConfigError
+from harvester.errors import ApiStatusError, AuthRejected, ConfigError
 from harvester.job import harvest_job
 from harvester.ratelimit import RateGate
 from harvester.scheduler import RunTarget
@@ -26,6 +28,8 @@ from harvester.stats import HarvestStats
 from harvester.transport import Transport
 from tests.harvest_helpers import read_dir, settings_for
 from tests.process_helpers import run_cli, wait_for
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 PROJECT = 3458575  # tests 720001 and 720003: runs 100001, 100003, 100004, 100006, 100007
 
@@ -101,7 +105,10 @@ async def test_cli_not_ready_exits_1_and_a_foreign_stack_exits_2_naming_it(
     refused = await run_cli(simulator, "harvest", "--api", "v6", "--stack-id", "77",
                             "--run", "100001", "--out", str(tmp_path))  # fmt: skip
     assert refused.returncode == 2
-    assert b"X-Stack-Id 77" in refused.stderr
+    # (the line names the request refused)
+    assert b"v6_run /cloud/v6/test_runs/100001: the API rejected the token for X-Stack-Id 77" in (
+        refused.stderr
+    )
     assert simulator.token.encode() not in refused.stderr
     no_stack = await run_cli(simulator, "harvest", "--api", "v6", "--run", "1")
     assert no_stack.returncode == 2 and b"--stack-id" in no_stack.stderr
@@ -141,6 +148,25 @@ async def test_the_stack_url_is_resolved_once(simulator: Simulator, tmp_path: Pa
     result = await harvest_job(settings, [RunTarget(100002)])
     assert not result.report.failed
     assert len(simulator.requests_for("v6_auth")) == 1
+
+
+async def test_a_stack_url_refused_or_answered_without_an_id_names_the_request(
+    simulator: Simulator, tmp_path: Path
+) -> None:
+    refused = settings_for(simulator, tmp_path, api="v6", stack_url="https://nope.grafana.net")
+    with pytest.raises(AuthRejected, match=r"^v6_auth /cloud/v6/auth: the API refused --stack-url"):
+        await harvest_job(refused, [RunTarget(100002)])
+
+    @web.middleware
+    async def no_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return web.json_response({}) if request.path.endswith("/auth") else await handler(request)
+
+    sim = Simulator(simulator.cloud)
+    sim.app.middlewares.insert(0, no_id)
+    async with sim:
+        settings = settings_for(sim, tmp_path, api="v6", stack_url="https://other.grafana.net")
+        with pytest.raises(ApiStatusError, match=r"^v6_auth /cloud/v6/auth: no stack id for"):
+            await harvest_job(settings, [RunTarget(100002)])
 
 
 async def test_methods_map_per_type_and_a_raw_v5_method_is_taken(

@@ -4,6 +4,7 @@ test pins them: the API from the config file, `--stack-url` asked once per job,
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,10 +65,16 @@ async def test_an_unknown_project_or_test_is_named_and_the_rest_harvested(
     settings = v6_settings(simulator, tmp_path, projects=["4242"],
                            tests=[str(FIRST_TEST_ID), "979797"])  # fmt: skip
     found = await discover_runs(settings, Selection.from_settings(settings))
-    assert found.not_found == [
-        "project 4242 does not exist (the API answered 404)",
-        "test 979797 does not exist (the API answered 404)",
-    ]
+    project, test = found.not_found  # each naming its request
+    assert project == (
+        "project 4242 does not exist "
+        "(GET /cloud/v6/projects/4242/load_tests?$top=50&$skip=0 answered 404)"
+    )
+    assert re.fullmatch(
+        r"test 979797 does not exist \(GET /cloud/v6/load_tests/979797/test_runs\?"
+        r"\$orderby=created&created_before=[-0-9T:.]+Z&\$top=50&\$skip=0 answered 404\)",
+        test,
+    ), test
     assert found.targets and {t.run.get("test_id") for t in found.targets if t.run} == {
         FIRST_TEST_ID
     }

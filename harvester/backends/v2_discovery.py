@@ -35,8 +35,8 @@ async def _tests_of(
 
     try:
         tests = await read_pages(fetch, page_size)
-    except NotFound:
-        not_found.append(f"project {project_id} does not exist (the API answered 404)")
+    except NotFound as exc:
+        not_found.append(f"project {project_id} does not exist (GET {exc.url} answered 404)")
         return []
     if not tests and named:  # the v2 API may answer an unknown project with an empty list
         not_found.append(f"project {project_id} has no tests: is the id right?")
@@ -55,8 +55,8 @@ async def _runs_of(
         runs = await read_pages(fetch, page_size)
         if not runs and selected:  # no runs yet, or an unknown test answered with []?
             await api.get_test(test_id)
-    except NotFound:
-        not_found.append(f"test {test_id} does not exist (the API answered 404)")
+    except NotFound as exc:
+        not_found.append(f"test {test_id} does not exist (GET {exc.url} answered 404)")
         return []
     return runs
 

@@ -124,10 +124,11 @@ class V6Api:
             if not doc.get("@nextLink"):
                 return list(rows.values())
             if len(rows) == before:
+                shown = short_url(url)
                 raise ApiStatusError(
-                    f"a page of {len(value)} rows that brings no row not on the pages before "
-                    "but links to another (does the API ignore $skip?)",
-                    url=str(url),
+                    f"{endpoint} {shown}: a page of {len(value)} rows that brings no row not "
+                    "on the pages before but links to another (does the API ignore $skip?)",
+                    url=shown,
                 )
 
     async def count(self, endpoint: str, path: str) -> int | None:
@@ -197,7 +198,8 @@ async def resolve_stack(transport: Transport, settings: Settings) -> None:
         doc = await transport.get("v6_auth", url, headers={"X-Stack-Url": stack_url})
     except AuthRejected as exc:  # the transport's words name the stack id, not known yet
         raise AuthRejected(
-            f"the API refused --stack-url {stack_url} (HTTP {exc.status}): the token has no "
+            f"v6_auth {exc.url}: the API refused --stack-url {stack_url} (HTTP {exc.status}): "
+            "the token has no "
             "stack at that URL; check the URL (https://NAME.grafana.net) and the token, or "
             "give --stack-id N",
             status=exc.status,
@@ -205,5 +207,8 @@ async def resolve_stack(transport: Transport, settings: Settings) -> None:
         ) from None
     stack = doc.get("stack_id") if isinstance(doc, dict) else None
     if not isinstance(stack, int):
-        raise ApiStatusError(f"no stack id for {settings.stack_url} in the answer", url=str(url))
+        shown = short_url(url)
+        raise ApiStatusError(
+            f"v6_auth {shown}: no stack id for {settings.stack_url} in the answer", url=shown
+        )
     transport.stack_id = _RESOLVED[key] = stack

@@ -117,6 +117,6 @@ async def _listing(
     endpoint = "v6_runs" if path.endswith("/test_runs") else "v6_tests"
     try:
         return await api.pages(endpoint, path, params, top)
-    except NotFound:
-        found.not_found.append(f"{what} does not exist (the API answered 404)")
+    except NotFound as exc:
+        found.not_found.append(f"{what} does not exist (GET {exc.url} answered 404)")
         return []
