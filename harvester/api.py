@@ -16,7 +16,9 @@ from yarl import URL
 
 from .answers import SeriesAnswer, packed_series_answer, series_answer, the_run_asked
 from .batching import series_query
+from .paging import Page
 from .transport import Transport
+from .wire import short_url
 
 JsonObject = dict[str, Any]
 V2 = "/loadtests/v2"
@@ -95,36 +97,27 @@ class CloudApi:
         found: JsonObject = doc[key]
         return found
 
-    async def list_tests(
-        self, project_id: int, page: int, page_size: int
-    ) -> tuple[list[JsonObject], int | None]:
+    async def list_tests(self, project_id: int, page: int, page_size: int) -> Page:
         query = urlencode({"project_id": project_id, "page": page, "page_size": page_size})
         return await self._page("tests", f"{V2}/tests", query, "k6-tests")
 
-    async def list_runs(
-        self, test_id: int, page: int, page_size: int
-    ) -> tuple[list[JsonObject], int | None]:
+    async def list_runs(self, test_id: int, page: int, page_size: int) -> Page:
         query = urlencode({"test_id": test_id, "page": page, "page_size": page_size})
         return await self._page("runs", f"{V2}/runs", query, "k6-runs")
 
-    async def list_organizations(
-        self, page: int, page_size: int
-    ) -> tuple[list[JsonObject], int | None]:
+    async def list_organizations(self, page: int, page_size: int) -> Page:
         query = urlencode({"page": page, "page_size": page_size})
         return await self._page("organizations", ORGANIZATIONS, query, "organizations")
 
-    async def list_projects(
-        self, organization_id: int, page: int, page_size: int
-    ) -> tuple[list[JsonObject], int | None]:
+    async def list_projects(self, organization_id: int, page: int, page_size: int) -> Page:
         query = urlencode({"page": page, "page_size": page_size})
         path = f"{ORGANIZATIONS}/{organization_id}/projects"
         return await self._page("projects", path, query, "projects")
 
-    async def _page(
-        self, endpoint: str, path: str, query: str, key: str
-    ) -> tuple[list[JsonObject], int | None]:
+    async def _page(self, endpoint: str, path: str, query: str, key: str) -> Page:
         url = self.transport.url(path, query)
         doc = await self.transport.get(endpoint, url, (key,))
         meta = doc.get("meta")
         count = meta.get("count") if isinstance(meta, dict) else None
-        return _list_of(doc, key), count if isinstance(count, int) else None
+        counted = count if isinstance(count, int) else None
+        return Page(_list_of(doc, key), counted, f"{endpoint} {short_url(url)}")

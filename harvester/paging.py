@@ -5,18 +5,28 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import anyio
 import orjson
 
-from .api import JsonObject
-from .errors import unwrap
+from .errors import ApiStatusError, unwrap
 
 Item = TypeVar("Item")
+JsonObject = dict[str, Any]
 
-#: (page, page_size) -> (that page's items, `meta.count` or None when the answer has none).
-PageFetch = Callable[[int, int], Awaitable[tuple[list[JsonObject], int | None]]]
+
+class Page(NamedTuple):
+    """A page of a listing: its items, `meta.count` as `total` (None when the answer has
+    none) and the request, for messages (`endpoint path?query`)."""
+
+    items: list[JsonObject]
+    total: int | None
+    request: str
+
+
+#: (page, page_size) -> that `Page`.
+PageFetch = Callable[[int, int], Awaitable[Page]]
 
 
 async def read_pages(
@@ -26,11 +36,13 @@ async def read_pages(
     or (no count) a page comes back short, or a page is empty or brings nothing new (a
     server ignoring `page` must not loop us forever). With `whole_without_count`, an
     answer without a count is the whole list: the v3 lists are documented unpaged, so
-    only an answer with a `meta` is followed page by page."""
+    only an answer with a `meta` is followed page by page. A page the same as the one
+    before but for its ids is an error (`same_but_ids`)."""
     items: dict[Any, JsonObject] = {}
+    shapes = PageShapes()
     page = 1
     while True:
-        batch, count = await fetch(page, page_size)
+        batch, count, request = await fetch(page, page_size)
         before = len(items)
         alike: Counter[bytes] = Counter()
         for item in batch:
@@ -41,8 +53,31 @@ async def read_pages(
             break
         if count is None and (whole_without_count or len(batch) < page_size):
             break
+        shapes.check(batch, request, "page")
         page += 1
     return list(items.values())
+
+
+class PageShapes:
+    """Each page of a listing about to be followed, but for its rows' ids, against the
+    page before: the same rows again with new ids is a server ignoring the paging
+    parameter and making up ids (every page brought rows not seen before, so the listing
+    was asked for ever). In a real listing two pages differ in more than their ids (a
+    test's name, a run's `created`), so a legitimate long listing is never cut."""
+
+    def __init__(self) -> None:
+        self._before: list[bytes] | None = None
+
+    def check(self, rows: list[JsonObject], request: str, parameter: str) -> None:
+        shape = [orjson.dumps({k: v for k, v in row.items() if k != "id"},
+                              option=orjson.OPT_SORT_KEYS) for row in rows]  # fmt: skip
+        if shape == self._before:
+            raise ApiStatusError(
+                f"{request}: a page of {len(rows)} rows the same as the page before but for "
+                f"their ids, and the listing goes on (does the API ignore {parameter}?)",
+                url=request,
+            )
+        self._before = shape
 
 
 def listing_key(item: JsonObject, alike: Counter[bytes]) -> Any:

@@ -16,7 +16,7 @@ import anyio
 from .api import CloudApi, JsonObject
 from .config import Settings
 from .errors import ConfigError, NotFound
-from .paging import each, read_pages
+from .paging import Page, each, read_pages
 from .ratelimit import RateGate
 from .stats import HarvestStats
 from .transport import Transport
@@ -26,14 +26,14 @@ if TYPE_CHECKING:
 
 
 async def organizations(api: CloudApi, page_size: int) -> list[JsonObject]:
-    async def fetch(page: int, size: int) -> tuple[list[JsonObject], int | None]:
+    async def fetch(page: int, size: int) -> Page:
         return await api.list_organizations(page, size)
 
     return await read_pages(fetch, page_size, whole_without_count=True)
 
 
 async def projects_of(api: CloudApi, organization_id: int, page_size: int) -> list[JsonObject]:
-    async def fetch(page: int, size: int) -> tuple[list[JsonObject], int | None]:
+    async def fetch(page: int, size: int) -> Page:
         return await api.list_projects(organization_id, page, size)
 
     return await read_pages(fetch, page_size, whole_without_count=True)
@@ -89,7 +89,7 @@ async def project_rows(
 
     async def count_tests(row: JsonObject) -> None:
         async with slots:
-            _, row["tests"] = await api.list_tests(row["project_id"], 1, 1)
+            row["tests"] = (await api.list_tests(row["project_id"], 1, 1)).total
 
     await each(count_tests, rows)
     return rows

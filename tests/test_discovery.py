@@ -28,7 +28,7 @@ from harvester.discovery import (
 )
 from harvester.errors import ConfigError
 from harvester.layout import parse_created
-from harvester.paging import read_pages
+from harvester.paging import Page, read_pages
 from harvester.runstatus import INCOMPLETE_REASON, RUN_STATUS_NAMES, PendingRun, classify
 from harvester.scheduler import RunTarget
 from harvester.selection import by_run_id, with_ids
@@ -96,19 +96,19 @@ async def test_a_server_capping_the_page_size_still_yields_every_run(tmp_path: P
 
 
 async def test_read_pages_stops_on_a_short_page_without_a_count_and_on_a_repeated_page() -> None:
-    items = [{"id": i} for i in range(7)]
+    items = [{"id": i, "created": f"2026-01-0{i + 1}"} for i in range(7)]  # (rows as listed)
     asked: list[int] = []
 
-    async def no_count(page: int, size: int) -> tuple[list[JsonObject], int | None]:
+    async def no_count(page: int, size: int) -> Page:
         asked.append(page)
-        return items[(page - 1) * size : page * size], None
+        return Page(items[(page - 1) * size : page * size], None, "tests /t")
 
     assert await read_pages(no_count, 3) == items
     assert asked == [1, 2, 3]
 
-    async def ignores_page(page: int, size: int) -> tuple[list[JsonObject], int | None]:
+    async def ignores_page(page: int, size: int) -> Page:
         asked.append(page)
-        return items[:size], 100  # claims more than it will ever give
+        return Page(items[:size], 100, "tests /t")  # claims more than it will ever give
 
     asked.clear()
     assert await read_pages(ignores_page, 3) == items[:3]
@@ -125,10 +125,10 @@ async def test_read_pages_of_items_without_a_usable_id_ends_and_lists_each(
     kept, for discovery to name each as no run id."""
     asked: list[int] = []
 
-    async def ignores_page(page: int, size: int) -> tuple[list[JsonObject], int | None]:
+    async def ignores_page(page: int, size: int) -> Page:
         asked.append(page)
         assert len(asked) <= 50, "asked for ever"
-        return [item, {**item, "n": 1}, item][:size], None
+        return Page([item, {**item, "n": 1}, item][:size], None, "tests /t")
 
     assert await read_pages(ignores_page, 3) == [item, {**item, "n": 1}, item]
     assert asked == [1, 2]

@@ -68,11 +68,12 @@ async def test_an_unknown_project_or_test_is_named_and_the_rest_harvested(
     project, test = found.not_found  # each naming its request
     assert project == (
         "project 4242 does not exist "
-        "(GET /cloud/v6/projects/4242/load_tests?$top=50&$skip=0 answered 404)"
+        "(GET /cloud/v6/projects/4242/load_tests?$top=50&$skip=0&$count=true answered 404)"
     )
     assert re.fullmatch(
         r"test 979797 does not exist \(GET /cloud/v6/load_tests/979797/test_runs\?"
-        r"\$orderby=created&created_before=[-0-9T:.]+Z&\$top=50&\$skip=0 answered 404\)",
+        r"\$orderby=created&created_before=[-0-9T:.]+Z&\$top=50&\$skip=0&\$count=true answered "
+        r"404\)",
         test,
     ), test
     assert found.targets and {t.run.get("test_id") for t in found.targets if t.run} == {

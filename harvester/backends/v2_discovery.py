@@ -17,7 +17,7 @@ import anyio
 
 from ..api import CloudApi, JsonObject
 from ..errors import NotFound
-from ..paging import each, read_pages
+from ..paging import Page, each, read_pages
 from ..projects import selected_projects
 from ..runstatus import classify
 from ..selection import Discovery, Selection, sort_runs, with_ids
@@ -30,7 +30,7 @@ async def _tests_of(
 ) -> list[JsonObject]:
     """The project's tests; a `named` project (a --project) without any is reported."""
 
-    async def fetch(page: int, size: int) -> tuple[list[JsonObject], int | None]:
+    async def fetch(page: int, size: int) -> Page:
         return await api.list_tests(project_id, page, size)
 
     try:
@@ -48,7 +48,7 @@ async def _runs_of(
 ) -> list[JsonObject]:
     """The test's runs; a `selected` test (a --test) with none is checked to exist."""
 
-    async def fetch(page: int, size: int) -> tuple[list[JsonObject], int | None]:
+    async def fetch(page: int, size: int) -> Page:
         return await api.list_runs(test_id, page, size)
 
     try:

@@ -23,7 +23,7 @@ from ..answers import (
 )
 from ..config import Settings
 from ..errors import ApiStatusError, AuthRejected, HarvesterError, MalformedAnswer, NotFound
-from ..paging import listing_key
+from ..paging import PageShapes, listing_key
 from ..transport import Transport
 from ..wire import short_url
 from . import v5_query
@@ -71,6 +71,17 @@ def _results(body: bytes, status: int, endpoint: str, where: Callable[[], str]) 
 _RAW_RESULT = _needs(lambda doc: doc is not None, NO_RESULT, raw_result)
 
 
+def _within_count(count: Any, rows: int, request: str) -> None:
+    """A page that links on must leave rows to read: `rows` already at the listing's
+    `@count` is a server ignoring `$skip` (None: a server that gives no count)."""
+    if type(count) is int and rows >= count:
+        raise ApiStatusError(
+            f"{request}: a page that links to another, though the {rows} rows read make "
+            f"the listing's @count of {count} (does the API ignore $skip?)",
+            url=request,
+        )
+
+
 class NotReady(HarvesterError):
     """A run asked for by id that is not final yet: not harvested (exit 1)."""
 
@@ -106,12 +117,18 @@ class V6Api:
     ) -> list[JsonObject]:
         """Every row of a listing, once each (by `id`: pages that overlap, a row added
         meanwhile, must not list a run twice): `$skip` advances by the rows received,
-        until `@nextLink` is absent. A page that links on with no row not seen before
-        is an error (empty, or a server ignoring `$skip`: asked on, it looped for ever)."""
+        until `@nextLink` is absent. A page that links on though it brings no row not
+        seen before (a server ignoring `$skip`), though the rows received already make
+        the listing's own `@count` (asked of every page: rows added meanwhile count in
+        it), or though it is the page before but for its ids (`PageShapes`: a server
+        ignoring `$skip` and making up ids) is an error; each was asked on for ever."""
         rows: dict[Any, JsonObject] = {}
+        shapes = PageShapes()
         received = 0
         while True:
-            query = urlencode({**params, "$top": top, "$skip": received}, safe="$:")
+            query = urlencode(
+                {**params, "$top": top, "$skip": received, "$count": "true"}, safe="$:"
+            )
             url = self.transport.url(path, query)
             # Rows must be objects (`lists`): one that is not fails the job in one line,
             # as v2's listings do (it was an internal error: AttributeError).
@@ -123,13 +140,15 @@ class V6Api:
                 rows.setdefault(listing_key(row, alike), row)
             if not doc.get("@nextLink"):
                 return list(rows.values())
+            request = f"{endpoint} {short_url(url)}"
             if len(rows) == before:
-                shown = short_url(url)
                 raise ApiStatusError(
-                    f"{endpoint} {shown}: a page of {len(value)} rows that brings no row not "
-                    "on the pages before but links to another (does the API ignore $skip?)",
-                    url=shown,
+                    f"{request}: a page of {len(value)} rows that brings no row not on the "
+                    "pages before but links to another (does the API ignore $skip?)",
+                    url=request,
                 )
+            _within_count(doc.get("@count"), len(rows), request)
+            shapes.check(value, request, "$skip")
 
     async def count(self, endpoint: str, path: str) -> int | None:
         """A listing's `@count`, from a page of one row (None when the answer has none)."""
