@@ -4,6 +4,7 @@ what is wrong."""
 
 from __future__ import annotations
 
+import gzip
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,8 +12,11 @@ from typing import Any
 
 import anyio.from_thread
 import pytest
+import zstandard
 
+from harvester.archive import open_archive
 from harvester.cli import main
+from harvester.objectstore.peek import NO_RECORD, PEEK, UNKNOWN, first_record
 from tests.harvest_helpers import cli_args
 from tests.report_helpers import page_data
 from tests.s3_helpers import RUNS, CutOnce, S3Cli
@@ -93,6 +97,52 @@ def test_since_copies_no_day_directory_before_its_day(s3cli: S3Cli, tmp_path: Pa
     assert "read " not in err
     code, err, _ = _page(s3cli, out, tmp_path / "r.html", *endpoint, "--since", "2000-01-01")
     assert code == 0 and f"read 2 of 2 runs from {out}" in err
+
+
+@pytest.mark.parametrize(
+    "flags", [(), ("--compress", "zstd"), ("--format", "points", "--compress", "gzip")]
+)
+def test_test_and_since_copy_only_the_runs_whose_first_bytes_say_so(
+    s3cli: S3Cli, tmp_path: Path, flags: tuple[str, ...]
+) -> None:
+    directory, out = _both(s3cli, tmp_path, *flags)
+    records = {run.run_id: run.first("run") for run in open_archive(directory)}
+    test_id = records[100002]["data"]["test_id"]  # type: ignore[index]
+    assert records[100001]["data"]["test_id"] != test_id  # type: ignore[index]
+    endpoint = ("--s3-endpoint-url", s3cli.s3.url)
+    code, err, page = _page(s3cli, out, tmp_path / "t.html", *endpoint, "--test", str(test_id))
+    assert code == 0 and f"read 1 of 2 runs from {out}" in err, err
+    assert page == _page(s3cli, str(directory), tmp_path / "d.html", "--test", str(test_id))[2]
+    code, err, _ = _page(s3cli, out, tmp_path / "s.html", *endpoint, "--since", "2000-01-01")
+    assert code == 0 and f"read 2 of 2 runs from {out}" in err, err
+
+
+def test_runs_without_their_record_are_not_copied_for_test_and_the_hint_says_why(
+    s3cli: S3Cli, tmp_path: Path
+) -> None:
+    out = f"s3://{s3cli.bucket}/bare/"
+    assert s3cli.main(s3cli.args(out, *RUNS))[0] == 0  # no --run-record
+    endpoint = ("--s3-endpoint-url", s3cli.s3.url)
+    code, err, _ = _page(s3cli, out, tmp_path / "r.html", *endpoint, "--test", "1")
+    assert code == 2 and "read " not in err  # nothing copied
+    assert f"no archived run in {out} matches: --test 1 (--test and --since need run " in err
+
+
+def test_a_run_record_is_read_from_a_cut_start_or_said_unknown() -> None:
+    run = b'{"type":"run","test_run_id":7,"data":{"id":7,"test_id":70}}\n'
+    rest = b'{"type":"metric","test_run_id":7,"data":{}}\n' * 5000
+    whole = run + rest
+    starts = {
+        "none": whole[:PEEK],
+        "gzip": gzip.compress(whole)[:200],  # the start of a stream, cut
+        "zstd": zstandard.ZstdCompressor().compress(whole)[:200],
+    }
+    for codec, head in starts.items():
+        assert first_record(head, codec) == {"id": 7, "test_id": 70}, codec
+    assert first_record(rest, "none") is NO_RECORD  # a run harvested without its record
+    assert first_record(b'{"type":"run","data":{' + b" " * PEEK, "none") is UNKNOWN  # longer
+    assert first_record(b"\x00garbage", "gzip") is UNKNOWN
+    assert first_record(b"not json\n", "none") is UNKNOWN
 
 
 @pytest.fixture

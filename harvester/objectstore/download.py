@@ -5,9 +5,10 @@ as it reads the `--out DIR` of a harvest.
 One listing of the prefix finds each archived run's data objects (the points, Parquet and
 sidecar objects of a run are read together); a run that a dead `--force` job left half
 replaced is left out, as `status` and a harvest leave it out. Only the runs the report
-can show are copied: those asked for with `--run`, and with `--since` none of a day
-directory (`--layout date`: the day a run was created, UTC) before that day; `--test`
-needs each run's own record, so it is chosen among the copies. Objects are streamed to
+can show are copied: those asked for with `--run`, with `--since` none of a day
+directory (`--layout date`: the day a run was created, UTC) before that day, and with
+`--test` or `--since` only those whose run record says so, read from each run's first
+bytes (`peek`) rather than from a copy of every run. Objects are streamed to
 their files in chunks, a few at a time: memory holds chunks, never an object. A copy cut
 short (its size is the listing's) is asked for again, up to `--max-attempts` tries.
 """
@@ -15,6 +16,7 @@ short (its size is the listing's) is asked for again, up to `--max-attempts` tri
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,19 +30,24 @@ from ..errors import OutputError
 from .failures import StoreError
 from .leases import torn_runs
 from .listing import DATA_KEY
+from .peek import NO_RECORD, UNKNOWN, run_record
 from .store import Store
 
-#: Objects copied at once, and the size of each read of one.
+#: Objects copied at once, and the size of each read of one; runs' first bytes read at once.
 COPIES = 4
 CHUNK = 1 << 20
+PEEKS = 8
 
 
 @dataclass(frozen=True)
 class Wanted:
-    """Which runs the report can show: these ids (all when empty), created since then."""
+    """Which runs the report can show: these ids (all when empty), created since then,
+    and whose run object `record` takes (None: any run; else a run without one is not
+    shown, `report.build.choose_runs`'s rule)."""
 
     run_ids: frozenset[int] = frozenset()
     since: datetime | None = None
+    record: Callable[[dict[str, Any]], bool] | None = None
 
     def run(self, run_id: int) -> bool:
         return not self.run_ids or run_id in self.run_ids
@@ -59,6 +66,8 @@ class Copied:
     runs: int
     bytes: int
     archived: int
+    #: Runs left out as their object starts with no run record (`record` could not judge).
+    unrecorded: int = 0
 
 
 async def copy_archive(settings: Settings, into: Path, wanted: Wanted) -> Copied:
@@ -67,6 +76,9 @@ async def copy_archive(settings: Settings, into: Path, wanted: Wanted) -> Copied
     await store.open()  # a missing bucket, denied access: one line, before any copy
     try:
         runs, archived = await _wanted_runs(store, wanted, settings.s3_lease)
+        unrecorded = 0
+        if wanted.record is not None:
+            runs, unrecorded = await _recorded(store, runs, wanted.record)
         limiter = anyio.CapacityLimiter(COPIES)
         copy = functools.partial(_copy, store, into, limiter, settings.max_attempts)
         async with anyio.create_task_group() as tasks:
@@ -75,15 +87,15 @@ async def copy_archive(settings: Settings, into: Path, wanted: Wanted) -> Copied
     finally:
         await store.close()
     copied = sum(size for objects in runs for _, size in objects)
-    return Copied(len(runs), copied, archived)
+    return Copied(len(runs), copied, archived, unrecorded)
 
 
 async def _wanted_runs(
     store: Store, wanted: Wanted, lease: float
 ) -> tuple[list[list[tuple[str, int]]], int]:
     """The data objects (name below the prefix, size) of each wanted archived run (a run
-    is archived where its last published object, `ARCHIVED_BY`, is), and how many runs
-    are archived."""
+    is archived where its last published object, `ARCHIVED_BY`, is: listed first), and
+    how many runs are archived."""
     objects: dict[tuple[int, str], list[tuple[str, int]]] = {}
     archived: set[tuple[int, str]] = set()
     prefix = store.loc.prefix
@@ -94,13 +106,37 @@ async def _wanted_runs(
             if match is None:
                 continue
             run = (int(match.group(2)), match["dir"] or "")
-            objects.setdefault(run, []).append((name, int(item["Size"])))
-            if match.group(3) in ARCHIVED_BY:
+            found = objects.setdefault(run, [])
+            if match.group(3) in ARCHIVED_BY:  # first: the one whose first line is the run's
                 archived.add(run)
+                found.insert(0, (name, int(item["Size"])))
+            else:
+                found.append((name, int(item["Size"])))
     torn = await torn_runs(store, lease, mine="")
     whole = [run for run in sorted(archived) if run[0] not in torn]
     chosen = [run for run in whole if wanted.run(run[0]) and wanted.directory(run[1])]
     return [objects[run] for run in chosen], len({run_id for run_id, _ in whole})
+
+
+async def _recorded(
+    store: Store, runs: list[list[tuple[str, int]]], keep: Callable[[dict[str, Any]], bool]
+) -> tuple[list[list[tuple[str, int]]], int]:
+    """Those of `runs` whose run object (`peek.run_record` of each first object, a few
+    at a time) `keep` takes, or that cannot be told without reading them whole; and how
+    many have no run object."""
+    records: list[Any] = [UNKNOWN] * len(runs)
+    limiter = anyio.CapacityLimiter(PEEKS)
+
+    async def peek(index: int, key: str) -> None:
+        async with limiter:
+            records[index] = await run_record(store, key)
+
+    async with anyio.create_task_group() as tasks:
+        for index, objects in enumerate(runs):
+            tasks.start_soon(peek, index, store.loc.prefix + objects[0][0])
+    kept = [objects for objects, record in zip(runs, records, strict=True)
+            if record is UNKNOWN or (record is not NO_RECORD and keep(record))]  # fmt: skip
+    return kept, records.count(NO_RECORD)
 
 
 async def _copy(

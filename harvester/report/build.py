@@ -40,11 +40,8 @@ def choose_runs(
     for run in runs:
         record = run.first("run")
         data = record["data"] if record else None
-        if options.tests and (data is None or data.get("test_id") not in options.tests):
-            continue
-        if options.since and not _since(data, options.since):
-            continue
-        chosen.append((run, data))
+        if record_matches(data, options):
+            chosen.append((run, data))
     if not runs and unlisted:
         raise HarvesterError(f"no archived run could be read in {directory}: {unread(unlisted)}")
     if not runs:  # nothing asked for, nothing there: not an archive (or an empty one)
@@ -53,6 +50,14 @@ def choose_runs(
         unrecorded = any(run.first("run") is None for run in runs)
         raise ConfigError(f"no archived run in {directory} matches: {asked(options, unrecorded)}")
     return sorted(chosen, key=lambda pair: (_created(pair[1]) or "", pair[0].run_id))
+
+
+def record_matches(data: dict[str, Any] | None, options: ReportOptions) -> bool:
+    """Whether a run with this run object (None: none archived) is one `--test` and
+    `--since` ask for."""
+    if options.tests and (data is None or data.get("test_id") not in options.tests):
+        return False
+    return not options.since or _since(data, options.since)
 
 
 def unread(unlisted: list[tuple[Path, OSError]]) -> str:

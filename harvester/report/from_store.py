@@ -5,6 +5,7 @@ its messages name the objects by their s3:// URL, not the copy's path."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ from typing import Any
 import anyio
 
 from ..errors import ConfigError, HarvesterError
-from .build import ReportOptions, asked, build_page
+from .build import ReportOptions, asked, build_page, record_matches
 
 
 def build_store_page(flags: Mapping[str, Any], options: ReportOptions) -> dict[str, Any]:
@@ -26,13 +27,18 @@ def build_store_page(flags: Mapping[str, Any], options: ReportOptions) -> dict[s
     settings = load_settings(flags)
     loc = parse_location(settings.out)
     shown = f"s3://{loc.bucket}/{loc.prefix}"
-    wanted = Wanted(frozenset(options.run_ids), options.since)
+    # (with --run the runs are few: copied, then chosen as in a directory, whose messages
+    # then name a run asked for that is there but of another test, not "not there")
+    asks_record = bool(options.tests or options.since) and not options.run_ids
+    record = functools.partial(record_matches, options=options) if asks_record else None
+    wanted = Wanted(frozenset(options.run_ids), options.since, record)
     with tempfile.TemporaryDirectory(prefix="harvester-report-") as local:
         copied = anyio.run(copy_archive, settings, Path(local), wanted)
         if not copied.archived:
             raise ConfigError(f"no archived run in {shown}: give the s3:// --out of a harvest")
         if not copied.runs and not options.run_ids:  # (--run: `select` names the missing)
-            raise ConfigError(f"no archived run in {shown} matches: {asked(options, False)}")
+            unrecorded = copied.unrecorded > 0
+            raise ConfigError(f"no archived run in {shown} matches: {asked(options, unrecorded)}")
         megabytes = copied.bytes / 1e6
         sys.stderr.write(f"read {copied.runs} of {copied.archived} runs from {shown} "
                          f"({megabytes:.1f} MB)\n")  # fmt: skip
