@@ -97,6 +97,10 @@ def test_since_copies_no_day_directory_before_its_day(s3cli: S3Cli, tmp_path: Pa
     assert "read " not in err
     code, err, _ = _page(s3cli, out, tmp_path / "r.html", *endpoint, "--since", "2000-01-01")
     assert code == 0 and f"read 2 of 2 runs from {out}" in err
+    # A run asked for by id is copied whatever its day: it is there, only older.
+    args = ("--run", "100001", "--since", "2999-01-01")
+    code, err, _ = _page(s3cli, out, tmp_path / "r.html", *endpoint, *args)
+    assert code == 2 and f"no archived run in {out} matches: --run 100001 --since 2999" in err
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,11 @@ short (its size is the listing's) is asked for again, up to `--max-attempts` tri
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -32,6 +32,8 @@ from .leases import torn_runs
 from .listing import DATA_KEY
 from .peek import NO_RECORD, UNKNOWN, run_record
 from .store import Store
+
+T = TypeVar("T")
 
 #: Objects copied at once, and the size of each read of one; runs' first bytes read at once.
 COPIES = 4
@@ -79,11 +81,8 @@ async def copy_archive(settings: Settings, into: Path, wanted: Wanted) -> Copied
         unrecorded = 0
         if wanted.record is not None:
             runs, unrecorded = await _recorded(store, runs, wanted.record)
-        limiter = anyio.CapacityLimiter(COPIES)
-        copy = functools.partial(_copy, store, into, limiter, settings.max_attempts)
-        async with anyio.create_task_group() as tasks:
-            for name, size in (found for objects in runs for found in objects):
-                tasks.start_soon(copy, name, size)
+        copy = functools.partial(_copy, store, into, settings.max_attempts)
+        await _each(COPIES, copy, (found for objects in runs for found in objects))
     finally:
         await store.close()
     copied = sum(size for objects in runs for _, size in objects)
@@ -125,43 +124,52 @@ async def _recorded(
     at a time) `keep` takes, or that cannot be told without reading them whole; and how
     many have no run object."""
     records: list[Any] = [UNKNOWN] * len(runs)
-    limiter = anyio.CapacityLimiter(PEEKS)
 
-    async def peek(index: int, key: str) -> None:
-        async with limiter:
-            records[index] = await run_record(store, key)
+    async def peek(item: tuple[int, list[tuple[str, int]]]) -> None:
+        index, objects = item
+        records[index] = await run_record(store, store.loc.prefix + objects[0][0])
 
-    async with anyio.create_task_group() as tasks:
-        for index, objects in enumerate(runs):
-            tasks.start_soon(peek, index, store.loc.prefix + objects[0][0])
+    await _each(PEEKS, peek, enumerate(runs))
     kept = [objects for objects, record in zip(runs, records, strict=True)
             if record is UNKNOWN or (record is not NO_RECORD and keep(record))]  # fmt: skip
     return kept, records.count(NO_RECORD)
 
 
-async def _copy(
-    store: Store, into: Path, limiter: anyio.CapacityLimiter, attempts: int, name: str, size: int
-) -> None:
-    async with limiter:
-        path = into / name
-        for attempt in range(1, attempts + 1):
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                got = await _copy_once(store, store.loc.prefix + name, path)
-            except OSError as exc:  # a full disk: where the copy goes is the user's to change
-                raise OutputError(
-                    f"cannot copy the archive into {into}: {exc.strerror or exc}; "
-                    "set TMPDIR to a directory with room for the runs asked for"
-                ) from None
-            if got == size:
-                return
-            if attempt == attempts:
-                url = f"s3://{store.loc.bucket}/{store.loc.prefix}{name}"
-                raise StoreError(
-                    f"{url} was cut short on each of {attempts} tries (--max-attempts; "
-                    f"{got} of its {size} bytes the last time): is {store.name} overloaded?",
-                    "",
-                )
+async def _each(workers: int, work: Callable[[T], Awaitable[None]], items: Iterable[T]) -> None:
+    """`work` on each of `items`, `workers` at a time: that many tasks take the next item
+    as each is done (a task an item would be 100,000 tasks for a big archive's objects)."""
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:  # (one event loop: no two workers take the same item)
+            await work(item)
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(workers):
+            tasks.start_soon(worker)
+
+
+async def _copy(store: Store, into: Path, attempts: int, found: tuple[str, int]) -> None:
+    name, size = found
+    path = into / name
+    for attempt in range(1, attempts + 1):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            got = await _copy_once(store, store.loc.prefix + name, path)
+        except OSError as exc:  # a full disk: where the copy goes is the user's to change
+            raise OutputError(
+                f"cannot copy the archive into {into}: {exc.strerror or exc}; "
+                "set TMPDIR to a directory with room for the runs asked for"
+            ) from None
+        if got == size:
+            return
+        if attempt == attempts:
+            url = f"s3://{store.loc.bucket}/{store.loc.prefix}{name}"
+            raise StoreError(
+                f"{url} was cut short on each of {attempts} tries (--max-attempts; "
+                f"{got} of its {size} bytes the last time): is {store.name} overloaded?",
+                "",
+            )
 
 
 async def _copy_once(store: Store, key: str, path: Path) -> int:

@@ -15,23 +15,33 @@ from typing import Any
 import anyio
 
 from ..errors import ConfigError, HarvesterError
+from ..objectstore.download import Wanted
 from .build import ReportOptions, asked, build_page, record_matches
+
+
+def _wanted(options: ReportOptions) -> Wanted:
+    """The runs to copy. With --run, those runs, whatever --test and --since say: they are
+    few, and chosen among the copies as in a directory, whose messages then name a run
+    asked for that is there but older or of another test (not "not in the archive")."""
+    if options.run_ids:
+        return Wanted(frozenset(options.run_ids))
+    if options.tests or options.since:
+        return Wanted(
+            since=options.since, record=functools.partial(record_matches, options=options)
+        )
+    return Wanted()
 
 
 def build_store_page(flags: Mapping[str, Any], options: ReportOptions) -> dict[str, Any]:
     """The page of the archive at `flags["out"]` (`cli_flags.store_flags`: how to reach it)."""
     from ..config import load_settings
-    from ..objectstore.download import Wanted, copy_archive
+    from ..objectstore.download import copy_archive
     from ..objectstore.location import parse_location
 
     settings = load_settings(flags)
     loc = parse_location(settings.out)
     shown = f"s3://{loc.bucket}/{loc.prefix}"
-    # (with --run the runs are few: copied, then chosen as in a directory, whose messages
-    # then name a run asked for that is there but of another test, not "not there")
-    asks_record = bool(options.tests or options.since) and not options.run_ids
-    record = functools.partial(record_matches, options=options) if asks_record else None
-    wanted = Wanted(frozenset(options.run_ids), options.since, record)
+    wanted = _wanted(options)
     with tempfile.TemporaryDirectory(prefix="harvester-report-") as local:
         copied = anyio.run(copy_archive, settings, Path(local), wanted)
         if not copied.archived:
