@@ -31,6 +31,7 @@ found by offset, not split into copies, and a serie's lines are handed on as pie
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -165,7 +166,7 @@ class PointsSplitter:
                     yield serie
                 meta = end
             elif data.startswith(REMEMBERED, pos):
-                self._remember(read_line(data[pos:end]))
+                self._remember(read_meta(data[pos:end]))
             pos = end
         if meta < size:
             yield data[meta:]
@@ -291,6 +292,26 @@ def read_line(line: bytes) -> Any:
 def _orjson_int(text: str) -> int | float:
     number = int(text)
     return number if -(2**63) <= number < 2**64 else float(text)
+
+
+#: A run of digits that may spell an integer orjson reads as a float (past 64 bits: at
+#: least 19 digits); one in a string or a fraction only costs the slower, exact read.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def read_meta(line: bytes) -> Any:
+    """A record line that is no serie (a run, a metric...), its integers exact: one past
+    64 bits (a run's `test_id` of 1180591620717411303424) was read as orjson reads it, a
+    float, and written `1.1805916207174113e+21` into every point. Such an integer is kept
+    as its text (`orjson.Fragment`), which orjson writes back as the number it was."""
+    if _LONG_DIGITS.search(line) is None:
+        return read_line(line)
+    return json.loads(line, parse_int=_exact_int)
+
+
+def _exact_int(text: str) -> int | orjson.Fragment:
+    number = int(text)
+    return number if -(2**63) <= number < 2**64 else orjson.Fragment(text)
 
 
 def _built_lines(head: dict[str, Any], body: bytes, count: int) -> bytes | None:

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from ..errors import ConfigError
-from .points import PointsSplitter, Serie, read_line
+from .points import PointsSplitter, Serie, read_meta
 from .singer_state import DoneRuns
 
 NEWLINE = orjson.OPT_APPEND_NEWLINE
@@ -125,7 +125,7 @@ class SingerEncoder:
                     out.write(record("points", row))
                 continue
             for line in item.splitlines():
-                stream, row = self._row(splitter, read_line(line))
+                stream, row = self._row(splitter, read_meta(line))
                 if stream in self.streams:
                     out.write(record(stream, row))
         return self._counted(out.getvalue()) + self._due()
