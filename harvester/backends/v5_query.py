@@ -59,6 +59,8 @@ _PERCENTILE = re.compile(r"p\(?(\d{1,2}(?:\.\d+)?)\)?")
 _FRACTION = re.compile(r"0?\.\d+")
 _QUANTILE = re.compile(r"histogram_quantile\((0?\.\d+)\)")
 _NOT_LABEL = re.compile(r"[^A-Za-z0-9_]")
+#: A label name as a query's `by (...)` can hold: v6.md's syntax has no quoting for one.
+_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def encode_path(text: str) -> str:
@@ -76,6 +78,12 @@ def label_name(key: str) -> str:
     """A k6 tag key as the v5 API's label name: characters outside [A-Za-z0-9_] become
     `_` (`région` -> `r_gion`); the simulator sanitizes its tags with this too."""
     return _NOT_LABEL.sub("_", key)
+
+
+def unwritable(labels: Sequence[str]) -> list[str]:
+    """The label names no `by (...)` can hold as they are (`my-tag`, `1st`): v5 refuses a
+    query naming one (HTTP 400), and the syntax has no quoting that would make it fit."""
+    return [name for name in labels if not _LABEL_NAME.fullmatch(name)]
 
 
 def quote(text: str) -> str:

@@ -117,7 +117,21 @@ class V6RunFetch:
             if not any(v5_query.v5_method(name, t) for t in types.values()):
                 raise HarvesterError(f"--method {name!r} fits no metric type of this run")
         queries = v6_plan.series_queries(self.run_id, types, labels, self._methods, self._step)
+        if queries and (odd := v5_query.unwritable(labels)):
+            self._refuse_labels(odd, labels, queries[0][1])
         return [self._series_job(name, method, path) for name, method, path in queries]
+
+    def _refuse_labels(self, odd: list[str], labels: Sequence[str], method: str) -> None:
+        """Fail the run before its queries, each of which v5 would refuse (HTTP 400): the
+        series are asked grouped by every label, and leaving one out would merge the
+        series it tells apart."""
+        shown = ", ".join(repr(name) for name in odd)
+        raise HarvesterError(
+            f"v5_labels {v5_query.V5}/{self.run_id}/labels: the run's label {shown} cannot be "
+            f"written in a v5 query ('{v5_query.by_labels(method, labels)}': a label name is "
+            "letters, digits and _, not first a digit, and v5 has no quoting for one), so its "
+            "series cannot be asked for"
+        )
 
     def _series_job(self, name: str, method: str, path: str) -> Callable[[], Awaitable[None]]:
         async def job() -> None:
