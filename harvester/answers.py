@@ -87,10 +87,12 @@ def _looks_like_url_too_long(message: str) -> bool:
     return "too long" in text and ("url" in text or "uri" in text or "request line" in text)
 
 
-def classify(status: int, body: bytes, headers: Any, url: str) -> ApiError:
-    """The exception for a non-2xx answer."""
+def classify(status: int, body: bytes, headers: Any, url: str, endpoint: str = "") -> ApiError:
+    """The exception for a non-2xx answer; with `endpoint`, its words name the request
+    (`endpoint url: HTTP 400: ...`), as every error about an API answer does."""
     said = error_message(body)
-    detail = f"HTTP {status}" + (f": {said}" if said else "")
+    detail = (f"{endpoint} {url}: " if endpoint else "") + f"HTTP {status}"
+    detail += f": {said}" if said else ""
     if status == 401:
         return AuthRejected(f"the API rejected the token ({detail})", status=status, url=url)
     if status == 403:

@@ -265,7 +265,13 @@ class _Asked:
 
 
 def _alike(a: ApiStatusError, b: ApiStatusError) -> bool:
-    return (a.status, str(a)) == (b.status, str(b))
+    """The same refusal of two requests: the same status and words, but for the request
+    each names."""
+    return (a.status, _words(a)) == (b.status, _words(b))
+
+
+def _words(error: ApiStatusError) -> str:
+    return str(error).split(f"{error.url}: ", 1)[-1] if error.url else str(error)
 
 
 def _with(method: str | None) -> str:

@@ -180,8 +180,9 @@ class Transport:
                     f"cannot reach the API at {self._base}: {exc}, and no request has had an "
                     "answer; check --base-url and the network",
                 ) from exc
+            last = str(exc).removeprefix(f"{what}: ")  # (an answer's words name it too)
             raise RetriesExhausted(
-                f"{what}: gave up after {plural(attempt, 'try', 'tries')} (last: {exc})",
+                f"{what}: gave up after {plural(attempt, 'try', 'tries')} (last: {last})",
                 status=exc.status,
             ) from exc
         wait = exc.retry_after
@@ -255,7 +256,7 @@ class Transport:
             check_shape(doc, endpoint, lambda: short_url(url), *shape)
             return doc
         body = hiding(self._token.reveal(), body)
-        error = classify(status, body, headers, short_url(url))
+        error = classify(status, body, headers, short_url(url), endpoint)
         if self._scheme == "Bearer" and (status == 401 or url.path.startswith("/cloud/v6/")):
             # v6: 401/403 is about the token and the stack (v5's 403 is an unknown run).
             if status in (401, 403):
@@ -267,8 +268,6 @@ class Transport:
                     status=status,
                     url=error.url,
                 )
-        if isinstance(error, AuthRejected):  # (a 401: the job ends on it, so it names it)
-            raise AuthRejected(f"{endpoint} {error.url}: {error}", status=status, url=error.url)
         if isinstance(error, Forbidden):
             self._forbidden_answer(error)
         raise error

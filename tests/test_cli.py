@@ -102,7 +102,8 @@ def test_rejected_token_stops_at_once_without_retrying(
     error, summary = (orjson.loads(line) for line in err.splitlines())
     assert (error["event"], error["level"], error["exit_status"]) == ("error", "error", 2)
     assert "rejected the token" in error["message"] and SECRET not in err
-    assert error["message"].startswith("metrics /loadtests/v2/metrics?test_run_id=100001: ")
+    said = "the API rejected the token (metrics /loadtests/v2/metrics?test_run_id=100001: HTTP 401"
+    assert error["message"].startswith(said)
     assert summary["event"] == "summary" and summary["requests"] == 1
     assert len(sim.log) == 1 and sim.log[0].status == 401
     assert not list(tmp_path.glob("*.ndjson")) and not list(tmp_path.glob(".*.partial"))

@@ -202,7 +202,8 @@ async def test_a_403_on_one_run_fails_that_run_and_the_others_are_published(
     async with Simulator(cloud, faults=FaultPlan(forbidden_runs=frozenset({100002}))) as sim:
         result = await harvest_job(settings_for(sim, tmp_path), targets(cloud))
     (failed,) = result.report.failed
-    assert failed.run_id == 100002 and "forbidden: HTTP 403" in (failed.reason or "")
+    said = "forbidden: metrics /loadtests/v2/metrics?test_run_id=100002: HTTP 403"
+    assert failed.run_id == 100002 and said in (failed.reason or "")  # naming the request
     assert sorted(read_dir(tmp_path)) == [100001, 100003]
 
 
@@ -225,7 +226,10 @@ def test_a_403_on_one_run_is_exit_1_naming_it(
             args = cli_args(sim, tmp_path, "--run", "100001", "--run", "100002")
             assert main(args) == 1
     err = capfd.readouterr().err
-    assert "run 100002 failed: forbidden: HTTP 403" in err and "rejected the token" not in err
+    said = (
+        "run 100002 failed: forbidden: metrics /loadtests/v2/metrics?test_run_id=100002: HTTP 403"
+    )
+    assert said in err and "rejected the token" not in err
     assert sorted(read_dir(tmp_path)) == [100001]
 
 
@@ -269,6 +273,21 @@ async def harvest_one(base_url: str, out: Path, output_format: str = "raw") -> s
     result = await harvest_job(settings, [RunTarget(1)])
     failed = result.report.failed
     return (failed[0].reason or "") if failed else None
+
+
+async def test_a_refusal_names_its_request_once(tmp_path: Path) -> None:
+    """'API error: HTTP 400: nope' named no request; a retried answer's request is named
+    once, not again in its last words."""
+    async with tiny_api(web.json_response({"detail": "nope"}, status=400)) as (url, _asked):
+        refused = await harvest_one(url, tmp_path)
+    assert refused == "API error: metrics /loadtests/v2/metrics?test_run_id=1: HTTP 400: nope"
+    busy = [web.json_response({"detail": "busy"}, status=503) for _ in range(3)]
+    async with tiny_api(*busy) as (url, _asked):
+        exhausted = await harvest_one(url, tmp_path / "again")
+    assert exhausted == (
+        "retries exhausted: metrics /loadtests/v2/metrics?test_run_id=1: gave up after 3 tries "
+        "(last: HTTP 503: busy)"
+    )
 
 
 async def test_a_list_item_that_is_not_an_object_fails_the_run_naming_the_endpoint(
