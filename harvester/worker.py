@@ -110,6 +110,7 @@ class Worker:
         self._cut: list[int] = []  # (what a second signal cut: `WorkerResult.cut`)
         self._discovery_scope: anyio.CancelScope | None = None
         self._lock: StateLock | None = None
+        self._now: anyio.CancelScope  # (made in `run`: a second signal cancels it)
 
     # --- control --------------------------------------------------------------------
 
@@ -128,7 +129,24 @@ class Worker:
         self, *, task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED
     ) -> WorkerResult:
         """Take the state's lock, serve the endpoints, report the bound port through
-        `task_status`, loop."""
+        `task_status`, loop; then say it stopped. The stop signals are watched from
+        before the lock is taken until that last line: asyncio puts SIG_DFL back when a
+        receiver closes, so a signal before the watch began (right after `listening`) or
+        after it ended (a third Ctrl-C during a second one's cleanup) killed the worker,
+        exit -15, its runs left `running`."""
+        self._now = anyio.CancelScope()
+        try:
+            async with anyio.create_task_group() as tg:
+                if self.handle_signals:
+                    await tg.start(self._watch_signals)
+                result = await self._locked_run(task_status)
+                self._say_stopped(result)
+                tg.cancel_scope.cancel()
+        except ExceptionGroup as group:
+            raise unwrap(group) from None
+        return result
+
+    async def _locked_run(self, task_status: TaskStatus[int]) -> WorkerResult:
         path = state_path(self.settings)
         assert path is not None  # the worker always has --out
         self._lock = StateLock.acquire(path)
@@ -150,27 +168,39 @@ class Worker:
                 "listening", f"serving /healthz and /metrics on {host}:{port}", port=port
             )
             task_status.started(port)
-            try:
-                async with anyio.create_task_group() as tg:
-                    if self.handle_signals:
-                        tg.start_soon(self._watch_signals, tg.cancel_scope)
-                    await self._loop()
-                    tg.cancel_scope.cancel()
-            except ExceptionGroup as group:
-                raise unwrap(group) from None
+            with self._now:  # (a second signal cancels it)
+                await self._loop()
 
-    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+    async def _watch_signals(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """The first signal stops the loop gently, the second cuts its runs now; later
+        ones change nothing (the stop is under way), and the receiver stays open."""
         with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            task_status.started()
             async for signum in signals:
-                self.stopped_by = signum
-                self.reporter.stopping(signum, self.grace)
-                self.stop()
-                break
-            async for signum in signals:
+                if self.stopped_by is None:
+                    self.stopped_by = signum
+                    self.reporter.stopping(signum, self.grace)
+                    self.stop()
+                    continue
                 self.reporter.stopping_now(signum)
-                self._cut = sorted(self._in_flight)
-                scope.cancel()
-                break
+                if not self._now.cancel_called:
+                    self._cut = sorted(self._in_flight)
+                    self._now.cancel()
+
+    def _say_stopped(self, result: WorkerResult) -> None:
+        # A second signal's runs are named: the line said only "0 cycles (0 failed)".
+        cut = f"; cut short, harvested again by the next start: {', '.join(map(str, result.cut))}"
+        self.reporter.event(
+            "stopped",
+            f"worker stopped after {plural(result.cycles, 'cycle')} "
+            f"({result.failed_cycles} failed)" + (cut if result.cut else ""),
+            cycles=result.cycles,
+            failed_cycles=result.failed_cycles,
+            signal=signal_name(result.stopped_by) if result.stopped_by is not None else None,
+            cut_short=result.cut,
+        )
 
     # --- health ---------------------------------------------------------------------
 
@@ -373,17 +403,4 @@ async def serve_endpoints(worker: Worker) -> AsyncIterator[int]:
 
 async def run_worker(settings: Settings, reporter: Reporter | None = None) -> WorkerResult:
     """The CLI's entry: a worker with signal handling, run until stopped."""
-    worker = Worker(settings, reporter=reporter)
-    result = await worker.run()
-    # A second signal's runs are named: the line said only "0 cycles (0 failed)".
-    cut = f"; cut short, harvested again by the next start: {', '.join(map(str, result.cut))}"
-    worker.reporter.event(
-        "stopped",
-        f"worker stopped after {plural(result.cycles, 'cycle')} ({result.failed_cycles} failed)"
-        + (cut if result.cut else ""),
-        cycles=result.cycles,
-        failed_cycles=result.failed_cycles,
-        signal=signal_name(result.stopped_by) if result.stopped_by is not None else None,
-        cut_short=result.cut,
-    )
-    return result
+    return await Worker(settings, reporter=reporter).run()

@@ -4,6 +4,7 @@ with the right numbers, and stops cleanly on SIGTERM."""
 from __future__ import annotations
 
 import io
+import os
 import signal
 import sqlite3
 import time
@@ -37,7 +38,7 @@ from harvester.simulator.generated import (
 from harvester.simulator.server import Simulator
 from harvester.sinks import final_path
 from harvester.state import STATE_FILE_NAME
-from harvester.worker import Worker
+from harvester.worker import Worker, run_worker
 from tests.fs_helpers import fill, remount
 from tests.harvest_helpers import read_dir, settings_for
 from tests.process_helpers import ROOT, cli_command, cli_env, run_cli, wait_for
@@ -401,3 +402,56 @@ async def test_a_state_busy_with_another_program_between_cycles_is_an_outage(
             success = worker.status.last_success
             await wait_for(lambda: worker.status.last_success != success)
     assert "another program holds a SQLite lock" in failed_cycles(log)[0]
+
+
+async def test_a_sigterm_as_soon_as_the_worker_listens_stops_it_cleanly(
+    cloud: SimCloud, tmp_path: Path
+) -> None:
+    """The signals were watched only once the loop had begun: a SIGTERM right after the
+    `listening` line (a pod deleted as it starts) killed the worker, exit -15."""
+    async with Simulator(cloud) as sim:
+        args = ("--project", str(FIRST_PROJECT_ID), "--out", str(tmp_path), "--listen-port", "0")
+        async with worker_process(sim, *args) as (process, stderr):
+            with anyio.fail_after(20):
+                await read_event(stderr, "listening")
+                process.send_signal(signal.SIGTERM)
+                stopped = await read_event(stderr, "stopped")
+                assert await process.wait() == 0
+    assert stopped["signal"] == "SIGTERM"
+    assert not list(tmp_path.glob("*.ndjson")) or sorted(read_dir(tmp_path)) == ready_runs(cloud)
+
+
+class DispositionOnEvents(Reporter):
+    """A reporter that notes SIGTERM's disposition as each event is said."""
+
+    def __init__(self) -> None:
+        self.log = io.StringIO()
+        super().__init__(self.log, json_lines=True)
+        self.dispositions: dict[str, Any] = {}
+
+    def event(self, event: str, message: str, **fields: Any) -> None:
+        self.dispositions[event] = signal.getsignal(signal.SIGTERM)
+        super().event(event, message, **fields)
+
+
+async def test_stop_signals_stay_handled_from_listening_until_stopped(tmp_path: Path) -> None:
+    """After a second SIGTERM the worker closed its receiver and cleaned up with SIGTERM's
+    default disposition back: a third one (Ctrl-C pressed thrice) killed it mid-cleanup,
+    its runs left `running`. The watch now spans the worker's life, `stopped` included."""
+    cloud = generate_cloud(runs=2, metrics=3, points=2)
+    hang = FaultPlan(p_delay=1.0, delay_seconds=60.0, fault_endpoints=frozenset({"overview"}))
+    async with Simulator(cloud, faults=hang) as sim:
+        reporter = DispositionOnEvents()
+        settings = worker_settings(sim, tmp_path, projects=[], all_projects=True)
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_worker, settings, reporter)
+                await wait_for(lambda: sim.fault_counts["delay"] == len(cloud.runs))
+                os.kill(os.getpid(), signal.SIGTERM)
+                await wait_for(lambda: "stopping" in reporter.dispositions)
+                os.kill(os.getpid(), signal.SIGTERM)
+    seen = reporter.dispositions
+    assert {"listening", "stopping_now", "stopped"} <= set(seen)
+    assert signal.SIG_DFL not in (seen["listening"], seen["stopped"])
+    stopped = orjson.loads(reporter.log.getvalue().splitlines()[-1])
+    assert stopped["event"] == "stopped" and stopped["cut_short"] == sorted(cloud.runs)
