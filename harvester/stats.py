@@ -24,6 +24,12 @@ class HarvestStats:
     runs_done: int = 0
     runs_failed: int = 0
     runs_skipped: int = 0
+    #: Whether a request of the job has had an HTTP answer, and a 2xx one. Shared by the
+    #: job's transports (discovery's and the harvest's): a harvest whose requests time out
+    #: or answer 403 after discovery was answered has not met an unreachable API or a
+    #: token that may read nothing. The worker clears them as each cycle begins.
+    answered: bool = False
+    allowed: bool = False
 
     @property
     def request_count(self) -> int:

@@ -88,8 +88,6 @@ class Transport:
             max_retry_after=settings.max_retry_after,
         )
         self._session: aiohttp.ClientSession | None = None
-        self._ever_answered = False  # has any request of this job had an HTTP answer?
-        self._ever_allowed = False  # ... a 2xx answer?
         self._forbidden = 0  # 403 answers so far
         # v6/v5 take `Bearer` and the stack id on every request; v2 takes `Token`.
         self._scheme = "Bearer" if settings.api == "v6" else "Token"
@@ -173,7 +171,7 @@ class Transport:
             # First, whatever happens to this request: the gate pauses everyone.
             self._throttled(exc, attempt)
         if attempt >= self.policy.max_attempts:
-            if isinstance(exc, ConnectionFailed | RequestTimeout) and not self._ever_answered:
+            if isinstance(exc, ConnectionFailed | RequestTimeout) and not self.stats.answered:
                 # Refused, timed out connecting, or connected and never answered: the API
                 # is not there for this job, and every run would fail the same way.
                 raise ApiUnreachable(
@@ -230,21 +228,21 @@ class Transport:
             status, body, headers = await self._send(
                 endpoint, url, method, extra, None if spill is None else spill.at
             )
-        self._ever_answered = True
+        self.stats.answered = True
         self.stats.requests[(endpoint, status)] += 1
         if not isinstance(body, bytes):  # a 2xx body past spill.at, in a temporary file
             assert spill is not None
             body.seek(0, 2)
             self.stats.bytes_received += body.tell()
             self.gate.succeeded()
-            self._ever_allowed = True
+            self.stats.allowed = True
             with body:
                 body.seek(0)
                 return await spill.read(body, lambda: short_url(url))
         self.stats.bytes_received += len(body)
         if 200 <= status < 300:
             self.gate.succeeded()
-            self._ever_allowed = True
+            self.stats.allowed = True
             if method == "POST" and not body:
                 return None  # a POST that started something may answer 202/204 with nothing
             try:
@@ -276,7 +274,7 @@ class Transport:
         """A 403 fails its run, unless 403s are all the API has answered: then the token
         may read nothing and the job ends (a few, since runs answer in any order)."""
         self._forbidden += 1
-        if not self._ever_allowed and self._forbidden >= FORBIDDEN_IS_THE_TOKEN:
+        if not self.stats.allowed and self._forbidden >= FORBIDDEN_IS_THE_TOKEN:
             raise AuthRejected(
                 f"the API refused all of the first {self._forbidden} requests ({error}); "
                 "check that the token belongs to the runs' organisation",

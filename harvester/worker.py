@@ -255,6 +255,10 @@ class Worker:
         when a stop cut the cycle short (it neither succeeded nor failed)."""
         self.beat()
         started = time.monotonic()
+        # Whether the API answered is asked of this cycle: a token that read everything
+        # yesterday and nothing today ends the worker; a harvest that meets 403s or
+        # timeouts after this cycle's discovery was answered fails its runs instead.
+        self.stats.answered = self.stats.allowed = False
         found: Discovery | None = None
         result: JobResult | None = None
         error: str | None = None

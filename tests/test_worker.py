@@ -455,3 +455,54 @@ async def test_stop_signals_stay_handled_from_listening_until_stopped(tmp_path: 
     assert signal.SIG_DFL not in (seen["listening"], seen["stopped"])
     stopped = orjson.loads(reporter.log.getvalue().splitlines()[-1])
     assert stopped["event"] == "stopped" and stopped["cut_short"] == sorted(cloud.runs)
+
+
+def new_runs(cloud: SimCloud, *run_ids: int) -> None:
+    for run_id in run_ids:
+        cloud.add_run(
+            GeneratedRun(
+                run_id,
+                metrics=3,
+                points=2,
+                created=FIXED_ANCHOR,
+                test_id=FIRST_TEST_ID,
+                project_id=FIRST_PROJECT_ID,
+            )  # fmt: skip
+        )
+
+
+async def test_new_runs_answering_403_fail_the_cycle_not_the_worker(
+    cloud: SimCloud, tmp_path: Path
+) -> None:
+    """Discovery answered, then the cycle's new runs each answered 403: the harvest's own
+    transport had seen no 2xx, took it for a token that may read nothing and ended a
+    worker that had archived runs with that token for weeks (exit 2)."""
+    async with Simulator(cloud) as sim:
+        worker, log = make_worker(worker_settings(sim, tmp_path, backoff_cap=0.05))
+        async with running(worker):
+            await wait_for(lambda: worker.status.cycles >= 1)
+            forbidden = (200001, 200002, 200003)
+            sim.faults = FaultPlan(forbidden_runs=frozenset(forbidden))
+            new_runs(sim.cloud, *forbidden)
+            await wait_for(lambda: worker.status.failed_cycles >= 2)
+            sim.faults = FaultPlan()
+            await wait_for(lambda: all(final_path(tmp_path, r).exists() for r in forbidden))
+    assert failed_cycles(log)[0].startswith("cycle failed (3 runs failed)")
+
+
+async def test_a_harvest_timing_out_after_discovery_was_answered_is_no_unreachable_api(
+    cloud: SimCloud, tmp_path: Path
+) -> None:
+    """The harvest's transport had had no answer of its own: its runs' timeouts said
+    "cannot reach the API ... check --base-url and the network" in a cycle whose
+    discovery the API had just answered."""
+    hang = FaultPlan(p_delay=1.0, delay_seconds=5.0)  # the runs' data, not discovery
+    async with Simulator(cloud) as sim:
+        settings = worker_settings(sim, tmp_path, read_timeout=0.2, backoff_cap=0.05)
+        worker, log = make_worker(settings)
+        sim.faults = hang
+        async with running(worker):
+            await wait_for(lambda: worker.status.failed_cycles >= 1)
+    failure = failed_cycles(log)[0]
+    assert failure.startswith("cycle failed (3 runs failed)")
+    assert "cannot reach the API" not in log.getvalue()
