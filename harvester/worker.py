@@ -23,6 +23,7 @@ worker stays quiet), 503 otherwise. `GET /metrics` is the Prometheus text format
 from __future__ import annotations
 
 import contextlib
+import gc
 import random
 import sys
 import time
@@ -245,6 +246,11 @@ class Worker:
                 wait = await self._cycle()
                 if self.stopping or wait is None:
                     break
+                # The cycle's garbage goes now, while the worker waits, not at the rare
+                # full collection `cli.run_async`'s thresholds leave: an S3 cycle's
+                # closed client and session are ~55,000 cyclic objects (235 MB after
+                # 400 cycles, ~100 MB so).
+                gc.collect()
                 with anyio.move_on_after(wait):
                     await self._stop.wait()
         finally:

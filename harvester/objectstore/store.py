@@ -30,6 +30,10 @@ CUT = "Cut"
 #: Bodies from this size are checksummed by a worker thread (zlib lets go of the GIL), so
 #: the event loop goes on fetching meanwhile.
 THREADED_CHECKSUM = 256 << 10
+#: Whether a store froze what botocore built (`Store.open`): once a process. The worker
+#: opens a store each cycle, and each freeze kept the last cycle's closed client and
+#: session (cyclic garbage, ~7 MB) from the collector for good: 1.5 GB in 200 cycles.
+_frozen = False
 
 
 async def checksum(body: bytes | bytearray) -> dict[str, str]:
@@ -169,7 +173,10 @@ class Store:
         # botocore's modules and the S3 model (~55,000 objects) live as long as the
         # process: out of the collector's sight, as start-up's are (`cli.run_async`), and
         # left to the process's end rather than torn down one by one (~0.1 s at exit).
-        gc.freeze()
+        global _frozen
+        if not _frozen:
+            gc.freeze()
+            _frozen = True
         if check:
             try:
                 await refused_if_failing(self.call("head_bucket"))
