@@ -22,21 +22,19 @@ worker stays quiet), 503 otherwise. `GET /metrics` is the Prometheus text format
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import random
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
-import orjson
-from aiohttp import web
 from anyio.abc import TaskStatus
 
 from .config import Settings
 from .discovery import Discovery, Selection, discover_runs, has_selectors, parse_duration
+from .endpoints import serve_endpoints
 from .errors import AuthRejected, ConfigError, HarvesterError, StateError, StateUnavailable, unwrap
 from .job import SHUTDOWN_GRACE, JobResult, harvest_job, lock_output_dir, open_state, state_path
 from .progress import Reporter, signal_name
@@ -46,7 +44,7 @@ from .state_file import StateLock
 from .stats import HarvestStats
 from .stopsignals import STOP_SIGNALS
 from .tables import plural
-from .telemetry import CONTENT_TYPE, Telemetry, WorkerStatus
+from .telemetry import Telemetry, WorkerStatus
 
 #: Errors that waiting will not fix: the worker ends with their exit status.
 FATAL = (AuthRejected, ConfigError, StateError)
@@ -368,47 +366,6 @@ class Worker:
 def _seconds(wait: float) -> str:
     """`--interval 0.5s` waits half a second, not '0 s'."""
     return f"{wait:.0f} s" if wait >= 10 else f"{wait:.2g} s"
-
-
-# --- health and metrics endpoints -----------------------------------------------------
-
-
-def build_app(worker: Worker) -> web.Application:
-    async def healthz(request: web.Request) -> web.Response:
-        body = orjson.dumps(worker.health())
-        status = 200 if worker.healthy() else 503
-        return web.Response(status=status, body=body, content_type="application/json")
-
-    async def metrics(request: web.Request) -> web.Response:
-        response = web.Response(body=worker.telemetry.render())
-        response.headers["Content-Type"] = CONTENT_TYPE
-        return response
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    return app
-
-
-@contextlib.asynccontextmanager
-async def serve_endpoints(worker: Worker) -> AsyncIterator[int]:
-    """Serve /healthz and /metrics on listen_host:listen_port; yields the bound port
-    (the real one when listen_port is 0)."""
-    host, port = worker.settings.listen_host, worker.settings.listen_port
-    runner = web.AppRunner(build_app(worker), access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    try:
-        try:
-            await web.TCPSite(runner, host, port).start()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
-                "choose another --listen-port or --listen-host"
-            ) from None
-        yield int(runner.addresses[0][1])
-    finally:
-        with anyio.CancelScope(shield=True):
-            await runner.cleanup()
 
 
 async def run_worker(settings: Settings, reporter: Reporter | None = None) -> WorkerResult:
