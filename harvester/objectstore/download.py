@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ import anyio
 from ..compression import ARCHIVED_BY
 from ..config import Settings
 from ..errors import OutputError
+from ..layout import run_dir
 from .failures import StoreError
 from .leases import torn_runs
 from .listing import DATA_KEY
@@ -58,7 +59,7 @@ class Wanted:
         """Whether a directory below the prefix ('', 'undated', 'YYYY/MM/DD') may hold one."""
         if self.since is None or name in ("", "undated"):
             return True
-        return name >= self.since.astimezone(UTC).strftime("%Y/%m/%d")  # the run's day
+        return name >= run_dir("date", self.since)  # since's own day directory
 
 
 @dataclass(frozen=True)
