@@ -27,6 +27,7 @@ from .compression import CODECS, published_data, suffix
 from .errors import ConfigError, OutputError
 from .layout import Places, make_dirs
 from .outdir import create_temp, discard, publish
+from .pagecache import WRITEBACK_AFTER, release_pages, start_writeback
 from .records import Chunk
 from .runfiles import KINDS, RunFiles, codec_for
 from .writebehind import Lane, WriteBehind
@@ -38,7 +39,6 @@ FILE_MODE = 0o600  # metric tags can name internal hosts: owner-only by default 
 #: buffer smaller than them straight to the file. At 1 MiB, a buffer for each run being
 #: written or waiting for its commit held ~7 MB of the peak at large, for no fewer writes.
 RAW_BUFFER = 1 << 16
-WRITEBACK_AFTER = 1 << 20  # bytes of a run written between two writeback hints
 #: The formats whose write stack runs in the writer process (`writeproc`): making their
 #: points (lines, or Parquet's columns) takes more CPU than the harvest itself, and in
 #: this process it took turns with the event loop on one GIL.
@@ -68,21 +68,6 @@ def writing_to(where: object) -> Iterator[None]:
         yield
     except OSError as exc:
         raise OutputError(f"cannot write to {where}: {exc.strerror or exc}") from exc
-
-
-def start_writeback(fh: BinaryIO) -> None:
-    """Have the kernel start writing the file's dirty pages to disk now, without waiting.
-
-    Otherwise they all wait for the commit's fsync, and the writer with them: publishing
-    a 7.5 MB run (fsync, rename, fsync of the directory) took a median 11 ms, 6 ms with
-    the hint, and while the writer waits the fetchers fill the channel and hold their
-    parsed answers. On Linux, DONTNEED starts asynchronous writeback and drops the pages
-    already clean (an archive is not read back). Only a hint: durability still comes
-    from the fsync in `commit`.
-    """
-    if hasattr(os, "posix_fadvise"):
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def fsync_directory(path: Path) -> None:
@@ -283,6 +268,7 @@ class DirectorySink:
             for fh in run.handles.values():  # a full disk fails here, before any name
                 fh.flush()
                 os.fsync(fh.fileno())
+                release_pages(fh)
             if self.replace:
                 discard(sealed)
             for kind, fh in run.handles.items():

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO, cast
 
+from . import pagecache
 from .compression import HashingWriter
 from .packed import PackedSeries
 from .runfiles import RunFiles
@@ -166,8 +167,6 @@ def _behind() -> WriteBehind:
 
 
 def _write(run: _ChildRun, data: bytes | bytearray | PackedSeries) -> None:
-    from .sinks import WRITEBACK_AFTER
-
     if run.files is None or run.error is not None:
         return  # the run has failed: its finish says so
     try:
@@ -180,21 +179,19 @@ def _write(run: _ChildRun, data: bytes | bytearray | PackedSeries) -> None:
         if writer.error is not None:  # a write behind failed: the run has
             run.error = _as_os_error(writer.error)
     run.unsynced += len(data) if not isinstance(data, PackedSeries) else data.nbytes
-    if run.unsynced >= WRITEBACK_AFTER and (run.hint is None or run.hint.done()):
+    if run.unsynced >= pagecache.WRITEBACK_AFTER and (run.hint is None or run.hint.done()):
         run.unsynced = 0
         run.hint = _hints().submit(_hint, list(run.handles.values()))
 
 
 def _hint(handles: list[BinaryIO]) -> None:
-    from .sinks import start_writeback
-
     for fh in handles:
-        start_writeback(fh)
+        pagecache.start_writeback(fh)
 
 
 @functools.cache
 def _hints() -> ThreadPoolExecutor:
-    """The thread that gives the kernel the child's writeback hints (`sinks.start_writeback`).
+    """The thread that gives the kernel the child's writeback hints (`pagecache.start_writeback`).
 
     A hint starts writing a file's dirty pages out (~1 ms of the kernel's work a MB of
     lines, ~0.3 s over a large harvest), and the system call lets go of the GIL: in a

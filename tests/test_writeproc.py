@@ -271,7 +271,7 @@ def test_writeback_hints_run_beside_the_child_s_work_and_before_its_files_close(
     """The child's main thread builds, hashes and writes the lines; the kernel's writeback
     hints (~1 ms a MB) go to a thread of their own, and a run's files close only once its
     hint is done (a hint on a closed descriptor could reach another file)."""
-    from harvester import sinks
+    from harvester import pagecache
 
     seen: list[tuple[str, bool]] = []
 
@@ -279,11 +279,11 @@ def test_writeback_hints_run_beside_the_child_s_work_and_before_its_files_close(
         time.sleep(0.05)  # still under way when the run finishes
         seen.append((threading.current_thread().name, fh.closed))
 
-    monkeypatch.setattr(sinks, "start_writeback", slow_hint)
+    monkeypatch.setattr(pagecache, "start_writeback", slow_hint)
     paths = temp_paths(tmp_path, 1)
     run = writechild._open(1, "points", "none", None, {k: str(p) for k, p in paths.items()})
     lines = run_lines()
-    writechild._write(run, lines[1] * (sinks.WRITEBACK_AFTER // len(lines[1]) + 1))
+    writechild._write(run, lines[1] * (pagecache.WRITEBACK_AFTER // len(lines[1]) + 1))
     done = writechild._finish(run)
     assert done.error is None and done.points > 0
     assert seen and all(name.startswith("points-writeback") for name, _ in seen)
