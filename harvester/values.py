@@ -83,7 +83,7 @@ def out_target(raw: Any) -> str:
     if scheme and scheme.group(1).lower() not in OUT_SCHEMES:
         raise ValueError(
             f"is a URL of scheme {scheme.group(1)}, which harvester does not write to; "
-            "give a directory, or - for stdout"
+            "give a directory, s3://BUCKET/PREFIX/, or - for stdout"
         )
     return value
 

@@ -61,7 +61,7 @@ def test_harvest_to_a_directory_exits_zero_and_names_where(
         ([], "no runs to harvest"),
         (["--run", "1", "--bogus"], "unrecognized arguments: --bogus"),
         (["--run", "1", "--out", "gs://b/p"], "--out 'gs://b/p' is a URL of scheme gs,"),
-        (["--run", "1", "--out", "FTP://h/x"], "harvester does not write to"),
+        (["--run", "1", "--out", "FTP://h/x"], "give a directory, s3://BUCKET/PREFIX/, or - for"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
