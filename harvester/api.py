@@ -14,9 +14,10 @@ from urllib.parse import quote, urlencode
 import anyio
 from yarl import URL
 
-from .answers import SeriesAnswer, packed_series_answer, series_answer, the_run_asked
+from .answers import the_run_asked
 from .batching import series_query
 from .paging import Page
+from .series_answers import SeriesAnswer, packed_series_answer, series_answer
 from .transport import Transport
 from .wire import short_url
 
@@ -61,8 +62,8 @@ class CloudApi:
         return _list_of(await self.transport.get("metrics", url, ("k6-metrics",)), "k6-metrics")
 
     async def series(self, url: URL, method: str | None) -> SeriesAnswer:
-        """One batch of series, each as the API sent it (`answers.series_answer`) or packed
-        (`answers.packed_series_answer`); build `url` with `series_url` (the batcher
+        """One batch of series, each as the API sent it (`series_answers.series_answer`) or packed
+        (`series_answers.packed_series_answer`); build `url` with `series_url` (the batcher
         measures it)."""
         answer: SeriesAnswer = await self.transport.get("series", url, parse=self._series_parser)
         self.methods_answered.add(method)

@@ -14,7 +14,7 @@ once in the writer (`parquet_columns.Grid`).
 The rules are those of the writer's own reading of the lines (`parquet_columns
 .read_series`): a point is an object whose `timestamp` is text or null and whose `value`
 a number a double holds or null, a serie's `metric_id` and `method` text or null; any
-other shape is not packed, and the answer goes as lines (`answers.series_answer`), read
+other shape is not packed, and the answer goes as lines (`series_answers.series_answer`), read
 by the writer as before.
 """
 

@@ -51,7 +51,7 @@ def encode(kind: str, run_id: int, items: Iterable[Any]) -> bytes:
 def encode_texts(kind: str, run_id: int, texts: Iterable[bytes | msgspec.Raw]) -> bytes:
     """Lines for objects given as their JSON text (one line each: no line break in it),
     each as `encode` writes it but its `data` the text unchanged: a serie as the API sent
-    it (`answers.series_answer`), never parsed nor encoded again."""
+    it (`series_answers.series_answer`), never parsed nor encoded again."""
     head = _head(kind, run_id)
     out = io.BytesIO()
     write = out.write

@@ -4,7 +4,9 @@ This module and `wire.py` (an answer read within its size cap, aiohttp's excepti
 ours) are the only ones that touch aiohttp's client: every failure leaves here as a
 `harvester.errors` exception (`raise ... from exc`). Every request, first try or retry,
 passes the shared `RateGate` and a bound on requests in flight, and ends within
-`--request-timeout` seconds, its whole body included.
+`--request-timeout` seconds, its whole body included. What an answer says is read
+elsewhere: a 2xx body by `answers.py` (or the request's own parser), an error answer, and
+whether the token is to blame for it, by `error_answers.py`.
 """
 
 from __future__ import annotations
@@ -19,15 +21,13 @@ import anyio
 import orjson
 from yarl import URL
 
-from .answers import Parser, Spill, check_shape, classify, error_message, hiding, parse_body
+from .answers import Parser, Spill, check_shape, parse_body
 from .config import Secret, Settings
+from .error_answers import Refusals, download_error, hiding
 from .errors import (
     ApiError,
-    ApiStatusError,
     ApiUnreachable,
-    AuthRejected,
     ConnectionFailed,
-    Forbidden,
     RequestTimeout,
     RetriesExhausted,
     RetryableError,
@@ -50,8 +50,6 @@ from .wire import (
     short_url,
 )
 
-#: 403s, with not one request allowed before them, after which the token is to blame.
-FORBIDDEN_IS_THE_TOKEN = 3
 T = TypeVar("T")
 
 
@@ -88,9 +86,9 @@ class Transport:
             max_retry_after=settings.max_retry_after,
         )
         self._session: aiohttp.ClientSession | None = None
-        self._forbidden = 0  # 403 answers so far
         # v6/v5 take `Bearer` and the stack id on every request; v2 takes `Token`.
         self._scheme = "Bearer" if settings.api == "v6" else "Token"
+        self._refusals = Refusals(stats, bearer=self._scheme == "Bearer")
         self.stack_id: int | None = settings.stack_id
 
     def __repr__(self) -> str:
@@ -254,33 +252,7 @@ class Transport:
             check_shape(doc, endpoint, lambda: short_url(url), *shape)
             return doc
         body = hiding(self._token.reveal(), body)
-        error = classify(status, body, headers, short_url(url), endpoint)
-        if self._scheme == "Bearer" and (status == 401 or url.path.startswith("/cloud/v6/")):
-            # v6: 401/403 is about the token and the stack (v5's 403 is an unknown run).
-            if status in (401, 403):
-                raise AuthRejected(
-                    f"{endpoint} {error.url}: the API rejected the token for X-Stack-Id "
-                    f"{self.stack_id} (HTTP {status}: "
-                    f"{error_message(body)}); check the stack id (--stack-id or "
-                    "K6_CLOUD_STACK_ID) and that the token belongs to that stack",
-                    status=status,
-                    url=error.url,
-                )
-        if isinstance(error, Forbidden):
-            self._forbidden_answer(error)
-        raise error
-
-    def _forbidden_answer(self, error: Forbidden) -> None:
-        """A 403 fails its run, unless 403s are all the API has answered: then the token
-        may read nothing and the job ends (a few, since runs answer in any order)."""
-        self._forbidden += 1
-        if not self.stats.allowed and self._forbidden >= FORBIDDEN_IS_THE_TOKEN:
-            raise AuthRejected(
-                f"the API refused all of the first {self._forbidden} requests ({error}); "
-                "check that the token belongs to the runs' organisation",
-                status=403,
-                url=error.url,
-            ) from error
+        self._refusals.fail(status, body, headers, url, endpoint, self.stack_id)
 
     async def _send(
         self,
@@ -385,14 +357,3 @@ class Transport:
 
 
 FILE_ENDPOINT = "export_file"
-
-
-def download_error(status: int, body: bytes, headers: Any, shown: str) -> ApiError:
-    """Transient answers are retried as for the API; any other is the file's own status
-    (a 403 there is an expired signature, not a rejected token)."""
-    error = classify(status, body, headers, shown)
-    if isinstance(error, RetryableError):
-        return error
-    return ApiStatusError(
-        f"the CSV export file {shown} answered HTTP {status}", status=status, url=shown
-    )

@@ -11,13 +11,13 @@ from typing import Any
 import orjson
 import pytest
 
-import harvester.answers
-from harvester.answers import SeriesAnswer, packed_series_answer, series_answer
+import harvester.series_answers
 from harvester.job import harvest_job
 from harvester.packed import PackedSeries, pack_series
 from harvester.records import Lines, encode, encode_texts
 from harvester.runfiles import KINDS, RunFiles
 from harvester.scheduler import RunTarget
+from harvester.series_answers import SeriesAnswer, packed_series_answer, series_answer
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.generated import GeneratedRun, generate_cloud
 from harvester.simulator.model import JsonObject
@@ -270,7 +270,7 @@ async def test_a_parquet_harvest_packs_its_answers_and_holds_the_points_of_point
         packed.append(found is not None)
         return found
 
-    monkeypatch.setattr(harvester.answers, "pack_series", counted)
+    monkeypatch.setattr(harvester.series_answers, "pack_series", counted)
     cloud = SimCloud()
     for run_id in (100001, 100002):
         cloud.add_run(Ragged(run_id, metrics=40, points=30))

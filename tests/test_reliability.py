@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from harvester.answers import parse_retry_after
+from harvester.error_answers import parse_retry_after
 from harvester.job import harvest_job
 from harvester.ratelimit import RateGate
 from harvester.simulator.cloud import SimCloud

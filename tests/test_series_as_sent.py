@@ -1,4 +1,4 @@
-"""A v2 serie is archived as the text the API sent (`answers.series_answer`), not parsed
+"""A v2 serie is archived as the text the API sent (`series_answers.series_answer`), not parsed
 and encoded again; an answer that is not plainly whole UTF-8 JSON on one line is read as
 any answer is, with the same errors."""
 
@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
 
-from harvester.answers import series_answer
 from harvester.errors import MalformedAnswer, UnusableAnswer
+from harvester.series_answers import series_answer
 from tests.harvest_helpers import serve
 from tests.test_transport import harvest_one
 

@@ -17,9 +17,9 @@ from aiohttp import web
 from anyio.abc import SocketAttribute, SocketStream
 from yarl import URL
 
-from harvester.answers import classify, error_message, parse_retry_after
 from harvester.cli import main
 from harvester.config import Settings, load_settings
+from harvester.error_answers import classify, error_message, parse_retry_after
 from harvester.errors import (
     ApiStatusError,
     ApiUnreachable,

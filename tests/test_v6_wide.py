@@ -1,5 +1,5 @@
 """A v5 query answer holds every series of a metric: it is checked whole, then read and
-handed to the writer series by series, in pieces (`answers.raw_result`,
+handed to the writer series by series, in pieces (`series_answers.raw_result`,
 `v5_series.series_chunks`), with the records exactly those of the answer parsed whole."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import msgspec
 import orjson
 import pytest
 
-from harvester.answers import raw_result
 from harvester.backends import v5_series, v6_plan
 from harvester.errors import MalformedAnswer, OutputError, TruncatedBody, UnusableAnswer
 from harvester.job import harvest_job
 from harvester.ratelimit import RateGate
 from harvester.scheduler import RunTarget
+from harvester.series_answers import raw_result
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud

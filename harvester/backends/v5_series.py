@@ -2,7 +2,7 @@
 
 One answer holds every series of a metric (20,000 tag sets: ~7.5 MB of JSON), so it is
 never parsed whole. An answer up to `SPILL_AT` bytes is held in memory, checked to be
-whole JSON and kept as each entry's text (`answers.raw_result`), each parsed alone as its
+whole JSON and kept as each entry's text (`series_answers.raw_result`), each parsed alone as its
 line is made (`series_chunks`). A longer one goes on in a temporary file as it arrives
 (`wire.read_spilling`) and is read from there by an incremental parser (ijson), its
 lines into a second temporary file; only once the whole answer has parsed are they
@@ -24,9 +24,10 @@ import msgspec
 import orjson
 
 from ..allocator import trim_heap
-from ..answers import BOM, Spill, never_json, raw_result
+from ..answers import BOM, Spill, never_json
 from ..errors import MalformedAnswer, TruncatedBody, UnusableAnswer
 from ..jsontext import loads
+from ..series_answers import raw_result
 from ..wire import MB, spill_failed
 
 #: Bytes of `series` lines handed to the writer at once: an answer's series go on in

@@ -12,18 +12,11 @@ from urllib.parse import urlencode, urlsplit
 
 import msgspec
 
-from ..answers import (
-    Parser,
-    Spill,
-    objects_only,
-    parse_body,
-    raw_result,
-    result_list,
-    the_run_asked,
-)
+from ..answers import Parser, Spill, objects_only, parse_body, the_run_asked
 from ..config import Settings
 from ..errors import ApiStatusError, AuthRejected, HarvesterError, MalformedAnswer, NotFound
 from ..paging import PageShapes, listing_key
+from ..series_answers import raw_result, result_list
 from ..transport import Transport
 from ..wire import short_url
 from . import v5_query
@@ -190,7 +183,7 @@ class V6Api:
         return result
 
     async def raw_result(self, endpoint: str, path: str, spill: Spill) -> list[msgspec.Raw] | Any:
-        """`result`'s entries each as its JSON text, none parsed yet (`answers.raw_result`),
+        """`result`'s entries each as its JSON text, none parsed yet (`series_answers.raw_result`),
         or what `spill.read` made of a longer answer (`v5_series`): a range query's answer
         holds every series of a metric."""
         return await self._v5(endpoint, path, _RAW_RESULT, spill)

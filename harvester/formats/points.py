@@ -279,7 +279,7 @@ class PointsSplitter:
 
 
 def read_line(line: bytes) -> Any:
-    """A record line, parsed. A serie is kept as the API sent it (`answers.series_answer`),
+    """A record line, parsed. A serie is kept as the API sent it (`series_answers.series_answer`),
     which may hold a number past a double's range (`1e999`) in a field the harvester does
     not read: orjson refuses it, and the standard library reads it as orjson would have
     read it if it could (an infinity; an integer past 64 bits, a float). Rare: orjson first."""
