@@ -24,13 +24,12 @@ from typing import Any, TypeVar
 
 import anyio
 
-from ..compression import ARCHIVED_BY
 from ..config import Settings
 from ..errors import OutputError
 from ..layout import run_dir
 from .failures import StoreError
 from .leases import torn_runs
-from .listing import DATA_KEY
+from .listing import list_runs
 from .peek import NO_RECORD, UNKNOWN, run_record
 from .store import Store
 
@@ -96,26 +95,12 @@ async def _wanted_runs(
     """The data objects (name below the prefix, size) of each wanted archived run (a run
     is archived where its last published object, `ARCHIVED_BY`, is: listed first), and
     how many runs are archived."""
-    objects: dict[tuple[int, str], list[tuple[str, int]]] = {}
-    archived: set[tuple[int, str]] = set()
-    prefix = store.loc.prefix
-    async for page in store.pages("list_objects_v2"):
-        for item in page.get("Contents", []):
-            name = item["Key"][len(prefix) :]
-            match = DATA_KEY.fullmatch(name)
-            if match is None:
-                continue
-            run = (int(match.group(2)), match["dir"] or "")
-            found = objects.setdefault(run, [])
-            if match.group(3) in ARCHIVED_BY:  # first: the one whose first line is the run's
-                archived.add(run)
-                found.insert(0, (name, int(item["Size"])))
-            else:
-                found.append((name, int(item["Size"])))
+    listed = await list_runs(store)
     torn = await torn_runs(store, lease, mine="")
-    whole = [run for run in sorted(archived) if run[0] not in torn]
-    chosen = [run for run in whole if wanted.run(run[0]) and wanted.directory(run[1])]
-    return [objects[run] for run in chosen], len({run_id for run_id, _ in whole})
+    whole = [run for _, run in sorted(listed.runs.items())
+             if run.archived is not None and run.run_id not in torn]  # fmt: skip
+    chosen = [run for run in whole if wanted.run(run.run_id) and wanted.directory(run.directory)]
+    return [run.objects for run in chosen], len({run.run_id for run in whole})
 
 
 async def _recorded(
