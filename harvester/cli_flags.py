@@ -39,9 +39,7 @@ def add_api_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--max-retry-after", metavar="SECONDS", help="longest Retry-After honoured (900)"
     )
-    g.add_argument(
-        "--allow-insecure", action="store_true", default=None, help="allow http:// to non-loopback"
-    )
+    add_insecure_flag(g, "allow http:// to non-loopback")
     g.add_argument(
         "--config",
         metavar="FILE",
@@ -56,12 +54,14 @@ def add_store_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--s3-endpoint-url", metavar="URL", help="S3-compatible store (else AWS_ENDPOINT_URL)"
     )
-    p.add_argument(
-        "--allow-insecure",
-        action="store_true",
-        default=None,
-        help="allow an http:// --s3-endpoint-url to non-loopback",
-    )
+    add_insecure_flag(p, "allow an http:// --s3-endpoint-url to non-loopback")
+
+
+def add_insecure_flag(g: Any, help_text: str) -> None:
+    """`--allow-insecure`, for the URLs a command's `help_text` names (no command takes
+    both sets of flags). Left unset it is None, not False: not passed to `load_settings`,
+    so HARVESTER_ALLOW_INSECURE or the config file may set it."""
+    g.add_argument("--allow-insecure", action="store_true", default=None, help=help_text)
 
 
 def store_flags(out: str, ns: argparse.Namespace) -> dict[str, Any]:
