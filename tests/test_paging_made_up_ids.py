@@ -2,7 +2,7 @@
 ids on every page: each page brought rows not seen before, so discovery asked for ever.
 It now ends in one line naming the request, once the rows read make the listing's own
 count (v6 `@count`, asked of every page), or a page is the page before but for its ids;
-a legitimate long listing is read whole."""
+a legitimate long listing is read whole, one whose rows hold nothing but ids included."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from aiohttp import web
 
 from harvester.discovery import Selection, discover_runs
 from harvester.errors import ApiStatusError
-from harvester.simulator.generated import generate_cloud
+from harvester.simulator.generated import FIRST_PROJECT_ID, generate_cloud
 from harvester.simulator.server import Simulator
 from tests.harvest_helpers import settings_for
 
@@ -115,3 +115,38 @@ async def test_a_long_listing_is_read_whole(tmp_path: Path, api: str) -> None:
         found = await discover_runs(settings, Selection.from_settings(settings))
         listed = sim.requests_for("runs" if api == "v2" else "v6_runs")
     assert found.found == 40 and len(listed) == 14
+
+
+def bare_ids() -> Simulator:
+    """The simulator with a project (`FIRST_PROJECT_ID`) of 8 tests, whose listings of a
+    project's tests (v2 and v6) hold each test's id and nothing else, paged as ever."""
+
+    @web.middleware
+    async def bare(request: web.Request, handler: Handler) -> web.StreamResponse:
+        answer = await handler(request)
+        v2 = request.path == "/loadtests/v2/tests"
+        if answer.status != 200 or not (v2 or request.path.endswith("/load_tests")):
+            return answer
+        assert isinstance(answer, web.Response) and answer.body is not None
+        doc: dict[str, Any] = orjson.loads(bytes(answer.body))  # type: ignore[arg-type]
+        rows = "k6-tests" if v2 else "value"
+        doc[rows] = [{"id": row["id"]} for row in doc[rows]]
+        return web.json_response(doc)
+
+    sim = Simulator(generate_cloud(runs=8, metrics=2, points=2, projects=1, tests=8))
+    sim.app.middlewares.insert(0, bare)
+    return sim
+
+
+@pytest.mark.parametrize("api", ["v2", "v6"])
+async def test_a_listing_of_bare_ids_is_read_whole(tmp_path: Path, api: str) -> None:
+    """A project's 8 tests listed by their ids alone, in pages of 3: each page is the page
+    before but for its ids, as a made-up page is, yet the listing is real (it ended on its
+    second page, the job failing on 'the same as the page before but for their ids')."""
+    async with bare_ids() as sim:
+        settings = settings_for(sim, tmp_path, api=api, stack_id=sim.stack_id,
+                                projects=[FIRST_PROJECT_ID], page_size=3)  # fmt: skip
+        found = await discover_runs(settings, Selection.from_settings(settings))
+        listed = sim.requests_for("tests" if api == "v2" else "v6_tests")
+    assert found.found == 8 and not found.not_found
+    assert len(listed) == 3
