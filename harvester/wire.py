@@ -22,6 +22,7 @@ from yarl import URL
 from .errors import (
     AnswerTooLarge,
     AnswerTooSlow,
+    ApiError,
     ApiStatusError,
     ConnectionFailed,
     OutputError,
@@ -112,10 +113,11 @@ async def copy_capped(
 
 
 def too_large(cap: int, endpoint: str, where: Callable[[], str], detail: str) -> AnswerTooLarge:
+    shown = where()
     return AnswerTooLarge(
-        f"{endpoint}: answer larger than {cap // MB} MB ({detail}); raise --max-answer-size "
-        "if the API's answers are really that big",
-        url=where(),
+        f"{endpoint} {shown}: answer larger than {cap // MB} MB ({detail}); raise "
+        "--max-answer-size if the API's answers are really that big",
+        url=shown,
     )
 
 
@@ -124,9 +126,15 @@ def errors_made_ours(
     endpoint: str, url: URL, where: Callable[[URL], str], *, deadline: float
 ) -> Iterator[None]:
     """aiohttp's exceptions as ours: timeouts, cut bodies and broken connections are
-    retryable; too many redirects is not. `where(url)` names the request in messages,
-    made only for an error (a series URL's ids are parsed to be counted); `deadline`: the
-    seconds a whole request may take (the session's `ClientTimeout.total`)."""
+    retryable; too many redirects is not. Their words name the request (`endpoint` and
+    `where(url)`, made only for an error: a series URL's ids are parsed to be counted), as
+    an error answer's do; `deadline`: the seconds a whole request may take (the session's
+    `ClientTimeout.total`)."""
+
+    def ours(error: type[ApiError], words: str) -> ApiError:
+        shown = where(url)
+        return error(f"{endpoint} {shown}: {words}", url=shown)
+
     try:
         yield
     except aiohttp.ConnectionTimeoutError as exc:
@@ -136,43 +144,34 @@ def errors_made_ours(
             f"cannot connect to {url.host}:{url.port} (timed out)", url=where(url)
         ) from exc
     except aiohttp.ServerTimeoutError as exc:  # --read-timeout between bytes
-        raise RequestTimeout(f"{endpoint}: no answer in time", url=where(url)) from exc
+        raise ours(RequestTimeout, "no answer in time") from exc
     except TimeoutError as exc:  # the whole request's deadline (ClientTimeout.total)
-        raise AnswerTooSlow(
-            f"{endpoint}: the answer was not whole within {deadline:g} s (--request-timeout)",
-            url=where(url),
+        raise ours(
+            AnswerTooSlow, f"the answer was not whole within {deadline:g} s (--request-timeout)"
         ) from exc
     except aiohttp.ClientPayloadError as exc:
-        raise TruncatedBody(f"{endpoint}: the body was cut short", url=where(url)) from exc
+        raise ours(TruncatedBody, "the body was cut short") from exc
     except aiohttp.ClientConnectorError as exc:
         raise ConnectionFailed(
             f"cannot connect to {url.host}:{url.port} ({exc.strerror or exc})", url=where(url)
         ) from exc
     except aiohttp.InvalidURL as exc:
         # A redirect aiohttp followed itself (a download) to a URL that does not parse.
-        raise UnusableAnswer(
-            f"{endpoint}: redirected to a malformed URL ({exc})", url=where(url)
-        ) from exc
+        raise ours(UnusableAnswer, f"redirected to a malformed URL ({exc})") from exc
     except aiohttp.TooManyRedirects as exc:
-        raise ApiStatusError(
-            f"{endpoint}: more than {MAX_REDIRECTS} redirects", url=where(url)
-        ) from exc
+        raise ours(ApiStatusError, f"more than {MAX_REDIRECTS} redirects") from exc
     except aiohttp.ClientResponseError as exc:
         if "content-encoding" in str(exc.message).lower():
             # An encoding we did not ask for (br, zstd: aiohttp says so only in words):
             # the same answer would come again, so no retry, and no "cannot reach".
-            raise UnusableAnswer(
-                f"{endpoint}: the answer is in a content encoding harvester did not ask for "
+            raise ours(
+                UnusableAnswer,
+                f"the answer is in a content encoding harvester did not ask for "
                 f"({exc.message}); a proxy in between?",
-                url=where(url),
             ) from exc
-        raise ConnectionFailed(
-            f"{endpoint}: connection broke ({str(exc) or 'closed'})", url=where(url)
-        ) from exc
+        raise ours(ConnectionFailed, f"connection broke ({str(exc) or 'closed'})") from exc
     except aiohttp.ClientConnectionError as exc:
-        raise ConnectionFailed(
-            f"{endpoint}: connection broke ({str(exc) or 'closed'})", url=where(url)
-        ) from exc
+        raise ours(ConnectionFailed, f"connection broke ({str(exc) or 'closed'})") from exc
 
 
 def file_where(url: URL) -> str:

@@ -29,5 +29,6 @@ async def test_an_answer_in_an_encoding_not_asked_for_fails_the_run_at_once_sayi
         reason = await harvest_one(url, tmp_path)
     assert asked == ["/loadtests/v2/metrics"]  # not asked again: the same would come
     assert reason is not None and "\n" not in reason
-    assert reason.startswith("unusable answer: metrics: the answer is in a content encoding")
+    said = "unusable answer: metrics /loadtests/v2/metrics?test_run_id=1: the answer is in a "
+    assert reason.startswith(said + "content encoding"), reason
     assert "br" in reason and "a proxy in between?" in reason

@@ -346,7 +346,9 @@ async def test_a_download_redirected_to_a_malformed_url_fails_clearly() -> None:
 
 async def test_a_broken_connection_is_said_in_words_not_a_class_name(tmp_path: Path) -> None:
     """A server that hangs up on every request without a word: the message says what
-    happened, with no Python class name in it (it said "(ServerDisconnectedError)")."""
+    happened, with no Python class name in it (it said "(ServerDisconnectedError)"), and
+    names the request, the token hidden, as an error answer's words do (it said only
+    'metrics: connection broke')."""
 
     async def hang_up(stream: SocketStream) -> None:
         async with stream:
@@ -354,8 +356,9 @@ async def test_a_broken_connection_is_said_in_words_not_a_class_name(tmp_path: P
 
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     base = f"http://127.0.0.1:{listener.extra(SocketAttribute.local_port)}"
+    token = "tok-1234567890abcdef"
     settings = load_settings(
-        {"base_url": base, "token": "t", "out": str(tmp_path), "max_attempts": 1}, environ={}
+        {"base_url": base, "token": token, "out": str(tmp_path), "max_attempts": 1}, environ={}
     )
     async with listener, anyio.create_task_group() as tg:
         tg.start_soon(listener.serve, hang_up)
@@ -363,5 +366,7 @@ async def test_a_broken_connection_is_said_in_words_not_a_class_name(tmp_path: P
             await harvest_job(settings, [RunTarget(1)])
         tg.cancel_scope.cancel()
     message = str(raised.value)
-    assert "connection broke (Server disconnected)" in message
+    named = r"\w+ /loadtests/v2/\S+\?\S*test_run_id=1\S*: connection broke \(Server disconnected\)"
+    assert re.search(named, message), message
+    assert token not in message
     assert not re.search(r"\b[A-Z][a-z]+[A-Z]\w*(Error|Exception)\b", message)
