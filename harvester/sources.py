@@ -93,11 +93,11 @@ def read_limited(source: BinaryIO | str, name: str) -> bytes:
     return data
 
 
-def _file_layer(path: str) -> dict[str, tuple[Any, str]]:
+def _file_layer(path: str, given_by: str = "--config") -> dict[str, tuple[Any, str]]:
     try:
         data = read_limited(path, f"config file {path}")
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; check --config") from None
+        raise ConfigError(f"config file {path} does not exist; check {given_by}") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     try:
@@ -213,12 +213,13 @@ def load(
     """Merge the layers (flags > environment > file > k6's stored token > defaults) and
     validate once, remembering where each value came from."""
     env = os.environ if environ is None else environ
+    given_by = "--config" if config_file else CONFIG_ENV
     config_file = config_file or env.get(CONFIG_ENV) or None
     if config_file:
         config_file = os.path.expanduser(config_file)
     merged: dict[str, tuple[Any, str]] = {}
     if config_file:
-        merged.update(_file_layer(config_file))
+        merged.update(_file_layer(config_file, given_by))
     env_layer, warnings = _env_layer(env)
     merged.update(env_layer)
     for name, value in (flags or {}).items():

@@ -34,6 +34,15 @@ def test_environment_names_follow_the_flags(
     assert getattr(load_settings(environ={variable: value}), setting) == expected
 
 
+def test_a_missing_config_file_names_where_it_was_given(tmp_path: Path) -> None:
+    """HARVESTER_CONFIG's file missing is not "check --config": no such flag was given."""
+    missing = str(tmp_path / "h.toml")
+    with pytest.raises(ConfigError, match=r"does not exist; check HARVESTER_CONFIG$"):
+        load(environ={"HARVESTER_CONFIG": missing})
+    with pytest.raises(ConfigError, match=r"does not exist; check --config$"):
+        load(config_file=missing, environ={"HARVESTER_CONFIG": missing})
+
+
 def test_an_unknown_harvester_variable_is_a_warning_naming_it(
     monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
