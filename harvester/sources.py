@@ -123,10 +123,6 @@ def _file_layer(path: str, given_by: str = "--config") -> dict[str, tuple[Any, s
 
 def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, tuple[Any, str]], list[str]]:
     layer: dict[str, tuple[Any, str]] = {}
-    if env.get(TOKEN_ENV):
-        layer["token"] = (parse_value("token", env[TOKEN_ENV], f"{TOKEN_ENV} ="), TOKEN_ENV)
-    if env.get(STACK_ENV):
-        layer["stack_id"] = (parse_value("stack_id", env[STACK_ENV], f"{STACK_ENV} ="), STACK_ENV)
     known = env_names()
     warnings = []
     for var in sorted(v for v in env if v.startswith(ENV_PREFIX)):
@@ -142,6 +138,12 @@ def _env_layer(env: Mapping[str, str]) -> tuple[dict[str, tuple[Any, str]], list
             names = [*known, *_ENV_SWITCHES, CONFIG_ENV]
             hint = values.did_you_mean(var, names, prefix=ENV_PREFIX)
             warnings.append(f"unknown environment variable {var} ignored{hint}")
+    # k6's own variables come before HARVESTER_TOKEN and HARVESTER_STACK_ID (the README's
+    # order): tap-harvester hands its configured token over as K6_CLOUD_TOKEN.
+    if env.get(TOKEN_ENV):
+        layer["token"] = (parse_value("token", env[TOKEN_ENV], f"{TOKEN_ENV} ="), TOKEN_ENV)
+    if env.get(STACK_ENV):
+        layer["stack_id"] = (parse_value("stack_id", env[STACK_ENV], f"{STACK_ENV} ="), STACK_ENV)
     return layer, warnings
 
 

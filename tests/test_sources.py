@@ -34,6 +34,19 @@ def test_environment_names_follow_the_flags(
     assert getattr(load_settings(environ={variable: value}), setting) == expected
 
 
+def test_k6_variables_come_before_harvester_token_and_stack_id() -> None:
+    """The README's order: --token, K6_CLOUD_TOKEN, HARVESTER_TOKEN, the file."""
+    env = {"K6_CLOUD_TOKEN": "k6-tok", "HARVESTER_TOKEN": "h-tok",
+           "K6_CLOUD_STACK_ID": "3", "HARVESTER_STACK_ID": "4"}  # fmt: skip
+    loaded = load(environ=env)
+    assert (
+        loaded.settings.token.reveal() == "k6-tok" and loaded.origins["token"] == "K6_CLOUD_TOKEN"
+    )
+    assert loaded.settings.stack_id == 3 and loaded.origins["stack_id"] == "K6_CLOUD_STACK_ID"
+    alone = load(environ={"HARVESTER_TOKEN": "h-tok", "HARVESTER_STACK_ID": "4"})
+    assert alone.settings.token.reveal() == "h-tok" and alone.settings.stack_id == 4
+
+
 def test_a_missing_config_file_names_where_it_was_given(tmp_path: Path) -> None:
     """HARVESTER_CONFIG's file missing is not "check --config": no such flag was given."""
     missing = str(tmp_path / "h.toml")
