@@ -116,6 +116,14 @@ def test_the_example_config_documents_every_setting() -> None:
         assert f"\n{name} = " in text or f"\n# {name} = " in text, name
 
 
+def test_the_example_config_states_the_compression_defaults_in_effect() -> None:
+    from harvester.compression import DEFAULT_LEVEL
+
+    text = (ROOT / "config" / "harvester.example.toml").read_text()
+    gzip, zstd = DEFAULT_LEVEL["gzip"], DEFAULT_LEVEL["zstd"]
+    assert f"# gzip 1-9 (default {gzip}), zstd 1-22 (default {zstd});" in text
+
+
 def test_a_token_keeps_no_surrounding_whitespace_and_refuses_inner_garbage() -> None:
     settings = load_settings(environ={"K6_CLOUD_TOKEN": "abc123\n"})
     assert settings.token.reveal() == "abc123"
