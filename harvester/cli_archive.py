@@ -15,11 +15,6 @@ from . import cli
 from . import cli_help as text
 from .cli_flags import add_store_flags, store_flags
 
-REPORT_HELP = (
-    "Write an archive (the --out DIR of a harvest) as one self-contained HTML page: one "
-    "run's charts and tables, or trends across many runs of a test with regressions marked."
-)
-
 AddCommand = Callable[[str, str, str, str], argparse.ArgumentParser]
 
 
@@ -43,7 +38,9 @@ def add_archive_commands(add: AddCommand, command: str | None) -> None:
     )
     _add_store_and_output(verify)
     verify.set_defaults(handler=_cmd_verify)
-    report = add("report", "an archive as one HTML page, or PNG charts", REPORT_HELP, "")
+    report = add(
+        "report", "an archive as one HTML page, or PNG charts", text.REPORT, text.REPORT_EPILOG
+    )
     if command == "report":
         from .report import command as report_command
 

@@ -59,6 +59,8 @@ examples:
 
 exit status:
   0    listed
+  1    a selected project, test or organization the API does not know (named on stderr;
+       the others are listed)
   2    bad input, no token, the token rejected, or the API unreachable"""
 
 PROJECTS = """\
@@ -180,20 +182,41 @@ class Parser(argparse.ArgumentParser):
 VERIFY = """\
 Check every run of an archive against its manifest (<id>.manifest.json): each file is
 there, of the size and sha256 the manifest says, every line parses, and the records of
-each type are as many. Files are read streaming, one at a time. An object-store
-archive (s3://BUCKET/PREFIX/) is checked the same way, its objects read as they come.
-"""
+each type are as many. Files are read streaming, a few at once (one thread per CPU),
+and the rows come in order. An object-store archive (s3://BUCKET/PREFIX/) is checked
+the same way, its objects read as they come."""
 VERIFY_EPILOG = """\
 statuses: ok, missing (a named file, or a data file's manifest), truncated, corrupt,
 orphan (a file no manifest names; the state file, locks and temporary files are not),
 unreadable, unverified (a data file whose manifest is corrupt or unreadable)
 
-exit status: 0 every file intact, 1 anything missing, truncated, corrupt, orphan,
-unreadable or unverified, or nothing to verify (no run in DIR: a wrong path?), 2 bad
-usage (DIR not a directory; a missing bucket, denied access)
-
 examples:
   harvester verify ./archive
   harvester verify s3://archive/k6/ --s3-endpoint-url http://127.0.0.1:9000
   harvester verify ./archive --output json | jq 'select(.status != "ok")'
-"""
+
+exit status:
+  0    every file intact
+  1    anything missing, truncated, corrupt, orphan, unreadable or unverified, or
+       nothing to verify (no run in DIR: a wrong path?)
+  2    bad usage (DIR not a directory; a missing bucket, denied access)"""
+
+REPORT = """\
+Write an archive (the --out DIR of a harvest, or its s3://BUCKET/PREFIX/) as one
+self-contained HTML page: one run's charts and tables, or trends across many runs of a
+test with regressions marked. --format png writes each chart as a PNG file instead."""
+
+REPORT_EPILOG = """\
+examples:
+  harvester report archive/ --out report.html
+  harvester report archive/ --run 103054 --out - > run.html
+  harvester report archive/ --test 7001 --since 30d --regression 10% --out nightly.html
+  harvester report archive/ --run 103054 --format png --out charts/
+
+exit status:
+  0    written
+  1    a run file cut short or damaged (named; `harvester verify DIR` tells more), a
+       directory of the archive that could not be listed (the page is written without
+       its runs), or the page could not be written
+  2    bad input: a flag, DIR not a directory or holding no archived run, or no run that
+       matches --run/--test/--since"""

@@ -21,8 +21,10 @@ def help_of(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["harvest"], ["runs"], ["worker"], ["status"], ["config"], ["simulate"]]
-)
+    "command",
+    [[], ["harvest"], ["runs"], ["projects"], ["worker"], ["status"], ["verify"], ["report"],
+     ["config"], ["simulate"]],
+)  # fmt: skip
 def test_every_help_describes_the_tool_with_examples_and_exit_statuses(
     command: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
