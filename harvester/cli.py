@@ -50,8 +50,9 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser; `command` is the subcommand about to run, so only its flags are loaded."""
+def build_parser(command: str | None = None, words: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser; `command` is the subcommand about to run, so only its flags are loaded.
+    `words`, the command line's, say which (sub)command a mistyped flag is compared with."""
     from . import cli_help as text
 
     parser = _Parser(prog="harvester", description=text.MAIN, epilog=text.MAIN_EPILOG)
@@ -91,9 +92,27 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         simulate_command.add_arguments(simulate)
         simulate.set_defaults(handler=simulate_command.run)
-    chosen = commands.choices.get(command or "", parser)
+    chosen = _chosen(parser, [command] if command else [], words)
     parser.known_options = [flag for action in chosen._actions for flag in action.option_strings]
+    parser.help_prog = chosen.prog
     return parser
+
+
+def _chosen(
+    parser: argparse.ArgumentParser, command: list[str], words: Sequence[str]
+) -> argparse.ArgumentParser:
+    """The innermost command the words name (`config show`, not `config`: the flags of
+    `show` are the ones a mistyped flag is meant to be)."""
+    chosen = parser
+    for word in [*command, *[w for w in words if not w.startswith("-")][1:]]:
+        choices = next(
+            (a.choices for a in chosen._actions if isinstance(a, argparse._SubParsersAction)),
+            None,
+        )
+        if not choices or word not in choices:
+            break
+        chosen = choices[word]
+    return chosen
 
 
 def loaded_from_args(ns: argparse.Namespace) -> Any:
@@ -285,7 +304,7 @@ def run_async(func: Any, *args: Any, **kwargs: Any) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     stderr_to_devnull_if_closed()
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(next((a for a in args if not a.startswith("-")), None))
+    parser = build_parser(next((a for a in args if not a.startswith("-")), None), args)
     debug = "--debug" in args
     try:
         ns = parser.parse_args(args)

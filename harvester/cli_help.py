@@ -157,6 +157,9 @@ class UsageError(Exception):
 class Parser(argparse.ArgumentParser):
     #: Flags a mistyped one is compared with (the chosen command's; see build_parser).
     known_options: list[str]
+    #: Whose --help the message points to: the chosen command's (an unknown flag of
+    #: `harvest` is found by the top parser, whose help does not list it).
+    help_prog: str
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # No prefix matching: `--run 5` must never quietly mean `--runs-in-flight 5`.
@@ -164,10 +167,11 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
         self.known_options = []
+        self.help_prog = self.prog
 
     def error(self, message: str) -> NoReturn:
         hint = unrecognized_hint(message, self.known_options)
-        raise UsageError(f"{message}{hint} (see {self.prog} --help)")
+        raise UsageError(f"{message}{hint} (see {self.help_prog} --help)")
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         # A mistyped command or choice: name the closest ("did you mean harvest?").
