@@ -659,5 +659,8 @@ def test_simulated_runs_are_dated_near_now_and_the_start_line_lists_what_to_ask_
     assert f"harvester runs --project {min(cloud.projects)} --since 7d" in text
     fixed = command.build_cloud(_namespace("--runs", "2", "--anchor", "2024-06-03T12:00:00"))
     assert max(run["created"] for run in fixed.runs_of(None)) == "2024-06-03T11:00:00Z"
+    # Runs older than a week (an --anchor, a --from-k6 recording): `--since 7d` found none.
+    oldest = min(run["created"] for run in fixed.runs_of(None))[:10]
+    assert f"--since {oldest}" in command.describe_cloud(fixed)
     with pytest.raises(ConfigError, match="--anchor 'soon' is not an ISO 8601 date"):
         command.build_cloud(_namespace("--anchor", "soon"))

@@ -7,11 +7,12 @@ import ipaddress
 import signal
 import sys
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import anyio
 
 from harvester.errors import ConfigError
+from harvester.moments import utc_moment
 from harvester.simulator.cloud import SimCloud
 from harvester.simulator.exports import ExportKnobs
 from harvester.simulator.faults import DATA_ENDPOINTS, FaultPlan
@@ -302,10 +303,22 @@ def describe_cloud(cloud: SimCloud) -> str:
     created = sorted(str(run["created"]) for run in cloud.runs_of(None) if run.get("created"))
     lines = [f"  projects: {projects or 'none'}", f"  tests: {tests or 'none'}"]
     if created:
-        first = min(cloud.projects, default=None)
-        hint = f"; try: harvester runs --project {first} --since 7d" if first else ""
-        lines.append(f"  runs created {created[0]} .. {created[-1]}{hint}")
+        lines.append(f"  runs created {created[0]} .. {created[-1]}{_try_hint(cloud, created[0])}")
     return "\n".join(lines)
+
+
+def _try_hint(cloud: SimCloud, oldest: str) -> str:
+    """A `harvester runs` that finds the runs: of a project that has some, `--since 7d` when
+    they are that recent (generated runs), else since the oldest one's day (a --from-k6
+    recording or an --anchor of last month: `7d` listed none of them)."""
+    projects = sorted({run["project_id"] for run in cloud.runs_of(None)})
+    if not projects:
+        return ""
+    moment = utc_moment(oldest)
+    recent = moment is not None and datetime.now(UTC) - moment < timedelta(days=7)
+    return (
+        f"; try: harvester runs --project {projects[0]} --since {'7d' if recent else oldest[:10]}"
+    )
 
 
 def _check_host(host: str, allowed: bool) -> None:
