@@ -101,9 +101,10 @@ def remember_created(out: Path, created: set[str]) -> None:
 
 
 def files_to_create(cloud: SimCloud) -> set[str]:
-    """What the harvest will create: run files, the state file and the locks; the report."""
+    """What the harvest will create: run files and their manifests, the state file and the
+    locks; the report."""
     state = [STATE_FILE_NAME + suffix for suffix in ("", "-wal", "-shm", ".lock")]
-    runs = (f"{run_id}.ndjson" for run_id in cloud.runs)
+    runs = (f"{run_id}.{kind}" for run_id in cloud.runs for kind in ("ndjson", "manifest.json"))
     return {*runs, *state, LOCK_FILE_NAME, REPORT}
 
 

@@ -65,3 +65,21 @@ def test_harvester_verify_finds_the_demos_archive_intact_its_report_included(
         capture_output=True, text=True, timeout=60, check=False, cwd=ROOT,
     )  # fmt: skip
     assert again.returncode == 1 and '"file":"notes.txt","status":"orphan"' in again.stdout
+
+
+def test_every_file_a_demo_creates_is_claimed_before_its_harvest(tmp_path: Path) -> None:
+    """A demo killed half-way is cleared by the next one only if the marker written before
+    the harvest names what it creates: its manifests too, not only the run files."""
+    import importlib.util
+
+    from harvester.simulator.generated import generate_cloud
+
+    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "demo"
+    assert demo(out, "--runs", "2").returncode == 0
+    claimed = script.files_to_create(generate_cloud(runs=2, metrics=3, points=2, tests=2))
+    created = {path.name for path in out.iterdir()} - {script.MARKER}
+    assert created - claimed == set()
