@@ -34,6 +34,17 @@ def test_every_help_describes_the_tool_with_examples_and_exit_statuses(
     assert "The command line: parse" not in text  # not the module's docstring
 
 
+def test_every_simulate_flag_says_what_it_does(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a bare "(default: 1.0)", nor "probability of a unlisted"."""
+    monkeypatch.setenv("COLUMNS", "100")  # argparse's width: the lines below as shown
+    text = help_of(["simulate"], capsys)
+    assert "\n                        (default:" not in text
+    assert "a unlisted" not in text and "a latin1" not in text
+    assert "--rate-window SECONDS\n                        the window --rate-limit" in text
+
+
 def test_flags_have_help_consistent_placeholders_and_say_when_repeatable(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

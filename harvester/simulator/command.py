@@ -23,18 +23,20 @@ from harvester.stopsignals import STOP_SIGNALS
 
 DEFAULT_PORT = 8080
 DEFAULT_RUNS = 5
-_FAULT_FLAGS = (
-    "500",
-    "502",
-    "503",
-    "504",
-    "429",
-    "reset",
-    "truncate",
-    "delay",
-    "unlisted",
-    "latin1",
-)
+#: Each fault flag (--p-KIND) and what it makes a data request get.
+_FAULTS = {
+    "500": "a 500",
+    "502": "a 502",
+    "503": "a 503",
+    "504": "a 504",
+    "429": "a 429 with Retry-After",
+    "reset": "a connection reset mid-body",
+    "truncate": "a 200 whose body is cut short",
+    "delay": "a --delay pause before its answer",
+    "unlisted": "a 200 {} without the endpoint's list",
+    "latin1": "a 200 whose JSON holds a Latin-1 byte",
+}
+_FAULT_FLAGS = tuple(_FAULTS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -138,7 +140,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             type=float,
             default=0.0,
             metavar="P",
-            help=f"probability of a {kind} per data request",
+            help=f"probability of {_FAULTS[kind]} per data request",
         )
     faults.add_argument(
         "--delay",
@@ -174,7 +176,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="at most N requests per --rate-window, then 429",
     )
     faults.add_argument(
-        "--rate-window", type=float, default=1.0, metavar="SECONDS", help="(default: %(default)s)"
+        "--rate-window",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="the window --rate-limit counts requests over (default: %(default)s)",
     )
     faults.add_argument(
         "--max-url-length",
