@@ -89,7 +89,9 @@ def add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> No
     g.add_argument(
         "--out",
         metavar="DIR",
-        help="directory for <run_id>.ndjson files, s3://BUCKET/PREFIX/, or - for stdout (-)",
+        help="directory for <run_id>.ndjson files, or s3://BUCKET/PREFIX/"
+        if worker
+        else "directory for <run_id>.ndjson files, s3://BUCKET/PREFIX/, or - for stdout (-)",
     )
     g.add_argument(
         "--s3-endpoint-url", metavar="URL", help="S3-compatible store (else AWS_ENDPOINT_URL)"
@@ -124,26 +126,17 @@ def add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> No
     g.add_argument(
         "--export-timeout", metavar="SECONDS", help="to wait for a CSV export to be ready (600)"
     )
-    g.add_argument(
-        "--format",
-        choices=("raw", "points", "parquet", "singer"),
-        help="raw: the API's records (default); points: <id>.points.ndjson, one line a "
-        "point, and <id>.meta.ndjson; parquet: <id>.parquet (the [parquet] extra); "
-        "singer: Singer messages on stdout, for a Singer target or Meltano",
-    )
-    g.add_argument(
-        "--singer-state",
-        metavar="FILE",
-        help="--format singer: the last STATE a target emitted; the runs it lists are skipped",
-    )
-    g.add_argument(
-        "--singer-stream",
-        dest="singer_streams",
-        action="append",
-        metavar="NAME",
-        help="--format singer: only this stream (runs, metrics, points, thresholds, "
-        "overviews, checks, other); repeatable",
-    )
+    files = "raw: the API's records (default); points: <id>.points.ndjson, one line a "
+    files += "point, and <id>.meta.ndjson; parquet: <id>.parquet (the [parquet] extra)"
+    if worker:  # it keeps an archive: Singer messages go to stdout, for `harvest` only
+        g.add_argument("--format", choices=("raw", "points", "parquet"), help=files)
+    else:
+        g.add_argument(
+            "--format",
+            choices=("raw", "points", "parquet", "singer"),
+            help=files + "; singer: Singer messages on stdout, for a Singer target or Meltano",
+        )
+        add_singer_flags(g)
     g.add_argument(
         "--compress",
         choices=("none", "gzip", "zstd"),
@@ -175,6 +168,22 @@ def add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> No
             choices=("auto", "on", "off"),
             help="live progress on stderr (auto: a TTY)",
         )
+
+
+def add_singer_flags(g: Any) -> None:
+    g.add_argument(
+        "--singer-state",
+        metavar="FILE",
+        help="--format singer: the last STATE a target emitted; the runs it lists are skipped",
+    )
+    g.add_argument(
+        "--singer-stream",
+        dest="singer_streams",
+        action="append",
+        metavar="NAME",
+        help="--format singer: only this stream (runs, metrics, points, thresholds, "
+        "overviews, checks, other); repeatable",
+    )
 
 
 def add_log_flags(g: Any, *, quiet: bool = True) -> None:

@@ -21,7 +21,8 @@ MAIN = """\
 Archive k6 Cloud test runs as NDJSON: every metric, its time series, the thresholds and
 the run overview, as fast as the API's rate limit allows, each record exactly once.
 
-The token: --token, K6_CLOUD_TOKEN, the config file, or the one `k6 cloud login` stored."""
+The token: --token, K6_CLOUD_TOKEN, HARVESTER_TOKEN, the config file, or the one
+`k6 cloud login` stored."""
 
 MAIN_EPILOG = f"""\
 examples:

@@ -241,8 +241,9 @@ def _validate(s: Settings) -> None:
 def _validate_output(s: Settings) -> None:
     if s.format == "singer" and not s.to_stdout:
         raise ConfigError(
-            "--format singer writes Singer messages to stdout for a target to read: drop "
-            "--out (or give --out -) and pipe into the target"
+            "--format singer writes Singer messages to stdout for a target to read: "
+            "`harvester harvest --format singer` without --out (or with --out -), piped "
+            "into the target (the worker keeps an archive: raw, points or parquet)"
         )
     if (s.singer_state or s.singer_streams) and s.format != "singer":
         raise ConfigError("--singer-state and --singer-stream are for --format singer: add it")

@@ -308,3 +308,39 @@ async def test_a_listing_to_a_full_stdout_is_one_line_and_exit_1_as_a_harvest_s(
     assert done.stderr.decode().splitlines()[-1] == (
         "harvester: cannot write to stdout: No space left on device"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--format", "singer"], {}, "invalid choice 'singer'; choose from raw, points, parquet"),
+        (["--singer-state", "s.json"], {}, "unrecognized arguments: --singer-state"),
+        # From the environment (or a config file): the line says where Singer goes.
+        ([], {"HARVESTER_FORMAT": "singer"}, "`harvester harvest --format singer` without --out"),
+    ],
+)
+def test_the_worker_refuses_singer_which_writes_no_archive(
+    args: list[str],
+    env: dict[str, str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    worker = ["worker", "--token", "t", "--base-url", "http://127.0.0.1:9", "--project", "1"]
+    assert main([*worker, "--out", str(tmp_path), *args]) == 2
+    err = capfd.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_the_worker_s_help_offers_only_what_a_worker_writes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["worker", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "{raw,points,parquet}" in shown and "singer" not in shown
+    assert "or s3://BUCKET/PREFIX/" in shown and "for stdout" not in shown
