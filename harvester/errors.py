@@ -1,6 +1,6 @@
 """The harvester's one exception tree: every failure a caller can meet, named for what happened.
 
-aiohttp's exceptions become these in `transport.py` only; the CLI catches
+aiohttp's exceptions become these in `transport.py` and `wire.py` only; the CLI catches
 `HarvesterError` once and turns it into a one-line message and an exit status.
 """
 
