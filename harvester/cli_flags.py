@@ -187,8 +187,10 @@ def add_singer_flags(g: Any) -> None:
 
 
 def add_log_flags(g: Any, *, quiet: bool = True) -> None:
+    """--quiet and --verbose; without `quiet` (a listing: it starts no run), --verbose only."""
+    started = "a line per run started and " if quiet else "a line "
     levels = {"quiet": "only failures and the summary on stderr",
-              "verbose": "also a line per run started and per run left for later"}  # fmt: skip
+              "verbose": f"also {started}per run left for later"}  # fmt: skip
     for level in ("quiet", "verbose") if quiet else ("verbose",):
         g.add_argument(
             f"--{level}", dest="log_level", action="store_const", const=level, help=levels[level]

@@ -45,6 +45,15 @@ def test_every_simulate_flag_says_what_it_does(
     assert "--rate-window SECONDS\n                        the window --rate-limit" in text
 
 
+def test_runs_verbose_promises_no_line_per_run_started(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`runs` lists runs and starts none: --verbose adds the runs left for later."""
+    text = " ".join(help_of(["runs"], capsys).split())
+    assert "--verbose also a line per run left for later" in text
+    assert "started" not in text
+
+
 def test_flags_have_help_consistent_placeholders_and_say_when_repeatable(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
