@@ -213,7 +213,17 @@ def many(parse: Parser) -> Parser:
             items = [part for part in raw.replace(",", " ").split() if part]
         else:
             items = [raw]
-        return tuple(parse(item) for item in items)
+        items = list(items)
+        parsed = []
+        for item in items:
+            try:
+                parsed.append(parse(item))
+            except ValueError as exc:
+                if len(items) == 1:
+                    raise
+                # The list is shown whole before this: name the item that is wrong.
+                raise ValueError(f"holds {shown(item)}, which {exc}") from None
+        return tuple(parsed)
 
     return parse_all
 

@@ -253,6 +253,18 @@ CASES = [
         ("harvest",),
     ),
     config_case(
+        "config runs, one of three past 64 bits",
+        b"[harvest]\nruns = [1, 99999999999999999999, 3]\n",
+        "runs = '1 99999999999999999999 3' holds 99999999999999999999, which is not a run id",
+        ("harvest",),
+    ),
+    case(
+        "env runs, one of two not a number",
+        ["harvest"],
+        "HARVESTER_RUNS = '1,abc' holds 'abc', which is not a run id",
+        env={"HARVESTER_RUNS": "1,abc"},
+    ),
+    config_case(
         "config interval nan",
         b'[worker]\ninterval = "nan"\n',
         "h.toml: [worker] interval = 'nan' is not a duration",
