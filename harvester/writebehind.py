@@ -10,8 +10,11 @@ harvest in those waits, so every millisecond a write took more (zstd's compressi
 write is queued and the writer task goes on; it waits only while `LIMIT` bytes are
 queued. A write that fails is raised by the run's next write or by its commit.
 
-The writer process (`writechild`) has the same thread for a points run's files
-(`BehindWriter`): a points harvest writes 5x raw's bytes (large: 2 GB), and their sha256
+The writer process (`writechild`) has the same thread for a points run's sidecar
+(`BehindWriter`), and had it for the points file until that file hashed and wrote itself
+(`directfile`, a 4 MiB buffer at a time: this thread took the GIL back after each serie's lines,
+~30,000 times on large). The story of that step: a points harvest writes 5x raw's bytes
+(large: 2 GB), and their sha256
 (~1.2 s) and the page cache's copy (~0.6 s) took half of the child's main thread, which
 also reads the pipe, splits the lines and builds the points. Both release the GIL, so
 this thread does them beside the building (main thread ~3.8 -> ~1.9 s of CPU on large;

@@ -1,7 +1,8 @@
 """The writer process's side (`writeproc`): requests in from the parent's pipe, each
 run's write stack (`runfiles.RunFiles`) over the temporary files the parent created, and
 at a run's `finish` its files' sizes, sha256 and points counted (`writeproc.Finished`).
-A points run's files are hashed and written on a thread of their own (`writebehind`)."""
+A points file hashes and writes itself past the page cache (`directfile`); a points
+run's sidecar is hashed and written on a thread of its own (`writebehind`)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,11 @@ from typing import BinaryIO, cast
 
 from . import pagecache
 from .compression import HashingWriter
+from .directfile import DirectFile, DirectHashing
 from .packed import PackedSeries
 from .runfiles import RunFiles
 from .writebehind import BehindWriter, WriteBehind
-from .writeproc import POINTS_BUFFER, Finished
+from .writeproc import Finished
 
 
 @dataclass
@@ -126,8 +128,10 @@ def _open(
             # it only gathers small writes (Arrow's page headers and pages, a run's
             # records), and each run open held up to 1 MiB a file, touched as it filled
             # (Parquet, large: the writer's peak ~1.5 MB lower at 64 KiB).
-            size = POINTS_BUFFER if kind == "points.ndjson" else RAW_BUFFER
-            run.handles[kind] = os.fdopen(os.open(path, os.O_WRONLY), "wb", size)
+            if kind == "points.ndjson":
+                run.handles[kind] = cast(BinaryIO, DirectFile(path))
+            else:
+                run.handles[kind] = os.fdopen(os.open(path, os.O_WRONLY), "wb", RAW_BUFFER)
         run.files = RunFiles(
             run_id, output_format, codec, level, run.handles, _hashing(run, output_format)
         )
@@ -137,12 +141,15 @@ def _open(
 
 
 def _hashing(run: _ChildRun, output_format: str) -> Callable[[BinaryIO], HashingWriter]:
-    """Points' files are hashed and written behind (`writebehind`); Parquet's are not
-    (Arrow hands on its own buffers, which it may reuse once a write returns)."""
+    """A points file hashes itself (`directfile`), its sidecar is hashed and written
+    behind (`writebehind`); Parquet's files are not (Arrow hands on its own buffers, which
+    it may reuse once a write returns)."""
     if output_format != "points":
         return HashingWriter
 
     def behind(fh: BinaryIO) -> HashingWriter:
+        if isinstance(fh, DirectFile):
+            return DirectHashing(fh)
         writer = BehindWriter(fh, _behind())
         run.behind.append(writer)
         return writer

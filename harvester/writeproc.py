@@ -64,9 +64,6 @@ FEED_BYTES = 2 << 20
 ENDING_WAIT = 2.0
 #: Pieces of one `writev` (Linux's IOV_MAX).
 IOV_MAX = 1024
-#: The child's write buffer of a points file: its lines come a serie at a time (~60 KB),
-#: which a smaller buffer writes through without copying; each run open holds its own.
-POINTS_BUFFER = 1 << 14
 
 
 @dataclass
