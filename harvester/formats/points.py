@@ -31,7 +31,6 @@ found by offset, not split into copies, and a serie's lines are handed on as pie
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -296,7 +295,10 @@ def _orjson_int(text: str) -> int | float:
 
 #: A run of digits that may spell an integer orjson reads as a float (past 64 bits: at
 #: least 19 digits); one in a string or a fraction only costs the slower, exact read.
-_LONG_DIGITS = re.compile(rb"\d{19}")
+#: Found as 19 zeros once every digit is a zero: 0.7 us a metric's line, where the
+#: regex `\d{19}` took 7 us (it tries 19 digits at each place), ~0.2 s over large.
+_ZEROS = bytes.maketrans(b"123456789", b"0" * 9)
+_LONG_DIGITS = b"0" * 19
 
 
 def read_meta(line: bytes) -> Any:
@@ -304,7 +306,7 @@ def read_meta(line: bytes) -> Any:
     64 bits (a run's `test_id` of 1180591620717411303424) was read as orjson reads it, a
     float, and written `1.1805916207174113e+21` into every point. Such an integer is kept
     as its text (`orjson.Fragment`), which orjson writes back as the number it was."""
-    if _LONG_DIGITS.search(line) is None:
+    if _LONG_DIGITS not in line.translate(_ZEROS):
         return read_line(line)
     return json.loads(line, parse_int=_exact_int)
 
