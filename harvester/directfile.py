@@ -42,6 +42,8 @@ from .compression import HashingWriter
 #: the page. `dd` of 2 GB: 0.17 s of system CPU in 4 MiB writes (1 MiB: 0.25 s, 256 KiB:
 #: 0.77 s); and each buffer is one hand-over to each thread, which takes the GIL back.
 BLOCK = 4 << 20
+#: What a direct write's length must be a multiple of: any device's block (512 B or 4 KiB).
+ALIGN = 4096
 #: Full buffers waiting for the writing thread at most (then the writer waits).
 DEPTH = 2
 #: Buffers kept for the next ones (a buffer each points file open, and `DEPTH` more).
@@ -86,18 +88,19 @@ class DirectFile:
         """Nothing: whole blocks are written as they fill, the last one at `close`."""
 
     def close(self) -> None:
-        """Wait for the file's writes, write its last partial block (through the page
-        cache, where the commit's fsync finds it) and close it."""
+        """Hand on the last partial buffer, wait for every write of the file, and close it.
+        The last buffer is written directly too, padded to a whole block with zeros, and
+        the file then cut to its length: through the page cache, the runs' last blocks
+        (large: ~2 MB a run) had cost the writer ~0.3 s of system CPU."""
         if self.closed:
             return
         self.closed = True
         try:
+            if self._filled:
+                self._hand_on()
             for pending in self._pending:
                 pending.result().result()
-            if self._filled:
-                self.sha.update(memoryview(self._buffer)[: self._filled])
-                self.buffered()
-                _write_at(self, self._buffer, self._offset, self._filled)
+            os.ftruncate(self._fd, self._offset)  # the padding of the last block
         finally:
             for pending in self._pending:  # (after a failure: none still writes)
                 with contextlib.suppress(Exception):
@@ -152,7 +155,12 @@ def _open(path: str) -> tuple[int, bool]:
 def _write_at(file: DirectFile, buffer: mmap.mmap, offset: int, size: int) -> None:
     """`size` bytes of `buffer` at `offset` of the file, all of them (a short write goes
     on from there; a direct write refused, as at an unaligned place after a short one,
-    is done through the page cache)."""
+    is done through the page cache). A file's last buffer, of any length, is written to
+    the end of its last block, the rest zeros (cut off by `close`)."""
+    if file.direct and size % ALIGN:
+        whole = size + ALIGN - size % ALIGN
+        buffer[size:whole] = bytes(whole - size)
+        size = whole
     done = 0
     with memoryview(buffer) as view:
         while done < size:

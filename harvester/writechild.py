@@ -102,18 +102,37 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
         elif op == "packed":  # its values' bytes taken by Arrow as they are: not reused
             _write(runs[run_id], PackedSeries.from_wire(args, bytes(data)))
         elif op == "finish":
-            finished = _finish(runs.pop(run_id))
-            try:
-                pickle.dump(finished, answers)
-                answers.flush()
-            except BrokenPipeError:  # the parent is gone (kill -9): nobody to tell
-                # (and Python's flush at exit would print the same error again)
-                os.dup2(os.open(os.devnull, os.O_WRONLY), answers.fileno())
-                break
+            run = runs.pop(run_id)
+            _end_streams(run)
+            _finisher().submit(_answer_finish, run, answers)
         else:  # discard
             _close(runs.pop(run_id))
+    _finisher().shutdown()  # every finish answered
     for run in runs.values():  # the parent ended without committing them
         _close(run)
+
+
+@functools.cache
+def _finisher() -> ThreadPoolExecutor:
+    """The thread that waits for each finished run's last writes and answers for it, in
+    the order the runs finished: the main thread goes on with the next runs' lines. When
+    it waited itself, it sat idle at each run's end while the run's last buffers were
+    hashed and written (large: ~1 of its ~4 s)."""
+    return ThreadPoolExecutor(1, thread_name_prefix="finish")
+
+
+def _answer_finish(run: _ChildRun, answers: BinaryIO) -> None:
+    try:
+        finished = _finish(run)
+    except BaseException as exc:  # answered all the same: the parent waits for it
+        finished = Finished(error=_as_os_error(exc))
+    try:
+        pickle.dump(finished, answers)
+        answers.flush()
+    except BrokenPipeError:  # the parent is gone (kill -9): nobody to tell
+        # (and Python's flush at exit would print the same error again); the main
+        # thread then finds the requests' pipe closed too
+        os.dup2(os.open(os.devnull, os.O_WRONLY), answers.fileno())
 
 
 def _open(
@@ -217,12 +236,24 @@ def _wait_hint(run: _ChildRun) -> None:
         run.hint = None
 
 
-def _finish(run: _ChildRun) -> Finished:
-    """End the run's streams and close its files; what was written, or why it failed."""
-    _wait_hint(run)
+def _end_streams(run: _ChildRun) -> None:
+    """End the run's streams (compressors' ends, Parquet's footer), on the main thread,
+    which wrote into them; its writes behind are handed on."""
     if run.files is not None and run.error is None:
         try:
             run.files.finish()
+            for writer in run.behind:
+                writer.send()
+        except Exception as exc:
+            run.error = _as_os_error(exc)
+
+
+def _finish(run: _ChildRun) -> Finished:
+    """Wait for the run's last writes and close its files (`_end_streams` before); what
+    was written, or why it failed."""
+    _wait_hint(run)
+    if run.files is not None and run.error is None:
+        try:
             _written_behind(run)
             for fh in run.handles.values():
                 fh.close()  # flushed: the parent's fsync then finds every byte
@@ -239,8 +270,6 @@ def _finish(run: _ChildRun) -> Finished:
 def _written_behind(run: _ChildRun) -> None:
     """Every byte of the run's files written and hashed (`writebehind`), or the first
     write's error."""
-    for writer in run.behind:
-        writer.send()
     for writer in run.behind:
         writer.settle()
         writer.lane.raise_failed()

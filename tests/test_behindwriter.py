@@ -43,7 +43,9 @@ class Stuck(io.BytesIO):
         return super().write(data)
 
 
-def test_a_points_run_is_hashed_and_written_on_the_write_behind_thread(tmp_path: Path) -> None:
+def test_a_points_runs_sidecar_is_hashed_and_written_on_the_write_behind_thread(
+    tmp_path: Path,
+) -> None:
     cloud = generate_cloud(runs=1, metrics=6, points=30, seed=3)
     run = next(iter(cloud.runs.values()))
     metrics = run.metrics()
@@ -59,6 +61,7 @@ def test_a_points_run_is_hashed_and_written_on_the_write_behind_thread(tmp_path:
         writer.raw = cast(BinaryIO, Recorded(writer.raw, written, "write"))
     writechild._write(child, encode("metric", 1, metrics))
     writechild._write(child, encode("series", 1, series))
+    writechild._end_streams(child)
     done = writechild._finish(child)
     assert done.error is None and done.points == 6 * 30
     assert hashed == written == {"write-behind"}

@@ -64,7 +64,7 @@ def test_files_written_in_turns_each_hold_their_own_bytes(tmp_path: Path) -> Non
         assert out.sha.hexdigest() == hashlib.sha256(b"".join(own)).hexdigest()
 
 
-def test_whole_blocks_never_enter_the_page_cache(tmp_path: Path) -> None:
+def test_no_block_enters_the_page_cache_not_even_the_last(tmp_path: Path) -> None:
     if shutil.which("fincore") is None:
         pytest.skip("fincore (util-linux) is not installed")
     path = tmp_path / "points"
@@ -73,14 +73,15 @@ def test_whole_blocks_never_enter_the_page_cache(tmp_path: Path) -> None:
     if not out.direct:
         out.close()
         pytest.skip("this filesystem takes no direct writes")
-    out.write(os.urandom(4 * BLOCK))  # whole blocks only, written directly
+    data = os.urandom(4 * BLOCK + 12_345)  # the last block padded, then cut to length
+    out.write(data)
     out.close()
     shown = subprocess.run(
         ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    assert int(shown) == 0  # written buffered, 4 MiB would be there until written back
-    assert path.stat().st_size == 4 * BLOCK
+    assert int(shown) == 0  # written buffered, 16 MiB would be there until written back
+    assert path.read_bytes() == data
 
 
 def test_a_full_disk_is_an_error_of_a_write_or_the_close(tmp_path: Path) -> None:

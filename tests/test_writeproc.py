@@ -5,8 +5,10 @@ the child (a full disk, a file it cannot open, its death) fails the run, never s
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
+import pickle
 import signal
 import threading
 import time
@@ -284,6 +286,7 @@ def test_writeback_hints_run_beside_the_child_s_work_and_before_its_files_close(
     run = writechild._open(1, "points", "none", None, {k: str(p) for k, p in paths.items()})
     lines = run_lines()
     writechild._write(run, lines[1] * (pagecache.WRITEBACK_AFTER // len(lines[1]) + 1))
+    writechild._end_streams(run)
     done = writechild._finish(run)
     assert done.error is None and done.points > 0
     assert seen and all(name.startswith("points-writeback") for name, _ in seen)
@@ -423,3 +426,54 @@ def test_a_child_whose_parent_was_killed_ends_quietly(tmp_path: Path) -> None:
     pickle.dump(("finish", 1, (), 0), child.stdin)
     _, err = child.communicate(timeout=30)
     assert (child.returncode, err.decode()) == (0, "")
+
+
+class _Answers(io.BytesIO):
+    """The answers' pipe, noting when each answer is written among the child's events."""
+
+    def __init__(self, events: list[tuple[str, int]]) -> None:
+        super().__init__()
+        self.events = events
+
+    def flush(self) -> None:
+        self.events.append(("answer", len(self.getvalue())))
+
+
+def test_the_child_goes_on_with_the_next_run_while_a_finished_one_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's finish waits for its last writes on a thread of its own (`_finisher`): the
+    main thread opens and builds the next run meanwhile, and the answers keep their order."""
+    from harvester import directfile
+
+    events: list[tuple[str, int]] = []
+    real_open, real_write = writechild._open, directfile._write_at
+
+    def noted_open(run_id: int, *args: object) -> writechild._ChildRun:
+        events.append(("open", run_id))
+        return real_open(run_id, *args)  # type: ignore[arg-type]
+
+    def slow_write(*args: object) -> None:
+        time.sleep(0.3)  # the disk's time: the finish of run 1 waits for it
+        real_write(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writechild, "_open", noted_open)
+    monkeypatch.setattr(directfile, "_write_at", slow_write)
+    requests = io.BytesIO()
+    for run_id in (1, 2):
+        paths = {k: str(p) for k, p in temp_paths(tmp_path, run_id).items()}
+        pickle.dump(("open", run_id, ("points", "none", None, paths), 0), requests)
+        for data in run_lines(run_id):
+            pickle.dump(("write", run_id, None, len(data)), requests)
+            requests.write(data)
+        pickle.dump(("finish", run_id, None, 0), requests)
+    requests.seek(0)
+    answers = _Answers(events)
+    writechild.serve(requests, answers)
+    assert [kind for kind, _ in events] == ["open", "open", "answer", "answer"]
+    answers.seek(0)
+    first, second = pickle.load(answers), pickle.load(answers)
+    for run_id, done in ((1, first), (2, second)):
+        assert done.error is None and done.points == 6 * 30
+        data = (tmp_path / f"{run_id}.points.ndjson").read_bytes()
+        assert done.written["points.ndjson"] == (len(data), hashlib.sha256(data).hexdigest())
