@@ -9,10 +9,10 @@ buffered (this VM, whose freed pages are slow to touch again: `pagecache`).
 
 Direct I/O wants the buffer, the file offset and the length aligned to the device's
 block: the lines are gathered in a page-aligned buffer (an anonymous mmap, reused from
-file to file) and written a whole buffer at a time; the last partial block is written
-through the page cache at `close` (with `O_DIRECT` cleared), where the parent's fsync
-finds it. A filesystem without direct I/O (it refuses the open or a write, `EINVAL`)
-gets plain buffered writes, the same bytes.
+file to file) and written a whole buffer at a time; the last one at `close`, padded with
+zeros to a whole block, and the file then cut to its length. A filesystem without direct
+I/O (it refuses the open or a write, `EINVAL`) gets plain buffered writes, the same
+bytes.
 
 The file hashes its own bytes (`sha`, the manifest's), a whole buffer at a time: a
 thread hashes each full buffer (hashlib lets go of the GIL for all of it, where
@@ -181,17 +181,19 @@ class _Writes:
     def __init__(self) -> None:
         self._room = threading.BoundedSemaphore(DEPTH)
         self._threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
+        self._starting = threading.Lock()  # (the main thread and the finisher submit)
 
     def submit(
         self, file: DirectFile, buffer: mmap.mmap, offset: int, size: int
     ) -> Future[Future[None]]:
         """Hash the buffer, then write it: the hash's future, whose result is the write's."""
         self._room.acquire()
-        if self._threads is None:
-            self._threads = (
-                ThreadPoolExecutor(1, thread_name_prefix="direct-hash"),
-                ThreadPoolExecutor(1, thread_name_prefix="direct-write"),
-            )
+        with self._starting:
+            if self._threads is None:
+                self._threads = (
+                    ThreadPoolExecutor(1, thread_name_prefix="direct-hash"),
+                    ThreadPoolExecutor(1, thread_name_prefix="direct-write"),
+                )
         try:
             return self._threads[0].submit(self._hash, file, buffer, offset, size)
         except BaseException:
