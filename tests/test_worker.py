@@ -319,10 +319,14 @@ async def test_a_second_signal_names_the_runs_it_cut_and_that_they_come_again(
     cloud = generate_cloud(runs=2, metrics=5, points=3)
     hang = FaultPlan(p_delay=1.0, delay_seconds=60.0, fault_endpoints=frozenset({"overview"}))
     async with Simulator(cloud, faults=hang) as sim:
-        args = ("--all-projects", "--out", str(tmp_path), "--listen-port", "0")
+        args = ("--all-projects", "--out", str(tmp_path), "--listen-port", "0", "--verbose")
         async with worker_process(sim, *args) as (process, stderr):
             with anyio.fail_after(20):
                 await read_event(stderr, "listening")
+                # Both runs seen started by the worker's writer (under load, a run's start
+                # could still wait in the channel when the signals came: then unnamed).
+                for _ in cloud.runs:
+                    await read_event(stderr, "run_started")
                 await wait_for(lambda: sim.fault_counts["delay"] == len(cloud.runs), within=20)
                 process.send_signal(signal.SIGTERM)
                 await read_event(stderr, "stopping")
