@@ -85,6 +85,7 @@ class _ReusedBuffer:
 def serve(requests: BinaryIO, answers: BinaryIO) -> None:
     """The child's loop: requests in until the pipe closes; each run's files by path."""
     runs: dict[int, _ChildRun] = {}
+    finisher = _finisher()
     reused = _ReusedBuffer()
     while True:
         try:
@@ -104,15 +105,14 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
         elif op == "finish":
             run = runs.pop(run_id)
             _end_streams(run)
-            _finisher().submit(_answer_finish, run, answers)
+            finisher.submit(_answer_finish, run, answers)
         else:  # discard
             _close(runs.pop(run_id))
-    _finisher().shutdown()  # every finish answered
+    finisher.shutdown()  # every finish answered
     for run in runs.values():  # the parent ended without committing them
         _close(run)
 
 
-@functools.cache
 def _finisher() -> ThreadPoolExecutor:
     """The thread that waits for each finished run's last writes and answers for it, in
     the order the runs finished: the main thread goes on with the next runs' lines. When

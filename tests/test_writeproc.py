@@ -477,3 +477,23 @@ def test_the_child_goes_on_with_the_next_run_while_a_finished_one_is_written(
         assert done.error is None and done.points == 6 * 30
         data = (tmp_path / f"{run_id}.points.ndjson").read_bytes()
         assert done.written["points.ndjson"] == (len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_the_child_loop_serves_again_in_the_same_process(tmp_path: Path) -> None:
+    """Each `serve` has a finishing thread of its own: one shared by the process was shut
+    down by the first loop's end, and a second loop's finish could not be answered."""
+    for attempt in ("first", "second"):
+        requests = io.BytesIO()
+        (tmp_path / attempt).mkdir()
+        paths = {k: str(p) for k, p in temp_paths(tmp_path / attempt, 1).items()}
+        pickle.dump(("open", 1, ("points", "none", None, paths), 0), requests)
+        for data in run_lines():
+            pickle.dump(("write", 1, None, len(data)), requests)
+            requests.write(data)
+        pickle.dump(("finish", 1, None, 0), requests)
+        requests.seek(0)
+        answers = io.BytesIO()
+        writechild.serve(requests, answers)
+        answers.seek(0)
+        done = pickle.load(answers)
+        assert done.error is None and done.points == 6 * 30
