@@ -212,7 +212,8 @@ def _write(run: _ChildRun, data: bytes | bytearray | PackedSeries) -> None:
 
 def _hint(handles: list[BinaryIO]) -> None:
     for fh in handles:
-        pagecache.start_writeback(fh)
+        if not isinstance(fh, DirectFile):  # (it leaves no dirty page to write out)
+            pagecache.start_writeback(fh)
 
 
 @functools.cache
