@@ -51,10 +51,15 @@ def add_api_flags(p: argparse.ArgumentParser) -> None:
 def add_store_flags(p: argparse.ArgumentParser) -> None:
     """The object store of an `s3://` archive, for the commands that read one back
     (`status`, `verify`, `report`): as a harvest reaches it."""
-    p.add_argument(
-        "--s3-endpoint-url", metavar="URL", help="S3-compatible store (else AWS_ENDPOINT_URL)"
-    )
+    add_s3_endpoint_flag(p)
     add_insecure_flag(p, "allow an http:// --s3-endpoint-url to non-loopback")
+
+
+def add_s3_endpoint_flag(
+    g: Any, help_text: str = "S3-compatible store (else AWS_ENDPOINT_URL)"
+) -> None:
+    """`--s3-endpoint-url`, for the commands that reach an `s3://` archive."""
+    g.add_argument("--s3-endpoint-url", metavar="URL", help=help_text)
 
 
 def add_insecure_flag(g: Any, help_text: str) -> None:
@@ -93,9 +98,7 @@ def add_harvest_flags(p: argparse.ArgumentParser, *, worker: bool = False) -> No
         if worker
         else "directory for <run_id>.ndjson files, s3://BUCKET/PREFIX/, or - for stdout (-)",
     )
-    g.add_argument(
-        "--s3-endpoint-url", metavar="URL", help="S3-compatible store (else AWS_ENDPOINT_URL)"
-    )
+    add_s3_endpoint_flag(g)
     g.add_argument(
         "--method",
         dest="methods",

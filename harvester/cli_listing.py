@@ -27,6 +27,7 @@ from .cli_flags import (
     add_log_flags,
     add_organization_flag,
     add_output_flag,
+    add_s3_endpoint_flag,
 )
 from .cli_streams import stdout_to_devnull
 from .errors import OutputError
@@ -39,9 +40,7 @@ def add_listing_commands(add: AddCommand) -> None:
     runs.add_argument(
         "--out", metavar="DIR", help="archive directory: runs already in it are marked skip"
     )
-    runs.add_argument(
-        "--s3-endpoint-url", metavar="URL", help="for --out s3://: S3-compatible store"
-    )
+    add_s3_endpoint_flag(runs, "for --out s3://: S3-compatible store")
     add_output_flag(runs)
     add_log_flags(runs, quiet=False)
     add_api_flags(runs)
