@@ -7,7 +7,6 @@ heavy modules load only when the command runs.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 
@@ -75,7 +74,7 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
     """Every file checked against its manifest; 1 when anything is not intact."""
     from .errors import HarvesterError
     from .tables import plural, print_table, write_rows
-    from .verify import PROBLEMS, intact, verify
+    from .verify import PROBLEMS, intact, usable_cpus, verify
 
     if ns.directory.lower().startswith("s3://"):  # (objectstore.is_s3: its package loads anyio)
         from .config import load_settings
@@ -84,7 +83,7 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
         settings = load_settings(store_flags(ns.directory, ns))
         rows = list(verify_store(settings))
     else:
-        rows = list(verify(ns.directory, workers=os.cpu_count() or 1))
+        rows = list(verify(ns.directory, workers=usable_cpus()))
     if not rows:
         # Most likely a wrong path (a nightly check of it would pass for ever): say so.
         raise HarvesterError(

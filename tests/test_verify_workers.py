@@ -1,0 +1,122 @@
+"""`harvester verify`'s worker processes: files scanned ahead in forked processes (the
+line parsing holds the GIL, so threads parsed one file at a time) give the rows one
+process gives, in the same order; a worker that dies costs no row; ^C ends the command
+and its workers, with no traceback from them."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harvester import verify as verify_module
+from harvester.manifest import seal
+from harvester.verify import usable_cpus, verify
+from tests.process_helpers import ROOT
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers")
+
+LINE = b'{"type":"metric","test_run_id":1,"data":{"id":"a"}}\n'
+
+
+def archive_of(where: Path, runs: int) -> Path:
+    """`runs` sealed runs, then one corrupt, one truncated and one orphan file."""
+    where.mkdir()
+    for run_id in range(1, runs + 1):
+        (where / f"{run_id}.ndjson").write_bytes(LINE * (run_id * 100))
+        assert seal(where, run_id, 0o600)
+    (where / "2.ndjson").write_bytes(LINE.replace(b"metric", b"metrik") * 200)  # same size
+    with (where / "3.ndjson").open("r+b") as cut:
+        cut.truncate(10)
+    (where / "9.ndjson.orig").write_bytes(b"x")
+    return where
+
+
+#: The test process's pid: `_dying_scan` kills a worker, never this process.
+PARENT = os.getpid()
+_real_scan = verify_module._scan
+
+
+def _dying_scan(path: Path) -> object:
+    """A worker's scan that dies (as the kernel's OOM killer would kill it) on run 4."""
+    if os.getpid() != PARENT and path.name == "4.ndjson":
+        os._exit(9)
+    return _real_scan(path)
+
+
+def test_worker_processes_give_the_rows_one_process_gives_in_order(tmp_path: Path) -> None:
+    archive = archive_of(tmp_path / "archive", 6)
+    alone = list(verify(archive, workers=1))
+    rows = verify(archive, workers=2)
+    first = next(rows)
+    assert len(multiprocessing.active_children()) == 2  # scanned ahead by processes
+    assert [first, *rows] == alone
+    assert not multiprocessing.active_children()  # ended with the command
+    found = {row["file"]: row["status"] for row in alone}
+    assert (found["2.ndjson"], found["3.ndjson"], found["9.ndjson.orig"]) == (
+        "corrupt",
+        "truncated",
+        "orphan",
+    )
+
+
+def test_a_worker_that_dies_costs_no_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = archive_of(tmp_path / "archive", 8)
+    alone = list(verify(archive, workers=1))
+    monkeypatch.setattr(verify_module, "_scan", _dying_scan)  # (the workers fork after it)
+    assert list(verify(archive, workers=2)) == alone
+    assert not multiprocessing.active_children()
+
+
+def test_the_command_uses_the_cpus_it_may_run_on() -> None:
+    assert usable_cpus() == len(os.sched_getaffinity(0))
+
+
+SLOW_WORKERS = """
+import os, sys, time
+from harvester import verify
+from harvester.cli import main
+
+PARENT = os.getpid()
+real = verify._scan
+
+def slow(path):
+    if os.getpid() != PARENT and path.name == "1.ndjson":
+        time.sleep(1)  # ^C comes while one worker scans this file, the other waits
+    return real(path)
+
+verify._scan = slow
+sys.exit(main(["verify", sys.argv[1], "--output", "json"]))
+"""
+
+
+def test_ctrl_c_ends_verify_and_its_workers_without_their_tracebacks(tmp_path: Path) -> None:
+    archive = archive_of(tmp_path / "archive", 6)
+    command = subprocess.Popen(
+        [sys.executable, "-c", SLOW_WORKERS, str(archive)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal's job
+    )
+    workers: list[int] = []
+    deadline = time.monotonic() + 20
+    while len(workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        children = Path(f"/proc/{command.pid}/task/{command.pid}/children")
+        workers = [int(pid) for pid in children.read_text().split()]
+    assert len(workers) == 2, "no workers started"
+    time.sleep(0.3)  # (one scans run 1, the other has scanned the rest: it waits)
+    os.killpg(command.pid, signal.SIGINT)  # what ^C sends: the whole group
+    _, stderr = command.communicate(timeout=20)
+    assert command.returncode == 130
+    assert b"harvester: interrupted" in stderr
+    assert b"Traceback" not in stderr and b"KeyboardInterrupt" not in stderr
+    for pid in workers:  # waited for: none left running, or a zombie
+        assert not Path(f"/proc/{pid}").exists()
