@@ -5,13 +5,17 @@ and its workers, with no traceback from them."""
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,6 +76,34 @@ def test_a_worker_that_dies_costs_no_row(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(verify_module, "_scan", _dying_scan)  # (the workers fork after it)
     assert list(verify(archive, workers=2)) == alone
     assert not multiprocessing.active_children()
+
+
+class _NoSemaphores:
+    """A process pool where POSIX semaphores are missing (no /dev/shm): refused at once."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise NotImplementedError("This Python build lacks multiprocessing.synchronize")
+
+
+class _NoFork(ProcessPoolExecutor):
+    """A process pool whose workers cannot start (a process limit: fork's EAGAIN)."""
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+
+@pytest.mark.parametrize("pool", [_NoSemaphores, _NoFork])
+def test_where_no_worker_process_can_start_threads_scan_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pool: type
+) -> None:
+    archive = archive_of(tmp_path / "archive", 4)
+    alone = list(verify(archive, workers=1))
+    monkeypatch.setattr(verify_module, "ProcessPoolExecutor", pool)
+    rows = verify(archive, workers=2)
+    first = next(rows)
+    assert not multiprocessing.active_children()
+    assert any(t.name.startswith("ThreadPoolExecutor") for t in threading.enumerate())
+    assert [first, *rows] == alone
 
 
 def test_the_command_uses_the_cpus_it_may_run_on() -> None:
