@@ -12,14 +12,16 @@ import os
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from . import version
 from .compression import READ_ERRORS, codec_of, open_data
-from .config import Settings
 from .methods import DEFAULT_METHOD
+
+if TYPE_CHECKING:  # only a type here: `harvester verify` reads no config
+    from .config import Settings
 
 #: The API of a summary that does not say (archives from before v6).
 API = "v2"

@@ -28,13 +28,13 @@ import orjson
 
 from .errors import StateError
 from .state_errors import from_os_error, from_sqlite_error
+from .state_file import STATE_FILE_NAME as STATE_FILE_NAME
 from .state_file import StateLock
 
 if TYPE_CHECKING:  # only a type here: `harvester verify` needs no HTTP stack
     from .scheduler import RunOutcome
 
 SCHEMA_VERSION = 2
-STATE_FILE_NAME = ".harvester-state.sqlite"
 #: Why a run a killed job left `running` is failed, as the next job to open the state says.
 KILLED = "cut short: the job running it was killed before it could record why (SIGKILL?)"
 

@@ -19,6 +19,9 @@ from typing import IO
 from .errors import StateError
 from .state_errors import from_os_error
 
+#: The state's name in an --out directory (here, not in `state`: `harvester verify` needs
+#: the name, and no SQLite).
+STATE_FILE_NAME = ".harvester-state.sqlite"
 #: Seconds a job waits for a state lock that is taken: `harvester status` holds it for an
 #: instant (`StateLock.held`), and a job starting then must not be refused for that.
 LOCK_PATIENCE = 0.5

@@ -57,7 +57,7 @@ from .layout import run_dirs
 from .manifest import Scan
 from .outdir import LOCK_FILE_NAME, TEMP_NAME
 from .scan import kind_of
-from .state import STATE_FILE_NAME
+from .state_file import STATE_FILE_NAME
 
 Row = dict[str, Any]
 PROBLEMS = ("missing", "truncated", "corrupt", "orphan", "unreadable", "unverified")
