@@ -34,7 +34,8 @@ cores there were: medium's raw archive, two cores, 0.23-0.27 s in two threads, 0
 s in two processes. On Linux the workers are forked, with this process's modules
 already imported (a spawned worker would import them again: ~0.1 s each); elsewhere
 (no `fork`) they are threads. A worker that dies (killed, out of memory) costs no row:
-that file and those after it are scanned here.
+that file and those after it are scanned here; workers end with this process, however
+it ends (`_die_with`).
 """
 
 from __future__ import annotations
@@ -151,11 +152,30 @@ def _workers(count: int) -> Executor:
         return ThreadPoolExecutor(count)
     context = multiprocessing.get_context("fork")
     try:
-        return ProcessPoolExecutor(count, mp_context=context)
+        return ProcessPoolExecutor(
+            count, mp_context=context, initializer=_die_with, initargs=(os.getpid(),)
+        )
     except (NotImplementedError, ImportError, OSError):
         # No POSIX semaphores: /dev/shm is missing or not writable (some containers, a
         # user without it), which the process pool's queues need.
         return ThreadPoolExecutor(count)
+
+
+def _die_with(parent: int) -> None:
+    """A worker ends when this process does, however it ends (kill -9; SIGTERM, whose
+    default action ends it at once): blocked on its queue, which its own copy of the pipe
+    keeps open, a worker waited for ever. Linux kills it (`PR_SET_PDEATHSIG`); if the
+    parent is already gone, it ends now."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):  # (then the check below)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+#: Linux's prctl option: a signal the kernel sends a process when its parent ends.
+PR_SET_PDEATHSIG = 1
 
 
 @contextlib.contextmanager

@@ -128,8 +128,8 @@ sys.exit(main(["verify", sys.argv[1], "--output", "json"]))
 """
 
 
-def test_ctrl_c_ends_verify_and_its_workers_without_their_tracebacks(tmp_path: Path) -> None:
-    archive = archive_of(tmp_path / "archive", 6)
+def started_with_workers(archive: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """`harvester verify` whose workers scan run 1 slowly, once both workers are there."""
     command = subprocess.Popen(
         [sys.executable, "-c", SLOW_WORKERS, str(archive)],
         cwd=ROOT,
@@ -144,6 +144,21 @@ def test_ctrl_c_ends_verify_and_its_workers_without_their_tracebacks(tmp_path: P
         children = Path(f"/proc/{command.pid}/task/{command.pid}/children")
         workers = [int(pid) for pid in children.read_text().split()]
     assert len(workers) == 2, "no workers started"
+    return command, workers
+
+
+def running(pid: int) -> bool:
+    """Whether `pid` is there and not a zombie (an ended process not yet reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def test_ctrl_c_ends_verify_and_its_workers_without_their_tracebacks(tmp_path: Path) -> None:
+    archive = archive_of(tmp_path / "archive", 6)
+    command, workers = started_with_workers(archive)
     time.sleep(0.3)  # (one scans run 1, the other has scanned the rest: it waits)
     os.killpg(command.pid, signal.SIGINT)  # what ^C sends: the whole group
     _, stderr = command.communicate(timeout=20)
@@ -152,3 +167,16 @@ def test_ctrl_c_ends_verify_and_its_workers_without_their_tracebacks(tmp_path: P
     assert b"Traceback" not in stderr and b"KeyboardInterrupt" not in stderr
     for pid in workers:  # waited for: none left running, or a zombie
         assert not Path(f"/proc/{pid}").exists()
+
+
+def test_workers_end_when_verify_is_killed(tmp_path: Path) -> None:
+    """kill -9 (or SIGTERM, whose default action is as abrupt): each worker, blocked on its
+    queue, which its own copy of the pipe kept open, waited for ever."""
+    archive = archive_of(tmp_path / "archive", 6)
+    command, workers = started_with_workers(archive)
+    command.kill()
+    command.communicate(timeout=20)
+    deadline = time.monotonic() + 10
+    while any(map(running, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(running, workers))
