@@ -16,7 +16,15 @@ from anyio.abc import Process
 from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
-from tests.process_helpers import ROOT, cli_command, cli_env, recorded_running, run_cli, wait_for
+from tests.process_helpers import (
+    ROOT,
+    cli_command,
+    cli_env,
+    recorded_running,
+    run_cli,
+    stderr_until,
+    wait_for,
+)
 
 
 def state_rows(path: Path) -> dict[int, tuple[str, str | None]]:
@@ -94,6 +102,7 @@ async def test_runs_a_second_signal_cuts_are_failed_with_the_signal_not_running(
             state = tmp_path / ".harvester-state.sqlite"  # and both recorded (a race else)
             await wait_for(lambda: recorded_running(state) == set(cloud.runs), within=20)
             process.send_signal(signum)
+            await stderr_until(process, b"stopping")  # (two at once would merge into one)
             process.send_signal(signum)
             with anyio.fail_after(20):
                 assert await process.wait() == 128 + signum  # 143, 129

@@ -15,7 +15,14 @@ from harvester.simulator.faults import FaultPlan
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
 from harvester.state import STATE_FILE_NAME, HarvestState
-from tests.process_helpers import ROOT, cli_command, cli_env, recorded_running, wait_for
+from tests.process_helpers import (
+    ROOT,
+    cli_command,
+    cli_env,
+    recorded_running,
+    stderr_until,
+    wait_for,
+)
 from tests.test_cut_short import state_rows
 
 SLOW = FaultPlan(p_delay=1.0, delay_seconds=0.2, fault_endpoints=frozenset({"overview"}))
@@ -58,11 +65,13 @@ async def test_under_nohup_sighup_stays_ignored(tmp_path: Path) -> None:
             await wait_for(lambda: recorded_running(state) == set(cloud.runs), within=20)
             process.send_signal(signal.SIGHUP)
             process.send_signal(signal.SIGTERM)
+            # The second once the first is seen: two at once merge into one, and the job
+            # then waited out its grace period (~10 s) instead of stopping now.
+            said = await stderr_until(process, b"stopping")
             process.send_signal(signal.SIGTERM)
             with anyio.fail_after(20):
                 assert await process.wait() == 143
-            assert process.stderr is not None
-            err = b"".join([chunk async for chunk in process.stderr]).decode()
+            err = (said + await stderr_until(process, b"")).decode()
     # Watched, it would be named, first ("stopping (SIGHUP)") or second ("SIGHUP again").
     assert "SIGHUP" not in err and "stopped by SIGTERM" in err
     rows = state_rows(tmp_path / STATE_FILE_NAME)
