@@ -251,6 +251,11 @@ class HarvestState:
             self._db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
 
+#: Seconds a statement waits for a SQLite lock another program holds before the state is
+#: "busy" (an outage to the worker, which tries again at its next cycle): sqlite3's own.
+BUSY_TIMEOUT = 5.0
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     if not path.exists():
         try:
@@ -258,7 +263,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         except OSError as exc:
             raise from_os_error(exc, path, "creating it") from None
     try:
-        db = sqlite3.connect(path, isolation_level="DEFERRED")
+        db = sqlite3.connect(path, isolation_level="DEFERRED", timeout=BUSY_TIMEOUT)
         try:
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")

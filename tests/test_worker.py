@@ -23,6 +23,7 @@ from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 from prometheus_client.parser import text_string_to_metric_families
 
+from harvester import state
 from harvester.cli import main
 from harvester.config import Settings
 from harvester.errors import AuthRejected, ConfigError
@@ -393,8 +394,9 @@ async def test_a_full_or_read_only_state_between_cycles_is_an_outage_to_wait_out
 
 
 async def test_a_state_busy_with_another_program_between_cycles_is_an_outage(
-    cloud: SimCloud, tmp_path: Path
+    cloud: SimCloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(state, "BUSY_TIMEOUT", 0.5)  # (5 s, twice a cycle, else)
     async with Simulator(cloud) as sim:
         settings = worker_settings(sim, tmp_path, interval="0.2s", backoff_cap=0.05)
         worker, log = make_worker(settings)
