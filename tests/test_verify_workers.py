@@ -29,13 +29,19 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fo
 LINE = b'{"type":"metric","test_run_id":1,"data":{"id":"a"}}\n'
 
 
+def lines_of(run_id: int) -> int:
+    """A run's lines: its file past `SCANNED_AHEAD_FROM`, so scanned ahead by a worker."""
+    return verify_module.SCANNED_AHEAD_FROM // len(LINE) + run_id
+
+
 def archive_of(where: Path, runs: int) -> Path:
     """`runs` sealed runs, then one corrupt, one truncated and one orphan file."""
     where.mkdir()
     for run_id in range(1, runs + 1):
-        (where / f"{run_id}.ndjson").write_bytes(LINE * (run_id * 100))
+        (where / f"{run_id}.ndjson").write_bytes(LINE * lines_of(run_id))
         assert seal(where, run_id, 0o600)
-    (where / "2.ndjson").write_bytes(LINE.replace(b"metric", b"metrik") * 200)  # same size
+    bad = LINE.replace(b"metric", b"metrik")  # the same size
+    (where / "2.ndjson").write_bytes(bad * lines_of(2))
     with (where / "3.ndjson").open("r+b") as cut:
         cut.truncate(10)
     (where / "9.ndjson.orig").write_bytes(b"x")
@@ -68,6 +74,20 @@ def test_worker_processes_give_the_rows_one_process_gives_in_order(tmp_path: Pat
         "truncated",
         "orphan",
     )
+
+
+def test_small_files_are_scanned_in_turn_not_handed_to_workers(tmp_path: Path) -> None:
+    """A worker's hand-over cost more than a small file's scan (20,000 runs of 1 KB: 10.7 s
+    in workers, 9.5 s in threads, 4.2 s in turn)."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for run_id in (1, 2, 3):
+        (archive / f"{run_id}.ndjson").write_bytes(LINE)
+        assert seal(archive, run_id, 0o600)
+    rows = verify(archive, workers=2)
+    first = next(rows)
+    assert not multiprocessing.active_children()
+    assert [first, *rows] == list(verify(archive, workers=1))
 
 
 def test_a_worker_that_dies_costs_no_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
