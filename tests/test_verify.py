@@ -81,7 +81,7 @@ async def test_verify_names_a_corrupt_a_truncated_a_missing_file_and_an_orphan(
         f"{third}.ndjson.gz": "missing",
         "notes.txt": "orphan",
     }
-    # The command scans ahead in one thread per CPU: the same rows, in the same order.
+    # The command scans ahead in one worker per CPU: the same rows, in the same order.
     argv = [sys.executable, "-m", "harvester", "verify", str(tmp_path), "--output", "json"]
     with anyio.fail_after(60):
         done = await anyio.run_process(argv, check=False)
