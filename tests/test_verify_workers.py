@@ -13,6 +13,8 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 
 from harvester import verify as verify_module
+from harvester.cli import main
 from harvester.manifest import seal
 from harvester.verify import usable_cpus, verify
 from tests.process_helpers import ROOT
@@ -200,3 +203,24 @@ def test_workers_end_when_verify_is_killed(tmp_path: Path) -> None:
     while any(map(running, workers)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(map(running, workers))
+
+
+def test_the_command_holds_no_row_it_has_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every row was held until the last file was scanned: an archive of 100,000 runs
+    made 200,000 rows in memory before the first was printed."""
+
+    def many(directory: str, *, workers: int) -> Iterator[dict[str, Any]]:
+        for run_id in range(100_000):
+            yield {"test_run_id": run_id, "file": f"{run_id}.ndjson", "status": "ok",
+                   "detail": "1 bytes"}  # fmt: skip
+
+    monkeypatch.setattr(verify_module, "verify", many)
+    with open(os.devnull, "w") as devnull:
+        monkeypatch.setattr(sys, "stdout", devnull)
+        tracemalloc.start()
+        try:
+            assert main(["verify", "archive", "--output", "json"]) == 0
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 2_000_000  # held, the rows took ~40 MB
