@@ -79,7 +79,7 @@ def usable_cpus() -> int:
 
 def verify(directory: str | Path, *, workers: int = 1) -> Iterator[Row]:
     """One row per file of the archive (and per file a manifest names that is absent);
-    `workers` > 1: files are scanned ahead by that many threads."""
+    `workers` > 1: files are scanned ahead by that many workers (`Scanner`)."""
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError(f"{root} is not a directory: give the --out directory of a harvest")
