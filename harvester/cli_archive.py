@@ -75,10 +75,8 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
     """Every file checked against its manifest; 1 when anything is not intact. JSON rows
     are written as they come, and a table keeps only the problems: an archive of 100,000
     runs is never held as rows."""
-    import orjson
-
     from .errors import HarvesterError
-    from .tables import plural, print_table
+    from .tables import json_line, plural, print_table
     from .verify import PROBLEMS, usable_cpus, verify
 
     if ns.directory.lower().startswith("s3://"):  # (objectstore.is_s3: its package loads anyio)
@@ -98,7 +96,7 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
         if row["status"] in PROBLEMS:
             problems.append(row)
         if output == "json":
-            sys.stdout.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE).decode())
+            sys.stdout.write(json_line(row))
         elif row["test_run_id"] is not None:
             runs.add(row["test_run_id"])
     sys.stdout.flush()

@@ -176,5 +176,10 @@ def write_rows(stream: TextIO, rows: Sequence[Row], output: str) -> None:
         writer.writeheader()
         writer.writerows(rows)
     else:
-        stream.write("".join(orjson.dumps(row).decode() + "\n" for row in rows))
+        stream.write("".join(map(json_line, rows)))
     stream.flush()
+
+
+def json_line(row: Row) -> str:
+    """A row as one NDJSON line (`write_rows`; `verify` writes its rows one at a time)."""
+    return orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE).decode()
