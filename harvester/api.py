@@ -17,7 +17,12 @@ from yarl import URL
 from .answers import the_run_asked
 from .batching import series_query
 from .paging import Page
-from .series_answers import SeriesAnswer, packed_series_answer, series_answer
+from .series_answers import (
+    SeriesAnswer,
+    packed_series_answer,
+    series_answer,
+    texts_series_answer,
+)
 from .transport import Transport
 from .wire import short_url
 
@@ -36,10 +41,12 @@ def _list_of(doc: Any, key: str) -> list[JsonObject]:
 class CloudApi:
     """The v2 endpoints the harvester uses; every call goes through one `Transport`."""
 
-    def __init__(self, transport: Transport, *, packs: bool = False) -> None:
-        """`packs`: series answers packed for the Parquet writer (`--format parquet`)."""
+    def __init__(self, transport: Transport, *, output_format: str = "raw") -> None:
+        """`output_format`: series answers packed for the Parquet or the points writer
+        (`--format parquet`, `points`), else kept as the API's texts."""
         self.transport = transport
-        self._series_parser = packed_series_answer if packs else series_answer
+        parsers = {"parquet": packed_series_answer, "points": texts_series_answer}
+        self._series_parser = parsers.get(output_format, series_answer)
         #: The series methods (None: the API's default) some series request was answered
         #: with in this job: a refusal of one of them is about a run, not the method.
         self.methods_answered: set[str | None] = set()
@@ -63,7 +70,7 @@ class CloudApi:
 
     async def series(self, url: URL, method: str | None) -> SeriesAnswer:
         """One batch of series, each as the API sent it (`series_answers.series_answer`) or packed
-        (`series_answers.packed_series_answer`); build `url` with `series_url` (the batcher
+        (`packed_series_answer`, `texts_series_answer`); build `url` with `series_url` (the batcher
         measures it)."""
         answer: SeriesAnswer = await self.transport.get("series", url, parse=self._series_parser)
         self.methods_answered.add(method)

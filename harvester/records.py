@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from .packed import PackedSeries
+from .packed import PackedSeries, SeriesTexts
 
 #: Record types, in the order they appear in a run's file.
 RECORD_TYPES = (
@@ -67,14 +67,14 @@ def _head(kind: str, run_id: int) -> bytes:
     return orjson.dumps({"type": kind, "test_run_id": run_id, "data": None})[: -len(b"null}")]
 
 
-#: What a run's writer is given: lines, or a batch of series packed for Parquet.
-Chunk = bytes | PackedSeries
+#: What a run's writer is given: lines, or a batch of series packed for Parquet or points.
+Chunk = bytes | PackedSeries | SeriesTexts
 
 
 @dataclass(frozen=True, slots=True)
 class Lines:
     """Encoded lines of one run, and how many records of each type they hold; or, in
-    place of their lines, a batch of its series packed for the Parquet writer."""
+    place of their lines, a batch of its series packed for the Parquet or points writer."""
 
     run_id: int
     data: Chunk
@@ -85,7 +85,7 @@ class Lines:
         """Bytes of the lines (a packed batch's: of the lines it stands for)."""
         if isinstance(self.data, bytes):
             return len(self.data)
-        count = len(self.data.counts)
+        count = len(self.data.metric_ids)
         return self.data.text_bytes + count * len(_head("series", self.run_id) + b"}\n")
 
 

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, cast
 from .compression import HashingWriter, compressing
 from .formats.parquet import ParquetPoints
 from .formats.points import PointsSplitter, Serie
-from .packed import PackedSeries
+from .packed import PackedSeries, SeriesTexts
 
 #: The files of a run in each --format, in the order they are published.
 SUMMARY = b'{"type":"summary"'
@@ -70,13 +70,17 @@ class RunFiles:
             points = ParquetPoints(hasher) if kind == "parquet" else None
             self._stacks[kind] = _Stack(hasher, stream, points)
 
-    def write(self, data: bytes | bytearray | PackedSeries) -> None:
+    def write(self, data: bytes | bytearray | PackedSeries | SeriesTexts) -> None:
         """`data`: lines, a bytearray (the writer process's reused buffer) not kept; or a
-        batch of series packed for Parquet (`packed`: the only format it is sent to)."""
+        batch of series packed for Parquet or for points (`packed`: each is sent only to
+        its format)."""
         if isinstance(data, PackedSeries):
             parquet = self._stacks["parquet"].parquet
             assert parquet is not None and self.splitter is not None
             parquet.add_packed(data, self.splitter)
+            return
+        if isinstance(data, SeriesTexts):
+            self._write_texts(data)
             return
         if self.splitter is None:
             self._stacks["ndjson"].stream.write(data)
@@ -100,6 +104,14 @@ class RunFiles:
             # writer's turn, rather than at commit (while runs wait to be published, each
             # would hold its rows: 457 MB at large).
             parquet.flush()
+
+    def _write_texts(self, batch: SeriesTexts) -> None:
+        """A batch of series as texts (points: the only format it is sent to)."""
+        assert self.splitter is not None
+        stream = self._stacks["points.ndjson"].stream
+        for serie in self.splitter.texts(batch):
+            for chunk in serie.chunks():
+                stream.write(chunk)
 
     def finish(self) -> None:
         """The last row group and footer, the compressors' ends; each file's bytes are

@@ -19,7 +19,7 @@ import msgspec
 import orjson
 
 from .answers import check_shape, parse_body
-from .packed import PackedSeries, pack_series
+from .packed import PackedSeries, SeriesTexts, pack_series, series_texts
 
 
 class _Result(msgspec.Struct):
@@ -80,18 +80,18 @@ _SERIE = msgspec.json.Decoder(_Serie)
 class SeriesAnswer:
     """A v2 series answer as the harvester writes it: each serie's JSON text (its record's
     `data`), the `metric_id` each names (as text), and the points of the longest (None
-    when no serie has a `values` list); for the Parquet writer, the series packed
-    instead of their texts (`packed_series_answer`)."""
+    when no serie has a `values` list); for the Parquet and points writers, the series
+    packed instead of their texts (`packed_series_answer`, `texts_series_answer`)."""
 
     texts: list[bytes] | list[msgspec.Raw]
     metric_ids: list[str]
     points: int | None
-    packed: PackedSeries | None = None
+    packed: PackedSeries | SeriesTexts | None = None
 
     @property
     def count(self) -> int:
         """The series in the answer."""
-        return len(self.texts) if self.packed is None else len(self.packed.counts)
+        return len(self.texts) if self.packed is None else len(self.packed.metric_ids)
 
 
 def series_answer(
@@ -161,6 +161,19 @@ def packed_series_answer(
     if packed is None:
         return series_answer(body, status, endpoint, where)
     return SeriesAnswer([], [str(m) for m in packed.metric_ids], packed.longest, packed)
+
+
+def texts_series_answer(
+    body: bytes, status: int, endpoint: str, where: Callable[[], str]
+) -> SeriesAnswer:
+    """`series_answer` for the points writer (a `Parser`): each serie's `values` left as
+    the text the API sent (`packed.series_texts`) when the body is plainly right
+    (`_plain`) and each serie's `metric_id` and `method` text or null; as `series_answer`
+    otherwise."""
+    texts = series_texts(body) if _plain(body) else None
+    if texts is None:
+        return series_answer(body, status, endpoint, where)
+    return SeriesAnswer([], [str(m) for m in texts.metric_ids], texts.longest, texts)
 
 
 def _plain(body: bytes) -> bool:

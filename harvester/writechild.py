@@ -22,7 +22,7 @@ from typing import BinaryIO, cast
 from . import pagecache
 from .compression import HashingWriter
 from .directfile import DirectFile, DirectHashing
-from .packed import PackedSeries
+from .packed import PackedSeries, SeriesTexts
 from .runfiles import RunFiles
 from .writebehind import BehindWriter, WriteBehind
 from .writeproc import Finished
@@ -100,8 +100,10 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
             runs[run_id] = _open(run_id, *args)
         elif op == "write":
             _write(runs[run_id], data)
-        elif op == "packed":  # its values' bytes taken by Arrow as they are: not reused
+        elif op == PackedSeries.WIRE_OP:  # its values' bytes taken by Arrow as they are
             _write(runs[run_id], PackedSeries.from_wire(args, bytes(data)))
+        elif op == SeriesTexts.WIRE_OP:
+            _write(runs[run_id], SeriesTexts.from_wire(args, bytes(data)))
         elif op == "finish":
             run = runs.pop(run_id)
             _end_streams(run)
@@ -192,7 +194,7 @@ def _behind() -> WriteBehind:
     return WriteBehind(QUEUED_LINES)
 
 
-def _write(run: _ChildRun, data: bytes | bytearray | PackedSeries) -> None:
+def _write(run: _ChildRun, data: bytes | bytearray | PackedSeries | SeriesTexts) -> None:
     if run.files is None or run.error is not None:
         return  # the run has failed: its finish says so
     try:
@@ -204,7 +206,7 @@ def _write(run: _ChildRun, data: bytes | bytearray | PackedSeries) -> None:
         writer.send()
         if writer.error is not None:  # a write behind failed: the run has
             run.error = _as_os_error(writer.error)
-    run.unsynced += len(data) if not isinstance(data, PackedSeries) else data.nbytes
+    run.unsynced += len(data) if isinstance(data, bytes | bytearray) else data.nbytes
     if run.unsynced >= pagecache.WRITEBACK_AFTER and (run.hint is None or run.hint.done()):
         run.unsynced = 0
         run.hint = _hints().submit(_hint, list(run.handles.values()))

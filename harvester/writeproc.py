@@ -313,7 +313,7 @@ class ChildRunFiles:
         if isinstance(data, bytes):
             return _Request("write", self.run_id, data=data)
         header, values = data.wire()
-        return _Request("packed", self.run_id, header, values, lines=data.text_bytes)
+        return _Request(data.WIRE_OP, self.run_id, header, values, lines=data.text_bytes)
 
     def finish(self) -> None:
         self._done = self._child.ask(_Request("finish", self.run_id))

@@ -33,7 +33,7 @@ class V2Backend:
     def __init__(self, settings: Settings, transport: Transport) -> None:
         self.settings = settings
         self.transport = transport
-        self.api = CloudApi(transport, packs=settings.format == "parquet")
+        self.api = CloudApi(transport, output_format=settings.format)
 
     async def prepare(self) -> None:
         return None  # the token is all v2 needs

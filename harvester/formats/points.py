@@ -20,12 +20,17 @@ Speed (why a v2 serie is not parsed point by point): a medium harvest holds 1.9 
 points, and a Python dict per point cost about 4 microseconds each, more than the whole
 raw harvest. A v2 serie's `values` array, as `records` wrote it, is already the points'
 last two columns: when it is exactly `[{"timestamp": "<string>", "value": <number or
-null>}, ...]` (checked by its structural bytes and two counts, `_checked_points`), each
+null>}, ...]` (checked by its structural bytes and two counts, `checked_points`), each
 `{"timestamp":` is replaced by the point's head and the array's bytes are the lines. Any
 other shape (a value `true`, `"abc"`...) is parsed and converted point by point, each
 value by `pointvalue.point_value` (the same lines, slower). The lines of a batch are
 found by offset, not split into copies, and a serie's lines are handed on as pieces
 (`Serie.chunks`): the points file is 5x raw's bytes, and each copy of them costs.
+
+A points harvest sends its v2 series here as texts (`packed.SeriesTexts`, `texts`): each
+serie's `values` as the API sent it, which the harvester did not read point by point,
+so the check here also proves each value a number a double holds
+(`point_bytes.finite_points`). The byte checks and the replace are in `point_bytes`.
 """
 
 from __future__ import annotations
@@ -34,35 +39,30 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .point_bytes import (
+    FIRST,
+    NEXT,
+    NOT_KEPT,
+    PAIR_SHAPE,
+    VALUE,
+    built_lines,
+    checked_points,
+    finite_points,
+)
 from .pointvalue import point_value
+
+if TYPE_CHECKING:
+    from ..packed import SeriesTexts
 
 SERIES = b'{"type":"series"'
 REMEMBERED = (b'{"type":"metric"', b'{"type":"run"')
 NEWLINE = orjson.OPT_APPEND_NEWLINE
 VALUES_KEY = b'"values":['
-FIRST = b'[{"timestamp":'
-NEXT = b',{"timestamp":'
 TIME = b',"time":'
-VALUE = b'","value":'
-#: The keys of a point named, for the lines built from the bytes (`_built_lines`): each
-#: ends with its closing quote, and what follows (a `:`) is kept as it is. Searched for
-#: 1.1x-1.6x as fast as with the `:` (this last byte is frequent in a serie's points).
-NEXT_NAMED = b',{"timestamp"'
-VALUE_NAMED = b'","value"'
-#: The bytes that make JSON's structure (and its escapes), and `r` and `a`, which of JSON's
-#: scalars only `true` and `false` hold: `_checked_points` keeps only these.
-STRUCTURE = b'"{}[],\\'
-KEPT = STRUCTURE + b"ar"
-NOT_KEPT = bytes(sorted(set(range(256)) - set(KEPT)))
-#: What a point the fast path copies keeps: `{"timestamp":"<time>","value":<number or
-#: null>}` (`pointvalue`'s rule: anything else is parsed and made null).
-POINT_SHAPE = b'{"timestamp":"2026","value":1}'.translate(None, NOT_KEPT)
-#: A converted pair's: `["<time>",<number or null>]`.
-PAIR_SHAPE = b'["2026",1]'.translate(None, NOT_KEPT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,7 @@ class Serie:
     body: bytes = b"[]"
     pairs: list[tuple[Any, Any]] | None = None
     #: The points' lines, built by the splitter (`PointsSplitter(lines=True)`), after a
-    #: first `\n` (see `_built_lines`).
+    #: first `\n` (see `point_bytes.built_lines`).
     lines: bytes | None = None
 
     def ndjson(self) -> bytes:
@@ -206,7 +206,7 @@ class PointsSplitter:
             return None
         body = data[start:stop]
         # When the lines are built here, their replace proves the points' first keys.
-        count = _checked_points(body, keys=not self._lines)
+        count = checked_points(body, keys=not self._lines)
         if count is None:
             return None
         rest = data[pos:start] + b"[]" + data[stop:end]
@@ -223,8 +223,27 @@ class PointsSplitter:
         head = self.v2_head(serie.get("metric_id"), serie.get("method"))
         if not self._lines or not count:
             return Serie(head, count, body=body)
-        lines = _built_lines(head, body, count)
+        lines = built_lines(head, body, count)
         return Serie(head, count, body=body, lines=lines) if lines is not None else None
+
+    def texts(self, batch: SeriesTexts) -> Iterator[Serie]:
+        """A batch of v2 series whose `values` are the API's texts, unread: each made lines
+        by bytes when its points are plainly numbers a double holds (`finite_points`),
+        else parsed and converted point by point (the same lines)."""
+        for metric_id, method, text in batch.texts():
+            serie = self._text_serie(self.v2_head(metric_id, method), bytes(text))
+            self.points += serie.count
+            yield serie
+
+    def _text_serie(self, head: dict[str, Any], body: bytes) -> Serie:
+        count = finite_points(body)
+        if count is not None and not (count and self._lines):
+            return Serie(head, count, body=body)
+        lines = built_lines(head, body, count) if count else None
+        if count and lines is not None:
+            return Serie(head, count, body=body, lines=lines)
+        pairs = _v2_pairs(read_line(body))
+        return Serie(head, len(pairs), pairs=pairs)
 
     def v2_head(self, metric_id: Any, method: Any) -> dict[str, Any]:
         """The shared columns of a v2 serie's points (its metric joined by id)."""
@@ -252,10 +271,7 @@ class PointsSplitter:
                 self._head(metric, name, query.get("method"), tags), len(pairs), pairs=pairs
             )
         # v2: a k6-serie of a shape the fast path does not take
-        values = data.get("values") or []
-        pairs = [
-            (v.get("timestamp"), point_value(v.get("value"))) for v in values if isinstance(v, dict)
-        ]
+        pairs = _v2_pairs(data.get("values"))
         head = self.v2_head(data.get("metric_id"), data.get("method"))
         return Serie(head, len(pairs), pairs=pairs)
 
@@ -275,6 +291,15 @@ class PointsSplitter:
             if len(self._times) < 100_000:  # a run's time grid, not every odd stamp
                 self._times[seconds] = known
         return known
+
+
+def _v2_pairs(values: Any) -> list[tuple[Any, Any]]:
+    """A v2 serie's points as (time, value) pairs, each value by `point_value`: none when
+    its `values` is no array (null, or a number: it was a "cannot write" of the run)."""
+    if not isinstance(values, list):
+        return []
+    points = (v for v in values if isinstance(v, dict))
+    return [(point.get("timestamp"), point_value(point.get("value"))) for point in points]
 
 
 def read_line(line: bytes) -> Any:
@@ -314,53 +339,3 @@ def read_meta(line: bytes) -> Any:
 def _exact_int(text: str) -> int | orjson.Fragment:
     number = int(text)
     return number if -(2**63) <= number < 2**64 else orjson.Fragment(text)
-
-
-def _built_lines(head: dict[str, Any], body: bytes, count: int) -> bytes | None:
-    """The lines of the `count` points of `body` (checked by `_checked_points` but for the
-    first key of each point), after a first `\n`; None when a point has another key.
-
-    One replace makes them: `body` with its `[` made a `,` and its `]` a newline is
-    `,{"timestamp"<rest of a point>` N times, and each `,{"timestamp"` becomes a newline
-    and the point's head up to `,"time"`. The shape check leaves `,{` nowhere but before
-    a point (no string holds a `,` or `{`), so the lines are exactly as long as N
-    replacements make them only when each point's first key is `"timestamp"` (its
-    closing quote ends it): this length replaces a count of the key over the array (a
-    pass over it as slow as the replace itself). What follows the key, its `:` (with any
-    blanks valid JSON had there), follows `"time"` in the line."""
-    prefix = orjson.dumps(head)[:-1] + TIME[:-1]
-    joiner = b"\n" + prefix
-    source = b"".join((b",", memoryview(body)[1:-1], b"\n"))
-    lines = source.replace(NEXT_NAMED, joiner)
-    if len(lines) != len(source) + count * (len(joiner) - len(NEXT_NAMED)):
-        return None
-    return lines
-
-
-def _checked_points(body: bytes, *, keys: bool = True) -> int | None:
-    """How many points `body` holds when it is exactly `[{"timestamp": <string>, "value":
-    <number or null>}, ...]`, else None.
-
-    `body` is part of a line orjson wrote, valid JSON from its `[` (a `"values":[` key, as
-    no string holds an unescaped `"`) to its end, the first `]` after it. Its structural
-    bytes (quotes, braces, brackets, commas, backslashes, and the `r` and `a` of `true`
-    and `false`) being exactly those of N such points prove, with no backslash, no `:` or
-    byte out of place in valid JSON, that each is an object of a string key, a string
-    without them, a second key and a number or null; `{"timestamp":` starting the array
-    and each `,{"timestamp":` after it (N-1) and N `","value":` (the only `","` of each)
-    name the keys. Then the bytes `,{"timestamp":` and `","value":` are the structure
-    alone, which the writers replace. (bytes.translate and count run at memory speed; a
-    regex took 3x as long.) With `keys` False, for the lines built from these bytes, the
-    first keys are not counted (the caller proves them, `_built_lines`) and N
-    `","value"` name the second keys (`","` is only ever a time ending and a second key
-    starting; the lines keep what follows the key as it is, its `:`), while Parquet's CSV
-    replaces the whole `","value":` (`Serie.csv`), counted then."""
-    if body == b"[]":
-        return 0
-    shape = body.translate(None, NOT_KEPT)
-    count, extra = divmod(len(shape) - 1, len(POINT_SHAPE) + 1)
-    if extra or shape != b"[" + POINT_SHAPE + (b"," + POINT_SHAPE) * (count - 1) + b"]":
-        return None
-    if not body.startswith(FIRST) or (keys and body.count(NEXT) != count - 1):
-        return None
-    return count if body.count(VALUE if keys else VALUE_NAMED) == count else None
