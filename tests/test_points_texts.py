@@ -152,3 +152,15 @@ def test_a_serie_line_whose_values_is_no_array_has_no_points() -> None:
     data = encode("series", 5, [{"metric_id": "m1", "values": 5}])
     [serie] = [item for item in splitter.split(data) if isinstance(item, Serie)]
     assert serie.count == 0 and serie.ndjson() == b""
+
+
+@pytest.mark.parametrize("output_format", ["points", "parquet"])
+async def test_a_run_whose_serie_has_a_number_for_values_is_harvested(
+    tmp_path: Path, output_format: str
+) -> None:
+    if output_format == "parquet":
+        pytest.importorskip("pyarrow")
+    serie = b'{"metric_id":"a","method":"default","values":%s}' % points_text(b"1", b"2")
+    odd = b'{"metric_id":"b","method":"default","values":5}'
+    async with series_api(b'{"k6-serie":[' + serie + b"," + odd + b"]}") as base_url:
+        assert await harvest_one(base_url, tmp_path, output_format=output_format) is None
