@@ -138,9 +138,9 @@ def settings_from_args(ns: argparse.Namespace) -> Any:
 def _cmd_harvest(ns: argparse.Namespace) -> int:
     out = getattr(ns, "out", None) or "-"
     if getattr(ns, "format", None) == "points" and out != "-" and "://" not in out:
-        from .writeproc import start_early
+        from .writerpool import start_early
 
-        start_early()  # its start overlaps with the imports below (`writeproc`)
+        start_early()  # their start overlaps with the imports below (`writerpool`)
     from .config import with_runs
     from .discovery import has_selectors
     from .errors import ConfigError

@@ -75,9 +75,10 @@ def _cmd_verify(ns: argparse.Namespace) -> int:
     """Every file checked against its manifest; 1 when anything is not intact. JSON rows
     are written as they come, and a table keeps only the problems: an archive of 100,000
     runs is never held as rows."""
+    from .cpus import usable_cpus
     from .errors import HarvesterError
     from .tables import json_line, plural, print_table
-    from .verify import PROBLEMS, usable_cpus, verify
+    from .verify import PROBLEMS, verify
 
     if ns.directory.lower().startswith("s3://"):  # (objectstore.is_s3: its package loads anyio)
         from .config import load_settings

@@ -14,14 +14,17 @@ zeros to a whole block, and the file then cut to its length. A filesystem withou
 I/O (it refuses the open or a write, `EINVAL`) gets plain buffered writes, the same
 bytes.
 
-The file hashes its own bytes (`sha`, the manifest's), a whole buffer at a time: a
-thread hashes each full buffer (hashlib lets go of the GIL for all of it, where
-hashing a serie's lines at a time took it back ~30,000 times over large, each a wait
-behind the thread building the lines), then hands it to a second thread, which writes it
+The file hashes its own bytes (`sha`, the manifest's) as they are written to it, in the
+caller's thread: each piece is then hashed while it is still in this CPU's cache (~1.9
+GB/s), where a thread hashing each full buffer read it from the other core's (~1.3 GB/s:
+0.4 s more CPU at large, on two cores the harvest keeps busy). The caller is a writer
+process of its own (`writerpool`: two of them for points), so the hash holds up no one
+else; hashlib lets go of the GIL for each piece, so the file's writing thread and the
+finisher go on meanwhile. Each full buffer goes to a thread of its own, which writes it
 at its place in the file (`pwrite`): a direct write returns only once the device has the
-bytes (2 GB: 1.5-4 s of waiting on this VM), and meanwhile the next buffers fill and are
-hashed. `DEPTH` full buffers wait at most, then the writer waits. Durability is the same
-either way: it comes from the commit's fsync, which also covers the file's size.
+bytes (2 GB: 1.5-4 s of waiting on this VM), and meanwhile the next buffers fill.
+`DEPTH` full buffers wait at most, then the writer waits. Durability is the same either
+way: it comes from the commit's fsync, which also covers the file's size.
 """
 
 from __future__ import annotations
@@ -40,24 +43,27 @@ from .compression import HashingWriter
 
 #: Bytes of one direct write: a multiple of any device's block (512 B or 4 KiB) and of
 #: the page. `dd` of 2 GB: 0.17 s of system CPU in 4 MiB writes (1 MiB: 0.25 s, 256 KiB:
-#: 0.77 s); and each buffer is one hand-over to each thread, which takes the GIL back.
-BLOCK = 4 << 20
+#: 0.77 s); and each buffer is one hand-over to the writing thread, which takes the GIL
+#: back. 2 MiB since points have two writer processes (`writerpool`): with 4 MiB, the
+#: bench's peak (harvester and writers) was 162-171 MB at large, with 2 MiB 140-149 MB,
+#: as fast (1 MiB: 132-140 MB, 1-2% slower).
+BLOCK = 2 << 20
 #: What a direct write's length must be a multiple of: any device's block (512 B or 4 KiB).
 ALIGN = 4096
 #: Full buffers waiting for the writing thread at most (then the writer waits).
 DEPTH = 2
 #: Buffers kept for the next ones (a buffer each points file open, and `DEPTH` more).
-#: Each is 4 MiB resident: 8 kept made the bench's peak (harvester and writer) 135-140
-#: MB, 4 kept 123-132 MB; 2 MiB buffers, 101-117 MB, but the harvest ~3% longer.
+#: Each is resident: with one writer and 4 MiB buffers, 8 kept made the bench's peak
+#: 135-140 MB, 4 kept 123-132 MB.
 KEPT_BUFFERS = 4
 
 _DIRECT = getattr(os, "O_DIRECT", 0)
 
 
 class DirectFile:
-    """A file opened for writing by path, its whole blocks hashed and written with
-    `O_DIRECT` by threads of their own (`write`, `close`, `fileno`: what the writer
-    process's stack asks of a file). A write that failed is raised by a later `write` or
+    """A file opened for writing by path, hashed as it is written and its whole blocks
+    written with `O_DIRECT` by a thread of their own (`write`, `close`, `fileno`: what
+    the writer process's stack asks of a file). A write that failed is raised by a later `write` or
     by `close`; `sha` holds every byte once `close` returns."""
 
     def __init__(self, path: str) -> None:
@@ -65,7 +71,7 @@ class DirectFile:
         self._buffer = _pool.take()
         self._filled = 0
         self._offset = 0  # where the buffer's bytes go in the file
-        self._pending: list[Future[Future[None]]] = []
+        self._pending: list[Future[None]] = []
         self.sha = hashlib.sha256()
         self.closed = False
 
@@ -73,8 +79,9 @@ class DirectFile:
         return self._fd
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        """Copy `data` into the buffer, handing each buffer on as it fills."""
+        """Hash `data` and copy it into the buffer, handing each buffer on as it fills."""
         size = len(data)
+        self.sha.update(data)
         with memoryview(data) as view:
             done = 0
             while done < size:
@@ -101,12 +108,12 @@ class DirectFile:
             if self._filled:
                 self._hand_on()
             for pending in self._pending:
-                pending.result().result()
+                pending.result()
             os.ftruncate(self._fd, self._offset)  # the padding of the last block
         finally:
             for pending in self._pending:  # (after a failure: none still writes)
                 with contextlib.suppress(Exception):
-                    pending.result().result()
+                    pending.result()
             os.close(self._fd)
             _pool.give(self._buffer)
 
@@ -121,9 +128,9 @@ class DirectFile:
         """The full buffer to the writing thread, and an empty one to fill."""
         still = []
         for pending in self._pending:
-            if not pending.done() or not pending.result().done():
+            if not pending.done():
                 still.append(pending)
-            elif (failed := pending.result().exception()) is not None:
+            elif (failed := pending.exception()) is not None:
                 self._filled = 0  # the run fails: its bytes are moot
                 raise failed
         self._pending = still
@@ -175,50 +182,32 @@ def _write_at(file: DirectFile, buffer: mmap.mmap, offset: int, size: int) -> No
 
 
 class _Writes:
-    """The threads that hash and write full buffers, in the order they came; `DEPTH` wait
-    at most. Each buffer goes back to the pool once written."""
+    """The thread that writes full buffers, in the order they came; `DEPTH` wait at most.
+    Each buffer goes back to the pool once written."""
 
     def __init__(self) -> None:
         self._room = threading.BoundedSemaphore(DEPTH)
-        self._threads: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
+        self._thread: ThreadPoolExecutor | None = None
         self._starting = threading.Lock()  # (the main thread and the finisher submit)
 
-    def submit(
-        self, file: DirectFile, buffer: mmap.mmap, offset: int, size: int
-    ) -> Future[Future[None]]:
-        """Hash the buffer, then write it: the hash's future, whose result is the write's."""
+    def submit(self, file: DirectFile, buffer: mmap.mmap, offset: int, size: int) -> Future[None]:
+        """Write the buffer (its bytes hashed already): the write's future."""
         self._room.acquire()
         with self._starting:
-            if self._threads is None:
-                self._threads = (
-                    ThreadPoolExecutor(1, thread_name_prefix="direct-hash"),
-                    ThreadPoolExecutor(1, thread_name_prefix="direct-write"),
-                )
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="direct-write")
         try:
-            return self._threads[0].submit(self._hash, file, buffer, offset, size)
+            return self._thread.submit(self._write, file, buffer, offset, size)
         except BaseException:
             self._room.release()
-            raise
-
-    def _hash(self, file: DirectFile, buffer: mmap.mmap, offset: int, size: int) -> Future[None]:
-        assert self._threads is not None
-        try:
-            with memoryview(buffer) as view:
-                file.sha.update(view[:size])
-            return self._threads[1].submit(self._write, file, buffer, offset, size)
-        except BaseException:
-            self._done(buffer)
             raise
 
     def _write(self, file: DirectFile, buffer: mmap.mmap, offset: int, size: int) -> None:
         try:
             _write_at(file, buffer, offset, size)
         finally:
-            self._done(buffer)
-
-    def _done(self, buffer: mmap.mmap) -> None:
-        _pool.give(buffer)
-        self._room.release()
+            _pool.give(buffer)
+            self._room.release()
 
 
 class _Pool:

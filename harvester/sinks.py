@@ -31,7 +31,8 @@ from .pagecache import WRITEBACK_AFTER, release_pages, start_writeback
 from .records import Chunk
 from .runfiles import KINDS, RunFiles, codec_for
 from .writebehind import Lane, WriteBehind
-from .writeproc import ChildRunFiles, WriterProcess, writer_process
+from .writeproc import ChildRunFiles
+from .writerpool import WriterPool, pool_size
 
 FILE_MODE = 0o600  # metric tags can name internal hosts: owner-only by default (--file-mode)
 #: A raw run file's buffer: it only gathers a run's small records (thresholds, overview,
@@ -152,8 +153,8 @@ class DirectorySink:
         #: What the job's settings say about every run's data, for the manifests.
         self.facts = dict(facts or {"format": output_format, "compression": codec})
         self._runs: dict[int, _Run] = {}
-        #: `--format points` and `parquet`: the process that writes the runs' files.
-        self._child: WriterProcess | None = None
+        #: `--format points` and `parquet`: the processes that write the runs' files.
+        self._writers: WriterPool | None = None
         self._behind = WriteBehind()
         if output_format == "parquet":
             # Without a fixed mmap threshold this process held ~15 MB more at large
@@ -184,10 +185,10 @@ class DirectorySink:
                 os.fchmod(fd, self.file_mode)  # exactly the mode asked, whatever the umask
             files: RunFiles | ChildRunFiles
             if self.format in CHILD_FORMATS:
-                if self._child is None:
-                    self._child = writer_process()
+                if self._writers is None:
+                    self._writers = WriterPool(pool_size(self.format))
                 files = ChildRunFiles(
-                    self._child, run_id, self.format, self.codec, self.level, temps
+                    self._writers.for_run(), run_id, self.format, self.codec, self.level, temps
                 )
             else:
                 files = RunFiles(run_id, self.format, self.codec, self.level, handles)
@@ -350,9 +351,9 @@ class DirectorySink:
         for run_id in list(self._runs):
             await self.abort(run_id)
         self._behind.close()
-        if self._child is not None:
-            await anyio.to_thread.run_sync(self._child.close)
-            self._child = None
+        if self._writers is not None:
+            await anyio.to_thread.run_sync(self._writers.close)
+            self._writers = None
 
 
 def _move_export(path: Path, where: Path, run_id: int) -> None:

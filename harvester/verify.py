@@ -69,14 +69,6 @@ DEMO_MARKER = ".harvester-demo"
 OWN_FILES = (STATE_FILE_NAME, LOCK_FILE_NAME, DEMO_MARKER)
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (a container's or `taskset`'s share, not the
-    machine's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1  # pragma: no cover (macOS, Windows)
-
-
 def verify(directory: str | Path, *, workers: int = 1) -> Iterator[Row]:
     """One row per file of the archive (and per file a manifest names that is absent);
     `workers` > 1: files are scanned ahead by that many workers (`Scanner`)."""

@@ -98,6 +98,8 @@ class WriterProcess:
         self._room = threading.Condition()
         self._waiting: collections.deque[Future[Any]] = collections.deque()
         self.failed: OSError | None = None
+        #: Runs opened on it and not yet finished or discarded (`writerpool.WriterPool`).
+        self.open_runs = 0
         self._lock = threading.Lock()  # `_waiting` and `_closed` between the two threads
         self._closed = False  # no more answers come
         self._threads = [
@@ -157,6 +159,11 @@ class WriterProcess:
         request.answer = Future()
         self.send(request)
         return request.answer.result()
+
+    def count_run(self, change: int) -> None:
+        """A run opened on it (+1), or finished or discarded (-1): `open_runs`."""
+        with self._lock:  # (the runs open and end on several threads)
+            self.open_runs += change
 
     def _check(self) -> None:
         if self.failed is not None:
@@ -241,24 +248,6 @@ class WriterProcess:
         self._answers.close()
 
 
-#: A writer process started before it was needed (`start_early`), for the first sink.
-_EARLY: list[WriterProcess] = []
-
-
-def start_early() -> None:
-    """Start the writer process now, while this process imports and sets the job up
-    (~0.2 s): its own start (an interpreter and its imports, ~0.1 s) then overlaps with
-    them instead of delaying the first lines, which a points harvest would wait for. A
-    process not taken ends with this one (its pipe closes)."""
-    if not _EARLY:
-        _EARLY.append(WriterProcess())
-
-
-def writer_process() -> WriterProcess:
-    """The writer process started early, once; else a new one."""
-    return _EARLY.pop() if _EARLY else WriterProcess()
-
-
 @dataclass
 class _Request:
     op: str
@@ -300,6 +289,8 @@ class ChildRunFiles:
                 "open", run_id, (output_format, codec, level, {k: str(p) for k, p in paths.items()})
             )
         )
+        child.count_run(+1)
+        self._open = True
 
     def write_nowait(self, data: Chunk) -> bool:
         """Queue `data` if there is room, without waiting (the event loop may call it)."""
@@ -316,13 +307,26 @@ class ChildRunFiles:
         return _Request(data.WIRE_OP, self.run_id, header, values, lines=data.text_bytes)
 
     def finish(self) -> None:
-        self._done = self._child.ask(_Request("finish", self.run_id))
+        try:
+            self._done = self._child.ask(_Request("finish", self.run_id))
+        finally:
+            self._closed()
         if self._done.error is not None:
             raise self._done.error
 
     def discard(self) -> None:
-        if self._child.failed is None:  # else the child has closed them, or is gone
-            self._child.send(_Request("discard", self.run_id))
+        try:
+            if self._child.failed is None:  # else the child has closed them, or is gone
+                self._child.send(_Request("discard", self.run_id))
+        finally:
+            self._closed()
+
+    def _closed(self) -> None:
+        """The run no longer counts as open on its child (once: a failed finish is
+        discarded after)."""
+        if self._open:
+            self._open = False
+            self._child.count_run(-1)
 
     def written(self, kind: str) -> tuple[int, str]:
         return self._done.written[kind]

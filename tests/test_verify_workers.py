@@ -23,8 +23,9 @@ import pytest
 
 from harvester import verify as verify_module
 from harvester.cli import main
+from harvester.cpus import usable_cpus
 from harvester.manifest import seal
-from harvester.verify import usable_cpus, verify
+from harvester.verify import verify
 from tests.process_helpers import ROOT
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers")

@@ -19,7 +19,7 @@ from typing import BinaryIO, cast
 import orjson
 import pytest
 
-from harvester import writechild, writeproc
+from harvester import writechild, writeproc, writerpool
 from harvester.cli import main
 from harvester.packed import pack_series
 from harvester.records import encode
@@ -293,31 +293,33 @@ def test_writeback_hints_run_beside_the_child_s_work_and_before_its_files_close(
     assert not any(closed for _, closed in seen)
 
 
-def test_a_points_harvest_into_a_directory_starts_its_writer_process_first(
+def test_a_points_harvest_into_a_directory_starts_its_writer_processes_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The writer process starts before the harvester's own imports and set-up, which its
-    start then overlaps; the first sink takes it, later ones start their own."""
+    """The writer processes start before the harvester's own imports and set-up, which
+    their start then overlaps; the first pool takes them, later ones start their own."""
     early: list[str] = []
-    monkeypatch.setattr(writeproc, "start_early", lambda: early.append("started"))
+    monkeypatch.setattr(writerpool, "start_early", lambda: early.append("started"))
     for out, started in ((str(tmp_path), ["started"]), ("-", []), ("s3://bucket/p/", [])):
         early.clear()
-        # No runs named: refused (exit 2) after the writer would have started.
+        # No runs named: refused (exit 2) after the writers would have started.
         assert main(["harvest", "--format", "points", "--out", out]) == 2
         assert early == started, out
     capsys.readouterr()
     monkeypatch.undo()
-    writeproc.start_early()
-    child = writeproc.writer_process()
-    again = writeproc.writer_process()
+    writerpool.start_early()
+    assert len(writerpool._EARLY) == writerpool.pool_size("points")
+    first = writerpool.WriterPool(writerpool.pool_size("points"))
+    again = writerpool.WriterPool(1)
     try:
-        assert child is not again and not writeproc._EARLY
-        files = ChildRunFiles(child, 1, "points", "none", None, temp_paths(tmp_path, 1))
+        assert not writerpool._EARLY
+        assert not set(first.writers) & set(again.writers)
+        files = ChildRunFiles(first.for_run(), 1, "points", "none", None, temp_paths(tmp_path, 1))
         files.write(run_lines()[0])
         files.finish()
         assert files.written("meta.ndjson")[0] > 0
     finally:
-        child.close()
+        first.close()
         again.close()
 
 

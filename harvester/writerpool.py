@@ -1,0 +1,72 @@
+"""The writer processes of a `--format points` or `parquet` harvest into a directory
+(`writeproc.WriterProcess`), and which one writes each run.
+
+Why two for points: a run's points file is 5x its raw bytes (large: 2 GB), and a writer
+spends about as much CPU on them as the event loop spends on the whole harvest (building
+the lines, hashing and writing them: ~2.9 s against ~1.4 s at large). One writer was
+the harvest's critical path: its main thread and its hashing thread each ran about half
+the time, the cores ~30% idle. With two, each writes its runs in turn, hashing each piece
+it built while the bytes are still in its CPU's cache (1.9 GB/s, against ~1.3 GB/s for a
+thread on the other core), and the two cores are kept busy: large 3.4 -> 3.1 s. Never
+more than two (`POINTS_WRITERS`): the event loop then feeds them as fast as they write,
+and each costs ~30 MB. Parquet keeps one: its writer imports pyarrow (~40 MB), and Arrow
+already encodes on threads of its own.
+
+A run goes to the writer with the fewest runs open, so that a long run does not hold
+the runs behind it; a writer that died (killed, out of memory) gets no new run while
+another lives: its own runs fail, the others go on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from .cpus import usable_cpus
+from .writeproc import WriterProcess
+
+#: Writer processes of a points harvest, at most (one a CPU this process may use).
+POINTS_WRITERS = 2
+
+#: Writer processes started before they were needed (`start_early`), for the first pool.
+_EARLY: list[WriterProcess] = []
+
+
+def pool_size(output_format: str) -> int:
+    """The writer processes for `output_format`: two for points when two CPUs are usable
+    (the harvest's event loop runs beside them), else one."""
+    if output_format != "points":
+        return 1
+    return max(1, min(POINTS_WRITERS, usable_cpus()))
+
+
+def start_early(output_format: str = "points") -> None:
+    """Start the writer processes now, while this process imports and sets the job up
+    (~0.2 s): their own start (an interpreter and its imports, ~0.1 s) then overlaps with
+    them instead of delaying the first lines, which a points harvest would wait for.
+    Processes not taken end with this one (their pipes close)."""
+    while len(_EARLY) < pool_size(output_format):
+        _EARLY.append(WriterProcess())
+
+
+def writer_process() -> WriterProcess:
+    """A writer process started early, once; else a new one."""
+    return _EARLY.pop() if _EARLY else WriterProcess()
+
+
+class WriterPool:
+    """The writer processes of one sink, started when its first run opens."""
+
+    def __init__(self, size: int) -> None:
+        self.writers = [writer_process() for _ in range(size)]
+
+    def for_run(self) -> WriterProcess:
+        """The writer for a new run: the live one with the fewest runs open (the first of
+        them on a tie); a dead one only when none lives (opening the run then says why)."""
+        live = [w for w in self.writers if w.failed is None] or self.writers
+        return min(live, key=lambda writer: writer.open_runs)
+
+    def close(self) -> None:
+        """End every writer (each closes what it still has open) and wait for them."""
+        with contextlib.ExitStack() as closing:  # each is closed, whatever one raised
+            for writer in reversed(self.writers):
+                closing.callback(writer.close)

@@ -1,0 +1,125 @@
+"""The writer processes of a points harvest (`writerpool`): two on two CPUs, each run
+on the one with the fewest runs open, a dead one given no new run while another lives;
+every run's files the same, whichever wrote them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from harvester import writerpool
+from harvester.job import harvest_job
+from harvester.simulator.generated import generate_cloud
+from harvester.simulator.server import Simulator
+from harvester.verify import intact, verify
+from harvester.writeproc import ChildRunFiles, WriterProcess
+from harvester.writerpool import WriterPool, pool_size
+from tests.harvest_helpers import settings_for, targets
+from tests.test_writeproc import run_lines, temp_paths
+
+
+@pytest.mark.parametrize(
+    ("fmt", "cpus", "size"),
+    [("points", 1, 1), ("points", 2, 2), ("points", 16, 2), ("parquet", 16, 1)],
+)
+def test_points_get_two_writers_when_two_cpus_are_usable(
+    monkeypatch: pytest.MonkeyPatch, fmt: str, cpus: int, size: int
+) -> None:
+    monkeypatch.setattr(writerpool, "usable_cpus", lambda: cpus)
+    assert pool_size(fmt) == size
+
+
+def open_run(pool: WriterPool, tmp_path: Path, run_id: int) -> ChildRunFiles:
+    return ChildRunFiles(
+        pool.for_run(), run_id, "points", "none", None, temp_paths(tmp_path, run_id)
+    )
+
+
+def test_each_run_goes_to_the_writer_with_the_fewest_runs_open(tmp_path: Path) -> None:
+    pool = WriterPool(2)
+    try:
+        first, second, third = (open_run(pool, tmp_path, run_id) for run_id in (1, 2, 3))
+        writers = pool.writers
+        assert [first._child, second._child, third._child] == [writers[0], writers[1], writers[0]]
+        assert [w.open_runs for w in writers] == [2, 1]
+        for files in (first, third):
+            files.write(run_lines()[0])
+            files.finish()
+        assert [w.open_runs for w in writers] == [0, 1]
+        fourth = open_run(pool, tmp_path, 4)
+        assert fourth._child is writers[0]
+        fourth.discard()
+        second.discard()
+        assert [w.open_runs for w in writers] == [0, 0]
+    finally:
+        pool.close()
+
+
+def test_a_dead_writer_fails_its_runs_and_the_next_runs_go_to_the_live_one(
+    tmp_path: Path,
+) -> None:
+    pool = WriterPool(2)
+    try:
+        doomed = open_run(pool, tmp_path, 1)
+        dead = doomed._child
+        dead._proc.kill()
+        dead._proc.wait()
+        deadline = time.monotonic() + 10
+        while dead.failed is None and time.monotonic() < deadline:  # (its answers closed)
+            time.sleep(0.01)
+        with pytest.raises(OSError, match="the writer process stopped: killed by SIGKILL"):
+            doomed.finish()
+        for run_id in (2, 3):  # each on the live writer, though it has more runs open
+            files = open_run(pool, tmp_path, run_id)
+            assert files._child is not dead
+            for data in run_lines(run_id):
+                files.write(data)
+            files.finish()
+            assert files.written("points.ndjson")[0] > 0
+    finally:
+        pool.close()
+
+
+def test_a_pool_of_dead_writers_says_why_when_a_run_opens(tmp_path: Path) -> None:
+    pool = WriterPool(1)
+    try:
+        only: WriterProcess = pool.writers[0]
+        only._proc.kill()
+        only._proc.wait()
+        deadline = time.monotonic() + 10
+        while only.failed is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(OSError, match="killed by SIGKILL"):
+            open_run(pool, tmp_path, 1)
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("cpus", [1, 2])
+async def test_a_points_harvest_spreads_its_runs_over_its_writers_and_each_is_intact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int
+) -> None:
+    monkeypatch.setattr(writerpool, "usable_cpus", lambda: cpus)
+    chosen: list[int] = []
+    real_for_run = WriterPool.for_run
+
+    def for_run(self: WriterPool) -> WriterProcess:
+        writer = real_for_run(self)
+        chosen.append(self.writers.index(writer))
+        return writer
+
+    monkeypatch.setattr(WriterPool, "for_run", for_run)
+    cloud = generate_cloud(runs=6, metrics=5, points=40)
+    async with Simulator(cloud) as sim:
+        settings = settings_for(sim, tmp_path, format="points")
+        with anyio.fail_after(60):
+            assert not (await harvest_job(settings, targets(cloud))).report.failed
+    assert len(chosen) == 6 and set(chosen) == set(range(cpus))
+    rows = list(verify(tmp_path))
+    assert intact(rows)
+    assert sorted(p.name for p in tmp_path.glob("*.points.ndjson")) == [
+        f"{r}.points.ndjson" for r in sorted(cloud.runs)
+    ]
