@@ -308,12 +308,14 @@ def test_a_points_harvest_into_a_directory_starts_its_writer_processes_first(
     capsys.readouterr()
     monkeypatch.undo()
     writerpool.start_early()
-    assert len(writerpool._EARLY) == writerpool.pool_size("points")
-    first = writerpool.WriterPool(writerpool.pool_size("points"))
+    writerpool.start_early()
+    assert len(writerpool._EARLY) == 1
+    early = writerpool._EARLY[0]
+    first = writerpool.WriterPool(2)
     again = writerpool.WriterPool(1)
     try:
-        assert not writerpool._EARLY
-        assert not set(first.writers) & set(again.writers)
+        assert first.writers[0] is early and not writerpool._EARLY
+        assert len(set(first.writers) | set(again.writers)) == 3
         files = ChildRunFiles(first.for_run(), 1, "points", "none", None, temp_paths(tmp_path, 1))
         files.write(run_lines()[0])
         files.finish()
