@@ -13,8 +13,10 @@ and each costs ~30 MB. Parquet keeps one: its writer imports pyarrow (~40 MB), a
 already encodes on threads of its own.
 
 A run goes to the writer with the fewest runs open, so that a long run does not hold
-the runs behind it; a writer that died (killed, out of memory) gets no new run while
-another lives: its own runs fail, the others go on.
+the runs behind it. A writer that died (killed, out of memory) fails the run writing to
+it, which stops the job as any write error does ("cannot write to DIR: the writer
+process stopped: killed by SIGKILL"; the runs published are kept, the next job
+harvests the rest); meanwhile no new run goes to it while another writer lives.
 """
 
 from __future__ import annotations

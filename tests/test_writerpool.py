@@ -1,9 +1,13 @@
 """The writer processes of a points harvest (`writerpool`): two on two CPUs, each run
 on the one with the fewest runs open, a dead one given no new run while another lives;
-every run's files the same, whichever wrote them."""
+every run's files the same, whichever wrote them; a writer killed mid-harvest stops the
+job as a write error does, and loses nothing."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from harvester.verify import intact, verify
 from harvester.writeproc import ChildRunFiles, WriterProcess
 from harvester.writerpool import WriterPool, pool_size
 from tests.harvest_helpers import settings_for, targets
+from tests.process_helpers import ROOT, cli_command, cli_env, wait_for
 from tests.test_writeproc import run_lines, temp_paths
 
 
@@ -123,3 +128,53 @@ async def test_a_points_harvest_spreads_its_runs_over_its_writers_and_each_is_in
     assert sorted(p.name for p in tmp_path.glob("*.points.ndjson")) == [
         f"{r}.points.ndjson" for r in sorted(cloud.runs)
     ]
+
+
+def writer_pids(pid: int) -> list[int]:
+    """The writer processes a harvester (`pid`) started, from any of its threads."""
+    children: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            children += map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
+    found = []
+    for child in children:
+        with contextlib.suppress(OSError):
+            if b"harvester.writechild" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux's /proc")
+async def test_a_writer_killed_mid_harvest_stops_the_job_and_a_rerun_completes_it(
+    tmp_path: Path,
+) -> None:
+    """One of a points harvest's two writers killed (as the OOM killer does): the job
+    stops as on any write error, saying why (`cannot write to DIR`) with status 1; the
+    runs published before are whole, and the next job harvests the rest."""
+    cloud = generate_cloud(runs=8, metrics=30, points=200)
+    out = tmp_path / "out"
+    runs_file = tmp_path / "runs.txt"
+    runs_file.write_text("".join(f"{r}\n" for r in sorted(cloud.runs)))
+    async with Simulator(cloud) as sim:
+        command = cli_command(sim, "harvest", "--runs-file", str(runs_file), "--out",
+                              str(out), "--format", "points")  # fmt: skip
+        slow = [*command, "--rate", "15"]  # a few seconds: the writers are seen at work
+        process = await anyio.open_process(slow, env=cli_env(sim), cwd=ROOT)
+        async with process:
+            await wait_for(lambda: len(writer_pids(process.pid)) == 2, within=20)
+            await wait_for(lambda: any(out.glob("*.points.ndjson")), within=20)
+            os.kill(writer_pids(process.pid)[0], signal.SIGKILL)
+            with anyio.fail_after(60):
+                await process.wait()
+            assert process.stderr is not None
+            said = (await process.stderr.receive(1 << 20)).decode(errors="replace")
+        assert process.returncode == 1, said
+        assert f"cannot write to {out}: the writer process stopped: killed by SIGKILL" in said
+        published = {int(p.name.split(".")[0]) for p in out.glob("*.points.ndjson")}
+        assert 1 <= len(published) < len(cloud.runs)
+        assert intact(list(verify(out)))
+        rerun = await anyio.run_process(command, env=cli_env(sim), cwd=ROOT, check=False)
+        assert rerun.returncode == 0, rerun.stderr.decode()
+    assert {int(p.name.split(".")[0]) for p in out.glob("*.points.ndjson")} == set(cloud.runs)
+    rows = list(verify(out))
+    assert intact(rows) and len(rows) == 3 * len(cloud.runs)
