@@ -13,7 +13,14 @@ import pytest
 
 from harvester.formats.points import PointsSplitter, Serie, read_line
 from harvester.formats.pointvalue import point_value
-from harvester.packed import SeriesTexts, series_texts
+from harvester.packed import (
+    _DIGITS_AS_NINES,
+    _SAMPLED_RUN,
+    SAMPLE_STRIDE,
+    SeriesTexts,
+    has_past_double,
+    series_texts,
+)
 from harvester.records import encode
 from harvester.series_answers import texts_series_answer
 from tests.harvest_helpers import parse_lines
@@ -106,6 +113,26 @@ def test_an_answer_with_309_digits_in_a_row_goes_as_lines(values: bytes) -> None
     body = b'{"k6-serie":[{"metric_id":"m1","method":"mean","values":%s}]}' % values
     answer = texts_series_answer(body, 200, "series", lambda: "")
     assert answer.packed is None and answer.count == 1
+
+
+@pytest.mark.parametrize("offset", range(2 * SAMPLE_STRIDE))
+def test_309_digits_in_a_row_are_found_wherever_they_start(offset: int) -> None:
+    """The sampled look (every 15th byte) finds a run of 309 at every place modulo its
+    stride, and never takes a run of 308 (digits all around, every sample one)."""
+    for run, found in ((b"7" * 309, True), (b"7" * 308, False)):
+        body = b"x" * offset + run + b"x" * 40
+        assert has_past_double(body) is found, (offset, len(run))
+    dense = (b"1" * 308 + b",") * 4  # every sample a digit but every 309th byte
+    assert not has_past_double(b"x" * offset + dense)
+
+
+def test_a_body_of_digits_with_no_run_of_309_still_goes_as_texts() -> None:
+    """Its samples are digits in a row, so the whole body is looked at, and passes."""
+    values = points_text(*[b"1" * 300] * 40)
+    body = b'{"k6-serie":[{"metric_id":"m1","method":"mean","values":%s}]}' % values
+    assert _SAMPLED_RUN in body[::SAMPLE_STRIDE].translate(_DIGITS_AS_NINES)
+    batch = series_texts(body)
+    assert batch is not None and batch.values == values
 
 
 def test_a_points_harvest_reads_each_answer_once_its_points_left_as_text() -> None:
