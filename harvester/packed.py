@@ -21,10 +21,11 @@ The points writer (`--format points`) gets its own batch (`SeriesTexts`): each s
 metric id and method, and its `values` array as the text the API sent, which the writer
 turns into lines by bytes (`formats.points`). This process then reads an answer once
 (msgspec, its points skipped, not decoded: ~2.4 ms a 2 MB answer, and ~0.1 ms to look
-for a number of 309 digits, `has_past_double`), where reading each serie again, each point into an object to
-prove its value a double, and encoding the series' record lines cost ~9 ms, most of this
-process's work in a points harvest. The writer proves each point's shape itself, and
-that no value has an exponent, as it must to copy them as bytes.
+for a number of 309 digits, `has_past_double`), where reading each serie again, each
+point into an object to prove its value a double, and encoding the series' record lines
+cost ~9 ms, most of this process's work in a points harvest. The writer proves each
+point's shape itself, and that no value has an exponent, as it must to copy them as
+bytes.
 """
 
 from __future__ import annotations

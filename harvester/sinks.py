@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -155,6 +156,9 @@ class DirectorySink:
         self._runs: dict[int, _Run] = {}
         #: `--format points` and `parquet`: the processes that write the runs' files.
         self._writers: WriterPool | None = None
+        #: Runs open on worker threads side by side: one pool, each run counted on its
+        #: writer before the next one is chosen.
+        self._choosing = threading.Lock()
         self._behind = WriteBehind()
         if output_format == "parquet":
             # Without a fixed mmap threshold this process held ~15 MB more at large
@@ -185,17 +189,21 @@ class DirectorySink:
                 os.fchmod(fd, self.file_mode)  # exactly the mode asked, whatever the umask
             files: RunFiles | ChildRunFiles
             if self.format in CHILD_FORMATS:
-                if self._writers is None:
-                    self._writers = WriterPool(pool_size(self.format))
-                files = ChildRunFiles(
-                    self._writers.for_run(), run_id, self.format, self.codec, self.level, temps
-                )
+                files = self._child_files(run_id, temps)
             else:
                 files = RunFiles(run_id, self.format, self.codec, self.level, handles)
         except BaseException:
             _close_all(handles, temps)
             raise
         return _Run(files, handles, temps)
+
+    def _child_files(self, run_id: int, temps: dict[str, Path]) -> ChildRunFiles:
+        """The run opened on a writer process (the pool started with the first run)."""
+        with self._choosing:
+            if self._writers is None:
+                self._writers = WriterPool(pool_size(self.format))
+            writer = self._writers.for_run()
+            return ChildRunFiles(writer, run_id, self.format, self.codec, self.level, temps)
 
     async def write(self, run_id: int, data: Chunk) -> None:
         run = self._runs[run_id]

@@ -310,11 +310,11 @@ def test_a_points_harvest_into_a_directory_starts_its_writer_processes_first(
     writerpool.start_early()
     writerpool.start_early()
     assert len(writerpool._EARLY) == 1
-    early = writerpool._EARLY[0]
+    waiting = writerpool._EARLY[0]
     first = writerpool.WriterPool(2)
     again = writerpool.WriterPool(1)
     try:
-        assert first.writers[0] is early and not writerpool._EARLY
+        assert first.writers[0] is waiting and not writerpool._EARLY
         assert len(set(first.writers) | set(again.writers)) == 3
         files = ChildRunFiles(first.for_run(), 1, "points", "none", None, temp_paths(tmp_path, 1))
         files.write(run_lines()[0])

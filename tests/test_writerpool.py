@@ -18,6 +18,7 @@ from harvester import writerpool
 from harvester.job import harvest_job
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
+from harvester.sinks import DirectorySink
 from harvester.verify import intact, verify
 from harvester.writeproc import ChildRunFiles, WriterProcess
 from harvester.writerpool import WriterPool, pool_size
@@ -178,3 +179,29 @@ async def test_a_writer_killed_mid_harvest_stops_the_job_and_a_rerun_completes_i
     assert {int(p.name.split(".")[0]) for p in out.glob("*.points.ndjson")} == set(cloud.runs)
     rows = list(verify(out))
     assert intact(rows) and len(rows) == 3 * len(cloud.runs)
+
+
+async def test_runs_opened_side_by_side_share_one_pool_each_counted_in_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sink opens its runs on worker threads at once: one pool starts (its start slowed
+    here, as a busy machine slows it), and the runs are spread over its writers."""
+    monkeypatch.setattr(writerpool, "usable_cpus", lambda: 2)
+    pools: list[WriterPool] = []
+    real_init = WriterPool.__init__
+
+    def slow_init(self: WriterPool, size: int) -> None:
+        time.sleep(0.2)
+        real_init(self, size)
+        pools.append(self)
+
+    monkeypatch.setattr(WriterPool, "__init__", slow_init)
+    sink = DirectorySink(tmp_path, output_format="points")
+    try:
+        async with anyio.create_task_group() as group:
+            for run_id in range(1, 7):
+                group.start_soon(sink.begin, run_id)
+        assert len(pools) == 1
+        assert sorted(w.open_runs for w in pools[0].writers) == [3, 3]
+    finally:
+        await sink.close()
