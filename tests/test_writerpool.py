@@ -205,3 +205,42 @@ async def test_runs_opened_side_by_side_share_one_pool_each_counted_in_turn(
         assert sorted(w.open_runs for w in pools[0].writers) == [3, 3]
     finally:
         await sink.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux's /proc")
+async def test_ctrl_c_in_a_points_harvest_ends_both_writers_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """^C reaches the whole process group, the writers too: they ignore it, the harvester
+    stops its runs and closes their pipes; it exits 130 without a traceback, no writer is
+    left running, no temporary file is left, and the next job completes the archive."""
+    cloud = generate_cloud(runs=8, metrics=30, points=200)
+    out = tmp_path / "out"
+    runs_file = tmp_path / "runs.txt"
+    runs_file.write_text("".join(f"{r}\n" for r in sorted(cloud.runs)))
+    async with Simulator(cloud) as sim:
+        command = cli_command(sim, "harvest", "--runs-file", str(runs_file), "--out",
+                              str(out), "--format", "points")  # fmt: skip
+        process = await anyio.open_process(
+            [*command, "--rate", "15"], env=cli_env(sim), cwd=ROOT, start_new_session=True
+        )
+        async with process:
+            await wait_for(lambda: len(writer_pids(process.pid)) == 2, within=20)
+            await wait_for(lambda: any(out.glob("*.points.ndjson")), within=20)
+            writers = writer_pids(process.pid)
+            os.killpg(process.pid, signal.SIGINT)  # what ^C sends: the whole group
+            with anyio.fail_after(60):
+                await process.wait()
+            assert process.stderr is not None
+            said = (await process.stderr.receive(1 << 20)).decode(errors="replace")
+        assert process.returncode == 130, said
+        assert "Traceback" not in said
+        for pid in writers:  # ended with the job, not orphaned
+            await wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), within=10)
+        assert not [p.name for p in out.iterdir() if p.name.startswith(".")
+                    and not p.name.startswith(".harvester")]  # fmt: skip
+        assert intact(list(verify(out)))
+        rerun = await anyio.run_process(command, env=cli_env(sim), cwd=ROOT, check=False)
+        assert rerun.returncode == 0, rerun.stderr.decode()
+    assert {int(p.name.split(".")[0]) for p in out.glob("*.points.ndjson")} == set(cloud.runs)
+    assert intact(list(verify(out)))
