@@ -13,9 +13,11 @@ from pathlib import Path
 
 import anyio
 import pytest
+from anyio.abc import Process
 
 from harvester import writerpool
 from harvester.job import harvest_job
+from harvester.simulator.cloud import SimCloud
 from harvester.simulator.generated import generate_cloud
 from harvester.simulator.server import Simulator
 from harvester.sinks import DirectorySink
@@ -23,7 +25,7 @@ from harvester.verify import intact, verify
 from harvester.writeproc import ChildRunFiles, WriterProcess
 from harvester.writerpool import WriterPool, pool_size
 from tests.harvest_helpers import settings_for, targets
-from tests.process_helpers import ROOT, cli_command, cli_env, wait_for
+from tests.process_helpers import ROOT, cli_command, cli_env, stderr_until, wait_for
 from tests.test_writeproc import run_lines, temp_paths
 
 
@@ -145,6 +147,44 @@ def writer_pids(pid: int) -> list[int]:
     return found
 
 
+def points_job(sim: Simulator, tmp_path: Path, cloud: SimCloud) -> tuple[Path, list[str]]:
+    """Where a points harvest of every run of `cloud` writes, and its command."""
+    out = tmp_path / "out"
+    runs_file = tmp_path / "runs.txt"
+    runs_file.write_text("".join(f"{r}\n" for r in sorted(cloud.runs)))
+    command = cli_command(sim, "harvest", "--runs-file", str(runs_file), "--out", str(out),
+                          "--format", "points")  # fmt: skip
+    return out, command
+
+
+async def writers_at_work(process: Process, out: Path) -> list[int]:
+    """Both writers' pids, once they run and a run is published (at 15 requests/s the
+    job lasts seconds)."""
+    await wait_for(lambda: len(writer_pids(process.pid)) == 2, within=20)
+    await wait_for(lambda: any(out.glob("*.points.ndjson")), within=20)
+    return writer_pids(process.pid)
+
+
+async def ended(process: Process) -> str:
+    """What the job said on stderr, once it has ended."""
+    said = await stderr_until(process, b"")
+    with anyio.fail_after(60):
+        await process.wait()
+    return said.decode(errors="replace")
+
+
+def published(out: Path) -> set[int]:
+    return {int(p.name.split(".")[0]) for p in out.glob("*.points.ndjson")}
+
+
+async def completed_again(sim: Simulator, command: list[str], out: Path, runs: int) -> None:
+    """The same command again harvests what is missing: every run published, intact."""
+    rerun = await anyio.run_process(command, env=cli_env(sim), cwd=ROOT, check=False)
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    rows = list(verify(out))
+    assert len(published(out)) == runs and intact(rows) and len(rows) == 3 * runs
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="Linux's /proc")
 async def test_a_writer_killed_mid_harvest_stops_the_job_and_a_rerun_completes_it(
     tmp_path: Path,
@@ -153,32 +193,17 @@ async def test_a_writer_killed_mid_harvest_stops_the_job_and_a_rerun_completes_i
     stops as on any write error, saying why (`cannot write to DIR`) with status 1; the
     runs published before are whole, and the next job harvests the rest."""
     cloud = generate_cloud(runs=8, metrics=30, points=200)
-    out = tmp_path / "out"
-    runs_file = tmp_path / "runs.txt"
-    runs_file.write_text("".join(f"{r}\n" for r in sorted(cloud.runs)))
     async with Simulator(cloud) as sim:
-        command = cli_command(sim, "harvest", "--runs-file", str(runs_file), "--out",
-                              str(out), "--format", "points")  # fmt: skip
-        slow = [*command, "--rate", "15"]  # a few seconds: the writers are seen at work
-        process = await anyio.open_process(slow, env=cli_env(sim), cwd=ROOT)
+        out, command = points_job(sim, tmp_path, cloud)
+        process = await anyio.open_process([*command, "--rate", "15"], env=cli_env(sim), cwd=ROOT)
         async with process:
-            await wait_for(lambda: len(writer_pids(process.pid)) == 2, within=20)
-            await wait_for(lambda: any(out.glob("*.points.ndjson")), within=20)
-            os.kill(writer_pids(process.pid)[0], signal.SIGKILL)
-            with anyio.fail_after(60):
-                await process.wait()
-            assert process.stderr is not None
-            said = (await process.stderr.receive(1 << 20)).decode(errors="replace")
+            os.kill((await writers_at_work(process, out))[0], signal.SIGKILL)
+            said = await ended(process)
         assert process.returncode == 1, said
         assert f"cannot write to {out}: the writer process stopped: killed by SIGKILL" in said
-        published = {int(p.name.split(".")[0]) for p in out.glob("*.points.ndjson")}
-        assert 1 <= len(published) < len(cloud.runs)
+        assert 1 <= len(published(out)) < len(cloud.runs)
         assert intact(list(verify(out)))
-        rerun = await anyio.run_process(command, env=cli_env(sim), cwd=ROOT, check=False)
-        assert rerun.returncode == 0, rerun.stderr.decode()
-    assert {int(p.name.split(".")[0]) for p in out.glob("*.points.ndjson")} == set(cloud.runs)
-    rows = list(verify(out))
-    assert intact(rows) and len(rows) == 3 * len(cloud.runs)
+        await completed_again(sim, command, out, len(cloud.runs))
 
 
 async def test_runs_opened_side_by_side_share_one_pool_each_counted_in_turn(
@@ -215,32 +240,20 @@ async def test_ctrl_c_in_a_points_harvest_ends_both_writers_and_loses_nothing(
     stops its runs and closes their pipes; it exits 130 without a traceback, no writer is
     left running, no temporary file is left, and the next job completes the archive."""
     cloud = generate_cloud(runs=8, metrics=30, points=200)
-    out = tmp_path / "out"
-    runs_file = tmp_path / "runs.txt"
-    runs_file.write_text("".join(f"{r}\n" for r in sorted(cloud.runs)))
     async with Simulator(cloud) as sim:
-        command = cli_command(sim, "harvest", "--runs-file", str(runs_file), "--out",
-                              str(out), "--format", "points")  # fmt: skip
+        out, command = points_job(sim, tmp_path, cloud)
         process = await anyio.open_process(
             [*command, "--rate", "15"], env=cli_env(sim), cwd=ROOT, start_new_session=True
         )
         async with process:
-            await wait_for(lambda: len(writer_pids(process.pid)) == 2, within=20)
-            await wait_for(lambda: any(out.glob("*.points.ndjson")), within=20)
-            writers = writer_pids(process.pid)
+            writers = await writers_at_work(process, out)
             os.killpg(process.pid, signal.SIGINT)  # what ^C sends: the whole group
-            with anyio.fail_after(60):
-                await process.wait()
-            assert process.stderr is not None
-            said = (await process.stderr.receive(1 << 20)).decode(errors="replace")
+            said = await ended(process)
         assert process.returncode == 130, said
         assert "Traceback" not in said
-        for pid in writers:  # ended with the job, not orphaned
-            await wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), within=10)
-        assert not [p.name for p in out.iterdir() if p.name.startswith(".")
-                    and not p.name.startswith(".harvester")]  # fmt: skip
+        # Both ended with the job, not orphaned.
+        await wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in writers))
+        hidden = [p.name for p in out.iterdir() if p.name.startswith(".")]
+        assert all(name.startswith(".harvester") for name in hidden), hidden
         assert intact(list(verify(out)))
-        rerun = await anyio.run_process(command, env=cli_env(sim), cwd=ROOT, check=False)
-        assert rerun.returncode == 0, rerun.stderr.decode()
-    assert {int(p.name.split(".")[0]) for p in out.glob("*.points.ndjson")} == set(cloud.runs)
-    assert intact(list(verify(out)))
+        await completed_again(sim, command, out, len(cloud.runs))
