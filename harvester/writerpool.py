@@ -47,8 +47,8 @@ def start_early() -> None:
     them instead of delaying the first lines, which a points harvest would wait for. One
     only: a second, started here too, delayed the first request by ~0.04 s (two
     interpreters starting beside this one's imports on two cores); the pool starts it
-    with the first run, while the first answers come. A process not taken ends with this
-    one (its pipe closes)."""
+    when a second run opens, while the first answers come. A process not taken ends with
+    this one (its pipe closes)."""
     if not _EARLY:
         _EARLY.append(WriterProcess())
 
@@ -59,16 +59,25 @@ def writer_process() -> WriterProcess:
 
 
 class WriterPool:
-    """The writer processes of one sink, started when its first run opens."""
+    """The writer processes of one sink: the first when its first run opens, each other
+    (up to `size`) when a run opens while every live writer has a run open, so that a
+    job of one run, or `--runs-in-flight 1`, starts no writer it would not use (~30 MB
+    and ~0.05 s of CPU each)."""
 
     def __init__(self, size: int) -> None:
-        self.writers = [writer_process() for _ in range(size)]
+        self.size = size
+        self.writers = [writer_process()]
 
     def for_run(self) -> WriterProcess:
-        """The writer for a new run: the live one with the fewest runs open (the first of
-        them on a tie); a dead one only when none lives (opening the run then says why)."""
-        live = [w for w in self.writers if w.failed is None] or self.writers
-        return min(live, key=lambda writer: writer.open_runs)
+        """The writer for a new run (call it for one run at a time): a new one while the
+        live ones are all busy and the pool has room, else the live one with the fewest
+        runs open (the first of them on a tie); a dead one only when none lives and no
+        other may start (opening the run then says why)."""
+        live = [w for w in self.writers if w.failed is None]
+        if len(self.writers) < self.size and all(w.open_runs for w in live):
+            self.writers.append(writer_process())
+            return self.writers[-1]
+        return min(live or self.writers, key=lambda writer: writer.open_runs)
 
     def close(self) -> None:
         """End every writer (each closes what it still has open) and wait for them."""

@@ -314,8 +314,8 @@ def test_a_points_harvest_into_a_directory_starts_its_writer_processes_first(
     first = writerpool.WriterPool(2)
     again = writerpool.WriterPool(1)
     try:
-        assert first.writers[0] is waiting and not writerpool._EARLY
-        assert len(set(first.writers) | set(again.writers)) == 3
+        assert first.writers == [waiting] and not writerpool._EARLY
+        assert again.writers[0] is not waiting
         files = ChildRunFiles(first.for_run(), 1, "points", "none", None, temp_paths(tmp_path, 1))
         files.write(run_lines()[0])
         files.finish()

@@ -66,6 +66,24 @@ def test_each_run_goes_to_the_writer_with_the_fewest_runs_open(tmp_path: Path) -
         pool.close()
 
 
+def test_a_second_writer_starts_only_when_a_run_opens_beside_another(tmp_path: Path) -> None:
+    """Runs one after the other (a job of one run, `--runs-in-flight 1`) keep one writer."""
+    pool = WriterPool(2)
+    try:
+        for run_id in (1, 2):
+            files = open_run(pool, tmp_path, run_id)
+            files.write(run_lines(run_id)[0])
+            files.finish()
+        assert len(pool.writers) == 1
+        beside = [open_run(pool, tmp_path, run_id) for run_id in (3, 4, 5)]
+        assert len(pool.writers) == 2
+        assert [f._child for f in beside] == [pool.writers[0], pool.writers[1], pool.writers[0]]
+        for files in beside:
+            files.discard()
+    finally:
+        pool.close()
+
+
 def test_a_dead_writer_fails_its_runs_and_the_next_runs_go_to_the_live_one(
     tmp_path: Path,
 ) -> None:
@@ -126,6 +144,27 @@ async def test_a_points_harvest_spreads_its_runs_over_its_writers_and_each_is_in
         with anyio.fail_after(60):
             assert not (await harvest_job(settings, targets(cloud))).report.failed
     assert len(chosen) == 6 and set(chosen) == set(range(cpus))
+
+
+async def test_a_points_job_of_one_run_starts_one_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writerpool, "usable_cpus", lambda: 2)
+    pools: list[WriterPool] = []
+    real_close = WriterPool.close
+
+    def close(self: WriterPool) -> None:
+        pools.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(WriterPool, "close", close)
+    cloud = generate_cloud(runs=1, metrics=5, points=40)
+    async with Simulator(cloud) as sim:
+        settings = settings_for(sim, tmp_path, format="points")
+        with anyio.fail_after(60):
+            assert not (await harvest_job(settings, targets(cloud))).report.failed
+    assert [len(pool.writers) for pool in pools] == [1]
+    assert intact(list(verify(tmp_path)))
     rows = list(verify(tmp_path))
     assert intact(rows)
     assert sorted(p.name for p in tmp_path.glob("*.points.ndjson")) == [
