@@ -5,11 +5,12 @@ Why two for points: a run's points file is 5x its raw bytes (large: 2 GB), and a
 spends about as much CPU on them as the event loop spends on the whole harvest (building
 the lines, hashing and writing them: ~2.9 s against ~1.4 s at large). One writer was
 the harvest's critical path: its main thread and its hashing thread each ran about half
-the time, the cores ~30% idle. With two, each writes its runs in turn, hashing each piece
-it built while the bytes are still in its CPU's cache (1.9 GB/s, against ~1.3 GB/s for a
-thread on the other core), and the two cores are kept busy: large 3.4 -> 3.1 s. Never
-more than two (`POINTS_WRITERS`): the event loop then feeds them as fast as they write,
-and each costs ~30 MB. Parquet keeps one: its writer imports pyarrow (~40 MB), and Arrow
+the time, the cores ~17% idle over the harvest. With two, each writes its runs in turn,
+hashing each piece it built while the bytes are still in its CPU's cache (1.9 GB/s,
+against ~1.3 GB/s for a thread on the other core), and the cores are ~8% idle: large
+3.4 -> 3.1 s. Never more than two (`POINTS_WRITERS`): each then has about as much work
+as the event loop that feeds them (~1.4 s at large), so a third would wait for it, and
+each costs ~30 MB. Parquet keeps one: its writer imports pyarrow (~40 MB), and Arrow
 already encodes on threads of its own.
 
 A run goes to the writer with the fewest runs open, so that a long run does not hold
