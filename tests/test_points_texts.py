@@ -39,14 +39,14 @@ def points_text(*values: bytes) -> bytes:
     return b"[" + b",".join(points) + b"]"
 
 
-def split_texts(values: bytes) -> tuple[list[dict[str, Any]], Serie] | None:
+def split_texts(values: bytes, *, lines: bool = True) -> tuple[list[dict[str, Any]], Serie] | None:
     """The points lines a points writer makes of one serie of `values` text, and its Serie;
     None when its answer goes as lines instead."""
     body = b'{"k6-serie":[{"metric_id":"m1","method":"mean","values":%s}]}' % values
     batch = series_texts(body)
     if batch is None:
         return None
-    splitter = PointsSplitter(5, lines=True)
+    splitter = PointsSplitter(5, lines=lines)
     list(splitter.split(encode("metric", 5, [METRIC])))
     [serie] = splitter.texts(SeriesTexts.from_wire(*batch.wire()))
     assert splitter.points == serie.count
@@ -95,6 +95,19 @@ def test_a_serie_sent_as_text_has_the_points_of_the_parsed_answer(
     got, serie = split
     assert got == expected_points({"method": "mean"}, parsed_points(values))
     assert (serie.pairs is None) == fast  # the bytes used as they are, or parsed
+
+
+@pytest.mark.parametrize("lines", [True, False])
+def test_a_text_s_first_keys_are_proven_whatever_the_splitter_builds(lines: bool) -> None:
+    """`timestamp2` has the byte shape of `timestamp` (digits are not kept): only the
+    replace that builds the lines tells them apart, so a text's lines are built even by
+    a splitter that leaves lines to `Serie.chunks` (which would take the body on trust)."""
+    values = b'[{"timestamp":%s,"value":1},{"timestamp2":%s,"value":2}]' % (T1, T2)
+    split = split_texts(values, lines=lines)
+    assert split is not None
+    points, serie = split
+    assert serie.pairs is not None  # parsed: the same points as the parsed answer
+    assert [(p["time"], p["value"]) for p in points] == [(T1.strip(b'"').decode(), 1), (None, 2)]
 
 
 @pytest.mark.parametrize(

@@ -237,9 +237,12 @@ class PointsSplitter:
             yield serie
 
     def _text_serie(self, head: dict[str, Any], body: bytes) -> Serie:
+        """Its lines built here whatever `lines` says: only their replace proves each
+        point's first key (`finite_points` does not count them), which `Serie.chunks`'
+        own replace of a checked body would take on trust."""
         count = finite_points(body)
-        if count is not None and not (count and self._lines):
-            return Serie(head, count, body=body)
+        if count == 0:
+            return Serie(head, 0, body=body)
         lines = built_lines(head, body, count) if count else None
         if count and lines is not None:
             return Serie(head, count, body=body, lines=lines)
