@@ -124,6 +124,18 @@ def test_a_pool_of_dead_writers_says_why_when_a_run_opens(tmp_path: Path) -> Non
         pool.close()
 
 
+async def harvest_points(tmp_path: Path, cloud: SimCloud) -> None:
+    """A points harvest of every run of `cloud`: each published, intact."""
+    async with Simulator(cloud) as sim:
+        settings = settings_for(sim, tmp_path, format="points")
+        with anyio.fail_after(60):
+            assert not (await harvest_job(settings, targets(cloud))).report.failed
+    assert intact(list(verify(tmp_path)))
+    assert sorted(p.name for p in tmp_path.glob("*.points.ndjson")) == [
+        f"{r}.points.ndjson" for r in sorted(cloud.runs)
+    ]
+
+
 @pytest.mark.parametrize("cpus", [1, 2])
 async def test_a_points_harvest_spreads_its_runs_over_its_writers_and_each_is_intact(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpus: int
@@ -138,11 +150,7 @@ async def test_a_points_harvest_spreads_its_runs_over_its_writers_and_each_is_in
         return writer
 
     monkeypatch.setattr(WriterPool, "for_run", for_run)
-    cloud = generate_cloud(runs=6, metrics=5, points=40)
-    async with Simulator(cloud) as sim:
-        settings = settings_for(sim, tmp_path, format="points")
-        with anyio.fail_after(60):
-            assert not (await harvest_job(settings, targets(cloud))).report.failed
+    await harvest_points(tmp_path, generate_cloud(runs=6, metrics=5, points=40))
     assert len(chosen) == 6 and set(chosen) == set(range(cpus))
 
 
@@ -158,18 +166,8 @@ async def test_a_points_job_of_one_run_starts_one_writer(
         real_close(self)
 
     monkeypatch.setattr(WriterPool, "close", close)
-    cloud = generate_cloud(runs=1, metrics=5, points=40)
-    async with Simulator(cloud) as sim:
-        settings = settings_for(sim, tmp_path, format="points")
-        with anyio.fail_after(60):
-            assert not (await harvest_job(settings, targets(cloud))).report.failed
+    await harvest_points(tmp_path, generate_cloud(runs=1, metrics=5, points=40))
     assert [len(pool.writers) for pool in pools] == [1]
-    assert intact(list(verify(tmp_path)))
-    rows = list(verify(tmp_path))
-    assert intact(rows)
-    assert sorted(p.name for p in tmp_path.glob("*.points.ndjson")) == [
-        f"{r}.points.ndjson" for r in sorted(cloud.runs)
-    ]
 
 
 def writer_pids(pid: int) -> list[int]:
