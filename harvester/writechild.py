@@ -298,15 +298,6 @@ def _as_os_error(exc: BaseException) -> OSError:
     return OSError(f"{type(exc).__name__}: {exc}")
 
 
-#: Seconds the main thread keeps the GIL while another thread waits for it: Python's
-#: default. It was 0.5 ms (5b417d6) while a thread hashed each 4 MiB buffer of a points
-#: file and waited up to 5 ms for the GIL to hand it on; now the main thread hashes
-#: what it writes (`directfile`), and at 0.5 ms it only lost the GIL more often to the
-#: writing and finishing threads. Large, interleaved pairs: points faster in 8 of 8
-#: (medians 3.23 -> 3.16 s, then 3.36 -> 3.23 s), Parquet in 4 of 4 (3.28 -> 3.13 s).
-SWITCH_INTERVAL = 0.005
-
-
 def main() -> None:
     # The parent handles ^C, SIGTERM and SIGHUP (`stopsignals`: it finishes or aborts its
     # runs, then closes the pipe), which reach the whole process group: the child ends
@@ -319,7 +310,12 @@ def main() -> None:
     # default threshold it spent ~5% of its CPU collecting them (medium bench replayed).
     gc.freeze()
     gc.set_threshold(50_000, 10, 10)
-    sys.setswitchinterval(SWITCH_INTERVAL)
+    # The switch interval is Python's (5 ms). It was 0.5 ms (5b417d6) while a thread
+    # hashed each 4 MiB buffer of a points file and waited up to 5 ms for the GIL to hand
+    # it on; now the main thread hashes what it writes (`directfile`), and at 0.5 ms it
+    # only lost the GIL more often to the writing and finishing threads. Large,
+    # interleaved pairs: points faster in 8 of 8 (medians 3.23 -> 3.16 s, then 3.36 ->
+    # 3.23 s), Parquet in 4 of 4 (3.28 -> 3.13 s).
     answers = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing but answers on the pipe
     serve(sys.stdin.buffer, answers)

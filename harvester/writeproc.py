@@ -100,7 +100,7 @@ class WriterProcess:
         self.failed: OSError | None = None
         #: Runs opened on it and not yet finished or discarded (`writerpool.WriterPool`).
         self.open_runs = 0
-        self._lock = threading.Lock()  # `_waiting` and `_closed` between the two threads
+        self._lock = threading.Lock()  # `_waiting`, `_closed` and `open_runs` between threads
         self._closed = False  # no more answers come
         self._threads = [
             threading.Thread(target=self._feed, name="points-feed", daemon=True),

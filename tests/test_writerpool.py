@@ -84,18 +84,23 @@ def test_a_second_writer_starts_only_when_a_run_opens_beside_another(tmp_path: P
         pool.close()
 
 
+def killed(writer: WriterProcess) -> WriterProcess:
+    """`writer` killed (as the OOM killer does), once this side has seen its answers close."""
+    writer._proc.kill()
+    writer._proc.wait()
+    deadline = time.monotonic() + 10
+    while writer.failed is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return writer
+
+
 def test_a_dead_writer_fails_its_runs_and_the_next_runs_go_to_the_live_one(
     tmp_path: Path,
 ) -> None:
     pool = WriterPool(2)
     try:
         doomed = open_run(pool, tmp_path, 1)
-        dead = doomed._child
-        dead._proc.kill()
-        dead._proc.wait()
-        deadline = time.monotonic() + 10
-        while dead.failed is None and time.monotonic() < deadline:  # (its answers closed)
-            time.sleep(0.01)
+        dead = killed(doomed._child)
         with pytest.raises(OSError, match="the writer process stopped: killed by SIGKILL"):
             doomed.finish()
         for run_id in (2, 3):  # each on the live writer, though it has more runs open
@@ -112,12 +117,7 @@ def test_a_dead_writer_fails_its_runs_and_the_next_runs_go_to_the_live_one(
 def test_a_pool_of_dead_writers_says_why_when_a_run_opens(tmp_path: Path) -> None:
     pool = WriterPool(1)
     try:
-        only: WriterProcess = pool.writers[0]
-        only._proc.kill()
-        only._proc.wait()
-        deadline = time.monotonic() + 10
-        while only.failed is None and time.monotonic() < deadline:
-            time.sleep(0.01)
+        killed(pool.writers[0])
         with pytest.raises(OSError, match="killed by SIGKILL"):
             open_run(pool, tmp_path, 1)
     finally:

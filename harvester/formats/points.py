@@ -243,8 +243,8 @@ class PointsSplitter:
         count = finite_points(body)
         if count == 0:
             return Serie(head, 0, body=body)
-        lines = built_lines(head, body, count) if count else None
-        if count and lines is not None:
+        lines = built_lines(head, body, count) if count is not None else None
+        if count is not None and lines is not None:
             return Serie(head, count, body=body, lines=lines)
         pairs = _v2_pairs(read_line(body))
         return Serie(head, len(pairs), pairs=pairs)
