@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
+from .packed import Text
 from .records import Chunk
 from .runfiles import file_counts
 
@@ -186,13 +187,15 @@ class WriterProcess:
         the GIL back after each, which can wait for the event loop's turn (a 2 MB answer
         parsed, ~20 ms) while the child reads what the pipe holds (1 MiB, a few ms of its
         work) and then waits too."""
-        pieces: list[bytes | memoryview] = []
+        pieces: list[Text] = []
         for request in requests:
             if request.answer is not None and not self._expect(request.answer):
                 continue  # told: the child is gone, and nothing is written below
-            header = (request.op, request.run_id, request.args, len(request.data))
+            header = (request.op, request.run_id, request.args, request.size())
             pieces.append(pickle.dumps(header))
-            if request.data:
+            if isinstance(request.data, list):
+                pieces += request.data
+            elif request.data:
                 pieces.append(request.data)
         if self.failed is not None:
             return
@@ -253,10 +256,16 @@ class _Request:
     op: str
     run_id: int
     args: Any = None
-    data: bytes | memoryview = b""
+    #: Its bytes: one piece, or several written end to end (a batch's texts).
+    data: bytes | memoryview | list[Text] = b""
     answer: Future[Any] | None = None
     #: A packed batch's: the bytes of the lines it stands for (`weight`).
     lines: int | None = None
+
+    def size(self) -> int:
+        if isinstance(self.data, list):
+            return sum(len(piece) for piece in self.data)
+        return len(self.data)
 
     def weight(self) -> int:
         """Its bytes as the queue counts them (`QUEUED_BYTES`, `FEED_BYTES`): a packed
@@ -265,7 +274,7 @@ class _Request:
         child's work when it was behind: several runs ahead, each open in the child
         (~1 MB there: its metrics, its writer) and its batches here (large bench, Parquet:
         peaks 50-52 + 30-35 -> 46-50 + 28-30 MB anonymous, this process + the child)."""
-        return len(self.data) if self.lines is None else self.lines
+        return self.size() if self.lines is None else self.lines
 
 
 class ChildRunFiles:
@@ -335,13 +344,13 @@ class ChildRunFiles:
         return file_counts(self._kinds, self._done.points, counts)
 
 
-def _write_all(fd: int, pieces: list[bytes | memoryview]) -> None:
+def _write_all(fd: int, pieces: list[Text]) -> None:
     """Every byte of `pieces` into `fd`, in as few system calls as the system allows."""
     if not hasattr(os, "writev"):  # pragma: no cover (Windows)
         with open(fd, "wb", closefd=False) as out:
             out.write(b"".join(pieces))
         return
-    left: list[bytes | memoryview] = list(pieces)
+    left: list[Text] = list(pieces)
     while left:
         done = os.writev(fd, left[:IOV_MAX])
         first = 0
