@@ -109,9 +109,8 @@ class RunFiles:
         """A batch of series as texts (points: the only format it is sent to)."""
         assert self.splitter is not None
         stream = self._stacks["points.ndjson"].stream
-        for serie in self.splitter.texts(batch):
-            for chunk in serie.chunks():
-                stream.write(chunk)
+        for chunk in self.splitter.text_chunks(batch):
+            stream.write(chunk)
 
     def finish(self) -> None:
         """The last row group and footer, the compressors' ends; each file's bytes are

@@ -46,11 +46,17 @@ def split_texts(values: bytes, *, lines: bool = True) -> tuple[list[dict[str, An
     batch = series_texts(body)
     if batch is None:
         return None
+    header, pieces = batch.wire()  # as the pipe carries them: end to end
+    received = SeriesTexts.from_wire(header, b"".join(pieces))
     splitter = PointsSplitter(5, lines=lines)
     list(splitter.split(encode("metric", 5, [METRIC])))
-    header, pieces = batch.wire()  # as the pipe carries them: end to end
-    [serie] = splitter.texts(SeriesTexts.from_wire(header, b"".join(pieces)))
+    [serie] = splitter.texts(received)
     assert splitter.points == serie.count
+    # What the points file gets (`RunFiles`): the same lines, with no `Serie` made.
+    writer = PointsSplitter(5, lines=lines)
+    list(writer.split(encode("metric", 5, [METRIC])))
+    assert b"".join(writer.text_chunks(received)) == serie.ndjson()
+    assert writer.points == serie.count
     return parse_lines(serie.ndjson()), serie
 
 

@@ -236,16 +236,29 @@ class PointsSplitter:
             self.points += serie.count
             yield serie
 
+    def text_chunks(self, batch: SeriesTexts) -> Iterator[bytes | memoryview]:
+        """The points lines of `texts`' series, in pieces, for the points file: a plain
+        serie's lines as they are built, with no `Serie` made of them (2-5% of the
+        writer's CPU, replayed batches of 31,000 points)."""
+        for metric_id, method, text in batch.texts():
+            head = self.v2_head(metric_id, method)
+            body = bytes(text)
+            count, lines = _text_lines(head, body)
+            if count and lines is not None:
+                self.points += count
+                yield memoryview(lines)[1:]
+            elif count != 0:
+                serie = self._parsed_text(head, body)
+                self.points += serie.count
+                yield from serie.chunks()
+
     def _text_serie(self, head: dict[str, Any], body: bytes) -> Serie:
-        """Its lines built here whatever `lines` says: only their replace proves each
-        point's first key (`finite_points` does not count them), which `Serie.chunks`'
-        own replace of a checked body would take on trust."""
-        count = finite_points(body)
-        if count == 0:
-            return Serie(head, 0, body=body)
-        lines = built_lines(head, body, count) if count is not None else None
-        if count is not None and lines is not None:
-            return Serie(head, count, body=body, lines=lines)
+        count, lines = _text_lines(head, body)
+        if lines is not None or count == 0:
+            return Serie(head, count or 0, body=body, lines=lines)
+        return self._parsed_text(head, body)
+
+    def _parsed_text(self, head: dict[str, Any], body: bytes) -> Serie:
         pairs = _v2_pairs(read_line(body))
         return Serie(head, len(pairs), pairs=pairs)
 
@@ -295,6 +308,18 @@ class PointsSplitter:
             if len(self._times) < 100_000:  # a run's time grid, not every odd stamp
                 self._times[seconds] = known
         return known
+
+
+def _text_lines(head: dict[str, Any], body: bytes) -> tuple[int | None, bytes | None]:
+    """A `values` text's points and their lines (after a first `\n`) when they are plain
+    numbers a double holds (`finite_points`); (0, None) for no points; a count or None
+    and no lines when it must be parsed.
+
+    The lines are built whatever the splitter's `lines` says: only their replace proves
+    each point's first key (`finite_points` does not count them), which `Serie.chunks`'
+    own replace of a checked body would take on trust."""
+    count = finite_points(body)
+    return count, built_lines(head, body, count) if count else None
 
 
 def _v2_pairs(values: Any) -> list[tuple[Any, Any]]:
