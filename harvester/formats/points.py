@@ -27,11 +27,12 @@ value by `pointvalue.point_value` (the same lines, slower). The lines of a batch
 found by offset, not split into copies, and a serie's lines are handed on as pieces
 (`Serie.chunks`): the points file is 5x raw's bytes, and each copy of them costs.
 
-A points harvest sends its v2 series here as texts (`packed.SeriesTexts`, `texts`): each
-serie's `values` as the API sent it, which the harvester did not read point by point,
-so the check here also proves each value a number a double holds
-(`point_bytes.finite_points`: no exponent; `packed.series_texts` sent no answer with 309
-digits in a row as texts). The byte checks and the replace are in `point_bytes`.
+A points harvest sends its v2 series here as texts (`packed.SeriesTexts`: `text_chunks`
+for the points file, `texts` as series): each serie's `values` as the API sent it,
+which the harvester did not read point by point, so the check here also proves each
+value a number a double holds (`point_bytes.finite_points`: no exponent;
+`packed.series_texts` sent no answer with 309 digits in a row as texts). The byte checks
+and the replace are in `point_bytes`.
 """
 
 from __future__ import annotations
