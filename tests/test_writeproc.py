@@ -21,7 +21,7 @@ import pytest
 
 from harvester import writechild, writeproc, writerpool
 from harvester.cli import main
-from harvester.packed import pack_series
+from harvester.packed import pack_series, series_texts
 from harvester.records import encode
 from harvester.runfiles import KINDS as FORMAT_KINDS
 from harvester.runfiles import RunFiles
@@ -82,6 +82,33 @@ def test_the_child_writes_the_same_files_as_the_write_stack_in_this_process(
         assert remote.written(kind) == local.written(kind)
     assert remote.counts(counts) == local.counts(counts)
     assert remote.counts(counts)[kinds[0]]["point"] == 6 * 30
+
+
+def test_a_batch_of_more_texts_than_one_writev_takes_reaches_the_child_whole(
+    child: WriterProcess, tmp_path: Path
+) -> None:
+    """A points batch goes as each serie's text, a view of the answer (`packed.SeriesTexts`):
+    1,500 series are more pieces than one `writev` takes (`IOV_MAX`), and the child reads
+    them into its reused buffer; the points file is the one written in this process."""
+    cloud = generate_cloud(runs=1, metrics=6, points=5, seed=3)
+    run = next(iter(cloud.runs.values()))
+    metrics = run.metrics()
+    series = [run.serie(str(metrics[i % 6]["id"]), None) for i in range(1_500)]
+    batch = series_texts(orjson.dumps({"k6-serie": series}))
+    assert batch is not None and len(batch.values) > writeproc.IOV_MAX
+    assert batch.nbytes > writechild._ReusedBuffer.SMALLEST  # read into the kept buffer
+    here = {kind: io.BytesIO() for kind in KINDS}
+    local = RunFiles(1, "points", "none", None, cast(dict[str, BinaryIO], here))
+    paths = temp_paths(tmp_path, 1)
+    remote = ChildRunFiles(child, 1, "points", "none", None, paths)
+    for data in (encode("metric", 1, metrics), batch, batch):
+        local.write(data)
+        remote.write(data)
+    local.finish()
+    remote.finish()
+    assert paths["points.ndjson"].read_bytes() == here["points.ndjson"].getvalue()
+    assert remote.written("points.ndjson") == local.written("points.ndjson")
+    assert here["points.ndjson"].getvalue().count(b"\n") == 2 * 1_500 * 5
 
 
 def test_the_child_runs_the_parent_s_writer_not_a_harvester_package_in_the_working_directory(
