@@ -183,9 +183,9 @@ Text = bytes | memoryview | msgspec.Raw
 
 @dataclass(frozen=True, slots=True)
 class SeriesTexts:
-    """A batch of v2 series as the points writer takes them (`PointsSplitter.texts`):
+    """A batch of v2 series as the points writer takes them (`PointsSplitter.text_chunks`):
     each serie's metric id and method, and its `values` text (the API's, unread: `null`
-    when it had none), each `lengths[i]` long.
+    when it had none).
 
     The texts are views, never copies: of the answer's body here (sent down the pipe as
     they are, `WriterProcess`'s one `writev`), of the one buffer the writer process read
@@ -194,7 +194,6 @@ class SeriesTexts:
 
     metric_ids: list[str | None]
     methods: list[str | None]
-    lengths: list[int]
     values: list[Text]
     #: Points of the longest serie with a `values` array (None when none has one): its
     #: `{` counted, the serie longest in bytes (only the batches' sizes depend on it).
@@ -207,7 +206,7 @@ class SeriesTexts:
 
     @property
     def nbytes(self) -> int:
-        return sum(self.lengths)
+        return sum(len(text) for text in self.values)
 
     def texts(self) -> Iterator[tuple[str | None, str | None, memoryview]]:
         """Each serie's metric id, method and `values` text."""
@@ -217,7 +216,8 @@ class SeriesTexts:
 
     def wire(self) -> tuple[tuple[Any, ...], list[Text]]:
         """What the writer process is sent: the header (pickled) and the texts, end to end."""
-        header = (self.metric_ids, self.methods, self.lengths, self.longest, self.text_bytes)
+        lengths = [len(text) for text in self.values]
+        header = (self.metric_ids, self.methods, lengths, self.longest, self.text_bytes)
         return header, self.values
 
     @classmethod
@@ -230,7 +230,7 @@ class SeriesTexts:
             for length in lengths:
                 values.append(view[start : start + length])
                 start += length
-        return cls(metric_ids, methods, lengths, values, longest, text_bytes)
+        return cls(metric_ids, methods, values, longest, text_bytes)
 
 
 def has_past_double(body: bytes) -> bool:
@@ -267,7 +267,6 @@ def series_texts(body: bytes) -> SeriesTexts | None:
     return SeriesTexts(
         [serie.metric_id for serie in series],
         [serie.method for serie in series],
-        [len(text) for text in values],
         values,
         longest,
         len(body) - WRAPPER - max(len(series) - 1, 0),
